@@ -1,0 +1,1 @@
+"""Edge code that speaks to hardware: MQTT bridge, vendor adapters, device simulators."""

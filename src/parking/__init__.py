@@ -1,0 +1,1 @@
+"""Changbo (畅泊): a city-scale smart-parking backend."""

@@ -1,0 +1,3 @@
+from parking.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The HTTP API (Litestar + msgspec): drivers, gates, operators, finance, city."""

@@ -1,0 +1,82 @@
+"""The Litestar application factory (``granian --factory parking.api.app:create_app``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from litestar import Litestar
+from litestar.config.response_cache import ResponseCacheConfig
+from litestar.middleware import ASGIMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from parking import config
+from parking.api.health import healthz, readyz
+from parking.api.infra import lifespan_for
+from parking.api.problems import EXCEPTION_HANDLERS
+from parking.config import Settings
+from parking.observability import configure_logging
+
+access_log = structlog.get_logger("parking.access")
+
+
+class AccessLog(ASGIMiddleware):
+    """One structured line per request: method, path, status, duration."""
+
+    scopes = ("http",)  # type: ignore[assignment]
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, capture)
+        finally:
+            access_log.info(
+                "request",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or config.load()
+    configure_logging(settings.log_level, settings.log_format, process="api")
+    prometheus = PrometheusConfig(
+        app_name="parking",
+        prefix="parking",
+        group_path=True,
+        exclude=["/metrics"],
+    )
+    return Litestar(
+        route_handlers=[healthz, readyz, PrometheusController],
+        lifespan=[lifespan_for(settings)],
+        middleware=[prometheus.middleware, AccessLog()],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="Changbo (畅泊) parking platform",
+            version="1",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        response_cache_config=ResponseCacheConfig(),
+        # Bodies are small JSON documents; anything larger is refused (413)
+        # before it is parsed. Routes that need less set their own limit.
+        request_max_body_size=64 * 1024,
+        # Logging is configured by configure_logging (JSON for every logger);
+        # Litestar's default config would install its own plain-text handler.
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,128 @@
+"""RFC 9457 problem details: the one place where errors become HTTP.
+
+Domain errors know nothing of HTTP; this table says which status each one
+means. Anything unexpected is a 500 with no stack trace in the body (the trace
+goes to the log with the request id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from parking.errors import ParkingError
+
+PROBLEM_JSON = "application/problem+json"
+_TYPE_BASE = "https://changbo.example/problems/"
+
+log = structlog.get_logger("parking.api")
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str = ""
+    instance: str = ""
+    errors: list[dict[str, Any]] | None = None
+
+
+#: domain error -> (status, slug). Subclasses match their nearest listed base.
+STATUS_FOR: dict[type[ParkingError], tuple[int, str]] = {}
+
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str = "",
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
+    body = Problem(
+        type=_TYPE_BASE + slug,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
+    )
+    return Response(
+        content=msgspec.json.encode(body),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    503: "Service unavailable",
+}
+
+
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    errors = None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        errors = [e if isinstance(e, dict) else {"message": str(e)} for e in exc.extra]
+    title = _TITLES.get(status, "Error")
+    slug = title.lower().replace(" ", "-")
+    detail = exc.detail if exc.detail and exc.detail.lower() != title.lower() else ""
+    return problem_response(
+        request,
+        status=status,
+        slug=slug,
+        title=title,
+        detail=detail,
+        errors=errors,
+        headers=exc.headers,
+    )
+
+
+def domain_exception_handler(request: Request[Any, Any, Any], exc: ParkingError) -> Response[bytes]:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_FOR:
+            status, slug = STATUS_FOR[cls]
+            return problem_response(
+                request,
+                status=status,
+                slug=slug,
+                title=_TITLES.get(status, "Error"),
+                detail=str(exc),
+            )
+    return internal_error_handler(request, exc)
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled error", path=request.url.path, exc_info=exc)
+    return problem_response(
+        request,
+        status=500,
+        slug="internal",
+        title="Internal server error",
+        detail="The error was logged; please retry later.",
+    )
+
+
+EXCEPTION_HANDLERS = {
+    HTTPException: http_exception_handler,
+    ParkingError: domain_exception_handler,
+    Exception: internal_error_handler,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "STATUS_FOR", "MediaType", "problem_response"]

@@ -1,0 +1,23 @@
+"""The ``parking`` command line: one group per domain, registered here."""
+
+from __future__ import annotations
+
+import click
+
+from parking.db.cli import db
+from parking.seed.cli import seed
+from parking.stack.cli import stack
+from parking.workers.api import api
+from parking.workers.run import run
+
+
+@click.group()
+def main() -> None:
+    """Changbo (畅泊) smart-parking platform."""
+
+
+main.add_command(stack)
+main.add_command(db)
+main.add_command(seed)
+main.add_command(api)
+main.add_command(run)

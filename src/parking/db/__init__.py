@@ -1,0 +1,1 @@
+"""PostgreSQL access: connection pools and the migration runner."""

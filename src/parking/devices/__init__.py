@@ -1,0 +1,1 @@
+"""Device registry, credentials, broker ACL and MQTT message types."""

@@ -1,0 +1,1 @@
+"""A deterministic synthetic Ganzhou for `make run`, demos and load tests."""

@@ -1,0 +1,47 @@
+"""``parking stack up|down|status|env``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from parking import config
+from parking.errors import StackError
+from parking.stack import service
+
+
+@click.group()
+def stack() -> None:
+    """The local PostgreSQL, Redis and Mosquitto servers under the stack directory."""
+
+
+@stack.command()
+def up() -> None:
+    """Start the servers (installing missing packages as root) and wait until ready."""
+    try:
+        service.up(config.load())
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@stack.command()
+def down() -> None:
+    """Stop the servers cleanly (data stays)."""
+    try:
+        service.down(config.load())
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@stack.command()
+def status() -> None:
+    """Which servers run, on which ports, as JSON."""
+    click.echo(json.dumps(service.status(config.load()), indent=2))
+
+
+@stack.command()
+def env() -> None:
+    """Print export lines for psql, redis-cli and mosquitto_pub: eval "$(parking stack env)"."""
+    for line in service.env_lines(config.load()):
+        click.echo(line)

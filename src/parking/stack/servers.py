@@ -1,0 +1,420 @@
+"""Start, stop and probe the three servers of the local stack."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from parking.config import DB_NAME, DB_USER, Secrets, Settings, read_secrets
+from parking.devices import broker
+from parking.errors import StackError
+from parking.stack.binaries import Binaries
+
+Log = Callable[[str], None]
+
+_READY_TIMEOUT_S = 60.0
+
+
+def _wait_port(port: int, what: str, timeout: float = _READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise StackError(f"{what} did not open port {port} within {timeout:.0f} s")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _pid_alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def ensure_secrets(settings: Settings) -> Secrets:
+    existing = read_secrets(settings.stack_dir)
+    if existing is not None:
+        return existing
+    settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    created = Secrets(
+        postgres=secrets.token_urlsafe(18),
+        redis=secrets.token_urlsafe(18),
+        mqtt_platform=secrets.token_urlsafe(18),
+    )
+    path = settings.secrets_path
+    path.write_bytes(msgspec.json.encode(created))
+    path.chmod(0o600)
+    return created
+
+
+# --------------------------------------------------------------------- PostgreSQL
+
+
+class Postgres:
+    """A PostgreSQL cluster in ``<stack>/postgres``.
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the
+    ``postgres`` system user that Debian's package creates.
+    """
+
+    def __init__(self, settings: Settings, bins: Binaries, log: Log) -> None:
+        self.settings = settings
+        self.bins = bins
+        self.log = log
+        self.root = settings.stack_dir / "postgres"
+        self.data = self.root / "data"
+        self.logfile = self.root / "postgres.log"
+
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return argv
+        return ["runuser", "-u", "postgres", "--", *argv]
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam("postgres")
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def running(self) -> bool:
+        return _pid_alive(self.data / "postmaster.pid") is not None
+
+    def up(self, password: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._chown(self.root)
+        if not (self.data / "PG_VERSION").exists():
+            self.log("postgres: initdb")
+            pwfile = self.root / "pwfile"
+            pwfile.write_text(password + "\n")
+            pwfile.chmod(0o600)
+            self._chown(pwfile)
+            try:
+                subprocess.run(
+                    self._as_owner(
+                        [
+                            str(self.bins.initdb),
+                            "-D",
+                            str(self.data),
+                            f"--username={DB_USER}",
+                            f"--pwfile={pwfile}",
+                            "--auth=scram-sha-256",
+                            "--encoding=UTF8",
+                            "--locale=C.UTF-8",
+                        ]
+                    ),
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+            except subprocess.CalledProcessError as exc:
+                raise StackError(
+                    f"initdb failed (is {self.root} reachable by the postgres user?): "
+                    f"{exc.stderr.strip()}"
+                ) from exc
+            finally:
+                pwfile.unlink(missing_ok=True)
+            with (self.data / "postgresql.conf").open("a") as conf:
+                conf.write(
+                    "\n# written by `parking stack up`\n"
+                    "listen_addresses = '127.0.0.1'\n"
+                    # No Unix socket: deep checkout paths overflow sun_path, and
+                    # every client here speaks TCP to 127.0.0.1 anyway.
+                    "unix_socket_directories = ''\n"
+                    "max_connections = 200\n"
+                    "shared_buffers = 256MB\n"
+                    "timezone = 'UTC'\n"
+                    "log_timezone = 'UTC'\n"
+                )
+        if self.running():
+            self.log(f"postgres: already running on {self.settings.pg_port}")
+        else:
+            if not _port_free(self.settings.pg_port):
+                raise StackError(f"port {self.settings.pg_port} is taken by another program")
+            self._chown(self.root)
+            open(self.logfile, "a").close()
+            self._chown(self.logfile)
+            self.log(f"postgres: starting on {self.settings.pg_port}")
+            result = subprocess.run(
+                self._as_owner(
+                    [
+                        str(self.bins.pg_ctl),
+                        "-D",
+                        str(self.data),
+                        "-l",
+                        str(self.logfile),
+                        "-o",
+                        f"-p {self.settings.pg_port}",
+                        "-w",
+                        "-t",
+                        str(int(_READY_TIMEOUT_S)),
+                        "start",
+                    ]
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise StackError(
+                    f"postgres did not start: {result.stderr.strip()} (see {self.logfile})"
+                )
+        _wait_port(self.settings.pg_port, "postgres")
+        self._create_database(password)
+
+    def _psql(self, password: str, database: str, sql: str) -> str:
+        env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
+        result = subprocess.run(
+            [
+                str(self.bins.psql),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.settings.pg_port),
+                "-U",
+                DB_USER,
+                "-d",
+                database,
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"psql failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def _create_database(self, password: str) -> None:
+        exists = self._psql(
+            # DB_NAME is a constant of ours, not input.
+            password,
+            "postgres",
+            f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'",  # noqa: S608
+        )
+        if exists != "1":
+            self.log(f"postgres: creating database {DB_NAME}")
+            self._psql(password, "postgres", f"CREATE DATABASE {DB_NAME}")
+
+    def down(self) -> None:
+        if not self.running():
+            return
+        self.log("postgres: stopping")
+        subprocess.run(
+            self._as_owner(
+                [str(self.bins.pg_ctl), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+            ),
+            check=False,
+            capture_output=True,
+        )
+
+
+# -------------------------------------------------------------------------- Redis
+
+
+class Redis:
+    def __init__(self, settings: Settings, bins: Binaries, log: Log) -> None:
+        self.settings = settings
+        self.bins = bins
+        self.log = log
+        self.root = settings.stack_dir / "redis"
+        self.pid_file = self.root / "redis.pid"
+
+    def running(self) -> bool:
+        return _pid_alive(self.pid_file) is not None
+
+    def _config(self, password: str) -> str:
+        return (
+            "# written by `parking stack up`\n"
+            "bind 127.0.0.1\n"
+            f"port {self.settings.redis_port}\n"
+            f"dir {self.root}\n"
+            "daemonize yes\n"
+            f"pidfile {self.pid_file}\n"
+            f"logfile {self.root / 'redis.log'}\n"
+            f"requirepass {password}\n"
+            # The occupancy core is fast state in front of PostgreSQL: AOF with
+            # everysec keeps every acknowledged write through a kill -9 of Redis
+            # itself (only an OS crash loses up to ~1 s, which device outboxes
+            # re-send). RDB snapshots stay on for fast restarts.
+            "appendonly yes\n"
+            "appendfsync everysec\n"
+            "save 900 1 300 100 60 10000\n"
+            # Session and stream keys must never be evicted.
+            "maxmemory-policy noeviction\n"
+        )
+
+    def up(self, password: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        conf = self.root / "redis.conf"
+        conf.write_text(self._config(password))
+        conf.chmod(0o600)
+        if self.running():
+            self.log(f"redis: already running on {self.settings.redis_port}")
+        else:
+            if not _port_free(self.settings.redis_port):
+                raise StackError(f"port {self.settings.redis_port} is taken by another program")
+            self.log(f"redis: starting on {self.settings.redis_port}")
+            subprocess.run([str(self.bins.redis_server), str(conf)], check=True)
+        self._wait_ready(password)
+
+    def _cli(self, password: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(self.bins.redis_cli),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.settings.redis_port),
+                *args,
+            ],
+            env={**os.environ, "REDISCLI_AUTH": password},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+
+    def _wait_ready(self, password: str) -> None:
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            # PING answers LOADING while the AOF is replayed; wait for PONG.
+            if self._cli(password, "PING").stdout.strip() == "PONG":
+                return
+            time.sleep(0.1)
+        raise StackError(f"redis did not answer PING (see {self.root / 'redis.log'})")
+
+    def down(self, password: str) -> None:
+        if not self.running():
+            return
+        self.log("redis: stopping")
+        self._cli(password, "SHUTDOWN")
+        _wait_gone(self.pid_file)
+
+
+def _wait_gone(pid_file: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid_file) is not None:
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------- Mosquitto
+
+
+class Mosquitto:
+    def __init__(self, settings: Settings, bins: Binaries, log: Log) -> None:
+        self.settings = settings
+        self.bins = bins
+        self.log = log
+        self.root = settings.stack_dir / "mosquitto"
+        self.pid_file = self.root / "mosquitto.pid"
+        self.password_file = self.root / "passwords"
+        self.acl_file = self.root / "acl"
+
+    def running(self) -> bool:
+        return _pid_alive(self.pid_file) is not None
+
+    def _config(self) -> str:
+        user = "user root\n" if os.geteuid() == 0 else ""
+        return (
+            "# written by `parking stack up`\n"
+            f"{user}"
+            f"pid_file {self.pid_file}\n"
+            "per_listener_settings false\n"
+            "allow_anonymous false\n"
+            f"password_file {self.password_file}\n"
+            f"acl_file {self.acl_file}\n"
+            "persistence true\n"
+            f"persistence_location {self.root}/\n"
+            "autosave_interval 30\n"
+            f"log_dest file {self.root / 'mosquitto.log'}\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            "connection_messages true\n"
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
+            # Manual acks bound a gateway's rate at about inflight / processing
+            # time; the default 20 would cap a pipelined gateway far below its
+            # Redis throughput, while thousands make paho rescan its in-flight
+            # list on every ack. 1000 lets one gateway batch 500+ events.
+            "max_inflight_messages 1000\n"
+            # The default 1000 silently drops messages for a slow persistent
+            # session; a gateway that is down for minutes must find everything
+            # queued. 0 = unlimited count, bounded by bytes instead (2 GiB).
+            "max_queued_messages 0\n"
+            "max_queued_bytes 2147483648\n"
+            # Payloads are at most 8 KiB by contract, but a device that sends
+            # more must reach the gateway to be dead-lettered, not be cut off
+            # silently by the broker; 2 MiB covers the fuzz corpus's 1 MB case.
+            "max_packet_size 2097152\n"
+            "persistent_client_expiration 7d\n"
+            f"listener {self.settings.mqtt_port} 127.0.0.1\n"
+            "protocol mqtt\n"
+        )
+
+    def write_credentials(self, users: list[broker.BrokerUser]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        broker.write_atomically(self.password_file, broker.render_password_file(users))
+        broker.write_atomically(self.acl_file, broker.render_acl_file(users))
+
+    def reload(self) -> None:
+        """Make a running broker re-read its password and ACL files (no restart)."""
+        pid = _pid_alive(self.pid_file)
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+
+    def up(self, platform_password: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        conf = self.root / "mosquitto.conf"
+        conf.write_text(self._config())
+        if not self.password_file.exists():
+            user = broker.platform_user(
+                self.settings.mqtt_username,
+                broker.hash_password(platform_password),
+                self.settings.topic_prefix,
+            )
+            self.write_credentials([user])
+        if self.running():
+            self.log(f"mosquitto: already running on {self.settings.mqtt_port}")
+        else:
+            if not _port_free(self.settings.mqtt_port):
+                raise StackError(f"port {self.settings.mqtt_port} is taken by another program")
+            self.log(f"mosquitto: starting on {self.settings.mqtt_port}")
+            subprocess.run([str(self.bins.mosquitto), "-c", str(conf), "-d"], check=True)
+        _wait_port(self.settings.mqtt_port, "mosquitto")
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while self.pid_file.exists() is False and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def down(self) -> None:
+        pid = _pid_alive(self.pid_file)
+        if pid is None:
+            return
+        self.log("mosquitto: stopping")
+        os.kill(pid, signal.SIGTERM)
+        _wait_gone(self.pid_file)

@@ -1,0 +1,79 @@
+"""Use cases of the local stack: up, down, status, env."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+
+from parking.config import DB_NAME, DB_USER, Settings
+from parking.stack import binaries
+from parking.stack.servers import Mosquitto, Postgres, Redis, ensure_secrets
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"[stack] {message}", file=sys.stderr, flush=True)
+
+
+def up(settings: Settings, log: Log = _stderr) -> None:
+    """Start every server (idempotent) and wait until each one answers."""
+    bins = binaries.ensure(log=log)
+    secret = ensure_secrets(settings)
+    Postgres(settings, bins, log).up(secret.postgres)
+    Redis(settings, bins, log).up(secret.redis)
+    Mosquitto(settings, bins, log).up(secret.mqtt_platform)
+    log(f"ready: {settings.stack_dir}")
+
+
+def down(settings: Settings, log: Log = _stderr) -> None:
+    bins = binaries.ensure(log=log)
+    secret = ensure_secrets(settings)
+    Mosquitto(settings, bins, log).down()
+    Redis(settings, bins, log).down(secret.redis)
+    Postgres(settings, bins, log).down()
+
+
+def status(settings: Settings) -> dict[str, object]:
+    bins = binaries.ensure(log=_stderr)
+    return {
+        "stack_dir": str(settings.stack_dir),
+        "postgres": {
+            "running": Postgres(settings, bins, _stderr).running(),
+            "port": settings.pg_port,
+        },
+        "redis": {"running": Redis(settings, bins, _stderr).running(), "port": settings.redis_port},
+        "mosquitto": {
+            "running": Mosquitto(settings, bins, _stderr).running(),
+            "port": settings.mqtt_port,
+        },
+    }
+
+
+def env_lines(settings: Settings) -> list[str]:
+    """``export`` lines for psql, redis-cli, mosquitto_pub and the ``parking`` CLI."""
+    secret = ensure_secrets(settings)
+    values = {
+        "PARKING_STACK_DIR": str(settings.stack_dir),
+        "PARKING_PG_PORT": str(settings.pg_port),
+        "PARKING_REDIS_PORT": str(settings.redis_port),
+        "PARKING_MQTT_PORT": str(settings.mqtt_port),
+        "PARKING_DATABASE_URL": settings.database_url,
+        "PARKING_REDIS_URL": settings.redis_url,
+        "PARKING_MQTT_HOST": settings.mqtt_host,
+        # libpq reads these, so a bare `psql` lands in the platform database.
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(settings.pg_port),
+        "PGUSER": DB_USER,
+        "PGDATABASE": DB_NAME,
+        "PGPASSWORD": secret.postgres,
+        # redis-cli reads the password from here: `redis-cli -p $PARKING_REDIS_PORT`.
+        "REDISCLI_AUTH": secret.redis,
+        # For mosquitto_pub/sub: -h $MQTT_HOST -p $MQTT_PORT -u $MQTT_USER -P $MQTT_PASSWORD
+        "MQTT_HOST": settings.mqtt_host,
+        "MQTT_PORT": str(settings.mqtt_port),
+        "MQTT_USER": settings.mqtt_username,
+        "MQTT_PASSWORD": secret.mqtt_platform,
+    }
+    return [f"export {key}={shlex.quote(value)}" for key, value in values.items()]

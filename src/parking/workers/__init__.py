@@ -1,0 +1,1 @@
+"""Process entry points: api, gateway, persister, scheduler, and the supervisor."""

@@ -1,0 +1,119 @@
+"""Test harness: the real servers of the test stack, started when the session begins.
+
+The test stack has its own directory and ports (see the Makefile), so tests
+run beside `make run`. Each test that needs PostgreSQL gets a fresh database
+cloned from a migrated template, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from parking import config
+from parking.config import Settings
+from parking.db import migrate as migrations
+from parking.stack import service as stack
+
+# Settings are read when fixtures call config.load(), so setting the defaults
+# here is early enough: pytest run directly also lands on the test stack.
+for _key, _value in {
+    "PARKING_STACK_DIR": ".parking/test",
+    "PARKING_PG_PORT": "55442",
+    "PARKING_REDIS_PORT": "56389",
+    "PARKING_MQTT_PORT": "51893",
+    "PARKING_API_PORT": "8010",
+    "PARKING_LOG_FORMAT": "console",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+TEMPLATE_DB = "parking_template"
+
+
+def database_url(settings: Settings, name: str) -> str:
+    parts = urlsplit(settings.database_url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    stack.up(config.load())
+    return config.load()
+
+
+async def _admin(settings: Settings) -> asyncpg.Connection:
+    return await asyncpg.connect(database_url(settings, "postgres"))
+
+
+@pytest.fixture(scope="session")
+async def template_db(settings: Settings) -> AsyncIterator[str]:
+    """A database with every migration applied, rebuilt once per test session."""
+    admin = await _admin(settings)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(database_url(settings, TEMPLATE_DB))
+    try:
+        await migrations.migrate(conn)
+    finally:
+        await conn.close()
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+async def empty_db_url(settings: Settings) -> AsyncIterator[str]:
+    """URL of a new, empty database (no migrations), dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await _admin(settings)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield database_url(settings, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def db_url(settings: Settings, template_db: str) -> AsyncIterator[str]:
+    """URL of a fresh migrated database, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await _admin(settings)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+        yield database_url(settings, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(db_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def settings_for_db(settings: Settings, db_url: str) -> Iterator[Settings]:
+    """The test settings pointing at the fresh database of this test."""
+    return config.load({**os.environ, "PARKING_DATABASE_URL": db_url})

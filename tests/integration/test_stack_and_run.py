@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from parking.config import Settings
+from parking.stack import service as stack
+
+
+def test_stack_env_prints_exports_that_psql_and_redis_cli_accept(settings: Settings) -> None:
+    lines = stack.env_lines(settings)
+    assert all(line.startswith("export ") for line in lines)
+    script = "\n".join(lines) + (
+        "\npsql -XAtc 'SELECT 1'"
+        '\nredis-cli -p "$PARKING_REDIS_PORT" PING'
+        '\nmosquitto_sub -h "$MQTT_HOST" -p "$MQTT_PORT" -u "$MQTT_USER" -P "$MQTT_PASSWORD"'
+        " -t '$SYS/broker/version' -C 1 -W 5"
+    )
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["1", "PONG"]
+    assert "mosquitto version 2." in out.stdout
+
+
+def test_stack_up_is_idempotent_and_status_reports_every_server(settings: Settings) -> None:
+    stack.up(settings, log=lambda _: None)
+    status = stack.status(settings)
+    assert status["postgres"] == {"running": True, "port": settings.pg_port}
+    assert status["redis"] == {"running": True, "port": settings.redis_port}
+    assert status["mosquitto"] == {"running": True, "port": settings.mqtt_port}
+
+
+def test_broker_refuses_anonymous_and_wrong_password(settings: Settings) -> None:
+    base = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(settings.mqtt_port), "-t", "x", "-m", "1"]
+    anonymous = subprocess.run(base, capture_output=True, text=True, check=False, timeout=10)
+    assert anonymous.returncode != 0
+    wrong = subprocess.run(
+        [*base, "-u", settings.mqtt_username, "-P", "not-the-password"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    assert wrong.returncode != 0
+    assert "not authorised" in (wrong.stderr + wrong.stdout).lower()
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except OSError:
+        return 0
+
+
+def test_parking_run_serves_readyz_and_stops_cleanly_on_ctrl_c(settings: Settings) -> None:
+    env = {**os.environ, "PARKING_API_PORT": "8011"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parking", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = 0
+        while time.monotonic() < deadline and status != 200:
+            time.sleep(0.3)
+            status = _get("http://127.0.0.1:8011/readyz")
+        assert status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode(errors="replace")
+    text = out.decode(errors="replace")
+    assert "http://127.0.0.1:8011/readyz" in text
+    assert "[run] stopped" in text
+    assert _get("http://127.0.0.1:8011/healthz") == 0
