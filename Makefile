@@ -37,7 +37,6 @@ bench: bootstrap
 # Regenerate migrations/schema.sql from a freshly migrated test database.
 schema: bootstrap
 	$(TEST_ENV) $(UV) run parking stack up
-	$(TEST_ENV) $(UV) run parking db migrate
 	$(TEST_ENV) $(UV) run parking db schema --write
 
 stop:

@@ -60,8 +60,23 @@ async def test_concurrent_migrators_apply_each_file_once(empty_db_url: str) -> N
     assert count == len(migrations.discover())
 
 
-def test_migration_numbers_must_not_have_gaps(tmp_path: Path) -> None:
+def test_two_migrations_with_one_number_are_refused(tmp_path: Path) -> None:
     (tmp_path / "0001_a.sql").write_text("SELECT 1;")
-    (tmp_path / "0003_c.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="without gaps"):
+    (tmp_path / "0001_b.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="share a number"):
         migrations.discover(tmp_path)
+
+
+async def test_a_migration_older_than_the_newest_applied_is_refused(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "0001_a.sql").write_text("CREATE TABLE a (x int);")
+    (tmp_path / "0003_c.sql").write_text("CREATE TABLE c (x int);")
+    conn = await asyncpg.connect(empty_db_url)
+    try:
+        assert await migrations.migrate(conn, tmp_path) == ["0001_a.sql", "0003_c.sql"]
+        (tmp_path / "0002_b.sql").write_text("CREATE TABLE b (x int);")
+        with pytest.raises(MigrationError, match="older than the newest applied"):
+            await migrations.migrate(conn, tmp_path)
+    finally:
+        await conn.close()

@@ -44,9 +44,9 @@ def migrate_command() -> None:
 @db.command("schema")
 @click.option("--write", is_flag=True, help="rewrite migrations/schema.sql instead of printing")
 def schema_command(write: bool) -> None:
-    """Dump the migrated schema in the normalised form of migrations/schema.sql."""
+    """Migrate a new scratch database and dump its schema as migrations/schema.sql has it."""
     try:
-        text = schema.dump(config.load().database_url)
+        text = asyncio.run(schema.snapshot(config.load().database_url))
     except subprocess.CalledProcessError as exc:
         raise click.ClickException(f"pg_dump failed: {exc.stderr}") from exc
     if write:

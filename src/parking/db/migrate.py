@@ -45,8 +45,8 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
             raise MigrationError(f"{path.name}: migration files are named NNNN_lower_snake.sql")
         found.append(Migration(int(match.group(1)), path.name, path.read_text(encoding="utf-8")))
     versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise MigrationError(f"migration numbers must run 1..n without gaps, found {versions}")
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migration files share a number: {versions}")
     return found
 
 
@@ -69,11 +69,13 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
         await conn.execute(_BOOKKEEPING)
         rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
         applied = {row["version"]: row for row in rows}
+        on_disk = {m.version for m in migrations}
         for version, known in applied.items():
-            if version > len(migrations):
+            if version not in on_disk:
                 raise MigrationError(
                     f"database has migration {version} ({known['name']}) that this code lacks"
                 )
+        newest = max(applied, default=0)
         for migration in migrations:
             row = applied.get(migration.version)
             if row is not None:
@@ -84,6 +86,13 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
                         f"file {migration.checksum[:12]}); add a new migration instead"
                     )
                 continue
+            if migration.version < newest:
+                # Applying it now would run it after migrations that were
+                # written later and may depend on its absence.
+                raise MigrationError(
+                    f"{migration.name} is older than the newest applied migration "
+                    f"({newest}); renumber it after {newest}"
+                )
             async with conn.transaction():
                 await conn.execute(migration.sql)
                 await conn.execute(

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from urllib.parse import unquote, urlsplit
+import uuid
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import asyncpg
+
+from parking.db import migrate as migrations
 
 from parking.stack.binaries import PACKAGES, find
 
@@ -41,3 +46,25 @@ def normalise(text: str) -> str:
             continue
         kept.append(line)
     return "\n".join(kept) + "\n"
+
+
+async def snapshot(database_url: str) -> str:
+    """Schema of a scratch database that ran every migration (the server's other
+    databases are untouched), normalised as in ``schema.sql``."""
+    parts = urlsplit(database_url)
+    name = f"schema_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        scratch = urlunsplit(parts._replace(path=f"/{name}"))
+        try:
+            conn = await asyncpg.connect(scratch)
+            try:
+                await migrations.migrate(conn)
+            finally:
+                await conn.close()
+            return dump(scratch)
+        finally:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
