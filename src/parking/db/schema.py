@@ -9,7 +9,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 
 from parking.db import migrate as migrations
-
 from parking.stack.binaries import PACKAGES, find
 
 
