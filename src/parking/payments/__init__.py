@@ -1,0 +1,1 @@
+"""Payments: the provider port, provider adapters, notifications and idempotency."""
