@@ -6,8 +6,13 @@ UV := uv
 
 # The test stack has its own ports and data folder, so `make test` runs
 # beside a `make run` without touching its data.
-TEST_ENV := PARKING_STACK_DIR=.parking/test PARKING_PG_PORT=55442 \
-	PARKING_REDIS_PORT=56389 PARKING_MQTT_PORT=51893 PARKING_API_PORT=8010
+# The ports can be moved (e.g. TEST_PORT_BASE=1 make test) to run two checkouts at once.
+TEST_PORT_BASE ?= 0
+TEST_ENV := PARKING_STACK_DIR=.parking/test \
+	PARKING_PG_PORT=$(shell echo $$((55442 + $(TEST_PORT_BASE)))) \
+	PARKING_REDIS_PORT=$(shell echo $$((56389 + $(TEST_PORT_BASE)))) \
+	PARKING_MQTT_PORT=$(shell echo $$((51893 + $(TEST_PORT_BASE)))) \
+	PARKING_API_PORT=$(shell echo $$((8010 + $(TEST_PORT_BASE))))
 
 .PHONY: bootstrap run test lint format bench stop schema
 

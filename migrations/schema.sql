@@ -1,3 +1,20 @@
+CREATE TABLE public.audit_log (
+    id bigint NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+ALTER TABLE public.audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.audit_log_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 CREATE TABLE public.devices (
     device_id text NOT NULL,
     lot_id text NOT NULL,
@@ -22,12 +39,29 @@ CREATE TABLE public.districts (
     CONSTRAINT districts_latitude_check CHECK (((latitude >= ('-90'::integer)::numeric) AND (latitude <= (90)::numeric))),
     CONSTRAINT districts_longitude_check CHECK (((longitude >= ('-180'::integer)::numeric) AND (longitude <= (180)::numeric)))
 );
+CREATE TABLE public.exempt_plate_kinds (
+    kind text NOT NULL,
+    reason text NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT exempt_plate_kinds_reason_check CHECK ((reason <> ''::text))
+);
 CREATE TABLE public.lanes (
     lot_id text NOT NULL,
     lane_id text NOT NULL,
     direction text NOT NULL,
     CONSTRAINT lanes_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text]))),
     CONSTRAINT lanes_lane_id_check CHECK ((lane_id ~ '^[A-Za-z0-9_-]{1,64}$'::text))
+);
+CREATE TABLE public.lot_group_members (
+    group_id text NOT NULL,
+    lot_id text NOT NULL
+);
+CREATE TABLE public.lot_groups (
+    id text NOT NULL,
+    name text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT lot_groups_id_check CHECK ((id ~ '^[a-z0-9][a-z0-9_-]{0,63}$'::text))
 );
 CREATE TABLE public.lot_tariffs (
     lot_id text NOT NULL,
@@ -55,6 +89,31 @@ CREATE TABLE public.lots (
     CONSTRAINT lots_kind_check CHECK ((kind = ANY (ARRAY['gated'::text, 'on_street'::text]))),
     CONSTRAINT lots_latitude_check CHECK (((latitude >= ('-90'::integer)::numeric) AND (latitude <= (90)::numeric))),
     CONSTRAINT lots_longitude_check CHECK (((longitude >= ('-180'::integer)::numeric) AND (longitude <= (180)::numeric)))
+);
+CREATE TABLE public.monthly_passes (
+    id text NOT NULL,
+    plate text NOT NULL,
+    group_id text NOT NULL,
+    valid_from timestamp with time zone NOT NULL,
+    valid_until timestamp with time zone NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    revoked_at timestamp with time zone,
+    CONSTRAINT monthly_passes_period_check CHECK ((valid_until > valid_from))
+);
+CREATE TABLE public.plate_blacklist (
+    plate text NOT NULL,
+    reason text NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT plate_blacklist_reason_check CHECK ((reason <> ''::text))
+);
+CREATE TABLE public.plate_exemptions (
+    plate text NOT NULL,
+    reason text NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT plate_exemptions_reason_check CHECK ((reason <> ''::text))
 );
 CREATE TABLE public.schema_migrations (
     version integer NOT NULL,
@@ -84,18 +143,40 @@ CREATE TABLE public.tariffs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT tariffs_id_check CHECK ((id ~ '^[a-z0-9][a-z0-9_-]{0,63}$'::text))
 );
+CREATE TABLE public.vehicle_class_overrides (
+    plate text NOT NULL,
+    vehicle_class smallint NOT NULL,
+    reason text NOT NULL,
+    set_by text NOT NULL,
+    set_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT vehicle_class_overrides_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+ALTER TABLE ONLY public.audit_log
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_pkey PRIMARY KEY (device_id);
 ALTER TABLE ONLY public.districts
     ADD CONSTRAINT districts_name_key UNIQUE (name);
 ALTER TABLE ONLY public.districts
     ADD CONSTRAINT districts_pkey PRIMARY KEY (code);
+ALTER TABLE ONLY public.exempt_plate_kinds
+    ADD CONSTRAINT exempt_plate_kinds_pkey PRIMARY KEY (kind);
 ALTER TABLE ONLY public.lanes
     ADD CONSTRAINT lanes_pkey PRIMARY KEY (lot_id, lane_id);
+ALTER TABLE ONLY public.lot_group_members
+    ADD CONSTRAINT lot_group_members_pkey PRIMARY KEY (group_id, lot_id);
+ALTER TABLE ONLY public.lot_groups
+    ADD CONSTRAINT lot_groups_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.lot_tariffs
     ADD CONSTRAINT lot_tariffs_pkey PRIMARY KEY (lot_id, vehicle_class);
 ALTER TABLE ONLY public.lots
     ADD CONSTRAINT lots_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.monthly_passes
+    ADD CONSTRAINT monthly_passes_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.plate_blacklist
+    ADD CONSTRAINT plate_blacklist_pkey PRIMARY KEY (plate);
+ALTER TABLE ONLY public.plate_exemptions
+    ADD CONSTRAINT plate_exemptions_pkey PRIMARY KEY (plate);
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.spaces
@@ -106,11 +187,16 @@ ALTER TABLE ONLY public.tariff_versions
     ADD CONSTRAINT tariff_versions_pkey PRIMARY KEY (tariff_id, version);
 ALTER TABLE ONLY public.tariffs
     ADD CONSTRAINT tariffs_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.vehicle_class_overrides
+    ADD CONSTRAINT vehicle_class_overrides_pkey PRIMARY KEY (plate);
+CREATE INDEX audit_log_target_idx ON public.audit_log USING btree (target, at);
 CREATE INDEX devices_lot_idx ON public.devices USING btree (lot_id);
 CREATE UNIQUE INDEX devices_one_gate_per_lane ON public.devices USING btree (lot_id, lane_id) WHERE ((kind = 'gate'::text) AND (revoked_at IS NULL));
 CREATE UNIQUE INDEX devices_one_sensor_per_space ON public.devices USING btree (lot_id, space_id) WHERE ((kind = 'sensor'::text) AND (revoked_at IS NULL));
+CREATE INDEX lot_group_members_lot_idx ON public.lot_group_members USING btree (lot_id);
 CREATE INDEX lot_tariffs_tariff_idx ON public.lot_tariffs USING btree (tariff_id);
 CREATE INDEX lots_district_idx ON public.lots USING btree (district_code);
+CREATE INDEX monthly_passes_plate_idx ON public.monthly_passes USING btree (plate) WHERE (revoked_at IS NULL);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.devices
@@ -119,12 +205,18 @@ ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_space_id_fkey FOREIGN KEY (lot_id, space_id) REFERENCES public.spaces(lot_id, space_id);
 ALTER TABLE ONLY public.lanes
     ADD CONSTRAINT lanes_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
+ALTER TABLE ONLY public.lot_group_members
+    ADD CONSTRAINT lot_group_members_group_id_fkey FOREIGN KEY (group_id) REFERENCES public.lot_groups(id);
+ALTER TABLE ONLY public.lot_group_members
+    ADD CONSTRAINT lot_group_members_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.lot_tariffs
     ADD CONSTRAINT lot_tariffs_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.lot_tariffs
     ADD CONSTRAINT lot_tariffs_tariff_id_fkey FOREIGN KEY (tariff_id) REFERENCES public.tariffs(id);
 ALTER TABLE ONLY public.lots
     ADD CONSTRAINT lots_district_code_fkey FOREIGN KEY (district_code) REFERENCES public.districts(code);
+ALTER TABLE ONLY public.monthly_passes
+    ADD CONSTRAINT monthly_passes_group_id_fkey FOREIGN KEY (group_id) REFERENCES public.lot_groups(id);
 ALTER TABLE ONLY public.spaces
     ADD CONSTRAINT spaces_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.tariff_versions

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -52,7 +52,7 @@ async def _admin(settings: Settings) -> asyncpg.Connection:
 
 
 @pytest.fixture(scope="session")
-async def template_db(settings: Settings) -> AsyncIterator[str]:
+async def template_db(settings: Settings) -> str:
     """A database with every migration applied, rebuilt once per test session."""
     admin = await _admin(settings)
     try:
@@ -66,6 +66,48 @@ async def template_db(settings: Settings) -> AsyncIterator[str]:
     finally:
         await conn.close()
     return TEMPLATE_DB
+
+
+@pytest.fixture(scope="session")
+async def city_template_db(settings: Settings, template_db: str) -> str:
+    """A migrated database holding the seeded city, built once per test session."""
+    from parking.seed import service as seeding
+
+    name = "parking_city_template"
+    admin = await _admin(settings)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(database_url(settings, name))
+    try:
+        await seeding.seed(conn, city_seed=settings.city_seed, progress=lambda _: None)
+    finally:
+        await conn.close()
+    return name
+
+
+@pytest.fixture
+async def city_db_url(settings: Settings, city_template_db: str) -> AsyncIterator[str]:
+    """URL of a fresh database holding the seeded city, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await _admin(settings)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {city_template_db}")
+        yield database_url(settings, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def city_db(city_db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(city_db_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
@@ -117,3 +159,23 @@ async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
 def settings_for_db(settings: Settings, db_url: str) -> Iterator[Settings]:
     """The test settings pointing at the fresh database of this test."""
     return config.load({**os.environ, "PARKING_DATABASE_URL": db_url})
+
+
+@pytest.fixture
+def token_for(settings: Settings) -> Callable[..., str]:
+    """``token_for(Role.OPERATOR, "alice")``: a valid access token for the test stack's key."""
+    from datetime import UTC, datetime, timedelta
+
+    from parking.auth import tokens
+    from parking.auth.model import Role
+
+    def make(role: Role, subject: str = "tester") -> str:
+        return tokens.issue(
+            settings.jwt_key,
+            subject=subject,
+            role=role,
+            now=datetime.now(UTC),
+            ttl=timedelta(minutes=10),
+        )
+
+    return make

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from parking.auth.cli import tokens_group
 from parking.db.cli import db
 from parking.seed.cli import seed
 from parking.stack.cli import stack
+from parking.tariffs.cli import tariff
 from parking.workers.api import api
 from parking.workers.run import run
 
@@ -21,3 +23,5 @@ main.add_command(db)
 main.add_command(seed)
 main.add_command(api)
 main.add_command(run)
+main.add_command(tariff)
+main.add_command(tokens_group)

@@ -31,6 +31,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("PARKING_API_HOST", "127.0.0.1", "address the API listens on"),
     ("PARKING_API_PORT", "8000", "port the API listens on"),
     ("PARKING_API_WORKERS", "1", "API worker processes"),
+    ("PARKING_JWT_KEY", "(from the stack)", "HMAC key that signs the API's access tokens"),
     ("PARKING_LOG_LEVEL", "info", "debug, info, warning or error"),
     ("PARKING_LOG_FORMAT", "json", "json (production) or console (human)"),
     ("PARKING_CITY_SEED", "20261127", "seed of the synthetic city"),
@@ -46,6 +47,9 @@ class Secrets(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     postgres: str
     redis: str
     mqtt_platform: str
+    #: HMAC key of the API's access tokens; added after the first stacks were made,
+    #: so an older secrets file gets one on the next `stack up`.
+    jwt: str = ""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +66,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_host: str
     api_port: int
     api_workers: int
+    jwt_key: str
     log_level: str
     log_format: str
     city_seed: int
@@ -113,6 +118,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         api_host=get("PARKING_API_HOST"),
         api_port=int(get("PARKING_API_PORT")),
         api_workers=int(get("PARKING_API_WORKERS")),
+        jwt_key=env.get("PARKING_JWT_KEY") or (secrets.jwt if secrets else ""),
         log_level=get("PARKING_LOG_LEVEL"),
         log_format=get("PARKING_LOG_FORMAT"),
         city_seed=int(get("PARKING_CITY_SEED")),
@@ -123,6 +129,7 @@ def describe(settings: Settings) -> str:
     """Settings as JSON with passwords masked, for logs and ``parking stack status``."""
     raw = msgspec.to_builtins(settings)
     raw["mqtt_password"] = "***" if raw["mqtt_password"] else ""
+    raw["jwt_key"] = "***" if raw["jwt_key"] else ""
     for key in ("database_url", "redis_url"):
         raw[key] = _mask_url(raw[key])
     return json.dumps(raw, ensure_ascii=False, indent=2)

@@ -11,3 +11,15 @@ class StackError(ParkingError):
 
 class MigrationError(ParkingError):
     """Migrations cannot be applied (a changed applied file, a gap, bad SQL)."""
+
+
+class NotFound(ParkingError):
+    """The thing asked for does not exist, or is not the caller's to see (404)."""
+
+
+class Conflict(ParkingError):
+    """The request contradicts the current state (409)."""
+
+
+class InvalidInput(ParkingError):
+    """Input that decoded but makes no sense (400)."""

@@ -57,7 +57,8 @@ def _get(url: str) -> int:
 
 
 def test_parking_run_serves_readyz_and_stops_cleanly_on_ctrl_c(settings: Settings) -> None:
-    env = {**os.environ, "PARKING_API_PORT": "8011"}
+    port = settings.api_port + 1
+    env = {**os.environ, "PARKING_API_PORT": str(port)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "parking", "run"],
         env=env,
@@ -69,13 +70,13 @@ def test_parking_run_serves_readyz_and_stops_cleanly_on_ctrl_c(settings: Setting
         status = 0
         while time.monotonic() < deadline and status != 200:
             time.sleep(0.3)
-            status = _get("http://127.0.0.1:8011/readyz")
+            status = _get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode(errors="replace")
     text = out.decode(errors="replace")
-    assert "http://127.0.0.1:8011/readyz" in text
+    assert f"http://127.0.0.1:{port}/readyz" in text
     assert "[run] stopped" in text
-    assert _get("http://127.0.0.1:8011/healthz") == 0
+    assert _get(f"http://127.0.0.1:{port}/healthz") == 0

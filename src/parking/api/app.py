@@ -8,15 +8,19 @@ from typing import Any
 import structlog
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
-from litestar.middleware import ASGIMiddleware
+from litestar.datastructures import State
+from litestar.middleware import ASGIMiddleware, DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from parking import config
+from parking.api import tariffs
+from parking.api.auth import BearerAuth
 from parking.api.health import healthz, readyz
 from parking.api.infra import lifespan_for
+from parking.api.pricing_state import PricerCache
 from parking.api.problems import EXCEPTION_HANDLERS
 from parking.config import Settings
 from parking.observability import configure_logging
@@ -61,9 +65,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exclude=["/metrics"],
     )
     return Litestar(
-        route_handlers=[healthz, readyz, PrometheusController],
+        route_handlers=[healthz, readyz, PrometheusController, *tariffs.ROUTES],
         lifespan=[lifespan_for(settings)],
-        middleware=[prometheus.middleware, AccessLog()],
+        middleware=[
+            prometheus.middleware,
+            AccessLog(),
+            DefineMiddleware(
+                BearerAuth,
+                # Everything else needs a token; single routes opt out with
+                # opt={"exclude_from_auth": True} (login, provider notifications).
+                exclude=["^/schema", "^/metrics$", "^/healthz$", "^/readyz$"],
+            ),
+        ],
+        state=State({"jwt_key": settings.jwt_key, "pricer_cache": PricerCache()}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="Changbo (畅泊) parking platform",

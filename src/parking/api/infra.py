@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -21,6 +22,21 @@ class Infra:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     publisher: Publisher
+
+
+@asynccontextmanager
+async def connection(
+    infra: Infra, *, transaction: bool = False
+) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection typed as a Connection (the pool's proxy forwards every call);
+    with ``transaction=True`` the block is one transaction, committed on success."""
+    async with infra.pool.acquire() as proxy:
+        conn = cast(asyncpg.Connection, proxy)
+        if transaction:
+            async with conn.transaction():
+                yield conn
+        else:
+            yield conn
 
 
 def infra_of(app: Litestar) -> Infra:

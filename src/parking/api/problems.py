@@ -14,7 +14,11 @@ import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from parking.errors import ParkingError
+from parking.auth.model import Forbidden, NotAuthenticated
+from parking.errors import Conflict, InvalidInput, NotFound, ParkingError
+from parking.plates import PlateError
+from parking.pricing.model import PricingError
+from parking.tariffs import QuoteError, TariffError
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "https://changbo.example/problems/"
@@ -31,8 +35,18 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     errors: list[dict[str, Any]] | None = None
 
 
-#: domain error -> (status, slug). Subclasses match their nearest listed base.
-STATUS_FOR: dict[type[ParkingError], tuple[int, str]] = {}
+#: error -> (status, slug). Subclasses match their nearest listed base (MRO order).
+STATUS_FOR: dict[type[Exception], tuple[int, str]] = {
+    NotFound: (404, "not-found"),
+    Conflict: (409, "conflict"),
+    InvalidInput: (400, "invalid-input"),
+    NotAuthenticated: (401, "unauthorized"),
+    Forbidden: (403, "forbidden"),
+    PricingError: (422, "cannot-price"),
+    TariffError: (400, "invalid-tariff"),
+    QuoteError: (400, "invalid-stay"),
+    PlateError: (400, "invalid-plate"),
+}
 
 
 def problem_response(
@@ -94,7 +108,7 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     )
 
 
-def domain_exception_handler(request: Request[Any, Any, Any], exc: ParkingError) -> Response[bytes]:
+def domain_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     for cls in type(exc).__mro__:
         if cls in STATUS_FOR:
             status, slug = STATUS_FOR[cls]
@@ -119,9 +133,10 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     )
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     HTTPException: http_exception_handler,
     ParkingError: domain_exception_handler,
+    **dict.fromkeys(STATUS_FOR, domain_exception_handler),
     Exception: internal_error_handler,
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
@@ -47,7 +48,7 @@ def normalise(text: str) -> str:
     return "\n".join(kept) + "\n"
 
 
-async def snapshot(database_url: str) -> str:
+async def snapshot(database_url: str, directory: Path = migrations.MIGRATIONS_DIR) -> str:
     """Schema of a scratch database that ran every migration (the server's other
     databases are untouched), normalised as in ``schema.sql``."""
     parts = urlsplit(database_url)
@@ -59,7 +60,7 @@ async def snapshot(database_url: str) -> str:
         try:
             conn = await asyncpg.connect(scratch)
             try:
-                await migrations.migrate(conn)
+                await migrations.migrate(conn, directory)
             finally:
                 await conn.close()
             return dump(scratch)

@@ -57,14 +57,18 @@ def _pid_alive(pid_file: Path) -> int | None:
 
 def ensure_secrets(settings: Settings) -> Secrets:
     existing = read_secrets(settings.stack_dir)
-    if existing is not None:
+    if existing is not None and existing.jwt:
         return existing
     settings.stack_dir.mkdir(parents=True, exist_ok=True)
-    created = Secrets(
-        postgres=secrets.token_urlsafe(18),
-        redis=secrets.token_urlsafe(18),
-        mqtt_platform=secrets.token_urlsafe(18),
-    )
+    if existing is not None:
+        created = msgspec.structs.replace(existing, jwt=secrets.token_urlsafe(32))
+    else:
+        created = Secrets(
+            postgres=secrets.token_urlsafe(18),
+            redis=secrets.token_urlsafe(18),
+            mqtt_platform=secrets.token_urlsafe(18),
+            jwt=secrets.token_urlsafe(32),
+        )
     path = settings.secrets_path
     path.write_bytes(msgspec.json.encode(created))
     path.chmod(0o600)

@@ -1,0 +1,200 @@
+"""Tariff quotes for everyone; tariff versions and lot assignments for operators."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, get, post, put
+from litestar.params import FromPath, JSONBody, PathParameter
+
+from parking.api.auth import principal_of, roles
+from parking.api.infra import connection, infra_of
+from parking.auth.model import Role
+from parking.clock import SystemClock
+from parking.errors import InvalidInput
+from parking.pricing import service as pricing
+from parking.tariffs import Quote, quote, tariff_from_dict
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+VehicleClassNumber = Annotated[int, msgspec.Meta(ge=1, le=5)]
+_clock = SystemClock()
+MAX_STAY = timedelta(days=400)
+
+HUMANS = (Role.DRIVER, Role.OPERATOR, Role.FINANCE, Role.CITY)
+
+
+class QuoteRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Either a tariff document (with ``nev``), or a lot with a plate and/or vehicle class."""
+
+    entry: AwareDatetime
+    exit: AwareDatetime
+    tariff: dict[str, Any] | None = None
+    nev: bool = False
+    lot_id: str | None = None
+    plate: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    vehicle_class: VehicleClassNumber | None = None
+
+
+class QuoteResponse(msgspec.Struct, frozen=True, kw_only=True):
+    total_fen: int
+    reason: str
+    tariff_id: str | None
+    tariff_version: int | None
+    vehicle_class: int | None
+    quote: Quote | None
+
+
+@post(
+    "/v1/tariffs/quote",
+    guards=[roles(*HUMANS)],
+    tags=["tariffs"],
+    summary="Price a stay: by a tariff document, or at a lot for a plate / vehicle class",
+    status_code=200,
+)
+async def quote_stay(
+    request: Request[Any, Any, Any], data: JSONBody[QuoteRequest]
+) -> QuoteResponse:
+    if data.exit - data.entry > MAX_STAY:
+        # Units are laid one by one; a centuries-long stay would be a cheap way
+        # to make the server list millions of charges.
+        raise InvalidInput(f"stays longer than {MAX_STAY.days} days are not quoted")
+    if (data.tariff is None) == (data.lot_id is None):
+        raise InvalidInput("give exactly one of `tariff` (a document) or `lot_id`")
+    if data.tariff is not None:
+        if data.plate is not None or data.vehicle_class is not None:
+            raise InvalidInput("`plate` and `vehicle_class` go with `lot_id`, not `tariff`")
+        tariff = tariff_from_dict(data.tariff)
+        breakdown = quote(tariff, data.entry, data.exit, nev=data.nev)
+        return QuoteResponse(
+            total_fen=breakdown.total_fen,
+            reason="tariff",
+            tariff_id=tariff.id,
+            tariff_version=None,
+            vehicle_class=None,
+            quote=breakdown,
+        )
+    if data.nev:
+        raise InvalidInput("with `lot_id`, new-energy status comes from the plate")
+    infra = infra_of(request.app)
+    pricer = await request.app.state.pricer_cache.get(infra.pool)
+    assert data.lot_id is not None
+    priced = pricer.price(
+        lot_id=data.lot_id,
+        plate=data.plate,
+        entry=data.entry,
+        exit=data.exit,
+        vehicle_class=data.vehicle_class,
+    )
+    return QuoteResponse(
+        total_fen=priced.fee_fen,
+        reason=priced.reason,
+        tariff_id=priced.tariff_id,
+        tariff_version=priced.tariff_version,
+        vehicle_class=priced.vehicle_class,
+        quote=priced.quote,
+    )
+
+
+class NewTariff(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    document: dict[str, Any]
+    effective_from: AwareDatetime
+
+
+class NewVersion(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    document: dict[str, Any]
+    effective_from: AwareDatetime
+
+
+class Assignment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    tariff_id: str
+
+
+def _document_bytes(document: dict[str, Any]) -> bytes:
+    # Validated by decode_tariff, which names the offending field.
+    return msgspec.json.encode(document)
+
+
+@post("/v1/operator/tariffs", guards=[roles(Role.OPERATOR)], tags=["operator"], status_code=201)
+async def create_tariff(
+    request: Request[Any, Any, Any], data: JSONBody[NewTariff]
+) -> pricing.TariffVersionView:
+    """Create a tariff and its version 1 (audited)."""
+    infra = infra_of(request.app)
+    async with connection(infra, transaction=True) as conn:
+        view = await pricing.create_tariff(
+            conn,
+            document=_document_bytes(data.document),
+            effective_from=data.effective_from,
+            by=principal_of(request),
+            now=_clock.now(),
+        )
+    request.app.state.pricer_cache.invalidate()
+    return view
+
+
+@post(
+    "/v1/operator/tariffs/{tariff_id:str}/versions",
+    guards=[roles(Role.OPERATOR)],
+    tags=["operator"],
+    status_code=201,
+)
+async def add_tariff_version(
+    request: Request[Any, Any, Any], tariff_id: FromPath[str], data: JSONBody[NewVersion]
+) -> pricing.TariffVersionView:
+    """Add the next version; it takes effect at ``effective_from`` (never in the past)."""
+    infra = infra_of(request.app)
+    async with connection(infra, transaction=True) as conn:
+        view = await pricing.add_version(
+            conn,
+            tariff_id=tariff_id,
+            document=_document_bytes(data.document),
+            effective_from=data.effective_from,
+            by=principal_of(request),
+            now=_clock.now(),
+        )
+    request.app.state.pricer_cache.invalidate()
+    return view
+
+
+@get(
+    "/v1/operator/tariffs/{tariff_id:str}/versions",
+    guards=[roles(Role.OPERATOR, Role.FINANCE)],
+    tags=["operator"],
+)
+async def list_tariff_versions(
+    request: Request[Any, Any, Any], tariff_id: FromPath[str]
+) -> list[pricing.TariffVersionView]:
+    infra = infra_of(request.app)
+    async with connection(infra) as conn:
+        return await pricing.versions(conn, tariff_id)
+
+
+@put(
+    "/v1/operator/lots/{lot_id:str}/tariffs/{vehicle_class:int}",
+    guards=[roles(Role.OPERATOR)],
+    tags=["operator"],
+    status_code=204,
+)
+async def assign_lot_tariff(
+    request: Request[Any, Any, Any],
+    lot_id: FromPath[str],
+    vehicle_class: Annotated[int, PathParameter(ge=1, le=5)],
+    data: JSONBody[Assignment],
+) -> None:
+    """Price this vehicle class at this lot by the tariff from now on (audited)."""
+    infra = infra_of(request.app)
+    async with connection(infra, transaction=True) as conn:
+        await pricing.assign_tariff(
+            conn,
+            lot_id=lot_id,
+            vehicle_class=vehicle_class,
+            tariff_id=data.tariff_id,
+            by=principal_of(request),
+            now=_clock.now(),
+        )
+    request.app.state.pricer_cache.invalidate()
+
+
+ROUTES = [quote_stay, create_tariff, add_tariff_version, list_tariff_versions, assign_lot_tariff]

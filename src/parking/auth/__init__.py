@@ -1,0 +1,1 @@
+"""Roles per audience and the tokens that carry them."""

@@ -1,0 +1,107 @@
+"""Pure pricing: (rules, lot, plate, entry, exit) -> PricedStay."""
+
+from __future__ import annotations
+
+import bisect
+from datetime import datetime
+
+from parking.plates import Plate
+from parking.pricing.model import MonthlyPass, PricedStay, PricingError, Rules, TariffVersion
+from parking.tariffs import quote
+from parking.vehicles import VehicleClass, effective_class
+
+
+def version_in_force(versions: tuple[TariffVersion, ...], at: datetime) -> TariffVersion | None:
+    """The latest version whose effective_from is at or before ``at``."""
+    index = bisect.bisect_right([v.effective_from for v in versions], at)
+    return versions[index - 1] if index else None
+
+
+def vehicle_class_for(rules: Rules, plate: Plate | None, explicit: int | None) -> int:
+    if explicit is not None:
+        return int(VehicleClass(explicit))
+    if plate is None:
+        # An unreadable or missing plate is priced as the commonest vehicle, a
+        # small car; staff fix the class on review if it was a truck.
+        return int(VehicleClass.CLASS_1)
+    override = rules.class_overrides.get(plate.text)
+    return int(effective_class(plate, VehicleClass(override) if override else None))
+
+
+def _covering_pass(
+    passes: tuple[MonthlyPass, ...], lot_id: str, entry: datetime
+) -> MonthlyPass | None:
+    best: MonthlyPass | None = None
+    for candidate in passes:
+        # Of several passes the one lasting longest covers most of the stay.
+        if (
+            lot_id in candidate.lots
+            and candidate.valid_from <= entry < candidate.valid_until
+            and (best is None or candidate.valid_until > best.valid_until)
+        ):
+            best = candidate
+    return best
+
+
+def price(
+    rules: Rules,
+    *,
+    lot_id: str,
+    plate: Plate | None,
+    entry: datetime,
+    exit: datetime,
+    vehicle_class: int | None = None,
+) -> PricedStay:
+    if entry.tzinfo is None or exit.tzinfo is None:
+        raise PricingError("entry and exit must carry a time zone")
+    if exit <= entry:
+        raise PricingError(f"exit {exit.isoformat()} is not after entry {entry.isoformat()}")
+    cls = vehicle_class_for(rules, plate, vehicle_class)
+    by_class = rules.lot_tariffs.get(lot_id)
+    if not by_class or cls not in by_class:
+        raise PricingError(f"lot {lot_id} has no tariff for vehicle class {cls}")
+    tariff_id = by_class[cls]
+    version = version_in_force(rules.versions.get(tariff_id, ()), entry)
+    if version is None:
+        raise PricingError(f"tariff {tariff_id} has no version in force at {entry.isoformat()}")
+
+    def free(reason: str) -> PricedStay:
+        return PricedStay(
+            fee_fen=0,
+            tariff_id=tariff_id,
+            tariff_version=version.version,
+            vehicle_class=cls,
+            reason=reason,
+            quote=None,
+        )
+
+    if plate is not None:
+        if plate.text in rules.exempt_plates:
+            return free(f"exempt:{rules.exempt_plates[plate.text]}")
+        if plate.kind.value in rules.exempt_kinds:
+            return free(f"exempt:{rules.exempt_kinds[plate.kind.value]}")
+        covering = _covering_pass(rules.passes.get(plate.text, ()), lot_id, entry)
+        if covering is not None:
+            if covering.valid_until >= exit:
+                return free(f"monthly_pass:{covering.id}")
+            # The pass ran out during the stay: the rest is priced as a stay
+            # that began when the pass ended, by the version in force at entry.
+            tail = quote(version.tariff, covering.valid_until, exit, nev=plate.is_new_energy)
+            return PricedStay(
+                fee_fen=tail.total_fen,
+                tariff_id=tariff_id,
+                tariff_version=version.version,
+                vehicle_class=cls,
+                reason=f"monthly_pass_tail:{covering.id}",
+                quote=tail,
+            )
+    nev = plate.is_new_energy if plate is not None else False
+    full = quote(version.tariff, entry, exit, nev=nev)
+    return PricedStay(
+        fee_fen=full.total_fen,
+        tariff_id=tariff_id,
+        tariff_version=version.version,
+        vehicle_class=cls,
+        reason="tariff",
+        quote=full,
+    )

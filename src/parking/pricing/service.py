@@ -1,0 +1,261 @@
+"""Use cases of pricing: the Pricer snapshot, and operators' tariff changes.
+
+Writes run in the caller's transaction and leave an audit_log row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from parking.auth.model import Principal
+from parking.errors import Conflict, NotFound
+from parking.plates import Plate, PlateError, parse_plate
+from parking.pricing import logic, store
+from parking.pricing.model import MonthlyPass, PricedStay, PricingError, Rules, TariffVersion
+from parking.tariffs import Tariff, decode_tariff
+
+
+class TariffNotFound(NotFound, PricingError):
+    """No tariff with that id."""
+
+
+class LotNotFound(NotFound, PricingError):
+    """No lot with that id."""
+
+
+class TariffConflict(Conflict, PricingError):
+    """The tariff exists already, or a version would rewrite the past."""
+
+
+async def load_rules(conn: asyncpg.Connection) -> Rules:
+    rules = Rules()
+    for row in await store.lot_tariffs(conn):
+        rules.lot_tariffs.setdefault(row["lot_id"], {})[row["vehicle_class"]] = row["tariff_id"]
+    grouped: dict[str, list[TariffVersion]] = {}
+    for row in await store.tariff_versions(conn):
+        grouped.setdefault(row["tariff_id"], []).append(
+            TariffVersion(
+                tariff_id=row["tariff_id"],
+                version=row["version"],
+                effective_from=row["effective_from"],
+                tariff=decode_tariff(row["document"]),
+            )
+        )
+    rules.versions.update({k: tuple(v) for k, v in grouped.items()})
+    rules.exempt_plates.update({r["plate"]: r["reason"] for r in await store.exempt_plates(conn)})
+    rules.exempt_kinds.update({r["kind"]: r["reason"] for r in await store.exempt_kinds(conn)})
+    rules.class_overrides.update(
+        {r["plate"]: r["vehicle_class"] for r in await store.class_overrides(conn)}
+    )
+    passes: dict[str, list[MonthlyPass]] = {}
+    for row in await store.active_passes(conn):
+        passes.setdefault(row["plate"], []).append(
+            MonthlyPass(
+                id=row["id"],
+                lots=frozenset(row["lots"]),
+                valid_from=row["valid_from"],
+                valid_until=row["valid_until"],
+            )
+        )
+    rules.passes.update({k: tuple(v) for k, v in passes.items()})
+    return rules
+
+
+def plate_or_none(raw: str | None) -> Plate | None:
+    """A camera read as a plate, or None when there is no usable plate (priced as unplated)."""
+    if raw is None:
+        return None
+    try:
+        return parse_plate(raw)
+    except PlateError:
+        return None
+
+
+class Pricer:
+    """Prices stays from a snapshot of the rules; ``refresh`` swaps in a new snapshot."""
+
+    def __init__(self, rules: Rules) -> None:
+        self._rules = rules
+
+    @classmethod
+    async def load(cls, conn: asyncpg.Connection) -> Pricer:
+        return cls(await load_rules(conn))
+
+    async def refresh(self, conn: asyncpg.Connection) -> None:
+        self._rules = await load_rules(conn)
+
+    @property
+    def rules(self) -> Rules:
+        return self._rules
+
+    def price(
+        self,
+        *,
+        lot_id: str,
+        plate: str | None,
+        entry: datetime,
+        exit: datetime,
+        vehicle_class: int | None = None,
+    ) -> PricedStay:
+        return logic.price(
+            self._rules,
+            lot_id=lot_id,
+            plate=plate_or_none(plate),
+            entry=entry,
+            exit=exit,
+            vehicle_class=vehicle_class,
+        )
+
+
+class TariffVersionView(msgspec.Struct, frozen=True, kw_only=True):
+    tariff_id: str
+    version: int
+    effective_from: datetime
+    created_by: str
+    document: Tariff
+
+
+def _check_document(tariff_id: str, document: bytes) -> Tariff:
+    tariff = decode_tariff(document)
+    if tariff.id != tariff_id:
+        raise TariffConflict(f"document id {tariff.id!r} differs from tariff {tariff_id!r}")
+    return tariff
+
+
+async def create_tariff(
+    conn: asyncpg.Connection,
+    *,
+    document: bytes,
+    effective_from: datetime,
+    by: Principal,
+    now: datetime,
+) -> TariffVersionView:
+    """Create a tariff with its first version (caller's transaction; audited)."""
+    tariff = decode_tariff(document)
+    if await store.tariff_exists(conn, tariff.id):
+        raise TariffConflict(f"tariff {tariff.id} exists; add a version instead")
+    await store.insert_tariff(conn, tariff.id, tariff.name)
+    canonical = msgspec.json.encode(tariff).decode()
+    await store.insert_version(
+        conn,
+        tariff_id=tariff.id,
+        version=1,
+        effective_from=effective_from,
+        document=canonical,
+        created_by=by.subject,
+    )
+    await store.audit(
+        conn,
+        at=now,
+        actor=by.subject,
+        role=by.role.value,
+        action="tariff.create",
+        target=f"tariff:{tariff.id}",
+        details={"version": 1, "effective_from": effective_from.isoformat()},
+    )
+    return TariffVersionView(
+        tariff_id=tariff.id,
+        version=1,
+        effective_from=effective_from,
+        created_by=by.subject,
+        document=tariff,
+    )
+
+
+async def add_version(
+    conn: asyncpg.Connection,
+    *,
+    tariff_id: str,
+    document: bytes,
+    effective_from: datetime,
+    by: Principal,
+    now: datetime,
+) -> TariffVersionView:
+    """Add the next version (caller's transaction; audited).
+
+    A version may not take effect in the past, nor before the newest version:
+    stays already running are priced by the version in force at their entry,
+    and a retroactive version would change what they owe.
+    """
+    tariff = _check_document(tariff_id, document)
+    if not await store.tariff_exists(conn, tariff_id):
+        raise TariffNotFound(f"no tariff {tariff_id}")
+    await store.lock_tariff(conn, tariff_id)
+    latest = await store.latest_version(conn, tariff_id)
+    if effective_from < now:
+        raise TariffConflict("a new version cannot take effect in the past")
+    if latest is not None and effective_from <= latest["effective_from"]:
+        raise TariffConflict(
+            f"effective_from must be after version {latest['version']}'s "
+            f"{latest['effective_from'].isoformat()}"
+        )
+    version = (latest["version"] if latest else 0) + 1
+    await store.insert_version(
+        conn,
+        tariff_id=tariff_id,
+        version=version,
+        effective_from=effective_from,
+        document=msgspec.json.encode(tariff).decode(),
+        created_by=by.subject,
+    )
+    await store.audit(
+        conn,
+        at=now,
+        actor=by.subject,
+        role=by.role.value,
+        action="tariff.version",
+        target=f"tariff:{tariff_id}",
+        details={"version": version, "effective_from": effective_from.isoformat()},
+    )
+    return TariffVersionView(
+        tariff_id=tariff_id,
+        version=version,
+        effective_from=effective_from,
+        created_by=by.subject,
+        document=tariff,
+    )
+
+
+async def versions(conn: asyncpg.Connection, tariff_id: str) -> list[TariffVersionView]:
+    rows = await store.versions_of(conn, tariff_id)
+    if not rows:
+        raise TariffNotFound(f"no tariff {tariff_id}")
+    return [
+        TariffVersionView(
+            tariff_id=tariff_id,
+            version=r["version"],
+            effective_from=r["effective_from"],
+            created_by=r["created_by"],
+            document=decode_tariff(r["document"]),
+        )
+        for r in rows
+    ]
+
+
+async def assign_tariff(
+    conn: asyncpg.Connection,
+    *,
+    lot_id: str,
+    vehicle_class: int,
+    tariff_id: str,
+    by: Principal,
+    now: datetime,
+) -> None:
+    """Price ``vehicle_class`` at ``lot_id`` by ``tariff_id`` from now on (audited)."""
+    if not await store.lot_exists(conn, lot_id):
+        raise LotNotFound(f"no lot {lot_id}")
+    if not await store.tariff_exists(conn, tariff_id):
+        raise TariffNotFound(f"no tariff {tariff_id}")
+    await store.assign(conn, lot_id, vehicle_class, tariff_id)
+    await store.audit(
+        conn,
+        at=now,
+        actor=by.subject,
+        role=by.role.value,
+        action="lot.tariff",
+        target=f"lot:{lot_id}",
+        details={"vehicle_class": vehicle_class, "tariff_id": tariff_id},
+    )

@@ -1,0 +1,129 @@
+"""SQL of the pricing rules (queries only; the caller owns the transaction)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+async def lot_tariffs(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT lot_id, vehicle_class, tariff_id FROM lot_tariffs")
+
+
+async def tariff_versions(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT tariff_id, version, effective_from, document::text AS document "
+        "FROM tariff_versions ORDER BY tariff_id, effective_from"
+    )
+
+
+async def exempt_plates(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT plate, reason FROM plate_exemptions")
+
+
+async def exempt_kinds(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT kind, reason FROM exempt_plate_kinds")
+
+
+async def class_overrides(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT plate, vehicle_class FROM vehicle_class_overrides")
+
+
+async def active_passes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT p.id, p.plate, p.valid_from, p.valid_until,
+                  array_agg(m.lot_id ORDER BY m.lot_id) AS lots
+           FROM monthly_passes p JOIN lot_group_members m ON m.group_id = p.group_id
+           WHERE p.revoked_at IS NULL
+           GROUP BY p.id"""
+    )
+
+
+async def tariff_exists(conn: asyncpg.Connection, tariff_id: str) -> bool:
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tariffs WHERE id = $1)", tariff_id)
+    )
+
+
+async def insert_tariff(conn: asyncpg.Connection, tariff_id: str, name: str) -> None:
+    await conn.execute("INSERT INTO tariffs (id, name) VALUES ($1, $2)", tariff_id, name)
+
+
+async def lock_tariff(conn: asyncpg.Connection, tariff_id: str) -> None:
+    # Serialises concurrent version additions so version numbers stay dense.
+    await conn.execute("SELECT 1 FROM tariffs WHERE id = $1 FOR UPDATE", tariff_id)
+
+
+async def latest_version(conn: asyncpg.Connection, tariff_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT version, effective_from FROM tariff_versions WHERE tariff_id = $1 "
+        "ORDER BY version DESC LIMIT 1",
+        tariff_id,
+    )
+
+
+async def insert_version(
+    conn: asyncpg.Connection,
+    *,
+    tariff_id: str,
+    version: int,
+    effective_from: datetime,
+    document: str,
+    created_by: str,
+) -> None:
+    await conn.execute(
+        """INSERT INTO tariff_versions (tariff_id, version, effective_from, document, created_by)
+           VALUES ($1, $2, $3, $4::jsonb, $5)""",
+        tariff_id,
+        version,
+        effective_from,
+        document,
+        created_by,
+    )
+
+
+async def versions_of(conn: asyncpg.Connection, tariff_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT version, effective_from, document::text AS document, created_by, created_at "
+        "FROM tariff_versions WHERE tariff_id = $1 ORDER BY version",
+        tariff_id,
+    )
+
+
+async def lot_exists(conn: asyncpg.Connection, lot_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM lots WHERE id = $1)", lot_id))
+
+
+async def assign(conn: asyncpg.Connection, lot_id: str, vehicle_class: int, tariff_id: str) -> None:
+    await conn.execute(
+        """INSERT INTO lot_tariffs (lot_id, vehicle_class, tariff_id) VALUES ($1, $2, $3)
+           ON CONFLICT (lot_id, vehicle_class) DO UPDATE SET tariff_id = EXCLUDED.tariff_id""",
+        lot_id,
+        vehicle_class,
+        tariff_id,
+    )
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    *,
+    at: datetime,
+    actor: str,
+    role: str,
+    action: str,
+    target: str,
+    details: dict[str, Any],
+) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (at, actor, role, action, target, details) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+        at,
+        actor,
+        role,
+        action,
+        target,
+        json.dumps(details, ensure_ascii=False),
+    )
