@@ -16,7 +16,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from parking import config
-from parking.api import tariffs
+from parking.api import pricing_rules, tariffs
 from parking.api.auth import BearerAuth
 from parking.api.health import healthz, readyz
 from parking.api.infra import lifespan_for
@@ -65,7 +65,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exclude=["/metrics"],
     )
     return Litestar(
-        route_handlers=[healthz, readyz, PrometheusController, *tariffs.ROUTES],
+        route_handlers=[
+            healthz,
+            readyz,
+            PrometheusController,
+            *tariffs.ROUTES,
+            *pricing_rules.ROUTES,
+        ],
         lifespan=[lifespan_for(settings)],
         middleware=[
             prometheus.middleware,

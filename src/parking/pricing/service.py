@@ -11,8 +11,8 @@ import asyncpg
 import msgspec
 
 from parking.auth.model import Principal
-from parking.errors import Conflict, NotFound
-from parking.plates import Plate, PlateError, parse_plate
+from parking.errors import Conflict, InvalidInput, NotFound
+from parking.plates import Plate, PlateError, PlateKind, parse_plate
 from parking.pricing import logic, store
 from parking.pricing.model import MonthlyPass, PricedStay, PricingError, Rules, TariffVersion
 from parking.tariffs import Tariff, decode_tariff
@@ -259,3 +259,156 @@ async def assign_tariff(
         target=f"lot:{lot_id}",
         details={"vehicle_class": vehicle_class, "tariff_id": tariff_id},
     )
+
+
+class PassView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    plate: str
+    group_id: str
+    valid_from: datetime
+    valid_until: datetime
+
+
+def _plate_text(raw: str) -> str:
+    # Exemptions and passes match the normalised plate the gateway sees.
+    return parse_plate(raw).text
+
+
+async def set_plate_exemption(
+    conn: asyncpg.Connection, *, plate: str, reason: str, by: Principal, now: datetime
+) -> str:
+    """Whitelist a plate (parks free, ``reason`` in quotes); returns the normalised plate."""
+    text = _plate_text(plate)
+    await store.upsert_plate_exemption(conn, text, reason, by.subject)
+    await _audit(conn, by, now, "exemption.plate.set", f"plate:{text}", {"reason": reason})
+    return text
+
+
+async def remove_plate_exemption(
+    conn: asyncpg.Connection, *, plate: str, by: Principal, now: datetime
+) -> None:
+    text = _plate_text(plate)
+    if not await store.delete_plate_exemption(conn, text):
+        raise ExemptionNotFound(f"plate {text} is not exempt")
+    await _audit(conn, by, now, "exemption.plate.remove", f"plate:{text}", {})
+
+
+async def set_kind_exemption(
+    conn: asyncpg.Connection, *, kind: str, reason: str, by: Principal, now: datetime
+) -> None:
+    """Let every plate of a kind (e.g. ``police``) park free in this city."""
+    try:
+        PlateKind(kind)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"unknown plate kind {kind!r}; one of {', '.join(k.value for k in PlateKind)}"
+        ) from exc
+    await store.upsert_exempt_kind(conn, kind, reason, by.subject)
+    await _audit(conn, by, now, "exemption.kind.set", f"plate_kind:{kind}", {"reason": reason})
+
+
+async def remove_kind_exemption(
+    conn: asyncpg.Connection, *, kind: str, by: Principal, now: datetime
+) -> None:
+    if not await store.delete_exempt_kind(conn, kind):
+        raise ExemptionNotFound(f"plate kind {kind} is not exempt")
+    await _audit(conn, by, now, "exemption.kind.remove", f"plate_kind:{kind}", {})
+
+
+async def set_lot_group(
+    conn: asyncpg.Connection,
+    *,
+    group_id: str,
+    name: str,
+    lots: list[str],
+    by: Principal,
+    now: datetime,
+) -> None:
+    """Create or replace a lot group (the lots a monthly pass is good for)."""
+    missing = await store.missing_lots(conn, lots)
+    if missing:
+        raise LotNotFound(f"no lots {', '.join(missing)}")
+    await store.upsert_lot_group(conn, group_id, name, sorted(set(lots)))
+    await _audit(conn, by, now, "lot_group.set", f"lot_group:{group_id}", {"lots": sorted(lots)})
+
+
+async def issue_pass(
+    conn: asyncpg.Connection,
+    *,
+    pass_id: str,
+    plate: str,
+    group_id: str,
+    valid_from: datetime,
+    valid_until: datetime,
+    by: Principal,
+    now: datetime,
+) -> PassView:
+    if valid_until <= valid_from:
+        raise InvalidInput("valid_until must be after valid_from")
+    if not await store.group_exists(conn, group_id):
+        raise GroupNotFound(f"no lot group {group_id}")
+    text = _plate_text(plate)
+    await store.insert_pass(
+        conn,
+        pass_id=pass_id,
+        plate=text,
+        group_id=group_id,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        by=by.subject,
+    )
+    await _audit(
+        conn,
+        by,
+        now,
+        "pass.issue",
+        f"pass:{pass_id}",
+        {
+            "plate": text,
+            "group_id": group_id,
+            "valid_from": valid_from.isoformat(),
+            "valid_until": valid_until.isoformat(),
+        },
+    )
+    return PassView(
+        id=pass_id, plate=text, group_id=group_id, valid_from=valid_from, valid_until=valid_until
+    )
+
+
+async def revoke_pass(
+    conn: asyncpg.Connection, *, pass_id: str, by: Principal, now: datetime
+) -> None:
+    if not await store.revoke_pass(conn, pass_id, now):
+        raise PassNotFound(f"no live pass {pass_id}")
+    await _audit(conn, by, now, "pass.revoke", f"pass:{pass_id}", {})
+
+
+async def _audit(
+    conn: asyncpg.Connection,
+    by: Principal,
+    now: datetime,
+    action: str,
+    target: str,
+    details: dict[str, object],
+) -> None:
+    await store.audit(
+        conn,
+        at=now,
+        actor=by.subject,
+        role=by.role.value,
+        action=action,
+        target=target,
+        details=dict(details),
+    )
+
+
+class ExemptionNotFound(NotFound, PricingError):
+    """The plate or kind is not exempt."""
+
+
+class GroupNotFound(NotFound, PricingError):
+    """No lot group with that id."""
+
+
+class PassNotFound(NotFound, PricingError):
+    """No live monthly pass with that id."""

@@ -127,3 +127,103 @@ async def audit(
         target,
         json.dumps(details, ensure_ascii=False),
     )
+
+
+async def upsert_plate_exemption(
+    conn: asyncpg.Connection, plate: str, reason: str, by: str
+) -> None:
+    await conn.execute(
+        """INSERT INTO plate_exemptions (plate, reason, created_by) VALUES ($1, $2, $3)
+           ON CONFLICT (plate) DO UPDATE SET reason = EXCLUDED.reason,
+               created_by = EXCLUDED.created_by, created_at = now()""",
+        plate,
+        reason,
+        by,
+    )
+
+
+async def delete_plate_exemption(conn: asyncpg.Connection, plate: str) -> bool:
+    return bool(
+        await conn.fetchval("DELETE FROM plate_exemptions WHERE plate = $1 RETURNING 1", plate)
+    )
+
+
+async def upsert_exempt_kind(conn: asyncpg.Connection, kind: str, reason: str, by: str) -> None:
+    await conn.execute(
+        """INSERT INTO exempt_plate_kinds (kind, reason, created_by) VALUES ($1, $2, $3)
+           ON CONFLICT (kind) DO UPDATE SET reason = EXCLUDED.reason,
+               created_by = EXCLUDED.created_by, created_at = now()""",
+        kind,
+        reason,
+        by,
+    )
+
+
+async def delete_exempt_kind(conn: asyncpg.Connection, kind: str) -> bool:
+    return bool(
+        await conn.fetchval("DELETE FROM exempt_plate_kinds WHERE kind = $1 RETURNING 1", kind)
+    )
+
+
+async def upsert_lot_group(
+    conn: asyncpg.Connection, group_id: str, name: str, lots: list[str]
+) -> None:
+    await conn.execute(
+        "INSERT INTO lot_groups (id, name) VALUES ($1, $2) "
+        "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+        group_id,
+        name,
+    )
+    await conn.execute("DELETE FROM lot_group_members WHERE group_id = $1", group_id)
+    await conn.execute(
+        "INSERT INTO lot_group_members (group_id, lot_id) SELECT $1, unnest($2::text[])",
+        group_id,
+        lots,
+    )
+
+
+async def missing_lots(conn: asyncpg.Connection, lots: list[str]) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT l FROM unnest($1::text[]) AS l WHERE NOT EXISTS (SELECT 1 FROM lots WHERE id = l)",
+        lots,
+    )
+    return [r["l"] for r in rows]
+
+
+async def group_exists(conn: asyncpg.Connection, group_id: str) -> bool:
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM lot_groups WHERE id = $1)", group_id)
+    )
+
+
+async def insert_pass(
+    conn: asyncpg.Connection,
+    *,
+    pass_id: str,
+    plate: str,
+    group_id: str,
+    valid_from: datetime,
+    valid_until: datetime,
+    by: str,
+) -> None:
+    await conn.execute(
+        """INSERT INTO monthly_passes (id, plate, group_id, valid_from, valid_until, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        pass_id,
+        plate,
+        group_id,
+        valid_from,
+        valid_until,
+        by,
+    )
+
+
+async def revoke_pass(conn: asyncpg.Connection, pass_id: str, at: datetime) -> bool:
+    return bool(
+        await conn.fetchval(
+            "UPDATE monthly_passes SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL "
+            "RETURNING 1",
+            pass_id,
+            at,
+        )
+    )

@@ -1,0 +1,152 @@
+"""Operators' pricing rules: exempt plates and plate kinds, lot groups, monthly passes.
+
+Every change is audited and reaches this worker's pricer at once (others
+within the cache's refresh interval).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, delete, post, put
+from litestar.params import FromPath, JSONBody
+
+from parking.api.auth import principal_of, roles
+from parking.api.infra import connection, infra_of
+from parking.auth.model import Role
+from parking.clock import SystemClock
+from parking.ids import new_id
+from parking.pricing import service as pricing
+
+_clock = SystemClock()
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+LotId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+operator_only = [roles(Role.OPERATOR)]
+
+
+class ExemptionBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Reason
+
+
+class Exemption(msgspec.Struct, frozen=True, kw_only=True):
+    plate: str
+    reason: str
+
+
+class LotGroupBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    lots: Annotated[list[LotId], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class PassBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    plate: Annotated[str, msgspec.Meta(max_length=32)]
+    group_id: Slug
+    valid_from: AwareDatetime
+    valid_until: AwareDatetime
+
+
+@put("/v1/operator/exemptions/plates/{plate:str}", guards=operator_only, tags=["operator"])
+async def put_plate_exemption(
+    request: Request[Any, Any, Any], plate: FromPath[str], data: JSONBody[ExemptionBody]
+) -> Exemption:
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        text = await pricing.set_plate_exemption(
+            conn, plate=plate, reason=data.reason, by=principal_of(request), now=_clock.now()
+        )
+    request.app.state.pricer_cache.invalidate()
+    return Exemption(plate=text, reason=data.reason)
+
+
+@delete("/v1/operator/exemptions/plates/{plate:str}", guards=operator_only, tags=["operator"])
+async def delete_plate_exemption(request: Request[Any, Any, Any], plate: FromPath[str]) -> None:
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        await pricing.remove_plate_exemption(
+            conn, plate=plate, by=principal_of(request), now=_clock.now()
+        )
+    request.app.state.pricer_cache.invalidate()
+
+
+@put(
+    "/v1/operator/exemptions/kinds/{kind:str}",
+    guards=operator_only,
+    tags=["operator"],
+    status_code=204,
+)
+async def put_kind_exemption(
+    request: Request[Any, Any, Any], kind: FromPath[str], data: JSONBody[ExemptionBody]
+) -> None:
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        await pricing.set_kind_exemption(
+            conn, kind=kind, reason=data.reason, by=principal_of(request), now=_clock.now()
+        )
+    request.app.state.pricer_cache.invalidate()
+
+
+@delete("/v1/operator/exemptions/kinds/{kind:str}", guards=operator_only, tags=["operator"])
+async def delete_kind_exemption(request: Request[Any, Any, Any], kind: FromPath[str]) -> None:
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        await pricing.remove_kind_exemption(
+            conn, kind=kind, by=principal_of(request), now=_clock.now()
+        )
+    request.app.state.pricer_cache.invalidate()
+
+
+@put(
+    "/v1/operator/lot-groups/{group_id:str}",
+    guards=operator_only,
+    tags=["operator"],
+    status_code=204,
+)
+async def put_lot_group(
+    request: Request[Any, Any, Any], group_id: FromPath[Slug], data: JSONBody[LotGroupBody]
+) -> None:
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        await pricing.set_lot_group(
+            conn,
+            group_id=group_id,
+            name=data.name,
+            lots=list(data.lots),
+            by=principal_of(request),
+            now=_clock.now(),
+        )
+    request.app.state.pricer_cache.invalidate()
+
+
+@post("/v1/operator/passes", guards=operator_only, tags=["operator"], status_code=201)
+async def post_pass(request: Request[Any, Any, Any], data: JSONBody[PassBody]) -> pricing.PassView:
+    now = _clock.now()
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        view = await pricing.issue_pass(
+            conn,
+            pass_id=new_id("mp", now),
+            plate=data.plate,
+            group_id=data.group_id,
+            valid_from=data.valid_from,
+            valid_until=data.valid_until,
+            by=principal_of(request),
+            now=now,
+        )
+    request.app.state.pricer_cache.invalidate()
+    return view
+
+
+@delete("/v1/operator/passes/{pass_id:str}", guards=operator_only, tags=["operator"])
+async def delete_pass(request: Request[Any, Any, Any], pass_id: FromPath[str]) -> None:
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        await pricing.revoke_pass(conn, pass_id=pass_id, by=principal_of(request), now=_clock.now())
+    request.app.state.pricer_cache.invalidate()
+
+
+ROUTES = [
+    put_plate_exemption,
+    delete_plate_exemption,
+    put_kind_exemption,
+    delete_kind_exemption,
+    put_lot_group,
+    post_pass,
+    delete_pass,
+]
