@@ -5,6 +5,7 @@ Writes run in the caller's transaction and leave an audit_log row.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import asyncpg
@@ -16,6 +17,8 @@ from parking.plates import Plate, PlateError, PlateKind, parse_plate
 from parking.pricing import logic, store
 from parking.pricing.model import MonthlyPass, PricedStay, PricingError, Rules, TariffVersion
 from parking.tariffs import Tariff, decode_tariff
+
+_STORED_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 class TariffNotFound(NotFound, PricingError):
@@ -135,6 +138,10 @@ async def create_tariff(
 ) -> TariffVersionView:
     """Create a tariff with its first version (caller's transaction; audited)."""
     tariff = decode_tariff(document)
+    if _STORED_ID.fullmatch(tariff.id) is None:
+        # Stored tariffs are referenced from lots and bills; keep their ids to
+        # the lowercase slugs the database accepts.
+        raise InvalidInput(f"id: stored tariffs need a lowercase slug id, got {tariff.id!r}")
     if await store.tariff_exists(conn, tariff.id):
         raise TariffConflict(f"tariff {tariff.id} exists; add a version instead")
     await store.insert_tariff(conn, tariff.id, tariff.name)

@@ -76,12 +76,17 @@ def quote(tariff: Tariff, entry: datetime, exit: datetime, *, nev: bool) -> Quot
         raise QuoteError(f"exit {exit.isoformat()} is not after entry {entry.isoformat()}")
     zone = tariff.zone()
     policy = tariff.nev if nev else None
-    if policy is not None:
-        grace_minutes, deductible = policy.grace_minutes, policy.grace_deductible
-    elif tariff.grace is not None:
+    if tariff.grace is not None:
         grace_minutes, deductible = tariff.grace.minutes, tariff.grace.deductible
     else:
         grace_minutes, deductible = 0, False
+    if policy is not None:
+        # The NEV grace replaces the ordinary one; a field the policy leaves
+        # out keeps the ordinary value.
+        if policy.grace_minutes is not None:
+            grace_minutes = policy.grace_minutes
+        if policy.grace_deductible is not None:
+            deductible = policy.grace_deductible
     grace_us = grace_minutes * _MINUTE_US
 
     within_grace = exit_us - entry_us <= grace_us

@@ -22,10 +22,13 @@ CapCycle = Literal["rolling_24h", "daily"]
 MINUTES_PER_DAY = 24 * 60
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_RESET_AT = "00:00"
+# Published tariffs often write a band ending at midnight as "24:00"; as a `to`
+# it means the same as "00:00" (the next midnight), and nothing else.
+END_OF_DAY = "24:00"
 
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # IANA keys are ASCII path segments; checking the shape first keeps odd strings
 # (NUL, "..", absolute paths) away from zoneinfo's file lookup.
 _TZ_KEY = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
@@ -49,8 +52,9 @@ def _fail(path: str, reason: str) -> NoReturn:
 
 
 def minute_of_day(text: str) -> int:
-    """Minutes since local midnight of an `HH:MM` clock time (already validated)."""
-    return int(text[:2]) * 60 + int(text[3:5])
+    """Minutes since local midnight of an `HH:MM` clock time (already validated);
+    "24:00" is midnight."""
+    return (int(text[:2]) * 60 + int(text[3:5])) % MINUTES_PER_DAY
 
 
 def _check_hhmm(path: str, text: str) -> None:
@@ -93,7 +97,8 @@ class Band(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
         if not self.name.strip():
             _fail("name", "must not be empty")
         _check_hhmm("from", self.start)
-        _check_hhmm("to", self.end)
+        if self.end != END_OF_DAY:
+            _check_hhmm("to", self.end)
         if (self.flat is None) == (self.tiers is None):
             _fail("", "exactly one of flat or tiers is required")
         if self.flat is not None:
@@ -116,12 +121,14 @@ class Band(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
     @property
     def whole_day(self) -> bool:
-        return self.start == self.end
+        return minute_of_day(self.start) == minute_of_day(self.end)
 
 
 class Grace(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     minutes: int
-    deductible: bool
+    # Absent means not deductible, the common Chinese rule (免费时长不抵扣):
+    # a stay beyond the free period is billed from entry.
+    deductible: bool = False
 
     def __post_init__(self) -> None:
         _check_non_negative("minutes", self.minutes)
@@ -146,12 +153,16 @@ class Cap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
 
 
 class NevPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    grace_minutes: int
-    grace_deductible: bool
-    percent: int
+    # Absent fields fall back to the ordinary policy: no NEV grace of its own
+    # means the ordinary grace applies, no percent means full price. A policy
+    # that only discounts ({"percent": 50}) is common.
+    grace_minutes: int | None = None
+    grace_deductible: bool | None = None
+    percent: int = 100
 
     def __post_init__(self) -> None:
-        _check_non_negative("grace_minutes", self.grace_minutes)
+        if self.grace_minutes is not None:
+            _check_non_negative("grace_minutes", self.grace_minutes)
         if not 0 <= self.percent <= 100:
             _fail("percent", f"must be from 0 to 100, got {self.percent}")
 
@@ -168,7 +179,7 @@ class Tariff(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def __post_init__(self) -> None:
         if _SLUG.fullmatch(self.id) is None:
-            _fail("id", f"must be a lowercase slug (a-z, 0-9, '-', '_', '.'), got {self.id!r}")
+            _fail("id", f"must be a slug (letters, digits, '-', '_', '.'), got {self.id!r}")
         if not self.name.strip():
             _fail("name", "must not be empty")
         if _CURRENCY.fullmatch(self.currency) is None:
