@@ -1,3 +1,43 @@
+CREATE FUNCTION public.append_only_refuse() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION '% on % refused: the table is append-only', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'correct the ledger with a reversing transaction';
+END;
+$$;
+CREATE FUNCTION public.ledger_check_balanced() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    tx_id      text;
+    n_postings integer;
+    bad        record;
+BEGIN
+    IF TG_TABLE_NAME = 'ledger_transactions' THEN
+        tx_id := NEW.id;
+    ELSE
+        tx_id := NEW.transaction_id;
+    END IF;
+    SELECT count(*) INTO n_postings FROM ledger_postings WHERE transaction_id = tx_id;
+    IF n_postings < 2 THEN
+        RAISE EXCEPTION 'ledger transaction % has % posting(s); double entry needs at least two',
+            tx_id, n_postings
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_transaction_balanced';
+    END IF;
+    SELECT currency, sum(amount_fen) AS total INTO bad
+      FROM ledger_postings WHERE transaction_id = tx_id
+     GROUP BY currency HAVING sum(amount_fen) <> 0
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger transaction % does not balance: its % postings sum to % fen',
+            tx_id, bad.currency, bad.total
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_transaction_balanced';
+    END IF;
+    RETURN NULL;
+END;
+$$;
 CREATE TABLE public.audit_log (
     id bigint NOT NULL,
     at timestamp with time zone NOT NULL,
@@ -14,6 +54,65 @@ ALTER TABLE public.audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+CREATE TABLE public.bill_events (
+    id bigint NOT NULL,
+    bill_id text NOT NULL,
+    at timestamp with time zone NOT NULL,
+    from_status text,
+    to_status text NOT NULL,
+    actor text NOT NULL,
+    remark text DEFAULT ''::text NOT NULL,
+    amount_fen bigint,
+    ledger_transaction_id text,
+    CONSTRAINT bill_events_actor_check CHECK (((length(actor) >= 1) AND (length(actor) <= 200))),
+    CONSTRAINT bill_events_remark_check CHECK ((length(remark) <= 2000))
+);
+ALTER TABLE public.bill_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.bill_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+CREATE TABLE public.bills (
+    id text NOT NULL,
+    session_id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    account_id text,
+    amount_fen bigint NOT NULL,
+    refunded_fen bigint DEFAULT 0 NOT NULL,
+    tariff_id text NOT NULL,
+    tariff_version integer NOT NULL,
+    quote jsonb NOT NULL,
+    status text DEFAULT 'open'::text NOT NULL,
+    provider text,
+    payment_ref text,
+    paid_at timestamp with time zone,
+    closed_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT bills_account_id_check CHECK (((length(account_id) >= 1) AND (length(account_id) <= 64))),
+    CONSTRAINT bills_amount_fen_check CHECK ((amount_fen > 0)),
+    CONSTRAINT bills_id_check CHECK ((id ~ '^b-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT bills_payment_complete CHECK ((((paid_at IS NULL) AND (provider IS NULL) AND (payment_ref IS NULL)) OR ((paid_at IS NOT NULL) AND (provider IS NOT NULL) AND (payment_ref IS NOT NULL)))),
+    CONSTRAINT bills_plate_check CHECK (((length(plate) >= 1) AND (length(plate) <= 16))),
+    CONSTRAINT bills_quote_check CHECK ((jsonb_typeof(quote) = 'object'::text)),
+    CONSTRAINT bills_refund_needs_payment CHECK (((refunded_fen = 0) OR (paid_at IS NOT NULL))),
+    CONSTRAINT bills_refund_within_amount CHECK (((refunded_fen >= 0) AND (refunded_fen <= amount_fen))),
+    CONSTRAINT bills_session_id_check CHECK (((length(session_id) >= 1) AND (length(session_id) <= 64))),
+    CONSTRAINT bills_status_check CHECK ((status = ANY (ARRAY['open'::text, 'paying'::text, 'paid'::text, 'refunded'::text, 'written_off'::text, 'disputed'::text]))),
+    CONSTRAINT bills_status_matches_money CHECK (
+CASE status
+    WHEN 'open'::text THEN (paid_at IS NULL)
+    WHEN 'paying'::text THEN (paid_at IS NULL)
+    WHEN 'written_off'::text THEN (paid_at IS NULL)
+    WHEN 'paid'::text THEN ((paid_at IS NOT NULL) AND (refunded_fen = 0))
+    WHEN 'refunded'::text THEN ((paid_at IS NOT NULL) AND (refunded_fen > 0))
+    ELSE true
+END)
 );
 CREATE TABLE public.devices (
     device_id text NOT NULL,
@@ -52,6 +151,48 @@ CREATE TABLE public.lanes (
     direction text NOT NULL,
     CONSTRAINT lanes_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text]))),
     CONSTRAINT lanes_lane_id_check CHECK ((lane_id ~ '^[A-Za-z0-9_-]{1,64}$'::text))
+);
+CREATE TABLE public.ledger_accounts (
+    code text NOT NULL,
+    kind text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT ledger_accounts_code_check CHECK ((code ~ '^[a-z][a-z_]{0,31}(:[A-Za-z0-9_-]{1,64})?$'::text)),
+    CONSTRAINT ledger_accounts_kind_check CHECK ((kind = ANY (ARRAY['asset'::text, 'liability'::text, 'revenue'::text, 'expense'::text, 'equity'::text])))
+);
+CREATE TABLE public.ledger_postings (
+    transaction_id text NOT NULL,
+    line smallint NOT NULL,
+    account_code text NOT NULL,
+    amount_fen bigint NOT NULL,
+    currency character(3) DEFAULT 'CNY'::bpchar NOT NULL,
+    CONSTRAINT ledger_postings_amount_fen_check CHECK ((amount_fen <> 0)),
+    CONSTRAINT ledger_postings_currency_check CHECK ((currency ~ '^[A-Z]{3}$'::text)),
+    CONSTRAINT ledger_postings_line_check CHECK ((line >= 1))
+);
+CREATE TABLE public.ledger_transactions (
+    id text NOT NULL,
+    seq bigint NOT NULL,
+    kind text NOT NULL,
+    idempotency_key text NOT NULL,
+    correlation_id text NOT NULL,
+    reverses text,
+    occurred_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    memo text DEFAULT ''::text NOT NULL,
+    CONSTRAINT ledger_transactions_correlation_id_check CHECK (((length(correlation_id) >= 1) AND (length(correlation_id) <= 200))),
+    CONSTRAINT ledger_transactions_id_check CHECK ((id ~ '^lt-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT ledger_transactions_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
+    CONSTRAINT ledger_transactions_kind_check CHECK ((kind = ANY (ARRAY['bill_opened'::text, 'bill_paid'::text, 'refund'::text, 'write_off'::text, 'reversal'::text, 'settlement'::text]))),
+    CONSTRAINT ledger_transactions_memo_check CHECK ((length(memo) <= 2000)),
+    CONSTRAINT ledger_transactions_reversal_check CHECK ((((kind = 'reversal'::text) = (reverses IS NOT NULL)) AND ((reverses IS NULL) OR (idempotency_key = reverses))))
+);
+ALTER TABLE public.ledger_transactions ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.ledger_transactions_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
 );
 CREATE TABLE public.lot_group_members (
     group_id text NOT NULL,
@@ -153,6 +294,12 @@ CREATE TABLE public.vehicle_class_overrides (
 );
 ALTER TABLE ONLY public.audit_log
     ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.bill_events
+    ADD CONSTRAINT bill_events_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.bills
+    ADD CONSTRAINT bills_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.bills
+    ADD CONSTRAINT bills_session_unique UNIQUE (session_id);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_pkey PRIMARY KEY (device_id);
 ALTER TABLE ONLY public.districts
@@ -163,6 +310,16 @@ ALTER TABLE ONLY public.exempt_plate_kinds
     ADD CONSTRAINT exempt_plate_kinds_pkey PRIMARY KEY (kind);
 ALTER TABLE ONLY public.lanes
     ADD CONSTRAINT lanes_pkey PRIMARY KEY (lot_id, lane_id);
+ALTER TABLE ONLY public.ledger_accounts
+    ADD CONSTRAINT ledger_accounts_pkey PRIMARY KEY (code);
+ALTER TABLE ONLY public.ledger_postings
+    ADD CONSTRAINT ledger_postings_pkey PRIMARY KEY (transaction_id, line);
+ALTER TABLE ONLY public.ledger_transactions
+    ADD CONSTRAINT ledger_transactions_event_unique UNIQUE (kind, idempotency_key);
+ALTER TABLE ONLY public.ledger_transactions
+    ADD CONSTRAINT ledger_transactions_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.ledger_transactions
+    ADD CONSTRAINT ledger_transactions_seq_key UNIQUE (seq);
 ALTER TABLE ONLY public.lot_group_members
     ADD CONSTRAINT lot_group_members_pkey PRIMARY KEY (group_id, lot_id);
 ALTER TABLE ONLY public.lot_groups
@@ -190,13 +347,39 @@ ALTER TABLE ONLY public.tariffs
 ALTER TABLE ONLY public.vehicle_class_overrides
     ADD CONSTRAINT vehicle_class_overrides_pkey PRIMARY KEY (plate);
 CREATE INDEX audit_log_target_idx ON public.audit_log USING btree (target, at);
+CREATE INDEX bill_events_bill_idx ON public.bill_events USING btree (bill_id, id);
+CREATE INDEX bill_events_ledger_idx ON public.bill_events USING btree (ledger_transaction_id) WHERE (ledger_transaction_id IS NOT NULL);
+CREATE INDEX bills_lot_idx ON public.bills USING btree (lot_id);
+CREATE INDEX bills_owed_by_account_idx ON public.bills USING btree (account_id, closed_at) WHERE ((paid_at IS NULL) AND (status = ANY (ARRAY['open'::text, 'paying'::text, 'disputed'::text])) AND (account_id IS NOT NULL));
+CREATE INDEX bills_owed_by_plate_idx ON public.bills USING btree (plate, closed_at) WHERE ((paid_at IS NULL) AND (status = ANY (ARRAY['open'::text, 'paying'::text, 'disputed'::text])) AND (plate IS NOT NULL));
+CREATE INDEX bills_tariff_idx ON public.bills USING btree (tariff_id, tariff_version);
 CREATE INDEX devices_lot_idx ON public.devices USING btree (lot_id);
 CREATE UNIQUE INDEX devices_one_gate_per_lane ON public.devices USING btree (lot_id, lane_id) WHERE ((kind = 'gate'::text) AND (revoked_at IS NULL));
 CREATE UNIQUE INDEX devices_one_sensor_per_space ON public.devices USING btree (lot_id, space_id) WHERE ((kind = 'sensor'::text) AND (revoked_at IS NULL));
+CREATE INDEX ledger_postings_account_idx ON public.ledger_postings USING btree (account_code, currency);
+CREATE INDEX ledger_transactions_correlation_idx ON public.ledger_transactions USING btree (correlation_id);
 CREATE INDEX lot_group_members_lot_idx ON public.lot_group_members USING btree (lot_id);
 CREATE INDEX lot_tariffs_tariff_idx ON public.lot_tariffs USING btree (tariff_id);
 CREATE INDEX lots_district_idx ON public.lots USING btree (district_code);
 CREATE INDEX monthly_passes_plate_idx ON public.monthly_passes USING btree (plate) WHERE (revoked_at IS NULL);
+CREATE TRIGGER bill_events_append_only BEFORE DELETE OR UPDATE ON public.bill_events FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
+CREATE TRIGGER bill_events_no_truncate BEFORE TRUNCATE ON public.bill_events FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
+CREATE TRIGGER ledger_accounts_append_only BEFORE DELETE OR UPDATE ON public.ledger_accounts FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
+CREATE TRIGGER ledger_accounts_no_truncate BEFORE TRUNCATE ON public.ledger_accounts FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
+CREATE TRIGGER ledger_postings_append_only BEFORE DELETE OR UPDATE ON public.ledger_postings FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
+CREATE CONSTRAINT TRIGGER ledger_postings_balanced AFTER INSERT ON public.ledger_postings DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.ledger_check_balanced();
+CREATE TRIGGER ledger_postings_no_truncate BEFORE TRUNCATE ON public.ledger_postings FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
+CREATE TRIGGER ledger_transactions_append_only BEFORE DELETE OR UPDATE ON public.ledger_transactions FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
+CREATE CONSTRAINT TRIGGER ledger_transactions_balanced AFTER INSERT ON public.ledger_transactions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.ledger_check_balanced();
+CREATE TRIGGER ledger_transactions_no_truncate BEFORE TRUNCATE ON public.ledger_transactions FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
+ALTER TABLE ONLY public.bill_events
+    ADD CONSTRAINT bill_events_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
+ALTER TABLE ONLY public.bill_events
+    ADD CONSTRAINT bill_events_ledger_transaction_id_fkey FOREIGN KEY (ledger_transaction_id) REFERENCES public.ledger_transactions(id);
+ALTER TABLE ONLY public.bills
+    ADD CONSTRAINT bills_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
+ALTER TABLE ONLY public.bills
+    ADD CONSTRAINT bills_tariff_id_tariff_version_fkey FOREIGN KEY (tariff_id, tariff_version) REFERENCES public.tariff_versions(tariff_id, version);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.devices
@@ -205,6 +388,12 @@ ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_space_id_fkey FOREIGN KEY (lot_id, space_id) REFERENCES public.spaces(lot_id, space_id);
 ALTER TABLE ONLY public.lanes
     ADD CONSTRAINT lanes_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
+ALTER TABLE ONLY public.ledger_postings
+    ADD CONSTRAINT ledger_postings_account_code_fkey FOREIGN KEY (account_code) REFERENCES public.ledger_accounts(code);
+ALTER TABLE ONLY public.ledger_postings
+    ADD CONSTRAINT ledger_postings_transaction_id_fkey FOREIGN KEY (transaction_id) REFERENCES public.ledger_transactions(id);
+ALTER TABLE ONLY public.ledger_transactions
+    ADD CONSTRAINT ledger_transactions_reverses_fkey FOREIGN KEY (reverses) REFERENCES public.ledger_transactions(id);
 ALTER TABLE ONLY public.lot_group_members
     ADD CONSTRAINT lot_group_members_group_id_fkey FOREIGN KEY (group_id) REFERENCES public.lot_groups(id);
 ALTER TABLE ONLY public.lot_group_members

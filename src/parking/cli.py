@@ -6,6 +6,7 @@ import click
 
 from parking.auth.cli import tokens_group
 from parking.db.cli import db
+from parking.ledger.cli import ledger
 from parking.seed.cli import seed
 from parking.stack.cli import stack
 from parking.tariffs.cli import tariff
@@ -25,3 +26,4 @@ main.add_command(api)
 main.add_command(run)
 main.add_command(tariff)
 main.add_command(tokens_group)
+main.add_command(ledger)

@@ -15,7 +15,19 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from parking.auth.model import Forbidden, NotAuthenticated
+from parking.bills.model import (
+    AmountMismatch,
+    BillAlreadyPaid,
+    BillConflict,
+    IllegalBillTransition,
+    InvalidAmount,
+    RefundConflict,
+    RefundExceedsAmount,
+    RefundProviderMismatch,
+    UnknownBill,
+)
 from parking.errors import Conflict, InvalidInput, NotFound, ParkingError
+from parking.ledger.model import IdempotencyConflict
 from parking.plates import PlateError
 from parking.pricing.model import PricingError
 from parking.tariffs import QuoteError, TariffError
@@ -46,6 +58,16 @@ STATUS_FOR: dict[type[Exception], tuple[int, str]] = {
     TariffError: (400, "invalid-tariff"),
     QuoteError: (400, "invalid-stay"),
     PlateError: (400, "invalid-plate"),
+    UnknownBill: (404, "not-found"),
+    IllegalBillTransition: (409, "illegal-transition"),
+    BillAlreadyPaid: (409, "already-paid"),
+    BillConflict: (409, "conflict"),
+    RefundConflict: (409, "conflict"),
+    RefundExceedsAmount: (422, "refund-exceeds-amount"),
+    RefundProviderMismatch: (422, "refund-provider-mismatch"),
+    AmountMismatch: (422, "amount-mismatch"),
+    InvalidAmount: (400, "invalid-amount"),
+    IdempotencyConflict: (422, "idempotency-conflict"),
 }
 
 
