@@ -12,7 +12,8 @@ TEST_ENV := PARKING_STACK_DIR=.parking/test \
 	PARKING_PG_PORT=$(shell echo $$((55442 + $(TEST_PORT_BASE)))) \
 	PARKING_REDIS_PORT=$(shell echo $$((56389 + $(TEST_PORT_BASE)))) \
 	PARKING_MQTT_PORT=$(shell echo $$((51893 + $(TEST_PORT_BASE)))) \
-	PARKING_API_PORT=$(shell echo $$((8010 + $(TEST_PORT_BASE))))
+	PARKING_API_PORT=$(shell echo $$((8010 + $(TEST_PORT_BASE)))) \
+	PARKING_SANDBOX_PORT=$(shell echo $$((8020 + $(TEST_PORT_BASE))))
 
 .PHONY: bootstrap run test lint format bench stop schema
 

@@ -29,6 +29,7 @@ for _key, _value in {
     "PARKING_REDIS_PORT": "56389",
     "PARKING_MQTT_PORT": "51893",
     "PARKING_API_PORT": "8010",
+    "PARKING_SANDBOX_PORT": "8020",
     "PARKING_LOG_FORMAT": "console",
 }.items():
     os.environ.setdefault(_key, _value)

@@ -31,6 +31,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("PARKING_API_HOST", "127.0.0.1", "address the API listens on"),
     ("PARKING_API_PORT", "8000", "port the API listens on"),
     ("PARKING_API_WORKERS", "1", "API worker processes"),
+    ("PARKING_SANDBOX_PORT", "8090", "port of the sandbox payment provider (`make run`)"),
     ("PARKING_JWT_KEY", "(from the stack)", "HMAC key that signs the API's access tokens"),
     ("PARKING_LOG_LEVEL", "info", "debug, info, warning or error"),
     ("PARKING_LOG_FORMAT", "json", "json (production) or console (human)"),
@@ -66,6 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_host: str
     api_port: int
     api_workers: int
+    sandbox_port: int
     jwt_key: str
     log_level: str
     log_format: str
@@ -118,6 +120,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         api_host=get("PARKING_API_HOST"),
         api_port=int(get("PARKING_API_PORT")),
         api_workers=int(get("PARKING_API_WORKERS")),
+        sandbox_port=int(get("PARKING_SANDBOX_PORT")),
         jwt_key=env.get("PARKING_JWT_KEY") or (secrets.jwt if secrets else ""),
         log_level=get("PARKING_LOG_LEVEL"),
         log_format=get("PARKING_LOG_FORMAT"),

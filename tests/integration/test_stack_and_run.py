@@ -72,6 +72,10 @@ def test_parking_run_serves_readyz_and_stops_cleanly_on_ctrl_c(settings: Setting
             time.sleep(0.3)
             status = _get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200
+        sandbox = f"http://127.0.0.1:{settings.sandbox_port}/sandbox/healthz"
+        while time.monotonic() < deadline and _get(sandbox) != 200:
+            time.sleep(0.3)
+        assert _get(sandbox) == 200
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)

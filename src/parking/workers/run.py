@@ -11,6 +11,7 @@ import click
 from parking import config
 from parking.db import migrate as migrations
 from parking.errors import MigrationError, StackError
+from parking.payments.sandbox import keys as sandbox_keys
 from parking.seed import service as seeding
 from parking.stack import service as stack
 from parking.workers.supervisor import Child, supervise
@@ -52,9 +53,18 @@ def run() -> None:
         f"  OpenAPI    {base}/schema  (JSON: {base}/schema/openapi.json)\n"
         f"  health     {base}/healthz  {base}/readyz\n"
         f"  metrics    {base}/metrics\n"
+        f"  sandbox    http://127.0.0.1:{settings.sandbox_port}  (payment provider, WeChat v3)\n"
         f"  PostgreSQL 127.0.0.1:{settings.pg_port}   Redis 127.0.0.1:{settings.redis_port}"
         f"   MQTT 127.0.0.1:{settings.mqtt_port}\n"
         '  shell      eval "$(uv run parking stack env)"   then psql, redis-cli, mosquitto_sub\n'
     )
-    children = [Child("api", [*me, "api"])]
+    # The API's WeChat adapter reads the sandbox's merchant.json, so the keys
+    # exist before either process starts.
+    sandbox_keys.ensure(
+        settings.stack_dir / "sandbox-pay", base_url=f"http://127.0.0.1:{settings.sandbox_port}"
+    )
+    children = [
+        Child("api", [*me, "api"]),
+        Child("sandbox-pay", [*me, "sandbox-pay", "--port", str(settings.sandbox_port)]),
+    ]
     sys.exit(supervise(children, banner))

@@ -1,0 +1,376 @@
+"""The sandbox provider's HTTP face (Litestar; ``create_app`` is granian's factory).
+
+``/v3/...`` speaks WeChat Pay API v3: every request must carry a valid merchant
+``Authorization`` (else 401 ``{"code": "SIGN_ERROR", ...}``), every answer is
+JSON signed with the platform key (``Wechatpay-*`` headers), errors in
+WeChat's ``{"code", "message"}`` shape. The bill file download is signed-in
+but unsigned-out, as WeChat documents.
+
+``/sandbox/...`` is the sandbox's own control surface (pay, fail, mandates,
+clock, misbehaviour, delivery log). It has no authentication: the process
+binds to 127.0.0.1 by default and is never deployed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import date
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import httpx
+import msgspec
+import structlog
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+
+from parking.clock import SystemClock
+from parking.observability import configure_logging
+from parking.payments.sandbox import keys as key_files
+from parking.payments.sandbox.model import (
+    ApiError,
+    ClockCommand,
+    CloseRequest,
+    ControlCommand,
+    DeductRequest,
+    FailCommand,
+    MandateCommand,
+    NativeOrderRequest,
+    ParkingEntryRequest,
+    PayCommand,
+    RefundRequest,
+)
+from parking.payments.sandbox.notifier import Notifier
+from parking.payments.sandbox.service import SETTINGS_ENV, SandboxPay, SandboxSettings
+from parking.payments.sandbox.store import SandboxStore
+from parking.payments.wire import wechat as wire
+
+DATABASE: Final = "sandbox.sqlite3"
+
+log = structlog.get_logger("parking.sandbox_pay")
+_T = TypeVar("_T")
+_Req = Request[Any, Any, State]
+
+
+def _service(request: _Req) -> SandboxPay:
+    service: SandboxPay = request.app.state.sandbox
+    return service
+
+
+def _target(request: _Req) -> str:
+    """The request target exactly as sent: what the merchant signed."""
+    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    query = request.scope.get("query_string") or b""
+    return (raw + (b"?" + query if query else b"")).decode("latin-1")
+
+
+def _decode(body: bytes, type_: type[_T]) -> _T:
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "PARAM_ERROR", f"参数错误: {exc}") from exc
+
+
+def _param(request: _Req, name: str) -> str:
+    value = request.query_params.get(name)
+    if not value:
+        raise ApiError(400, "PARAM_ERROR", f"缺少参数 {name}")
+    return str(value)
+
+
+def _signed(service: SandboxPay, status: int, payload: Any | None) -> Response[bytes]:
+    body = b"" if payload is None else msgspec.json.encode(payload)
+    headers = {**service.sign(body), "Request-ID": os.urandom(16).hex()}
+    return Response(
+        content=body,
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _plain(status: int, payload: Any) -> Response[bytes]:
+    return Response(
+        content=msgspec.json.encode(payload), status_code=status, media_type="application/json"
+    )
+
+
+async def _v3(request: _Req) -> tuple[SandboxPay, bytes, str]:
+    """Outage check, then the merchant signature: ``(service, raw body, mchid)``."""
+    service = _service(request)
+    service.check_outage()
+    body = await request.body()
+    mchid = service.authenticate(
+        request.headers.get("Authorization", ""),
+        method=request.method,
+        target=_target(request),
+        body=body,
+    )
+    return service, body, mchid
+
+
+def api_error_handler(request: _Req, exc: ApiError) -> Response[bytes]:
+    if request.url.path.startswith("/v3/"):
+        return _signed(_service(request), exc.status, {"code": exc.code, "message": exc.message})
+    return _plain(exc.status, {"code": exc.code, "message": exc.message})
+
+
+def internal_error_handler(request: _Req, exc: Exception) -> Response[bytes]:
+    log.error("unhandled error", path=request.url.path, exc_info=exc)
+    return api_error_handler(request, ApiError(500, "SYSTEM_ERROR", "系统错误"))
+
+
+# --------------------------------------------------------------------------- v3: orders
+
+
+@post("/v3/pay/transactions/native")
+async def create_native(request: _Req) -> Response[bytes]:
+    service, body, mchid = await _v3(request)
+    code_url = service.create_native(_decode(body, NativeOrderRequest), auth_mchid=mchid)
+    return _signed(service, 200, {"code_url": code_url})
+
+
+@get("/v3/pay/transactions/out-trade-no/{out_trade_no:str}")
+async def query_native(request: _Req, out_trade_no: str) -> Response[bytes]:
+    service, _, _ = await _v3(request)
+    payload = service.query_native(out_trade_no, mchid=_param(request, "mchid"))
+    return _signed(service, 200, payload)
+
+
+@post("/v3/pay/transactions/out-trade-no/{out_trade_no:str}/close")
+async def close_native(request: _Req, out_trade_no: str) -> Response[bytes]:
+    service, body, _ = await _v3(request)
+    service.close_native(out_trade_no, _decode(body, CloseRequest))
+    return _signed(service, 204, None)
+
+
+@post("/v3/refund/domestic/refunds")
+async def create_refund(request: _Req) -> Response[bytes]:
+    service, body, _ = await _v3(request)
+    return _signed(service, 200, service.create_refund(_decode(body, RefundRequest)))
+
+
+@get("/v3/refund/domestic/refunds/{out_refund_no:str}")
+async def query_refund(request: _Req, out_refund_no: str) -> Response[bytes]:
+    service, _, _ = await _v3(request)
+    return _signed(service, 200, service.query_refund(out_refund_no))
+
+
+# --------------------------------------------------------------------------- v3: bills
+
+
+@get("/v3/bill/tradebill")
+async def trade_bill(request: _Req) -> Response[bytes]:
+    service, _, _ = await _v3(request)
+    try:
+        bill_date = date.fromisoformat(_param(request, "bill_date"))
+        bill_type = wire.TradeBillType(request.query_params.get("bill_type") or "ALL")
+    except ValueError as exc:
+        raise ApiError(400, "PARAM_ERROR", f"参数错误: {exc}") from exc
+    if request.query_params.get("tar_type"):
+        raise ApiError(400, "PARAM_ERROR", "sandbox serves uncompressed bills only")
+    digest, token = service.trade_bill(bill_date, bill_type)
+    base = str(request.base_url).rstrip("/")
+    return _signed(
+        service,
+        200,
+        {
+            "hash_type": "SHA1",
+            "hash_value": digest,
+            "download_url": f"{base}/v3/billdownload/file?token={token}",
+        },
+    )
+
+
+@get("/v3/billdownload/file")
+async def bill_file(request: _Req) -> Response[bytes]:
+    service, _, _ = await _v3(request)
+    content = service.bill_file(_param(request, "token"))
+    # WeChat sends the file without Wechatpay-* signature headers; the SHA1
+    # from the signed tradebill answer is the integrity check.
+    return Response(content=content, status_code=200, media_type="application/octet-stream")
+
+
+# --------------------------------------------------------------------------- v3: parking service
+
+
+@get("/v3/vehicle/parking/services/find")
+async def find_service(request: _Req) -> Response[bytes]:
+    service, _, _ = await _v3(request)
+    payload = service.find_service(
+        appid=_param(request, "appid"),
+        plate_number=_param(request, "plate_number"),
+        plate_color=_param(request, "plate_color"),
+        openid=_param(request, "openid"),
+    )
+    return _signed(service, 200, payload)
+
+
+@post("/v3/vehicle/parking/parkings")
+async def create_parking(request: _Req) -> Response[bytes]:
+    service, body, _ = await _v3(request)
+    return _signed(service, 200, service.create_parking(_decode(body, ParkingEntryRequest)))
+
+
+@post("/v3/vehicle/transactions/parking")
+async def deduct(request: _Req) -> Response[bytes]:
+    service, body, mchid = await _v3(request)
+    return _signed(service, 200, service.deduct(_decode(body, DeductRequest), auth_mchid=mchid))
+
+
+@get("/v3/vehicle/transactions/out-trade-no/{out_trade_no:str}")
+async def query_parking_order(request: _Req, out_trade_no: str) -> Response[bytes]:
+    service, _, _ = await _v3(request)
+    return _signed(service, 200, service.query_parking_order(out_trade_no))
+
+
+# --------------------------------------------------------------------------- sandbox controls
+
+
+@get("/sandbox/healthz")
+async def healthz(request: _Req) -> Response[bytes]:
+    identity = _service(request).keys.identity
+    return _plain(200, {"status": "ok", "mchid": identity.mchid, "appid": identity.appid})
+
+
+@get("/sandbox/orders/{out_trade_no:str}")
+async def order_view(request: _Req, out_trade_no: str) -> Response[bytes]:
+    return _plain(200, _service(request).order_view(out_trade_no))
+
+
+@post("/sandbox/orders/{out_trade_no:str}/pay")
+async def pay(request: _Req, out_trade_no: str) -> Response[bytes]:
+    body = await request.body()
+    command = _decode(body, PayCommand) if body.strip() else PayCommand()
+    return _plain(200, _service(request).pay(out_trade_no, command))
+
+
+@post("/sandbox/orders/{out_trade_no:str}/fail")
+async def fail(request: _Req, out_trade_no: str) -> Response[bytes]:
+    body = await request.body()
+    command = _decode(body, FailCommand) if body.strip() else FailCommand()
+    return _plain(200, _service(request).fail(out_trade_no, command))
+
+
+@post("/sandbox/orders/{out_trade_no:str}/repay")
+async def repay(request: _Req, out_trade_no: str) -> Response[bytes]:
+    return _plain(200, _service(request).repay(out_trade_no))
+
+
+@post("/sandbox/mandates")
+async def set_mandate(request: _Req) -> Response[bytes]:
+    command = _decode(await request.body(), MandateCommand)
+    return _plain(200, msgspec.to_builtins(_service(request).set_mandate(command)))
+
+
+@post("/sandbox/mandates/authorize")
+async def authorize(request: _Req) -> Response[bytes]:
+    """The page ``create_mandate`` links to: the driver agrees, with the URL's parameters."""
+    command = MandateCommand(
+        openid=_param(request, "openid"),
+        plate_number=_param(request, "plate_number"),
+        plate_color=_param(request, "plate_color"),
+    )
+    return _plain(200, msgspec.to_builtins(_service(request).set_mandate(command)))
+
+
+@get("/sandbox/notifications")
+async def notifications(request: _Req) -> Response[bytes]:
+    out_trade_no = request.query_params.get("out_trade_no")
+    return _plain(200, _service(request).notifications(out_trade_no))
+
+
+@get("/sandbox/control")
+async def controls(request: _Req) -> Response[bytes]:
+    return _plain(200, msgspec.to_builtins(_service(request).store.controls()))
+
+
+@post("/sandbox/control")
+async def control(request: _Req) -> Response[bytes]:
+    command: ControlCommand = _decode(await request.body(), ControlCommand)  # type: ignore[arg-type]
+    return _plain(200, msgspec.to_builtins(_service(request).control(command)))
+
+
+@get("/sandbox/clock")
+async def clock(request: _Req) -> Response[bytes]:
+    service = _service(request)
+    return _plain(200, {"now": service.business_now().isoformat()})
+
+
+@post("/sandbox/clock")
+async def move_clock(request: _Req) -> Response[bytes]:
+    service = _service(request)
+    now = service.move_clock(_decode(await request.body(), ClockCommand))
+    return _plain(200, {"now": now.isoformat()})
+
+
+ROUTES: Final = [
+    create_native,
+    query_native,
+    close_native,
+    create_refund,
+    query_refund,
+    trade_bill,
+    bill_file,
+    find_service,
+    create_parking,
+    deduct,
+    query_parking_order,
+    healthz,
+    order_view,
+    pay,
+    fail,
+    repay,
+    set_mandate,
+    authorize,
+    notifications,
+    controls,
+    control,
+    clock,
+    move_clock,
+]
+
+
+def load_settings() -> SandboxSettings:
+    raw = os.environ.get(SETTINGS_ENV)
+    if not raw:
+        raise RuntimeError(
+            f"{SETTINGS_ENV} is not set; start the sandbox with `parking sandbox-pay`"
+        )
+    return msgspec.json.decode(raw, type=SandboxSettings)
+
+
+def create_app(settings: SandboxSettings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_format, process="sandbox-pay")
+    folder = Path(settings.data_dir)
+    keys = key_files.ensure(folder, base_url=settings.public_url)
+    store = SandboxStore(folder / DATABASE)
+    service = SandboxPay(store, keys, settings, clock=SystemClock())
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        # Notify URLs are the merchant's; never follow redirects or read
+        # proxy settings from the environment for them.
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
+            notifier = Notifier(service, http)
+            loop = asyncio.create_task(notifier.run())
+            try:
+                yield
+            finally:
+                loop.cancel()
+                with suppress(asyncio.CancelledError):
+                    await loop
+                await notifier.stop()
+                store.close()
+
+    return Litestar(
+        route_handlers=ROUTES,
+        lifespan=[lifespan],
+        state=State({"sandbox": service}),
+        exception_handlers={ApiError: api_error_handler, Exception: internal_error_handler},
+        openapi_config=None,
+    )
