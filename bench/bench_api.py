@@ -1,0 +1,200 @@
+"""API throughput under wrk, one granian worker, as ratios to a hello-world route.
+
+Starts the platform's app (plus /bench/hello) under granian on a spare port
+against the stack named by the PARKING_* environment (make bench uses the test
+stack), seeds the city if needed, then runs wrk against each route in turn and
+prints requests/s, p99 latency and the ratio to hello-world measured in the
+same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from parking import config
+from parking.auth import tokens
+from parking.auth.model import Role
+from parking.db import migrate
+from parking.seed import service as seeding
+
+HERE = Path(__file__).resolve().parent
+PORT = int(os.environ.get("BENCH_API_PORT", "8097"))
+DURATION_S = int(os.environ.get("BENCH_SECONDS", "8"))
+CONNECTIONS = 32
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    rps: float
+    p99_ms: float
+    errors: int
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and Path("/etc/debian_version").exists():
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk is missing: install the Debian package wrk")
+    return found
+
+
+async def prepare(settings: config.Settings) -> None:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await migrate.migrate(conn)
+        if await seeding.is_empty(conn):
+            await seeding.seed(conn, city_seed=settings.city_seed, progress=lambda _: None)
+    finally:
+        await conn.close()
+
+
+LUA_TEMPLATE = """
+wrk.method = "{method}"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+{auth}
+done = function(summary, latency, requests)
+  io.write(string.format("BENCH %d %d %f %d\\n", summary.requests, summary.duration,
+    latency:percentile(99), summary.errors.status + summary.errors.connect +
+    summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def run_wrk(
+    wrk: str,
+    name: str,
+    path: str,
+    *,
+    method: str = "GET",
+    body: str | None = None,
+    token: str | None = None,
+) -> Result:
+    auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
+    script = LUA_TEMPLATE.format(method=method, body=json.dumps(body) if body else "nil", auth=auth)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    out = subprocess.run(
+        [
+            wrk,
+            "-t",
+            "1",
+            "-c",
+            str(CONNECTIONS),
+            "-d",
+            f"{DURATION_S}s",
+            "-s",
+            handle.name,
+            f"http://127.0.0.1:{PORT}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"BENCH (\d+) (\d+) ([\d.]+) (\d+)", out)
+    if match is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    requests, duration_us, p99_us, errors = match.groups()
+    return Result(name, int(requests) / (int(duration_us) / 1e6), float(p99_us) / 1000, int(errors))
+
+
+def main() -> int:
+    settings = config.load()
+    wrk = ensure_wrk()
+    asyncio.run(prepare(settings))
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{HERE}:{os.environ.get('PYTHONPATH', '')}",
+        "PARKING_LOG_LEVEL": "warning",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "--workers",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(PORT),
+            "--log-level",
+            "warning",
+            "api_under_test:make",
+        ],
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        token = tokens.issue(
+            settings.jwt_key,
+            subject="bench",
+            role=Role.DRIVER,
+            now=datetime.now(UTC),
+            ttl=timedelta(hours=1),
+        )
+        quote = json.dumps(
+            {
+                "lot_id": "GZ-DEMO-01",
+                "plate": "赣B12345",
+                "entry": "2026-11-27T08:00:00+08:00",
+                "exit": "2026-11-27T11:10:00+08:00",
+            }
+        )
+        runs = [
+            run_wrk(wrk, "hello-world (baseline)", "/bench/hello"),
+            run_wrk(
+                wrk,
+                "quote at a lot (auth + pricer)",
+                "/v1/tariffs/quote",
+                method="POST",
+                body=quote,
+                token=token,
+            ),
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    base = runs[0].rps
+    print(f"API under wrk: 1 granian worker, {CONNECTIONS} connections, {DURATION_S}s per route")
+    for r in runs:
+        print(
+            f"{r.name:<40} {r.rps:>9,.0f} req/s  p99 {r.p99_ms:7.2f} ms  "
+            f"ratio {r.rps / base:5.2f}  errors {r.errors}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
