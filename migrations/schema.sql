@@ -38,6 +38,37 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+CREATE FUNCTION public.vehicles_check_per_account() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    live integer;
+BEGIN
+    IF NEW.released_at IS NOT NULL THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.released_at IS NULL AND OLD.account_id = NEW.account_id THEN
+        RETURN NEW;
+    END IF;
+    PERFORM 1 FROM accounts WHERE id = NEW.account_id FOR UPDATE;
+    SELECT count(*) INTO live FROM vehicles
+     WHERE account_id = NEW.account_id AND released_at IS NULL AND id <> NEW.id;
+    IF live >= 5 THEN
+        RAISE EXCEPTION 'account % already has % plates bound; 5 is the most', NEW.account_id, live
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'vehicles_per_account_limit';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TABLE public.accounts (
+    id text NOT NULL,
+    phone text NOT NULL,
+    status text DEFAULT 'active'::text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    CONSTRAINT accounts_id_check CHECK ((id ~ '^acc-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT accounts_phone_check CHECK ((phone ~ '^\+861[3-9][0-9]{9}$'::text)),
+    CONSTRAINT accounts_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text])))
+);
 CREATE TABLE public.audit_log (
     id bigint NOT NULL,
     at timestamp with time zone NOT NULL,
@@ -54,6 +85,18 @@ ALTER TABLE public.audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+CREATE TABLE public.auth_sessions (
+    id text NOT NULL,
+    account_id text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    revoked_at timestamp with time zone,
+    revoked_reason text,
+    CONSTRAINT auth_sessions_id_check CHECK ((id ~ '^as-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT auth_sessions_period_check CHECK ((expires_at > created_at)),
+    CONSTRAINT auth_sessions_revocation_check CHECK (((revoked_at IS NULL) = (revoked_reason IS NULL))),
+    CONSTRAINT auth_sessions_revoked_reason_check CHECK ((revoked_reason = ANY (ARRAY['logout'::text, 'reuse'::text, 'operator'::text])))
 );
 CREATE TABLE public.bill_events (
     id bigint NOT NULL,
@@ -249,12 +292,42 @@ CREATE TABLE public.plate_blacklist (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT plate_blacklist_reason_check CHECK ((reason <> ''::text))
 );
+CREATE TABLE public.plate_claims (
+    id text NOT NULL,
+    plate text NOT NULL,
+    claimant_account_id text NOT NULL,
+    holder_account_id text,
+    evidence text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    decided_at timestamp with time zone,
+    decided_by text,
+    decision_note text,
+    CONSTRAINT plate_claims_decision_check CHECK (((status = 'pending'::text) = ((decided_at IS NULL) AND (decided_by IS NULL)))),
+    CONSTRAINT plate_claims_decision_note_check CHECK ((length(decision_note) <= 500)),
+    CONSTRAINT plate_claims_evidence_check CHECK (((length(evidence) >= 1) AND (length(evidence) <= 500))),
+    CONSTRAINT plate_claims_id_check CHECK ((id ~ '^pc-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT plate_claims_plate_check CHECK (((length(plate) >= 2) AND (length(plate) <= 16))),
+    CONSTRAINT plate_claims_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'approved'::text, 'rejected'::text])))
+);
 CREATE TABLE public.plate_exemptions (
     plate text NOT NULL,
     reason text NOT NULL,
     created_by text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT plate_exemptions_reason_check CHECK ((reason <> ''::text))
+);
+CREATE TABLE public.refresh_tokens (
+    jti text NOT NULL,
+    session_id text NOT NULL,
+    issued_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    rotated_at timestamp with time zone,
+    access_jti text NOT NULL,
+    access_expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT refresh_tokens_access_jti_check CHECK (((length(access_jti) >= 8) AND (length(access_jti) <= 64))),
+    CONSTRAINT refresh_tokens_jti_check CHECK (((length(jti) >= 8) AND (length(jti) <= 64))),
+    CONSTRAINT refresh_tokens_period_check CHECK ((expires_at > issued_at))
 );
 CREATE TABLE public.schema_migrations (
     version integer NOT NULL,
@@ -292,8 +365,26 @@ CREATE TABLE public.vehicle_class_overrides (
     set_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT vehicle_class_overrides_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
 );
+CREATE TABLE public.vehicles (
+    id text NOT NULL,
+    account_id text NOT NULL,
+    plate text NOT NULL,
+    bound_at timestamp with time zone NOT NULL,
+    released_at timestamp with time zone,
+    released_reason text,
+    CONSTRAINT vehicles_id_check CHECK ((id ~ '^veh-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT vehicles_plate_check CHECK (((length(plate) >= 2) AND (length(plate) <= 16))),
+    CONSTRAINT vehicles_release_check CHECK (((released_at IS NULL) = (released_reason IS NULL))),
+    CONSTRAINT vehicles_released_reason_check CHECK ((released_reason = ANY (ARRAY['unbound'::text, 'claimed'::text])))
+);
+ALTER TABLE ONLY public.accounts
+    ADD CONSTRAINT accounts_phone_unique UNIQUE (phone);
+ALTER TABLE ONLY public.accounts
+    ADD CONSTRAINT accounts_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.audit_log
     ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.auth_sessions
+    ADD CONSTRAINT auth_sessions_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.bill_events
     ADD CONSTRAINT bill_events_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.bills
@@ -332,8 +423,12 @@ ALTER TABLE ONLY public.monthly_passes
     ADD CONSTRAINT monthly_passes_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.plate_blacklist
     ADD CONSTRAINT plate_blacklist_pkey PRIMARY KEY (plate);
+ALTER TABLE ONLY public.plate_claims
+    ADD CONSTRAINT plate_claims_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.plate_exemptions
     ADD CONSTRAINT plate_exemptions_pkey PRIMARY KEY (plate);
+ALTER TABLE ONLY public.refresh_tokens
+    ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (jti);
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.spaces
@@ -346,7 +441,10 @@ ALTER TABLE ONLY public.tariffs
     ADD CONSTRAINT tariffs_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.vehicle_class_overrides
     ADD CONSTRAINT vehicle_class_overrides_pkey PRIMARY KEY (plate);
+ALTER TABLE ONLY public.vehicles
+    ADD CONSTRAINT vehicles_pkey PRIMARY KEY (id);
 CREATE INDEX audit_log_target_idx ON public.audit_log USING btree (target, at);
+CREATE INDEX auth_sessions_account_idx ON public.auth_sessions USING btree (account_id) WHERE (revoked_at IS NULL);
 CREATE INDEX bill_events_bill_idx ON public.bill_events USING btree (bill_id, id);
 CREATE INDEX bill_events_ledger_idx ON public.bill_events USING btree (ledger_transaction_id) WHERE (ledger_transaction_id IS NOT NULL);
 CREATE INDEX bills_lot_idx ON public.bills USING btree (lot_id);
@@ -362,6 +460,13 @@ CREATE INDEX lot_group_members_lot_idx ON public.lot_group_members USING btree (
 CREATE INDEX lot_tariffs_tariff_idx ON public.lot_tariffs USING btree (tariff_id);
 CREATE INDEX lots_district_idx ON public.lots USING btree (district_code);
 CREATE INDEX monthly_passes_plate_idx ON public.monthly_passes USING btree (plate) WHERE (revoked_at IS NULL);
+CREATE INDEX plate_claims_claimant_idx ON public.plate_claims USING btree (claimant_account_id, id);
+CREATE UNIQUE INDEX plate_claims_one_pending ON public.plate_claims USING btree (plate, claimant_account_id) WHERE (status = 'pending'::text);
+CREATE INDEX plate_claims_status_idx ON public.plate_claims USING btree (status, id);
+CREATE UNIQUE INDEX refresh_tokens_access_jti_idx ON public.refresh_tokens USING btree (access_jti);
+CREATE INDEX refresh_tokens_session_idx ON public.refresh_tokens USING btree (session_id);
+CREATE INDEX vehicles_account_idx ON public.vehicles USING btree (account_id, bound_at) WHERE (released_at IS NULL);
+CREATE UNIQUE INDEX vehicles_one_holder_per_plate ON public.vehicles USING btree (plate) WHERE (released_at IS NULL);
 CREATE TRIGGER bill_events_append_only BEFORE DELETE OR UPDATE ON public.bill_events FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER bill_events_no_truncate BEFORE TRUNCATE ON public.bill_events FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER ledger_accounts_append_only BEFORE DELETE OR UPDATE ON public.ledger_accounts FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
@@ -372,6 +477,9 @@ CREATE TRIGGER ledger_postings_no_truncate BEFORE TRUNCATE ON public.ledger_post
 CREATE TRIGGER ledger_transactions_append_only BEFORE DELETE OR UPDATE ON public.ledger_transactions FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE CONSTRAINT TRIGGER ledger_transactions_balanced AFTER INSERT ON public.ledger_transactions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.ledger_check_balanced();
 CREATE TRIGGER ledger_transactions_no_truncate BEFORE TRUNCATE ON public.ledger_transactions FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
+CREATE TRIGGER vehicles_per_account_limit BEFORE INSERT OR UPDATE ON public.vehicles FOR EACH ROW EXECUTE FUNCTION public.vehicles_check_per_account();
+ALTER TABLE ONLY public.auth_sessions
+    ADD CONSTRAINT auth_sessions_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.bill_events
     ADD CONSTRAINT bill_events_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
 ALTER TABLE ONLY public.bill_events
@@ -406,7 +514,15 @@ ALTER TABLE ONLY public.lots
     ADD CONSTRAINT lots_district_code_fkey FOREIGN KEY (district_code) REFERENCES public.districts(code);
 ALTER TABLE ONLY public.monthly_passes
     ADD CONSTRAINT monthly_passes_group_id_fkey FOREIGN KEY (group_id) REFERENCES public.lot_groups(id);
+ALTER TABLE ONLY public.plate_claims
+    ADD CONSTRAINT plate_claims_claimant_account_id_fkey FOREIGN KEY (claimant_account_id) REFERENCES public.accounts(id);
+ALTER TABLE ONLY public.plate_claims
+    ADD CONSTRAINT plate_claims_holder_account_id_fkey FOREIGN KEY (holder_account_id) REFERENCES public.accounts(id);
+ALTER TABLE ONLY public.refresh_tokens
+    ADD CONSTRAINT refresh_tokens_session_id_fkey FOREIGN KEY (session_id) REFERENCES public.auth_sessions(id);
 ALTER TABLE ONLY public.spaces
     ADD CONSTRAINT spaces_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.tariff_versions
     ADD CONSTRAINT tariff_versions_tariff_id_fkey FOREIGN KEY (tariff_id) REFERENCES public.tariffs(id);
+ALTER TABLE ONLY public.vehicles
+    ADD CONSTRAINT vehicles_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.accounts(id);

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
 from parking.db.cli import db
 from parking.ledger.cli import ledger
 from parking.payments.sandbox.cli import sandbox_pay
+from parking.qr.cli import qr
 from parking.seed.cli import seed
 from parking.stack.cli import stack
 from parking.tariffs.cli import tariff
@@ -29,3 +31,5 @@ main.add_command(tariff)
 main.add_command(tokens_group)
 main.add_command(ledger)
 main.add_command(sandbox_pay)
+main.add_command(drivers)
+main.add_command(qr)

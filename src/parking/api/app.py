@@ -16,7 +16,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from parking import config
-from parking.api import pricing_rules, tariffs
+from parking.api import drivers, pricing_rules, tariffs
 from parking.api.auth import BearerAuth
 from parking.api.health import healthz, readyz
 from parking.api.infra import lifespan_for
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PrometheusController,
             *tariffs.ROUTES,
             *pricing_rules.ROUTES,
+            *drivers.ROUTES,
         ],
         lifespan=[lifespan_for(settings)],
         middleware=[

@@ -14,6 +14,17 @@ import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from parking.accounts.model import (
+    AccountSuspended,
+    ClaimConflict,
+    ClassOverrideRefused,
+    CodeRejected,
+    InvalidPhone,
+    PlateAlreadyYours,
+    PlateHeld,
+    RefreshRejected,
+    TooManyVehicles,
+)
 from parking.auth.model import Forbidden, NotAuthenticated
 from parking.bills.model import (
     AmountMismatch,
@@ -30,6 +41,7 @@ from parking.errors import Conflict, InvalidInput, NotFound, ParkingError
 from parking.ledger.model import IdempotencyConflict
 from parking.plates import PlateError
 from parking.pricing.model import PricingError
+from parking.qr.model import ExpiredQr, ForgedQr, MalformedQr, UnknownQrKey
 from parking.tariffs import QuoteError, TariffError
 
 PROBLEM_JSON = "application/problem+json"
@@ -68,6 +80,22 @@ STATUS_FOR: dict[type[Exception], tuple[int, str]] = {
     AmountMismatch: (422, "amount-mismatch"),
     InvalidAmount: (400, "invalid-amount"),
     IdempotencyConflict: (422, "idempotency-conflict"),
+    InvalidPhone: (400, "invalid-phone"),
+    CodeRejected: (401, "invalid-code"),
+    RefreshRejected: (401, "invalid-refresh-token"),
+    AccountSuspended: (403, "account-suspended"),
+    PlateHeld: (409, "plate-held"),
+    PlateAlreadyYours: (409, "plate-already-yours"),
+    TooManyVehicles: (409, "too-many-vehicles"),
+    ClassOverrideRefused: (422, "class-override-refused"),
+    ClaimConflict: (409, "claim-conflict"),
+    MalformedQr: (400, "qr-malformed"),
+    UnknownQrKey: (400, "qr-unknown-key"),
+    ForgedQr: (400, "qr-forged"),
+    ExpiredQr: (400, "qr-expired"),
+    # A request body that is not UTF-8: Litestar's JSON decoding lets it escape as
+    # a UnicodeDecodeError (a 500) instead of a decode error.
+    UnicodeDecodeError: (400, "invalid-input"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Driver accounts: phone + one-time code login, token pairs, bound plates, plate claims."""

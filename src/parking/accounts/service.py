@@ -1,0 +1,569 @@
+"""Use cases of driver accounts: log in by code, refresh, log out, bind plates, claim plates.
+
+SQL runs in the caller's transaction (the edge owns it). Redis writes (codes,
+the denylist) are not transactional with it; each function says what happens
+when the transaction it ran in does not commit.
+
+Tokens: an access token (15 minutes, audience ``changbo-api``) and a refresh
+token (audience ``changbo-refresh``, 30 days, within a 90-day login) per
+login. Refreshing rotates the refresh token; presenting one that was already
+rotated revokes the whole login (a copied token is in use). Logging out
+revokes the login and denylists its live access tokens in Redis until they
+expire, so a revoked access token stops working at once, not in 15 minutes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Final
+
+import asyncpg
+import jwt
+import redis.asyncio as aioredis
+
+from parking.accounts import logic, store
+from parking.accounts.model import (
+    ACCESS_TTL,
+    CODE_MAX_ATTEMPTS,
+    CODE_TTL,
+    REFRESH_AUDIENCE,
+    SESSION_TTL,
+    AccountNotFound,
+    AccountStatus,
+    AccountSuspended,
+    AccountView,
+    ClaimConflict,
+    ClaimDecision,
+    ClaimNotFound,
+    ClaimStatus,
+    ClaimView,
+    ClassOverride,
+    CodeRejected,
+    CodeSent,
+    IssuedTokens,
+    OperatorClaimView,
+    PlateAlreadyYours,
+    PlateHeld,
+    RefreshRejected,
+    TooManyVehicles,
+    VehicleNotFound,
+    VehicleView,
+)
+from parking.accounts.notifier import Notifier
+from parking.auth import tokens
+from parking.auth.model import NotAuthenticated, Principal, Role
+from parking.errors import InvalidInput
+from parking.ids import new_id
+from parking.plates import Plate, parse_plate
+from parking.vehicles import VehicleClass
+
+# A denylist entry outlives its token by more than the verifier's leeway.
+_DENY_MARGIN: Final = timedelta(seconds=30)
+
+
+def phone_of(raw: str) -> str:
+    """The E.164 form of a typed mobile number (`InvalidPhone` if it is none)."""
+    return logic.normalise_phone(raw)
+
+
+# ------------------------------------------------------------------ login
+
+
+async def send_code(
+    redis: aioredis.Redis,
+    notifier: Notifier,
+    *,
+    pepper: bytes,
+    phone: str,
+    draw: Callable[[int], int] = secrets.randbelow,
+) -> CodeSent:
+    """Send a fresh code to ``phone`` (E.164), replacing any earlier one.
+
+    Only the code's keyed hash is kept (Redis, CODE_TTL). Not rate limited
+    here: the API limits it per phone and per client address.
+    """
+    code = logic.format_code(draw(10**6))
+    await store.put_code(redis, phone, logic.code_digest(pepper, phone, code), CODE_TTL)
+    await notifier.send_code(phone, code, CODE_TTL)
+    return CodeSent(phone=phone, expires_in=int(CODE_TTL.total_seconds()))
+
+
+async def log_in(
+    conn: asyncpg.Connection,
+    redis: aioredis.Redis,
+    *,
+    key: str,
+    pepper: bytes,
+    phone: str,
+    code: str,
+    now: datetime,
+) -> IssuedTokens:
+    """Exchange a phone's live code for a token pair; the first login creates the account.
+
+    The code is used up in Redis before the caller's transaction commits; if
+    that transaction fails, the driver asks for a new code.
+    """
+    verdict = await store.check_code(
+        redis, phone, logic.code_digest(pepper, phone, code), CODE_MAX_ATTEMPTS
+    )
+    if verdict != "ok":
+        raise CodeRejected(
+            {
+                "wrong": "the code is wrong",
+                "used_up": "too many wrong codes: ask for a new one",
+            }.get(verdict, "no live code for this phone: ask for a new one")
+        )
+    account = await store.insert_account_if_absent(conn, new_id("acc", now), phone, now)
+    if account["status"] != AccountStatus.ACTIVE:
+        raise AccountSuspended("this account is suspended; contact the operator")
+    session_id = new_id("as", now)
+    await store.insert_session(conn, session_id, account["id"], now, now + SESSION_TTL)
+    return await _issue_pair(
+        conn,
+        key=key,
+        account_id=account["id"],
+        session_id=session_id,
+        session_expires_at=now + SESSION_TTL,
+        now=now,
+    )
+
+
+async def _issue_pair(
+    conn: asyncpg.Connection,
+    *,
+    key: str,
+    account_id: str,
+    session_id: str,
+    session_expires_at: datetime,
+    now: datetime,
+) -> IssuedTokens:
+    refresh_expires_at = logic.refresh_expiry(now, session_expires_at)
+    access = tokens.issue(key, subject=account_id, role=Role.DRIVER, now=now, ttl=ACCESS_TTL)
+    refresh = tokens.issue(
+        key,
+        subject=account_id,
+        role=Role.DRIVER,
+        now=now,
+        ttl=refresh_expires_at - now,
+        audience=REFRESH_AUDIENCE,
+    )
+    # The JWT ids are drawn by tokens.issue; reading them back through the
+    # verifier keeps one code path for what a token means.
+    access_jti = tokens.verify(key, access, now=now).token_id
+    refresh_jti = tokens.verify(key, refresh, now=now, audience=REFRESH_AUDIENCE).token_id
+    await store.insert_refresh_token(
+        conn,
+        jti=refresh_jti,
+        session_id=session_id,
+        issued_at=now,
+        expires_at=refresh_expires_at,
+        access_jti=access_jti,
+        access_expires_at=now + ACCESS_TTL,
+    )
+    return IssuedTokens(
+        access_token=access,
+        refresh_token=refresh,
+        token_type="Bearer",  # noqa: S106 (the OAuth 2 token type, not a secret)
+        expires_in=int(ACCESS_TTL.total_seconds()),
+        refresh_expires_in=int((refresh_expires_at - now).total_seconds()),
+        account_id=account_id,
+    )
+
+
+async def refresh(
+    conn: asyncpg.Connection,
+    redis: aioredis.Redis,
+    *,
+    key: str,
+    refresh_token: str,
+    now: datetime,
+) -> IssuedTokens | RefreshRejected:
+    """Rotate a refresh token: the next pair, or the rejection to raise.
+
+    A rejection is returned, not raised, because reuse of a rotated token
+    revokes the login, and that revocation must commit with the caller's
+    transaction before the request fails. Concurrent refreshes of one token
+    take turns on its row: one rotates it, the others count as reuse (no grace
+    window; a client must not retry a refresh whose answer it lost, it logs in).
+    """
+    try:
+        principal = tokens.verify(key, refresh_token, now=now, audience=REFRESH_AUDIENCE)
+    except NotAuthenticated as exc:
+        return RefreshRejected(f"refresh token refused: {exc}")
+    row = await store.refresh_token_for_update(conn, principal.token_id)
+    if row is None or row["account_id"] != principal.subject:
+        return RefreshRejected("unknown refresh token")
+    verdict = logic.refresh_verdict(
+        rotated=row["rotated_at"] is not None,
+        session_revoked=row["revoked_at"] is not None,
+        expires_at=row["expires_at"],
+        session_expires_at=row["session_expires_at"],
+        now=now,
+    )
+    if verdict is logic.RefreshVerdict.REUSED:
+        await _revoke_session(conn, redis, row["session_id"], "reuse", now)
+        return RefreshRejected(
+            "this refresh token was used before: the login is revoked; log in again"
+        )
+    if verdict is not logic.RefreshVerdict.OK:
+        return RefreshRejected(f"refresh token {verdict.value}: log in again")
+    if row["account_status"] != AccountStatus.ACTIVE:
+        return RefreshRejected("this account is suspended; contact the operator")
+    await store.mark_rotated(conn, principal.token_id, now)
+    return await _issue_pair(
+        conn,
+        key=key,
+        account_id=row["account_id"],
+        session_id=row["session_id"],
+        session_expires_at=row["session_expires_at"],
+        now=now,
+    )
+
+
+async def _revoke_session(
+    conn: asyncpg.Connection, redis: aioredis.Redis, session_id: str, reason: str, now: datetime
+) -> None:
+    live = await store.live_access_tokens(conn, session_id, now)
+    # Denylist first: if the transaction then fails, the tokens are refused a
+    # little early, never honoured after a revocation that was acknowledged.
+    await store.deny(redis, [(jti, exp - now + _DENY_MARGIN) for jti, exp in live])
+    await store.revoke_session(conn, session_id, reason, now)
+
+
+async def log_out(
+    conn: asyncpg.Connection, redis: aioredis.Redis, *, access_token: str, now: datetime
+) -> None:
+    """Revoke the login the (already verified) access token belongs to.
+
+    Its refresh tokens stop working and its live access tokens, this one
+    included, are denylisted until they expire. A token from
+    ``parking tokens issue`` has no login; it is denylisted alone.
+    """
+    # The middleware verified this token; only its id and expiry are read here.
+    claims = jwt.decode(access_token, options={"verify_signature": False})
+    jti = str(claims["jti"])
+    expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
+    await store.deny(redis, [(jti, expires_at - now + _DENY_MARGIN)])
+    session_id = await store.session_of_access(conn, jti)
+    if session_id is not None:
+        await _revoke_session(conn, redis, session_id, "logout", now)
+
+
+async def access_denied(redis: aioredis.Redis, jti: str) -> bool:
+    """Whether an access token was revoked (logout, reuse) before its expiry."""
+    return await store.is_denied(redis, jti)
+
+
+# ------------------------------------------------------------------ account
+
+
+async def account_view(conn: asyncpg.Connection, account_id: str) -> AccountView:
+    row = await store.account(conn, account_id)
+    if row is None:
+        raise AccountNotFound("no such account")
+    return AccountView(
+        id=row["id"],
+        phone=row["phone"],
+        status=AccountStatus(row["status"]),
+        created_at=row["created_at"],
+        vehicles=await store.live_vehicle_count(conn, account_id),
+    )
+
+
+async def account_id_of_phone(conn: asyncpg.Connection, phone: str) -> str | None:
+    row = await store.account_by_phone(conn, phone)
+    return None if row is None else str(row["id"])
+
+
+# ------------------------------------------------------------------ vehicles
+
+
+def _vehicle_view(plate: Plate, override: ClassOverride | None, bound_at: datetime) -> VehicleView:
+    vehicle_class, source = logic.billing_class(plate, override)
+    return VehicleView(
+        plate=plate.text,
+        kind=plate.kind.value,
+        colour=plate.colour.value,
+        is_new_energy=plate.is_new_energy,
+        vehicle_class=int(vehicle_class),
+        class_label=vehicle_class.label,
+        class_source=source,
+        bound_at=bound_at,
+    )
+
+
+async def vehicles(
+    conn: asyncpg.Connection, account_id: str, *, after: str | None, limit: int
+) -> list[VehicleView]:
+    """The account's bound plates in plate order, after ``after`` (a plate)."""
+    rows = await store.vehicles_of(conn, account_id, after=after, limit=limit)
+    overrides = await store.class_overrides(conn, [r["plate"] for r in rows])
+    return [
+        _vehicle_view(parse_plate(r["plate"]), overrides.get(r["plate"]), r["bound_at"])
+        for r in rows
+    ]
+
+
+def claim_route(plate: str) -> str:
+    return f"/v1/me/vehicles/{plate}/claims"
+
+
+async def bind_vehicle(
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    plate_raw: str,
+    vehicle_class: int | None,
+    reason: str | None,
+    now: datetime,
+) -> VehicleView:
+    """Bind a plate to the account (caller's transaction; audited).
+
+    A plate another account holds is a `PlateHeld` naming the claim route. A
+    declared class must be at or above the plate's default (see
+    logic.check_driver_override) and is stored as the plate's class override.
+    """
+    plate = parse_plate(plate_raw)
+    if (vehicle_class is None) != (reason is None):
+        raise InvalidInput("`vehicle_class` and `reason` go together")
+    # Account first, then the plate: approve_claim locks in the same order.
+    if await store.account(conn, account_id, lock=True) is None:
+        raise AccountNotFound("no such account")
+    holder = await store.holder_of(conn, plate.text)
+    if holder is not None:
+        if holder["account_id"] == account_id:
+            raise PlateAlreadyYours(f"{plate.text} is bound to your account already")
+        raise _plate_held(plate.text)
+    logic.check_room_for_vehicle(await store.live_vehicle_count(conn, account_id))
+    override = await store.class_override(conn, plate.text)
+    if vehicle_class is not None:
+        logic.check_driver_override(plate, VehicleClass(vehicle_class), override)
+    try:
+        row = await store.insert_vehicle(conn, new_id("veh", now), account_id, plate.text, now)
+    except asyncpg.UniqueViolationError as exc:
+        raise _plate_held(plate.text) from exc
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name == "vehicles_per_account_limit":
+            raise TooManyVehicles(str(exc.message)) from exc
+        raise
+    details: dict[str, object] = {"vehicle": row["id"]}
+    if vehicle_class is not None and reason is not None:
+        await store.put_class_override(conn, plate.text, vehicle_class, reason, account_id, now)
+        override = ClassOverride(vehicle_class=vehicle_class, set_by=account_id)
+        details |= {"vehicle_class": vehicle_class, "reason": reason}
+    await store.audit(
+        conn,
+        at=now,
+        actor=account_id,
+        role=Role.DRIVER.value,
+        action="vehicle.bind",
+        target=f"plate:{plate.text}",
+        details=details,
+    )
+    return _vehicle_view(plate, override, row["bound_at"])
+
+
+def _plate_held(plate: str) -> PlateHeld:
+    return PlateHeld(
+        f"{plate} is bound to another account. If it is your vehicle, claim it: "
+        f"POST {claim_route(plate)} with the registration certificate (行驶证) number as "
+        "evidence; an operator checks it and moves the plate to you. The holder can also "
+        "unbind it, after which you can bind it directly."
+    )
+
+
+async def unbind_vehicle(
+    conn: asyncpg.Connection, *, account_id: str, plate_raw: str, now: datetime
+) -> None:
+    """Release the account's binding of a plate (caller's transaction; audited).
+
+    A class the driver declared goes with the binding; staff's stays.
+    """
+    plate = parse_plate(plate_raw)
+    holder = await store.holder_of(conn, plate.text)
+    if holder is None or holder["account_id"] != account_id:
+        raise VehicleNotFound(f"{plate.text} is not bound to your account")
+    await store.release_vehicle(conn, holder["id"], "unbound", now)
+    dropped = await store.drop_driver_class_override(conn, plate.text, account_id)
+    await store.audit(
+        conn,
+        at=now,
+        actor=account_id,
+        role=Role.DRIVER.value,
+        action="vehicle.unbind",
+        target=f"plate:{plate.text}",
+        details={"vehicle": holder["id"], "class_override_dropped": dropped},
+    )
+
+
+# ------------------------------------------------------------------ claims
+
+
+def _claim_view(row: asyncpg.Record) -> ClaimView:
+    return ClaimView(
+        id=row["id"],
+        plate=row["plate"],
+        claimant_account_id=row["claimant_account_id"],
+        status=ClaimStatus(row["status"]),
+        evidence=row["evidence"],
+        created_at=row["created_at"],
+        decided_at=row["decided_at"],
+        decided_by=row["decided_by"],
+        decision_note=row["decision_note"],
+    )
+
+
+def _operator_claim_view(row: asyncpg.Record) -> OperatorClaimView:
+    return OperatorClaimView(
+        id=row["id"],
+        plate=row["plate"],
+        claimant_account_id=row["claimant_account_id"],
+        holder_account_id=row["holder_account_id"],
+        status=ClaimStatus(row["status"]),
+        evidence=row["evidence"],
+        created_at=row["created_at"],
+        decided_at=row["decided_at"],
+        decided_by=row["decided_by"],
+        decision_note=row["decision_note"],
+    )
+
+
+async def claim_plate(
+    conn: asyncpg.Connection, *, account_id: str, plate_raw: str, evidence: str, now: datetime
+) -> ClaimView:
+    """Ask staff to move a plate another account holds to this one (caller's transaction;
+    audited). One open claim per plate and claimant."""
+    plate = parse_plate(plate_raw)
+    if await store.account(conn, account_id) is None:
+        raise AccountNotFound("no such account")
+    holder = await store.holder_of(conn, plate.text)
+    if holder is None:
+        raise ClaimConflict(f"nobody holds {plate.text}: bind it with POST /v1/me/vehicles")
+    if holder["account_id"] == account_id:
+        raise PlateAlreadyYours(f"{plate.text} is bound to your account already")
+    claim_id = new_id("pc", now)
+    try:
+        row = await store.insert_claim(
+            conn,
+            claim_id=claim_id,
+            plate=plate.text,
+            claimant=account_id,
+            holder=holder["account_id"],
+            evidence=evidence,
+            now=now,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise ClaimConflict(f"you have an open claim on {plate.text} already") from exc
+    await store.audit(
+        conn,
+        at=now,
+        actor=account_id,
+        role=Role.DRIVER.value,
+        action="plate_claim.create",
+        target=f"plate:{plate.text}",
+        details={"claim": claim_id},
+    )
+    return _claim_view(row)
+
+
+async def claims_of(
+    conn: asyncpg.Connection, account_id: str, *, after: str | None, limit: int
+) -> list[ClaimView]:
+    rows = await store.claims(conn, status=None, claimant=account_id, after=after, limit=limit)
+    return [_claim_view(r) for r in rows]
+
+
+async def review_queue(
+    conn: asyncpg.Connection, *, status: ClaimStatus | None, after: str | None, limit: int
+) -> list[OperatorClaimView]:
+    """Claims oldest first (by id), optionally of one status."""
+    rows = await store.claims(
+        conn,
+        status=None if status is None else status.value,
+        claimant=None,
+        after=after,
+        limit=limit,
+    )
+    return [_operator_claim_view(r) for r in rows]
+
+
+async def decide_claim(
+    conn: asyncpg.Connection,
+    *,
+    claim_id: str,
+    decision: ClaimDecision,
+    note: str | None,
+    by: Principal,
+    now: datetime,
+) -> OperatorClaimView:
+    """Approve (the plate moves to the claimant) or reject a pending claim (caller's
+    transaction; audited). A rejection needs a note the claimant can read."""
+    if decision is ClaimDecision.REJECT and not note:
+        raise InvalidInput("a rejection needs a `note` telling the claimant why")
+    row = await store.claim_for_update(conn, claim_id)
+    if row is None:
+        raise ClaimNotFound(f"no claim {claim_id}")
+    status = logic.decide_claim(ClaimStatus(row["status"]), decision)
+    details: dict[str, object] = {"claim": claim_id, "claimant": row["claimant_account_id"]}
+    if status is ClaimStatus.APPROVED:
+        details |= await _move_plate(
+            conn, plate=row["plate"], to=row["claimant_account_id"], now=now
+        )
+    updated = await store.decide_claim(
+        conn, claim_id, status=status.value, by=by.subject, note=note, now=now
+    )
+    await store.audit(
+        conn,
+        at=now,
+        actor=by.subject,
+        role=by.role.value,
+        action=f"plate_claim.{decision.value}",
+        target=f"plate:{row['plate']}",
+        details=details | {"note": note},
+    )
+    return _operator_claim_view(updated)
+
+
+async def _move_plate(
+    conn: asyncpg.Connection, *, plate: str, to: str, now: datetime
+) -> dict[str, object]:
+    # Claimant's account, then the plate: the order bind_vehicle locks in.
+    if await store.account(conn, to, lock=True) is None:
+        raise AccountNotFound("the claimant's account is gone")
+    holder = await store.holder_of(conn, plate)
+    if holder is not None and holder["account_id"] == to:
+        return {"from": None, "note": "the claimant held the plate already"}
+    try:
+        logic.check_room_for_vehicle(await store.live_vehicle_count(conn, to))
+    except TooManyVehicles as exc:
+        raise ClaimConflict(
+            "the claimant has the most plates an account may bind; they must unbind one first"
+        ) from exc
+    moved: dict[str, object] = {"from": None}
+    if holder is not None:
+        await store.release_vehicle(conn, holder["id"], "claimed", now)
+        dropped = await store.drop_driver_class_override(conn, plate, holder["account_id"])
+        moved = {"from": holder["account_id"], "class_override_dropped": dropped}
+    row = await store.insert_vehicle(conn, new_id("veh", now), to, plate, now)
+    return moved | {"vehicle": row["id"]}
+
+
+__all__ = [
+    "access_denied",
+    "account_id_of_phone",
+    "account_view",
+    "bind_vehicle",
+    "claim_plate",
+    "claims_of",
+    "decide_claim",
+    "log_in",
+    "log_out",
+    "phone_of",
+    "refresh",
+    "review_queue",
+    "send_code",
+    "unbind_vehicle",
+    "vehicles",
+]

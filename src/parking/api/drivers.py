@@ -1,0 +1,529 @@
+"""Drivers' routes: phone login, their account and plates, plate claims, QR resolve;
+and the operators' review of plate claims.
+
+Login routes are public and rate limited per phone and per client address
+(api/rate_limit.py). Every other route here also refuses access tokens that
+were revoked by a logout (`live_token`). A driver only ever sees their own
+account: anything else is a 404.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
+from redis.exceptions import RedisError
+
+from parking.accounts import logic as account_logic
+from parking.accounts import service as accounts
+from parking.accounts.model import (
+    AccountView,
+    ClaimDecision,
+    ClaimStatus,
+    ClaimView,
+    CodeSent,
+    IssuedTokens,
+    OperatorClaimView,
+    VehicleView,
+)
+from parking.accounts.notifier import LocalNotifier
+from parking.api.auth import principal_of, roles
+from parking.api.infra import Infra, connection, infra_of
+from parking.api.pagination import (
+    DEFAULT_LIMIT,
+    CursorParam,
+    LimitParam,
+    decode_cursor,
+    page,
+)
+from parking.api.problems import PROBLEM_JSON, Problem
+from parking.api.rate_limit import RateLimiter, Rule
+from parking.auth.model import Role
+from parking.clock import SystemClock
+from parking.qr import keys as qr_keys
+from parking.qr import service as qr
+from parking.qr.model import Keyring
+
+_clock = SystemClock()
+
+# ------------------------------------------------------------------ limits
+
+# Bodies here are a phone number, a plate or a token: a few hundred bytes.
+AUTH_BODY_MAX: Final = 2 * 1024
+BODY_MAX: Final = 4 * 1024
+
+# Per phone, tight: an SMS costs money and a driver needs one code a minute
+# at most. Per client address, loose: Chinese mobile carriers put many phones
+# behind one NAT address, so this only stops a single client spraying many
+# numbers. Behind a reverse proxy the client address must be the real one
+# (the proxy's trusted forwarding header, configured in granian), or every
+# driver shares the proxy's limit.
+SEND_PER_PHONE: Final = (Rule("send-1m", 1, 60), Rule("send-1h", 5, 3600))
+SEND_PER_CLIENT: Final = (Rule("send-10m", 30, 600),)
+# A code allows 5 wrong tries itself; this also bounds tries across codes.
+VERIFY_PER_PHONE: Final = (Rule("verify-15m", 10, 900),)
+VERIFY_PER_CLIENT: Final = (Rule("verify-10m", 60, 600),)
+REFRESH_PER_CLIENT: Final = (Rule("refresh-1m", 60, 60),)
+
+_RETRY_AFTER_S: Final = "5"
+
+# Free text goes to PostgreSQL, which refuses NUL; control characters are
+# refused for all of it, so they never reach a log or an operator's screen.
+_PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
+Phone = Annotated[str, msgspec.Meta(min_length=1, max_length=32, examples=["13812345678"])]
+Code = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$", examples=["123456"])]
+PlateText = Annotated[str, msgspec.Meta(min_length=1, max_length=32, examples=["赣B12345"])]
+VehicleClassNumber = Annotated[int, msgspec.Meta(ge=1, le=5)]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
+Evidence = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_PRINTABLE)]
+ClaimId = Annotated[str, PathParameter(pattern=r"^pc-[0-9A-HJKMNP-TV-Z]{26}$")]
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            description="RFC 9457 problem details",
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
+
+# ------------------------------------------------------------------ guards
+
+
+async def live_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Refuse an access token revoked before its expiry (logout, refresh-token reuse)."""
+    principal = principal_of(connection)
+    try:
+        denied = await accounts.access_denied(infra_of(connection.app).redis, principal.token_id)
+    except RedisError as exc:
+        raise ServiceUnavailableException(
+            detail="token revocations cannot be checked right now",
+            headers={"Retry-After": _RETRY_AFTER_S},
+        ) from exc
+    if denied:
+        raise NotAuthorizedException("this token was revoked; log in again")
+
+
+driver_only = [roles(Role.DRIVER), live_token]
+operator_only = [roles(Role.OPERATOR), live_token]
+
+
+def _client(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _limiter(infra: Infra) -> RateLimiter:
+    return RateLimiter(infra.redis)
+
+
+_keyrings: dict[Path, qr_keys.KeyringFile] = {}
+
+
+def _keyring(infra: Infra) -> Keyring:
+    path = qr_keys.path_in(infra.settings.stack_dir)
+    holder = _keyrings.get(path)
+    if holder is None:
+        holder = _keyrings.setdefault(path, qr_keys.KeyringFile(path))
+    return holder.current()
+
+
+# ------------------------------------------------------------------ login
+
+
+class OtpRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    phone: Phone
+
+
+class TokenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    phone: Phone
+    code: Code
+
+
+class RefreshRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+
+
+@post(
+    "/v1/auth/otp",
+    opt={"exclude_from_auth": True},
+    tags=["auth"],
+    summary="Send a one-time login code to a mobile number",
+    status_code=202,
+    request_max_body_size=AUTH_BODY_MAX,
+    responses=problem_responses(400, 413, 429, 503),
+)
+async def send_code(
+    request: Request[Any, Any, Any], data: JSONBody[OtpRequest]
+) -> Response[CodeSent]:
+    """One code a minute and five an hour per phone; a new code replaces the old one."""
+    infra = infra_of(request.app)
+    phone = accounts.phone_of(data.phone)
+    decision = await _limiter(infra).enforce(
+        [
+            (f"otp-send:client:{_client(request)}", SEND_PER_CLIENT),
+            (f"otp-send:phone:{phone}", SEND_PER_PHONE),
+        ]
+    )
+    sent = await accounts.send_code(
+        infra.redis,
+        LocalNotifier(infra.redis),
+        pepper=account_logic.code_pepper(infra.settings.jwt_key),
+        phone=phone,
+    )
+    return Response(sent, status_code=202, headers=decision.headers)
+
+
+@post(
+    "/v1/auth/token",
+    opt={"exclude_from_auth": True},
+    tags=["auth"],
+    summary="Log in with the code: an access token and a refresh token",
+    status_code=200,
+    request_max_body_size=AUTH_BODY_MAX,
+    responses=problem_responses(400, 401, 403, 413, 429, 503),
+)
+async def issue_tokens(
+    request: Request[Any, Any, Any], data: JSONBody[TokenRequest]
+) -> Response[IssuedTokens]:
+    """The first login of a phone creates its account."""
+    infra = infra_of(request.app)
+    phone = accounts.phone_of(data.phone)
+    decision = await _limiter(infra).enforce(
+        [
+            (f"otp-verify:client:{_client(request)}", VERIFY_PER_CLIENT),
+            (f"otp-verify:phone:{phone}", VERIFY_PER_PHONE),
+        ]
+    )
+    async with connection(infra, transaction=True) as conn:
+        issued = await accounts.log_in(
+            conn,
+            infra.redis,
+            key=infra.settings.jwt_key,
+            pepper=account_logic.code_pepper(infra.settings.jwt_key),
+            phone=phone,
+            code=data.code,
+            now=_clock.now(),
+        )
+    return Response(issued, headers={**decision.headers, "Cache-Control": "no-store"})
+
+
+@post(
+    "/v1/auth/refresh",
+    opt={"exclude_from_auth": True},
+    tags=["auth"],
+    summary="Exchange a refresh token for a new pair (the old one stops working)",
+    status_code=200,
+    request_max_body_size=AUTH_BODY_MAX,
+    responses=problem_responses(400, 401, 413, 429, 503),
+)
+async def refresh_tokens(
+    request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]
+) -> Response[IssuedTokens]:
+    """Presenting a refresh token a second time revokes the whole login."""
+    infra = infra_of(request.app)
+    await _limiter(infra).enforce([(f"refresh:client:{_client(request)}", REFRESH_PER_CLIENT)])
+    async with connection(infra, transaction=True) as conn:
+        outcome = await accounts.refresh(
+            conn,
+            infra.redis,
+            key=infra.settings.jwt_key,
+            refresh_token=data.refresh_token,
+            now=_clock.now(),
+        )
+    # Raised only now, after the revocation of a reused token's login committed.
+    if isinstance(outcome, Exception):
+        raise outcome
+    return Response(outcome, headers={"Cache-Control": "no-store"})
+
+
+@post(
+    "/v1/auth/logout",
+    guards=driver_only,
+    tags=["auth"],
+    summary="Revoke this login: its refresh token and live access tokens",
+    status_code=204,
+    request_max_body_size=AUTH_BODY_MAX,
+    responses=problem_responses(401, 403, 503),
+)
+async def log_out(request: Request[Any, Any, Any]) -> None:
+    infra = infra_of(request.app)
+    async with connection(infra, transaction=True) as conn:
+        await accounts.log_out(conn, infra.redis, access_token=str(request.auth), now=_clock.now())
+
+
+# ------------------------------------------------------------------ account and plates
+
+
+class BindRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A plate to bind; optionally the vehicle's class when the plate understates it
+    (a 9-seat van on blue plates is class 2), with the reason."""
+
+    plate: PlateText
+    vehicle_class: VehicleClassNumber | None = None
+    reason: Reason | None = None
+
+
+class ClaimRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Evidence the vehicle is yours: the registration certificate (行驶证) number,
+    or the reference of a scan uploaded through the app."""
+
+    evidence: Evidence
+
+
+class VehiclePage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[VehicleView]
+    next_cursor: str | None
+
+
+class ClaimPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[ClaimView]
+    next_cursor: str | None
+
+
+class OperatorClaimPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[OperatorClaimView]
+    next_cursor: str | None
+
+
+@get(
+    "/v1/me",
+    guards=driver_only,
+    tags=["drivers"],
+    summary="My account",
+    responses=problem_responses(401, 403, 404),
+)
+async def me(request: Request[Any, Any, Any]) -> AccountView:
+    async with connection(infra_of(request.app)) as conn:
+        return await accounts.account_view(conn, principal_of(request).subject)
+
+
+@get(
+    "/v1/me/vehicles",
+    guards=driver_only,
+    tags=["drivers"],
+    summary="My bound plates, with the class each is billed as",
+    responses=problem_responses(400, 401, 403),
+)
+async def my_vehicles(
+    request: Request[Any, Any, Any], cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
+) -> VehiclePage:
+    async with connection(infra_of(request.app)) as conn:
+        found = await accounts.vehicles(
+            conn, principal_of(request).subject, after=decode_cursor(cursor), limit=limit + 1
+        )
+    items, next_cursor = page(found, limit, key=lambda v: v.plate)
+    return VehiclePage(items=items, next_cursor=next_cursor)
+
+
+@post(
+    "/v1/me/vehicles",
+    guards=driver_only,
+    tags=["drivers"],
+    summary="Bind a plate (at most 5; one held by another account is a 409 naming the claim route)",
+    status_code=201,
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+)
+async def bind_vehicle(request: Request[Any, Any, Any], data: JSONBody[BindRequest]) -> VehicleView:
+    """The plate is normalised (full-width, separators, O/I misreads) and validated;
+    its kind, new-energy status and billing class are derived from it."""
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        view = await accounts.bind_vehicle(
+            conn,
+            account_id=principal_of(request).subject,
+            plate_raw=data.plate,
+            vehicle_class=data.vehicle_class,
+            reason=data.reason,
+            now=_clock.now(),
+        )
+    if data.vehicle_class is not None:
+        request.app.state.pricer_cache.invalidate()
+    return view
+
+
+@delete(
+    "/v1/me/vehicles/{plate:str}",
+    guards=driver_only,
+    tags=["drivers"],
+    summary="Unbind one of my plates",
+    responses=problem_responses(400, 401, 403, 404),
+)
+async def unbind_vehicle(request: Request[Any, Any, Any], plate: FromPath[str]) -> None:
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        await accounts.unbind_vehicle(
+            conn, account_id=principal_of(request).subject, plate_raw=plate, now=_clock.now()
+        )
+    request.app.state.pricer_cache.invalidate()
+
+
+@post(
+    "/v1/me/vehicles/{plate:str}/claims",
+    guards=driver_only,
+    tags=["drivers"],
+    summary="Claim a plate another account holds; an operator checks the evidence",
+    status_code=201,
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 409, 413),
+)
+async def claim_plate(
+    request: Request[Any, Any, Any], plate: FromPath[str], data: JSONBody[ClaimRequest]
+) -> ClaimView:
+    """Approval moves the plate to you; the holder can also simply unbind it."""
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        return await accounts.claim_plate(
+            conn,
+            account_id=principal_of(request).subject,
+            plate_raw=plate,
+            evidence=data.evidence,
+            now=_clock.now(),
+        )
+
+
+@get(
+    "/v1/me/plate-claims",
+    guards=driver_only,
+    tags=["drivers"],
+    summary="My plate claims and their decisions",
+    responses=problem_responses(400, 401, 403),
+)
+async def my_claims(
+    request: Request[Any, Any, Any], cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
+) -> ClaimPage:
+    async with connection(infra_of(request.app)) as conn:
+        found = await accounts.claims_of(
+            conn, principal_of(request).subject, after=decode_cursor(cursor), limit=limit + 1
+        )
+    items, next_cursor = page(found, limit, key=lambda c: c.id)
+    return ClaimPage(items=items, next_cursor=next_cursor)
+
+
+# ------------------------------------------------------------------ operators
+
+
+class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A note for the claimant (required to reject)."""
+
+    note: Evidence | None = None
+
+
+@get(
+    "/v1/operator/plate-claims",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Plate claims to review, oldest first",
+    responses=problem_responses(400, 401, 403),
+)
+async def claim_queue(
+    request: Request[Any, Any, Any],
+    status: Annotated[ClaimStatus, QueryParameter()] = ClaimStatus.PENDING,
+    cursor: CursorParam = None,
+    limit: LimitParam = DEFAULT_LIMIT,
+) -> OperatorClaimPage:
+    async with connection(infra_of(request.app)) as conn:
+        found = await accounts.review_queue(
+            conn, status=status, after=decode_cursor(cursor), limit=limit + 1
+        )
+    items, next_cursor = page(found, limit, key=lambda c: c.id)
+    return OperatorClaimPage(items=items, next_cursor=next_cursor)
+
+
+async def _decide(
+    request: Request[Any, Any, Any], claim_id: str, decision: ClaimDecision, note: str | None
+) -> OperatorClaimView:
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        view = await accounts.decide_claim(
+            conn,
+            claim_id=claim_id,
+            decision=decision,
+            note=note,
+            by=principal_of(request),
+            now=_clock.now(),
+        )
+    request.app.state.pricer_cache.invalidate()
+    return view
+
+
+@post(
+    "/v1/operator/plate-claims/{claim_id:str}/approve",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Approve a claim: the plate moves to the claimant (audited)",
+    status_code=200,
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 409, 413),
+)
+async def approve_claim(
+    request: Request[Any, Any, Any], claim_id: ClaimId, data: JSONBody[DecisionRequest]
+) -> OperatorClaimView:
+    return await _decide(request, claim_id, ClaimDecision.APPROVE, data.note)
+
+
+@post(
+    "/v1/operator/plate-claims/{claim_id:str}/reject",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Reject a claim with a note for the claimant (audited)",
+    status_code=200,
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 409, 413),
+)
+async def reject_claim(
+    request: Request[Any, Any, Any], claim_id: ClaimId, data: JSONBody[DecisionRequest]
+) -> OperatorClaimView:
+    return await _decide(request, claim_id, ClaimDecision.REJECT, data.note)
+
+
+# ------------------------------------------------------------------ QR
+
+
+class ResolveRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the scanner read: the printed URL, or the token after ``/q/``."""
+
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
+@post(
+    "/v1/qr/resolve",
+    guards=[roles(Role.DRIVER, Role.OPERATOR), live_token],
+    tags=["qr"],
+    summary="What a scanned lot, lane or space code points at (forged or expired: 400)",
+    status_code=200,
+    request_max_body_size=AUTH_BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 413),
+)
+async def resolve_code(
+    request: Request[Any, Any, Any], data: JSONBody[ResolveRequest]
+) -> qr.Resolved:
+    infra = infra_of(request.app)
+    keyring = _keyring(infra)
+    async with connection(infra) as conn:
+        return await qr.resolve(conn, keyring=keyring, scanned=data.code, now=_clock.now())
+
+
+ROUTES = [
+    send_code,
+    issue_tokens,
+    refresh_tokens,
+    log_out,
+    me,
+    my_vehicles,
+    bind_vehicle,
+    unbind_vehicle,
+    claim_plate,
+    my_claims,
+    claim_queue,
+    approve_claim,
+    reject_claim,
+    resolve_code,
+]

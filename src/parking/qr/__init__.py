@@ -1,0 +1,1 @@
+"""Signed QR codes for lots, lanes and on-street spaces (scan once, park anywhere)."""

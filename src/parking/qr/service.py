@@ -1,0 +1,114 @@
+"""Use cases of QR codes: issue one for a place that exists, resolve a scanned one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import segno
+
+from parking.errors import InvalidInput
+from parking.qr import logic, store
+from parking.qr.model import Keyring, QrKind, QrTarget, QrTargetNotFound
+
+
+class Place(msgspec.Struct, frozen=True, kw_only=True):
+    """What a code points at, as the database has it now."""
+
+    kind: str  # lot, lane or space
+    lot_id: str
+    lot_name: str
+    lot_kind: str  # gated or on_street
+    lane_id: str | None = None
+    direction: str | None = None  # lanes: in (entry) or out (exit)
+    space_id: str | None = None
+    space_kind: str | None = None
+
+
+class Resolved(msgspec.Struct, frozen=True, kw_only=True):
+    place: Place
+    key_id: str
+    issued_at: datetime
+    expires_at: datetime | None
+
+
+class Issued(msgspec.Struct, frozen=True, kw_only=True):
+    place: Place
+    token: str
+    url: str
+
+
+async def place_of(conn: asyncpg.Connection, target: QrTarget) -> Place:
+    """The place as it is now; QrTargetNotFound if the lot, lane or space is gone."""
+    lot = await store.lot(conn, target.lot_id)
+    if lot is None:
+        raise QrTargetNotFound(f"no lot {target.lot_id}")
+    place = Place(
+        kind=target.kind.label, lot_id=lot["id"], lot_name=lot["name"], lot_kind=lot["kind"]
+    )
+    if target.kind is QrKind.LANE:
+        assert target.lane_id is not None
+        lane = await store.lane(conn, target.lot_id, target.lane_id)
+        if lane is None:
+            raise QrTargetNotFound(f"lot {target.lot_id} has no lane {target.lane_id}")
+        return msgspec.structs.replace(place, lane_id=lane["lane_id"], direction=lane["direction"])
+    if target.kind is QrKind.SPACE:
+        assert target.space_id is not None
+        space = await store.space(conn, target.lot_id, target.space_id)
+        if space is None:
+            raise QrTargetNotFound(f"lot {target.lot_id} has no space {target.space_id}")
+        return msgspec.structs.replace(place, space_id=space["space_id"], space_kind=space["kind"])
+    return place
+
+
+def target_for(lot_id: str, *, lane_id: str | None = None, space_id: str | None = None) -> QrTarget:
+    if lane_id is not None and space_id is not None:
+        raise InvalidInput("a code points at a lane or a space, not both")
+    if lane_id is not None:
+        return logic.target(QrKind.LANE, lot_id, lane_id)
+    if space_id is not None:
+        return logic.target(QrKind.SPACE, lot_id, space_id)
+    return logic.target(QrKind.LOT, lot_id)
+
+
+async def issue(
+    conn: asyncpg.Connection,
+    *,
+    keyring: Keyring,
+    target: QrTarget,
+    now: datetime,
+    expires_at: datetime | None = None,
+) -> Issued:
+    """Sign a code for a place that exists (QrTargetNotFound otherwise)."""
+    place = await place_of(conn, target)
+    token = logic.sign(target, keyring=keyring, now=now, expires_at=expires_at)
+    return Issued(place=place, token=token, url=logic.url_for(token))
+
+
+async def resolve(
+    conn: asyncpg.Connection, *, keyring: Keyring, scanned: str, now: datetime
+) -> Resolved:
+    """What a scanned code points at. A forged, altered, unknown-key, expired or
+    malformed code is a QrError (400); a genuine code for a place that is gone, a 404."""
+    token = logic.verify(scanned, keyring=keyring, now=now)
+    return Resolved(
+        place=await place_of(conn, token.target),
+        key_id=token.key_id,
+        issued_at=token.issued_at,
+        expires_at=token.expires_at,
+    )
+
+
+def render(url: str, out: Path, *, scale: int = 10) -> None:
+    """Write a printable QR symbol (PNG or SVG by the file's suffix).
+
+    Error correction M (15%) survives scuffs and rain on a lane sign without
+    making the symbol dense; the 4-module quiet zone is what scanners need.
+    """
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".svg"):
+        raise InvalidInput("the output file must end in .png or .svg")
+    symbol = segno.make(url, error="m", micro=False)
+    symbol.save(str(out), scale=scale, border=4)
