@@ -9,6 +9,7 @@ import structlog
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
+from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware, DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -45,6 +46,11 @@ class AccessLog(ASGIMiddleware):
 
         try:
             await next_app(scope, receive, capture)
+        except HTTPException as exc:
+            # Raised by middleware below us (authentication) and turned into a
+            # response further out: log the status the client will see.
+            status = exc.status_code
+            raise
         finally:
             access_log.info(
                 "request",

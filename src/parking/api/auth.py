@@ -6,13 +6,19 @@ from collections.abc import Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ServiceUnavailableException,
+)
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.authentication import (
     AbstractAuthenticationMiddleware,
     AuthenticationResult,
 )
+from redis.exceptions import RedisError
 
+from parking.accounts import service as accounts
 from parking.auth import tokens
 from parking.auth.model import NotAuthenticated, Principal, Role
 from parking.clock import SystemClock
@@ -35,6 +41,20 @@ class BearerAuth(AbstractAuthenticationMiddleware):
             principal = tokens.verify(key, token.strip(), now=_clock.now())
         except NotAuthenticated as exc:
             raise NotAuthorizedException(str(exc)) from exc
+        # A token revoked before its expiry (logout, refresh-token reuse) stops
+        # working on every route at once. Without Redis we cannot tell, so the
+        # request is refused (503) rather than let a revoked token through.
+        try:
+            denied = await accounts.access_denied(
+                connection.app.state.infra.redis, principal.token_id
+            )
+        except RedisError as exc:
+            raise ServiceUnavailableException(
+                detail="token revocations cannot be checked right now",
+                headers={"Retry-After": "5"},
+            ) from exc
+        if denied:
+            raise NotAuthorizedException("this token was revoked; log in again")
         return AuthenticationResult(user=principal, auth=token)
 
 

@@ -179,6 +179,17 @@ async def test_logout_revokes_the_access_and_refresh_tokens_at_once(
     me = await api.get("/v1/me", headers=bearer(mine["access_token"]))
     assert me.status_code == 401
     assert "revoked" in me.json()["detail"]
+    # Every route honours the logout, not only the accounts routes.
+    quote = await api.post(
+        "/v1/tariffs/quote",
+        json={
+            "lot_id": "GZ-DEMO-01",
+            "entry": "2026-11-27T10:00:00+08:00",
+            "exit": "2026-11-27T11:00:00+08:00",
+        },
+        headers=bearer(mine["access_token"]),
+    )
+    assert quote.status_code == 401
     refreshed = await api.post("/v1/auth/refresh", json={"refresh_token": mine["refresh_token"]})
     assert refreshed.status_code == 401
     # Another login is untouched.
