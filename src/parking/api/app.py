@@ -14,7 +14,7 @@ from litestar.middleware import ASGIMiddleware, DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, ControllerRouterHandler, Receive, Scope, Send
 
 from parking import config
 from parking.api import drivers, pricing_rules, tariffs
@@ -22,7 +22,7 @@ from parking.api.auth import BearerAuth
 from parking.api.health import healthz, readyz
 from parking.api.infra import lifespan_for
 from parking.api.pricing_state import PricerCache
-from parking.api.problems import EXCEPTION_HANDLERS
+from parking.api.problems import EXCEPTION_HANDLERS, document_problems
 from parking.config import Settings
 from parking.observability import configure_logging
 
@@ -61,6 +61,12 @@ class AccessLog(ASGIMiddleware):
             )
 
 
+class Metrics(PrometheusController):
+    """Prometheus text at /metrics; not part of the JSON API's OpenAPI document."""
+
+    include_in_schema = False
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or config.load()
     configure_logging(settings.log_level, settings.log_format, process="api")
@@ -70,15 +76,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         group_path=True,
         exclude=["/metrics"],
     )
+    handlers: list[ControllerRouterHandler] = [
+        healthz,
+        readyz,
+        Metrics,
+        *tariffs.ROUTES,
+        *pricing_rules.ROUTES,
+        *drivers.ROUTES,
+        *payments.ROUTES,
+    ]
+    document_problems(handlers)
     return Litestar(
-        route_handlers=[
-            healthz,
-            readyz,
-            PrometheusController,
-            *tariffs.ROUTES,
-            *pricing_rules.ROUTES,
-            *drivers.ROUTES,
-        ],
+        route_handlers=handlers,
         lifespan=[lifespan_for(settings)],
         middleware=[
             prometheus.middleware,

@@ -7,12 +7,15 @@ goes to the log with the request id).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 
 from parking.accounts.model import (
     AccountSuspended,
@@ -134,6 +137,7 @@ _TITLES = {
     409: "Conflict",
     413: "Request body too large",
     422: "Unprocessable content",
+    502: "Bad gateway",
     429: "Too many requests",
     503: "Service unavailable",
 }
@@ -181,6 +185,39 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         title="Internal server error",
         detail="The error was logged; please retry later.",
     )
+
+
+#: What any of our routes may answer besides success; every route documents
+#: them so clients (and schemathesis) know the problem shape of each status.
+_COMMON = (400, 404, 409, 413, 422, 429, 502, 503)
+_AUTHENTICATED = (401, 403)
+
+
+def document_problems(handlers: Iterable[Any]) -> None:
+    """Add the RFC 9457 problem responses to each route handler's OpenAPI entry.
+
+    Routes keep what they declare themselves; public routes (no token) do not
+    list 401/403. Call before the app is built.
+    """
+    for handler in handlers:
+        targets = list(handler.route_handlers) if hasattr(handler, "route_handlers") else [handler]
+        for target in targets:
+            if not isinstance(target, HTTPRouteHandler):
+                continue
+            public = bool(target.opt.get("exclude_from_auth"))
+            statuses = _COMMON if public else _COMMON + _AUTHENTICATED
+            merged = dict(target.responses or {})
+            for status in statuses:
+                merged.setdefault(
+                    status,
+                    ResponseSpec(
+                        data_container=Problem,
+                        media_type=PROBLEM_JSON,
+                        description=_TITLES.get(status, "Error") + " (RFC 9457 problem details)",
+                        generate_examples=False,
+                    ),
+                )
+            target.responses = merged
 
 
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
