@@ -83,7 +83,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         *tariffs.ROUTES,
         *pricing_rules.ROUTES,
         *drivers.ROUTES,
-        *payments.ROUTES,
     ]
     document_problems(handlers)
     return Litestar(
