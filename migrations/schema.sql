@@ -38,6 +38,29 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+CREATE FUNCTION public.payment_attempt_check_shares() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    a_id   text;
+    amount bigint;
+    shares bigint;
+BEGIN
+    IF TG_TABLE_NAME = 'payment_attempts' THEN
+        a_id := NEW.id;
+    ELSE
+        a_id := NEW.attempt_id;
+    END IF;
+    SELECT a.amount_fen INTO amount FROM payment_attempts a WHERE a.id = a_id;
+    SELECT coalesce(sum(b.amount_fen), 0) INTO shares FROM payment_bills b WHERE b.attempt_id = a_id;
+    IF shares <> amount THEN
+        RAISE EXCEPTION 'payment attempt % is % fen but its bills add up to % fen',
+            a_id, amount, shares
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'payment_attempt_shares';
+    END IF;
+    RETURN NULL;
+END;
+$$;
 CREATE FUNCTION public.vehicles_check_per_account() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -157,6 +180,39 @@ CASE status
     ELSE true
 END)
 );
+CREATE TABLE public.contactless_deductions (
+    id text NOT NULL,
+    bill_id text NOT NULL,
+    mandate_id text NOT NULL,
+    attempt_id text NOT NULL,
+    out_parking_no text NOT NULL,
+    parking_id text,
+    status text NOT NULL,
+    refusal_code text,
+    refusal_message text,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT contactless_deductions_id_check CHECK ((id ~ '^cd-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT contactless_deductions_out_parking_no_check CHECK ((out_parking_no ~ '^[0-9A-Za-z_-]{6,32}$'::text)),
+    CONSTRAINT contactless_deductions_status_check CHECK ((status = ANY (ARRAY['requested'::text, 'accepted'::text, 'refused'::text, 'unavailable'::text, 'succeeded'::text, 'failed'::text])))
+);
+CREATE TABLE public.contactless_mandates (
+    id text NOT NULL,
+    provider text NOT NULL,
+    plate text NOT NULL,
+    plate_color text DEFAULT 'BLUE'::text NOT NULL,
+    account_id text,
+    payer_id text NOT NULL,
+    state text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT contactless_mandates_account_id_check CHECK (((length(account_id) >= 1) AND (length(account_id) <= 64))),
+    CONSTRAINT contactless_mandates_id_check CHECK ((id ~ '^cm-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT contactless_mandates_payer_id_check CHECK (((length(payer_id) >= 1) AND (length(payer_id) <= 128))),
+    CONSTRAINT contactless_mandates_plate_check CHECK (((length(plate) >= 1) AND (length(plate) <= 16))),
+    CONSTRAINT contactless_mandates_plate_color_check CHECK (((length(plate_color) >= 1) AND (length(plate_color) <= 16))),
+    CONSTRAINT contactless_mandates_state_check CHECK ((state = ANY (ARRAY['active'::text, 'paused'::text, 'revoked'::text])))
+);
 CREATE TABLE public.devices (
     device_id text NOT NULL,
     lot_id text NOT NULL,
@@ -169,6 +225,26 @@ CREATE TABLE public.devices (
     CONSTRAINT devices_device_id_check CHECK ((device_id ~ '^[A-Za-z0-9_-]{1,64}$'::text)),
     CONSTRAINT devices_kind_check CHECK ((kind = ANY (ARRAY['gate'::text, 'sensor'::text, 'sign'::text]))),
     CONSTRAINT devices_placement_check CHECK ((((kind = 'gate'::text) AND (lane_id IS NOT NULL) AND (space_id IS NULL)) OR ((kind = 'sensor'::text) AND (space_id IS NOT NULL) AND (lane_id IS NULL)) OR ((kind = 'sign'::text) AND (space_id IS NULL))))
+);
+CREATE TABLE public.disputes (
+    id text NOT NULL,
+    bill_id text NOT NULL,
+    reason text NOT NULL,
+    opened_by text NOT NULL,
+    opened_at timestamp with time zone NOT NULL,
+    status text DEFAULT 'open'::text NOT NULL,
+    decided_by text,
+    decided_at timestamp with time zone,
+    remark text DEFAULT ''::text NOT NULL,
+    refund_fen bigint,
+    CONSTRAINT disputes_decided_by_check CHECK (((length(decided_by) >= 1) AND (length(decided_by) <= 200))),
+    CONSTRAINT disputes_decision_check CHECK ((((status = 'open'::text) = (decided_at IS NULL)) AND ((decided_at IS NULL) = (decided_by IS NULL)))),
+    CONSTRAINT disputes_id_check CHECK ((id ~ '^dp-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT disputes_opened_by_check CHECK (((length(opened_by) >= 1) AND (length(opened_by) <= 200))),
+    CONSTRAINT disputes_reason_check CHECK (((length(reason) >= 1) AND (length(reason) <= 500))),
+    CONSTRAINT disputes_refund_fen_check CHECK ((refund_fen > 0)),
+    CONSTRAINT disputes_remark_check CHECK ((length(remark) <= 2000)),
+    CONSTRAINT disputes_status_check CHECK ((status = ANY (ARRAY['open'::text, 'approved'::text, 'rejected'::text])))
 );
 CREATE TABLE public.districts (
     code text NOT NULL,
@@ -187,6 +263,25 @@ CREATE TABLE public.exempt_plate_kinds (
     created_by text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT exempt_plate_kinds_reason_check CHECK ((reason <> ''::text))
+);
+CREATE TABLE public.idempotency_keys (
+    scope text NOT NULL,
+    key text NOT NULL,
+    endpoint text NOT NULL,
+    request_hash text NOT NULL,
+    state text NOT NULL,
+    response_status integer,
+    response_body bytea,
+    created_at timestamp with time zone NOT NULL,
+    locked_at timestamp with time zone NOT NULL,
+    completed_at timestamp with time zone,
+    CONSTRAINT idempotency_keys_endpoint_check CHECK (((length(endpoint) >= 1) AND (length(endpoint) <= 200))),
+    CONSTRAINT idempotency_keys_key_check CHECK (((length(key) >= 1) AND (length(key) <= 255))),
+    CONSTRAINT idempotency_keys_request_hash_check CHECK ((request_hash ~ '^[0-9a-f]{64}$'::text)),
+    CONSTRAINT idempotency_keys_response_check CHECK ((((state = 'done'::text) = (response_status IS NOT NULL)) AND ((response_status IS NULL) = (response_body IS NULL)) AND ((response_status IS NULL) = (completed_at IS NULL)))),
+    CONSTRAINT idempotency_keys_response_status_check CHECK (((response_status >= 200) AND (response_status <= 499))),
+    CONSTRAINT idempotency_keys_scope_check CHECK (((length(scope) >= 1) AND (length(scope) <= 200))),
+    CONSTRAINT idempotency_keys_state_check CHECK ((state = ANY (ARRAY['in_flight'::text, 'done'::text])))
 );
 CREATE TABLE public.lanes (
     lot_id text NOT NULL,
@@ -285,6 +380,100 @@ CREATE TABLE public.monthly_passes (
     revoked_at timestamp with time zone,
     CONSTRAINT monthly_passes_period_check CHECK ((valid_until > valid_from))
 );
+CREATE TABLE public.payment_anomalies (
+    id text NOT NULL,
+    kind text NOT NULL,
+    dedup_key text NOT NULL,
+    status text DEFAULT 'open'::text NOT NULL,
+    provider text NOT NULL,
+    out_trade_no text,
+    out_refund_no text,
+    notification_id text,
+    attempt_id text,
+    bill_id text,
+    amount_fen bigint,
+    expected_fen bigint,
+    action text DEFAULT 'none'::text NOT NULL,
+    detail text DEFAULT ''::text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    resolved_at timestamp with time zone,
+    resolved_by text,
+    remark text DEFAULT ''::text NOT NULL,
+    CONSTRAINT payment_anomalies_action_check CHECK ((action = ANY (ARRAY['none'::text, 'applied'::text, 'auto_refund'::text]))),
+    CONSTRAINT payment_anomalies_dedup_key_check CHECK (((length(dedup_key) >= 1) AND (length(dedup_key) <= 200))),
+    CONSTRAINT payment_anomalies_detail_check CHECK ((length(detail) <= 2000)),
+    CONSTRAINT payment_anomalies_id_check CHECK ((id ~ '^pan-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT payment_anomalies_kind_check CHECK ((kind = ANY (ARRAY['amount_mismatch'::text, 'unknown_order'::text, 'refund_before_payment'::text, 'unknown_refund'::text, 'paid_after_close'::text, 'duplicate_payment'::text, 'refund_failed'::text, 'malformed_notification'::text]))),
+    CONSTRAINT payment_anomalies_remark_check CHECK ((length(remark) <= 2000)),
+    CONSTRAINT payment_anomalies_resolution_check CHECK ((((status = 'resolved'::text) = (resolved_at IS NOT NULL)) AND ((resolved_at IS NULL) = (resolved_by IS NULL)))),
+    CONSTRAINT payment_anomalies_status_check CHECK ((status = ANY (ARRAY['open'::text, 'resolved'::text])))
+);
+CREATE TABLE public.payment_attempts (
+    id text NOT NULL,
+    provider text NOT NULL,
+    kind text NOT NULL,
+    out_trade_no text NOT NULL,
+    amount_fen bigint NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    payer_account_id text,
+    payer_plate text,
+    idempotency_scope text,
+    idempotency_key text,
+    code_url text,
+    ordered_at timestamp with time zone,
+    transaction_id text,
+    provider_state text DEFAULT ''::text NOT NULL,
+    failure text DEFAULT ''::text NOT NULL,
+    recheck boolean DEFAULT false NOT NULL,
+    swept_at timestamp with time zone,
+    created_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    settled_at timestamp with time zone,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT payment_attempts_amount_fen_check CHECK ((amount_fen > 0)),
+    CONSTRAINT payment_attempts_expiry_check CHECK ((expires_at > created_at)),
+    CONSTRAINT payment_attempts_failure_check CHECK ((length(failure) <= 500)),
+    CONSTRAINT payment_attempts_id_check CHECK ((id ~ '^pa-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT payment_attempts_idempotency_check CHECK (((idempotency_scope IS NULL) = (idempotency_key IS NULL))),
+    CONSTRAINT payment_attempts_kind_check CHECK ((kind = ANY (ARRAY['native'::text, 'contactless'::text]))),
+    CONSTRAINT payment_attempts_out_trade_no_check CHECK ((out_trade_no ~ '^[0-9A-Za-z_-]{6,32}$'::text)),
+    CONSTRAINT payment_attempts_paid_check CHECK (((status <> 'paid'::text) OR (transaction_id IS NOT NULL))),
+    CONSTRAINT payment_attempts_payer_account_id_check CHECK (((length(payer_account_id) >= 1) AND (length(payer_account_id) <= 64))),
+    CONSTRAINT payment_attempts_payer_check CHECK (((payer_account_id IS NOT NULL) OR (payer_plate IS NOT NULL))),
+    CONSTRAINT payment_attempts_payer_plate_check CHECK (((length(payer_plate) >= 1) AND (length(payer_plate) <= 16))),
+    CONSTRAINT payment_attempts_provider_check CHECK ((provider ~ '^[a-z][a-z0-9_-]{0,31}$'::text)),
+    CONSTRAINT payment_attempts_settled_check CHECK (((status = 'pending'::text) = (settled_at IS NULL))),
+    CONSTRAINT payment_attempts_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'paid'::text, 'failed'::text, 'expired'::text, 'closed'::text]))),
+    CONSTRAINT payment_attempts_transaction_id_check CHECK (((length(transaction_id) >= 1) AND (length(transaction_id) <= 64)))
+);
+CREATE TABLE public.payment_bills (
+    attempt_id text NOT NULL,
+    bill_id text NOT NULL,
+    amount_fen bigint NOT NULL,
+    CONSTRAINT payment_bills_amount_fen_check CHECK ((amount_fen > 0))
+);
+CREATE TABLE public.payment_notifications (
+    id bigint NOT NULL,
+    provider text NOT NULL,
+    notification_id text NOT NULL,
+    kind text NOT NULL,
+    out_trade_no text NOT NULL,
+    event jsonb NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    processed_at timestamp with time zone,
+    outcome text,
+    CONSTRAINT payment_notifications_notification_id_check CHECK (((length(notification_id) >= 1) AND (length(notification_id) <= 128))),
+    CONSTRAINT payment_notifications_outcome_check CHECK ((length(outcome) <= 200)),
+    CONSTRAINT payment_notifications_processed_check CHECK (((processed_at IS NULL) = (outcome IS NULL)))
+);
+ALTER TABLE public.payment_notifications ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.payment_notifications_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 CREATE TABLE public.plate_blacklist (
     plate text NOT NULL,
     reason text NOT NULL,
@@ -328,6 +517,40 @@ CREATE TABLE public.refresh_tokens (
     CONSTRAINT refresh_tokens_access_jti_check CHECK (((length(access_jti) >= 8) AND (length(access_jti) <= 64))),
     CONSTRAINT refresh_tokens_jti_check CHECK (((length(jti) >= 8) AND (length(jti) <= 64))),
     CONSTRAINT refresh_tokens_period_check CHECK ((expires_at > issued_at))
+);
+CREATE TABLE public.refund_requests (
+    id text NOT NULL,
+    bill_id text,
+    attempt_id text NOT NULL,
+    provider text NOT NULL,
+    out_trade_no text NOT NULL,
+    out_refund_no text NOT NULL,
+    amount_fen bigint NOT NULL,
+    status text NOT NULL,
+    reason text DEFAULT ''::text NOT NULL,
+    requested_by text NOT NULL,
+    decided_by text,
+    remark text DEFAULT ''::text NOT NULL,
+    dispute_id text,
+    anomaly_id text,
+    provider_refund_id text,
+    submitted_at timestamp with time zone,
+    last_error text DEFAULT ''::text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    decided_at timestamp with time zone,
+    refunded_at timestamp with time zone,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT refund_requests_amount_fen_check CHECK ((amount_fen > 0)),
+    CONSTRAINT refund_requests_decided_by_check CHECK (((length(decided_by) >= 1) AND (length(decided_by) <= 200))),
+    CONSTRAINT refund_requests_id_check CHECK ((id ~ '^rr-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT refund_requests_last_error_check CHECK ((length(last_error) <= 500)),
+    CONSTRAINT refund_requests_out_refund_no_check CHECK ((out_refund_no ~ '^[0-9A-Za-z_-]{6,32}$'::text)),
+    CONSTRAINT refund_requests_reason_check CHECK ((length(reason) <= 500)),
+    CONSTRAINT refund_requests_refunded_check CHECK (((status = 'refunded'::text) = (refunded_at IS NOT NULL))),
+    CONSTRAINT refund_requests_remark_check CHECK ((length(remark) <= 2000)),
+    CONSTRAINT refund_requests_requested_by_check CHECK (((length(requested_by) >= 1) AND (length(requested_by) <= 200))),
+    CONSTRAINT refund_requests_status_check CHECK ((status = ANY (ARRAY['requested'::text, 'approved'::text, 'rejected'::text, 'refunded'::text, 'failed'::text]))),
+    CONSTRAINT refund_requests_subject_check CHECK (((bill_id IS NOT NULL) OR (anomaly_id IS NOT NULL)))
 );
 CREATE TABLE public.schema_migrations (
     version integer NOT NULL,
@@ -391,14 +614,28 @@ ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_session_unique UNIQUE (session_id);
+ALTER TABLE ONLY public.contactless_deductions
+    ADD CONSTRAINT contactless_deductions_attempt_unique UNIQUE (attempt_id);
+ALTER TABLE ONLY public.contactless_deductions
+    ADD CONSTRAINT contactless_deductions_bill_unique UNIQUE (bill_id);
+ALTER TABLE ONLY public.contactless_deductions
+    ADD CONSTRAINT contactless_deductions_parking_unique UNIQUE (out_parking_no);
+ALTER TABLE ONLY public.contactless_deductions
+    ADD CONSTRAINT contactless_deductions_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.contactless_mandates
+    ADD CONSTRAINT contactless_mandates_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_pkey PRIMARY KEY (device_id);
+ALTER TABLE ONLY public.disputes
+    ADD CONSTRAINT disputes_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.districts
     ADD CONSTRAINT districts_name_key UNIQUE (name);
 ALTER TABLE ONLY public.districts
     ADD CONSTRAINT districts_pkey PRIMARY KEY (code);
 ALTER TABLE ONLY public.exempt_plate_kinds
     ADD CONSTRAINT exempt_plate_kinds_pkey PRIMARY KEY (kind);
+ALTER TABLE ONLY public.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (scope, key);
 ALTER TABLE ONLY public.lanes
     ADD CONSTRAINT lanes_pkey PRIMARY KEY (lot_id, lane_id);
 ALTER TABLE ONLY public.ledger_accounts
@@ -421,6 +658,22 @@ ALTER TABLE ONLY public.lots
     ADD CONSTRAINT lots_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.monthly_passes
     ADD CONSTRAINT monthly_passes_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.payment_anomalies
+    ADD CONSTRAINT payment_anomalies_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.payment_anomalies
+    ADD CONSTRAINT payment_anomalies_unique UNIQUE (kind, dedup_key);
+ALTER TABLE ONLY public.payment_attempts
+    ADD CONSTRAINT payment_attempts_idempotency_unique UNIQUE (idempotency_scope, idempotency_key);
+ALTER TABLE ONLY public.payment_attempts
+    ADD CONSTRAINT payment_attempts_out_trade_no_unique UNIQUE (out_trade_no);
+ALTER TABLE ONLY public.payment_attempts
+    ADD CONSTRAINT payment_attempts_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.payment_bills
+    ADD CONSTRAINT payment_bills_pkey PRIMARY KEY (attempt_id, bill_id);
+ALTER TABLE ONLY public.payment_notifications
+    ADD CONSTRAINT payment_notifications_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.payment_notifications
+    ADD CONSTRAINT payment_notifications_unique UNIQUE (provider, notification_id);
 ALTER TABLE ONLY public.plate_blacklist
     ADD CONSTRAINT plate_blacklist_pkey PRIMARY KEY (plate);
 ALTER TABLE ONLY public.plate_claims
@@ -429,6 +682,10 @@ ALTER TABLE ONLY public.plate_exemptions
     ADD CONSTRAINT plate_exemptions_pkey PRIMARY KEY (plate);
 ALTER TABLE ONLY public.refresh_tokens
     ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (jti);
+ALTER TABLE ONLY public.refund_requests
+    ADD CONSTRAINT refund_requests_out_refund_no_unique UNIQUE (out_refund_no);
+ALTER TABLE ONLY public.refund_requests
+    ADD CONSTRAINT refund_requests_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.spaces
@@ -451,20 +708,32 @@ CREATE INDEX bills_lot_idx ON public.bills USING btree (lot_id);
 CREATE INDEX bills_owed_by_account_idx ON public.bills USING btree (account_id, closed_at) WHERE ((paid_at IS NULL) AND (status = ANY (ARRAY['open'::text, 'paying'::text, 'disputed'::text])) AND (account_id IS NOT NULL));
 CREATE INDEX bills_owed_by_plate_idx ON public.bills USING btree (plate, closed_at) WHERE ((paid_at IS NULL) AND (status = ANY (ARRAY['open'::text, 'paying'::text, 'disputed'::text])) AND (plate IS NOT NULL));
 CREATE INDEX bills_tariff_idx ON public.bills USING btree (tariff_id, tariff_version);
+CREATE INDEX contactless_mandates_account_idx ON public.contactless_mandates USING btree (account_id) WHERE (account_id IS NOT NULL);
+CREATE UNIQUE INDEX contactless_mandates_live_idx ON public.contactless_mandates USING btree (provider, plate) WHERE (state <> 'revoked'::text);
 CREATE INDEX devices_lot_idx ON public.devices USING btree (lot_id);
 CREATE UNIQUE INDEX devices_one_gate_per_lane ON public.devices USING btree (lot_id, lane_id) WHERE ((kind = 'gate'::text) AND (revoked_at IS NULL));
 CREATE UNIQUE INDEX devices_one_sensor_per_space ON public.devices USING btree (lot_id, space_id) WHERE ((kind = 'sensor'::text) AND (revoked_at IS NULL));
+CREATE UNIQUE INDEX disputes_one_open_per_bill_idx ON public.disputes USING btree (bill_id) WHERE (status = 'open'::text);
+CREATE INDEX disputes_open_idx ON public.disputes USING btree (opened_at) WHERE (status = 'open'::text);
+CREATE INDEX idempotency_keys_created_idx ON public.idempotency_keys USING btree (created_at);
 CREATE INDEX ledger_postings_account_idx ON public.ledger_postings USING btree (account_code, currency);
 CREATE INDEX ledger_transactions_correlation_idx ON public.ledger_transactions USING btree (correlation_id);
 CREATE INDEX lot_group_members_lot_idx ON public.lot_group_members USING btree (lot_id);
 CREATE INDEX lot_tariffs_tariff_idx ON public.lot_tariffs USING btree (tariff_id);
 CREATE INDEX lots_district_idx ON public.lots USING btree (district_code);
 CREATE INDEX monthly_passes_plate_idx ON public.monthly_passes USING btree (plate) WHERE (revoked_at IS NULL);
+CREATE INDEX payment_anomalies_open_idx ON public.payment_anomalies USING btree (created_at) WHERE (status = 'open'::text);
+CREATE INDEX payment_anomalies_order_idx ON public.payment_anomalies USING btree (provider, out_trade_no);
+CREATE INDEX payment_attempts_sweep_idx ON public.payment_attempts USING btree (created_at) WHERE ((status = 'pending'::text) OR recheck);
+CREATE INDEX payment_bills_bill_idx ON public.payment_bills USING btree (bill_id);
+CREATE INDEX payment_notifications_order_idx ON public.payment_notifications USING btree (provider, out_trade_no);
 CREATE INDEX plate_claims_claimant_idx ON public.plate_claims USING btree (claimant_account_id, id);
 CREATE UNIQUE INDEX plate_claims_one_pending ON public.plate_claims USING btree (plate, claimant_account_id) WHERE (status = 'pending'::text);
 CREATE INDEX plate_claims_status_idx ON public.plate_claims USING btree (status, id);
 CREATE UNIQUE INDEX refresh_tokens_access_jti_idx ON public.refresh_tokens USING btree (access_jti);
 CREATE INDEX refresh_tokens_session_idx ON public.refresh_tokens USING btree (session_id);
+CREATE INDEX refund_requests_bill_idx ON public.refund_requests USING btree (bill_id) WHERE (bill_id IS NOT NULL);
+CREATE INDEX refund_requests_pending_idx ON public.refund_requests USING btree (created_at) WHERE (status = 'approved'::text);
 CREATE INDEX vehicles_account_idx ON public.vehicles USING btree (account_id, bound_at) WHERE (released_at IS NULL);
 CREATE UNIQUE INDEX vehicles_one_holder_per_plate ON public.vehicles USING btree (plate) WHERE (released_at IS NULL);
 CREATE TRIGGER bill_events_append_only BEFORE DELETE OR UPDATE ON public.bill_events FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
@@ -477,6 +746,9 @@ CREATE TRIGGER ledger_postings_no_truncate BEFORE TRUNCATE ON public.ledger_post
 CREATE TRIGGER ledger_transactions_append_only BEFORE DELETE OR UPDATE ON public.ledger_transactions FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE CONSTRAINT TRIGGER ledger_transactions_balanced AFTER INSERT ON public.ledger_transactions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.ledger_check_balanced();
 CREATE TRIGGER ledger_transactions_no_truncate BEFORE TRUNCATE ON public.ledger_transactions FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
+CREATE CONSTRAINT TRIGGER payment_attempts_shares AFTER INSERT ON public.payment_attempts DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.payment_attempt_check_shares();
+CREATE TRIGGER payment_bills_append_only BEFORE DELETE OR UPDATE ON public.payment_bills FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
+CREATE CONSTRAINT TRIGGER payment_bills_shares AFTER INSERT ON public.payment_bills DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.payment_attempt_check_shares();
 CREATE TRIGGER vehicles_per_account_limit BEFORE INSERT OR UPDATE ON public.vehicles FOR EACH ROW EXECUTE FUNCTION public.vehicles_check_per_account();
 ALTER TABLE ONLY public.auth_sessions
     ADD CONSTRAINT auth_sessions_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.accounts(id);
@@ -488,12 +760,20 @@ ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_tariff_id_tariff_version_fkey FOREIGN KEY (tariff_id, tariff_version) REFERENCES public.tariff_versions(tariff_id, version);
+ALTER TABLE ONLY public.contactless_deductions
+    ADD CONSTRAINT contactless_deductions_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES public.payment_attempts(id);
+ALTER TABLE ONLY public.contactless_deductions
+    ADD CONSTRAINT contactless_deductions_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
+ALTER TABLE ONLY public.contactless_deductions
+    ADD CONSTRAINT contactless_deductions_mandate_id_fkey FOREIGN KEY (mandate_id) REFERENCES public.contactless_mandates(id);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_lane_id_fkey FOREIGN KEY (lot_id, lane_id) REFERENCES public.lanes(lot_id, lane_id);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_space_id_fkey FOREIGN KEY (lot_id, space_id) REFERENCES public.spaces(lot_id, space_id);
+ALTER TABLE ONLY public.disputes
+    ADD CONSTRAINT disputes_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
 ALTER TABLE ONLY public.lanes
     ADD CONSTRAINT lanes_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.ledger_postings
@@ -514,12 +794,28 @@ ALTER TABLE ONLY public.lots
     ADD CONSTRAINT lots_district_code_fkey FOREIGN KEY (district_code) REFERENCES public.districts(code);
 ALTER TABLE ONLY public.monthly_passes
     ADD CONSTRAINT monthly_passes_group_id_fkey FOREIGN KEY (group_id) REFERENCES public.lot_groups(id);
+ALTER TABLE ONLY public.payment_anomalies
+    ADD CONSTRAINT payment_anomalies_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES public.payment_attempts(id);
+ALTER TABLE ONLY public.payment_anomalies
+    ADD CONSTRAINT payment_anomalies_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
+ALTER TABLE ONLY public.payment_bills
+    ADD CONSTRAINT payment_bills_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES public.payment_attempts(id);
+ALTER TABLE ONLY public.payment_bills
+    ADD CONSTRAINT payment_bills_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
 ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_claimant_account_id_fkey FOREIGN KEY (claimant_account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_holder_account_id_fkey FOREIGN KEY (holder_account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.refresh_tokens
     ADD CONSTRAINT refresh_tokens_session_id_fkey FOREIGN KEY (session_id) REFERENCES public.auth_sessions(id);
+ALTER TABLE ONLY public.refund_requests
+    ADD CONSTRAINT refund_requests_anomaly_id_fkey FOREIGN KEY (anomaly_id) REFERENCES public.payment_anomalies(id);
+ALTER TABLE ONLY public.refund_requests
+    ADD CONSTRAINT refund_requests_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES public.payment_attempts(id);
+ALTER TABLE ONLY public.refund_requests
+    ADD CONSTRAINT refund_requests_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
+ALTER TABLE ONLY public.refund_requests
+    ADD CONSTRAINT refund_requests_dispute_fk FOREIGN KEY (dispute_id) REFERENCES public.disputes(id);
 ALTER TABLE ONLY public.spaces
     ADD CONSTRAINT spaces_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.tariff_versions

@@ -8,6 +8,7 @@ from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
 from parking.db.cli import db
 from parking.ledger.cli import ledger
+from parking.payments.cli import payments
 from parking.payments.sandbox.cli import sandbox_pay
 from parking.qr.cli import qr
 from parking.seed.cli import seed
@@ -33,3 +34,4 @@ main.add_command(ledger)
 main.add_command(sandbox_pay)
 main.add_command(drivers)
 main.add_command(qr)
+main.add_command(payments)

@@ -32,6 +32,17 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("PARKING_API_PORT", "8000", "port the API listens on"),
     ("PARKING_API_WORKERS", "1", "API worker processes"),
     ("PARKING_SANDBOX_PORT", "8090", "port of the sandbox payment provider (`make run`)"),
+    (
+        "PARKING_WECHATPAY_CONFIG",
+        "(the sandbox's merchant.json)",
+        "WeChat Pay merchant config file (JSON: mchid, keys, base_url)",
+    ),
+    ("PARKING_ALIPAY_CONFIG", "(unset: no Alipay)", "Alipay app config file (JSON)"),
+    (
+        "PARKING_NOTIFY_BASE_URL",
+        "(http://API host:port)",
+        "public base URL providers post notifications to",
+    ),
     ("PARKING_JWT_KEY", "(from the stack)", "HMAC key that signs the API's access tokens"),
     ("PARKING_LOG_LEVEL", "info", "debug, info, warning or error"),
     ("PARKING_LOG_FORMAT", "json", "json (production) or console (human)"),

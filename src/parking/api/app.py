@@ -17,7 +17,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, ControllerRouterHandler, Receive, Scope, Send
 
 from parking import config
-from parking.api import drivers, pricing_rules, tariffs
+from parking.api import drivers, payments, pricing_rules, tariffs
 from parking.api.auth import BearerAuth
 from parking.api.health import healthz, readyz
 from parking.api.infra import lifespan_for
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         *tariffs.ROUTES,
         *pricing_rules.ROUTES,
         *drivers.ROUTES,
+        *payments.ROUTES,
     ]
     document_problems(handlers)
     return Litestar(

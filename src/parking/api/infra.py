@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import asyncpg
+import httpx
 import redis.asyncio as aioredis
 from litestar import Litestar
 
+from parking.clock import SystemClock
 from parking.config import Settings
 from parking.devices.publisher import Publisher
+from parking.payments import service as payments
+from parking.payments.port import PaymentProvider
 
 
 @dataclass(slots=True)
@@ -22,6 +27,10 @@ class Infra:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     publisher: Publisher
+    #: payment provider adapters by name, built once (parking.payments.service.build_providers)
+    providers: dict[str, PaymentProvider] = field(default_factory=dict)
+    #: the public URL providers post notifications to ($PARKING_NOTIFY_BASE_URL)
+    notify_base_url: str = ""
 
 
 @asynccontextmanager
@@ -66,10 +75,25 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             role="api",
         )
         publisher.start()
-        app.state.infra = Infra(settings=settings, pool=pool, redis=client, publisher=publisher)
+        # Provider calls go to configured hosts only: no proxies from the
+        # environment, no redirects.
+        payments_http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        app.state.infra = Infra(
+            settings=settings,
+            pool=pool,
+            redis=client,
+            publisher=publisher,
+            providers=payments.build_providers(
+                os.environ, settings.stack_dir, http=payments_http, clock=SystemClock()
+            ),
+            notify_base_url=payments.notify_base_url(
+                os.environ, api_host=settings.api_host, api_port=settings.api_port
+            ),
+        )
         try:
             yield
         finally:
+            await payments_http.aclose()
             publisher.stop()
             await client.aclose()
             await asyncio.wait_for(pool.close(), timeout=10)

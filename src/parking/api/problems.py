@@ -42,6 +42,15 @@ from parking.bills.model import (
 )
 from parking.errors import Conflict, InvalidInput, NotFound, ParkingError
 from parking.ledger.model import IdempotencyConflict
+from parking.payments.model import (
+    DisputeClosed,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    MandateNotAuthorised,
+    PaymentInProgress,
+    UnknownProvider,
+)
+from parking.payments.port import ProviderRejected, ProviderUnavailable
 from parking.plates import PlateError
 from parking.pricing.model import PricingError
 from parking.qr.model import ExpiredQr, ForgedQr, MalformedQr, UnknownQrKey
@@ -99,6 +108,14 @@ STATUS_FOR: dict[type[Exception], tuple[int, str]] = {
     # A request body that is not UTF-8: Litestar's JSON decoding lets it escape as
     # a UnicodeDecodeError (a 500) instead of a decode error.
     UnicodeDecodeError: (400, "invalid-input"),
+    PaymentInProgress: (409, "payment-in-progress"),
+    IdempotencyKeyInFlight: (409, "idempotency-key-in-flight"),
+    IdempotencyKeyReused: (422, "idempotency-key-reused"),
+    UnknownProvider: (400, "unknown-provider"),
+    DisputeClosed: (409, "dispute-closed"),
+    MandateNotAuthorised: (409, "mandate-not-authorised"),
+    ProviderRejected: (502, "provider-rejected"),
+    ProviderUnavailable: (503, "provider-unavailable"),
 }
 
 

@@ -66,5 +66,7 @@ def run() -> None:
     children = [
         Child("api", [*me, "api"]),
         Child("sandbox-pay", [*me, "sandbox-pay", "--port", str(settings.sandbox_port)]),
+        # Settles payments whose notification never came (P7) and expires the rest.
+        Child("payments-sweeper", [*me, "payments", "sweep"]),
     ]
     sys.exit(supervise(children, banner))
