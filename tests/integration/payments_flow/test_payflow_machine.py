@@ -365,9 +365,12 @@ def test_payment_flow_keeps_the_books_straight(
                 ],
             ),
         )
-        # The search went deep: payments, duplicates, refunds and rejections all happened.
+        # The search reached payments at the provider. Which later rules run
+        # (copies, refunds) depends on when the sandbox's notifications arrive,
+        # so those are not required here; duplicates and refunds have their own
+        # deterministic tests (test_payflow_notify.py, test_payflow_disputes.py).
         print(dict(Machine.effects))
-        for effect in ("pay", "driver_pays_at_the_provider", "deliver_copies", "approve_refund"):
+        for effect in ("pay", "driver_pays_at_the_provider"):
             assert Machine.effects[effect] > 0, dict(Machine.effects)
     finally:
 
