@@ -368,7 +368,7 @@ def test_payment_flow_keeps_the_books_straight(
         # The search reached payments at the provider. Which later rules run
         # (copies, refunds) depends on when the sandbox's notifications arrive,
         # so those are not required here; duplicates and refunds have their own
-        # deterministic tests (test_payflow_notify.py, test_payflow_disputes.py).
+        # deterministic tests (test_payflow_notifications.py, test_payflow_disputes.py).
         print(dict(Machine.effects))
         for effect in ("pay", "driver_pays_at_the_provider"):
             assert Machine.effects[effect] > 0, dict(Machine.effects)
