@@ -40,10 +40,8 @@ from parking.bills.model import (
     RefundProviderMismatch,
     UnknownBill,
 )
-from parking.devices.model import BrokerReloadTimeout
 from parking.errors import Conflict, InvalidInput, NotFound, ParkingError
 from parking.ledger.model import IdempotencyConflict
-from parking.occupancy.model import CoreNotReady
 from parking.payments.model import (
     DisputeClosed,
     IdempotencyKeyInFlight,
@@ -118,8 +116,6 @@ STATUS_FOR: dict[type[Exception], tuple[int, str]] = {
     MandateNotAuthorised: (409, "mandate-not-authorised"),
     ProviderRejected: (502, "provider-rejected"),
     ProviderUnavailable: (503, "provider-unavailable"),
-    BrokerReloadTimeout: (503, "broker-reload-timeout"),
-    CoreNotReady: (503, "occupancy-core-loading"),
 }
 
 
