@@ -7,6 +7,31 @@ BEGIN
               HINT = 'correct the ledger with a reversing transaction';
 END;
 $$;
+CREATE FUNCTION public.ensure_event_partitions(month date) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    first date := date_trunc('month', month)::date;
+    suffix text := to_char(first, 'YYYY_MM');
+    parent text;
+BEGIN
+    FOREACH parent IN ARRAY ARRAY['passages', 'space_events'] LOOP
+        IF to_regclass(parent || '_' || suffix) IS NULL THEN
+            -- Two persisters may race here; the lock makes the check-then-create atomic.
+            PERFORM pg_advisory_xact_lock(hashtext(parent || '_' || suffix));
+            IF to_regclass(parent || '_' || suffix) IS NULL THEN
+                EXECUTE format(
+                    'CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                    parent || '_' || suffix, parent,
+                    -- month boundaries in UTC, whatever the session's TimeZone
+                    to_char(first, 'YYYY-MM-DD') || ' 00:00:00+00',
+                    to_char(first + interval '1 month', 'YYYY-MM-DD') || ' 00:00:00+00'
+                );
+            END IF;
+        END IF;
+    END LOOP;
+END
+$$;
 CREATE FUNCTION public.ledger_check_balanced() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -61,6 +86,11 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+CREATE FUNCTION public.session_status_rank(status text) RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT array_position(ARRAY['open', 'superseded', 'closed', 'voided'], status)
+$$;
 CREATE FUNCTION public.vehicles_check_per_account() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -91,6 +121,22 @@ CREATE TABLE public.accounts (
     CONSTRAINT accounts_id_check CHECK ((id ~ '^acc-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
     CONSTRAINT accounts_phone_check CHECK ((phone ~ '^\+861[3-9][0-9]{9}$'::text)),
     CONSTRAINT accounts_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text])))
+);
+CREATE TABLE public.anomalies (
+    id text NOT NULL,
+    kind text NOT NULL,
+    lot_id text,
+    device_id text,
+    plate text,
+    session_id text,
+    image_ref text,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL,
+    status text DEFAULT 'open'::text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    resolved_at timestamp with time zone,
+    resolution text,
+    CONSTRAINT anomalies_resolved_has_time CHECK (((status = 'resolved'::text) = (resolved_at IS NOT NULL))),
+    CONSTRAINT anomalies_status_check CHECK ((status = ANY (ARRAY['open'::text, 'resolved'::text])))
 );
 CREATE TABLE public.audit_log (
     id bigint NOT NULL,
@@ -212,6 +258,39 @@ CREATE TABLE public.contactless_mandates (
     CONSTRAINT contactless_mandates_plate_check CHECK (((length(plate) >= 1) AND (length(plate) <= 16))),
     CONSTRAINT contactless_mandates_plate_color_check CHECK (((length(plate_color) >= 1) AND (length(plate_color) <= 16))),
     CONSTRAINT contactless_mandates_state_check CHECK ((state = ANY (ARRAY['active'::text, 'paused'::text, 'revoked'::text])))
+);
+CREATE TABLE public.dead_letters (
+    id bigint NOT NULL,
+    source text NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    topic text NOT NULL,
+    device_id text,
+    seq bigint,
+    reason text NOT NULL,
+    payload bytea NOT NULL,
+    CONSTRAINT dead_letters_reason_check CHECK ((reason <> ''::text))
+);
+CREATE SEQUENCE public.dead_letters_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+ALTER SEQUENCE public.dead_letters_id_seq OWNED BY public.dead_letters.id;
+CREATE TABLE public.device_events (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    kind text NOT NULL,
+    observed_at timestamp with time zone,
+    received_at timestamp with time zone NOT NULL,
+    CONSTRAINT device_events_kind_check CHECK ((kind = ANY (ARRAY['passage'::text, 'space_state'::text, 'dead_letter'::text]))),
+    CONSTRAINT device_events_seq_check CHECK (((seq >= 1) AND (seq <= '9007199254740992'::bigint)))
+);
+CREATE TABLE public.device_watermarks (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT device_watermarks_seq_check CHECK ((seq >= 0))
 );
 CREATE TABLE public.devices (
     device_id text NOT NULL,
@@ -379,6 +458,457 @@ CREATE TABLE public.monthly_passes (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     revoked_at timestamp with time zone,
     CONSTRAINT monthly_passes_period_check CHECK ((valid_until > valid_from))
+);
+CREATE TABLE public.passages (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+)
+PARTITION BY RANGE (received_at);
+CREATE TABLE public.passages_2026_01 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_02 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_03 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_04 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_05 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_06 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_07 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_08 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_09 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_10 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_11 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2026_12 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_01 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_02 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_03 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_04 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_05 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_06 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_07 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_08 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_09 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_10 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_11 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
+);
+CREATE TABLE public.passages_2027_12 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    lane_id text NOT NULL,
+    direction text NOT NULL,
+    plate text,
+    plate_raw text,
+    plate_color text,
+    confidence real,
+    image_ref text,
+    outcome text NOT NULL,
+    hold_reason text,
+    session_id text,
+    CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.payment_anomalies (
     id text NOT NULL,
@@ -558,6 +1088,294 @@ CREATE TABLE public.schema_migrations (
     checksum text NOT NULL,
     applied_at timestamp with time zone DEFAULT now() NOT NULL
 );
+CREATE TABLE public.sessions (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.space_events (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+)
+PARTITION BY RANGE (received_at);
+CREATE TABLE public.space_events_2026_01 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_02 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_03 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_04 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_05 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_06 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_07 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_08 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_09 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_10 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_11 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2026_12 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_01 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_02 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_03 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_04 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_05 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_06 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_07 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_08 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_09 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_10 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_11 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_events_2027_12 (
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    battery_pct smallint
+);
+CREATE TABLE public.space_states (
+    lot_id text NOT NULL,
+    space_id text NOT NULL,
+    occupied boolean NOT NULL,
+    device_id text NOT NULL,
+    seq bigint NOT NULL,
+    observed_at timestamp with time zone NOT NULL,
+    received_at timestamp with time zone NOT NULL
+);
 CREATE TABLE public.spaces (
     lot_id text NOT NULL,
     space_id text NOT NULL,
@@ -600,10 +1418,61 @@ CREATE TABLE public.vehicles (
     CONSTRAINT vehicles_release_check CHECK (((released_at IS NULL) = (released_reason IS NULL))),
     CONSTRAINT vehicles_released_reason_check CHECK ((released_reason = ANY (ARRAY['unbound'::text, 'claimed'::text])))
 );
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_01 FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_02 FOR VALUES FROM ('2026-02-01 00:00:00+00') TO ('2026-03-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_03 FOR VALUES FROM ('2026-03-01 00:00:00+00') TO ('2026-04-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_04 FOR VALUES FROM ('2026-04-01 00:00:00+00') TO ('2026-05-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_05 FOR VALUES FROM ('2026-05-01 00:00:00+00') TO ('2026-06-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_06 FOR VALUES FROM ('2026-06-01 00:00:00+00') TO ('2026-07-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_07 FOR VALUES FROM ('2026-07-01 00:00:00+00') TO ('2026-08-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_08 FOR VALUES FROM ('2026-08-01 00:00:00+00') TO ('2026-09-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_09 FOR VALUES FROM ('2026-09-01 00:00:00+00') TO ('2026-10-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_10 FOR VALUES FROM ('2026-10-01 00:00:00+00') TO ('2026-11-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_11 FOR VALUES FROM ('2026-11-01 00:00:00+00') TO ('2026-12-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_12 FOR VALUES FROM ('2026-12-01 00:00:00+00') TO ('2027-01-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_01 FOR VALUES FROM ('2027-01-01 00:00:00+00') TO ('2027-02-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_02 FOR VALUES FROM ('2027-02-01 00:00:00+00') TO ('2027-03-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_03 FOR VALUES FROM ('2027-03-01 00:00:00+00') TO ('2027-04-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_04 FOR VALUES FROM ('2027-04-01 00:00:00+00') TO ('2027-05-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_05 FOR VALUES FROM ('2027-05-01 00:00:00+00') TO ('2027-06-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_06 FOR VALUES FROM ('2027-06-01 00:00:00+00') TO ('2027-07-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_07 FOR VALUES FROM ('2027-07-01 00:00:00+00') TO ('2027-08-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_08 FOR VALUES FROM ('2027-08-01 00:00:00+00') TO ('2027-09-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_09 FOR VALUES FROM ('2027-09-01 00:00:00+00') TO ('2027-10-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_10 FOR VALUES FROM ('2027-10-01 00:00:00+00') TO ('2027-11-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_11 FOR VALUES FROM ('2027-11-01 00:00:00+00') TO ('2027-12-01 00:00:00+00');
+ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_12 FOR VALUES FROM ('2027-12-01 00:00:00+00') TO ('2028-01-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_01 FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_02 FOR VALUES FROM ('2026-02-01 00:00:00+00') TO ('2026-03-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_03 FOR VALUES FROM ('2026-03-01 00:00:00+00') TO ('2026-04-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_04 FOR VALUES FROM ('2026-04-01 00:00:00+00') TO ('2026-05-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_05 FOR VALUES FROM ('2026-05-01 00:00:00+00') TO ('2026-06-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_06 FOR VALUES FROM ('2026-06-01 00:00:00+00') TO ('2026-07-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_07 FOR VALUES FROM ('2026-07-01 00:00:00+00') TO ('2026-08-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_08 FOR VALUES FROM ('2026-08-01 00:00:00+00') TO ('2026-09-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_09 FOR VALUES FROM ('2026-09-01 00:00:00+00') TO ('2026-10-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_10 FOR VALUES FROM ('2026-10-01 00:00:00+00') TO ('2026-11-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_11 FOR VALUES FROM ('2026-11-01 00:00:00+00') TO ('2026-12-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_12 FOR VALUES FROM ('2026-12-01 00:00:00+00') TO ('2027-01-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_01 FOR VALUES FROM ('2027-01-01 00:00:00+00') TO ('2027-02-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_02 FOR VALUES FROM ('2027-02-01 00:00:00+00') TO ('2027-03-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_03 FOR VALUES FROM ('2027-03-01 00:00:00+00') TO ('2027-04-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_04 FOR VALUES FROM ('2027-04-01 00:00:00+00') TO ('2027-05-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_05 FOR VALUES FROM ('2027-05-01 00:00:00+00') TO ('2027-06-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_06 FOR VALUES FROM ('2027-06-01 00:00:00+00') TO ('2027-07-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_07 FOR VALUES FROM ('2027-07-01 00:00:00+00') TO ('2027-08-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_08 FOR VALUES FROM ('2027-08-01 00:00:00+00') TO ('2027-09-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_09 FOR VALUES FROM ('2027-09-01 00:00:00+00') TO ('2027-10-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_10 FOR VALUES FROM ('2027-10-01 00:00:00+00') TO ('2027-11-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_11 FOR VALUES FROM ('2027-11-01 00:00:00+00') TO ('2027-12-01 00:00:00+00');
+ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_12 FOR VALUES FROM ('2027-12-01 00:00:00+00') TO ('2028-01-01 00:00:00+00');
+ALTER TABLE ONLY public.dead_letters ALTER COLUMN id SET DEFAULT nextval('public.dead_letters_id_seq'::regclass);
 ALTER TABLE ONLY public.accounts
     ADD CONSTRAINT accounts_phone_unique UNIQUE (phone);
 ALTER TABLE ONLY public.accounts
     ADD CONSTRAINT accounts_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.anomalies
+    ADD CONSTRAINT anomalies_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.audit_log
     ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.auth_sessions
@@ -624,6 +1493,14 @@ ALTER TABLE ONLY public.contactless_deductions
     ADD CONSTRAINT contactless_deductions_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.contactless_mandates
     ADD CONSTRAINT contactless_mandates_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.dead_letters
+    ADD CONSTRAINT dead_letters_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.dead_letters
+    ADD CONSTRAINT dead_letters_source_key UNIQUE (source);
+ALTER TABLE ONLY public.device_events
+    ADD CONSTRAINT device_events_pkey PRIMARY KEY (device_id, seq);
+ALTER TABLE ONLY public.device_watermarks
+    ADD CONSTRAINT device_watermarks_pkey PRIMARY KEY (device_id);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_pkey PRIMARY KEY (device_id);
 ALTER TABLE ONLY public.disputes
@@ -658,6 +1535,56 @@ ALTER TABLE ONLY public.lots
     ADD CONSTRAINT lots_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.monthly_passes
     ADD CONSTRAINT monthly_passes_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.passages
+    ADD CONSTRAINT passages_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_01
+    ADD CONSTRAINT passages_2026_01_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_02
+    ADD CONSTRAINT passages_2026_02_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_03
+    ADD CONSTRAINT passages_2026_03_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_04
+    ADD CONSTRAINT passages_2026_04_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_05
+    ADD CONSTRAINT passages_2026_05_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_06
+    ADD CONSTRAINT passages_2026_06_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_07
+    ADD CONSTRAINT passages_2026_07_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_08
+    ADD CONSTRAINT passages_2026_08_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_09
+    ADD CONSTRAINT passages_2026_09_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_10
+    ADD CONSTRAINT passages_2026_10_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_11
+    ADD CONSTRAINT passages_2026_11_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2026_12
+    ADD CONSTRAINT passages_2026_12_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_01
+    ADD CONSTRAINT passages_2027_01_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_02
+    ADD CONSTRAINT passages_2027_02_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_03
+    ADD CONSTRAINT passages_2027_03_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_04
+    ADD CONSTRAINT passages_2027_04_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_05
+    ADD CONSTRAINT passages_2027_05_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_06
+    ADD CONSTRAINT passages_2027_06_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_07
+    ADD CONSTRAINT passages_2027_07_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_08
+    ADD CONSTRAINT passages_2027_08_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_09
+    ADD CONSTRAINT passages_2027_09_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_10
+    ADD CONSTRAINT passages_2027_10_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_11
+    ADD CONSTRAINT passages_2027_11_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.passages_2027_12
+    ADD CONSTRAINT passages_2027_12_pkey PRIMARY KEY (device_id, seq, received_at);
 ALTER TABLE ONLY public.payment_anomalies
     ADD CONSTRAINT payment_anomalies_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.payment_anomalies
@@ -688,6 +1615,60 @@ ALTER TABLE ONLY public.refund_requests
     ADD CONSTRAINT refund_requests_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+ALTER TABLE ONLY public.sessions
+    ADD CONSTRAINT sessions_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.space_events
+    ADD CONSTRAINT space_events_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_01
+    ADD CONSTRAINT space_events_2026_01_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_02
+    ADD CONSTRAINT space_events_2026_02_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_03
+    ADD CONSTRAINT space_events_2026_03_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_04
+    ADD CONSTRAINT space_events_2026_04_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_05
+    ADD CONSTRAINT space_events_2026_05_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_06
+    ADD CONSTRAINT space_events_2026_06_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_07
+    ADD CONSTRAINT space_events_2026_07_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_08
+    ADD CONSTRAINT space_events_2026_08_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_09
+    ADD CONSTRAINT space_events_2026_09_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_10
+    ADD CONSTRAINT space_events_2026_10_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_11
+    ADD CONSTRAINT space_events_2026_11_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2026_12
+    ADD CONSTRAINT space_events_2026_12_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_01
+    ADD CONSTRAINT space_events_2027_01_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_02
+    ADD CONSTRAINT space_events_2027_02_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_03
+    ADD CONSTRAINT space_events_2027_03_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_04
+    ADD CONSTRAINT space_events_2027_04_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_05
+    ADD CONSTRAINT space_events_2027_05_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_06
+    ADD CONSTRAINT space_events_2027_06_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_07
+    ADD CONSTRAINT space_events_2027_07_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_08
+    ADD CONSTRAINT space_events_2027_08_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_09
+    ADD CONSTRAINT space_events_2027_09_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_10
+    ADD CONSTRAINT space_events_2027_10_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_11
+    ADD CONSTRAINT space_events_2027_11_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_events_2027_12
+    ADD CONSTRAINT space_events_2027_12_pkey PRIMARY KEY (device_id, seq, received_at);
+ALTER TABLE ONLY public.space_states
+    ADD CONSTRAINT space_states_pkey PRIMARY KEY (lot_id, space_id);
 ALTER TABLE ONLY public.spaces
     ADD CONSTRAINT spaces_pkey PRIMARY KEY (lot_id, space_id);
 ALTER TABLE ONLY public.tariff_versions
@@ -700,6 +1681,8 @@ ALTER TABLE ONLY public.vehicle_class_overrides
     ADD CONSTRAINT vehicle_class_overrides_pkey PRIMARY KEY (plate);
 ALTER TABLE ONLY public.vehicles
     ADD CONSTRAINT vehicles_pkey PRIMARY KEY (id);
+CREATE INDEX anomalies_device_open_idx ON public.anomalies USING btree (device_id) WHERE (status = 'open'::text);
+CREATE INDEX anomalies_open_idx ON public.anomalies USING btree (kind, created_at) WHERE (status = 'open'::text);
 CREATE INDEX audit_log_target_idx ON public.audit_log USING btree (target, at);
 CREATE INDEX auth_sessions_account_idx ON public.auth_sessions USING btree (account_id) WHERE (revoked_at IS NULL);
 CREATE INDEX bill_events_bill_idx ON public.bill_events USING btree (bill_id, id);
@@ -710,6 +1693,7 @@ CREATE INDEX bills_owed_by_plate_idx ON public.bills USING btree (plate, closed_
 CREATE INDEX bills_tariff_idx ON public.bills USING btree (tariff_id, tariff_version);
 CREATE INDEX contactless_mandates_account_idx ON public.contactless_mandates USING btree (account_id) WHERE (account_id IS NOT NULL);
 CREATE UNIQUE INDEX contactless_mandates_live_idx ON public.contactless_mandates USING btree (provider, plate) WHERE (state <> 'revoked'::text);
+CREATE INDEX dead_letters_received_idx ON public.dead_letters USING btree (received_at);
 CREATE INDEX devices_lot_idx ON public.devices USING btree (lot_id);
 CREATE UNIQUE INDEX devices_one_gate_per_lane ON public.devices USING btree (lot_id, lane_id) WHERE ((kind = 'gate'::text) AND (revoked_at IS NULL));
 CREATE UNIQUE INDEX devices_one_sensor_per_space ON public.devices USING btree (lot_id, space_id) WHERE ((kind = 'sensor'::text) AND (revoked_at IS NULL));
@@ -722,6 +1706,56 @@ CREATE INDEX lot_group_members_lot_idx ON public.lot_group_members USING btree (
 CREATE INDEX lot_tariffs_tariff_idx ON public.lot_tariffs USING btree (tariff_id);
 CREATE INDEX lots_district_idx ON public.lots USING btree (district_code);
 CREATE INDEX monthly_passes_plate_idx ON public.monthly_passes USING btree (plate) WHERE (revoked_at IS NULL);
+CREATE INDEX passages_lot_idx ON ONLY public.passages USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_01_lot_id_received_at_idx ON public.passages_2026_01 USING btree (lot_id, received_at);
+CREATE INDEX passages_plate_idx ON ONLY public.passages USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_01_plate_received_at_idx ON public.passages_2026_01 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_02_lot_id_received_at_idx ON public.passages_2026_02 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_02_plate_received_at_idx ON public.passages_2026_02 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_03_lot_id_received_at_idx ON public.passages_2026_03 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_03_plate_received_at_idx ON public.passages_2026_03 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_04_lot_id_received_at_idx ON public.passages_2026_04 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_04_plate_received_at_idx ON public.passages_2026_04 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_05_lot_id_received_at_idx ON public.passages_2026_05 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_05_plate_received_at_idx ON public.passages_2026_05 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_06_lot_id_received_at_idx ON public.passages_2026_06 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_06_plate_received_at_idx ON public.passages_2026_06 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_07_lot_id_received_at_idx ON public.passages_2026_07 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_07_plate_received_at_idx ON public.passages_2026_07 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_08_lot_id_received_at_idx ON public.passages_2026_08 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_08_plate_received_at_idx ON public.passages_2026_08 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_09_lot_id_received_at_idx ON public.passages_2026_09 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_09_plate_received_at_idx ON public.passages_2026_09 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_10_lot_id_received_at_idx ON public.passages_2026_10 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_10_plate_received_at_idx ON public.passages_2026_10 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_11_lot_id_received_at_idx ON public.passages_2026_11 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_11_plate_received_at_idx ON public.passages_2026_11 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2026_12_lot_id_received_at_idx ON public.passages_2026_12 USING btree (lot_id, received_at);
+CREATE INDEX passages_2026_12_plate_received_at_idx ON public.passages_2026_12 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_01_lot_id_received_at_idx ON public.passages_2027_01 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_01_plate_received_at_idx ON public.passages_2027_01 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_02_lot_id_received_at_idx ON public.passages_2027_02 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_02_plate_received_at_idx ON public.passages_2027_02 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_03_lot_id_received_at_idx ON public.passages_2027_03 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_03_plate_received_at_idx ON public.passages_2027_03 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_04_lot_id_received_at_idx ON public.passages_2027_04 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_04_plate_received_at_idx ON public.passages_2027_04 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_05_lot_id_received_at_idx ON public.passages_2027_05 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_05_plate_received_at_idx ON public.passages_2027_05 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_06_lot_id_received_at_idx ON public.passages_2027_06 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_06_plate_received_at_idx ON public.passages_2027_06 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_07_lot_id_received_at_idx ON public.passages_2027_07 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_07_plate_received_at_idx ON public.passages_2027_07 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_08_lot_id_received_at_idx ON public.passages_2027_08 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_08_plate_received_at_idx ON public.passages_2027_08 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_09_lot_id_received_at_idx ON public.passages_2027_09 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_09_plate_received_at_idx ON public.passages_2027_09 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_10_lot_id_received_at_idx ON public.passages_2027_10 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_10_plate_received_at_idx ON public.passages_2027_10 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_11_lot_id_received_at_idx ON public.passages_2027_11 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_11_plate_received_at_idx ON public.passages_2027_11 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
+CREATE INDEX passages_2027_12_lot_id_received_at_idx ON public.passages_2027_12 USING btree (lot_id, received_at);
+CREATE INDEX passages_2027_12_plate_received_at_idx ON public.passages_2027_12 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
 CREATE INDEX payment_anomalies_open_idx ON public.payment_anomalies USING btree (created_at) WHERE (status = 'open'::text);
 CREATE INDEX payment_anomalies_order_idx ON public.payment_anomalies USING btree (provider, out_trade_no);
 CREATE INDEX payment_attempts_sweep_idx ON public.payment_attempts USING btree (created_at) WHERE ((status = 'pending'::text) OR recheck);
@@ -734,8 +1768,156 @@ CREATE UNIQUE INDEX refresh_tokens_access_jti_idx ON public.refresh_tokens USING
 CREATE INDEX refresh_tokens_session_idx ON public.refresh_tokens USING btree (session_id);
 CREATE INDEX refund_requests_bill_idx ON public.refund_requests USING btree (bill_id) WHERE (bill_id IS NOT NULL);
 CREATE INDEX refund_requests_pending_idx ON public.refund_requests USING btree (created_at) WHERE (status = 'approved'::text);
+CREATE INDEX sessions_lot_open_idx ON public.sessions USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE UNIQUE INDEX sessions_one_open_per_plate ON public.sessions USING btree (plate) WHERE (status = 'open'::text);
+CREATE INDEX sessions_plate_idx ON public.sessions USING btree (plate, entry_at);
+CREATE INDEX space_events_space_idx ON ONLY public.space_events USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_01_lot_id_space_id_received_at_idx ON public.space_events_2026_01 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_02_lot_id_space_id_received_at_idx ON public.space_events_2026_02 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_03_lot_id_space_id_received_at_idx ON public.space_events_2026_03 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_04_lot_id_space_id_received_at_idx ON public.space_events_2026_04 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_05_lot_id_space_id_received_at_idx ON public.space_events_2026_05 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_06_lot_id_space_id_received_at_idx ON public.space_events_2026_06 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_07_lot_id_space_id_received_at_idx ON public.space_events_2026_07 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_08_lot_id_space_id_received_at_idx ON public.space_events_2026_08 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_09_lot_id_space_id_received_at_idx ON public.space_events_2026_09 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_10_lot_id_space_id_received_at_idx ON public.space_events_2026_10 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_11_lot_id_space_id_received_at_idx ON public.space_events_2026_11 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2026_12_lot_id_space_id_received_at_idx ON public.space_events_2026_12 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_01_lot_id_space_id_received_at_idx ON public.space_events_2027_01 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_02_lot_id_space_id_received_at_idx ON public.space_events_2027_02 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_03_lot_id_space_id_received_at_idx ON public.space_events_2027_03 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_04_lot_id_space_id_received_at_idx ON public.space_events_2027_04 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_05_lot_id_space_id_received_at_idx ON public.space_events_2027_05 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_06_lot_id_space_id_received_at_idx ON public.space_events_2027_06 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_07_lot_id_space_id_received_at_idx ON public.space_events_2027_07 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_08_lot_id_space_id_received_at_idx ON public.space_events_2027_08 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_09_lot_id_space_id_received_at_idx ON public.space_events_2027_09 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_10_lot_id_space_id_received_at_idx ON public.space_events_2027_10 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_11_lot_id_space_id_received_at_idx ON public.space_events_2027_11 USING btree (lot_id, space_id, received_at);
+CREATE INDEX space_events_2027_12_lot_id_space_id_received_at_idx ON public.space_events_2027_12 USING btree (lot_id, space_id, received_at);
 CREATE INDEX vehicles_account_idx ON public.vehicles USING btree (account_id, bound_at) WHERE (released_at IS NULL);
 CREATE UNIQUE INDEX vehicles_one_holder_per_plate ON public.vehicles USING btree (plate) WHERE (released_at IS NULL);
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_01_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_01_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_01_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_02_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_02_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_02_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_03_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_03_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_03_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_04_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_04_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_04_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_05_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_05_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_05_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_06_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_06_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_06_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_07_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_07_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_07_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_08_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_08_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_08_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_09_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_09_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_09_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_10_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_10_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_10_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_11_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_11_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_11_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_12_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_12_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_12_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_01_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_01_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_01_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_02_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_02_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_02_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_03_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_03_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_03_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_04_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_04_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_04_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_05_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_05_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_05_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_06_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_06_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_06_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_07_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_07_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_07_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_08_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_08_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_08_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_09_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_09_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_09_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_10_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_10_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_10_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_11_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_11_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_11_plate_received_at_idx;
+ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_12_lot_id_received_at_idx;
+ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_12_pkey;
+ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_12_plate_received_at_idx;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_01_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_01_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_02_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_02_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_03_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_03_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_04_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_04_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_05_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_05_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_06_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_06_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_07_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_07_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_08_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_08_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_09_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_09_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_10_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_10_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_11_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_11_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_12_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_12_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_01_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_01_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_02_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_02_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_03_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_03_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_04_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_04_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_05_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_05_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_06_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_06_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_07_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_07_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_08_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_08_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_09_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_09_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_10_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_10_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_11_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_11_pkey;
+ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_12_lot_id_space_id_received_at_idx;
+ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_12_pkey;
 CREATE TRIGGER bill_events_append_only BEFORE DELETE OR UPDATE ON public.bill_events FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER bill_events_no_truncate BEFORE TRUNCATE ON public.bill_events FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER ledger_accounts_append_only BEFORE DELETE OR UPDATE ON public.ledger_accounts FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();

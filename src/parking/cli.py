@@ -8,13 +8,17 @@ from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
 from parking.db.cli import db
 from parking.ledger.cli import ledger
+from parking.occupancy.cli import anomalies, deadletters, occupancy
 from parking.payments.cli import payments
 from parking.payments.sandbox.cli import sandbox_pay
 from parking.qr.cli import qr
 from parking.seed.cli import seed
+from parking.sessions.cli import sessions
 from parking.stack.cli import stack
 from parking.tariffs.cli import tariff
 from parking.workers.api import api
+from parking.workers.gateway import gateway
+from parking.workers.persister import persister
 from parking.workers.run import run
 
 
@@ -32,6 +36,12 @@ main.add_command(tariff)
 main.add_command(tokens_group)
 main.add_command(ledger)
 main.add_command(sandbox_pay)
+main.add_command(gateway)
+main.add_command(persister)
+main.add_command(occupancy)
+main.add_command(deadletters)
+main.add_command(anomalies)
+main.add_command(sessions)
 main.add_command(drivers)
 main.add_command(qr)
 main.add_command(payments)

@@ -42,6 +42,7 @@ from parking.bills.model import (
 )
 from parking.errors import Conflict, InvalidInput, NotFound, ParkingError
 from parking.ledger.model import IdempotencyConflict
+from parking.occupancy.model import CoreNotReady
 from parking.payments.model import (
     DisputeClosed,
     IdempotencyKeyInFlight,
@@ -116,6 +117,7 @@ STATUS_FOR: dict[type[Exception], tuple[int, str]] = {
     MandateNotAuthorised: (409, "mandate-not-authorised"),
     ProviderRejected: (502, "provider-rejected"),
     ProviderUnavailable: (503, "provider-unavailable"),
+    CoreNotReady: (503, "occupancy-core-loading"),
 }
 
 

@@ -1,0 +1,349 @@
+"""Ingest benchmark: a 100,000-event backlog drained through the whole pipeline, vs bare paho.
+
+    uv run python bench/bench_ingest.py [--events 100000]
+
+Runs against the stack of the environment (``PARKING_STACK_DIR`` and ports; the
+test stack under ``make bench``), in a scratch database it creates and drops.
+
+1. Two persistent MQTT sessions subscribe to every device topic: a bare paho
+   subscriber that only acks (manual ack, like the gateway), and the gateway
+   (``parking gateway``'s client id, shared subscription).
+2. One paho publisher queues the backlog (half gate passages, entries then exits
+   at 100 lanes of 50 lots, half space states of 100 sensors), waiting for every
+   PUBACK and never more than 20,000 in flight (message ids are 16-bit).
+3. The bare subscriber drains its copy: events/s from its connect to the last ack.
+4. The pipeline drains its copy: ``parking persister`` is already running and
+   idle, ``parking gateway`` starts; events/s from the gateway's MQTT connect to
+   the moment PostgreSQL holds all events (device_events rows).
+
+Prints both rates and their ratio (goal: pipeline >= 0.5x bare and >= 10,000/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import paho.mqtt.client as mqtt
+import redis.asyncio as aioredis
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from parking import config
+from parking.db import migrate
+from parking.devices import service as devices
+from parking.devices.messages import Topics
+from parking.occupancy import rebuild
+from parking.seed import service as seeding
+from parking.stack import service as stack
+
+DB = "bench_ingest"
+GATEWAY_ID = "bench-gateway"
+BARE_ID = "bench-bare"
+#: Its own share group: Mosquitto keeps routing a group's messages to offline
+#: members' sessions, so a leftover bench session must never join the real one.
+SHARE_GROUP = "bench-gateways"
+T0 = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
+
+
+def _db_url(settings: config.Settings, name: str) -> str:
+    return urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{name}"))
+
+
+async def prepare(
+    settings: config.Settings,
+) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]]]:
+    """Scratch database with the city, 100 gates and 100 sensors; Redis rebuilt from it."""
+    admin = await asyncpg.connect(_db_url(settings, "postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {DB}")
+    finally:
+        await admin.close()
+    url = _db_url(settings, DB)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate.migrate(conn)
+        await seeding.seed(conn, city_seed=settings.city_seed, progress=lambda _: None)
+        lanes = await conn.fetch(
+            """SELECT lot_id, lane_id FROM lanes WHERE lane_id IN ('in1', 'out1')
+               ORDER BY lot_id, lane_id LIMIT 100"""
+        )
+        spaces = await conn.fetch(
+            """SELECT s.lot_id, s.space_id FROM spaces s JOIN lots l ON l.id = s.lot_id
+               WHERE l.kind = 'on_street' ORDER BY s.lot_id, s.space_id LIMIT 100"""
+        )
+        gates = []
+        for r in lanes:
+            made = await devices.add_device(
+                conn, lot_id=r["lot_id"], lane_id=r["lane_id"], broker=None
+            )
+            gates.append(
+                (made.device_id, settings_topic(settings).passages(r["lot_id"], r["lane_id"]))
+            )
+        sensors = []
+        for r in spaces:
+            made = await devices.add_device(
+                conn, lot_id=r["lot_id"], space_id=r["space_id"], broker=None
+            )
+            sensors.append(
+                (made.device_id, settings_topic(settings).space_state(r["lot_id"], r["space_id"]))
+            )
+        redis = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            await redis.flushall()
+            report = await rebuild.rebuild(conn, redis, now=datetime.now(UTC), force=True)
+            print(
+                f"core rebuilt from PostgreSQL in {report.seconds:.2f} s "
+                f"({report.lots} lots, {report.spaces} spaces)"
+            )
+        finally:
+            await redis.aclose()
+    finally:
+        await conn.close()
+    return url, gates, sensors
+
+
+def settings_topic(settings: config.Settings) -> Topics:
+    return Topics(settings.topic_prefix)
+
+
+def backlog(
+    n: int, gates: list[tuple[str, str]], sensors: list[tuple[str, str]]
+) -> list[tuple[str, bytes]]:
+    """Half passages (every entry's car leaves later), half space states."""
+    seqs: dict[str, int] = {}
+    out: list[tuple[str, bytes]] = []
+    entries = [g for g in gates if g[1].endswith("/in1/passages")]
+    exits = {g[1].replace("/in1/", "/out1/"): g for g in gates if g[1].endswith("/out1/passages")}
+    passages = n // 2
+    cars = passages // 2
+    for i in range(n):
+        at = (T0 + timedelta(milliseconds=20 * i)).isoformat()
+        if i % 2 == 0 and i // 2 < passages:
+            k = i // 2
+            car = k % cars
+            device, topic = entries[car % len(entries)]
+            direction = "in"
+            if k >= cars:
+                device, topic = exits.get(topic.replace("/in1/", "/out1/"), (device, topic))
+                direction = "out"
+            body = {
+                "direction": direction,
+                "plate": f"赣B{car:05d}",
+                "plate_color": "blue",
+                "confidence": 0.96,
+                "image_ref": f"{device}/{i}.jpg",
+            }
+        else:
+            device, topic = sensors[i % len(sensors)]
+            body = {"occupied": (i // len(sensors)) % 2 == 0, "battery_pct": 80}
+        seqs[device] = seqs.get(device, 0) + 1
+        payload = {"device_id": device, "seq": seqs[device], "observed_at": at, **body}
+        out.append((topic, json.dumps(payload, ensure_ascii=False).encode()))
+    return out
+
+
+def _client(settings: config.Settings, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+    return client
+
+
+def _session_properties() -> Properties:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 1000
+    return props
+
+
+def drop_session(settings: config.Settings, client_id: str) -> None:
+    """Connect with a clean start and leave: the broker forgets the session and its queue."""
+    client = _client(settings, client_id)
+    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True)
+    client.disconnect()
+
+
+def register_session(settings: config.Settings, client_id: str, filters: list[str]) -> None:
+    """Connect with a fresh persistent session, subscribe, leave: the broker now queues for it."""
+    done = threading.Event()
+    client = _client(settings, client_id)
+    client.on_subscribe = lambda *_: done.set()
+    client.connect(
+        settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=_session_properties()
+    )
+    client.loop_start()
+    client.subscribe([(f, 1) for f in filters])
+    assert done.wait(10), f"{client_id} did not subscribe"
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish(settings: config.Settings, messages: list[tuple[str, bytes]]) -> float:
+    acked = 0
+    lock = threading.Condition()
+
+    def on_publish(*_: object) -> None:
+        nonlocal acked
+        with lock:
+            acked += 1
+            lock.notify_all()
+
+    client = _client(settings, "bench-publisher")
+    client.max_inflight_messages_set(100)
+    client.on_publish = on_publish
+    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.loop_start()
+    started = time.perf_counter()
+    for n, (topic, payload) in enumerate(messages, start=1):
+        client.publish(topic, payload, qos=1)
+        if n - acked > 20_000:  # paho's message ids are 16-bit
+            with lock:
+                lock.wait_for(lambda sent=n: sent - acked <= 10_000, timeout=60)  # type: ignore[misc]
+    with lock:
+        lock.wait_for(lambda: acked >= len(messages), timeout=300)
+    elapsed = time.perf_counter() - started
+    client.disconnect()
+    client.loop_stop()
+    assert acked >= len(messages), f"only {acked} of {len(messages)} acknowledged by the broker"
+    return elapsed
+
+
+def drain_bare(settings: config.Settings, total: int) -> float:
+    """The bare paho subscriber: receive and ack, nothing else."""
+    got = 0
+    finished = threading.Event()
+    client = _client(settings, BARE_ID, manual_ack=True)
+
+    def on_message(c: mqtt.Client, _: object, message: mqtt.MQTTMessage) -> None:
+        nonlocal got
+        c.ack(message.mid, message.qos)
+        got += 1
+        if got >= total:
+            finished.set()
+
+    client.on_message = on_message
+    started = time.perf_counter()
+    client.connect(
+        settings.mqtt_host, settings.mqtt_port, clean_start=False, properties=_session_properties()
+    )
+    client.loop_start()
+    ok = finished.wait(600)
+    elapsed = time.perf_counter() - started
+    client.disconnect()
+    client.loop_stop()
+    assert ok, f"bare subscriber got {got} of {total}"
+    return elapsed
+
+
+def _spawn(argv: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def drain_pipeline(
+    settings: config.Settings, url: str, total: int, logs: Path
+) -> tuple[float, float]:
+    env = {
+        **os.environ,
+        "PARKING_DATABASE_URL": url,
+        "PARKING_LOG_FORMAT": "json",
+        "PARKING_LOG_LEVEL": "info",
+    }
+    me = [sys.executable, "-m", "parking"]
+    with (logs / "persister.log").open("wb") as plog, (logs / "gateway.log").open("wb") as glog:
+        persister = _spawn([*me, "persister"], env, plog)
+        conn = await asyncpg.connect(url)
+        try:
+            await asyncio.sleep(1.5)  # the persister is up and idle
+            started = time.perf_counter()
+            gateway = _spawn(
+                [*me, "gateway", "--client-id", GATEWAY_ID, "--share-group", SHARE_GROUP],
+                env,
+                glog,
+            )
+            connected_at = None
+            while True:
+                if (
+                    connected_at is None
+                    and b"mqtt_connected" in (logs / "gateway.log").read_bytes()
+                ):
+                    connected_at = time.perf_counter()
+                n = await conn.fetchval("SELECT count(*) FROM device_events")
+                if n >= total:
+                    break
+                if time.perf_counter() - started > 900:
+                    raise SystemExit(f"pipeline stored only {n} of {total} in 900 s")
+                await asyncio.sleep(0.05)
+            done = time.perf_counter()
+        finally:
+            await conn.close()
+            for proc in (locals().get("gateway"), persister):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+    assert connected_at is not None
+    return done - connected_at, done - started
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    args = parser.parse_args()
+    stack.up(config.load(), log=lambda _: None)
+    settings = config.load()
+    logs = Path(settings.stack_dir) / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    print(f"preparing: city, 100 gates, 100 sensors in database {DB}")
+    url, gates, sensors = await prepare(settings)
+    topics = settings_topic(settings)
+    register_session(settings, BARE_ID, topics.subscriptions(None))
+    register_session(settings, GATEWAY_ID, topics.subscriptions(SHARE_GROUP))
+    messages = backlog(args.events, gates, sensors)
+    took = await asyncio.to_thread(publish, settings, messages)
+    print(
+        f"backlog: {len(messages)} events queued for both sessions in {took:.1f} s "
+        f"({len(messages) / took:,.0f}/s, publisher waiting for PUBACKs)"
+    )
+    bare = await asyncio.to_thread(drain_bare, settings, len(messages))
+    bare_rate = len(messages) / bare
+    print(f"bare paho subscriber (manual ack only): {bare:.2f} s, {bare_rate:,.0f} events/s")
+    pipe, wall = await drain_pipeline(settings, url, len(messages), logs)
+    pipe_rate = len(messages) / pipe
+    print(
+        f"pipeline gateway -> Redis -> persister -> PostgreSQL: {pipe:.2f} s from the gateway's "
+        f"connect to the last event stored ({wall:.2f} s with process start), "
+        f"{pipe_rate:,.0f} events/s"
+    )
+    print(
+        f"ratio pipeline / bare: {pipe_rate / bare_rate:.2f}x "
+        f"(goal >= 0.5x and >= 10,000 events/s: "
+        f"{'met' if pipe_rate / bare_rate >= 0.5 and pipe_rate >= 10_000 else 'NOT met'})"
+    )
+    for client_id in (BARE_ID, GATEWAY_ID):
+        drop_session(settings, client_id)
+    admin = await asyncpg.connect(_db_url(settings, "postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,751 @@
+#!lua name=occupancy
+--
+-- The occupancy core: one Redis function call applies one device event,
+-- atomically and at most once per (device_id, seq). Key schema:
+-- parking/occupancy/keys.py.
+--
+-- Rules every function follows:
+--  * Validate every argument and every precondition first and return before
+--    the first write: a Lua script that fails halfway keeps its earlier writes
+--    (Redis has no rollback).
+--  * Touch only the keys passed in KEYS, all of one hash tag (Redis Cluster).
+--  * Numbers that leave Lua are formatted with %.0f: Lua 5.1 prints numbers
+--    with 14 significant digits, which would corrupt a seq near 2^53.
+--  * Time comes in as an argument (the gateway's clock), never from TIME, so
+--    tests can replay with a fixed clock.
+
+local MAX_SEQ = 9007199254740992  -- 2^53, exact in a Lua double
+local MAX_MS = 253402300799999    -- 9999-12-31T23:59:59.999Z
+
+local function S(n)
+  return string.format('%.0f', n)
+end
+
+-- Parse a decimal integer argument; nil when it is not one or out of range.
+local function int_arg(value, lo, hi)
+  if type(value) ~= 'string' or #value == 0 or #value > 16 or not string.match(value, '^%d+$') then
+    return nil
+  end
+  local n = tonumber(value)
+  if n < lo or n > hi then
+    return nil
+  end
+  return n
+end
+
+local function bad(what)
+  return redis.error_reply('BADARG ' .. what)
+end
+
+local function is_id(value)
+  return type(value) == 'string' and #value >= 1 and #value <= 64
+    and string.match(value, '^[A-Za-z0-9_-]+$') ~= nil
+end
+
+local function is_sid(value)
+  -- session ids: "s-" + ULID, or anything id-like; never contains '|'
+  return type(value) == 'string' and #value >= 1 and #value <= 64
+    and string.match(value, '^[A-Za-z0-9_-]+$') ~= nil
+end
+
+local function is_plate(value)
+  return type(value) == 'string' and #value >= 1 and #value <= 64
+    and string.find(value, '[|:%s]') == nil
+end
+
+-- (device, seq) already applied here? Read-only. Returns it, and the device's
+-- marks {hw, max, wm} (one HMGET for all three).
+local function applied_before(dev, devx, seq)
+  local m = redis.call('HMGET', dev, 'hw', 'max', 'wm')
+  local marks = {tonumber(m[1] or '0'), tonumber(m[2] or '0'), m[3] or '0'}
+  if seq <= marks[1] then
+    return true, marks
+  end
+  if seq <= marks[2] and redis.call('SISMEMBER', devx, S(seq)) == 1 then
+    return true, marks
+  end
+  return false, marks
+end
+
+-- Record (device, seq) as applied, advance the contiguous high-water mark and
+-- report a gap when seq jumps past the highest seq seen (the device's outbox
+-- fills it later; the persister resolves the anomaly when the watermark
+-- passes it).
+local function mark_applied(dev, devx, events, device, seq, marks, now)
+  local hw, max = marks[1], marks[2]
+  local gap = ''
+  if seq == hw + 1 then
+    hw = seq
+    if redis.call('EXISTS', devx) == 1 then
+      while redis.call('SREM', devx, S(hw + 1)) == 1 do
+        hw = hw + 1
+      end
+    end
+    redis.call('HSET', dev, 'hw', S(hw))
+  else
+    redis.call('SADD', devx, S(seq))
+  end
+  if seq > max then
+    redis.call('HSET', dev, 'max', S(seq))
+    if seq > max + 1 and seq - 1 > hw then
+      local from = math.max(max, hw) + 1
+      redis.call('XADD', events, '*', 'k', 'gap', 'd', device, 'f', S(from), 't', S(seq - 1),
+        'r', S(now))
+      gap = S(from) .. '-' .. S(seq - 1)
+    end
+  end
+  return gap
+end
+
+-- A device heard of is (again) watched for silence: a reported silent
+-- device left the zset, so it is reported again only after being heard.
+local function heard(seen, device, now)
+  redis.call('ZADD', seen, now, device)
+end
+
+local function sid_of(value)
+  if not value then
+    return ''
+  end
+  return string.match(value, '^([^|]*)')
+end
+
+
+-- Common argument checks of device events: device, seq, now.
+local function event_args(args)
+  local device = args[1]
+  if not is_id(device) then
+    return nil, nil, nil, bad('device_id')
+  end
+  local seq = int_arg(args[2], 1, MAX_SEQ)
+  if not seq then
+    return nil, nil, nil, bad('seq must be an integer in 1..2^53')
+  end
+  local now = int_arg(args[3], 0, MAX_MS)
+  if not now then
+    return nil, nil, nil, bad('now_ms')
+  end
+  return device, seq, now, nil
+end
+
+---------------------------------------------------------------------------
+-- occ_passage: a gate's passage.
+-- KEYS: ready lot sess dev devx events seen cmd cmdq out
+-- ARGV: device seq now_ms plate mode sid at_ms record cmd_id cmd_topic cmd_open
+--       cmd_hold cmd_expires_ms cmd_resend_ms lot_id
+-- mode: open (needs a free space) | open_any (opens even when full: the lot's
+--       full_policy is open, or a pass holder) | hold (decided upstream:
+--       blacklisted, arrears, unplated) | exit
+-- sid:  entry: the new session's id; exit: the open session the gateway priced
+--       ('' = it saw none). A different session here means the state moved
+--       since it priced: 'stale', nothing written, the gateway re-prices.
+-- Returns {status, outcome, session, superseded, watermark, follow-up, gap 'from-to' or ''}
+--   status: applied | dup | stale | notready | nolot
+--   outcome: opened | full | held | closed | no_entry
+local function occ_passage(keys, args)
+  local ready, lotk, sessk, dev, devx, events, seen, cmdk, cmdq, outk =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10]
+  local device, seq, now, err = event_args(args)
+  if err then
+    return err
+  end
+  local plate, mode, sid = args[4], args[5], args[6]
+  local at = int_arg(args[7], 0, MAX_MS)
+  local record, cmd_id, cmd_topic, cmd_open, cmd_hold = args[8], args[9], args[10], args[11], args[12]
+  local cmd_expires = int_arg(args[13], 0, MAX_MS)
+  local cmd_resend = int_arg(args[14], 0, MAX_MS)
+  local lot_id = args[15]
+  if mode ~= 'open' and mode ~= 'open_any' and mode ~= 'hold' and mode ~= 'exit' then
+    return bad('mode')
+  end
+  if plate ~= '' and not is_plate(plate) then
+    return bad('plate')
+  end
+  if (mode == 'open' or mode == 'open_any') and (plate == '' or not is_sid(sid)) then
+    return bad('an entry that opens needs a plate and a session id')
+  end
+  if mode == 'exit' and sid ~= '' and not is_sid(sid) then
+    return bad('session id')
+  end
+  if not at or not cmd_expires or not cmd_resend then
+    return bad('times')
+  end
+  if type(record) ~= 'string' or #record == 0 then
+    return bad('record')
+  end
+  if cmd_id ~= '' and (string.find(cmd_topic, '|', 1, true) or cmd_topic == '') then
+    return bad('command topic')
+  end
+  if not is_id(lot_id) then
+    return bad('lot_id')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {'notready'}
+  end
+  if redis.call('EXISTS', lotk) == 0 then
+    return {'nolot'}
+  end
+  local dup, marks = applied_before(dev, devx, seq)
+  if dup then
+    local pending = redis.call('HGET', outk, device .. ':' .. S(seq)) or ''
+    return {'dup', '', '', '', marks[3], pending}
+  end
+  local current = nil
+  if plate ~= '' then
+    current = redis.call('HGET', sessk, plate)
+  end
+  local current_sid = sid_of(current)
+  if mode == 'exit' and current_sid ~= sid then
+    return {'stale', '', current_sid, current or '', marks[3], ''}
+  end
+
+  -- Everything is valid: write.
+  local gap = mark_applied(dev, devx, events, device, seq, marks, now)
+  heard(seen, device, now)
+  local outcome, session, superseded, followup = '', '', '', ''
+  if mode == 'exit' then
+    if current then
+      redis.call('HDEL', sessk, plate)
+      redis.call('HINCRBY', lotk, 'sessions', -1)
+      outcome, session = 'closed', current_sid
+      followup = 'release|' .. plate .. '|' .. session .. '|' .. S(at) .. '|' .. lot_id .. '|' .. S(now)
+    else
+      outcome = 'no_entry'
+    end
+  elseif mode == 'hold' then
+    outcome = 'held'
+  else
+    if current then
+      -- Entered again without an exit read: the old stay ends here.
+      redis.call('HDEL', sessk, plate)
+      redis.call('HINCRBY', lotk, 'sessions', -1)
+      superseded = current_sid
+    end
+    local counts = redis.call('HMGET', lotk, 'capacity', 'sessions')
+    local capacity, open = tonumber(counts[1] or '0'), tonumber(counts[2] or '0')
+    if mode == 'open' and open >= capacity then
+      outcome = 'full'
+    else
+      redis.call('HSET', sessk, plate, sid .. '|' .. S(at) .. '|' .. device .. '|' .. S(seq))
+      redis.call('HINCRBY', lotk, 'sessions', 1)
+      outcome, session = 'opened', sid
+      followup = 'claim|' .. plate .. '|' .. session .. '|' .. S(at) .. '|' .. lot_id .. '|' .. S(now)
+    end
+  end
+  if cmd_id ~= '' then
+    local payload = cmd_open
+    if outcome == 'full' or outcome == 'held' then
+      payload = cmd_hold
+    end
+    -- Pending until the gate acks it; the gateway re-sends from here, so a
+    -- command survives a gateway crash right after this call.
+    redis.call('HSET', cmdk, cmd_id, S(cmd_expires) .. '|' .. cmd_topic .. '|' .. payload)
+    redis.call('ZADD', cmdq, cmd_resend, cmd_id)
+  end
+  if followup ~= '' then
+    redis.call('HSET', outk, device .. ':' .. S(seq), followup)
+  end
+  redis.call('XADD', events, '*', 'k', 'passage', 'd', device, 's', S(seq), 'r', S(now),
+    'ev', record, 'o', outcome, 'sid', session, 'sup', superseded, 'cur', current or '')
+  return {'applied', outcome, session, superseded, marks[3], followup, gap}
+end
+
+---------------------------------------------------------------------------
+-- occ_space: a space sensor's reading.
+-- KEYS: ready lot spaces dev devx events seen
+-- ARGV: device seq now_ms space occupied(0|1) observed_ms record flap_changes flap_window_ms
+-- A reading older (by seq) than the space's current one is stored as history
+-- but does not change the state. A space that changes state flap_changes times
+-- within flap_window_ms of device time is reported as flapping, once per window.
+-- Returns {status, outcome(applied|older), flapping('1'|''), '', watermark, gap}
+local function occ_space(keys, args)
+  local ready, lotk, spacesk, dev, devx, events, seen =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
+  local device, seq, now, err = event_args(args)
+  if err then
+    return err
+  end
+  local space, occupied = args[4], args[5]
+  local observed = int_arg(args[6], 0, MAX_MS)
+  local record = args[7]
+  local flap_n = int_arg(args[8], 2, 1000)
+  local flap_window = int_arg(args[9], 1, MAX_MS)
+  if not is_id(space) then
+    return bad('space')
+  end
+  if occupied ~= '0' and occupied ~= '1' then
+    return bad('occupied')
+  end
+  if not observed or not flap_n or not flap_window then
+    return bad('numbers')
+  end
+  if type(record) ~= 'string' or #record == 0 then
+    return bad('record')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {'notready'}
+  end
+  if redis.call('EXISTS', lotk) == 0 then
+    return {'nolot'}
+  end
+  local dup, marks = applied_before(dev, devx, seq)
+  if dup then
+    return {'dup', '', '', '', marks[3]}
+  end
+  local current = redis.call('HGET', spacesk, space)
+  local c_occ, c_seq, w_start, w_n, c_dev = nil, 0, observed, 0, device
+  if current then
+    local a, b, _, d, e, f = string.match(current, '^([01])|(%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
+    if a then
+      c_occ, c_seq, w_start, w_n, c_dev = a, tonumber(b), tonumber(d), tonumber(e), f
+    end
+  end
+
+  local gap = mark_applied(dev, devx, events, device, seq, marks, now)
+  heard(seen, device, now)
+  local outcome, flapping = 'older', ''
+  -- A replaced sensor starts again at seq 1: only the same device's seqs are ordered.
+  if c_occ == nil or seq > c_seq or c_dev ~= device then
+    outcome = 'applied'
+    local before = c_occ or '0'
+    if before ~= occupied then
+      if occupied == '1' then
+        redis.call('HINCRBY', lotk, 'occupied', 1)
+      else
+        redis.call('HINCRBY', lotk, 'occupied', -1)
+      end
+    end
+    if c_occ ~= nil and c_occ ~= occupied then
+      if observed - w_start > flap_window then
+        w_start, w_n = observed, 1
+      else
+        w_n = w_n + 1
+      end
+      if w_n == flap_n then
+        flapping = '1'
+      end
+    end
+    redis.call('HSET', spacesk, space,
+      occupied .. '|' .. S(seq) .. '|' .. S(observed) .. '|' .. S(w_start) .. '|' .. S(w_n)
+      .. '|' .. device)
+  end
+  redis.call('XADD', events, '*', 'k', 'space', 'd', device, 's', S(seq), 'r', S(now),
+    'ev', record, 'o', outcome, 'fl', flapping)
+  return {'applied', outcome, flapping, '', marks[3], gap}
+end
+
+---------------------------------------------------------------------------
+-- occ_dead: keep a rejected payload (verbatim) for the persister.
+-- KEYS: ready events [dev devx seen]  (device keys only when the
+--       payload's device and seq can be trusted: then it counts as that
+--       event, at most once, so the watermark can cover it)
+-- ARGV: now_ms topic reason payload [device seq]
+-- Returns {status}: applied | dup | notready
+local function occ_dead(keys, args)
+  local ready, events = keys[1], keys[2]
+  local now = int_arg(args[1], 0, MAX_MS)
+  local topic, reason, payload = args[2], args[3], args[4]
+  if not now then
+    return bad('now_ms')
+  end
+  if type(reason) ~= 'string' or #reason == 0 then
+    return bad('a dead letter needs a reason')
+  end
+  if type(topic) ~= 'string' or type(payload) ~= 'string' then
+    return bad('topic and payload')
+  end
+  local trusted = #keys == 5
+  local device, seq = '', nil
+  if trusted then
+    device = args[5]
+    seq = int_arg(args[6], 1, MAX_SEQ)
+    if not is_id(device) or not seq then
+      return bad('device and seq of a trusted dead letter')
+    end
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {'notready'}
+  end
+  if trusted then
+    local dev, devx, seen = keys[3], keys[4], keys[5]
+    local dup, marks = applied_before(dev, devx, seq)
+    if dup then
+      return {'dup', marks[3]}
+    end
+    mark_applied(dev, devx, events, device, seq, marks, now)
+    heard(seen, device, now)
+  end
+  redis.call('XADD', events, '*', 'k', 'dead', 'r', S(now), 'topic', topic, 'why', reason,
+    'p', payload, 'd', device, 's', seq and S(seq) or '')
+  return {'applied'}
+end
+
+---------------------------------------------------------------------------
+-- occ_status: a device's retained status or Last Will.
+-- KEYS: ready dev events seen
+-- ARGV: device online(0|1) at_ms now_ms firmware record
+local function occ_status(keys, args)
+  local ready, dev, events, seen = keys[1], keys[2], keys[3], keys[4]
+  local device, online = args[1], args[2]
+  local at = int_arg(args[3], 0, MAX_MS)
+  local now = int_arg(args[4], 0, MAX_MS)
+  local firmware, record = args[5], args[6]
+  if not is_id(device) or (online ~= '0' and online ~= '1') or not at or not now then
+    return bad('status')
+  end
+  if type(record) ~= 'string' or #record == 0 then
+    return bad('record')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {'notready'}
+  end
+  redis.call('HSET', dev, 'online', online, 'status_ms', S(at), 'firmware', firmware)
+  if online == '1' then
+    heard(seen, device, now)
+  end
+  redis.call('XADD', events, '*', 'k', 'status', 'd', device, 'r', S(now), 'ev', record)
+  return {'applied'}
+end
+
+---------------------------------------------------------------------------
+-- occ_ack: a gate acknowledged a command.
+-- KEYS: ready cmd cmdq events     ARGV: command_id result now_ms record
+local function occ_ack(keys, args)
+  local ready, cmdk, cmdq, events = keys[1], keys[2], keys[3], keys[4]
+  local id, result = args[1], args[2]
+  local now = int_arg(args[3], 0, MAX_MS)
+  local record = args[4]
+  if type(id) ~= 'string' or #id == 0 or #id > 128 or (result ~= 'done' and result ~= 'failed') then
+    return bad('ack')
+  end
+  if not now or type(record) ~= 'string' then
+    return bad('ack')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {'notready'}
+  end
+  if redis.call('HEXISTS', cmdk, id) == 0 then
+    -- a repeated ack, or one for a command that already expired
+    return {'unknown'}
+  end
+  redis.call('HDEL', cmdk, id)
+  redis.call('ZREM', cmdq, id)
+  redis.call('XADD', events, '*', 'k', 'ack', 'id', id, 'res', result, 'r', S(now), 'ev', record)
+  return {'acked'}
+end
+
+---------------------------------------------------------------------------
+-- occ_due: commands to re-send now (and the expired ones dropped, recorded).
+-- KEYS: ready cmd cmdq events     ARGV: now_ms resend_after_ms limit
+-- Returns {topic1, payload1, topic2, payload2, ...}
+local function occ_due(keys, args)
+  local ready, cmdk, cmdq, events = keys[1], keys[2], keys[3], keys[4]
+  local now = int_arg(args[1], 0, MAX_MS)
+  local again = int_arg(args[2], 1, MAX_MS)
+  local limit = int_arg(args[3], 1, 10000)
+  if not now or not again or not limit then
+    return bad('due')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {}
+  end
+  local out = {}
+  local ids = redis.call('ZRANGEBYSCORE', cmdq, '-inf', S(now), 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    local value = redis.call('HGET', cmdk, id)
+    if not value then
+      redis.call('ZREM', cmdq, id)
+    else
+      local expires, topic, payload = string.match(value, '^(%d+)|([^|]*)|(.*)$')
+      if not expires or tonumber(expires) <= now then
+        redis.call('HDEL', cmdk, id)
+        redis.call('ZREM', cmdq, id)
+        redis.call('XADD', events, '*', 'k', 'cmd_expired', 'id', id, 'r', S(now),
+          'topic', topic or '', 'p', payload or value)
+      else
+        redis.call('ZADD', cmdq, now + again, id)
+        out[#out + 1] = topic
+        out[#out + 1] = payload
+      end
+    end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- occ_supersede: close an open session as superseded (the plate entered
+-- elsewhere). Idempotent: a session no longer open here is left alone.
+-- KEYS: ready lot sess events out
+-- ARGV: lot_id plate sid by_sid by_lot now_ms why
+-- Returns {superseded|absent|notready, the session's value}
+local function occ_supersede(keys, args)
+  local ready, lotk, sessk, events = keys[1], keys[2], keys[3], keys[4]
+  local lot_id, plate, sid, by_sid, by_lot = args[1], args[2], args[3], args[4], args[5]
+  local now = int_arg(args[6], 0, MAX_MS)
+  local why = args[7]
+  if not is_id(lot_id) or not is_plate(plate) or not is_sid(sid) or not is_sid(by_sid) then
+    return bad('supersede')
+  end
+  if not is_id(by_lot) or not now or (why ~= 'plate_elsewhere' and why ~= 'older_entry') then
+    return bad('supersede')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {'notready', ''}
+  end
+  local current = redis.call('HGET', sessk, plate)
+  if not current or sid_of(current) ~= sid then
+    return {'absent', ''}
+  end
+  redis.call('HDEL', sessk, plate)
+  redis.call('HINCRBY', lotk, 'sessions', -1)
+  redis.call('XADD', events, '*', 'k', 'supersede', 'lot', lot_id, 'plate', plate, 'sid', sid,
+    'by', by_sid, 'byl', by_lot, 'r', S(now), 'why', why, 'cur', current)
+  return {'superseded', current}
+end
+
+---------------------------------------------------------------------------
+-- occ_silence: report devices not heard since cutoff, once until heard again.
+-- KEYS: ready seen events    ARGV: cutoff_ms now_ms limit
+local function occ_silence(keys, args)
+  local ready, seen, events = keys[1], keys[2], keys[3]
+  local cutoff = int_arg(args[1], 0, MAX_MS)
+  local now = int_arg(args[2], 0, MAX_MS)
+  local limit = int_arg(args[3], 1, 10000)
+  if not cutoff or not now or not limit then
+    return bad('silence')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return 0
+  end
+  local found = redis.call('ZRANGEBYSCORE', seen, '-inf', '(' .. S(cutoff), 'WITHSCORES', 'LIMIT', 0, limit)
+  local n = 0
+  for i = 1, #found, 2 do
+    local device, last = found[i], found[i + 1]
+    redis.call('ZREM', seen, device)
+    redis.call('XADD', events, '*', 'k', 'silent', 'd', device, 'last', last, 'r', S(now))
+    n = n + 1
+  end
+  return n
+end
+
+---------------------------------------------------------------------------
+-- occ_lot: create or update a lot's static data (capacity, kind); counters untouched.
+-- KEYS: ready lot     ARGV: capacity kind
+local function occ_lot(keys, args)
+  local ready, lotk = keys[1], keys[2]
+  local capacity = int_arg(args[1], 1, 1000000)
+  local kind = args[2]
+  if not capacity or (kind ~= 'gated' and kind ~= 'on_street') then
+    return bad('lot')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return 'notready'
+  end
+  redis.call('HSET', lotk, 'capacity', S(capacity), 'kind', kind)
+  redis.call('HSETNX', lotk, 'sessions', '0')
+  redis.call('HSETNX', lotk, 'occupied', '0')
+  return 'ok'
+end
+
+---------------------------------------------------------------------------
+-- occ_wm: the persister stored everything of a device up to wm (never goes back).
+-- KEYS: dev     ARGV: wm
+local function occ_wm(keys, args)
+  local wm = int_arg(args[1], 0, MAX_SEQ)
+  if not wm then
+    return bad('wm')
+  end
+  local current = tonumber(redis.call('HGET', keys[1], 'wm') or '0')
+  if wm > current then
+    redis.call('HSET', keys[1], 'wm', S(wm))
+    return S(wm)
+  end
+  return S(current)
+end
+
+---------------------------------------------------------------------------
+-- Plate shards.
+
+-- plate_read (read-only): the plate's entry, for the entry decision.
+-- KEYS: ready plate   Returns {'ok', field1, value1, ...} or {'notready'}
+local function plate_read(keys, args)
+  if redis.call('EXISTS', keys[1]) == 0 then
+    return {'notready'}
+  end
+  local out = {'ok'}
+  local all = redis.call('HGETALL', keys[2])
+  for i = 1, #all do
+    out[#out + 1] = all[i]
+  end
+  return out
+end
+
+-- plate_claim: the plate's open session is now sid at lot (entered at at_ms),
+-- unless the index has already seen a later entry or exit of this plate: then
+-- the new session is the stale one ('older'; the gateway supersedes it).
+-- Idempotent on op (device:seq): a replay returns what the first call did.
+-- KEYS: ready plate    ARGV: sid lot at_ms op
+-- Returns {claimed|same|older|notready, other sid, other lot}
+local function plate_claim(keys, args)
+  local ready, pk = keys[1], keys[2]
+  local sid, lot_id, op = args[1], args[2], args[4]
+  local at = int_arg(args[3], 0, MAX_MS)
+  if not is_sid(sid) or not is_id(lot_id) or not at or type(op) ~= 'string' or #op == 0 then
+    return bad('claim')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {'notready', '', ''}
+  end
+  local h = redis.call('HMGET', pk, 'sid', 'lot', 'op', 'prev_sid', 'prev_lot', 'mark')
+  local cur_sid, cur_lot, cur_op, prev_sid, prev_lot = h[1], h[2], h[3], h[4], h[5]
+  local mark = tonumber(h[6] or '0')
+  if cur_op == op then
+    return {'same', prev_sid or '', prev_lot or ''}
+  end
+  if at < mark or (cur_sid and at == mark and sid < cur_sid) then
+    return {'older', cur_sid or '', cur_lot or ''}
+  end
+  redis.call('HSET', pk, 'sid', sid, 'lot', lot_id, 'at', S(at), 'op', op,
+    'prev_sid', cur_sid or '', 'prev_lot', cur_lot or '', 'mark', S(at))
+  return {'claimed', cur_sid or '', cur_lot or ''}
+end
+
+-- plate_release: the session sid has ended (exit at exit_ms). Idempotent.
+-- KEYS: ready plate   ARGV: sid exit_ms
+local function plate_release(keys, args)
+  local ready, pk = keys[1], keys[2]
+  local sid = args[1]
+  local at = int_arg(args[2], 0, MAX_MS)
+  if not is_sid(sid) or not at then
+    return bad('release')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return 'notready'
+  end
+  local h = redis.call('HMGET', pk, 'sid', 'mark')
+  local result = 'absent'
+  if h[1] == sid then
+    redis.call('HDEL', pk, 'sid', 'lot', 'at')
+    result = 'released'
+  end
+  -- An exit proves the car was out then: a claim of an entry before it that
+  -- arrives late (a crashed gateway's replay) must not reopen the index.
+  if at > tonumber(h[2] or '0') then
+    redis.call('HSET', pk, 'mark', S(at))
+  end
+  return result
+end
+
+local function is_flag(field)
+  return field == 'bl' or field == 'arrears' or string.sub(field, 1, 5) == 'pass:'
+end
+
+-- Keep the shard's set of flagged plates in step, so a sync can find plates
+-- whose flags were all lifted.
+local function track_flagged(pk, flagged, plate)
+  for _, field in ipairs(redis.call('HKEYS', pk)) do
+    if is_flag(field) then
+      redis.call('SADD', flagged, plate)
+      return
+    end
+  end
+  redis.call('SREM', flagged, plate)
+end
+
+-- plate_flags: replace the plate's flags (bl, arrears, pass:<scope>) by ARGV
+-- pairs; flags not named are removed. Values are checked first.
+-- KEYS: ready plate flagged   ARGV: plate field1 value1 ...
+local function plate_flags(keys, args)
+  local ready, pk, flagged = keys[1], keys[2], keys[3]
+  local plate = table.remove(args, 1)
+  if not is_plate(plate) then
+    return bad('plate')
+  end
+  if #args % 2 ~= 0 then
+    return bad('flags come in pairs')
+  end
+  for i = 1, #args, 2 do
+    local field, value = args[i], args[i + 1]
+    if field == 'bl' then
+      if #value == 0 or #value > 1024 then
+        return bad('bl needs a reason')
+      end
+    elseif field == 'arrears' then
+      if not int_arg(value, 0, MAX_MS) then
+        return bad('arrears')
+      end
+    elseif string.sub(field, 1, 5) == 'pass:' and is_id(string.sub(field, 6)) then
+      if not string.match(value, '^%d+|%d+|[A-Za-z0-9_-]+$') then
+        return bad('pass value')
+      end
+    else
+      return bad('unknown flag ' .. field)
+    end
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return 'notready'
+  end
+  local fields = redis.call('HKEYS', pk)
+  for _, field in ipairs(fields) do
+    if is_flag(field) then
+      redis.call('HDEL', pk, field)
+    end
+  end
+  if #args > 0 then
+    redis.call('HSET', pk, unpack(args))
+  end
+  track_flagged(pk, flagged, plate)
+  return 'ok'
+end
+
+-- plate_flag: set (value ~= '') or clear (value == '') one flag.
+-- KEYS: ready plate flagged   ARGV: plate field value
+local function plate_flag(keys, args)
+  local ready, pk, flagged = keys[1], keys[2], keys[3]
+  local plate, field, value = args[1], args[2], args[3]
+  if not is_plate(plate) or type(field) ~= 'string' or type(value) ~= 'string' then
+    return bad('flag')
+  end
+  local ok = field == 'bl' or field == 'arrears'
+    or (string.sub(field, 1, 5) == 'pass:' and is_id(string.sub(field, 6)))
+  if not ok then
+    return bad('unknown flag ' .. field)
+  end
+  if value ~= '' then
+    if field == 'arrears' and not int_arg(value, 0, MAX_MS) then
+      return bad('arrears')
+    end
+    if string.sub(field, 1, 5) == 'pass:' and not string.match(value, '^%d+|%d+|[A-Za-z0-9_-]+$') then
+      return bad('pass value')
+    end
+    if field == 'bl' and #value > 1024 then
+      return bad('bl')
+    end
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return 'notready'
+  end
+  if value == '' then
+    redis.call('HDEL', pk, field)
+  else
+    redis.call('HSET', pk, field, value)
+  end
+  track_flagged(pk, flagged, plate)
+  return 'ok'
+end
+
+redis.register_function('occ_passage', occ_passage)
+redis.register_function('occ_space', occ_space)
+redis.register_function('occ_dead', occ_dead)
+redis.register_function('occ_status', occ_status)
+redis.register_function('occ_ack', occ_ack)
+redis.register_function('occ_due', occ_due)
+redis.register_function('occ_supersede', occ_supersede)
+redis.register_function('occ_silence', occ_silence)
+redis.register_function('occ_lot', occ_lot)
+redis.register_function('occ_wm', occ_wm)
+redis.register_function{function_name = 'plate_read', callback = plate_read, flags = {'no-writes'}}
+redis.register_function('plate_claim', plate_claim)
+redis.register_function('plate_release', plate_release)
+redis.register_function('plate_flags', plate_flags)
+redis.register_function('plate_flag', plate_flag)

@@ -1,0 +1,228 @@
+"""Types of the occupancy core: what the gateway records, what the core answers.
+
+Records are what the gateway hands the core with each event, verbatim into the
+applied-events stream (field ``ev``); the persister decodes them. They carry
+everything the system of record needs, so the persister never asks Redis or the
+gateway anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final, Literal
+
+import msgspec
+
+from parking.errors import ParkingError
+
+
+class CoreNotReady(ParkingError):
+    """A shard of the core has not been loaded (Redis lost its state): rebuild from PostgreSQL."""
+
+
+class Outcome(StrEnum):
+    """What a passage did at the lane."""
+
+    OPENED = "opened"  # entry: a session was opened, barrier opens
+    FULL = "full"  # entry: held because the lot is full
+    HELD = "held"  # entry or exit held for a reason decided before the core
+    CLOSED = "closed"  # exit: the open session was closed and priced
+    NO_ENTRY = "no_entry"  # exit: no open session here (anomaly; lot policy prices it)
+
+
+class AnomalyKind(StrEnum):
+    PLATE_ELSEWHERE = "plate_elsewhere"  # entry while parked at another lot
+    REENTRY_SAME_LOT = "reentry_same_lot"  # entry while already parked here
+    EXIT_WITHOUT_ENTRY = "exit_without_entry"
+    LOW_CONFIDENCE = "low_confidence"
+    UNPLATED = "unplated"
+    INVALID_PLATE = "invalid_plate"
+    PRICING_FAILED = "pricing_failed"
+    SENSOR_FLAPPING = "sensor_flapping"
+    DEVICE_OFFLINE = "device_offline"
+    DEVICE_SILENT = "device_silent"
+    SEQ_GAP = "seq_gap"
+    COMMAND_FAILED = "command_failed"
+    COMMAND_EXPIRED = "command_expired"
+    OLDER_ENTRY = "older_entry"  # an entry that arrived after a later one of the plate
+
+
+class PricedExit(msgspec.Struct, frozen=True, kw_only=True):
+    """The open session an exit closes, as the gateway priced it."""
+
+    session_id: str
+    entry_at: datetime
+    fee_fen: int
+    tariff_id: str | None
+    tariff_version: int | None
+    vehicle_class: int | None
+    reason: str
+    #: parking.tariffs Quote as JSON; ``null`` when free (exempt, pass) or not priceable
+    #: (msgspec.Raw cannot be part of a union, hence no ``| None``)
+    quote: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+
+    @property
+    def quote_json(self) -> bytes | None:
+        raw = bytes(self.quote)
+        return None if raw in (b"", b"null") else raw
+
+    error: str | None = None
+
+
+class PassageRecord(msgspec.Struct, frozen=True, kw_only=True):
+    device_id: str
+    seq: int
+    lot_id: str
+    lane_id: str
+    direction: Literal["in", "out"]
+    #: normalised plate, None when none was read or it is not a valid plate
+    plate: str | None
+    plate_raw: str | None
+    plate_color: str | None
+    confidence: float | None
+    image_ref: str | None
+    observed_at: datetime
+    received_at: datetime
+    #: open | open_any | hold | exit
+    mode: str
+    hold_reason: str | None = None
+    #: new session id of an entry, or of an exit without entry
+    session_candidate: str | None = None
+    anomalies: tuple[str, ...] = ()
+    priced: PricedExit | None = None
+    no_entry_fee_fen: int = 0
+
+
+class SpaceRecord(msgspec.Struct, frozen=True, kw_only=True):
+    device_id: str
+    seq: int
+    lot_id: str
+    space_id: str
+    occupied: bool
+    battery_pct: int | None
+    observed_at: datetime
+    received_at: datetime
+
+
+class StatusRecord(msgspec.Struct, frozen=True, kw_only=True):
+    device_id: str
+    lot_id: str
+    online: bool
+    at: datetime
+    firmware: str | None
+    received_at: datetime
+
+
+class AckRecord(msgspec.Struct, frozen=True, kw_only=True):
+    command_id: str
+    lot_id: str
+    lane_id: str
+    result: str
+    at: datetime
+    received_at: datetime
+
+
+# ------------------------------------------------------------- directory
+
+
+@dataclass(frozen=True, slots=True)
+class LotInfo:
+    lot_id: str
+    kind: str
+    capacity: int
+    full_policy: str
+    arrears_hold_after: timedelta
+    district_code: str
+    groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    device_id: str
+    lot_id: str
+    kind: str
+    lane_id: str | None
+    space_id: str | None
+
+
+@dataclass(slots=True)
+class Directory:
+    """Lots and live devices, as of one load from PostgreSQL."""
+
+    lots: dict[str, LotInfo] = field(default_factory=dict)
+    devices: dict[str, DeviceInfo] = field(default_factory=dict)
+    gates: dict[tuple[str, str], str] = field(default_factory=dict)
+    sensors: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add_device(self, device: DeviceInfo) -> None:
+        self.devices[device.device_id] = device
+        if device.lane_id is not None and device.kind == "gate":
+            self.gates[(device.lot_id, device.lane_id)] = device.device_id
+        if device.space_id is not None and device.kind == "sensor":
+            self.sensors[(device.lot_id, device.space_id)] = device.device_id
+
+
+# ------------------------------------------------------------- plate flags
+
+
+@dataclass(frozen=True, slots=True)
+class PassWindow:
+    pass_id: str
+    valid_from: datetime
+    valid_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PlateFlags:
+    """What the city knows about a plate when it arrives at an entry lane."""
+
+    blacklisted: str | None = None
+    arrears_since: datetime | None = None
+    #: scope (lot id or lot group id) -> pass
+    passes: dict[str, PassWindow] = field(default_factory=dict)
+
+    def pass_for(self, lot: LotInfo, at: datetime) -> PassWindow | None:
+        for scope in (lot.lot_id, *sorted(lot.groups)):
+            window = self.passes.get(scope)
+            if window is not None and window.valid_from <= at < window.valid_until:
+                return window
+        return None
+
+
+NO_FLAGS: Final = PlateFlags()
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    """An open session as the lot's key holds it."""
+
+    session_id: str
+    entry_ms: int
+    device_id: str
+    seq: int
+
+    @classmethod
+    def parse(cls, value: str) -> OpenSession:
+        sid, entry_ms, device, seq = value.split("|")
+        return cls(sid, int(entry_ms), device, int(seq))
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """Work an applied gate event still owes other slots (plate index, another lot)."""
+
+    kind: Literal["claim", "release"]
+    plate: str
+    session_id: str
+    at_ms: int
+    lot_id: str
+    made_ms: int
+
+    @classmethod
+    def parse(cls, value: str) -> FollowUp:
+        kind, plate, sid, at_ms, lot_id, made = value.split("|")
+        if kind not in ("claim", "release"):
+            raise ValueError(f"unknown follow-up {kind!r}")
+        return cls(kind, plate, sid, int(at_ms), lot_id, int(made))  # type: ignore[arg-type]

@@ -1,0 +1,998 @@
+"""Use cases of the occupancy core: ingest device messages, keep plate flags, persist.
+
+`Ingest.handle` is the gateway's whole job for one batch of MQTT messages:
+decode, decide, apply to Redis (pipelined single-slot function calls), run the
+follow-ups in other slots, and return what to publish. When it returns, Redis
+holds every message of the batch (applied, recognised as a duplicate, or kept
+as a dead letter), so the caller may acknowledge them all. When it raises, the
+caller acknowledges nothing and retries the same batch: every call is
+idempotent on ``(device_id, seq)`` (or on its own key), so a retry converges.
+
+`persist` is the persister's: turn applied-events stream entries into rows,
+in one transaction, and say whose watermarks moved.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from parking.devices import messages
+from parking.devices.messages import (
+    AckTopic,
+    CommandAck,
+    DeviceStatus,
+    Passage,
+    PassageTopic,
+    Rejection,
+    SpaceState,
+    SpaceTopic,
+    StatusTopic,
+    Topics,
+)
+from parking.occupancy import keys, logic, store
+from parking.occupancy.model import (
+    AckRecord,
+    AnomalyKind,
+    CoreNotReady,
+    DeviceInfo,
+    Directory,
+    FollowUp,
+    LotInfo,
+    OpenSession,
+    PassageRecord,
+    PassWindow,
+    PlateFlags,
+    PricedExit,
+    SpaceRecord,
+    StatusRecord,
+)
+from parking.plates import Plate, PlateError, parse_plate
+from parking.pricing import PricedStay
+from parking.sessions import logic as lane
+from parking.sessions import service as sessions
+from parking.sessions.model import HoldReason
+from parking.tariffs import quote_to_json
+
+
+class PricerLike(Protocol):
+    def price(
+        self,
+        *,
+        lot_id: str,
+        plate: str | None,
+        entry: datetime,
+        exit: datetime,
+        vehicle_class: int | None = None,
+    ) -> PricedStay: ...
+
+
+class CoreBusy(Exception):
+    """An exit kept racing other events of its plate; the batch is retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    #: A gate that has not acked a command within this is re-sent it. Gates ack
+    #: within ~100 ms on a healthy lane; 3 s leaves room for a congested 4G link
+    #: without making the driver wait long after a lost command.
+    command_resend_after: timedelta = timedelta(seconds=3)
+    #: After this an unacked command is dropped (and recorded): the car has
+    #: long gone or the driver called for help; opening later would let the
+    #: next car through. For the same reason a passage observed longer ago
+    #: than this (a backlog drained after an outage) gets no command at all.
+    #: Its cost: a gate whose clock runs this far behind never gets one, so
+    #: gate clocks must be NTP-synchronised (the display would be wrong anyway).
+    command_ttl: timedelta = timedelta(seconds=60)
+    #: A space that changes state this many times within the window (device
+    #: time) is reported as flapping. Real turnover is at most a few changes
+    #: an hour; a failing geomagnetic sensor toggles every few seconds.
+    flap_changes: int = 6
+    flap_window: timedelta = timedelta(minutes=10)
+    #: Re-price rounds for an exit whose plate changed under it within a batch.
+    stale_rounds: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass
+class BatchReport:
+    publishes: list[Publish] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    gaps: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    dead_reasons: Counter[str] = field(default_factory=Counter)
+    unknown_devices: int = 0
+
+
+# ------------------------------------------------------------------ items of a batch
+
+
+@dataclass
+class _Dead:
+    inbound: Inbound
+    tag: str
+    reason: str
+    device_id: str | None = None
+    seq: int | None = None
+
+
+@dataclass
+class _Gate:
+    inbound: Inbound
+    msg: Passage
+    lot: LotInfo
+    lane_id: str
+    plate: Plate | None
+    _candidate: str | None = None
+    flags: PlateFlags | None = None
+    current: OpenSession | None = None
+    call: store.PassageCall | None = None
+    record: PassageRecord | None = None
+    open_payload: bytes = b""
+    hold_payload: bytes = b""
+
+    @property
+    def candidate(self) -> str:
+        """The id a session opened by this event gets (computed when first needed)."""
+        if self._candidate is None:
+            m = self.msg
+            self._candidate = logic.session_id_for(m.device_id, m.seq, m.observed_at)
+        return self._candidate
+
+
+@dataclass
+class _Sensor:
+    inbound: Inbound
+    msg: SpaceState
+    lot: LotInfo
+    space_id: str
+
+
+@dataclass
+class _Status:
+    inbound: Inbound
+    msg: DeviceStatus
+    lot_id: str
+
+
+@dataclass
+class _Ack:
+    inbound: Inbound
+    msg: CommandAck
+    lot_id: str
+    lane_id: str
+
+
+_Item = _Dead | _Gate | _Sensor | _Status | _Ack
+
+_record_encoder: Final = msgspec.json.Encoder()
+
+
+@functools.lru_cache(maxsize=65536)
+def _plate(raw: str) -> Plate | None:
+    """A camera read as a plate, or None when it is none (cached: an exit repeats its
+    entry's read, and Plate is immutable)."""
+    try:
+        return parse_plate(raw)
+    except PlateError:
+        return None
+
+
+def _fallback_tag(topic: str) -> str:
+    return keys.shard_tag(zlib.crc32(topic.encode("utf-8", "replace")) % keys.LOT_SHARDS)
+
+
+def _reason_code(reason: str) -> str:
+    return reason.split(":", 1)[0]
+
+
+class Ingest:
+    """Applies batches of device messages to the core. One instance per gateway process."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        topics: Topics,
+        directory: Directory,
+        pricer: PricerLike,
+        tuning: Tuning | None = None,
+        refresh_directory: Callable[[], Awaitable[Directory]] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.topics = topics
+        self.directory = directory
+        self.pricer = pricer
+        self.tuning = tuning or Tuning()
+        self._refresh = refresh_directory
+
+    # ---------------------------------------------------------- decode
+
+    def _classify(self, inbound: Inbound) -> _Item:
+        parsed = self.topics.parse(inbound.topic)
+        if parsed is None:
+            return _Dead(inbound, _fallback_tag(inbound.topic), "unknown_topic: not a device topic")
+        d = self.directory
+        lot: LotInfo | None
+        match parsed:
+            case PassageTopic(lot_id, lane_id):
+                lot, registered = d.lots.get(lot_id), d.gates.get((lot_id, lane_id))
+            case SpaceTopic(lot_id, space_id):
+                lot, registered = d.lots.get(lot_id), d.sensors.get((lot_id, space_id))
+            case AckTopic(lot_id, lane_id):
+                lot, registered = d.lots.get(lot_id), d.gates.get((lot_id, lane_id))
+            case StatusTopic(device_id):
+                info = d.devices.get(device_id)
+                lot = d.lots.get(info.lot_id) if info is not None else None
+                registered = device_id if info is not None else None
+        tag = keys.lot_tag(lot.lot_id) if lot is not None else _fallback_tag(inbound.topic)
+        decoded = messages.decode(parsed, inbound.payload, registered_device=registered)
+        if isinstance(decoded, Rejection):
+            trusted = decoded.device_id is not None and decoded.seq is not None and lot is not None
+            return _Dead(
+                inbound,
+                tag,
+                decoded.reason,
+                decoded.device_id if trusted else None,
+                decoded.seq if trusted else None,
+            )
+        assert lot is not None  # a registered device belongs to a known lot
+        match decoded:
+            case Passage():
+                assert isinstance(parsed, PassageTopic)
+                plate = _plate(decoded.plate) if decoded.plate is not None else None
+                return _Gate(inbound, decoded, lot, parsed.lane_id, plate)
+            case SpaceState():
+                assert isinstance(parsed, SpaceTopic)
+                return _Sensor(inbound, decoded, lot, parsed.space_id)
+            case DeviceStatus():
+                return _Status(inbound, decoded, lot.lot_id)
+            case CommandAck():
+                assert isinstance(parsed, AckTopic)
+                return _Ack(inbound, decoded, lot.lot_id, parsed.lane_id)
+        raise AssertionError(f"unhandled message {decoded!r}")
+
+    async def _classify_all(self, batch: Sequence[Inbound], report: BatchReport) -> list[_Item]:
+        items = [self._classify(m) for m in batch]
+        unknown = [
+            i
+            for i, item in enumerate(items)
+            if isinstance(item, _Dead) and item.reason.startswith("unregistered_")
+        ]
+        report.unknown_devices = len(unknown)
+        if unknown and self._refresh is not None:
+            # A device provisioned since the last load: look again before refusing it.
+            self.directory = await self._refresh()
+            for i in unknown:
+                items[i] = self._classify(batch[i])
+        return items
+
+    # ---------------------------------------------------------- decide
+
+    async def _read_inputs(self, gates: Sequence[_Gate]) -> None:
+        """Plate flags for entries, the lot's open session of the plate for exits."""
+        wanted = [
+            g for g in gates if g.plate is not None and (g.flags is None or g.current is None)
+        ]
+        if not wanted:
+            return
+        pipe = store.Batch()
+        for g in wanted:
+            assert g.plate is not None
+            if g.msg.direction == "in":
+                store.queue_plate_read(pipe, g.plate.text)
+            else:
+                store.queue_session_of(pipe, lot_id=g.lot.lot_id, plate=g.plate.text)
+        replies = await pipe.execute(self.redis)
+        for g, reply in zip(wanted, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            if g.msg.direction == "in":
+                values = store.texts(reply)
+                if values[0] != "ok":
+                    raise CoreNotReady(f"plate shard of {g.plate} is not loaded")
+                g.flags = logic.plate_flags(dict(zip(values[1::2], values[2::2], strict=True)))
+            else:
+                g.current = OpenSession.parse(store.text(reply)) if reply else None
+
+    def _command(
+        self, g: _Gate, *, action: str, session_id: str | None, display: str, now: datetime
+    ) -> bytes:
+        if now - g.msg.observed_at > self.tuning.command_ttl:
+            return b""
+        return messages.encode(
+            messages.Command(
+                command_id=f"c-{g.msg.device_id}-{g.msg.seq}",
+                action=action,  # type: ignore[arg-type]
+                plate=g.plate.text if g.plate is not None else g.msg.plate,
+                session_id=session_id,
+                display=display,
+                issued_at=now,
+            )
+        )
+
+    def _price(self, g: _Gate, current: OpenSession) -> PricedExit:
+        assert g.plate is not None
+        entry = logic.from_ms(current.entry_ms)
+        try:
+            stay = self.pricer.price(
+                lot_id=g.lot.lot_id, plate=g.plate.text, entry=entry, exit=g.msg.observed_at
+            )
+        except Exception as error:  # a fee we cannot compute must not stop the lane
+            return PricedExit(
+                session_id=current.session_id,
+                entry_at=entry,
+                fee_fen=0,
+                tariff_id=None,
+                tariff_version=None,
+                vehicle_class=None,
+                reason="pricing_failed",
+                error=f"{type(error).__name__}: {error}",
+            )
+        return PricedExit(
+            session_id=current.session_id,
+            entry_at=entry,
+            fee_fen=stay.fee_fen,
+            tariff_id=stay.tariff_id,
+            tariff_version=stay.tariff_version,
+            vehicle_class=stay.vehicle_class,
+            reason=stay.reason,
+            quote=msgspec.Raw(quote_to_json(stay.quote) if stay.quote is not None else b"null"),
+        )
+
+    def _decide_gate(self, g: _Gate, now: datetime) -> None:
+        msg = g.msg
+        # A passage older than a command lives gets none (see Tuning.command_ttl).
+        stale = now - msg.observed_at > self.tuning.command_ttl
+        mode: str
+        anomalies: tuple[str, ...]
+        priced: PricedExit | None = None
+        hold_reason: HoldReason | None = None
+        session_id = ""
+        if msg.direction == "in":
+            decision = lane.decide_entry(
+                plate=g.plate,
+                raw_plate=msg.plate,
+                confidence=msg.confidence,
+                flags=g.flags or PlateFlags(),
+                lot=g.lot,
+                lane_id=g.lane_id,
+                now=now,
+            )
+            mode, anomalies, hold_reason = decision.mode, decision.anomalies, decision.hold_reason
+            if mode != "hold":
+                session_id = g.candidate
+                g.open_payload = self._command(
+                    g, action="open", session_id=g.candidate, display=decision.display_open, now=now
+                )
+            g.hold_payload = self._command(
+                g, action="hold", session_id=None, display=decision.display_hold, now=now
+            )
+        else:
+            exit_decision = lane.decide_exit(
+                plate=g.plate,
+                raw_plate=msg.plate,
+                confidence=msg.confidence,
+                lot_id=g.lot.lot_id,
+                lane_id=g.lane_id,
+            )
+            mode, anomalies = exit_decision.mode, exit_decision.anomalies
+            hold_reason = exit_decision.hold_reason
+            if mode == "hold":
+                g.hold_payload = self._command(
+                    g, action="hold", session_id=None, display=exit_decision.display_hold, now=now
+                )
+            else:
+                assert g.plate is not None
+                if g.current is not None:
+                    priced = self._price(g, g.current)
+                    session_id = g.current.session_id
+                    display = lane.exit_display(
+                        g.plate.text, priced.entry_at, msg.observed_at, priced.fee_fen
+                    )
+                    if priced.error is not None:
+                        anomalies = (*anomalies, AnomalyKind.PRICING_FAILED)
+                    opens = session_id
+                else:
+                    display = lane.no_entry_display(g.plate.text, lane.NO_ENTRY_FEE_FEN)
+                    opens = g.candidate
+                g.open_payload = self._command(
+                    g, action="open", session_id=opens, display=display, now=now
+                )
+                g.hold_payload = g.open_payload
+        g.record = PassageRecord(
+            device_id=msg.device_id,
+            seq=msg.seq,
+            lot_id=g.lot.lot_id,
+            lane_id=g.lane_id,
+            direction=msg.direction,
+            plate=g.plate.text if g.plate is not None else None,
+            plate_raw=msg.plate,
+            plate_color=msg.plate_color,
+            confidence=msg.confidence,
+            image_ref=msg.image_ref,
+            observed_at=msg.observed_at,
+            received_at=g.inbound.received_at,
+            mode=mode,
+            hold_reason=hold_reason.value if hold_reason is not None else None,
+            session_candidate=(
+                g.candidate
+                if mode in ("open", "open_any") or (mode == "exit" and g.current is None)
+                else None
+            ),
+            anomalies=anomalies,
+            priced=priced,
+            no_entry_fee_fen=lane.NO_ENTRY_FEE_FEN,
+        )
+        now_ms = logic.to_ms(now)
+        g.call = store.PassageCall(
+            lot_id=g.lot.lot_id,
+            device_id=msg.device_id,
+            seq=msg.seq,
+            now_ms=now_ms,
+            plate=g.plate.text if g.plate is not None else None,
+            mode=mode,
+            session_id=session_id,
+            at_ms=logic.to_ms(msg.observed_at),
+            record=_record_encoder.encode(g.record),
+            command_id="" if stale else f"c-{msg.device_id}-{msg.seq}",
+            command_topic=self.topics.commands(g.lot.lot_id, g.lane_id),
+            command_open=g.open_payload or g.hold_payload,
+            command_hold=g.hold_payload or g.open_payload,
+            command_expires_ms=now_ms + int(self.tuning.command_ttl.total_seconds() * 1000),
+            command_resend_ms=now_ms + int(self.tuning.command_resend_after.total_seconds() * 1000),
+        )
+
+    def _queue(self, pipe: store.Batch, item: _Item, now: datetime) -> None:
+        now_ms = logic.to_ms(now)
+        match item:
+            case _Dead():
+                store.queue_dead(
+                    pipe,
+                    store.DeadCall(
+                        tag=item.tag,
+                        now_ms=now_ms,
+                        topic=item.inbound.topic,
+                        reason=item.reason,
+                        payload=item.inbound.payload,
+                        device_id=item.device_id,
+                        seq=item.seq,
+                    ),
+                )
+            case _Gate():
+                self._decide_gate(item, now)
+                assert item.call is not None
+                store.queue_passage(pipe, item.call)
+            case _Sensor():
+                msg = item.msg
+                record = SpaceRecord(
+                    device_id=msg.device_id,
+                    seq=msg.seq,
+                    lot_id=item.lot.lot_id,
+                    space_id=item.space_id,
+                    occupied=msg.occupied,
+                    battery_pct=msg.battery_pct,
+                    observed_at=msg.observed_at,
+                    received_at=item.inbound.received_at,
+                )
+                store.queue_space(
+                    pipe,
+                    store.SpaceCall(
+                        lot_id=item.lot.lot_id,
+                        device_id=msg.device_id,
+                        seq=msg.seq,
+                        now_ms=now_ms,
+                        space_id=item.space_id,
+                        occupied=msg.occupied,
+                        observed_ms=logic.to_ms(msg.observed_at),
+                        record=_record_encoder.encode(record),
+                        flap_changes=self.tuning.flap_changes,
+                        flap_window_ms=int(self.tuning.flap_window.total_seconds() * 1000),
+                    ),
+                )
+            case _Status():
+                status = item.msg
+                store.queue_status(
+                    pipe,
+                    lot_id=item.lot_id,
+                    device_id=status.device_id,
+                    online=status.online,
+                    at_ms=logic.to_ms(status.at),
+                    now_ms=now_ms,
+                    firmware=status.firmware,
+                    record=_record_encoder.encode(
+                        StatusRecord(
+                            device_id=status.device_id,
+                            lot_id=item.lot_id,
+                            online=status.online,
+                            at=status.at,
+                            firmware=status.firmware,
+                            received_at=item.inbound.received_at,
+                        )
+                    ),
+                )
+            case _Ack():
+                ack = item.msg
+                store.queue_ack(
+                    pipe,
+                    lot_id=item.lot_id,
+                    command_id=ack.command_id,
+                    result=ack.result,
+                    now_ms=now_ms,
+                    record=_record_encoder.encode(
+                        AckRecord(
+                            command_id=ack.command_id,
+                            lot_id=item.lot_id,
+                            lane_id=item.lane_id,
+                            result=ack.result,
+                            at=ack.at,
+                            received_at=item.inbound.received_at,
+                        )
+                    ),
+                )
+
+    # ---------------------------------------------------------- apply
+
+    async def handle(self, batch: Sequence[Inbound], now: datetime) -> BatchReport:
+        """Apply ``batch``; see the module docstring for what returning and raising mean."""
+        report = BatchReport()
+        items = await self._classify_all(batch, report)
+        await self._read_inputs([i for i in items if isinstance(i, _Gate)])
+        followups: list[tuple[str, FollowUp]] = []
+        watermarks: dict[str, tuple[str, int]] = {}
+        pending: list[_Item] = list(items)
+        for _ in range(self.tuning.stale_rounds + 1):
+            if not pending:
+                break
+            pipe = store.Batch()
+            for item in pending:
+                self._queue(pipe, item, now)
+            replies = await pipe.execute(self.redis)
+            retry: list[_Item] = []
+            missing_lots: set[str] = set()
+            for item, reply in zip(pending, replies, strict=True):
+                again = self._settle(item, reply, report, followups, watermarks, missing_lots)
+                if again is not None:
+                    retry.append(again)
+            if missing_lots:
+                await self.sync_lots([self.directory.lots[lot] for lot in missing_lots])
+            pending = retry
+        if pending:
+            raise CoreBusy(f"{len(pending)} events kept racing; retrying the batch")
+        await self.run_followups(followups, now)
+        for device, (_tag, wm) in watermarks.items():
+            report.publishes.append(
+                Publish(
+                    self.topics.watermark(device),
+                    messages.encode(messages.Watermark(seq=wm)),
+                    qos=1,
+                    retain=True,
+                )
+            )
+        return report
+
+    def _settle(
+        self,
+        item: _Item,
+        reply: object,
+        report: BatchReport,
+        followups: list[tuple[str, FollowUp]],
+        watermarks: dict[str, tuple[str, int]],
+        missing_lots: set[str],
+    ) -> _Item | None:
+        """Account for one reply; return the item to send again, if any."""
+        if isinstance(reply, ResponseError):
+            message = str(reply)
+            if "BADARG" not in message:
+                raise reply
+            # The core refused what we built from a message that decoded: keep
+            # the message, never loop on it.
+            return _Dead(item.inbound, self._tag_of(item), f"core_rejected: {message}")
+        if isinstance(reply, Exception):
+            raise reply
+        values = store.texts(reply)
+        status = values[0] if values else ""
+        if status == "notready":
+            raise CoreNotReady(f"shard {self._tag_of(item)} is not loaded")
+        if status == "nolot" and isinstance(item, (_Gate, _Sensor)):
+            missing_lots.add(item.lot.lot_id)
+            return item
+        match item:
+            case _Dead():
+                report.dead_lettered += 1
+                report.dead_reasons[_reason_code(item.reason)] += 1
+                if status == "dup" and item.device_id is not None:
+                    self._note_watermark(watermarks, item.tag, item.device_id, item.seq, values[1])
+            case _Gate():
+                if status == "stale":
+                    item.current = OpenSession.parse(values[3]) if values[3] else None
+                    return item
+                op = f"{item.msg.device_id}:{item.msg.seq}"
+                if status == "dup":
+                    report.duplicates += 1
+                    self._note_watermark(
+                        watermarks,
+                        keys.lot_tag(item.lot.lot_id),
+                        item.msg.device_id,
+                        item.msg.seq,
+                        values[4],
+                    )
+                    if values[5]:
+                        followups.append((op, FollowUp.parse(values[5])))
+                    return None
+                report.applied += 1
+                outcome = values[1]
+                report.outcomes[outcome] += 1
+                if len(values) > 6 and values[6]:
+                    report.gaps += 1
+                if values[5]:
+                    followups.append((op, FollowUp.parse(values[5])))
+                payload = item.hold_payload if outcome in ("full", "held") else item.open_payload
+                if payload:
+                    report.publishes.append(
+                        Publish(
+                            self.topics.commands(item.lot.lot_id, item.lane_id), payload, 1, False
+                        )
+                    )
+            case _Sensor():
+                if status == "dup":
+                    report.duplicates += 1
+                    self._note_watermark(
+                        watermarks,
+                        keys.lot_tag(item.lot.lot_id),
+                        item.msg.device_id,
+                        item.msg.seq,
+                        values[4],
+                    )
+                    return None
+                report.applied += 1
+                report.outcomes[f"space_{values[1]}"] += 1
+                if len(values) > 5 and values[5]:
+                    report.gaps += 1
+            case _Status() | _Ack():
+                report.outcomes[values[0] if values else "?"] += 1
+        return None
+
+    @staticmethod
+    def _note_watermark(
+        watermarks: dict[str, tuple[str, int]], tag: str, device: str, seq: int | None, wm: str
+    ) -> None:
+        """A duplicate the system of record already covers: tell the device again.
+
+        The device re-sent it because it has not seen a watermark covering it
+        (lost, or published before it reconnected); without this its outbox
+        would keep re-sending forever.
+        """
+        try:
+            value = int(wm)
+        except ValueError:
+            return
+        if value <= 0 or seq is None or value < seq:
+            return
+        best = watermarks.get(device)
+        if best is None or best[1] < value:
+            watermarks[device] = (tag, value)
+
+    def _tag_of(self, item: _Item) -> str:
+        match item:
+            case _Dead():
+                return item.tag
+            case _Gate() | _Sensor():
+                return keys.lot_tag(item.lot.lot_id)
+            case _Status() | _Ack():
+                return keys.lot_tag(item.lot_id)
+        raise AssertionError(item)
+
+    # ---------------------------------------------------------- follow-ups
+
+    async def run_followups(self, followups: Sequence[tuple[str, FollowUp]], now: datetime) -> None:
+        """Update the plate index for opened/closed sessions and supersede what a
+        new entry replaced elsewhere; then drop the follow-ups. Idempotent."""
+        if not followups:
+            return
+        now_ms = logic.to_ms(now)
+        pipe = store.Batch()
+        for op, fu in followups:
+            if fu.kind == "claim":
+                store.queue_plate_claim(
+                    pipe,
+                    plate=fu.plate,
+                    session_id=fu.session_id,
+                    lot_id=fu.lot_id,
+                    at_ms=fu.at_ms,
+                    op=op,
+                )
+            else:
+                store.queue_plate_release(
+                    pipe, plate=fu.plate, session_id=fu.session_id, at_ms=fu.at_ms
+                )
+        replies = await pipe.execute(self.redis)
+        pipe = store.Batch()
+        supersedes = 0
+        for (_op, fu), reply in zip(followups, replies, strict=True):
+            values = store.texts(reply)
+            if values[0] == "notready":
+                raise CoreNotReady(f"plate shard of {fu.plate} is not loaded")
+            if fu.kind != "claim":
+                continue
+            result, other_sid, other_lot = values[0], values[1], values[2]
+            if result in ("claimed", "same") and other_sid and other_sid != fu.session_id:
+                store.queue_supersede(
+                    pipe,
+                    lot_id=other_lot,
+                    plate=fu.plate,
+                    session_id=other_sid,
+                    by_session=fu.session_id,
+                    by_lot=fu.lot_id,
+                    now_ms=now_ms,
+                    why=AnomalyKind.PLATE_ELSEWHERE,
+                )
+                supersedes += 1
+            elif result == "older" and other_sid:
+                store.queue_supersede(
+                    pipe,
+                    lot_id=fu.lot_id,
+                    plate=fu.plate,
+                    session_id=fu.session_id,
+                    by_session=other_sid,
+                    by_lot=other_lot or fu.lot_id,
+                    now_ms=now_ms,
+                    why=AnomalyKind.OLDER_ENTRY,
+                )
+                supersedes += 1
+        if supersedes:
+            for reply in await pipe.execute(self.redis):
+                if isinstance(reply, Exception):
+                    raise reply
+                if store.texts(reply)[0] == "notready":
+                    raise CoreNotReady("a lot shard is not loaded")
+            pipe = store.Batch()
+        store.queue_followups_done(pipe, [(fu.lot_id, op) for op, fu in followups])
+        await pipe.execute(self.redis)
+
+    async def finish_stale_followups(self, now: datetime, *, older_than: timedelta) -> int:
+        """Run follow-ups a crashed gateway left behind (their MQTT message was acked
+        or lost with a broker, so no redelivery will run them)."""
+        cutoff = logic.to_ms(now - older_than)
+        found: list[tuple[str, FollowUp]] = []
+        for tag in keys.all_lot_tags():
+            for op, value in await store.stale_followups(
+                self.redis, tag, made_before_ms=cutoff, limit=1000
+            ):
+                try:
+                    found.append((op, FollowUp.parse(value)))
+                except ValueError:
+                    continue
+        await self.run_followups(found, now)
+        return len(found)
+
+    # ---------------------------------------------------------- housekeeping
+
+    async def resend_due(self, now: datetime, *, limit: int = 500) -> list[Publish]:
+        """Commands whose gate has not acked them yet, due again now."""
+        found: list[Publish] = []
+        resend_ms = int(self.tuning.command_resend_after.total_seconds() * 1000)
+        for tag in keys.all_lot_tags():
+            for topic, payload in await store.due_commands(
+                self.redis, tag, now_ms=logic.to_ms(now), resend_after_ms=resend_ms, limit=limit
+            ):
+                found.append(Publish(topic, payload, 1, False))
+        return found
+
+    async def report_silent(self, now: datetime, *, silent_after: timedelta) -> int:
+        cutoff = logic.to_ms(now - silent_after)
+        total = 0
+        for tag in keys.all_lot_tags():
+            total += await store.report_silent(
+                self.redis, tag, cutoff_ms=cutoff, now_ms=logic.to_ms(now), limit=1000
+            )
+        return total
+
+    async def sync_lots(self, lots: Sequence[LotInfo]) -> None:
+        """Create lots the core does not know yet, refresh capacity and kind of the others."""
+        if not lots:
+            return
+        pipe = store.Batch()
+        for lot in lots:
+            store.queue_lot(pipe, lot_id=lot.lot_id, capacity=lot.capacity, kind=lot.kind)
+        for reply in await pipe.execute(self.redis):
+            if isinstance(reply, Exception):
+                raise reply
+            if store.text(reply) == "notready":
+                raise CoreNotReady("a lot shard is not loaded")
+
+
+# ------------------------------------------------------------------ directory
+
+
+async def load_directory(conn: asyncpg.Connection) -> Directory:
+    directory = Directory()
+    for r in await store.lots(conn):
+        directory.lots[r["id"]] = LotInfo(
+            lot_id=r["id"],
+            kind=r["kind"],
+            capacity=r["capacity"],
+            full_policy=r["full_policy"],
+            arrears_hold_after=r["arrears_hold_after"],
+            district_code=r["district_code"],
+            groups=frozenset(r["groups"]),
+        )
+    for r in await store.live_devices(conn):
+        directory.add_device(
+            DeviceInfo(r["device_id"], r["lot_id"], r["kind"], r["lane_id"], r["space_id"])
+        )
+    return directory
+
+
+# ------------------------------------------------------------------ plate flags
+
+
+class NotLoaded(CoreNotReady):
+    """The plate's shard is not loaded; retry after the rebuild."""
+
+
+async def _set_flag(redis: aioredis.Redis, plate: str, field_name: str, value: str) -> None:
+    result = await store.set_plate_flag(redis, plate, field_name, value)
+    if result == "notready":
+        raise NotLoaded(f"plate shard of {plate} is not loaded")
+
+
+async def set_blacklisted(redis: aioredis.Redis, plate: str, reason: str | None) -> None:
+    """Hold (reason) or stop holding (None) ``plate`` at every entry lane; effective at once.
+
+    Idempotent. ``plate`` must be normalised (``parking.plates.normalise``). The
+    blacklist table stays the system of record: the periodic flag sync and the
+    rebuild restore this from it.
+    """
+    await _set_flag(redis, plate, "bl", (reason or "")[:200] if reason else "")
+
+
+async def set_arrears_since(redis: aioredis.Redis, plate: str, since: datetime | None) -> None:
+    """The plate's oldest unpaid bill closed at ``since`` (None: no arrears). Idempotent."""
+    await _set_flag(redis, plate, "arrears", "" if since is None else str(logic.to_ms(since)))
+
+
+async def set_pass(
+    redis: aioredis.Redis, plate: str, scope: str, window: PassWindow | None
+) -> None:
+    """A monthly pass of ``plate`` for ``scope`` (a lot id or lot group id); None removes it."""
+    value = (
+        ""
+        if window is None
+        else f"{logic.to_ms(window.valid_from)}|{logic.to_ms(window.valid_until)}|{window.pass_id}"
+    )
+    await _set_flag(redis, plate, f"pass:{scope}", value)
+
+
+async def plate_flags_from_db(conn: asyncpg.Connection, now: datetime) -> dict[str, PlateFlags]:
+    """Every plate's flags as the system of record has them."""
+    black = {r["plate"]: r["reason"] for r in await store.blacklisted_plates(conn)}
+    arrears = {r["plate"]: r["since"] for r in await store.arrears_since(conn)}
+    passes: dict[str, dict[str, PassWindow]] = {}
+    for r in await store.live_passes(conn, now):
+        current = passes.setdefault(r["plate"], {}).get(r["group_id"])
+        # Two passes for one group: keep the one that lasts longer.
+        if current is None or current.valid_until < r["valid_until"]:
+            passes[r["plate"]][r["group_id"]] = PassWindow(
+                r["id"], r["valid_from"], r["valid_until"]
+            )
+    plates = set(black) | set(arrears) | set(passes)
+    return {
+        p: PlateFlags(
+            blacklisted=black.get(p), arrears_since=arrears.get(p), passes=passes.get(p, {})
+        )
+        for p in plates
+    }
+
+
+class FlagSync:
+    """Keeps the plate shards' flags equal to the system of record.
+
+    Writes only what changed since its last run (the first run writes all), and
+    clears plates whose flags were all lifted.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, list[tuple[str, str]]] | None = None
+
+    async def run(self, conn: asyncpg.Connection, redis: aioredis.Redis, now: datetime) -> int:
+        wanted = {p: logic.flag_pairs(f) for p, f in (await plate_flags_from_db(conn, now)).items()}
+        flagged: set[str] = set()
+        for tag in keys.all_plate_tags():
+            flagged |= await store.flagged_plates(redis, tag)
+        last = self._last or {}
+        changes = [
+            (plate, pairs)
+            for plate, pairs in wanted.items()
+            if self._last is None or last.get(plate) != pairs or plate not in flagged
+        ]
+        changes += [(plate, []) for plate in flagged - set(wanted)]
+        for start in range(0, len(changes), 1000):
+            pipe = store.Batch()
+            for plate, pairs in changes[start : start + 1000]:
+                store.queue_plate_flags(pipe, plate, pairs)
+            for reply in await pipe.execute(redis):
+                if isinstance(reply, Exception):
+                    raise reply
+                if store.text(reply) == "notready":
+                    raise NotLoaded("a plate shard is not loaded")
+        self._last = wanted
+        return len(changes)
+
+
+# ------------------------------------------------------------------ persister
+
+
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    #: device -> (tag of its lot shard, new watermark), for watermarks that moved
+    watermarks: dict[str, tuple[str, int]]
+    #: entries that could not be understood, with why
+    poison: list[tuple[logic.StreamEntry, str]]
+    #: entries written (the poison ones excluded)
+    written: list[logic.StreamEntry]
+
+
+_months_ready: set[datetime] = set()
+
+
+async def persist(
+    conn: asyncpg.Connection, entries: Sequence[logic.StreamEntry], now: datetime
+) -> Persisted:
+    """Write ``entries`` in one transaction of the caller's connection. Idempotent:
+    writing an entry again changes nothing (device_events dedups events, session
+    facts merge, anomalies and dead letters have ids derived from their source)."""
+    plan = logic.plan(entries)
+    poisoned = {id(e) for e, _ in plan.poison}
+    months = plan.months - _months_ready
+    async with conn.transaction():
+        if months:
+            await store.ensure_partitions(conn, months)
+        new = await store.insert_device_events(conn, plan.device_events)
+        await store.insert_passages(conn, [r for r in plan.passages if (r[0], r[1]) in new])
+        await store.insert_space_events(conn, [r for r in plan.space_events if (r[0], r[1]) in new])
+        await store.upsert_space_states(conn, plan.space_states)
+        await sessions.record(conn, plan.sessions)
+        await store.insert_anomalies(conn, plan.anomalies)
+        await store.insert_dead_letters(conn, plan.dead_letters)
+        await store.resolve_device_anomalies(
+            conn,
+            kind=AnomalyKind.DEVICE_OFFLINE,
+            device_ids=plan.back_online,
+            at=now,
+            why="back online",
+        )
+        moved = await store.advance_watermarks(conn, list(plan.devices), now)
+        await store.resolve_filled_gaps(conn, list(moved))
+    _months_ready.update(months)
+    return Persisted(
+        watermarks={d: (plan.devices[d], wm) for d, wm in moved.items()},
+        poison=plan.poison,
+        written=[e for e in entries if id(e) not in poisoned],
+    )

@@ -1,0 +1,691 @@
+"""Access to the occupancy core (Redis functions) and its tables (PostgreSQL). No decisions.
+
+Redis calls are queued on a `Batch` by the ``queue_*`` functions and sent in
+one round trip by the caller: the gateway applies a whole batch of events with
+one `Batch` per phase. Each queued call is one single-slot function call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any, Final
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from parking.occupancy import keys
+
+LIBRARY: Final = (
+    resources.files("parking.occupancy").joinpath("lua/occupancy.lua").read_text("utf-8")
+)
+
+Reply = list[Any] | bytes | int | Exception | None
+Arg = bytes | str | int
+
+
+class Batch:
+    """Commands packed once (RESP) and sent in one write; replies read back in order.
+
+    redis-py's pipeline encodes every argument through several Python layers and
+    arms a timer per reply, about 60 us for one 26-argument FCALL: more than
+    Redis spends running it. Here a command is packed with a few bytes joins, and
+    one deadline covers the whole round trip (a stalled Redis fails the batch,
+    matrix R6). Error replies come back as `ResponseError` values, not raised.
+    """
+
+    __slots__ = ("_parts", "count")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.count = 0
+
+    def command(self, *args: Arg) -> None:
+        parts = self._parts
+        parts.append(b"*%d\r\n" % len(args))
+        for arg in args:
+            if isinstance(arg, str):
+                arg = arg.encode("utf-8")
+            elif isinstance(arg, int):
+                arg = b"%d" % arg
+            parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+        self.count += 1
+
+    def fcall(self, function: str, keys_: list[str], *args: Arg) -> None:
+        self.command("FCALL", function, len(keys_), *keys_, *args)
+
+    def fcall_packed(self, head: bytes, head_count: int, *args: Arg) -> None:
+        """FCALL whose name and keys were packed once (`packed_head`, ``head_count``
+        arguments), followed by ``args``."""
+        parts = self._parts
+        parts.append(b"*%d\r\n" % (head_count + len(args)))
+        parts.append(head)
+        for arg in args:
+            if isinstance(arg, str):
+                arg = arg.encode("utf-8")
+            elif isinstance(arg, int):
+                arg = b"%d" % arg
+            parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+        self.count += 1
+
+    async def execute(self, redis: aioredis.Redis, *, deadline_s: float = 10.0) -> list[Reply]:
+        if not self.count:
+            return []
+        pool = redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            async with asyncio.timeout(deadline_s):
+                await conn.send_packed_command(b"".join(self._parts), check_health=False)
+                replies: list[Reply] = []
+                for _ in range(self.count):
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as error:
+                        replies.append(error)
+        except BaseException:
+            # Replies may be left unread on this connection: never reuse it.
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        return replies
+
+
+def _bulk(value: str) -> bytes:
+    raw = value.encode("utf-8")
+    return b"$%d\r\n%b\r\n" % (len(raw), raw)
+
+
+@functools.lru_cache(maxsize=65536)
+def packed_head(function: str, keys_: tuple[str, ...]) -> tuple[bytes, int]:
+    """``FCALL function numkeys keys...`` packed, and how many arguments that is.
+
+    A lot's and a device's keys are the same for every event: packing them once
+    saves most of the per-event encoding of a 10-key call."""
+    head = [_bulk("FCALL"), _bulk(function), _bulk(str(len(keys_)))]
+    head.extend(_bulk(k) for k in keys_)
+    return b"".join(head), 3 + len(keys_)
+
+
+async def load_library(redis: aioredis.Redis) -> None:
+    """Install (or replace) the function library; idempotent, safe while gateways run."""
+    await redis.function_load(LIBRARY, replace=True)
+
+
+def text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if value is None:
+        return ""
+    return str(value)
+
+
+def texts(reply: object) -> list[str]:
+    if isinstance(reply, list):
+        return [text(v) for v in reply]
+    return [text(reply)]
+
+
+# ------------------------------------------------------------------ lot shards
+
+
+@dataclass(frozen=True, slots=True)
+class PassageCall:
+    lot_id: str
+    device_id: str
+    seq: int
+    now_ms: int
+    plate: str | None
+    mode: str
+    session_id: str
+    at_ms: int
+    record: bytes
+    command_id: str
+    command_topic: str
+    command_open: bytes
+    command_hold: bytes
+    command_expires_ms: int
+    command_resend_ms: int
+
+
+def queue_passage(pipe: Batch, call: PassageCall) -> None:
+    head, n = packed_head("occ_passage", tuple(keys.passage_keys(call.lot_id, call.device_id)))
+    pipe.fcall_packed(
+        head,
+        n,
+        call.device_id,
+        str(call.seq),
+        str(call.now_ms),
+        call.plate or "",
+        call.mode,
+        call.session_id,
+        str(call.at_ms),
+        call.record,
+        call.command_id,
+        call.command_topic,
+        call.command_open,
+        call.command_hold,
+        str(call.command_expires_ms),
+        str(call.command_resend_ms),
+        call.lot_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceCall:
+    lot_id: str
+    device_id: str
+    seq: int
+    now_ms: int
+    space_id: str
+    occupied: bool
+    observed_ms: int
+    record: bytes
+    flap_changes: int
+    flap_window_ms: int
+
+
+def queue_space(pipe: Batch, call: SpaceCall) -> None:
+    head, n = packed_head("occ_space", tuple(keys.space_keys(call.lot_id, call.device_id)))
+    pipe.fcall_packed(
+        head,
+        n,
+        call.device_id,
+        str(call.seq),
+        str(call.now_ms),
+        call.space_id,
+        "1" if call.occupied else "0",
+        str(call.observed_ms),
+        call.record,
+        str(call.flap_changes),
+        str(call.flap_window_ms),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadCall:
+    tag: str
+    now_ms: int
+    topic: str
+    reason: str
+    payload: bytes
+    device_id: str | None
+    seq: int | None
+
+
+def queue_dead(pipe: Batch, call: DeadCall) -> None:
+    trusted = call.device_id is not None and call.seq is not None
+    ks = keys.dead_keys(call.tag, call.device_id if trusted else None)
+    extra = [call.device_id or "", str(call.seq)] if trusted else []
+    pipe.fcall(
+        "occ_dead",
+        ks,
+        str(call.now_ms),
+        call.topic,
+        call.reason,
+        call.payload,
+        *extra,
+    )
+
+
+def queue_status(
+    pipe: Batch,
+    *,
+    lot_id: str,
+    device_id: str,
+    online: bool,
+    at_ms: int,
+    now_ms: int,
+    firmware: str | None,
+    record: bytes,
+) -> None:
+    pipe.fcall(
+        "occ_status",
+        keys.status_keys(lot_id, device_id),
+        device_id,
+        "1" if online else "0",
+        str(at_ms),
+        str(now_ms),
+        firmware or "",
+        record,
+    )
+
+
+def queue_ack(
+    pipe: Batch, *, lot_id: str, command_id: str, result: str, now_ms: int, record: bytes
+) -> None:
+    pipe.fcall("occ_ack", keys.ack_keys(lot_id), command_id, result, str(now_ms), record)
+
+
+def queue_supersede(
+    pipe: Batch,
+    *,
+    lot_id: str,
+    plate: str,
+    session_id: str,
+    by_session: str,
+    by_lot: str,
+    now_ms: int,
+    why: str,
+) -> None:
+    pipe.fcall(
+        "occ_supersede",
+        keys.supersede_keys(lot_id),
+        lot_id,
+        plate,
+        session_id,
+        by_session,
+        by_lot,
+        str(now_ms),
+        why,
+    )
+
+
+def queue_lot(pipe: Batch, *, lot_id: str, capacity: int, kind: str) -> None:
+    pipe.fcall("occ_lot", keys.lot_sync_keys(lot_id), str(capacity), kind)
+
+
+def queue_watermark(pipe: Batch, *, tag: str, device_id: str, seq: int) -> None:
+    pipe.fcall("occ_wm", [keys.device(tag, device_id)], str(seq))
+
+
+def queue_followups_done(pipe: Batch, done: Sequence[tuple[str, str]]) -> None:
+    """Drop finished follow-ups, given as (lot id, ``device:seq``): one HDEL per shard."""
+    by_tag: dict[str, list[str]] = {}
+    for lot_id, op in done:
+        by_tag.setdefault(keys.lot_tag(lot_id), []).append(op)
+    for tag, ops in by_tag.items():
+        pipe.command("HDEL", keys.followups(tag), *ops)
+
+
+def queue_session_of(pipe: Batch, *, lot_id: str, plate: str) -> None:
+    pipe.command("HGET", keys.sessions(keys.lot_tag(lot_id), lot_id), plate)
+
+
+async def due_commands(
+    redis: aioredis.Redis, tag: str, *, now_ms: int, resend_after_ms: int, limit: int
+) -> list[tuple[str, bytes]]:
+    reply = await redis.fcall(
+        "occ_due", 4, *keys.due_keys(tag), str(now_ms), str(resend_after_ms), str(limit)
+    )
+    items = list(reply or [])
+    return [(text(items[i]), bytes(items[i + 1])) for i in range(0, len(items), 2)]
+
+
+async def report_silent(
+    redis: aioredis.Redis, tag: str, *, cutoff_ms: int, now_ms: int, limit: int
+) -> int:
+    return int(
+        await redis.fcall(
+            "occ_silence", 3, *keys.silence_keys(tag), str(cutoff_ms), str(now_ms), str(limit)
+        )
+    )
+
+
+async def stale_followups(
+    redis: aioredis.Redis, tag: str, *, made_before_ms: int, limit: int
+) -> list[tuple[str, str]]:
+    """(``device:seq``, follow-up) pairs of a shard made before ``made_before_ms``."""
+    found: list[tuple[str, str]] = []
+    async for field, value in redis.hscan_iter(keys.followups(tag), count=500):
+        raw = text(value)
+        try:
+            made = int(raw.rsplit("|", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        if made < made_before_ms:
+            found.append((text(field), raw))
+            if len(found) >= limit:
+                break
+    return found
+
+
+# ------------------------------------------------------------------ plate shards
+
+
+def queue_plate_read(pipe: Batch, plate: str) -> None:
+    ks = keys.plate_keys(plate)
+    pipe.command("FCALL_RO", "plate_read", len(ks), *ks)
+
+
+def queue_plate_claim(
+    pipe: Batch, *, plate: str, session_id: str, lot_id: str, at_ms: int, op: str
+) -> None:
+    pipe.fcall("plate_claim", keys.plate_keys(plate), session_id, lot_id, str(at_ms), op)
+
+
+def queue_plate_release(pipe: Batch, *, plate: str, session_id: str, at_ms: int) -> None:
+    pipe.fcall("plate_release", keys.plate_keys(plate), session_id, str(at_ms))
+
+
+def queue_plate_flags(pipe: Batch, plate: str, flags: Sequence[tuple[str, str]]) -> None:
+    args = [part for pair in flags for part in pair]
+    pipe.fcall("plate_flags", keys.plate_flag_keys(plate), plate, *args)
+
+
+async def set_plate_flag(redis: aioredis.Redis, plate: str, field: str, value: str) -> str:
+    return text(
+        await redis.fcall("plate_flag", 3, *keys.plate_flag_keys(plate), plate, field, value)
+    )
+
+
+async def flagged_plates(redis: aioredis.Redis, tag: str) -> set[str]:
+    return {text(p) for p in await redis.smembers(keys.flagged(tag))}
+
+
+async def lot_counts(redis: aioredis.Redis, lot_id: str) -> dict[str, str]:
+    raw = await redis.hgetall(keys.lot(keys.lot_tag(lot_id), lot_id))
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+async def lot_sessions(redis: aioredis.Redis, lot_id: str) -> dict[str, str]:
+    raw = await redis.hgetall(keys.sessions(keys.lot_tag(lot_id), lot_id))
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+async def lot_spaces(redis: aioredis.Redis, lot_id: str) -> dict[str, str]:
+    raw = await redis.hgetall(keys.spaces(keys.lot_tag(lot_id), lot_id))
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+async def plate_entry(redis: aioredis.Redis, plate: str) -> dict[str, str]:
+    t = keys.plate_tag(plate)
+    raw = await redis.hgetall(keys.plate(t, plate))
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+async def device_marks(redis: aioredis.Redis, lot_id: str, device_id: str) -> dict[str, str]:
+    t = keys.lot_tag(lot_id)
+    raw = await redis.hgetall(keys.device(t, device_id))
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+# ================================================================== PostgreSQL
+
+
+async def lots(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT l.id, l.kind, l.capacity, l.full_policy, l.arrears_hold_after,
+                  l.district_code,
+                  coalesce(array_agg(m.group_id) FILTER (WHERE m.group_id IS NOT NULL), '{}')
+                      AS groups
+           FROM lots l LEFT JOIN lot_group_members m ON m.lot_id = l.id
+           GROUP BY l.id"""
+    )
+
+
+async def live_devices(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    # The device registry's table (parking.devices owns it); read-only here.
+    return await conn.fetch(
+        "SELECT device_id, lot_id, kind, lane_id, space_id FROM devices WHERE revoked_at IS NULL"
+    )
+
+
+# --- plate flags, from the tables of their owners (read-only here)
+
+
+async def blacklisted_plates(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT plate, reason FROM plate_blacklist")
+
+
+async def live_passes(conn: asyncpg.Connection, now: datetime) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT id, plate, group_id, valid_from, valid_until FROM monthly_passes
+           WHERE revoked_at IS NULL AND valid_until > $1""",
+        now,
+    )
+
+
+async def arrears_since(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    # What parking.bills counts as owed (see bills_owed_by_plate_idx).
+    return await conn.fetch(
+        """SELECT plate, min(closed_at) AS since FROM bills
+           WHERE paid_at IS NULL AND status IN ('open', 'paying', 'disputed')
+             AND plate IS NOT NULL
+           GROUP BY plate"""
+    )
+
+
+# --- rebuild
+
+
+async def open_sessions(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT id, lot_id, plate, entry_at, entry_device_id, entry_seq
+           FROM sessions WHERE status = 'open'"""
+    )
+
+
+async def space_states(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT lot_id, space_id, occupied, device_id, seq, observed_at FROM space_states"
+    )
+
+
+async def device_marks_pg(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Per device: watermark and the stored seqs above it (normally none).
+
+    Every device with a stored event has a device_watermarks row (seq 0 until
+    its seq 1 is stored), so this reads one row per device plus an index range.
+    """
+    return await conn.fetch(
+        """SELECT w.device_id, w.seq AS wm,
+                  ARRAY(SELECT e.seq FROM device_events e
+                        WHERE e.device_id = w.device_id AND e.seq > w.seq
+                        ORDER BY e.seq) AS above
+           FROM device_watermarks w"""
+    )
+
+
+# --- persister writes (all run in the caller's transaction)
+
+
+async def ensure_partitions(conn: asyncpg.Connection, months: Iterable[datetime]) -> None:
+    for month in sorted(set(months)):
+        await conn.execute("SELECT ensure_event_partitions($1::date)", month.date())
+
+
+async def insert_device_events(
+    conn: asyncpg.Connection,
+    rows: Sequence[tuple[str, int, str, datetime | None, datetime]],
+) -> set[tuple[str, int]]:
+    """Insert (device, seq, kind, observed_at, received_at); return the pairs that were new."""
+    if not rows:
+        return set()
+    cols = list(zip(*rows, strict=True))
+    found = await conn.fetch(
+        """INSERT INTO device_events (device_id, seq, kind, observed_at, received_at)
+           SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[],
+                                $5::timestamptz[])
+           ON CONFLICT DO NOTHING
+           RETURNING device_id, seq""",
+        *[list(c) for c in cols],
+    )
+    return {(r["device_id"], r["seq"]) for r in found}
+
+
+async def insert_passages(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    await conn.execute(
+        """INSERT INTO passages (device_id, seq, received_at, observed_at, lot_id, lane_id,
+                                 direction, plate, plate_raw, plate_color, confidence, image_ref,
+                                 outcome, hold_reason, session_id)
+           SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::timestamptz[],
+                                $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                                $10::text[], $11::real[], $12::text[], $13::text[], $14::text[],
+                                $15::text[])
+           ON CONFLICT DO NOTHING""",
+        *cols,
+    )
+
+
+async def insert_space_events(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    await conn.execute(
+        """INSERT INTO space_events (device_id, seq, received_at, observed_at, lot_id, space_id,
+                                     occupied, battery_pct)
+           SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::timestamptz[],
+                                $5::text[], $6::text[], $7::bool[], $8::smallint[])
+           ON CONFLICT DO NOTHING""",
+        *cols,
+    )
+
+
+async def upsert_space_states(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(lot, space, occupied, device, seq, observed_at, received_at); the newest seq wins."""
+    if not rows:
+        return
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    await conn.execute(
+        """INSERT INTO space_states (lot_id, space_id, occupied, device_id, seq, observed_at,
+                                     received_at)
+           SELECT DISTINCT ON (lot_id, space_id) *
+           FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::bigint[],
+                       $6::timestamptz[], $7::timestamptz[])
+                AS t(lot_id, space_id, occupied, device_id, seq, observed_at, received_at)
+           ORDER BY lot_id, space_id, seq DESC
+           ON CONFLICT (lot_id, space_id) DO UPDATE SET
+               occupied = EXCLUDED.occupied, device_id = EXCLUDED.device_id,
+               seq = EXCLUDED.seq, observed_at = EXCLUDED.observed_at,
+               received_at = EXCLUDED.received_at
+           WHERE space_states.device_id <> EXCLUDED.device_id
+              OR space_states.seq < EXCLUDED.seq""",
+        *cols,
+    )
+
+
+async def insert_dead_letters(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(source, received_at, topic, device_id, seq, reason, payload)."""
+    if not rows:
+        return
+    await conn.executemany(
+        """INSERT INTO dead_letters (source, received_at, topic, device_id, seq, reason, payload)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source) DO NOTHING""",
+        rows,
+    )
+
+
+async def insert_anomalies(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(id, kind, lot, device, plate, session, image_ref, details json, created_at)."""
+    if not rows:
+        return
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    await conn.execute(
+        """INSERT INTO anomalies (id, kind, lot_id, device_id, plate, session_id, image_ref,
+                                  details, created_at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[])
+           ON CONFLICT (id) DO NOTHING""",
+        *cols,
+    )
+
+
+async def resolve_device_anomalies(
+    conn: asyncpg.Connection, *, kind: str, device_ids: Sequence[str], at: datetime, why: str
+) -> None:
+    if not device_ids:
+        return
+    await conn.execute(
+        """UPDATE anomalies SET status = 'resolved', resolved_at = $3, resolution = $4
+           WHERE kind = $1 AND status = 'open' AND device_id = ANY($2::text[])""",
+        kind,
+        list(device_ids),
+        at,
+        why,
+    )
+
+
+async def resolve_filled_gaps(conn: asyncpg.Connection, device_ids: Sequence[str]) -> None:
+    """A seq gap is resolved once the device's watermark has passed it."""
+    if not device_ids:
+        return
+    await conn.execute(
+        """UPDATE anomalies a SET status = 'resolved', resolved_at = w.updated_at,
+                                  resolution = 'filled: watermark ' || w.seq
+           FROM device_watermarks w
+           WHERE a.kind = 'seq_gap' AND a.status = 'open' AND a.device_id = w.device_id
+             AND a.device_id = ANY($1::text[]) AND (a.details->>'to')::bigint <= w.seq""",
+        list(device_ids),
+    )
+
+
+async def advance_watermarks(
+    conn: asyncpg.Connection, device_ids: Sequence[str], now: datetime
+) -> dict[str, int]:
+    """Move each device's watermark to the end of its contiguous run of stored seqs.
+
+    Returns device -> new watermark for the devices whose watermark moved. Only
+    committed or own rows are visible, so the result never covers a seq that is
+    not stored; GREATEST keeps it monotonic when two persisters race. A device
+    seen for the first time gets its row (seq 0) even when nothing is covered yet.
+    """
+    if not device_ids:
+        return {}
+    rows = await conn.fetch(
+        """WITH d AS (
+               SELECT t.device_id, coalesce(w.seq, 0) AS old, w.seq IS NULL AS fresh
+               FROM unnest($1::text[]) AS t(device_id)
+               LEFT JOIN device_watermarks w USING (device_id)
+           ), next AS (
+               SELECT d.device_id, d.old, d.fresh,
+                      CASE WHEN EXISTS (SELECT 1 FROM device_events e
+                                        WHERE e.device_id = d.device_id AND e.seq = d.old + 1)
+                      THEN (SELECT e.seq FROM device_events e
+                            WHERE e.device_id = d.device_id AND e.seq > d.old
+                              AND NOT EXISTS (SELECT 1 FROM device_events f
+                                              WHERE f.device_id = e.device_id
+                                                AND f.seq = e.seq + 1)
+                            ORDER BY e.seq LIMIT 1)
+                      ELSE d.old END AS new
+               FROM d
+           )
+           INSERT INTO device_watermarks AS w (device_id, seq, updated_at)
+           SELECT device_id, new, $2 FROM next WHERE fresh OR new > old
+           ON CONFLICT (device_id) DO UPDATE
+               SET seq = GREATEST(w.seq, EXCLUDED.seq), updated_at = EXCLUDED.updated_at
+           RETURNING device_id, seq""",
+        list(device_ids),
+        now,
+    )
+    return {r["device_id"]: r["seq"] for r in rows if r["seq"] > 0}
+
+
+async def watermarks(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT device_id, seq FROM device_watermarks")
+    return {r["device_id"]: r["seq"] for r in rows}
+
+
+# --- reads for the CLI and tests
+
+
+async def dead_letters(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT id, received_at, topic, device_id, seq, reason, payload
+           FROM dead_letters ORDER BY id DESC LIMIT $1""",
+        limit,
+    )
+
+
+async def anomalies(
+    conn: asyncpg.Connection, *, kind: str | None, status: str | None, limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT id, kind, lot_id, device_id, plate, session_id, image_ref, details::text,
+                  status, created_at, resolved_at, resolution
+           FROM anomalies
+           WHERE ($1::text IS NULL OR kind = $1) AND ($2::text IS NULL OR status = $2)
+           ORDER BY created_at DESC, id LIMIT $3""",
+        kind,
+        status,
+        limit,
+    )

@@ -1,0 +1,1 @@
+"""Parking sessions: the decisions at the lane (entry, exit), and the sessions of record."""

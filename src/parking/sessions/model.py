@@ -1,0 +1,105 @@
+"""Types of the lane decisions and of the sessions of record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, Literal
+
+import msgspec
+
+
+class SessionStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    SUPERSEDED = "superseded"
+    VOIDED = "voided"
+
+
+#: Statuses a session never leaves.
+TERMINAL: Final = frozenset({SessionStatus.CLOSED, SessionStatus.SUPERSEDED, SessionStatus.VOIDED})
+
+
+class HoldReason(StrEnum):
+    UNPLATED = "unplated"  # no plate read: the driver scans the lane QR code
+    UNREADABLE = "unreadable_plate"  # a read that is not a valid plate
+    BLACKLISTED = "blacklisted"
+    ARREARS = "arrears"  # unpaid bills older than the lot allows
+    FULL = "full"
+
+
+EntryMode = Literal["open", "open_any", "hold"]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryDecision:
+    """What an entry lane does, before the core checks capacity.
+
+    ``open`` opens only if the lot has a free space (else the core holds the car
+    with ``display_hold``); ``open_any`` opens even when full (the lot's
+    full_policy is open, or a monthly-pass holder); ``hold`` holds for
+    ``hold_reason``.
+    """
+
+    mode: EntryMode
+    hold_reason: HoldReason | None
+    display_open: str
+    display_hold: str
+    anomalies: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExitDecision:
+    """``exit`` closes the open session and opens the barrier; ``hold`` keeps it closed."""
+
+    mode: Literal["exit", "hold"]
+    hold_reason: HoldReason | None
+    display_hold: str
+    anomalies: tuple[str, ...]
+
+
+class SessionView(msgspec.Struct, frozen=True, kw_only=True):
+    """A session as `parking sessions list` and the API show it."""
+
+    id: str
+    lot_id: str
+    plate: str | None
+    status: str
+    entry_at: datetime | None
+    exit_at: datetime | None
+    fee_fen: int | None
+    tariff_id: str | None
+    tariff_version: int | None
+    pricing_reason: str | None
+    superseded_by: str | None
+    flags: list[str]
+
+
+class SessionChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One fact about a session learned from an applied event; merged into its row.
+
+    Facts arrive in any order (several persisters, one stream per lot shard), so
+    merging is order-insensitive: a terminal status wins over open, the first
+    terminal status wins over later ones, known fields are never blanked.
+    """
+
+    id: str
+    lot_id: str
+    status: SessionStatus
+    plate: str | None = None
+    plate_raw: str | None = None
+    entry_at: datetime | None = None
+    entry_device_id: str | None = None
+    entry_seq: int | None = None
+    exit_at: datetime | None = None
+    exit_device_id: str | None = None
+    exit_seq: int | None = None
+    vehicle_class: int | None = None
+    fee_fen: int | None = None
+    tariff_id: str | None = None
+    tariff_version: int | None = None
+    pricing_reason: str | None = None
+    quote: bytes | None = None
+    superseded_by: str | None = None
+    flags: tuple[str, ...] = ()

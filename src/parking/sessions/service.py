@@ -1,0 +1,106 @@
+"""Use cases of sessions: recording what the lanes did, and reading it back.
+
+Writes run in the caller's transaction and never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+
+from parking.plates import PlateError, normalise
+from parking.sessions import store
+from parking.sessions.model import SessionChange, SessionStatus, SessionView
+
+
+def _latest_open_per_plate(changes: Sequence[SessionChange]) -> list[SessionChange]:
+    """Within one batch two opens of a plate cannot both stay open: the later entry wins."""
+    latest: dict[str, SessionChange] = {}
+    for change in changes:
+        if change.status is not SessionStatus.OPEN or change.plate is None:
+            continue
+        best = latest.get(change.plate)
+        key = (change.entry_at, change.id)
+        if best is None or key > (best.entry_at, best.id):
+            latest[change.plate] = change
+    return list(latest.values())
+
+
+async def record(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> None:
+    """Merge what the lanes did into the sessions table (caller's transaction; idempotent).
+
+    Facts may arrive in any order and more than once; merging is order-insensitive
+    (see `SessionChange`). At most one session per plate stays open: an open
+    session is superseded by a later entry of its plate, wherever it happened.
+    """
+    if not changes:
+        return
+    winners = _latest_open_per_plate(changes)
+    winner_ids = {c.id for c in winners}
+    by_plate = {c.plate: c.id for c in winners}
+    settled: list[SessionChange] = []
+    for change in changes:
+        if (
+            change.status is SessionStatus.OPEN
+            and change.plate is not None
+            and change.id not in winner_ids
+        ):
+            change = msgspec.structs.replace(
+                change,
+                status=SessionStatus.SUPERSEDED,
+                superseded_by=by_plate[change.plate],
+                flags=(*change.flags, "plate_elsewhere"),
+            )
+        settled.append(change)
+    await store.supersede_older_open(conn, winners)
+    # Several facts of one session in a batch: merge them one statement each,
+    # since INSERT .. ON CONFLICT cannot touch a row twice in one statement.
+    rounds: list[list[SessionChange]] = []
+    seen: dict[str, int] = {}
+    for change in settled:
+        n = seen.get(change.id, 0)
+        seen[change.id] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(change)
+    for batch in rounds:
+        await store.merge(conn, batch)
+    closed = [c for c in settled if c.status is SessionStatus.CLOSED]
+    await _closed(conn, closed)
+
+
+async def _closed(conn: asyncpg.Connection, closed: Sequence[SessionChange]) -> None:
+    """Sessions that just closed with their fee, in the persister's transaction.
+
+    Bills for them slot in here (``parking.bills.service.open_bill``), so a
+    session's close and its receivable commit together.
+    """
+
+
+async def list_for_plate(
+    conn: asyncpg.Connection, plate: str, *, limit: int = 100
+) -> list[SessionView]:
+    """Sessions of a plate, newest first (the plate as read or typed; normalised here)."""
+    try:
+        text = normalise(plate)
+    except PlateError:
+        text = plate.strip()
+    return [
+        SessionView(
+            id=r["id"],
+            lot_id=r["lot_id"],
+            plate=r["plate"],
+            status=r["status"],
+            entry_at=r["entry_at"],
+            exit_at=r["exit_at"],
+            fee_fen=r["fee_fen"],
+            tariff_id=r["tariff_id"],
+            tariff_version=r["tariff_version"],
+            pricing_reason=r["pricing_reason"],
+            superseded_by=r["superseded_by"],
+            flags=list(r["flags"]),
+        )
+        for r in await store.by_plate(conn, text, limit=limit)
+    ]

@@ -1,0 +1,142 @@
+"""SQL of the sessions table (queries only; the caller owns the transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from parking.sessions.model import SessionChange
+
+
+def _columns(changes: Sequence[SessionChange]) -> list[list[Any]]:
+    return [
+        [c.id for c in changes],
+        [c.lot_id for c in changes],
+        [c.plate for c in changes],
+        [c.plate_raw for c in changes],
+        [c.status.value for c in changes],
+        [c.entry_at for c in changes],
+        [c.exit_at for c in changes],
+        [c.entry_device_id for c in changes],
+        [c.entry_seq for c in changes],
+        [c.exit_device_id for c in changes],
+        [c.exit_seq for c in changes],
+        [c.vehicle_class for c in changes],
+        [c.fee_fen for c in changes],
+        [c.tariff_id for c in changes],
+        [c.tariff_version for c in changes],
+        [c.pricing_reason for c in changes],
+        [c.quote.decode() if c.quote is not None else None for c in changes],
+        [c.superseded_by for c in changes],
+        [",".join(c.flags) for c in changes],
+    ]
+
+
+async def supersede_older_open(conn: asyncpg.Connection, opens: Sequence[SessionChange]) -> None:
+    """Supersede open sessions of the same plates that entered no later than these."""
+    if not opens:
+        return
+    await conn.execute(
+        """UPDATE sessions s
+           SET status = 'superseded', superseded_by = i.id, updated_at = now(),
+               flags = CASE WHEN 'plate_elsewhere' = ANY(s.flags) THEN s.flags
+                            ELSE s.flags || '{plate_elsewhere}' END
+           FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS i(id, plate, entry_at)
+           WHERE s.plate = i.plate AND s.status = 'open' AND s.id <> i.id
+             AND s.entry_at <= i.entry_at""",
+        [c.id for c in opens],
+        [c.plate for c in opens],
+        [c.entry_at for c in opens],
+    )
+
+
+async def merge(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> None:
+    """Insert or merge each change into its session row (order-insensitive)."""
+    if not changes:
+        return
+    await conn.execute(
+        """
+        WITH input AS (
+            SELECT * FROM unnest(
+                $1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                $6::timestamptz[], $7::timestamptz[], $8::text[], $9::bigint[], $10::text[],
+                $11::bigint[], $12::smallint[], $13::bigint[], $14::text[], $15::integer[],
+                $16::text[], $17::jsonb[], $18::text[], $19::text[]
+            ) AS t(id, lot_id, plate, plate_raw, status, entry_at, exit_at, entry_device_id,
+                   entry_seq, exit_device_id, exit_seq, vehicle_class, fee_fen, tariff_id,
+                   tariff_version, pricing_reason, quote, superseded_by, flags)
+        ), resolved AS (
+            -- An open session whose plate is open elsewhere with a later entry
+            -- arrived late: it is superseded by that one (one open per plate).
+            SELECT i.*, other.id AS newer_id
+            FROM input i
+            LEFT JOIN LATERAL (
+                SELECT s.id FROM sessions s
+                WHERE i.status = 'open' AND s.plate = i.plate AND s.status = 'open'
+                  AND s.id <> i.id
+                LIMIT 1
+            ) other ON true
+        )
+        INSERT INTO sessions AS sessions (
+            id, lot_id, plate, plate_raw, status, entry_at, exit_at, entry_device_id, entry_seq,
+            exit_device_id, exit_seq, vehicle_class, fee_fen, tariff_id, tariff_version,
+            pricing_reason, quote, superseded_by, flags)
+        SELECT id, lot_id, plate, plate_raw,
+               CASE WHEN newer_id IS NOT NULL THEN 'superseded' ELSE status END,
+               entry_at, exit_at, entry_device_id, entry_seq, exit_device_id, exit_seq,
+               vehicle_class, fee_fen, tariff_id, tariff_version, pricing_reason, quote,
+               coalesce(superseded_by, newer_id),
+               CASE WHEN flags = '' THEN '{}'::text[] ELSE string_to_array(flags, ',') END
+                 || CASE WHEN newer_id IS NOT NULL THEN '{older_entry}'::text[]
+                         ELSE '{}'::text[] END
+        FROM resolved
+        ON CONFLICT (id) DO UPDATE SET
+            status = CASE
+                WHEN session_status_rank(EXCLUDED.status) > session_status_rank(sessions.status)
+                THEN EXCLUDED.status ELSE sessions.status END,
+            -- who superseded a session is kept only while it stays superseded (or voided)
+            superseded_by = CASE
+                WHEN (CASE
+                        WHEN session_status_rank(EXCLUDED.status)
+                             > session_status_rank(sessions.status)
+                        THEN EXCLUDED.status ELSE sessions.status END) IN ('superseded', 'voided')
+                THEN coalesce(sessions.superseded_by, EXCLUDED.superseded_by) END,
+            plate = coalesce(sessions.plate, EXCLUDED.plate),
+            plate_raw = coalesce(sessions.plate_raw, EXCLUDED.plate_raw),
+            entry_at = coalesce(sessions.entry_at, EXCLUDED.entry_at),
+            entry_device_id = coalesce(sessions.entry_device_id, EXCLUDED.entry_device_id),
+            entry_seq = coalesce(sessions.entry_seq, EXCLUDED.entry_seq),
+            exit_at = coalesce(sessions.exit_at, EXCLUDED.exit_at),
+            exit_device_id = coalesce(sessions.exit_device_id, EXCLUDED.exit_device_id),
+            exit_seq = coalesce(sessions.exit_seq, EXCLUDED.exit_seq),
+            vehicle_class = coalesce(sessions.vehicle_class, EXCLUDED.vehicle_class),
+            fee_fen = coalesce(sessions.fee_fen, EXCLUDED.fee_fen),
+            tariff_id = coalesce(sessions.tariff_id, EXCLUDED.tariff_id),
+            tariff_version = coalesce(sessions.tariff_version, EXCLUDED.tariff_version),
+            pricing_reason = coalesce(sessions.pricing_reason, EXCLUDED.pricing_reason),
+            quote = coalesce(sessions.quote, EXCLUDED.quote),
+            flags = ARRAY(SELECT DISTINCT f FROM unnest(sessions.flags || EXCLUDED.flags) AS f
+                          ORDER BY f),
+            updated_at = now()
+        """,
+        *_columns(changes),
+    )
+
+
+async def by_plate(conn: asyncpg.Connection, plate: str, *, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT id, lot_id, plate, status, entry_at, exit_at, fee_fen, tariff_id,
+                  tariff_version, pricing_reason, superseded_by, flags
+           FROM sessions WHERE plate = $1
+           ORDER BY coalesce(entry_at, exit_at) DESC, id DESC LIMIT $2""",
+        plate,
+        limit,
+    )
+
+
+async def open_by_lot(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT lot_id, count(*) AS n FROM sessions WHERE status = 'open' GROUP BY lot_id"
+    )

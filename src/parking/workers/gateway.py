@@ -1,0 +1,551 @@
+"""``parking gateway``: MQTT in, occupancy core, commands out (contracts/mqtt.md).
+
+paho-mqtt is confined to `MqttAdapter`. paho's network thread only appends
+received messages to an inbox and, when the event loop is waiting, wakes it
+with one ``call_soon_threadsafe``; the loop takes everything queued as one
+batch, applies it to Redis with `parking.occupancy.service.Ingest` (pipelined,
+single-slot function calls), publishes the commands, and only then acks the
+batch's MQTT messages (manual acks). While Redis is unreachable nothing is
+acked: the broker keeps the messages (persistent session) and stops sending
+once the in-flight window is full, which is the backpressure (matrix R4, R6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
+
+import asyncpg
+import click
+import paho.mqtt.client as mqtt
+import redis.asyncio as aioredis
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from prometheus_client import Counter, Histogram, start_http_server
+from redis.exceptions import RedisError, ResponseError
+
+from parking import config
+from parking.clock import Clock, SystemClock
+from parking.devices.messages import Topics
+from parking.observability import configure_logging
+from parking.occupancy import rebuild, service, store
+from parking.occupancy.model import CoreNotReady, Directory
+from parking.occupancy.service import CoreBusy, Inbound, Ingest, Publish
+from parking.pricing import Pricer
+
+log = structlog.get_logger("parking.gateway")
+_PUBACK = struct.Struct("!BBH")
+
+# ------------------------------------------------------------------ tuning
+
+#: Unacked deliveries the broker may have outstanding to us (MQTT 5 Receive
+#: Maximum; Mosquitto's max_inflight_messages is 1000 too). Throughput with
+#: manual acks is about window / batch latency: 1000 at ~30 ms is ~30k/s,
+#: beyond what one Redis core applies; more only grows the batch a crash redoes.
+RECEIVE_MAXIMUM: Final = 1000
+#: Largest batch applied at once. Batches form naturally from what queued up
+#: while the previous one ran, so under light load a batch is one message
+#: (lowest lane latency) and under a backlog it grows up to this.
+MAX_BATCH: Final = 1000
+#: When a batch of at least LINGER_MIN arrived (a backlog is draining), wait
+#: this long once for more before applying it. Batches then grow from ~30 to
+#: hundreds (paho's thread fills the inbox while we sleep instead of fighting
+#: us for the GIL), which halves the per-event cost; a lone passage at a quiet
+#: lane never waits.
+LINGER_MIN: Final = 8
+LINGER_S: Final = 0.002
+#: Our persistent session outlives a restart or a long outage of the gateway
+#: (the broker keeps queueing for it); Mosquitto's persistent_client_expiration
+#: is 7 days as well.
+SESSION_EXPIRY_S: Final = 7 * 24 * 3600
+#: Our own QoS 1 publishes (commands, watermarks) in flight at once; paho
+#: rescans its in-flight list on every PUBACK, so thousands would be slower.
+PUBLISH_INFLIGHT: Final = 100
+KEEPALIVE_S: Final = 30
+#: Back-off while Redis or PostgreSQL is away: first retry fast (a blip),
+#: then at most every 5 s so a long outage costs nothing.
+RETRY_FIRST_S: Final = 0.05
+RETRY_MAX_S: Final = 5.0
+#: How often the directory (lots, devices) and tariffs are re-read.
+REFRESH_EVERY_S: Final = 30.0
+#: How often plate flags are re-synced from their tables (one gateway at a time).
+FLAG_SYNC_EVERY_S: Final = 60.0
+#: A device not heard of for this long is reported silent. Sensors report at
+#: least every 10 minutes and gates send a status heartbeat; 30 minutes leaves
+#: room for a flaky 4G link without hiding a dead device for a shift.
+SILENT_AFTER: Final = timedelta(minutes=30)
+#: Follow-ups older than this were left by a crashed gateway.
+FOLLOWUP_GRACE: Final = timedelta(seconds=30)
+
+# ------------------------------------------------------------------ metrics
+
+EVENTS = Counter("gateway_events_total", "Device messages handled", ["result"])
+GAPS = Counter("gateway_seq_gaps_total", "Sequence gaps detected")
+BATCH_SIZE = Histogram(
+    "gateway_batch_size",
+    "Messages per applied batch",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+BATCH_SECONDS = Histogram("gateway_batch_seconds", "Time to apply a batch to Redis")
+RETRIES = Counter("gateway_batch_retries_total", "Batches retried", ["reason"])
+PUBLISHED = Counter("gateway_published_total", "Messages published", ["kind"])
+
+
+# ------------------------------------------------------------------ the paho adapter
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+class MqttAdapter:
+    """One paho client: persistent MQTT 5 session, shared subscriptions, manual acks."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        client_id: str,
+        subscriptions: list[str],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._loop = loop
+        self._subscriptions = subscriptions
+        self._host = host
+        self._port = port
+        self._lock = threading.Lock()
+        self._inbox: deque[Received] = deque()
+        self._waiting = False
+        self._arrived = asyncio.Event()
+        self._generation = 0
+        self.connected = asyncio.Event()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        client.username_pw_set(username, password)
+        client.max_inflight_messages_set(PUBLISH_INFLIGHT)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    # paho's thread ------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("mqtt_connect_refused", reason=str(reason))
+            return
+        with self._lock:
+            # Message ids restart per connection: an ack for a message of an
+            # earlier connection could ack a different message now. Those are
+            # dropped; the broker redelivers them (persistent session).
+            self._generation += 1
+        client.subscribe([(topic, 1) for topic in self._subscriptions])
+        log.info(
+            "mqtt_connected",
+            session_present=bool(getattr(flags, "session_present", False)),
+            generation=self._generation,
+        )
+        self._loop.call_soon_threadsafe(self.connected.set)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, _: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("mqtt_subscribe_refused", reasons=refused, topics=self._subscriptions)
+        else:
+            log.info("mqtt_subscribed", topics=len(self._subscriptions))
+
+    def _on_disconnect(
+        self, client: mqtt.Client, _: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        log.warning("mqtt_disconnected", reason=str(reason))
+        self._loop.call_soon_threadsafe(self.connected.clear)
+
+    def _on_message(self, client: mqtt.Client, _: Any, message: mqtt.MQTTMessage) -> None:
+        # message.topic raises on a topic that is not UTF-8; keep it for the dead letter.
+        topic = bytes(message._topic).decode("utf-8", "replace")
+        with self._lock:
+            self._inbox.append(
+                Received(self._generation, message.mid, message.qos, topic, bytes(message.payload))
+            )
+            if self._waiting:
+                self._waiting = False
+                self._loop.call_soon_threadsafe(self._arrived.set)
+
+    # the event loop's side ------------------------------------------------
+
+    def start(self) -> None:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        # clean_start=False: paho's default (MQTT_CLEAN_START_FIRST_ONLY) would
+        # drop everything the broker queued for us while we were down.
+        self._client.connect_async(
+            self._host,
+            self._port,
+            keepalive=KEEPALIVE_S,
+            clean_start=False,
+            properties=properties,
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    async def take(self, limit: int) -> list[Received]:
+        """Everything received so far (at most ``limit``), waiting for at least one."""
+        while True:
+            with self._lock:
+                if self._inbox:
+                    n = min(limit, len(self._inbox))
+                    return [self._inbox.popleft() for _ in range(n)]
+                self._arrived.clear()
+                self._waiting = True
+            await self._arrived.wait()
+
+    def take_now(self, limit: int) -> list[Received]:
+        """What is queued right now (at most ``limit``), without waiting."""
+        with self._lock:
+            n = min(limit, len(self._inbox))
+            return [self._inbox.popleft() for _ in range(n)]
+
+    def ack(self, items: list[Received]) -> int:
+        """Acknowledge (PUBACK) the QoS 1 messages of the current connection; count acked."""
+        with self._lock:
+            generation = self._generation
+        mids = [i.mid for i in items if i.qos == 1 and i.generation == generation]
+        client = self._client
+        out = getattr(client, "_out_packet", None)
+        wake = getattr(client, "_sockpairW", None)
+        if out is None or wake is None:
+            for mid in mids:
+                client.ack(mid, 1)
+            return len(mids)
+        # client.ack() queues one PUBACK and writes to paho's wake-up socket
+        # pair per message: a syscall each, ~15 us at 1000 messages a batch.
+        # Queue the whole batch the same way paho does (_send_command_with_mid,
+        # paho-mqtt 2.x), then wake its network thread once.
+        for mid in mids:
+            out.append(
+                {
+                    "command": mqtt.PUBACK,
+                    "mid": mid,
+                    "qos": 1,
+                    "pos": 0,
+                    "to_process": 4,
+                    "packet": _PUBACK.pack(mqtt.PUBACK, 2, mid),
+                    "info": None,
+                }
+            )
+        if mids:
+            with contextlib.suppress(BlockingIOError):
+                wake.send(b"0")
+        return len(mids)
+
+    def publish(self, item: Publish) -> None:
+        self._client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+
+
+# ------------------------------------------------------------------ the process
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: config.Settings,
+        *,
+        client_id: str,
+        share_group: str,
+        clock: Clock,
+        crash_after: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.share_group = share_group
+        self.clock = clock
+        self.topics = Topics(settings.topic_prefix)
+        self.redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            # A stalled Redis (matrix R6) must fail a batch, not hang it forever.
+            socket_timeout=10,
+            socket_connect_timeout=5,
+        )
+        self._stopping = asyncio.Event()
+        self._crash_after = crash_after
+        self._handled = 0
+        #: set while no batch is between take() and ack()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._last_refresh = 0.0
+        self._ingest: Ingest | None = None
+        self._pricer: Pricer | None = None
+        self._flag_sync = service.FlagSync()
+
+    async def _pg(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.settings.database_url, timeout=10)
+
+    async def _retrying(self, what: str, action: Callable[[], Any]) -> Any:
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return await action()
+            except (
+                OSError,
+                RedisError,
+                asyncpg.PostgresError,
+                CoreNotReady,
+                TimeoutError,
+            ) as error:
+                log.warning("startup_retry", step=what, error=str(error), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _prepare(self) -> Ingest:
+        async def load() -> tuple[Directory, Pricer]:
+            await store.load_library(self.redis)
+            conn = await self._pg()
+            try:
+                await rebuild.ensure_ready(conn, self.redis, now=self.clock.now())
+                return await service.load_directory(conn), await Pricer.load(conn)
+            finally:
+                await conn.close()
+
+        directory, pricer = await self._retrying("load", load)
+        self._pricer = pricer
+        ingest = Ingest(
+            self.redis,
+            topics=self.topics,
+            directory=directory,
+            pricer=pricer,
+            refresh_directory=self._refresh_directory,
+        )
+        await self._retrying("sync_lots", lambda: ingest.sync_lots(list(directory.lots.values())))
+        self._last_refresh = time.monotonic()
+        return ingest
+
+    async def _refresh_directory(self) -> Directory:
+        assert self._ingest is not None
+        # At most every 2 s: a device that is really unknown must not make
+        # every batch wait for PostgreSQL.
+        if time.monotonic() - self._last_refresh < 2.0:
+            return self._ingest.directory
+        self._last_refresh = time.monotonic()
+        try:
+            conn = await self._pg()
+        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+            log.warning("directory_refresh_failed", error=str(error))
+            return self._ingest.directory
+        try:
+            return await service.load_directory(conn)
+        finally:
+            await conn.close()
+
+    async def _apply(self, ingest: Ingest, batch: list[Inbound]) -> service.BatchReport:
+        delay = RETRY_FIRST_S
+        while True:
+            started = time.perf_counter()
+            try:
+                report = await ingest.handle(batch, self.clock.now())
+                BATCH_SECONDS.observe(time.perf_counter() - started)
+                return report
+            except CoreNotReady as error:
+                RETRIES.labels("not_ready").inc()
+                log.warning("core_not_ready", error=str(error), delay=delay)
+                with contextlib.suppress(OSError, RedisError, asyncpg.PostgresError, TimeoutError):
+                    conn = await self._pg()
+                    try:
+                        await rebuild.ensure_ready(conn, self.redis, now=self.clock.now())
+                    finally:
+                        await conn.close()
+            except ResponseError as error:
+                if "function" not in str(error).lower():
+                    raise
+                RETRIES.labels("library").inc()
+                with contextlib.suppress(OSError, RedisError):
+                    await store.load_library(self.redis)
+            except (OSError, RedisError, CoreBusy, TimeoutError) as error:
+                RETRIES.labels(type(error).__name__).inc()
+                log.warning("batch_retry", error=f"{type(error).__name__}: {error}", delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _consume(self, adapter: MqttAdapter, ingest: Ingest) -> None:
+        while not self._stopping.is_set():
+            items = await adapter.take(MAX_BATCH)
+            self._idle.clear()
+            if LINGER_MIN <= len(items) < MAX_BATCH:
+                await asyncio.sleep(LINGER_S)
+                items.extend(adapter.take_now(MAX_BATCH - len(items)))
+            now = self.clock.now()
+            batch = [Inbound(i.topic, i.payload, now) for i in items]
+            report = await self._apply(ingest, batch)
+            for publish in report.publishes:
+                adapter.publish(publish)
+                PUBLISHED.labels("watermark" if publish.retain else "command").inc()
+            self._handled += len(items)
+            if self._crash_after is not None and self._handled >= self._crash_after:
+                # Test hook (matrix M1): die between the Redis write and the MQTT ack.
+                log.warning("crash_hook", handled=self._handled)
+                os.kill(os.getpid(), signal.SIGKILL)
+            adapter.ack(items)
+            BATCH_SIZE.observe(len(items))
+            EVENTS.labels("applied").inc(report.applied)
+            EVENTS.labels("duplicate").inc(report.duplicates)
+            EVENTS.labels("dead_letter").inc(report.dead_lettered)
+            GAPS.inc(report.gaps)
+            if report.dead_lettered:
+                log.info("dead_lettered", reasons=dict(report.dead_reasons))
+            self._idle.set()
+
+    async def _every(self, period: float, what: str, action: Callable[[], Any]) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=period)
+            if self._stopping.is_set():
+                return
+            try:
+                await action()
+            except Exception as error:  # housekeeping must never take the gateway down
+                log.warning(
+                    "housekeeping_failed", task=what, error=f"{type(error).__name__}: {error}"
+                )
+
+    async def _resend(self, adapter: MqttAdapter, ingest: Ingest) -> None:
+        for publish in await ingest.resend_due(self.clock.now()):
+            adapter.publish(publish)
+            PUBLISHED.labels("command_resend").inc()
+
+    async def _refresh(self, ingest: Ingest) -> None:
+        conn = await self._pg()
+        try:
+            ingest.directory = await service.load_directory(conn)
+            if self._pricer is not None:
+                await self._pricer.refresh(conn)
+        finally:
+            await conn.close()
+        self._last_refresh = time.monotonic()
+        await ingest.sync_lots(list(ingest.directory.lots.values()))
+
+    async def _sync_flags(self) -> None:
+        lock = "{occ}:flag-sync-lock"
+        if not await self.redis.set(lock, self.client_id, nx=True, ex=int(FLAG_SYNC_EVERY_S) - 5):
+            return
+        conn = await self._pg()
+        try:
+            changed = await self._flag_sync.run(conn, self.redis, self.clock.now())
+        finally:
+            await conn.close()
+        if changed:
+            log.info("plate_flags_synced", plates=changed)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        ingest = await self._prepare()
+        self._ingest = ingest
+        adapter = MqttAdapter(
+            host=self.settings.mqtt_host,
+            port=self.settings.mqtt_port,
+            username=self.settings.mqtt_username,
+            password=self.settings.mqtt_password,
+            client_id=self.client_id,
+            subscriptions=self.topics.subscriptions(self.share_group),
+            loop=loop,
+        )
+        adapter.start()
+        log.info("gateway_started", client_id=self.client_id, share_group=self.share_group)
+        tasks = [
+            asyncio.create_task(self._consume(adapter, ingest)),
+            asyncio.create_task(self._every(1.0, "resend", lambda: self._resend(adapter, ingest))),
+            asyncio.create_task(
+                self._every(
+                    10.0,
+                    "followups",
+                    lambda: ingest.finish_stale_followups(
+                        self.clock.now(), older_than=FOLLOWUP_GRACE
+                    ),
+                )
+            ),
+            asyncio.create_task(
+                self._every(
+                    30.0,
+                    "silence",
+                    lambda: ingest.report_silent(self.clock.now(), silent_after=SILENT_AFTER),
+                )
+            ),
+            asyncio.create_task(
+                self._every(REFRESH_EVERY_S, "refresh", lambda: self._refresh(ingest))
+            ),
+            asyncio.create_task(self._every(FLAG_SYNC_EVERY_S, "flags", self._sync_flags)),
+        ]
+        await self._stopping.wait()
+        log.info("gateway_stopping")
+        # Let a batch in progress finish (and be acked) before disconnecting;
+        # what is not acked is redelivered to the next gateway anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=10)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        adapter.stop()
+        await self.redis.aclose()
+        log.info("gateway_stopped")
+
+
+@click.command()
+@click.option(
+    "--client-id",
+    default=lambda: os.environ.get("PARKING_GATEWAY_CLIENT_ID", "gateway-1"),
+    show_default="gateway-1",
+    help="MQTT client id; stable across restarts (it names the persistent session), "
+    "different for each gateway",
+)
+@click.option("--share-group", default="gateways", show_default=True)
+@click.option("--metrics-port", type=int, default=0, help="serve Prometheus metrics (0: off)")
+def gateway(client_id: str, share_group: str, metrics_port: int) -> None:
+    """Run the device gateway: MQTT -> occupancy core -> commands (until SIGTERM)."""
+    settings = config.load()
+    configure_logging(settings.log_level, settings.log_format, process="gateway")
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    crash = os.environ.get("PARKING_GATEWAY_CRASH_AFTER")
+    asyncio.run(
+        Gateway(
+            settings,
+            client_id=client_id,
+            share_group=share_group,
+            clock=SystemClock(),
+            crash_after=int(crash) if crash else None,
+        ).run()
+    )
