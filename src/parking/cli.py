@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from gateways.simulator.cli import simulate
 from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
 from parking.db.cli import db
+from parking.devices.cli import devices
 from parking.ledger.cli import ledger
 from parking.occupancy.cli import anomalies, deadletters, occupancy
 from parking.payments.cli import payments
@@ -35,6 +37,8 @@ main.add_command(run)
 main.add_command(tariff)
 main.add_command(tokens_group)
 main.add_command(ledger)
+main.add_command(devices)
+main.add_command(simulate)
 main.add_command(sandbox_pay)
 main.add_command(gateway)
 main.add_command(persister)

@@ -58,7 +58,9 @@ def _get(url: str) -> int:
 
 def test_parking_run_serves_readyz_and_stops_cleanly_on_ctrl_c(settings: Settings) -> None:
     port = settings.api_port + 1
-    env = {**os.environ, "PARKING_API_PORT": str(port)}
+    # Gateways and simulated devices would leave persistent sessions and retained
+    # messages on the shared test broker; the other tests start their own.
+    env = {**os.environ, "PARKING_API_PORT": str(port), "PARKING_RUN_ONLY": "api,sandbox-pay"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "parking", "run"],
         env=env,

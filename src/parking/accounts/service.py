@@ -567,3 +567,8 @@ __all__ = [
     "unbind_vehicle",
     "vehicles",
 ]
+
+
+async def account_holding(conn: asyncpg.Connection, plate: str) -> str | None:
+    """The account the plate is bound to now, if any (no lock: for billing, not for moves)."""
+    return await store.account_holding(conn, plate)

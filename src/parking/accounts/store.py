@@ -237,6 +237,13 @@ async def live_vehicle_count(conn: asyncpg.Connection, account_id: str) -> int:
     return int(value or 0)
 
 
+async def account_holding(conn: asyncpg.Connection, plate: str) -> str | None:
+    account: str | None = await conn.fetchval(
+        "SELECT account_id FROM vehicles WHERE plate = $1 AND released_at IS NULL", plate
+    )
+    return account
+
+
 async def holder_of(conn: asyncpg.Connection, plate: str) -> asyncpg.Record | None:
     """The plate's live binding, locked."""
     return await conn.fetchrow(

@@ -40,6 +40,7 @@ from parking.bills.model import (
     RefundProviderMismatch,
     UnknownBill,
 )
+from parking.devices.model import BrokerReloadTimeout
 from parking.errors import Conflict, InvalidInput, NotFound, ParkingError
 from parking.ledger.model import IdempotencyConflict
 from parking.occupancy.model import CoreNotReady
@@ -117,6 +118,7 @@ STATUS_FOR: dict[type[Exception], tuple[int, str]] = {
     MandateNotAuthorised: (409, "mandate-not-authorised"),
     ProviderRejected: (502, "provider-rejected"),
     ProviderUnavailable: (503, "provider-unavailable"),
+    BrokerReloadTimeout: (503, "broker-reload-timeout"),
     CoreNotReady: (503, "occupancy-core-loading"),
 }
 

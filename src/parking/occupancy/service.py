@@ -957,6 +957,8 @@ class Persisted:
     poison: list[tuple[logic.StreamEntry, str]]
     #: entries written (the poison ones excluded)
     written: list[logic.StreamEntry]
+    #: bills opened for sessions that closed in this batch
+    bills_opened: list[str]
 
 
 _months_ready: set[datetime] = set()
@@ -978,7 +980,7 @@ async def persist(
         await store.insert_passages(conn, [r for r in plan.passages if (r[0], r[1]) in new])
         await store.insert_space_events(conn, [r for r in plan.space_events if (r[0], r[1]) in new])
         await store.upsert_space_states(conn, plan.space_states)
-        await sessions.record(conn, plan.sessions)
+        bills_opened = await sessions.record(conn, plan.sessions, now=now)
         await store.insert_anomalies(conn, plan.anomalies)
         await store.insert_dead_letters(conn, plan.dead_letters)
         await store.resolve_device_anomalies(
@@ -995,4 +997,5 @@ async def persist(
         watermarks={d: (plan.devices[d], wm) for d, wm in moved.items()},
         poison=plan.poison,
         written=[e for e in entries if id(e) not in poisoned],
+        bills_opened=bills_opened,
     )

@@ -10,6 +10,7 @@ import asyncpg
 import click
 
 from parking import config
+from parking.devices import service as devices
 from parking.seed import service
 
 
@@ -26,9 +27,19 @@ def seed(if_empty: bool) -> None:
     async def run() -> dict[str, int] | None:
         conn = await asyncpg.connect(settings.database_url)
         try:
-            if if_empty and not await service.is_empty(conn):
-                return None
-            return await service.seed(conn, city_seed=settings.city_seed, progress=progress)
+            counts = None
+            if not (if_empty and not await service.is_empty(conn)):
+                counts = await service.seed(conn, city_seed=settings.city_seed, progress=progress)
+            # Every seeded lane and space gets its device (idempotent); the
+            # secrets go to the stack dir for the simulators, never to git.
+            report = await devices.provision_city(
+                conn,
+                secrets_file=devices.secrets_path(settings.stack_dir),
+                broker=devices.mosquitto_broker(settings),
+                progress=progress,
+            )
+            progress(f"devices: {report}")
+            return counts
         finally:
             await conn.close()
 

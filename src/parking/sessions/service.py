@@ -6,10 +6,13 @@ Writes run in the caller's transaction and never commit.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
 
+from parking.accounts import service as accounts
+from parking.bills import service as bills
 from parking.plates import PlateError, normalise
 from parking.sessions import store
 from parking.sessions.model import SessionChange, SessionStatus, SessionView
@@ -28,15 +31,23 @@ def _latest_open_per_plate(changes: Sequence[SessionChange]) -> list[SessionChan
     return list(latest.values())
 
 
-async def record(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> None:
+async def record(
+    conn: asyncpg.Connection,
+    changes: Sequence[SessionChange],
+    *,
+    now: datetime | None = None,
+) -> list[str]:
     """Merge what the lanes did into the sessions table (caller's transaction; idempotent).
 
     Facts may arrive in any order and more than once; merging is order-insensitive
     (see `SessionChange`). At most one session per plate stays open: an open
     session is superseded by a later entry of its plate, wherever it happened.
+
+    A session that closes with a fee gets its bill and receivable in the same
+    transaction (idempotent on the session); returns the ids of those bills.
     """
     if not changes:
-        return
+        return []
     winners = _latest_open_per_plate(changes)
     winner_ids = {c.id for c in winners}
     by_plate = {c.plate: c.id for c in winners}
@@ -68,15 +79,40 @@ async def record(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> 
     for batch in rounds:
         await store.merge(conn, batch)
     closed = [c for c in settled if c.status is SessionStatus.CLOSED]
-    await _closed(conn, closed)
+    return await _closed(conn, closed, now or datetime.now(UTC))
 
 
-async def _closed(conn: asyncpg.Connection, closed: Sequence[SessionChange]) -> None:
-    """Sessions that just closed with their fee, in the persister's transaction.
+async def _closed(
+    conn: asyncpg.Connection, closed: Sequence[SessionChange], now: datetime
+) -> list[str]:
+    """Bill the sessions that just closed with a fee, in the caller's transaction.
 
-    Bills for them slot in here (``parking.bills.service.open_bill``), so a
-    session's close and its receivable commit together.
+    The bill is read from the merged row, not from the fact: facts of one
+    session arrive in any order, and the row holds all of them. ``open_bill``
+    is idempotent on the session, so a redelivered close bills once.
     """
+    if not closed:
+        return []
+    opened: list[str] = []
+    for row in await store.closed_for_billing(conn, [c.id for c in closed]):
+        plate = row["plate"]
+        account = await accounts.account_holding(conn, plate) if plate else None
+        bill = await bills.open_bill(
+            conn,
+            session_id=row["id"],
+            lot_id=row["lot_id"],
+            plate=plate,
+            account_id=account,
+            amount_fen=row["fee_fen"],
+            tariff_id=row["tariff_id"],
+            tariff_version=row["tariff_version"],
+            quote=(row["quote"] or "null").encode(),
+            closed_at=row["exit_at"],
+            now=now,
+        )
+        if bill is not None:
+            opened.append(bill.id)
+    return opened
 
 
 async def list_for_plate(

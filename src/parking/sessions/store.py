@@ -140,3 +140,15 @@ async def open_by_lot(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT lot_id, count(*) AS n FROM sessions WHERE status = 'open' GROUP BY lot_id"
     )
+
+
+async def closed_for_billing(conn: asyncpg.Connection, ids: Sequence[str]) -> list[asyncpg.Record]:
+    """Merged rows of sessions that are closed with a fee, among ``ids``."""
+    return await conn.fetch(
+        """SELECT id, lot_id, plate, exit_at, fee_fen, tariff_id, tariff_version,
+                  quote::text AS quote
+           FROM sessions
+           WHERE id = ANY($1::text[]) AND status = 'closed' AND fee_fen > 0
+           ORDER BY id""",
+        list(ids),
+    )

@@ -22,11 +22,12 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Final
 
 import asyncpg
 import click
+import httpx
 import msgspec
 import redis.asyncio as aioredis
 import structlog
@@ -40,6 +41,8 @@ from parking.devices.publisher import Publisher
 from parking.observability import configure_logging
 from parking.occupancy import keys, service, store
 from parking.occupancy.logic import StreamEntry
+from parking.payments import service as payments
+from parking.payments.port import PaymentProvider
 
 log = structlog.get_logger("parking.persister")
 
@@ -101,8 +104,11 @@ class Persister:
         reclaim_idle_ms: int = RECLAIM_IDLE_MS,
         max_deliveries: int = MAX_DELIVERIES,
         crash_after: int | None = None,
+        contactless: Callable[[list[str]], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.settings = settings
+        self._contactless = contactless
+        self._background: set[asyncio.Task[None]] = set()
         self.consumer = consumer
         self.clock = clock
         self.reclaim_idle_ms = reclaim_idle_ms
@@ -235,6 +241,13 @@ class Persister:
         await self._poison(persisted.poison)
         await self._announce(persisted.watermarks)
         WRITTEN.labels("written").inc(len(persisted.written))
+        if self._contactless is not None and persisted.bills_opened:
+            # Deductions talk to a provider over HTTP: never on the write path.
+            # A crash before one runs leaves an ordinary open bill (leave first,
+            # pay later), which the driver pays as any other.
+            task = asyncio.create_task(self._contactless(persisted.bills_opened))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _one_by_one(
         self, conn: asyncpg.Connection, entries: list[StreamEntry]
@@ -242,6 +255,7 @@ class Persister:
         written: list[StreamEntry] = []
         poison: list[tuple[StreamEntry, str]] = []
         watermarks: dict[str, tuple[str, int]] = {}
+        bills_opened: list[str] = []
         for entry in entries:
             try:
                 one = await service.persist(conn, [entry], self.clock.now())
@@ -253,7 +267,10 @@ class Persister:
             written.extend(one.written)
             poison.extend(one.poison)
             watermarks.update(one.watermarks)
-        return service.Persisted(watermarks=watermarks, poison=poison, written=written)
+            bills_opened.extend(one.bills_opened)
+        return service.Persisted(
+            watermarks=watermarks, poison=poison, written=written, bills_opened=bills_opened
+        )
 
     async def _ack(self, entries: Sequence[StreamEntry]) -> None:
         by_stream: dict[str, list[str]] = {}
@@ -437,13 +454,83 @@ def persister(consumer: str, reclaim_idle_ms: int, max_deliveries: int, metrics_
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     crash = os.environ.get("PARKING_PERSISTER_CRASH_AFTER")
-    asyncio.run(
-        Persister(
-            settings,
-            consumer=consumer,
-            clock=SystemClock(),
-            reclaim_idle_ms=reclaim_idle_ms,
-            max_deliveries=max_deliveries,
-            crash_after=int(crash) if crash else None,
-        ).run()
-    )
+
+    async def main() -> None:
+        clock = SystemClock()
+        async with httpx.AsyncClient(timeout=10) as http:
+            hook = ContactlessHook(
+                settings,
+                providers=payments.build_providers(
+                    os.environ, settings.stack_dir, http=http, clock=clock
+                ),
+                clock=clock,
+            )
+            try:
+                await Persister(
+                    settings,
+                    consumer=consumer,
+                    clock=clock,
+                    reclaim_idle_ms=reclaim_idle_ms,
+                    max_deliveries=max_deliveries,
+                    crash_after=int(crash) if crash else None,
+                    contactless=hook,
+                ).run()
+            finally:
+                await hook.close()
+
+    asyncio.run(main())
+
+
+class ContactlessHook:
+    """Asks the provider for a deduction for each new bill whose plate has a mandate (无感支付)."""
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        *,
+        providers: Mapping[str, PaymentProvider],
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.providers = providers
+        self.clock = clock
+        self.notify_base_url = payments.notify_base_url(
+            os.environ, api_host=settings.api_host, api_port=settings.api_port
+        )
+        self._pool: asyncpg.Pool | None = None
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def __call__(self, bill_ids: list[str]) -> None:
+        if not self.providers:
+            return
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self.settings.database_url, min_size=0, max_size=2
+            )
+        for bill_id in bill_ids:
+            try:
+                async with self._pool.acquire() as conn:
+                    row = await conn.fetchrow(
+                        """SELECT s.entry_at, l.name FROM bills b
+                           JOIN sessions s ON s.id = b.session_id
+                           JOIN lots l ON l.id = b.lot_id WHERE b.id = $1""",
+                        bill_id,
+                    )
+                if row is None or row["entry_at"] is None:
+                    continue
+                await payments.on_bill_opened(
+                    self._pool,
+                    self.providers,
+                    bill_id,
+                    entered_at=row["entry_at"],
+                    lot_name=row["name"],
+                    notify_base_url=self.notify_base_url,
+                    now=self.clock.now(),
+                )
+            except Exception as error:
+                log.warning(
+                    "contactless_failed", bill_id=bill_id, error=f"{type(error).__name__}: {error}"
+                )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import asyncpg
@@ -10,6 +11,7 @@ import click
 
 from parking import config
 from parking.db import migrate as migrations
+from parking.devices import service as devices
 from parking.errors import MigrationError, StackError
 from parking.payments.sandbox import keys as sandbox_keys
 from parking.seed import service as seeding
@@ -30,6 +32,15 @@ async def _prepare(settings: config.Settings) -> None:
                 progress=lambda m: click.echo(f"[seed] {m}", err=True),
             )
             click.echo(f"[run] seeded {counts}", err=True)
+        # Devices for every seeded lane and space (idempotent), and broker files
+        # that match the registry before any device or gateway connects.
+        await devices.provision_city(
+            conn,
+            secrets_file=devices.secrets_path(settings.stack_dir),
+            broker=devices.mosquitto_broker(settings),
+            progress=lambda m: click.echo(f"[devices] {m}", err=True),
+        )
+        await devices.sync_broker(conn, devices.mosquitto_broker(settings))
     finally:
         await conn.close()
 
@@ -68,5 +79,16 @@ def run() -> None:
         Child("sandbox-pay", [*me, "sandbox-pay", "--port", str(settings.sandbox_port)]),
         # Settles payments whose notification never came (P7) and expires the rest.
         Child("payments-sweeper", [*me, "payments", "sweep"]),
+        Child("gateway", [*me, "gateway"]),
+        Child("persister", [*me, "persister"]),
+        # A gentle city so the dashboard is alive: 20 lots, 5 events/s.
+        Child(
+            "simulator", [*me, "simulate", "--lots", "20", "--rate", "5", "--progress-every", "60"]
+        ),
     ]
+    # PARKING_RUN_ONLY=api,sandbox-pay runs a subset (tests that must not leave
+    # gateway sessions or simulated devices behind on a shared broker).
+    only = {name for name in os.environ.get("PARKING_RUN_ONLY", "").split(",") if name}
+    if only:
+        children = [child for child in children if child.name in only]
     sys.exit(supervise(children, banner))

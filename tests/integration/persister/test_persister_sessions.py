@@ -17,7 +17,7 @@ def facts() -> list[SessionChange]:
     return [
         SessionChange(
             id="s-a",
-            lot_id="L1",
+            lot_id="GZ-DEMO-01",
             status=SessionStatus.OPEN,
             plate="赣B1",
             plate_raw="赣B1",
@@ -27,7 +27,7 @@ def facts() -> list[SessionChange]:
         ),
         SessionChange(
             id="s-a",
-            lot_id="L1",
+            lot_id="GZ-DEMO-01",
             status=SessionStatus.CLOSED,
             plate="赣B1",
             entry_at=T,
@@ -35,14 +35,14 @@ def facts() -> list[SessionChange]:
             exit_device_id="g2",
             exit_seq=1,
             fee_fen=500,
-            tariff_id="t",
+            tariff_id="suizhou-zone1",
             tariff_version=1,
             pricing_reason="tariff",
             quote=b'{"total_fen": 500}',
         ),
         SessionChange(
             id="s-b",
-            lot_id="L2",
+            lot_id="GZ-ZG-0001",
             status=SessionStatus.OPEN,
             plate="赣B1",
             entry_at=T + timedelta(hours=2),
@@ -51,7 +51,7 @@ def facts() -> list[SessionChange]:
         ),
         SessionChange(
             id="s-c",
-            lot_id="L3",
+            lot_id="GZ-ZG-0002",
             status=SessionStatus.OPEN,
             plate="赣B1",
             entry_at=T + timedelta(hours=3),
@@ -60,7 +60,7 @@ def facts() -> list[SessionChange]:
         ),
         SessionChange(
             id="s-b",
-            lot_id="L2",
+            lot_id="GZ-ZG-0001",
             status=SessionStatus.SUPERSEDED,
             plate="赣B1",
             entry_at=T + timedelta(hours=2),
@@ -78,8 +78,9 @@ async def _state(conn: asyncpg.Connection) -> list[tuple[object, ...]]:
 
 
 async def test_session_facts_give_the_same_rows_in_any_order_and_any_batching(
-    db: asyncpg.Connection,
+    city_db: asyncpg.Connection,
 ) -> None:
+    db = city_db
     expected = [
         ("s-a", "closed", 500, T + timedelta(hours=1), None),
         ("s-b", "superseded", None, None, "s-c"),
@@ -97,3 +98,17 @@ async def test_session_facts_give_the_same_rows_in_any_order_and_any_batching(
             await service.record(db, list(order))
             assert await _state(db) == expected, order
     assert await db.fetchval("SELECT count(*) FROM sessions WHERE status = 'open'") == 1
+    # However often its close was recorded, the closed session was billed once,
+    # with its receivable in the ledger.
+    bills = await db.fetch("SELECT session_id, amount_fen, lot_id, plate FROM bills")
+    assert [tuple(b) for b in bills] == [("s-a", 500, "GZ-DEMO-01", "赣B1")]
+    assert (
+        await db.fetchval("SELECT count(*) FROM ledger_transactions WHERE kind = 'bill_opened'")
+        == 1
+    )
+    assert (
+        await db.fetchval(
+            "SELECT sum(amount_fen) FROM ledger_postings WHERE account_code = 'receivables'"
+        )
+        == 500
+    )

@@ -1,0 +1,237 @@
+"""The device registry in PostgreSQL (SQL only). Every function runs in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from parking.devices.model import (
+    Credential,
+    Device,
+    DeviceKind,
+    FleetDevice,
+    FleetLot,
+)
+
+_DEVICE_COLUMNS = "device_id, kind, lot_id, lane_id, space_id, created_at, revoked_at"
+
+
+def _device(row: asyncpg.Record) -> Device:
+    return Device(
+        device_id=row["device_id"],
+        kind=DeviceKind(row["kind"]),
+        lot_id=row["lot_id"],
+        lane_id=row["lane_id"],
+        space_id=row["space_id"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+async def lot_exists(conn: asyncpg.Connection, lot_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM lots WHERE id = $1)", lot_id))
+
+
+async def lane_exists(conn: asyncpg.Connection, lot_id: str, lane_id: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM lanes WHERE lot_id = $1 AND lane_id = $2)",
+            lot_id,
+            lane_id,
+        )
+    )
+
+
+async def space_exists(conn: asyncpg.Connection, lot_id: str, space_id: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM spaces WHERE lot_id = $1 AND space_id = $2)",
+            lot_id,
+            space_id,
+        )
+    )
+
+
+async def taken_ids(conn: asyncpg.Connection, candidates: Sequence[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT device_id FROM devices WHERE device_id = ANY($1::text[])", list(candidates)
+    )
+    return {row["device_id"] for row in rows}
+
+
+async def all_ids(conn: asyncpg.Connection) -> set[str]:
+    return {row["device_id"] for row in await conn.fetch("SELECT device_id FROM devices")}
+
+
+async def insert(
+    conn: asyncpg.Connection,
+    *,
+    device_id: str,
+    kind: DeviceKind,
+    lot_id: str,
+    lane_id: str | None,
+    space_id: str | None,
+    password_hash: str,
+) -> Device:
+    """Raises asyncpg.UniqueViolationError (naming the index) when id or placement is taken."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO devices (device_id, kind, lot_id, lane_id, space_id, password_hash)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            RETURNING {_DEVICE_COLUMNS}""",  # noqa: S608 (a constant column list)
+        device_id,
+        kind.value,
+        lot_id,
+        lane_id,
+        space_id,
+        password_hash,
+    )
+    assert row is not None
+    return _device(row)
+
+
+async def insert_many(
+    conn: asyncpg.Connection,
+    rows: Sequence[tuple[str, DeviceKind, str, str | None, str | None, str]],
+) -> list[str]:
+    """Insert (device_id, kind, lot_id, lane_id, space_id, password_hash) rows in one statement.
+
+    A row whose id or placement became taken meanwhile is skipped (ON CONFLICT
+    covers the partial unique indexes too); returns the ids actually inserted.
+    """
+    if not rows:
+        return []
+    result = await conn.fetch(
+        """INSERT INTO devices (device_id, kind, lot_id, lane_id, space_id, password_hash)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[])
+           ON CONFLICT DO NOTHING
+           RETURNING device_id""",
+        [r[0] for r in rows],
+        [r[1].value for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+        [r[5] for r in rows],
+    )
+    return [row["device_id"] for row in result]
+
+
+async def get(conn: asyncpg.Connection, device_id: str) -> Device | None:
+    row = await conn.fetchrow(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = $1",  # noqa: S608
+        device_id,
+    )
+    return None if row is None else _device(row)
+
+
+async def revoke(conn: asyncpg.Connection, device_id: str, at: datetime) -> Device | None:
+    """Set revoked_at unless already set; None when the device does not exist."""
+    row = await conn.fetchrow(
+        f"""UPDATE devices SET revoked_at = coalesce(revoked_at, $2)
+            WHERE device_id = $1
+            RETURNING {_DEVICE_COLUMNS}""",  # noqa: S608
+        device_id,
+        at,
+    )
+    return None if row is None else _device(row)
+
+
+async def list_devices(
+    conn: asyncpg.Connection, *, lot_id: str | None, live_only: bool
+) -> list[Device]:
+    rows = await conn.fetch(
+        f"""SELECT {_DEVICE_COLUMNS} FROM devices
+            WHERE ($1::text IS NULL OR lot_id = $1)
+              AND (NOT $2 OR revoked_at IS NULL)
+            ORDER BY lot_id, device_id""",  # noqa: S608
+        lot_id,
+        live_only,
+    )
+    return [_device(row) for row in rows]
+
+
+async def live_credentials(conn: asyncpg.Connection) -> list[Credential]:
+    rows = await conn.fetch(
+        """SELECT device_id, kind, lot_id, lane_id, space_id, password_hash
+           FROM devices WHERE revoked_at IS NULL ORDER BY device_id"""
+    )
+    return [
+        Credential(
+            device_id=row["device_id"],
+            kind=DeviceKind(row["kind"]),
+            lot_id=row["lot_id"],
+            lane_id=row["lane_id"],
+            space_id=row["space_id"],
+            password_hash=row["password_hash"],
+        )
+        for row in rows
+    ]
+
+
+async def live_ids(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch("SELECT device_id FROM devices WHERE revoked_at IS NULL")
+    return [row["device_id"] for row in rows]
+
+
+async def lanes_without_gate(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    """(lot_id, lane_id) of every lane that never had a gate (a revoked one counts as had)."""
+    rows = await conn.fetch(
+        """SELECT l.lot_id, l.lane_id FROM lanes l
+           WHERE NOT EXISTS (SELECT 1 FROM devices d
+                             WHERE d.kind = 'gate' AND d.lot_id = l.lot_id
+                               AND d.lane_id = l.lane_id)
+           ORDER BY l.lot_id, l.lane_id"""
+    )
+    return [(row["lot_id"], row["lane_id"]) for row in rows]
+
+
+async def street_spaces_without_sensor(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    """(lot_id, space_id) of every on-street space that never had a sensor."""
+    rows = await conn.fetch(
+        """SELECT s.lot_id, s.space_id FROM spaces s JOIN lots lo ON lo.id = s.lot_id
+           WHERE lo.kind = 'on_street'
+             AND NOT EXISTS (SELECT 1 FROM devices d
+                             WHERE d.kind = 'sensor' AND d.lot_id = s.lot_id
+                               AND d.space_id = s.space_id)
+           ORDER BY s.lot_id, s.space_id"""
+    )
+    return [(row["lot_id"], row["space_id"]) for row in rows]
+
+
+async def fleet(conn: asyncpg.Connection) -> list[FleetLot]:
+    """Every lot that has live devices, with them, ordered by lot id."""
+    lots = await conn.fetch(
+        """SELECT id, kind, capacity FROM lots lo
+           WHERE EXISTS (SELECT 1 FROM devices d WHERE d.lot_id = lo.id AND d.revoked_at IS NULL)
+           ORDER BY id"""
+    )
+    rows = await conn.fetch(
+        """SELECT d.device_id, d.kind, d.lot_id, d.lane_id, d.space_id, l.direction
+           FROM devices d
+           LEFT JOIN lanes l ON l.lot_id = d.lot_id AND l.lane_id = d.lane_id
+           WHERE d.revoked_at IS NULL
+           ORDER BY d.lot_id, d.device_id"""
+    )
+    by_lot: dict[str, list[FleetDevice]] = {}
+    for row in rows:
+        by_lot.setdefault(row["lot_id"], []).append(
+            FleetDevice(
+                device_id=row["device_id"],
+                kind=DeviceKind(row["kind"]),
+                lot_id=row["lot_id"],
+                lane_id=row["lane_id"],
+                space_id=row["space_id"],
+                direction=row["direction"],
+            )
+        )
+    return [
+        FleetLot(
+            lot_id=lot["id"],
+            kind=lot["kind"],
+            capacity=lot["capacity"],
+            devices=tuple(by_lot.get(lot["id"], ())),
+        )
+        for lot in lots
+    ]
