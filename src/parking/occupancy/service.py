@@ -283,7 +283,10 @@ class Ingest:
         unknown = [
             i
             for i, item in enumerate(items)
-            if isinstance(item, _Dead) and item.reason.startswith("unregistered_")
+            # A device replaced on its lane (revoke + add) reads as a mismatch
+            # until the directory is reloaded: look again before refusing it.
+            if isinstance(item, _Dead)
+            and item.reason.startswith(("unregistered_", "device_mismatch"))
         ]
         report.unknown_devices = len(unknown)
         if unknown and self._refresh is not None:
