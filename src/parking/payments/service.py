@@ -33,6 +33,7 @@ import httpx
 import msgspec
 import structlog
 
+from parking.accounts import service as accounts
 from parking.bills import service as bills
 from parking.bills.model import (
     Bill,
@@ -323,7 +324,7 @@ async def _open_attempt(
     owned: list[Bill] = []
     for bill_id in bill_ids:
         bill = await bills.get(conn, bill_id)
-        if not logic.owns(bill, payer):
+        if not await _owned(conn, bill, payer):
             # Not yours and not there look the same (the API answers 404).
             raise UnknownBill(bill_id)
         owned.append(bill)
@@ -1139,7 +1140,7 @@ async def open_dispute(
     if not reason:
         raise InvalidInput("a dispute needs a reason")
     bill = await bills.get(conn, bill_id)
-    if bill.account_id is None or bill.account_id != account_id:
+    if not await _owned(conn, bill, Payer(account_id=account_id)):
         raise UnknownBill(bill_id)
     existing = await store.open_dispute_of_bill(conn, bill_id)
     if existing is not None:
@@ -1704,3 +1705,17 @@ async def claim_for_sweep(
         return await store.claim_for_sweep(
             conn, created_before=created_before, swept_before=swept_before, now=now, limit=limit
         )
+
+
+async def _owned(conn: asyncpg.Connection, bill: Bill, payer: Payer) -> bool:
+    """The payer's bill: billed to their account, or for a plate bound to it now.
+
+    A bill is billed to the account that held the plate when the car left; a
+    driver who binds the plate afterwards (全市通停: the arrears follow the plate)
+    sees and pays it too.
+    """
+    if logic.owns(bill, payer):
+        return True
+    if payer.account_id is None or bill.plate is None:
+        return False
+    return await accounts.account_holding(conn, bill.plate) == payer.account_id
