@@ -464,6 +464,9 @@ def persister(consumer: str, reclaim_idle_ms: int, max_deliveries: int, metrics_
                     os.environ, settings.stack_dir, http=http, clock=clock
                 ),
                 clock=clock,
+                notify_base_url=payments.notify_base_url(
+                    os.environ, api_host=settings.api_host, api_port=settings.api_port
+                ),
             )
             try:
                 await Persister(
@@ -490,13 +493,12 @@ class ContactlessHook:
         *,
         providers: Mapping[str, PaymentProvider],
         clock: Clock,
+        notify_base_url: str,
     ) -> None:
         self.settings = settings
         self.providers = providers
         self.clock = clock
-        self.notify_base_url = payments.notify_base_url(
-            os.environ, api_host=settings.api_host, api_port=settings.api_port
-        )
+        self.notify_base_url = notify_base_url
         self._pool: asyncpg.Pool | None = None
 
     async def close(self) -> None:
