@@ -18,6 +18,10 @@ from litestar.types import ASGIApp, ControllerRouterHandler, Receive, Scope, Sen
 
 from parking import config
 from parking.api import drivers, payments, pricing_rules, tariffs
+from parking.api import gate as gate_fallback
+from parking.api import operators as operator_routes
+from parking.api import scans as scan_flows
+from parking.api import sessions as driver_sessions
 from parking.api.auth import BearerAuth
 from parking.api.health import healthz, readyz
 from parking.api.infra import lifespan_for
@@ -84,6 +88,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         *pricing_rules.ROUTES,
         *drivers.ROUTES,
         *payments.ROUTES,
+        *driver_sessions.ROUTES,
+        *gate_fallback.ROUTES,
+        *operator_routes.ROUTES,
+        *scan_flows.ROUTES,
     ]
     document_problems(handlers)
     return Litestar(

@@ -1,0 +1,272 @@
+"""Driver API throughput under wrk, one granian worker, as ratios to a hello-world route.
+
+Like bench_api.py (same server, same hello-world baseline, same run):
+
+- current session with fee (``GET /v1/me/sessions/current``): auth, the
+  driver's plates, the open session from the Redis core, a live quote;
+- scan-in (``POST /v1/scans/entry``): auth, QR verification, the lane from
+  PostgreSQL, the account's session key in Redis, a session row written to
+  PostgreSQL on the first scan of each account, and the lane's ``open`` command
+  published over MQTT. wrk rotates over many drivers so most requests are
+  first scans (the write path), not idempotent repeats.
+
+Goals (issue 6): reads >= 0.5x hello-world, scan-in >= 0.25x.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from parking import config
+from parking.auth import tokens
+from parking.auth.model import Role
+from parking.ids import new_id
+from parking.occupancy import rebuild
+from parking.qr import keys as qr_keys
+from parking.qr import logic as qr_logic
+from parking.qr.model import QrKind
+from parking.sessions import service as sessions
+from parking.sessions.model import SessionChange, SessionStatus
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_api import CONNECTIONS, DURATION_S, PORT, Result, ensure_wrk, prepare, run_wrk
+
+HERE = Path(__file__).resolve().parent
+DEMO = "GZ-DEMO-01"
+READ_PLATE = "赣B0BEN1"
+#: Drivers scanning in; more than one run's requests at the expected rate, so
+#: nearly every scan is a first one.
+SCANNERS = int(os.environ.get("BENCH_SCANNERS", "20000"))
+GOALS = {"current session with fee": 0.5, "scan-in (unplated entry)": 0.25}
+
+ROTATING_LUA = """
+tokens = {}
+for line in io.lines("%(tokens)s") do tokens[#tokens + 1] = line end
+counter = 0
+wrk.method = "POST"
+wrk.body = %(body)s
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  counter = counter + 1
+  local token = tokens[(counter %% #tokens) + 1]
+  return wrk.format(nil, nil, {["Authorization"] = "Bearer " .. token}, nil)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("BENCH %%d %%d %%f %%d\\n", summary.requests, summary.duration,
+    latency:percentile(99), summary.errors.status + summary.errors.connect +
+    summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+async def _account(conn: asyncpg.Connection, phone: str, now: datetime) -> str:
+    found = await conn.fetchval("SELECT id FROM accounts WHERE phone = $1", phone)
+    if found is not None:
+        return str(found)
+    account = new_id("acc", now)
+    await conn.execute(
+        "INSERT INTO accounts (id, phone, created_at) VALUES ($1, $2, $3)", account, phone, now
+    )
+    return account
+
+
+async def setup(settings: config.Settings) -> tuple[str, str]:
+    """A driver with a plate parked at the demo lot (in PostgreSQL and the Redis core)."""
+    now = datetime.now(UTC)
+    conn = await asyncpg.connect(settings.database_url)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        account = await _account(conn, "+8619900000001", now)
+        await conn.execute(
+            "UPDATE vehicles SET released_at = $2, released_reason = 'unbound' "
+            "WHERE plate = $1 AND released_at IS NULL AND account_id <> $3",
+            READ_PLATE,
+            now,
+            account,
+        )
+        if not await conn.fetchval(
+            "SELECT true FROM vehicles WHERE plate = $1 AND released_at IS NULL", READ_PLATE
+        ):
+            await conn.execute(
+                "INSERT INTO vehicles (id, account_id, plate, bound_at) VALUES ($1, $2, $3, $4)",
+                new_id("veh", now),
+                account,
+                READ_PLATE,
+                now,
+            )
+        if not await conn.fetchval(
+            "SELECT true FROM sessions WHERE plate = $1 AND status = 'open'", READ_PLATE
+        ):
+            await sessions.record(
+                conn,
+                [
+                    SessionChange(
+                        id=new_id("s", now),
+                        lot_id=DEMO,
+                        status=SessionStatus.OPEN,
+                        plate=READ_PLATE,
+                        entry_at=now - timedelta(hours=2),
+                    )
+                ],
+            )
+        # The open session must be in the core: rebuild from PostgreSQL.
+        await rebuild.rebuild(conn, redis, now=now, force=True)
+        # Scanners left over from an earlier run start afresh.
+        await conn.execute(
+            "UPDATE sessions SET status = 'voided' WHERE status = 'open' AND plate IS NULL "
+            "AND entry_device_id LIKE 'account:%'"
+        )
+        async for key in redis.scan_iter(match="scan:acct:*", count=1000):
+            await redis.delete(key)
+    finally:
+        await redis.aclose()
+        await conn.close()
+    token = tokens.issue(
+        settings.jwt_key, subject=account, role=Role.DRIVER, now=now, ttl=timedelta(hours=1)
+    )
+    return account, token
+
+
+def scanner_tokens(settings: config.Settings) -> Path:
+    now = datetime.now(UTC)
+    path = Path(tempfile.mkstemp(suffix=".tokens")[1])
+    lines = [
+        tokens.issue(
+            settings.jwt_key,
+            subject=new_id("acc", now),
+            role=Role.DRIVER,
+            now=now,
+            ttl=timedelta(hours=1),
+        )
+        for _ in range(SCANNERS)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_rotating(wrk: str, name: str, path: str, body: str, token_file: Path) -> Result:
+    script = ROTATING_LUA % {"tokens": token_file, "body": json.dumps(body)}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    out = subprocess.run(
+        [
+            wrk,
+            "-t",
+            "1",
+            "-c",
+            str(CONNECTIONS),
+            "-d",
+            f"{DURATION_S}s",
+            "-s",
+            handle.name,
+            f"http://127.0.0.1:{PORT}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"BENCH (\d+) (\d+) ([\d.]+) (\d+)", out)
+    if match is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    requests, duration_us, p99_us, errors = match.groups()
+    return Result(name, int(requests) / (int(duration_us) / 1e6), float(p99_us) / 1000, int(errors))
+
+
+def check_once(path: str, token: str, *, method: str = "GET", body: bytes | None = None) -> None:
+    """One request before the run, so a broken route fails loudly instead of benching 4xx."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}{path}",
+        method=method,
+        data=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (our own server)
+        if response.status >= 300:
+            raise RuntimeError(f"{path}: {response.status}")
+
+
+def main() -> int:
+    settings = config.load()
+    wrk = ensure_wrk()
+    asyncio.run(prepare(settings))
+    _account_id, reader = asyncio.run(setup(settings))
+    keyring = qr_keys.load_or_create(qr_keys.path_in(settings.stack_dir))
+    entry_code = qr_logic.sign(
+        qr_logic.target(QrKind.LANE, DEMO, "in1"), keyring=keyring, now=datetime.now(UTC)
+    )
+    scan_body = json.dumps({"code": entry_code})
+    token_file = scanner_tokens(settings)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{HERE}:{os.environ.get('PYTHONPATH', '')}",
+        "PARKING_LOG_LEVEL": "warning",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "--workers",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(PORT),
+            "--log-level",
+            "warning",
+            "api_under_test:make",
+        ],
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        check_once("/v1/me/sessions/current", reader)
+        runs = [
+            run_wrk(wrk, "hello-world (baseline)", "/bench/hello"),
+            run_wrk(wrk, "current session with fee", "/v1/me/sessions/current", token=reader),
+            run_rotating(wrk, "scan-in (unplated entry)", "/v1/scans/entry", scan_body, token_file),
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        token_file.unlink(missing_ok=True)
+    base = runs[0].rps
+    print(f"Driver API under wrk: 1 granian worker, {CONNECTIONS} connections, {DURATION_S}s each")
+    for r in runs:
+        ratio = r.rps / base
+        goal = GOALS.get(r.name)
+        verdict = (
+            "" if goal is None else (f"goal {goal:.2f}x " + ("met" if ratio >= goal else "MISSED"))
+        )
+        print(
+            f"{r.name:<32} {r.rps:>9,.0f} req/s  p99 {r.p99_ms:7.2f} ms  "
+            f"ratio {ratio:5.2f}  errors {r.errors}  {verdict}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

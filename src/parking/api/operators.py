@@ -1,0 +1,832 @@
+"""Operators' routes: lots, lanes, spaces, devices, the blacklist and the anomaly review queue.
+
+Every change is written to ``audit_log`` (actor, role, action, target,
+details) in the same transaction as the change itself, so there is no change
+without its audit line. Device changes go through the device registry, which
+rewrites the broker's password and ACL files and waits for the broker to
+enforce them; those run outside a transaction (the registry's rule), and are
+audited once the registry has answered.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+
+import asyncpg
+import msgspec
+import structlog
+from litestar import Request, delete, get, patch, post, put
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
+from redis.exceptions import RedisError
+
+from parking.api.auth import principal_of, roles
+from parking.api.drivers import problem_responses
+from parking.api.infra import connection, infra_of
+from parking.api.pagination import (
+    DEFAULT_LIMIT,
+    CursorParam,
+    LimitParam,
+    decode_cursor,
+    page,
+)
+from parking.auth.model import Role
+from parking.clock import SystemClock
+from parking.devices import service as devices
+from parking.devices.model import Device, DeviceKind, Provisioned
+from parking.errors import Conflict, InvalidInput, NotFound
+from parking.occupancy import service as occupancy
+from parking.occupancy.model import CoreNotReady
+from parking.plates import normalise
+from parking.pricing.model import PricingError
+from parking.sessions import service as sessions
+from parking.sessions.model import SessionChange, SessionStatus
+from parking.tariffs import quote_to_json
+
+log = structlog.get_logger("parking.api.operators")
+_clock = SystemClock()
+operator_only = [roles(Role.OPERATOR)]
+BODY_MAX: Final = 8 * 1024
+
+_PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
+Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+IdentParam = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+PlateParam = Annotated[str, PathParameter(min_length=1, max_length=32)]
+AnomalyIdParam = Annotated[str, PathParameter(min_length=1, max_length=200)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_PRINTABLE)]
+Remark = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_PRINTABLE)]
+Capacity = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+Minutes = Annotated[int, msgspec.Meta(ge=0, le=525_600)]
+Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
+Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
+PlateText = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class InvalidLot(InvalidInput):
+    """A lot that the database's rules refuse (unknown district, bad values)."""
+
+
+class LotNotFound(NotFound):
+    pass
+
+
+class AnomalyNotFound(NotFound):
+    pass
+
+
+class AnomalyResolved(Conflict):
+    """The anomaly was resolved already."""
+
+
+# ------------------------------------------------------------------ audit
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    request: Request[Any, Any, Any],
+    *,
+    action: str,
+    target: str,
+    details: dict[str, Any],
+    now: datetime,
+) -> None:
+    who = principal_of(request)
+    await conn.execute(
+        "INSERT INTO audit_log (at, actor, role, action, target, details) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+        now,
+        who.subject,
+        who.role.value,
+        action,
+        target,
+        msgspec.json.encode(details).decode(),
+    )
+
+
+# ------------------------------------------------------------------ lots
+
+
+class LotView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    district_code: str
+    kind: str
+    capacity: int
+    latitude: float
+    longitude: float
+    full_policy: str
+    arrears_hold_after_minutes: int
+    exit_window_minutes: int
+
+
+class LotPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[LotView]
+    next_cursor: str | None
+
+
+class NewLot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: Ident
+    name: Name
+    district_code: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2,4}$")]
+    kind: Literal["gated", "on_street"]
+    capacity: Capacity
+    latitude: Latitude
+    longitude: Longitude
+    full_policy: Literal["hold", "open"] = "hold"
+    arrears_hold_after_minutes: Minutes = 7 * 24 * 60
+    exit_window_minutes: Minutes = 15
+
+
+class LotChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Only the fields given change."""
+
+    full_policy: Literal["hold", "open"] | None = None
+    arrears_hold_after_minutes: Minutes | None = None
+    exit_window_minutes: Minutes | None = None
+    capacity: Capacity | None = None
+
+
+_LOT_COLUMNS: Final = """id, name, district_code, kind, capacity, latitude::float8 AS latitude,
+    longitude::float8 AS longitude, full_policy,
+    (extract(epoch FROM arrears_hold_after) / 60)::int AS arrears_hold_after_minutes,
+    exit_window_minutes"""
+
+
+def _lot(row: asyncpg.Record) -> LotView:
+    return LotView(**dict(row))
+
+
+@get(
+    "/v1/operator/lots",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Lots of the city, by id",
+    responses=problem_responses(400, 401, 403),
+)
+async def list_lots(
+    request: Request[Any, Any, Any], cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
+) -> LotPage:
+    after = decode_cursor(cursor)
+    async with connection(infra_of(request.app)) as conn:
+        rows = await conn.fetch(
+            f"SELECT {_LOT_COLUMNS} FROM lots WHERE ($1::text IS NULL OR id > $1) "  # noqa: S608
+            "ORDER BY id LIMIT $2",
+            after,
+            limit + 1,
+        )
+    items, next_cursor = page([_lot(r) for r in rows], limit, key=lambda lot: lot.id)
+    return LotPage(items=items, next_cursor=next_cursor)
+
+
+@post(
+    "/v1/operator/lots",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Add a lot",
+    status_code=201,
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 409, 413),
+)
+async def create_lot(request: Request[Any, Any, Any], data: JSONBody[NewLot]) -> LotView:
+    now = _clock.now()
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        try:
+            row = await conn.fetchrow(
+                f"""INSERT INTO lots (id, name, district_code, kind, capacity, latitude, longitude,
+                                     full_policy, arrears_hold_after, exit_window_minutes)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                    RETURNING {_LOT_COLUMNS}""",  # noqa: S608
+                data.id,
+                data.name,
+                data.district_code,
+                data.kind,
+                data.capacity,
+                data.latitude,
+                data.longitude,
+                data.full_policy,
+                timedelta(minutes=data.arrears_hold_after_minutes),
+                data.exit_window_minutes,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"lot {data.id} exists") from exc
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise InvalidLot(f"district {data.district_code} does not exist") from exc
+        assert row is not None
+        await audit(
+            conn,
+            request,
+            action="lot.created",
+            target=f"lot:{data.id}",
+            details=msgspec.to_builtins(data),
+            now=now,
+        )
+    return _lot(row)
+
+
+@patch(
+    "/v1/operator/lots/{lot_id:str}",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Change a lot's policies or capacity",
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 413),
+)
+async def change_lot(
+    request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[LotChange]
+) -> LotView:
+    """Gateways take the new capacity and full policy up at their next directory refresh."""
+    now = _clock.now()
+    changes = {k: v for k, v in msgspec.to_builtins(data).items() if v is not None}
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        row = await conn.fetchrow(
+            f"""UPDATE lots SET
+                   full_policy = coalesce($2, full_policy),
+                   arrears_hold_after = coalesce($3, arrears_hold_after),
+                   exit_window_minutes = coalesce($4, exit_window_minutes),
+                   capacity = coalesce($5, capacity)
+                 WHERE id = $1 RETURNING {_LOT_COLUMNS}""",  # noqa: S608
+            lot_id,
+            data.full_policy,
+            None
+            if data.arrears_hold_after_minutes is None
+            else timedelta(minutes=data.arrears_hold_after_minutes),
+            data.exit_window_minutes,
+            data.capacity,
+        )
+        if row is None:
+            raise LotNotFound(f"lot {lot_id} does not exist")
+        await audit(
+            conn, request, action="lot.changed", target=f"lot:{lot_id}", details=changes, now=now
+        )
+    return _lot(row)
+
+
+# ------------------------------------------------------------------ lanes and spaces
+
+
+class LaneView(msgspec.Struct, frozen=True, kw_only=True):
+    lot_id: str
+    lane_id: str
+    direction: str
+
+
+class NewLane(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    lane_id: Ident
+    direction: Literal["in", "out"]
+
+
+class SpaceView(msgspec.Struct, frozen=True, kw_only=True):
+    lot_id: str
+    space_id: str
+    kind: str
+
+
+class NewSpace(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    space_id: Ident
+    kind: Literal["standard", "accessible", "charging", "large"] = "standard"
+
+
+class SpacePage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[SpaceView]
+    next_cursor: str | None
+
+
+async def _lot_exists(conn: asyncpg.Connection, lot_id: str) -> None:
+    if not await conn.fetchval("SELECT true FROM lots WHERE id = $1", lot_id):
+        raise LotNotFound(f"lot {lot_id} does not exist")
+
+
+@get(
+    "/v1/operator/lots/{lot_id:str}/lanes",
+    guards=operator_only,
+    tags=["operator"],
+    summary="A lot's lanes",
+    responses=problem_responses(400, 401, 403, 404),
+)
+async def list_lanes(
+    request: Request[Any, Any, Any], lot_id: FromPath[IdentParam]
+) -> list[LaneView]:
+    async with connection(infra_of(request.app)) as conn:
+        await _lot_exists(conn, lot_id)
+        rows = await conn.fetch(
+            "SELECT lot_id, lane_id, direction FROM lanes WHERE lot_id = $1 ORDER BY lane_id",
+            lot_id,
+        )
+    return [LaneView(**dict(r)) for r in rows]
+
+
+@post(
+    "/v1/operator/lots/{lot_id:str}/lanes",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Add a lane to a lot",
+    status_code=201,
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 409, 413),
+)
+async def add_lane(
+    request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[NewLane]
+) -> LaneView:
+    now = _clock.now()
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        await _lot_exists(conn, lot_id)
+        try:
+            await conn.execute(
+                "INSERT INTO lanes (lot_id, lane_id, direction) VALUES ($1, $2, $3)",
+                lot_id,
+                data.lane_id,
+                data.direction,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"lane {data.lane_id} of lot {lot_id} exists") from exc
+        await audit(
+            conn,
+            request,
+            action="lane.added",
+            target=f"lane:{lot_id}/{data.lane_id}",
+            details={"direction": data.direction},
+            now=now,
+        )
+    return LaneView(lot_id=lot_id, lane_id=data.lane_id, direction=data.direction)
+
+
+@get(
+    "/v1/operator/lots/{lot_id:str}/spaces",
+    guards=operator_only,
+    tags=["operator"],
+    summary="A lot's spaces, by id",
+    responses=problem_responses(400, 401, 403, 404),
+)
+async def list_spaces(
+    request: Request[Any, Any, Any],
+    lot_id: FromPath[IdentParam],
+    cursor: CursorParam = None,
+    limit: LimitParam = DEFAULT_LIMIT,
+) -> SpacePage:
+    after = decode_cursor(cursor)
+    async with connection(infra_of(request.app)) as conn:
+        await _lot_exists(conn, lot_id)
+        rows = await conn.fetch(
+            "SELECT lot_id, space_id, kind FROM spaces WHERE lot_id = $1 "
+            "AND ($2::text IS NULL OR space_id > $2) ORDER BY space_id LIMIT $3",
+            lot_id,
+            after,
+            limit + 1,
+        )
+    items, next_cursor = page([SpaceView(**dict(r)) for r in rows], limit, key=lambda s: s.space_id)
+    return SpacePage(items=items, next_cursor=next_cursor)
+
+
+@post(
+    "/v1/operator/lots/{lot_id:str}/spaces",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Add a space to a lot",
+    status_code=201,
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 409, 413),
+)
+async def add_space(
+    request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[NewSpace]
+) -> SpaceView:
+    now = _clock.now()
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        await _lot_exists(conn, lot_id)
+        try:
+            await conn.execute(
+                "INSERT INTO spaces (lot_id, space_id, kind) VALUES ($1, $2, $3)",
+                lot_id,
+                data.space_id,
+                data.kind,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"space {data.space_id} of lot {lot_id} exists") from exc
+        await audit(
+            conn,
+            request,
+            action="space.added",
+            target=f"space:{lot_id}/{data.space_id}",
+            details={"kind": data.kind},
+            now=now,
+        )
+    return SpaceView(lot_id=lot_id, space_id=data.space_id, kind=data.kind)
+
+
+# ------------------------------------------------------------------ devices
+
+
+class NewDevice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A gate at a lane, a sensor at a space, or a sign (id default: ``{lot}-{lane|space}``)."""
+
+    lot_id: Ident
+    lane_id: Ident | None = None
+    space_id: Ident | None = None
+    kind: DeviceKind | None = None
+    device_id: Ident | None = None
+
+
+class DevicePage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Device]
+
+
+@get(
+    "/v1/operator/devices",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Devices of the registry (of one lot)",
+    responses=problem_responses(400, 401, 403),
+)
+async def list_devices(
+    request: Request[Any, Any, Any],
+    lot_id: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+    live_only: Annotated[bool, QueryParameter()] = False,
+) -> DevicePage:
+    async with connection(infra_of(request.app)) as conn:
+        found = await devices.list_devices(conn, lot_id=lot_id, live_only=live_only)
+    return DevicePage(items=found)
+
+
+@post(
+    "/v1/operator/devices",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Register a device; its secret is in this answer only",
+    status_code=201,
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 503),
+)
+async def add_device(request: Request[Any, Any, Any], data: JSONBody[NewDevice]) -> Provisioned:
+    infra = infra_of(request.app)
+    async with connection(infra) as conn:
+        made = await devices.add_device(
+            conn,
+            lot_id=data.lot_id,
+            lane_id=data.lane_id,
+            space_id=data.space_id,
+            kind=data.kind,
+            device_id=data.device_id,
+            broker=devices.mosquitto_broker(infra.settings),
+        )
+        await audit(
+            conn,
+            request,
+            action="device.added",
+            target=f"device:{made.device_id}",
+            details={"lot_id": made.lot_id, "lane_id": made.lane_id, "space_id": made.space_id},
+            now=_clock.now(),
+        )
+    return made
+
+
+@post(
+    "/v1/operator/devices/{device_id:str}/revoke",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Revoke a device: the broker refuses it at once (idempotent)",
+    status_code=200,
+    responses=problem_responses(400, 401, 403, 404, 503),
+)
+async def revoke_device(request: Request[Any, Any, Any], device_id: FromPath[IdentParam]) -> Device:
+    infra = infra_of(request.app)
+    now = _clock.now()
+    async with connection(infra) as conn:
+        device = await devices.revoke_device(
+            conn, device_id, at=now, broker=devices.mosquitto_broker(infra.settings)
+        )
+        await audit(
+            conn,
+            request,
+            action="device.revoked",
+            target=f"device:{device_id}",
+            details={},
+            now=now,
+        )
+    return device
+
+
+# ------------------------------------------------------------------ blacklist
+
+
+class BlacklistRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Remark
+
+
+class BlacklistEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """``held_now`` says whether entry lanes hold the plate already; when the occupancy
+    core is being rebuilt it takes the blacklist from the database instead."""
+
+    plate: str
+    reason: str | None
+    held_now: bool
+
+
+async def _flag(redis: Any, plate: str, reason: str | None) -> bool:
+    try:
+        await occupancy.set_blacklisted(redis, plate, reason)
+    except (CoreNotReady, RedisError) as exc:
+        # The table is the system of record: the rebuild and the periodic flag
+        # sync put it into the core, so the change is not lost, only later.
+        log.warning("blacklist_not_live", plate=plate, error=str(exc))
+        return False
+    return True
+
+
+@put(
+    "/v1/operator/blacklist/{plate:str}",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Blacklist a plate: held at every entry lane of the city from its next arrival",
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 413),
+)
+async def blacklist_plate(
+    request: Request[Any, Any, Any], plate: FromPath[PlateParam], data: JSONBody[BlacklistRequest]
+) -> BlacklistEntry:
+    infra = infra_of(request.app)
+    text = normalise(plate)
+    who = principal_of(request).subject
+    async with connection(infra, transaction=True) as conn:
+        await conn.execute(
+            "INSERT INTO plate_blacklist (plate, reason, created_by) VALUES ($1, $2, $3) "
+            "ON CONFLICT (plate) DO UPDATE SET reason = EXCLUDED.reason",
+            text,
+            data.reason,
+            who,
+        )
+        await audit(
+            conn,
+            request,
+            action="blacklist.added",
+            target=f"plate:{text}",
+            details={"reason": data.reason},
+            now=_clock.now(),
+        )
+    held = await _flag(infra.redis, text, data.reason)
+    return BlacklistEntry(plate=text, reason=data.reason, held_now=held)
+
+
+@delete(
+    "/v1/operator/blacklist/{plate:str}",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Take a plate off the blacklist (idempotent)",
+    status_code=200,
+    responses=problem_responses(400, 401, 403),
+)
+async def unblacklist_plate(
+    request: Request[Any, Any, Any], plate: FromPath[PlateParam]
+) -> BlacklistEntry:
+    infra = infra_of(request.app)
+    text = normalise(plate)
+    async with connection(infra, transaction=True) as conn:
+        removed = await conn.fetchval(
+            "DELETE FROM plate_blacklist WHERE plate = $1 RETURNING reason", text
+        )
+        if removed is not None:
+            await audit(
+                conn,
+                request,
+                action="blacklist.removed",
+                target=f"plate:{text}",
+                details={"reason": removed},
+                now=_clock.now(),
+            )
+    cleared = await _flag(infra.redis, text, None)
+    return BlacklistEntry(plate=text, reason=None, held_now=not cleared)
+
+
+# ------------------------------------------------------------------ anomalies
+
+
+class AnomalyView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    kind: str
+    lot_id: str | None
+    device_id: str | None
+    plate: str | None
+    session_id: str | None
+    image_ref: str | None
+    details: msgspec.Raw
+    status: str
+    created_at: datetime
+    resolved_at: datetime | None
+    resolution: str | None
+
+
+class AnomalyPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[AnomalyView]
+    next_cursor: str | None
+
+
+class Resolution(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``fix-plate`` (with ``plate``: the plate the camera misread) sets the session's plate;
+    ``add-missed-exit`` (with ``exit_at``) closes the session left open and prices it;
+    ``void`` voids the session (no fee). Every action needs a remark."""
+
+    action: Literal["fix-plate", "add-missed-exit", "void"]
+    remark: Remark
+    plate: PlateText | None = None
+    exit_at: datetime | None = None
+
+
+_ANOMALY_COLUMNS: Final = """id, kind, lot_id, device_id, plate, session_id, image_ref,
+    details::text AS details, status, created_at, resolved_at, resolution"""
+
+
+def _anomaly(row: asyncpg.Record) -> AnomalyView:
+    values = dict(row)
+    values["details"] = msgspec.Raw(values["details"].encode())
+    return AnomalyView(**values)
+
+
+@get(
+    "/v1/operator/anomalies",
+    guards=operator_only,
+    tags=["operator"],
+    summary="The review queue: anomalies, oldest first",
+    responses=problem_responses(400, 401, 403),
+)
+async def anomaly_queue(
+    request: Request[Any, Any, Any],
+    status: Annotated[Literal["open", "resolved"], QueryParameter()] = "open",
+    kind: Annotated[str | None, QueryParameter(pattern=r"^[a-z_]{1,64}$")] = None,
+    cursor: CursorParam = None,
+    limit: LimitParam = DEFAULT_LIMIT,
+) -> AnomalyPage:
+    after = decode_cursor(cursor)
+    async with connection(infra_of(request.app)) as conn:
+        rows = await conn.fetch(
+            f"""SELECT {_ANOMALY_COLUMNS} FROM anomalies
+                 WHERE status = $1 AND ($2::text IS NULL OR kind = $2)
+                   AND ($3::text IS NULL OR id > $3)
+                 ORDER BY id LIMIT $4""",  # noqa: S608
+            status,
+            kind,
+            after,
+            limit + 1,
+        )
+    items, next_cursor = page([_anomaly(r) for r in rows], limit, key=lambda a: a.id)
+    return AnomalyPage(items=items, next_cursor=next_cursor)
+
+
+async def _session_row(conn: asyncpg.Connection, session_id: str | None) -> asyncpg.Record:
+    if session_id is None:
+        raise InvalidInput("this anomaly names no session; resolve it with 'void'")
+    row = await conn.fetchrow(
+        "SELECT id, lot_id, plate, status, entry_at, exit_at FROM sessions WHERE id = $1 "
+        "FOR UPDATE",
+        session_id,
+    )
+    if row is None:
+        raise InvalidInput(f"session {session_id} is not recorded yet; retry shortly")
+    return row
+
+
+async def _apply_resolution(
+    request: Request[Any, Any, Any],
+    conn: asyncpg.Connection,
+    anomaly: asyncpg.Record,
+    data: Resolution,
+) -> dict[str, Any]:
+    session_id = anomaly["session_id"]
+    match data.action:
+        case "void":
+            if session_id is None:
+                return {}
+            row = await _session_row(conn, session_id)
+            # The merge is an upsert: the row's known facts go along so the insert
+            # half satisfies the table's checks (merging never blanks a field).
+            await sessions.record(
+                conn,
+                [
+                    SessionChange(
+                        id=row["id"],
+                        lot_id=row["lot_id"],
+                        status=SessionStatus.VOIDED,
+                        plate=row["plate"],
+                        entry_at=row["entry_at"],
+                        exit_at=row["exit_at"],
+                    )
+                ],
+            )
+            return {"session_id": session_id, "voided": True}
+        case "fix-plate":
+            if data.plate is None:
+                raise InvalidInput("fix-plate needs the plate")
+            plate = normalise(data.plate)
+            row = await _session_row(conn, session_id)
+            if row["status"] == SessionStatus.OPEN:
+                # The live core keys an open session by its plate; changing it here
+                # would split the record from the lanes' state. Fix after the exit.
+                raise Conflict("the session is still open; fix its plate once it has closed")
+            await conn.execute(
+                "UPDATE sessions SET plate = $2, updated_at = now() WHERE id = $1",
+                session_id,
+                plate,
+            )
+            return {"session_id": session_id, "from": row["plate"], "to": plate}
+        case "add-missed-exit":
+            if data.exit_at is None or data.exit_at.tzinfo is None:
+                raise InvalidInput("add-missed-exit needs exit_at with a UTC offset")
+            row = await _session_row(conn, session_id)
+            if row["status"] != SessionStatus.OPEN or row["entry_at"] is None:
+                raise Conflict(f"session {session_id} is {row['status']}, not open")
+            if data.exit_at < row["entry_at"]:
+                raise InvalidInput("exit_at is before the entry")
+            pricer = await request.app.state.pricer_cache.get(infra_of(request.app).pool)
+            try:
+                priced = pricer.price(
+                    lot_id=row["lot_id"],
+                    plate=row["plate"],
+                    entry=row["entry_at"],
+                    exit=data.exit_at,
+                )
+            except PricingError as exc:
+                raise InvalidInput(f"the stay cannot be priced: {exc}") from exc
+            await sessions.record(
+                conn,
+                [
+                    SessionChange(
+                        id=row["id"],
+                        lot_id=row["lot_id"],
+                        status=SessionStatus.CLOSED,
+                        plate=row["plate"],
+                        entry_at=row["entry_at"],
+                        exit_at=data.exit_at,
+                        fee_fen=priced.fee_fen,
+                        tariff_id=priced.tariff_id,
+                        tariff_version=priced.tariff_version,
+                        pricing_reason=priced.reason,
+                        quote=quote_to_json(priced.quote) if priced.quote is not None else None,
+                        flags=("operator_exit",),
+                    )
+                ],
+            )
+            return {
+                "session_id": session_id,
+                "exit_at": data.exit_at.isoformat(),
+                "fee_fen": priced.fee_fen,
+            }
+    raise AssertionError(data.action)
+
+
+@post(
+    "/v1/operator/anomalies/{anomaly_id:str}/resolve",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Resolve an anomaly: fix a plate, add a missed exit, or void the session",
+    status_code=200,
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 409, 413),
+)
+async def resolve_anomaly(
+    request: Request[Any, Any, Any],
+    anomaly_id: FromPath[AnomalyIdParam],
+    data: JSONBody[Resolution],
+) -> AnomalyView:
+    now = _clock.now()
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        anomaly = await conn.fetchrow(
+            f"SELECT {_ANOMALY_COLUMNS} FROM anomalies WHERE id = $1 FOR UPDATE",  # noqa: S608
+            anomaly_id,
+        )
+        if anomaly is None:
+            raise AnomalyNotFound(f"anomaly {anomaly_id} does not exist")
+        if anomaly["status"] != "open":
+            raise AnomalyResolved(f"anomaly {anomaly_id} was resolved: {anomaly['resolution']}")
+        effect = await _apply_resolution(request, conn, anomaly, data)
+        row = await conn.fetchrow(
+            f"""UPDATE anomalies SET status = 'resolved', resolved_at = $2, resolution = $3
+                 WHERE id = $1 RETURNING {_ANOMALY_COLUMNS}""",  # noqa: S608
+            anomaly_id,
+            now,
+            f"{data.action}: {data.remark}",
+        )
+        await audit(
+            conn,
+            request,
+            action=f"anomaly.{data.action}",
+            target=f"anomaly:{anomaly_id}",
+            details={"remark": data.remark, **effect},
+            now=now,
+        )
+    assert row is not None
+    return _anomaly(row)
+
+
+ROUTES = [
+    list_lots,
+    create_lot,
+    change_lot,
+    list_lanes,
+    add_lane,
+    list_spaces,
+    add_space,
+    list_devices,
+    add_device,
+    revoke_device,
+    blacklist_plate,
+    unblacklist_plate,
+    anomaly_queue,
+    resolve_anomaly,
+]

@@ -1,0 +1,600 @@
+"""Drivers' sessions, bills, receipts and contactless payment (全市通停: one account, every lot).
+
+What is "mine": the plates bound to the caller's account. The current session
+of each plate is read from the occupancy core in Redis (the lane's own state,
+so it is there the moment the barrier opens) and falls back to PostgreSQL when
+the plate's shard is not loaded or Redis does not answer. History only shows
+sessions of a plate while it was bound to this account, so a plate's earlier
+holder's parking stays private. Anything not mine is a 404, the same as
+something that does not exist, and the attempt is written to the audit log
+(reliability matrix A1).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+from litestar import Request, delete, get, put
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
+from redis.exceptions import RedisError
+
+from parking.accounts import service as accounts
+from parking.accounts.model import VehicleView
+from parking.api.auth import principal_of, roles
+from parking.api.drivers import problem_responses
+from parking.api.infra import Infra, connection, infra_of
+from parking.api.pagination import (
+    DEFAULT_LIMIT,
+    CursorParam,
+    InvalidCursor,
+    LimitParam,
+    decode_cursor,
+    encode_cursor,
+)
+from parking.auth.model import Role
+from parking.bills import service as bills
+from parking.bills.model import Bill, UnknownBill
+from parking.clock import SystemClock
+from parking.errors import NotFound
+from parking.occupancy import keys as occupancy_keys
+from parking.occupancy import logic as occupancy_logic
+from parking.occupancy import store as occupancy_store
+from parking.payments import service as payments
+from parking.payments.model import UnknownProvider
+from parking.plates import normalise
+from parking.pricing import Pricer
+from parking.pricing.model import PricingError
+
+_clock = SystemClock()
+
+driver_only = [roles(Role.DRIVER)]
+
+#: A driver has at most 5 plates (migration 0005); one more row proves it.
+MAX_PLATES: Final = 5
+BODY_MAX: Final = 2 * 1024
+
+BillIdParam = Annotated[str, PathParameter(pattern=r"^b-[0-9A-HJKMNP-TV-Z]{26}$")]
+PlateParam = Annotated[str, PathParameter(min_length=1, max_length=32)]
+ProviderName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+ProviderQuery = Annotated[
+    str | None,
+    QueryParameter(
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="only this provider's mandate; omit to turn off every provider's",
+    ),
+]
+
+
+# ------------------------------------------------------------------ views
+
+
+class CurrentSession(msgspec.Struct, frozen=True, kw_only=True):
+    """An open session with what it would cost to leave now.
+
+    ``fee_fen`` is None when the lot cannot price the stay (no tariff in force):
+    ``pricing_reason`` then says why. ``source`` is ``live`` (the lanes' state
+    in Redis) or ``record`` (PostgreSQL, when the live state is unavailable).
+    """
+
+    session_id: str
+    plate: str
+    lot_id: str
+    entry_at: datetime
+    quoted_at: datetime
+    fee_fen: int | None
+    tariff_id: str | None
+    tariff_version: int | None
+    pricing_reason: str
+    source: str
+
+
+class CurrentSessions(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[CurrentSession]
+
+
+class SessionItem(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    lot_id: str
+    plate: str | None
+    status: str
+    entry_at: datetime | None
+    exit_at: datetime | None
+    fee_fen: int | None
+    tariff_id: str | None
+    tariff_version: int | None
+    pricing_reason: str | None
+    bill_id: str | None
+    bill_status: str | None
+
+
+class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[SessionItem]
+    next_cursor: str | None
+
+
+class BillItem(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    session_id: str
+    lot_id: str
+    plate: str | None
+    amount_fen: int
+    status: str
+    closed_at: datetime
+    tariff_id: str
+    tariff_version: int
+
+
+class MyBills(msgspec.Struct, frozen=True, kw_only=True):
+    """Every bill I still owe, in any lot of the city, oldest first."""
+
+    items: list[BillItem]
+    arrears_fen: int
+    oldest_closed_at: datetime | None
+
+
+class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    bill_id: str
+    session_id: str
+    lot_id: str
+    lot_name: str | None
+    plate: str | None
+    entry_at: datetime | None
+    exit_at: datetime
+    amount_fen: int
+    refunded_fen: int
+    status: str
+    provider: str
+    payment_ref: str
+    paid_at: datetime
+    tariff_id: str
+    tariff_version: int
+
+
+class MandateRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The provider the driver authorised deductions at, and their id there (openid / user id)."""
+
+    provider: ProviderName
+    payer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+    plate_color: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{1,16}$")] = "BLUE"
+
+
+class MandateView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    provider: str
+    plate: str
+    state: str
+    updated_at: datetime
+
+
+# ------------------------------------------------------------------ helpers
+
+
+async def _my_vehicles(conn: asyncpg.Connection, account_id: str) -> list[VehicleView]:
+    return await accounts.vehicles(conn, account_id, after=None, limit=MAX_PLATES + 1)
+
+
+async def audit_denied(
+    conn: asyncpg.Connection, *, actor: str, action: str, target: str, now: datetime
+) -> None:
+    """A driver asked for something that is not theirs: they get a 404, the log gets a line."""
+    await conn.execute(
+        "INSERT INTO audit_log (at, actor, role, action, target, details) "
+        "VALUES ($1, $2, 'driver', $3, $4, '{}'::jsonb)",
+        now,
+        actor,
+        action,
+        target,
+    )
+
+
+def _plate_text(raw: str) -> str:
+    """A path plate as stored (normalised); invalid plates are a typed 400 (PlateError)."""
+    return normalise(raw)
+
+
+async def _live_open(redis: aioredis.Redis, plates: list[str]) -> dict[str, tuple[str, str, int]]:
+    """plate -> (session id, lot, entry ms) for plates whose shard is loaded.
+
+    A plate whose shard is not loaded is left out: its answer is in PostgreSQL.
+    Raises RedisError when Redis does not answer.
+    """
+    # The core's own light pipeline (occupancy.store.Batch): redis-py's costs
+    # more CPU per command than Redis spends answering it.
+    pipe = occupancy_store.Batch()
+    for plate in plates:
+        tag = occupancy_keys.plate_tag(plate)
+        pipe.command("EXISTS", occupancy_keys.ready(tag))
+        pipe.command("HMGET", occupancy_keys.plate(tag, plate), "sid", "lot", "at")
+    replies = await pipe.execute(redis, deadline_s=2.0)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    found: dict[str, tuple[str, str, int]] = {}
+    unloaded: list[str] = []
+    for n, plate in enumerate(plates):
+        ready, fields = replies[2 * n], replies[2 * n + 1]
+        assert isinstance(fields, list)
+        sid, lot, at = fields
+        if not ready:
+            unloaded.append(plate)
+            continue
+        if sid and lot and at:
+            found[plate] = (_text(sid), _text(lot), int(_text(at)))
+    if unloaded:
+        raise _Unloaded(unloaded, found)
+    return found
+
+
+class _Unloaded(Exception):
+    def __init__(self, plates: list[str], found: dict[str, tuple[str, str, int]]) -> None:
+        super().__init__("plate shards not loaded")
+        self.plates = plates
+        self.found = found
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _recorded_open(infra: Infra, plates: list[str]) -> dict[str, tuple[str, str, int]]:
+    async with connection(infra) as conn:
+        rows = await conn.fetch(
+            "SELECT id, lot_id, plate, entry_at FROM sessions "
+            "WHERE plate = ANY($1::text[]) AND status = 'open' AND entry_at IS NOT NULL",
+            plates,
+        )
+    return {r["plate"]: (r["id"], r["lot_id"], occupancy_logic.to_ms(r["entry_at"])) for r in rows}
+
+
+def quote_now(
+    pricer: Pricer,
+    *,
+    session_id: str,
+    plate: str,
+    lot_id: str,
+    entry: datetime,
+    now: datetime,
+    source: str,
+) -> CurrentSession:
+    try:
+        priced = pricer.price(lot_id=lot_id, plate=plate, entry=entry, exit=max(entry, now))
+    except PricingError as exc:
+        return CurrentSession(
+            session_id=session_id,
+            plate=plate,
+            lot_id=lot_id,
+            entry_at=entry,
+            quoted_at=now,
+            fee_fen=None,
+            tariff_id=None,
+            tariff_version=None,
+            pricing_reason=f"cannot price: {exc}",
+            source=source,
+        )
+    return CurrentSession(
+        session_id=session_id,
+        plate=plate,
+        lot_id=lot_id,
+        entry_at=entry,
+        quoted_at=now,
+        fee_fen=priced.fee_fen,
+        tariff_id=priced.tariff_id,
+        tariff_version=priced.tariff_version,
+        pricing_reason=priced.reason,
+        source=source,
+    )
+
+
+def _bill_item(bill: Bill) -> BillItem:
+    return BillItem(
+        id=bill.id,
+        session_id=bill.session_id,
+        lot_id=bill.lot_id,
+        plate=bill.plate,
+        amount_fen=bill.amount_fen,
+        status=str(bill.status),
+        closed_at=bill.closed_at,
+        tariff_id=bill.tariff_id,
+        tariff_version=bill.tariff_version,
+    )
+
+
+# ------------------------------------------------------------------ routes
+
+
+@get(
+    "/v1/me/sessions/current",
+    guards=driver_only,
+    tags=["sessions"],
+    summary="My open sessions in any lot, each with the fee if I left now",
+    responses=problem_responses(401, 403, 503),
+)
+async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
+    infra = infra_of(request.app)
+    account_id = principal_of(request).subject
+    # The hot path of the app's home screen: one indexed read for the plates
+    # (not the vehicle views, which also derive each plate's class), then Redis.
+    async with connection(infra) as conn:
+        plates = [
+            r["plate"]
+            for r in await conn.fetch(
+                "SELECT plate FROM vehicles WHERE account_id = $1 AND released_at IS NULL",
+                account_id,
+            )
+        ]
+    if not plates:
+        return CurrentSessions(items=[])
+    source: dict[str, str] = {}
+    try:
+        open_now = await _live_open(infra.redis, plates)
+        source = dict.fromkeys(open_now, "live")
+    except _Unloaded as partial:
+        open_now = dict(partial.found)
+        source = dict.fromkeys(open_now, "live")
+        recorded = await _recorded_open(infra, partial.plates)
+        open_now.update(recorded)
+        source.update(dict.fromkeys(recorded, "record"))
+    except (RedisError, OSError, TimeoutError):
+        open_now = await _recorded_open(infra, plates)
+        source = dict.fromkeys(open_now, "record")
+    pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
+    now = _clock.now()
+    items = [
+        quote_now(
+            pricer,
+            session_id=sid,
+            plate=plate,
+            lot_id=lot_id,
+            entry=occupancy_logic.from_ms(entry_ms),
+            now=now,
+            source=source[plate],
+        )
+        for plate, (sid, lot_id, entry_ms) in sorted(open_now.items())
+    ]
+    return CurrentSessions(items=items)
+
+
+# Sessions of a plate count as mine only between its binding to my account and
+# its release, so a plate's previous holder's history is not shown to me.
+_HISTORY_SQL: Final = """
+SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at, s.exit_at, s.fee_fen, s.tariff_id,
+       s.tariff_version, s.pricing_reason, b.id AS bill_id, b.status AS bill_status,
+       coalesce(s.entry_at, s.exit_at) AS at
+  FROM sessions s
+  JOIN vehicles v
+    ON v.plate = s.plate AND v.account_id = $1
+   AND coalesce(s.entry_at, s.exit_at) >= v.bound_at
+   AND (v.released_at IS NULL OR coalesce(s.entry_at, s.exit_at) < v.released_at)
+  LEFT JOIN bills b ON b.session_id = s.id
+ WHERE s.status <> 'superseded'
+   AND ($2::timestamptz IS NULL OR (coalesce(s.entry_at, s.exit_at), s.id) < ($2, $3::text))
+ ORDER BY coalesce(s.entry_at, s.exit_at) DESC, s.id DESC
+ LIMIT $4
+"""
+
+
+def _history_after(cursor: str | None) -> tuple[datetime | None, str | None]:
+    key = decode_cursor(cursor)
+    if key is None:
+        return None, None
+    at, sep, sid = key.partition("|")
+    try:
+        parsed = datetime.fromisoformat(at)
+    except ValueError as exc:
+        raise InvalidCursor("cursor is not one this API handed out") from exc
+    if not sep or not sid or parsed.tzinfo is None:
+        raise InvalidCursor("cursor is not one this API handed out")
+    return parsed, sid
+
+
+@get(
+    "/v1/me/sessions",
+    guards=driver_only,
+    tags=["sessions"],
+    summary="My parking history, newest first, with fees and bills",
+    responses=problem_responses(400, 401, 403),
+)
+async def session_history(
+    request: Request[Any, Any, Any], cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
+) -> SessionPage:
+    at, sid = _history_after(cursor)
+    async with connection(infra_of(request.app)) as conn:
+        rows = await conn.fetch(_HISTORY_SQL, principal_of(request).subject, at, sid, limit + 1)
+    items = [
+        SessionItem(
+            id=r["id"],
+            lot_id=r["lot_id"],
+            plate=r["plate"],
+            status=r["status"],
+            entry_at=r["entry_at"],
+            exit_at=r["exit_at"],
+            fee_fen=r["fee_fen"],
+            tariff_id=r["tariff_id"],
+            tariff_version=r["tariff_version"],
+            pricing_reason=r["pricing_reason"],
+            bill_id=r["bill_id"],
+            bill_status=r["bill_status"],
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit and rows[:limit]:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(f"{last['at'].isoformat()}|{last['id']}")
+    return SessionPage(items=items, next_cursor=next_cursor)
+
+
+@get(
+    "/v1/me/bills",
+    guards=driver_only,
+    tags=["bills"],
+    summary="Every bill I still owe in any lot of the city (全市通停), and the total",
+    responses=problem_responses(401, 403),
+)
+async def my_bills(request: Request[Any, Any, Any]) -> MyBills:
+    """Bills of my account, and bills of the plates bound to me now: arrears follow the
+    plate (the same rule as paying them, ``payments.service``)."""
+    account_id = principal_of(request).subject
+    async with connection(infra_of(request.app)) as conn:
+        owed = {b.id: b for b in await bills.open_bills(conn, account_id=account_id)}
+        for vehicle in await _my_vehicles(conn, account_id):
+            for bill in await bills.open_bills(conn, plate=vehicle.plate):
+                owed.setdefault(bill.id, bill)
+    ordered = sorted(owed.values(), key=lambda b: (b.closed_at, b.id))
+    return MyBills(
+        items=[_bill_item(b) for b in ordered],
+        arrears_fen=sum(b.outstanding_fen for b in ordered),
+        oldest_closed_at=ordered[0].closed_at if ordered else None,
+    )
+
+
+@get(
+    "/v1/me/receipts/{bill_id:str}",
+    guards=driver_only,
+    tags=["bills"],
+    summary="The receipt of one of my paid bills",
+    responses=problem_responses(400, 401, 403, 404),
+)
+async def receipt(request: Request[Any, Any, Any], bill_id: BillIdParam) -> Receipt:
+    account_id = principal_of(request).subject
+    async with connection(infra_of(request.app)) as conn:
+        try:
+            bill = await bills.get(conn, bill_id)
+        except UnknownBill:
+            bill = None
+        if bill is None or not await _paid_or_billed_to(conn, bill, account_id):
+            if bill is not None:
+                await audit_denied(
+                    conn,
+                    actor=account_id,
+                    action="receipt.denied",
+                    target=f"bill:{bill_id}",
+                    now=_clock.now(),
+                )
+            raise NotFound(f"no receipt {bill_id}")
+        if bill.paid_at is None or bill.provider is None or bill.payment_ref is None:
+            raise NotFound(f"bill {bill_id} is not paid, so it has no receipt yet")
+        row = await conn.fetchrow(
+            "SELECT s.entry_at, l.name FROM lots l "
+            "LEFT JOIN sessions s ON s.id = $2 WHERE l.id = $1",
+            bill.lot_id,
+            bill.session_id,
+        )
+    return Receipt(
+        bill_id=bill.id,
+        session_id=bill.session_id,
+        lot_id=bill.lot_id,
+        lot_name=row["name"] if row else None,
+        plate=bill.plate,
+        entry_at=row["entry_at"] if row else None,
+        exit_at=bill.closed_at,
+        amount_fen=bill.amount_fen,
+        refunded_fen=bill.refunded_fen,
+        status=str(bill.status),
+        provider=bill.provider,
+        payment_ref=bill.payment_ref,
+        paid_at=bill.paid_at,
+        tariff_id=bill.tariff_id,
+        tariff_version=bill.tariff_version,
+    )
+
+
+async def _paid_or_billed_to(conn: asyncpg.Connection, bill: Bill, account_id: str) -> bool:
+    """A receipt is mine if the bill was billed to my account or I paid it. Not merely
+    because its plate is mine now: a plate's earlier holder's payments stay theirs."""
+    if bill.account_id == account_id:
+        return True
+    paid_by_me = await conn.fetchval(
+        "SELECT true FROM payment_bills pb JOIN payment_attempts pa ON pa.id = pb.attempt_id "
+        "WHERE pb.bill_id = $1 AND pa.payer_account_id = $2 AND pa.status = 'paid' LIMIT 1",
+        bill.id,
+        account_id,
+    )
+    return bool(paid_by_me)
+
+
+async def _own_plate(infra: Infra, account_id: str, raw: str, action: str) -> str:
+    plate = _plate_text(raw)
+    async with connection(infra) as conn:
+        mine = {v.plate for v in await _my_vehicles(conn, account_id)}
+        if plate not in mine:
+            await audit_denied(
+                conn, actor=account_id, action=action, target=f"plate:{plate}", now=_clock.now()
+            )
+            raise NotFound(f"plate {plate} is not bound to your account")
+    return plate
+
+
+@put(
+    "/v1/me/contactless/{plate:str}",
+    guards=driver_only,
+    tags=["bills"],
+    summary="Turn contactless payment (无感支付) on for one of my plates",
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 502, 503),
+)
+async def enable_contactless(
+    request: Request[Any, Any, Any], plate: FromPath[PlateParam], data: JSONBody[MandateRequest]
+) -> MandateView:
+    """The driver authorises deductions at the provider first; the provider is asked
+    before the mandate is stored (409 if it does not show the plate as authorised)."""
+    infra = infra_of(request.app)
+    account_id = principal_of(request).subject
+    text = await _own_plate(infra, account_id, plate, "contactless.denied")
+    provider = infra.providers.get(data.provider)
+    if provider is None:
+        raise UnknownProvider(data.provider)
+    mandate = await payments.enable_mandate(
+        infra.pool,
+        provider,
+        plate=text,
+        payer_id=data.payer_id,
+        account_id=account_id,
+        by=account_id,
+        now=_clock.now(),
+        plate_color=data.plate_color,
+    )
+    return MandateView(
+        id=mandate.id,
+        provider=mandate.provider,
+        plate=mandate.plate,
+        state=str(mandate.state),
+        updated_at=mandate.updated_at,
+    )
+
+
+@delete(
+    "/v1/me/contactless/{plate:str}",
+    guards=driver_only,
+    tags=["bills"],
+    summary="Turn contactless payment off for one of my plates (idempotent)",
+    responses=problem_responses(400, 401, 403, 404),
+)
+async def disable_contactless(
+    request: Request[Any, Any, Any], plate: FromPath[PlateParam], provider: ProviderQuery = None
+) -> None:
+    infra = infra_of(request.app)
+    account_id = principal_of(request).subject
+    text = await _own_plate(infra, account_id, plate, "contactless.denied")
+    if provider is not None and provider not in infra.providers:
+        raise UnknownProvider(provider)
+    names = [provider] if provider is not None else sorted(infra.providers)
+    async with connection(infra, transaction=True) as conn:
+        for name in names:
+            await payments.disable_mandate(
+                conn, provider=name, plate=text, by=account_id, now=_clock.now()
+            )
+
+
+ROUTES = [
+    current_sessions,
+    session_history,
+    my_bills,
+    receipt,
+    enable_contactless,
+    disable_contactless,
+]
