@@ -128,6 +128,8 @@ class BatchReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     dead_reasons: Counter[str] = field(default_factory=Counter)
     unknown_devices: int = 0
+    #: lots with an applied passage or space state (their free count may have moved)
+    lots: set[str] = field(default_factory=set)
 
 
 # ------------------------------------------------------------------ items of a batch
@@ -600,6 +602,30 @@ class Ingest:
             )
         return report
 
+    async def free_counts(self, lot_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """lot -> (capacity, free): capacity minus open sessions (gated lots) or minus
+        occupied spaces (on-street lots), never below 0. Lots the core lacks are left out."""
+        if not lot_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for lot_id in lot_ids:
+            pipe.hmget(
+                keys.lot(keys.lot_tag(lot_id), lot_id), "capacity", "kind", "sessions", "occupied"
+            )
+        out = {}
+        for lot_id, (capacity, kind, open_sessions, occupied) in zip(
+            lot_ids, await pipe.execute(), strict=True
+        ):
+            if capacity is not None:
+                used = open_sessions if kind in (b"gated", "gated") else occupied
+                out[lot_id] = (int(capacity), max(0, int(capacity) - int(used or 0)))
+        return out
+
+    def availability(self, lot_id: str, capacity: int, free: int, now: datetime) -> Publish:
+        """The retained QoS 0 ``availability`` message of a lot (contracts/mqtt.md)."""
+        payload = {"lot_id": lot_id, "capacity": capacity, "free": free, "at": now.isoformat()}
+        return Publish(self.topics.availability(lot_id), msgspec.json.encode(payload), 0, True)
+
     def _settle(
         self,
         item: _Item,
@@ -650,6 +676,7 @@ class Ingest:
                         followups.append((op, FollowUp.parse(values[5])))
                     return None
                 report.applied += 1
+                report.lots.add(item.lot.lot_id)
                 outcome = values[1]
                 report.outcomes[outcome] += 1
                 if len(values) > 6 and values[6]:
@@ -675,6 +702,7 @@ class Ingest:
                     )
                     return None
                 report.applied += 1
+                report.lots.add(item.lot.lot_id)
                 report.outcomes[f"space_{values[1]}"] += 1
                 if len(values) > 5 and values[5]:
                     report.gaps += 1

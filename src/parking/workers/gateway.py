@@ -80,6 +80,9 @@ RETRY_FIRST_S: Final = 0.05
 RETRY_MAX_S: Final = 5.0
 #: How often the directory (lots, devices) and tariffs are re-read.
 REFRESH_EVERY_S: Final = 30.0
+#: Lot availability (retained, QoS 0, for signs and apps) goes out at most this
+#: often per lot: a busy lot changes many times a second, a sign needs no more.
+AVAILABILITY_EVERY_S: Final = 1.0
 #: How often plate flags are re-synced from their tables (one gateway at a time).
 FLAG_SYNC_EVERY_S: Final = 60.0
 #: A device not heard of for this long is reported silent. Sensors report at
@@ -303,6 +306,8 @@ class Gateway:
         self._stopping = asyncio.Event()
         self._crash_after = crash_after
         self._handled = 0
+        self._dirty_lots: set[str] = set()
+        self._free: dict[str, int] = {}
         #: set while no batch is between take() and ack()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -409,6 +414,7 @@ class Gateway:
             now = self.clock.now()
             batch = [Inbound(i.topic, i.payload, now) for i in items]
             report = await self._apply(ingest, batch)
+            self._dirty_lots |= report.lots
             for publish in report.publishes:
                 adapter.publish(publish)
                 PUBLISHED.labels("watermark" if publish.retain else "command").inc()
@@ -439,6 +445,22 @@ class Gateway:
                 log.warning(
                     "housekeeping_failed", task=what, error=f"{type(error).__name__}: {error}"
                 )
+
+    async def _availability(self, adapter: MqttAdapter, ingest: Ingest) -> None:
+        """Publish the free count of the lots touched since the last call (so once a
+        second at most per lot), when it moved."""
+        lots, self._dirty_lots = list(self._dirty_lots), set()
+        now = self.clock.now()
+        sent = 0
+        for lot_id, (capacity, free) in (await ingest.free_counts(lots)).items():
+            if self._free.get(lot_id) == free:
+                continue
+            adapter.publish(ingest.availability(lot_id, capacity, free, now))
+            self._free[lot_id] = free
+            PUBLISHED.labels("availability").inc()
+            sent += 1
+            if sent % 50 == 0:
+                await asyncio.sleep(0)  # let lane batches through between bursts
 
     async def _resend(self, adapter: MqttAdapter, ingest: Ingest) -> None:
         for publish in await ingest.resend_due(self.clock.now()):
@@ -488,6 +510,13 @@ class Gateway:
         tasks = [
             asyncio.create_task(self._consume(adapter, ingest)),
             asyncio.create_task(self._every(1.0, "resend", lambda: self._resend(adapter, ingest))),
+            asyncio.create_task(
+                self._every(
+                    AVAILABILITY_EVERY_S,
+                    "availability",
+                    lambda: self._availability(adapter, ingest),
+                )
+            ),
             asyncio.create_task(
                 self._every(
                     10.0,
