@@ -82,6 +82,9 @@ async def record(
     return await _closed(conn, closed, now or datetime.now(UTC))
 
 
+_NO_QUOTE = '{{"total_fen": {fee}, "itemised": false}}'
+
+
 async def _closed(
     conn: asyncpg.Connection, closed: Sequence[SessionChange], now: datetime
 ) -> list[str]:
@@ -106,7 +109,9 @@ async def _closed(
             amount_fen=row["fee_fen"],
             tariff_id=row["tariff_id"],
             tariff_version=row["tariff_version"],
-            quote=(row["quote"] or "null").encode(),
+            # A priced close carries its itemised quote; one recorded without
+            # (a hand-entered fee) still gets a bill that says so.
+            quote=(row["quote"] or _NO_QUOTE.format(fee=row["fee_fen"])).encode(),
             closed_at=row["exit_at"],
             now=now,
         )
