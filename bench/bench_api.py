@@ -10,6 +10,7 @@ same run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,10 +121,9 @@ def run_wrk(
     return Result(name, int(requests) / (int(duration_us) / 1e6), float(p99_us) / 1000, int(errors))
 
 
-def main() -> int:
-    settings = config.load()
-    wrk = ensure_wrk()
-    asyncio.run(prepare(settings))
+@contextlib.contextmanager
+def serve_app() -> Iterator[None]:
+    """The app under test (with /bench/hello) under one granian worker, until the block ends."""
     env = {
         **os.environ,
         "PYTHONPATH": f"{HERE}:{os.environ.get('PYTHONPATH', '')}",
@@ -157,6 +158,27 @@ def main() -> int:
                         break
             except OSError:
                 time.sleep(0.2)
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def report(runs: list[Result]) -> None:
+    base = runs[0].rps
+    print(f"API under wrk: 1 granian worker, {CONNECTIONS} connections, {DURATION_S}s per route")
+    for r in runs:
+        print(
+            f"{r.name:<40} {r.rps:>9,.0f} req/s  p99 {r.p99_ms:7.2f} ms  "
+            f"ratio {r.rps / base:5.2f}  errors {r.errors}"
+        )
+
+
+def main() -> int:
+    settings = config.load()
+    wrk = ensure_wrk()
+    asyncio.run(prepare(settings))
+    with serve_app():
         token = tokens.issue(
             settings.jwt_key,
             subject="bench",
@@ -183,16 +205,7 @@ def main() -> int:
                 token=token,
             ),
         ]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    base = runs[0].rps
-    print(f"API under wrk: 1 granian worker, {CONNECTIONS} connections, {DURATION_S}s per route")
-    for r in runs:
-        print(
-            f"{r.name:<40} {r.rps:>9,.0f} req/s  p99 {r.p99_ms:7.2f} ms  "
-            f"ratio {r.rps / base:5.2f}  errors {r.errors}"
-        )
+    report(runs)
     return 0
 
 

@@ -22,7 +22,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +41,16 @@ from parking.sessions import service as sessions
 from parking.sessions.model import SessionChange, SessionStatus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_api import CONNECTIONS, DURATION_S, PORT, Result, ensure_wrk, prepare, run_wrk
+from bench_api import (
+    CONNECTIONS,
+    DURATION_S,
+    PORT,
+    Result,
+    ensure_wrk,
+    prepare,
+    run_wrk,
+    serve_app,
+)
 
 HERE = Path(__file__).resolve().parent
 DEMO = "GZ-DEMO-01"
@@ -209,49 +217,17 @@ def main() -> int:
     )
     scan_body = json.dumps({"code": entry_code})
     token_file = scanner_tokens(settings)
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{HERE}:{os.environ.get('PYTHONPATH', '')}",
-        "PARKING_LOG_LEVEL": "warning",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--factory",
-            "--workers",
-            "1",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(PORT),
-            "--log-level",
-            "warning",
-            "api_under_test:make",
-        ],
-        env=env,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        check_once("/v1/me/sessions/current", reader)
-        runs = [
-            run_wrk(wrk, "hello-world (baseline)", "/bench/hello"),
-            run_wrk(wrk, "current session with fee", "/v1/me/sessions/current", token=reader),
-            run_rotating(wrk, "scan-in (unplated entry)", "/v1/scans/entry", scan_body, token_file),
-        ]
+        with serve_app():
+            check_once("/v1/me/sessions/current", reader)
+            runs = [
+                run_wrk(wrk, "hello-world (baseline)", "/bench/hello"),
+                run_wrk(wrk, "current session with fee", "/v1/me/sessions/current", token=reader),
+                run_rotating(
+                    wrk, "scan-in (unplated entry)", "/v1/scans/entry", scan_body, token_file
+                ),
+            ]
     finally:
-        server.terminate()
-        server.wait(timeout=10)
         token_file.unlink(missing_ok=True)
     base = runs[0].rps
     print(f"Driver API under wrk: 1 granian worker, {CONNECTIONS} connections, {DURATION_S}s each")
