@@ -9,18 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
 import msgspec
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from mqttkit import PlatformClient, prefixed_broker
 
 from gateways.simulator.city import (
     CityRunner,
@@ -56,42 +53,15 @@ P = "simtest/v1"
 @pytest.fixture
 async def broker(settings: Settings, db_url: str) -> AsyncIterator[service.Broker]:
     """The stack's broker with this module's prefix; the stack's prefix is restored afterwards."""
-    yield replace(service.mosquitto_broker(settings), topics=Topics(P))
-    # Later tests (and `parking run`) need the platform user on the stack's prefix.
-    conn = await asyncpg.connect(db_url)
-    try:
-        await service.sync_broker(conn, service.mosquitto_broker(settings))
-    finally:
-        await conn.close()
+    async for configured in prefixed_broker(settings, db_url, P):
+        yield configured
 
 
-class Platform:
+class Platform(PlatformClient):
     """The platform's side: sees everything under the prefix, publishes watermarks and commands."""
 
     def __init__(self, settings: Settings) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"test-platform-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-        )
-        self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        self.client.on_connect = lambda c, *_: c.subscribe(f"{P}/#", qos=1)
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(settings.mqtt_host, settings.mqtt_port)
-        self.client.loop_start()
-        assert self._subscribed.wait(10)
-
-    def _on_message(self, _: mqtt.Client, __: object, message: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
-
-    def seen(self, topic: str) -> list[bytes]:
-        with self._lock:
-            return [payload for t, payload, _ in self.messages if t == topic]
+        super().__init__(settings, P)
 
     def decoded(self, topic: str) -> list[dict[str, object]]:
         return [json.loads(p) for p in self.seen(topic) if p]
@@ -101,13 +71,6 @@ class Platform:
         while not check():
             assert time.monotonic() < deadline, "condition not met in time"
             await asyncio.sleep(0.02)
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture
