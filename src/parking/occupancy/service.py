@@ -1022,10 +1022,19 @@ async def persist(
             why="back online",
         )
         moved = await store.advance_watermarks(conn, list(plan.devices), now)
+        # Events stored before (a persister killed after its commit, before it
+        # published): their watermark did not move now, but it may never have
+        # been published. Publishing the stored value again is harmless (retained,
+        # monotonic) and lets those devices empty their outboxes.
+        repeated = {row[0] for row in plan.device_events if (row[0], row[1]) not in new}
+        announce = {
+            **await store.current_watermarks(conn, sorted(repeated - set(moved))),
+            **moved,
+        }
         await store.resolve_filled_gaps(conn, list(moved))
     _months_ready.update(months)
     return Persisted(
-        watermarks={d: (plan.devices[d], wm) for d, wm in moved.items()},
+        watermarks={d: (plan.devices[d], wm) for d, wm in announce.items()},
         poison=plan.poison,
         written=[e for e in entries if id(e) not in poisoned],
         bills_opened=bills_opened,

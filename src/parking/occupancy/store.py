@@ -619,6 +619,18 @@ async def resolve_filled_gaps(conn: asyncpg.Connection, device_ids: Sequence[str
     )
 
 
+async def current_watermarks(conn: asyncpg.Connection, device_ids: Sequence[str]) -> dict[str, int]:
+    """Stored watermarks (> 0) of these devices."""
+    if not device_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT device_id, seq FROM device_watermarks "
+        "WHERE device_id = ANY($1::text[]) AND seq > 0",
+        list(device_ids),
+    )
+    return {r["device_id"]: r["seq"] for r in rows}
+
+
 async def advance_watermarks(
     conn: asyncpg.Connection, device_ids: Sequence[str], now: datetime
 ) -> dict[str, int]:
