@@ -6,14 +6,14 @@ Every Redis call touches one key (Redis Cluster safe).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from parking.accounts.model import ClassOverride
+from parking.audit import record
 
 # ------------------------------------------------------------------ Redis: codes
 
@@ -431,23 +431,5 @@ async def claims(
 # ------------------------------------------------------------------ audit
 
 
-async def audit(
-    conn: asyncpg.Connection,
-    *,
-    at: datetime,
-    actor: str,
-    role: str,
-    action: str,
-    target: str,
-    details: dict[str, Any],
-) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (at, actor, role, action, target, details) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        at,
-        actor,
-        role,
-        action,
-        target,
-        json.dumps(details, ensure_ascii=False),
-    )
+#: Audit rows are written by parking.audit, the one writer of audit_log.
+audit = record

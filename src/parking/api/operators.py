@@ -20,6 +20,7 @@ from litestar import Request, delete, get, patch, post, put
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from redis.exceptions import RedisError
 
+from parking import audit as audit_log
 from parking.api.auth import principal_of, roles
 from parking.api.drivers import problem_responses
 from parking.api.infra import connection, infra_of
@@ -91,15 +92,14 @@ async def audit(
     now: datetime,
 ) -> None:
     who = principal_of(request)
-    await conn.execute(
-        "INSERT INTO audit_log (at, actor, role, action, target, details) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        now,
-        who.subject,
-        who.role.value,
-        action,
-        target,
-        msgspec.json.encode(details).decode(),
+    await audit_log.record(
+        conn,
+        at=now,
+        actor=who.subject,
+        role=who.role.value,
+        action=action,
+        target=target,
+        details=details,
     )
 
 

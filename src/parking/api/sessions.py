@@ -22,6 +22,7 @@ from litestar import Request, delete, get, put
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from redis.exceptions import RedisError
 
+from parking import audit as audit_log
 from parking.accounts import service as accounts
 from parking.accounts.model import VehicleView
 from parking.api.auth import principal_of, roles
@@ -181,13 +182,8 @@ async def audit_denied(
     conn: asyncpg.Connection, *, actor: str, action: str, target: str, now: datetime
 ) -> None:
     """A driver asked for something that is not theirs: they get a 404, the log gets a line."""
-    await conn.execute(
-        "INSERT INTO audit_log (at, actor, role, action, target, details) "
-        "VALUES ($1, $2, 'driver', $3, $4, '{}'::jsonb)",
-        now,
-        actor,
-        action,
-        target,
+    await audit_log.record(
+        conn, at=now, actor=actor, role="driver", action=action, target=target, details={}
     )
 
 

@@ -6,14 +6,14 @@ the Structs of ``model``: the column names are the field names.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import msgspec
 
+from parking.audit import record
 from parking.money import Fen
 from parking.payments.model import (
     Anomaly,
@@ -857,23 +857,5 @@ async def update_deduction(
 # --------------------------------------------------------------------------- audit
 
 
-async def audit(
-    conn: asyncpg.Connection,
-    *,
-    at: datetime,
-    actor: str,
-    role: str,
-    action: str,
-    target: str,
-    details: dict[str, Any],
-) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (at, actor, role, action, target, details) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        at,
-        actor,
-        role,
-        action,
-        target,
-        json.dumps(details, ensure_ascii=False),
-    )
+#: Audit rows are written by parking.audit, the one writer of audit_log.
+audit = record

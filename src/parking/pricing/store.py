@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from typing import Any
 
 import asyncpg
+
+from parking.audit import record
 
 
 async def lot_tariffs(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -104,28 +104,6 @@ async def assign(conn: asyncpg.Connection, lot_id: str, vehicle_class: int, tari
         lot_id,
         vehicle_class,
         tariff_id,
-    )
-
-
-async def audit(
-    conn: asyncpg.Connection,
-    *,
-    at: datetime,
-    actor: str,
-    role: str,
-    action: str,
-    target: str,
-    details: dict[str, Any],
-) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (at, actor, role, action, target, details) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        at,
-        actor,
-        role,
-        action,
-        target,
-        json.dumps(details, ensure_ascii=False),
     )
 
 
@@ -227,3 +205,7 @@ async def revoke_pass(conn: asyncpg.Connection, pass_id: str, at: datetime) -> b
             at,
         )
     )
+
+
+#: Audit rows are written by parking.audit, the one writer of audit_log.
+audit = record
