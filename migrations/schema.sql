@@ -7,6 +7,21 @@ BEGIN
               HINT = 'correct the ledger with a reversing transaction';
 END;
 $$;
+CREATE FUNCTION public.bills_notify_owed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.plate IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status
+                                  OR OLD.paid_at IS DISTINCT FROM NEW.paid_at) THEN
+        PERFORM pg_notify('parking_plate_owed', NEW.plate);
+    END IF;
+    IF NEW.kind = 'prepay' AND NEW.paid_at IS NOT NULL
+       AND (TG_OP = 'INSERT' OR OLD.paid_at IS NULL) THEN
+        PERFORM pg_notify('parking_plate_owed', 'prepay:' || NEW.session_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
 CREATE FUNCTION public.ensure_event_partitions(month date) RETURNS void
     LANGUAGE plpgsql
     AS $$
@@ -206,9 +221,11 @@ CREATE TABLE public.bills (
     closed_at timestamp with time zone NOT NULL,
     created_at timestamp with time zone NOT NULL,
     updated_at timestamp with time zone NOT NULL,
+    kind text DEFAULT 'stay'::text NOT NULL,
     CONSTRAINT bills_account_id_check CHECK (((length(account_id) >= 1) AND (length(account_id) <= 64))),
     CONSTRAINT bills_amount_fen_check CHECK ((amount_fen > 0)),
     CONSTRAINT bills_id_check CHECK ((id ~ '^b-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT bills_kind_check CHECK ((kind = ANY (ARRAY['stay'::text, 'prepay'::text]))),
     CONSTRAINT bills_payment_complete CHECK ((((paid_at IS NULL) AND (provider IS NULL) AND (payment_ref IS NULL)) OR ((paid_at IS NOT NULL) AND (provider IS NOT NULL) AND (payment_ref IS NOT NULL)))),
     CONSTRAINT bills_plate_check CHECK (((length(plate) >= 1) AND (length(plate) <= 16))),
     CONSTRAINT bills_quote_check CHECK ((jsonb_typeof(quote) = 'object'::text)),
@@ -439,8 +456,10 @@ CREATE TABLE public.lots (
     arrears_hold_after interval DEFAULT '7 days'::interval NOT NULL,
     exit_window_minutes integer DEFAULT 15 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    exit_window interval DEFAULT '00:15:00'::interval NOT NULL,
     CONSTRAINT lots_arrears_hold_after_check CHECK ((arrears_hold_after >= '00:00:00'::interval)),
     CONSTRAINT lots_capacity_check CHECK ((capacity > 0)),
+    CONSTRAINT lots_exit_window_check CHECK (((exit_window >= '00:00:00'::interval) AND (exit_window <= '02:00:00'::interval))),
     CONSTRAINT lots_exit_window_minutes_check CHECK ((exit_window_minutes >= 0)),
     CONSTRAINT lots_full_policy_check CHECK ((full_policy = ANY (ARRAY['hold'::text, 'open'::text]))),
     CONSTRAINT lots_id_check CHECK ((id ~ '^[A-Za-z0-9_-]{1,64}$'::text)),
@@ -1110,6 +1129,7 @@ CREATE TABLE public.sessions (
     flags text[] DEFAULT '{}'::text[] NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
     CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
     CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
     CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
@@ -1481,8 +1501,6 @@ ALTER TABLE ONLY public.bill_events
     ADD CONSTRAINT bill_events_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_pkey PRIMARY KEY (id);
-ALTER TABLE ONLY public.bills
-    ADD CONSTRAINT bills_session_unique UNIQUE (session_id);
 ALTER TABLE ONLY public.contactless_deductions
     ADD CONSTRAINT contactless_deductions_attempt_unique UNIQUE (attempt_id);
 ALTER TABLE ONLY public.contactless_deductions
@@ -1688,8 +1706,10 @@ CREATE INDEX auth_sessions_account_idx ON public.auth_sessions USING btree (acco
 CREATE INDEX bill_events_bill_idx ON public.bill_events USING btree (bill_id, id);
 CREATE INDEX bill_events_ledger_idx ON public.bill_events USING btree (ledger_transaction_id) WHERE (ledger_transaction_id IS NOT NULL);
 CREATE INDEX bills_lot_idx ON public.bills USING btree (lot_id);
+CREATE UNIQUE INDEX bills_one_stay_bill_per_session ON public.bills USING btree (session_id) WHERE (kind = 'stay'::text);
 CREATE INDEX bills_owed_by_account_idx ON public.bills USING btree (account_id, closed_at) WHERE ((paid_at IS NULL) AND (status = ANY (ARRAY['open'::text, 'paying'::text, 'disputed'::text])) AND (account_id IS NOT NULL));
 CREATE INDEX bills_owed_by_plate_idx ON public.bills USING btree (plate, closed_at) WHERE ((paid_at IS NULL) AND (status = ANY (ARRAY['open'::text, 'paying'::text, 'disputed'::text])) AND (plate IS NOT NULL));
+CREATE INDEX bills_prepay_idx ON public.bills USING btree (session_id) WHERE (kind = 'prepay'::text);
 CREATE INDEX bills_tariff_idx ON public.bills USING btree (tariff_id, tariff_version);
 CREATE INDEX contactless_mandates_account_idx ON public.contactless_mandates USING btree (account_id) WHERE (account_id IS NOT NULL);
 CREATE UNIQUE INDEX contactless_mandates_live_idx ON public.contactless_mandates USING btree (provider, plate) WHERE (state <> 'revoked'::text);
@@ -1768,8 +1788,10 @@ CREATE UNIQUE INDEX refresh_tokens_access_jti_idx ON public.refresh_tokens USING
 CREATE INDEX refresh_tokens_session_idx ON public.refresh_tokens USING btree (session_id);
 CREATE INDEX refund_requests_bill_idx ON public.refund_requests USING btree (bill_id) WHERE (bill_id IS NOT NULL);
 CREATE INDEX refund_requests_pending_idx ON public.refund_requests USING btree (created_at) WHERE (status = 'approved'::text);
+CREATE INDEX sessions_account_idx ON public.sessions USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
 CREATE INDEX sessions_lot_open_idx ON public.sessions USING btree (lot_id) WHERE (status = 'open'::text);
 CREATE UNIQUE INDEX sessions_one_open_per_plate ON public.sessions USING btree (plate) WHERE (status = 'open'::text);
+CREATE UNIQUE INDEX sessions_one_open_unplated_per_account ON public.sessions USING btree (account_id) WHERE ((status = 'open'::text) AND (plate IS NULL) AND (account_id IS NOT NULL));
 CREATE INDEX sessions_plate_idx ON public.sessions USING btree (plate, entry_at);
 CREATE INDEX space_events_space_idx ON ONLY public.space_events USING btree (lot_id, space_id, received_at);
 CREATE INDEX space_events_2026_01_lot_id_space_id_received_at_idx ON public.space_events_2026_01 USING btree (lot_id, space_id, received_at);
@@ -1920,6 +1942,7 @@ ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2
 ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_12_pkey;
 CREATE TRIGGER bill_events_append_only BEFORE DELETE OR UPDATE ON public.bill_events FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER bill_events_no_truncate BEFORE TRUNCATE ON public.bill_events FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
+CREATE TRIGGER bills_notify_owed AFTER INSERT OR UPDATE ON public.bills FOR EACH ROW EXECUTE FUNCTION public.bills_notify_owed();
 CREATE TRIGGER ledger_accounts_append_only BEFORE DELETE OR UPDATE ON public.ledger_accounts FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER ledger_accounts_no_truncate BEFORE TRUNCATE ON public.ledger_accounts FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER ledger_postings_append_only BEFORE DELETE OR UPDATE ON public.ledger_postings FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
@@ -1998,6 +2021,8 @@ ALTER TABLE ONLY public.refund_requests
     ADD CONSTRAINT refund_requests_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
 ALTER TABLE ONLY public.refund_requests
     ADD CONSTRAINT refund_requests_dispute_fk FOREIGN KEY (dispute_id) REFERENCES public.disputes(id);
+ALTER TABLE ONLY public.sessions
+    ADD CONSTRAINT sessions_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.spaces
     ADD CONSTRAINT spaces_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.tariff_versions

@@ -20,6 +20,7 @@ from parking import config
 from parking.api import drivers, payments, pricing_rules, tariffs
 from parking.api import gate as gate_fallback
 from parking.api import operators as operator_routes
+from parking.api import prepay as prepay_routes
 from parking.api import scans as scan_flows
 from parking.api import sessions as driver_sessions
 from parking.api.auth import BearerAuth
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         *gate_fallback.ROUTES,
         *operator_routes.ROUTES,
         *scan_flows.ROUTES,
+        *prepay_routes.ROUTES,
     ]
     document_problems(handlers)
     return Litestar(

@@ -193,6 +193,9 @@ def domain_exception_handler(request: Request[Any, Any, Any], exc: Exception) ->
                 slug=slug,
                 title=_TITLES.get(status, "Error"),
                 detail=str(exc),
+                # Something we depend on is not there yet (a rebuild, a provider):
+                # say when to come back (matrix A9).
+                headers={"Retry-After": "5"} if status == 503 else None,
             )
     return internal_error_handler(request, exc)
 

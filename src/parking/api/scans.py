@@ -8,18 +8,19 @@
   their plates; its entry is when the sensor saw the car arrive, or now when
   the sensor has not fired yet.
 
-What the occupancy core does not offer yet, and how this stands in for it (the
-smallest honest version; see the issue-6 report):
+An unplated car's session belongs to the account that scanned it in
+(``sessions.account_id``, plate NULL; one at a time city-wide). In the live
+core it sits in the lot's sessions hash under ``acct:<account>`` (``occ_account``),
+so it counts against the lot's capacity like any car, and a repeated scan finds
+it there (idempotent). PostgreSQL is written first for the exit and second for
+the entry, and each Redis step is undone when the PostgreSQL step fails, so the
+two agree; ``parking occupancy rebuild`` restores the Redis side from
+PostgreSQL after a Redis loss.
 
-- The core keys sessions by plate and has no account-tied (unplated) session.
-  These sessions live in PostgreSQL (plate NULL, ``entry_device_id`` =
-  ``account:<id>``, the account that opened the barrier) and in one Redis key
-  per account (``scan:acct:<account>``) that makes a double scan idempotent.
-  They are not in the lot's live counts.
-- A space claim writes the plate into the core's city-wide plate index with the
-  core's own ``plate_claim`` function, so the plate's next entry anywhere
-  supersedes it as usual; the stay's end on the sensor's vacancy is not
-  automated yet.
+A space claim writes the plate into the core's city-wide plate index with the
+core's own ``plate_claim`` function, so the plate's next entry anywhere
+supersedes it as usual; the stay's end on the sensor's vacancy is not
+automated (the driver's next entry, or an operator, ends it).
 """
 
 from __future__ import annotations
@@ -59,8 +60,6 @@ from parking.tariffs import quote_to_json
 _clock = SystemClock()
 driver_only = [roles(Role.DRIVER)]
 BODY_MAX: Final = 2 * 1024
-#: An account-tied session key outlives any plausible stay; it is deleted at the exit.
-_ACCOUNT_KEY_TTL_S: Final = 90 * 24 * 3600
 
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 PlateText = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
@@ -114,10 +113,6 @@ class NoOpenSession(NotFound):
     pass
 
 
-def _account_key(account_id: str) -> str:
-    return f"scan:acct:{account_id}"
-
-
 def _entry_device(account_id: str) -> str:
     return f"account:{account_id}"
 
@@ -160,14 +155,34 @@ def _open(session_id: str, display: str, now: datetime) -> LaneCommand:
     )
 
 
-async def _lot_has_room(infra: Infra, lot_id: str) -> None:
-    counts = await occupancy_store.lot_counts(infra.redis, lot_id)
-    if not counts:
-        return  # the core has not loaded the lot: the lane's own count decides
-    capacity = int(counts.get("capacity", "0") or 0)
-    inside = int(counts.get("sessions", "0") or 0)
-    if counts.get("full_policy", "hold") == "hold" and capacity and inside >= capacity:
-        raise LotFull(f"lot {lot_id} is full")
+async def _core(
+    infra: Infra, action: str, place: Place, account_id: str, sid: str, at: datetime
+) -> tuple[str, str]:
+    outcome, value = await occupancy_store.account_session(
+        infra.redis,
+        action,
+        lot_id=place.lot_id,
+        account_id=account_id,
+        session_id=sid,
+        at_ms=occupancy_logic.to_ms(at),
+        full_policy=place.full_policy,
+    )
+    if outcome == "notready":
+        raise CoreNotReady(f"lot {place.lot_id} is being rebuilt; scan again shortly")
+    return outcome, value
+
+
+def _entered(place: Place, sid: str, entry_at: datetime, command: LaneCommand) -> ScanSession:
+    return ScanSession(
+        session_id=sid,
+        lot_id=place.lot_id,
+        lane_id=place.lane_id,
+        space_id=None,
+        plate=None,
+        status="open",
+        entry_at=entry_at,
+        command=command,
+    )
 
 
 @post(
@@ -181,7 +196,8 @@ async def _lot_has_room(infra: Infra, lot_id: str) -> None:
 )
 async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest]) -> ScanSession:
     """Idempotent per account: scanning again while the session is open answers with
-    the same session and opens the barrier again."""
+    the same session and opens the barrier again. One unplated session per account
+    city-wide (409 with the lot otherwise); a full lot is a 409 unless it opens when full."""
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
     place = await _place(infra, data.code)
@@ -189,42 +205,29 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
         raise WrongCode("this is not an entry lane code")
     now = _clock.now()
     sid = new_id("s", now)
-    key = _account_key(account_id)
-    value = f"{sid}|{place.lot_id}|{place.lane_id}|{occupancy_logic.to_ms(now)}"
-    for _ in range(2):
-        if await infra.redis.set(key, value, nx=True, ex=_ACCOUNT_KEY_TTL_S):
-            break
-        current = await infra.redis.get(key)
-        if current is None:
-            continue
-        held_sid, lot_id, lane_id, entry_ms = occupancy_store.text(current).split("|")
+    outcome, value = await _core(infra, "open", place, account_id, sid, now)
+    if outcome == "exists":
+        held_sid, entry_ms, *_ = value.split("|")
         async with connection(infra) as conn:
             still_open = await conn.fetchval(
                 "SELECT status = 'open' FROM sessions WHERE id = $1", held_sid
             )
         if still_open is False:
-            # Ended elsewhere (an operator voided it): the key is stale.
-            await infra.redis.delete(key)
-            continue
-        if lot_id != place.lot_id:
-            raise Conflict(f"you have an open session at lot {lot_id}; leave it first")
+            # Ended in PostgreSQL only (an operator voided it): the core's entry
+            # is stale; drop it and let this scan in as a new session.
+            await _core(infra, "close", place, account_id, held_sid, now)
+            outcome, value = await _core(infra, "open", place, account_id, sid, now)
+    if outcome == "exists":
+        held_sid, entry_ms, *_ = value.split("|")
         command = _open(held_sid, "无牌车 欢迎光临", now)
         _publish(infra, place, command)
-        return ScanSession(
-            session_id=held_sid,
-            lot_id=lot_id,
-            lane_id=lane_id,
-            space_id=None,
-            plate=None,
-            status="open",
-            entry_at=occupancy_logic.from_ms(int(entry_ms)),
-            command=command,
-        )
-    else:
-        raise Conflict("another scan of yours is under way; scan again")
+        return _entered(place, held_sid, occupancy_logic.from_ms(int(entry_ms)), command)
+    if outcome == "full":
+        raise LotFull(f"lot {place.lot_id} is full")
+    # opened, or nolot: the core does not know the lot (not loaded yet), PostgreSQL decides.
+    # One statement (an unplated open supersedes nothing): no transaction needed.
     try:
-        await _lot_has_room(infra, place.lot_id)
-        async with connection(infra, transaction=True) as conn:
+        async with connection(infra) as conn:
             await sessions.record(
                 conn,
                 [
@@ -234,36 +237,26 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
                         status=SessionStatus.OPEN,
                         entry_at=now,
                         entry_device_id=_entry_device(account_id),
+                        account_id=account_id,
                         flags=("qr_entry",),
                     )
                 ],
             )
+    except asyncpg.UniqueViolationError as exc:
+        await _core(infra, "close", place, account_id, sid, now)
+        async with connection(infra) as conn:
+            elsewhere = await conn.fetchval(
+                "SELECT lot_id FROM sessions WHERE account_id = $1 AND status = 'open' "
+                "AND plate IS NULL",
+                account_id,
+            )
+        raise Conflict(f"you have an open session at lot {elsewhere}; leave it first") from exc
     except BaseException:
-        await infra.redis.delete(_account_key(account_id))
+        await _core(infra, "close", place, account_id, sid, now)
         raise
     command = _open(sid, "无牌车 欢迎光临", now)
     _publish(infra, place, command)
-    return ScanSession(
-        session_id=sid,
-        lot_id=place.lot_id,
-        lane_id=place.lane_id,
-        space_id=None,
-        plate=None,
-        status="open",
-        entry_at=now,
-        command=command,
-    )
-
-
-async def _open_account_session(
-    conn: asyncpg.Connection, account_id: str, lot_id: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT id, lot_id, entry_at FROM sessions WHERE lot_id = $1 AND status = 'open' "
-        "AND plate IS NULL AND entry_device_id = $2 FOR UPDATE",
-        lot_id,
-        _entry_device(account_id),
-    )
+    return _entered(place, sid, now, command)
 
 
 @post(
@@ -276,7 +269,8 @@ async def _open_account_session(
     responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 503),
 )
 async def scan_exit(request: Request[Any, Any, Any], data: JSONBody[ScanRequest]) -> ScanSession:
-    """The fee becomes an open bill of my account (leave first, pay later)."""
+    """The fee becomes an open bill of my account (leave first, pay later), less
+    what I paid in the lot (nothing within the exit window of that payment)."""
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
     place = await _place(infra, data.code)
@@ -285,32 +279,15 @@ async def scan_exit(request: Request[Any, Any, Any], data: JSONBody[ScanRequest]
     now = _clock.now()
     pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
     async with connection(infra, transaction=True) as conn:
-        row = await _open_account_session(conn, account_id, place.lot_id)
+        row = await conn.fetchrow(
+            "SELECT id, lot_id, entry_at FROM sessions WHERE lot_id = $1 AND status = 'open' "
+            "AND plate IS NULL AND account_id = $2 FOR UPDATE",
+            place.lot_id,
+            account_id,
+        )
         if row is None:
             raise NoOpenSession(f"you have no open session at lot {place.lot_id}")
         priced = pricer.price(lot_id=place.lot_id, plate=None, entry=row["entry_at"], exit=now)
-        # Billed to the account before the close: closing bills the session
-        # (sessions.record) by its plate, and this one has none; open_bill is
-        # idempotent on the session, so the close finds this bill.
-        bill = None
-        if (
-            priced.fee_fen > 0
-            and priced.tariff_id is not None
-            and priced.tariff_version is not None
-        ):
-            bill = await bills.open_bill(
-                conn,
-                session_id=row["id"],
-                lot_id=place.lot_id,
-                plate=None,
-                account_id=account_id,
-                amount_fen=priced.fee_fen,
-                tariff_id=priced.tariff_id,
-                tariff_version=priced.tariff_version,
-                quote=quote_to_json(priced.quote) if priced.quote is not None else b"{}",
-                closed_at=now,
-                now=now,
-            )
         await sessions.record(
             conn,
             [
@@ -328,10 +305,15 @@ async def scan_exit(request: Request[Any, Any, Any], data: JSONBody[ScanRequest]
                     quote=quote_to_json(priced.quote) if priced.quote is not None else None,
                 )
             ],
+            now=now,
         )
-    await infra.redis.delete(_account_key(account_id))
+        bill = await bills.by_session(conn, row["id"])
+    # After the commit: a failure here leaves the car counted until the next
+    # rebuild, never a session that PostgreSQL still thinks open.
+    await _core(infra, "close", place, account_id, row["id"], now)
+    due = bill.amount_fen if bill is not None else 0
     stay = lane_text.duration_text(row["entry_at"], now)
-    display = f"无牌车 停车{stay} 应缴{priced.fee_fen / 100:.2f}元"
+    display = f"无牌车 停车{stay} 应缴{due / 100:.2f}元"
     command = _open(row["id"] + "-out", display, now)
     _publish(infra, place, command)
     return ScanSession(
@@ -343,7 +325,7 @@ async def scan_exit(request: Request[Any, Any, Any], data: JSONBody[ScanRequest]
         status="closed",
         entry_at=row["entry_at"],
         exit_at=now,
-        fee_fen=priced.fee_fen,
+        fee_fen=due,
         bill_id=bill.id if bill is not None else None,
         command=command,
     )
@@ -422,6 +404,7 @@ async def scan_space(
                         plate=plate,
                         entry_at=entry,
                         entry_device_id=_entry_device(account_id),
+                        account_id=account_id,
                         flags=("qr_space", f"space:{place.space_id}"),
                     )
                 ],

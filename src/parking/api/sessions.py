@@ -361,12 +361,13 @@ SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at, s.exit_at, s.fee_fen, s.ta
        s.tariff_version, s.pricing_reason, b.id AS bill_id, b.status AS bill_status,
        coalesce(s.entry_at, s.exit_at) AS at
   FROM sessions s
-  JOIN vehicles v
-    ON v.plate = s.plate AND v.account_id = $1
-   AND coalesce(s.entry_at, s.exit_at) >= v.bound_at
-   AND (v.released_at IS NULL OR coalesce(s.entry_at, s.exit_at) < v.released_at)
-  LEFT JOIN bills b ON b.session_id = s.id
+  LEFT JOIN bills b ON b.session_id = s.id AND b.kind = 'stay'
  WHERE s.status <> 'superseded'
+   AND (s.account_id = $1 OR EXISTS (
+        SELECT 1 FROM vehicles v
+         WHERE v.plate = s.plate AND v.account_id = $1
+           AND coalesce(s.entry_at, s.exit_at) >= v.bound_at
+           AND (v.released_at IS NULL OR coalesce(s.entry_at, s.exit_at) < v.released_at)))
    AND ($2::timestamptz IS NULL OR (coalesce(s.entry_at, s.exit_at), s.id) < ($2, $3::text))
  ORDER BY coalesce(s.entry_at, s.exit_at) DESC, s.id DESC
  LIMIT $4

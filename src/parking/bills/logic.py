@@ -24,7 +24,9 @@ Decisions behind the table:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from parking.bills.model import (
     AmountMismatch,
@@ -139,3 +141,66 @@ def resolve_dispute(bill: Bill) -> BillStatus:
     else:
         to = S.REFUNDED
     return check_transition(bill, to, "resolve a dispute")
+
+
+# ------------------------------------------------------------------ paying in the lot
+
+
+@dataclass(frozen=True, slots=True)
+class Prepayment:
+    """A prepay bill as the exit sees it: the fee it billed, when it was quoted and paid."""
+
+    amount_fen: Fen
+    quoted_at: datetime
+    paid_at: datetime | None
+
+    @classmethod
+    def of(cls, bill: Bill) -> Prepayment:
+        return cls(bill.amount_fen, bill.closed_at, bill.paid_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """Where a stay stands at ``at`` after paying in the lot (场内缴费)."""
+
+    #: what the prepay bills billed together (paid or not: each is owed)
+    billed_fen: Fen
+    #: the driver leaves free until then; None when no payment opens a window
+    leave_by: datetime | None
+
+
+def standing(prepayments: Sequence[Prepayment], *, at: datetime, window: timedelta) -> Standing:
+    """What the prepayments made up to ``at`` are worth.
+
+    The newest prepayment opens the exit window when every prepayment was paid
+    by ``at`` and the newest was paid within the window of its quote: the
+    window then runs from its payment. A quote paid later than that covers the
+    stay up to the quote only (no window), so an old quote cannot buy a free
+    exit hours later. Payments made after ``at`` count as unpaid, which keeps
+    the answer for a past exit the same however late a payment arrives.
+    """
+    billed = sum(p.amount_fen for p in prepayments)
+    if not prepayments:
+        return Standing(billed, None)
+    newest = max(prepayments, key=lambda p: p.quoted_at)
+    all_paid = all(p.paid_at is not None and p.paid_at <= at for p in prepayments)
+    if not all_paid or newest.paid_at is None or newest.paid_at - newest.quoted_at > window:
+        return Standing(billed, None)
+    return Standing(billed, newest.paid_at + window)
+
+
+def due_at_exit(
+    total_fen: Fen, prepayments: Sequence[Prepayment], *, exit_at: datetime, window: timedelta
+) -> Fen:
+    """The stay bill of a session leaving at ``exit_at`` whose whole stay costs ``total_fen``.
+
+    Nothing within the window of a paid prepayment (the lot keeps any rise of
+    the fee inside the window); after it billing resumes: the whole stay's fee
+    less what the prepayments billed, never below zero.
+    """
+    if total_fen < 0:
+        raise InvalidAmount(f"a fee cannot be negative, got {total_fen} fen")
+    stand = standing(prepayments, at=exit_at, window=window)
+    if stand.leave_by is not None and exit_at <= stand.leave_by:
+        return 0
+    return max(0, total_fen - stand.billed_fen)

@@ -24,6 +24,14 @@ class BillStatus(StrEnum):
 
 
 #: Statuses in which a bill is owed while it has no payment (``paid_at`` is None).
+class BillKind(StrEnum):
+    """What a bill is for: the stay, billed at the close (all of it, or what is
+    left after prepayments), or a payment in the lot before the exit."""
+
+    STAY = "stay"
+    PREPAY = "prepay"
+
+
 OWING = frozenset({BillStatus.OPEN, BillStatus.PAYING, BillStatus.DISPUTED})
 #: Statuses in which the driver owes nothing and no payment is in flight. None
 #: is strictly terminal, because money can still move: a paid bill can be
@@ -51,6 +59,7 @@ class Bill(msgspec.Struct, frozen=True, kw_only=True):
     closed_at: datetime
     created_at: datetime
     updated_at: datetime
+    kind: BillKind = BillKind.STAY
 
     @property
     def is_paid(self) -> bool:

@@ -19,6 +19,7 @@ from parking.bills.model import (
     BillConflict,
     BillError,
     BillEvent,
+    BillKind,
     BillStatus,
     InvalidAmount,
     ReceivablesCheck,
@@ -45,13 +46,16 @@ async def open_bill(
     closed_at: datetime,
     now: datetime,
     actor: str = "billing",
+    kind: BillKind = BillKind.STAY,
 ) -> Bill | None:
-    """Bill a closed session and post its receivable (bill_opened) in the caller's transaction.
+    """Bill a session and post its receivable (bill_opened) in the caller's transaction.
 
-    Idempotent on ``session_id``: a second call returns the existing bill
-    unchanged (BillConflict if it names another lot, amount or tariff).
-    A free stay (``amount_fen == 0``) creates no bill and returns None; the
-    session keeps its quote.
+    A stay bill (the default, at the close) is idempotent on ``session_id``: a
+    second call returns the existing bill unchanged (BillConflict if it names
+    another lot, amount or tariff). A prepay bill (paying in the lot, quoted at
+    ``closed_at``) is a new bill each call; the caller serialises them on the
+    session row. A free stay (``amount_fen == 0``) creates no bill and returns
+    None; the session keeps its quote.
     """
     ledger.require_transaction(conn, "open_bill")
     if amount_fen < 0:
@@ -71,6 +75,7 @@ async def open_bill(
         quote=quote,
         closed_at=closed_at,
         now=now,
+        kind=kind,
     )
     if bill is None:
         existing = await store.by_session(conn, session_id)
@@ -289,7 +294,13 @@ async def get(conn: asyncpg.Connection, bill_id: str) -> Bill:
 
 
 async def by_session(conn: asyncpg.Connection, session_id: str) -> Bill | None:
+    """The session's stay bill."""
     return await store.by_session(conn, session_id)
+
+
+async def prepayments(conn: asyncpg.Connection, session_id: str) -> list[Bill]:
+    """The session's prepay bills (paying in the lot), oldest quote first."""
+    return await store.prepayments(conn, session_id)
 
 
 async def events(conn: asyncpg.Connection, bill_id: str) -> list[BillEvent]:

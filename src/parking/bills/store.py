@@ -10,6 +10,7 @@ import msgspec
 from parking.bills.model import (
     Bill,
     BillEvent,
+    BillKind,
     BillStatus,
     RefundExceedsAmount,
     UnknownBill,
@@ -34,6 +35,7 @@ def _bill(row: asyncpg.Record) -> Bill:
         tariff_version=row["tariff_version"],
         quote=msgspec.Raw(row["quote"].encode()),
         status=BillStatus(row["status"]),
+        kind=BillKind(row["kind"]),
         provider=row["provider"],
         payment_ref=row["payment_ref"],
         paid_at=row["paid_at"],
@@ -57,17 +59,19 @@ async def insert(
     quote: bytes,
     closed_at: datetime,
     now: datetime,
+    kind: BillKind = BillKind.STAY,
 ) -> Bill | None:
-    """Insert the session's bill; None when the session already has one.
+    """Insert a bill of the session; None when it is a stay bill and the session has one.
 
-    ON CONFLICT DO NOTHING waits for a concurrent insert of the same session
-    and then skips, so two persisters billing one session create one bill.
+    ON CONFLICT DO NOTHING waits for a concurrent insert of the same session's
+    stay bill and then skips, so two persisters billing one session create one
+    bill. Prepayments (kind prepay) never conflict: a session may have several.
     """
     row = await conn.fetchrow(
         """INSERT INTO bills (id, session_id, lot_id, plate, account_id, amount_fen, tariff_id,
-                               tariff_version, quote, closed_at, created_at, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $11)
-            ON CONFLICT (session_id) DO NOTHING
+                               tariff_version, quote, closed_at, created_at, updated_at, kind)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $11, $12)
+            ON CONFLICT (session_id) WHERE kind = 'stay' DO NOTHING
             RETURNING *""",
         bill_id,
         session_id,
@@ -80,13 +84,26 @@ async def insert(
         quote.decode(),
         closed_at,
         now,
+        kind.value,
     )
     return None if row is None else _bill(row)
 
 
 async def by_session(conn: asyncpg.Connection, session_id: str) -> Bill | None:
-    row = await conn.fetchrow("SELECT * FROM bills WHERE session_id = $1", session_id)
+    """The session's stay bill (the one billed at its close)."""
+    row = await conn.fetchrow(
+        "SELECT * FROM bills WHERE session_id = $1 AND kind = 'stay'", session_id
+    )
     return None if row is None else _bill(row)
+
+
+async def prepayments(conn: asyncpg.Connection, session_id: str) -> list[Bill]:
+    """The session's prepay bills, oldest quote first."""
+    rows = await conn.fetch(
+        "SELECT * FROM bills WHERE session_id = $1 AND kind = 'prepay' ORDER BY closed_at, id",
+        session_id,
+    )
+    return [_bill(r) for r in rows]
 
 
 async def get(conn: asyncpg.Connection, bill_id: str) -> Bill:

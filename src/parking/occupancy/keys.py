@@ -17,10 +17,15 @@ key                          type   content
                                     call refuses (NOTREADY) so nothing is decided on
                                     empty state
 ``{oN}:lot:<lot>``           hash   ``capacity``, ``kind`` (gated|on_street),
-                                    ``full_policy`` (hold|open), ``sessions`` (open
-                                    sessions), ``occupied`` (occupied spaces)
+                                    ``sessions`` (open sessions), ``occupied``
+                                    (occupied spaces)
 ``{oN}:sess:<lot>``          hash   plate -> ``<session_id>|<entry_ms>|<device>|<seq>``:
-                                    the lot's open sessions
+                                    the lot's open sessions; an unplated car let in by
+                                    a driver's scan is ``acct:<account>`` ->
+                                    ``<session_id>|<entry_ms>|account:<account>|0``
+``{oN}:paid:<lot>:<plate>``  str    ``<session_id>|<billed_fen>|<leave_by_ms or 0>``:
+                                    what the plate's session paid in the lot (the exit
+                                    lane's display); expires after two days
 ``{oN}:spaces:<lot>``        hash   space -> ``<0|1>|<seq>|<observed_ms>|<flap window
                                     start ms>|<changes in window>|<device>``
 ``{oN}:dev:<device>``        hash   ``hw`` contiguous high-water seq applied here,
@@ -219,6 +224,20 @@ def supersede_keys(lot_id: str) -> list[str]:
 
 def silence_keys(tag: str) -> list[str]:
     return [ready(tag), seen(tag), events(tag)]
+
+
+def account_keys(lot_id: str) -> list[str]:
+    t = lot_tag(lot_id)
+    return [ready(t), lot(t, lot_id), sessions(t, lot_id)]
+
+
+def account_field(account_id: str) -> str:
+    """The sessions-hash field of an unplated car let in by this account's scan."""
+    return f"acct:{account_id}"
+
+
+def prepaid(lot_id: str, plate_text: str) -> str:
+    return f"{lot_tag(lot_id)}:paid:{lot_id}:{plate_text}"
 
 
 def lot_sync_keys(lot_id: str) -> list[str]:

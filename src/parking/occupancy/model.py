@@ -210,6 +210,27 @@ class OpenSession:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepaid:
+    """What a plate's session paid in the lot, as the exit lane reads it (a hint for
+    the display: the bill at the close is computed from PostgreSQL)."""
+
+    session_id: str
+    billed_fen: int
+    leave_by_ms: int
+
+    @classmethod
+    def parse(cls, value: str) -> Prepaid:
+        sid, billed, leave_by = value.split("|")
+        return cls(sid, int(billed), int(leave_by))
+
+    def due_fen(self, stay_fen: int, exit_at: datetime) -> int:
+        """Same rule as ``bills.logic.due_at_exit``."""
+        if self.leave_by_ms and exit_at.timestamp() * 1000 <= self.leave_by_ms:
+            return 0
+        return max(0, stay_fen - self.billed_fen)
+
+
+@dataclass(frozen=True, slots=True)
 class FollowUp:
     """Work an applied gate event still owes other slots (plate index, another lot)."""
 

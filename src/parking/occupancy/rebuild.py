@@ -158,7 +158,11 @@ async def rebuild(
     wanted_plates = set(plate_tags)
     await _delete_matching(
         redis,
-        [f"{t}:{part}:*" for t in lot_tags for part in ("lot", "sess", "spaces", "dev", "devx")]
+        [
+            f"{t}:{part}:*"
+            for t in lot_tags
+            for part in ("lot", "sess", "spaces", "dev", "devx", "paid")
+        ]
         + [f"{t}:{name}" for t in lot_tags for name in ("seen", "out")]
         + [f"{t}:plate:*" for t in plate_tags]
         + [f"{t}:flagged" for t in plate_tags],
@@ -168,6 +172,16 @@ async def rebuild(
     open_count: dict[str, int] = defaultdict(int)
     by_lot: dict[str, dict[str, str]] = defaultdict(dict)
     for row in sessions:
+        if (
+            keys.lot_tag(row["lot_id"]) in wanted_lots
+            and row["plate"] is None
+            and row["account_id"] is not None
+        ):
+            # An unplated car let in by a driver's scan (occ_account).
+            by_lot[row["lot_id"]][keys.account_field(row["account_id"])] = (
+                f"{row['id']}|{logic.to_ms(row['entry_at'])}|account:{row['account_id']}|0"
+            )
+            open_count[row["lot_id"]] += 1
         if keys.lot_tag(row["lot_id"]) in wanted_lots and row["plate"] is not None:
             by_lot[row["lot_id"]][row["plate"]] = (
                 f"{row['id']}|{logic.to_ms(row['entry_at'])}|"
@@ -260,6 +274,8 @@ async def rebuild(
         commands.append(("sadd", (keys.flagged(tag), plate), {}))
         flagged += 1
     await _flush(commands, redis)
+    for session_id in await store.prepaid_open_sessions(conn):
+        await service.refresh_prepaid(conn, redis, session_id, now)
     generation = ulid(now)
     pipe = redis.pipeline(transaction=False)
     for tag in [*lot_tags, *plate_tags]:

@@ -14,6 +14,8 @@ in one transaction, and say whose watermarks moved.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import zlib
 from collections import Counter
@@ -25,8 +27,11 @@ from typing import Final, Protocol
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
+import structlog
 from redis.exceptions import ResponseError
 
+from parking.bills import logic as bills_logic
+from parking.bills import service as bills
 from parking.devices import messages
 from parking.devices.messages import (
     AckTopic,
@@ -53,6 +58,7 @@ from parking.occupancy.model import (
     PassageRecord,
     PassWindow,
     PlateFlags,
+    Prepaid,
     PricedExit,
     SpaceRecord,
     StatusRecord,
@@ -63,6 +69,8 @@ from parking.sessions import logic as lane
 from parking.sessions import service as sessions
 from parking.sessions.model import HoldReason
 from parking.tariffs import quote_to_json
+
+log = structlog.get_logger("parking.occupancy")
 
 
 class PricerLike(Protocol):
@@ -154,6 +162,8 @@ class _Gate:
     _candidate: str | None = None
     flags: PlateFlags | None = None
     current: OpenSession | None = None
+    #: what the plate's session paid in the lot (matches ``current`` or is stale)
+    prepaid: Prepaid | None = None
     call: store.PassageCall | None = None
     record: PassageRecord | None = None
     open_payload: bytes = b""
@@ -301,7 +311,8 @@ class Ingest:
     # ---------------------------------------------------------- decide
 
     async def _read_inputs(self, gates: Sequence[_Gate]) -> None:
-        """Plate flags for entries, the lot's open session of the plate for exits."""
+        """Plate flags for entries; for exits the lot's open session of the plate and
+        what it paid in the lot (one round trip for the batch)."""
         wanted = [
             g for g in gates if g.plate is not None and (g.flags is None or g.current is None)
         ]
@@ -314,8 +325,10 @@ class Ingest:
                 store.queue_plate_read(pipe, g.plate.text)
             else:
                 store.queue_session_of(pipe, lot_id=g.lot.lot_id, plate=g.plate.text)
-        replies = await pipe.execute(self.redis)
-        for g, reply in zip(wanted, replies, strict=True):
+                store.queue_prepaid_read(pipe, lot_id=g.lot.lot_id, plate=g.plate.text)
+        replies = iter(await pipe.execute(self.redis))
+        for g in wanted:
+            reply = next(replies)
             if isinstance(reply, Exception):
                 raise reply
             if g.msg.direction == "in":
@@ -324,7 +337,11 @@ class Ingest:
                     raise CoreNotReady(f"plate shard of {g.plate} is not loaded")
                 g.flags = logic.plate_flags(dict(zip(values[1::2], values[2::2], strict=True)))
             else:
+                paid = next(replies)
+                if isinstance(paid, Exception):
+                    raise paid
                 g.current = OpenSession.parse(store.text(reply)) if reply else None
+                g.prepaid = Prepaid.parse(store.text(paid)) if paid else None
 
     def _command(
         self, g: _Gate, *, action: str, session_id: str | None, display: str, now: datetime
@@ -418,9 +435,19 @@ class Ingest:
                 if g.current is not None:
                     priced = self._price(g, g.current)
                     session_id = g.current.session_id
-                    display = lane.exit_display(
-                        g.plate.text, priced.entry_at, msg.observed_at, priced.fee_fen
-                    )
+                    paid = g.prepaid
+                    if paid is not None and paid.session_id == session_id:
+                        display = lane.prepaid_exit_display(
+                            g.plate.text,
+                            priced.entry_at,
+                            msg.observed_at,
+                            due_fen=paid.due_fen(priced.fee_fen, msg.observed_at),
+                            prepaid_fen=paid.billed_fen,
+                        )
+                    else:
+                        display = lane.exit_display(
+                            g.plate.text, priced.entry_at, msg.observed_at, priced.fee_fen
+                        )
                     if priced.error is not None:
                         anomalies = (*anomalies, AnomalyKind.PRICING_FAILED)
                     opens = session_id
@@ -919,6 +946,113 @@ async def set_pass(
         else f"{logic.to_ms(window.valid_from)}|{logic.to_ms(window.valid_until)}|{window.pass_id}"
     )
     await _set_flag(redis, plate, f"pass:{scope}", value)
+
+
+async def refresh_arrears(
+    conn: asyncpg.Connection, redis: aioredis.Redis, plates: Sequence[str]
+) -> None:
+    """Set these plates' arrears flags from the bills they owe now (PostgreSQL)."""
+    since = {r["plate"]: r["since"] for r in await store.arrears_of(conn, list(plates))}
+    for plate in plates:
+        await set_arrears_since(redis, plate, since.get(plate))
+
+
+async def refresh_prepaid(
+    conn: asyncpg.Connection, redis: aioredis.Redis, session_id: str, now: datetime
+) -> None:
+    """Tell the exit lanes what the session paid in the lot (from PostgreSQL).
+
+    Only the display at the exit reads it; the bill at the close is computed
+    from the bills themselves (``sessions.service``)."""
+    row = await store.session_with_window(conn, session_id)
+    if row is None or row["plate"] is None or row["status"] != "open":
+        return
+    prepaid = await bills.prepayments(conn, session_id)
+    stand = bills_logic.standing(
+        [bills_logic.Prepayment.of(b) for b in prepaid], at=now, window=row["exit_window"]
+    )
+    await store.set_prepaid(
+        redis,
+        lot_id=row["lot_id"],
+        plate=row["plate"],
+        session_id=session_id,
+        billed_fen=stand.billed_fen,
+        leave_by_ms=logic.to_ms(stand.leave_by) if stand.leave_by is not None else None,
+    )
+
+
+#: PostgreSQL channel of bills_notify_owed (migration 0008).
+OWED_CHANNEL: Final = "parking_plate_owed"
+_PREPAY_PREFIX: Final = "prepay:"
+
+
+class OwedWatch:
+    """Applies what a plate owes to the lanes the moment PostgreSQL commits it.
+
+    LISTENs to ``parking_plate_owed``: a plate whose bills changed gets its
+    arrears flag recomputed (so paying lifts an arrears hold at once, and a
+    new bill sets it), a paid prepayment updates the exit display's hint.
+    NOTIFY reaches only connected listeners, so every (re)connection first runs
+    ``catch_up`` (the full flag sync). Two gateways both apply a change; each
+    writes what PostgreSQL says when it reads, and the periodic sync repairs the
+    rare case of an older read written last.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        redis: aioredis.Redis,
+        now: Callable[[], datetime],
+        catch_up: Callable[[asyncpg.Connection], Awaitable[object]],
+        *,
+        keepalive_s: float = 10.0,
+    ) -> None:
+        self.dsn = dsn
+        self.redis = redis
+        self.now = now
+        self.catch_up = catch_up
+        self.keepalive_s = keepalive_s
+        self.applied = 0
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        delay = 0.5
+        while not stopping.is_set():
+            try:
+                await self._listen(stopping)
+                delay = 0.5
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+                log.warning("owed_watch_lost", error=f"{type(e).__name__}: {e}", retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _listen(self, stopping: asyncio.Event) -> None:
+        conn = await asyncpg.connect(self.dsn, timeout=10)
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        try:
+            await conn.add_listener(OWED_CHANNEL, lambda *a: queue.put_nowait(str(a[-1])))
+            await self.catch_up(conn)
+            log.info("owed_watch_listening")
+            while not stopping.is_set():
+                try:
+                    first = await asyncio.wait_for(queue.get(), timeout=self.keepalive_s)
+                except TimeoutError:
+                    await conn.fetchval("SELECT 1", timeout=10)
+                    continue
+                payloads = {first}
+                while not queue.empty():
+                    payloads.add(queue.get_nowait())
+                await self.apply(conn, payloads)
+        finally:
+            await conn.close(timeout=5)
+
+    async def apply(self, conn: asyncpg.Connection, payloads: set[str]) -> None:
+        plates = sorted(p for p in payloads if not p.startswith(_PREPAY_PREFIX))
+        if plates:
+            await refresh_arrears(conn, self.redis, plates)
+        for payload in sorted(payloads - set(plates)):
+            await refresh_prepaid(conn, self.redis, payload[len(_PREPAY_PREFIX) :], self.now())
+        self.applied += len(payloads)
 
 
 async def plate_flags_from_db(conn: asyncpg.Connection, now: datetime) -> dict[str, PlateFlags]:

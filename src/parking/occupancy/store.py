@@ -457,7 +457,7 @@ async def arrears_since(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def open_sessions(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
-        """SELECT id, lot_id, plate, entry_at, entry_device_id, entry_seq
+        """SELECT id, lot_id, plate, entry_at, entry_device_id, entry_seq, account_id
            FROM sessions WHERE status = 'open'"""
     )
 
@@ -701,3 +701,92 @@ async def anomalies(
         status,
         limit,
     )
+
+
+# --- sessions made by a driver's scan, and payments in the lot
+
+
+async def account_session(
+    redis: aioredis.Redis,
+    action: str,
+    *,
+    lot_id: str,
+    account_id: str,
+    session_id: str,
+    at_ms: int,
+    full_policy: str = "hold",
+) -> tuple[str, str]:
+    """Open or close an unplated car's session held by the account (``occ_account``).
+
+    Returns the outcome (opened, exists, full, closed, absent, nolot, notready)
+    and the session's value in the lot's sessions hash (or '')."""
+    try:
+        reply = await redis.fcall(
+            "occ_account",
+            3,
+            *keys.account_keys(lot_id),
+            action,
+            lot_id,
+            account_id,
+            session_id,
+            str(at_ms),
+            full_policy,
+        )
+    except ResponseError as error:
+        if "function not found" in str(error).lower():
+            return "notready", ""  # a Redis that lost the library: the rebuild loads it
+        raise
+    outcome, value = texts(reply)
+    return outcome, value
+
+
+def queue_prepaid_read(pipe: Batch, *, lot_id: str, plate: str) -> None:
+    pipe.command("GET", keys.prepaid(lot_id, plate))
+
+
+#: A payment made in the lot is shown at the exit for this long at most.
+PREPAID_TTL_S: Final = 2 * 24 * 3600
+
+
+async def set_prepaid(
+    redis: aioredis.Redis,
+    *,
+    lot_id: str,
+    plate: str,
+    session_id: str,
+    billed_fen: int,
+    leave_by_ms: int | None,
+) -> None:
+    await redis.set(
+        keys.prepaid(lot_id, plate),
+        f"{session_id}|{billed_fen}|{leave_by_ms or 0}",
+        ex=PREPAID_TTL_S,
+    )
+
+
+async def arrears_of(conn: asyncpg.Connection, plates: list[str]) -> list[asyncpg.Record]:
+    """``arrears_since`` for some plates only (those owing nothing are absent)."""
+    return await conn.fetch(
+        """SELECT plate, min(closed_at) AS since FROM bills
+           WHERE paid_at IS NULL AND status IN ('open', 'paying', 'disputed')
+             AND plate = ANY($1::text[])
+           GROUP BY plate""",
+        plates,
+    )
+
+
+async def session_with_window(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT s.lot_id, s.plate, s.status, s.entry_at, s.account_id, l.exit_window
+           FROM sessions s JOIN lots l ON l.id = s.lot_id WHERE s.id = $1""",
+        session_id,
+    )
+
+
+async def prepaid_open_sessions(conn: asyncpg.Connection) -> list[str]:
+    """Open plated sessions that paid in the lot (their exit display hints)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT b.session_id FROM bills b JOIN sessions s ON s.id = b.session_id
+           WHERE b.kind = 'prepay' AND s.status = 'open' AND s.plate IS NOT NULL"""
+    )
+    return [r["session_id"] for r in rows]

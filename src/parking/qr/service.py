@@ -21,6 +21,8 @@ class Place(msgspec.Struct, frozen=True, kw_only=True):
     lot_id: str
     lot_name: str
     lot_kind: str  # gated or on_street
+    #: when the lot is full: hold the barrier, or open it anyway
+    full_policy: str = "hold"
     lane_id: str | None = None
     direction: str | None = None  # lanes: in (entry) or out (exit)
     space_id: str | None = None
@@ -46,7 +48,11 @@ async def place_of(conn: asyncpg.Connection, target: QrTarget) -> Place:
     if lot is None:
         raise QrTargetNotFound(f"no lot {target.lot_id}")
     place = Place(
-        kind=target.kind.label, lot_id=lot["id"], lot_name=lot["name"], lot_kind=lot["kind"]
+        kind=target.kind.label,
+        lot_id=lot["id"],
+        lot_name=lot["name"],
+        lot_kind=lot["kind"],
+        full_policy=lot["full_policy"],
     )
     if target.kind is QrKind.LANE:
         assert target.lane_id is not None

@@ -6,7 +6,7 @@ import asyncpg
 
 
 async def lot(conn: asyncpg.Connection, lot_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT id, name, kind FROM lots WHERE id = $1", lot_id)
+    return await conn.fetchrow("SELECT id, name, kind, full_policy FROM lots WHERE id = $1", lot_id)
 
 
 async def lane(conn: asyncpg.Connection, lot_id: str, lane_id: str) -> asyncpg.Record | None:

@@ -129,6 +129,20 @@ def exit_display(plate: str, entry: datetime, exit: datetime, fee_fen: int) -> s
     return f"{plate} 停车{stay} 应缴{format_yuan(fee_fen)}元 已离场后付"
 
 
+def prepaid_exit_display(
+    plate: str, entry: datetime, exit: datetime, *, due_fen: int, prepaid_fen: int
+) -> str:
+    """The exit of a stay paid in the lot: ``赣B12345 停车1小时05分 已缴3.00元 一路顺风``
+    within the exit window, ``... 已缴3.00元 超时应缴1.00元 已离场后付`` after it."""
+    stay = duration_text(entry, exit)
+    if due_fen == 0:
+        return f"{plate} 停车{stay} 已缴{format_yuan(prepaid_fen)}元 一路顺风"
+    return (
+        f"{plate} 停车{stay} 已缴{format_yuan(prepaid_fen)}元 "
+        f"超时应缴{format_yuan(due_fen)}元 已离场后付"
+    )
+
+
 def no_entry_display(plate: str, fee_fen: int) -> str:
     if fee_fen == 0:
         return f"{plate} 无入场记录 一路顺风"

@@ -103,3 +103,5 @@ class SessionChange(msgspec.Struct, frozen=True, kw_only=True):
     quote: bytes | None = None
     superseded_by: str | None = None
     flags: tuple[str, ...] = ()
+    #: the driver's account, for sessions a scan made (unplated entry, space claim)
+    account_id: str | None = None

@@ -12,6 +12,7 @@ import asyncpg
 import msgspec
 
 from parking.accounts import service as accounts
+from parking.bills import logic as bills_logic
 from parking.bills import service as bills
 from parking.plates import PlateError, normalise
 from parking.sessions import store
@@ -93,31 +94,58 @@ async def _closed(
     The bill is read from the merged row, not from the fact: facts of one
     session arrive in any order, and the row holds all of them. ``open_bill``
     is idempotent on the session, so a redelivered close bills once.
+
+    A session paid in the lot (prepay bills) is billed what is left: nothing
+    when it left within the exit window of its payment, else the whole stay's
+    fee less what the prepayments billed (bills.logic.due_at_exit).
     """
     if not closed:
         return []
     opened: list[str] = []
     for row in await store.closed_for_billing(conn, [c.id for c in closed]):
         plate = row["plate"]
-        account = await accounts.account_holding(conn, plate) if plate else None
+        account = row["account_id"]
+        if account is None and plate:
+            account = await accounts.account_holding(conn, plate)
+        # A priced close carries its itemised quote; one recorded without
+        # (a hand-entered fee) still gets a bill that says so.
+        quote = (row["quote"] or _NO_QUOTE.format(fee=row["fee_fen"])).encode()
+        amount = row["fee_fen"]
+        prepaid = await bills.prepayments(conn, row["id"])
+        if prepaid:
+            amount = bills_logic.due_at_exit(
+                row["fee_fen"],
+                [bills_logic.Prepayment.of(b) for b in prepaid],
+                exit_at=row["exit_at"],
+                window=row["exit_window"],
+            )
+            quote = _with_prepaid(quote, sum(b.amount_fen for b in prepaid), row["fee_fen"])
         bill = await bills.open_bill(
             conn,
             session_id=row["id"],
             lot_id=row["lot_id"],
             plate=plate,
             account_id=account,
-            amount_fen=row["fee_fen"],
+            amount_fen=amount,
             tariff_id=row["tariff_id"],
             tariff_version=row["tariff_version"],
-            # A priced close carries its itemised quote; one recorded without
-            # (a hand-entered fee) still gets a bill that says so.
-            quote=(row["quote"] or _NO_QUOTE.format(fee=row["fee_fen"])).encode(),
+            quote=quote,
             closed_at=row["exit_at"],
             now=now,
         )
         if bill is not None:
             opened.append(bill.id)
     return opened
+
+
+def _with_prepaid(quote: bytes, prepaid_fen: int, stay_fen: int) -> bytes:
+    """The stay's quote, saying what was paid in the lot, so the bill explains itself."""
+    body = msgspec.json.decode(quote)
+    if not isinstance(body, dict):
+        body = {"quote": body}
+    body["stay_fen"] = stay_fen
+    body["prepaid_fen"] = prepaid_fen
+    return msgspec.json.encode(body)
 
 
 async def list_for_plate(

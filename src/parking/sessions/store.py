@@ -31,6 +31,7 @@ def _columns(changes: Sequence[SessionChange]) -> list[list[Any]]:
         [c.quote.decode() if c.quote is not None else None for c in changes],
         [c.superseded_by for c in changes],
         [",".join(c.flags) for c in changes],
+        [c.account_id for c in changes],
     ]
 
 
@@ -63,10 +64,10 @@ async def merge(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> N
                 $1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                 $6::timestamptz[], $7::timestamptz[], $8::text[], $9::bigint[], $10::text[],
                 $11::bigint[], $12::smallint[], $13::bigint[], $14::text[], $15::integer[],
-                $16::text[], $17::jsonb[], $18::text[], $19::text[]
+                $16::text[], $17::jsonb[], $18::text[], $19::text[], $20::text[]
             ) AS t(id, lot_id, plate, plate_raw, status, entry_at, exit_at, entry_device_id,
                    entry_seq, exit_device_id, exit_seq, vehicle_class, fee_fen, tariff_id,
-                   tariff_version, pricing_reason, quote, superseded_by, flags)
+                   tariff_version, pricing_reason, quote, superseded_by, flags, account_id)
         ), resolved AS (
             -- An open session whose plate is open elsewhere with a later entry
             -- arrived late: it is superseded by that one (one open per plate).
@@ -82,7 +83,7 @@ async def merge(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> N
         INSERT INTO sessions AS sessions (
             id, lot_id, plate, plate_raw, status, entry_at, exit_at, entry_device_id, entry_seq,
             exit_device_id, exit_seq, vehicle_class, fee_fen, tariff_id, tariff_version,
-            pricing_reason, quote, superseded_by, flags)
+            pricing_reason, quote, superseded_by, flags, account_id)
         SELECT id, lot_id, plate, plate_raw,
                CASE WHEN newer_id IS NOT NULL THEN 'superseded' ELSE status END,
                entry_at, exit_at, entry_device_id, entry_seq, exit_device_id, exit_seq,
@@ -90,7 +91,8 @@ async def merge(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> N
                coalesce(superseded_by, newer_id),
                CASE WHEN flags = '' THEN '{}'::text[] ELSE string_to_array(flags, ',') END
                  || CASE WHEN newer_id IS NOT NULL THEN '{older_entry}'::text[]
-                         ELSE '{}'::text[] END
+                         ELSE '{}'::text[] END,
+               account_id
         FROM resolved
         ON CONFLICT (id) DO UPDATE SET
             status = CASE
@@ -117,6 +119,7 @@ async def merge(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> N
             tariff_version = coalesce(sessions.tariff_version, EXCLUDED.tariff_version),
             pricing_reason = coalesce(sessions.pricing_reason, EXCLUDED.pricing_reason),
             quote = coalesce(sessions.quote, EXCLUDED.quote),
+            account_id = coalesce(sessions.account_id, EXCLUDED.account_id),
             flags = ARRAY(SELECT DISTINCT f FROM unnest(sessions.flags || EXCLUDED.flags) AS f
                           ORDER BY f),
             updated_at = now()
@@ -143,12 +146,14 @@ async def open_by_lot(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def closed_for_billing(conn: asyncpg.Connection, ids: Sequence[str]) -> list[asyncpg.Record]:
-    """Merged rows of sessions that are closed with a fee, among ``ids``."""
+    """Merged rows of sessions that are closed with a fee, among ``ids``, with their
+    lot's exit window (paying in the lot)."""
     return await conn.fetch(
-        """SELECT id, lot_id, plate, exit_at, fee_fen, tariff_id, tariff_version,
-                  quote::text AS quote
-           FROM sessions
-           WHERE id = ANY($1::text[]) AND status = 'closed' AND fee_fen > 0
-           ORDER BY id""",
+        """SELECT s.id, s.lot_id, s.plate, s.account_id, s.exit_at, s.fee_fen, s.tariff_id,
+                  s.tariff_version, s.quote::text AS quote,
+                  coalesce(l.exit_window, interval '15 minutes') AS exit_window
+           FROM sessions s LEFT JOIN lots l ON l.id = s.lot_id
+           WHERE s.id = ANY($1::text[]) AND s.status = 'closed' AND s.fee_fen > 0
+           ORDER BY s.id""",
         list(ids),
     )

@@ -490,6 +490,12 @@ class Gateway:
         if changed:
             log.info("plate_flags_synced", plates=changed)
 
+    async def _catch_up_flags(self, conn: asyncpg.Connection) -> None:
+        """Before listening to bill changes: what changed while nobody listened."""
+        changed = await self._flag_sync.run(conn, self.redis, self.clock.now())
+        if changed:
+            log.info("plate_flags_synced", plates=changed)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -537,6 +543,11 @@ class Gateway:
                 self._every(REFRESH_EVERY_S, "refresh", lambda: self._refresh(ingest))
             ),
             asyncio.create_task(self._every(FLAG_SYNC_EVERY_S, "flags", self._sync_flags)),
+            asyncio.create_task(
+                service.OwedWatch(
+                    self.settings.database_url, self.redis, self.clock.now, self._catch_up_flags
+                ).run(self._stopping)
+            ),
         ]
         await self._stopping.wait()
         log.info("gateway_stopping")

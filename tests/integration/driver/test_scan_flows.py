@@ -40,7 +40,11 @@ def app_settings(settings: Settings, city_db_url: str) -> Settings:
 
 
 @pytest.fixture
-async def api(app_settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[Client]:
+async def api(
+    app_settings: Settings, redis_client: aioredis.Redis, city_db: asyncpg.Connection
+) -> AsyncIterator[Client]:
+    # The live core loaded from PostgreSQL, as the gateway does at start.
+    await rebuild.ensure_ready(city_db, redis_client, now=datetime.now(UTC))
     async with AsyncTestClient(app=create_app(app_settings)) as client:
         yield client
 
@@ -215,7 +219,6 @@ async def test_a_space_code_claims_the_stay_the_sensor_saw(
     city_db: asyncpg.Connection,
     redis_client: aioredis.Redis,
 ) -> None:
-    await rebuild.ensure_ready(city_db, redis_client, now=datetime.now(UTC))
     alice = await login(ALICE)
     bound = await api.post("/v1/me/vehicles", json={"plate": "赣B12345"}, headers=bearer(alice))
     assert bound.status_code == 201
@@ -274,3 +277,107 @@ async def test_a_session_voided_by_an_operator_does_not_block_the_next_entry_sca
 
     assert second.status_code == 201, second.text
     assert second.json()["session_id"] != first.json()["session_id"]
+
+
+async def test_an_unplated_car_counts_in_the_lots_live_sessions_until_it_leaves(
+    api: Client, login: Login, keyring: Keyring, redis_client: aioredis.Redis
+) -> None:
+    alice = await login(ALICE)
+    before = int((await occupancy_store.lot_counts(redis_client, DEMO))["sessions"])
+
+    entered = await api.post(
+        "/v1/scans/entry", json={"code": lane_code(keyring, "in1")}, headers=bearer(alice)
+    )
+    inside = await occupancy_store.lot_counts(redis_client, DEMO)
+    held = await occupancy_store.lot_sessions(redis_client, DEMO)
+    left = await api.post(
+        "/v1/scans/exit", json={"code": lane_code(keyring, "out1")}, headers=bearer(alice)
+    )
+    after = await occupancy_store.lot_counts(redis_client, DEMO)
+
+    assert (entered.status_code, left.status_code) == (201, 200)
+    assert int(inside["sessions"]) == before + 1
+    [value] = [v for k, v in held.items() if k.startswith("acct:")]
+    assert value.startswith(entered.json()["session_id"] + "|")
+    assert int(after["sessions"]) == before
+
+
+async def test_the_rebuild_restores_an_unplated_cars_session_from_postgres(
+    api: Client,
+    login: Login,
+    keyring: Keyring,
+    redis_client: aioredis.Redis,
+    city_db: asyncpg.Connection,
+) -> None:
+    alice = await login(ALICE)
+    entered = await api.post(
+        "/v1/scans/entry", json={"code": lane_code(keyring, "in1")}, headers=bearer(alice)
+    )
+    counted = (await occupancy_store.lot_counts(redis_client, DEMO))["sessions"]
+
+    await rebuild.rebuild(city_db, redis_client, now=datetime.now(UTC), force=True)
+
+    assert (await occupancy_store.lot_counts(redis_client, DEMO))["sessions"] == counted
+    again = await api.post(
+        "/v1/scans/entry", json={"code": lane_code(keyring, "in1")}, headers=bearer(alice)
+    )
+    assert again.json()["session_id"] == entered.json()["session_id"]
+
+
+async def test_one_unplated_session_per_account_across_the_city(
+    api: Client, login: Login, keyring: Keyring, city_db: asyncpg.Connection
+) -> None:
+    alice = await login(ALICE)
+    other = await city_db.fetchrow(
+        "SELECT lot_id, lane_id FROM lanes WHERE direction = 'in' AND lot_id <> $1 "
+        "ORDER BY lot_id LIMIT 1",
+        DEMO,
+    )
+    assert other is not None
+    elsewhere = logic.sign(
+        logic.target(QrKind.LANE, other["lot_id"], other["lane_id"]),
+        keyring=keyring,
+        now=datetime.now(UTC),
+    )
+    first = await api.post(
+        "/v1/scans/entry", json={"code": lane_code(keyring, "in1")}, headers=bearer(alice)
+    )
+
+    second = await api.post("/v1/scans/entry", json={"code": elsewhere}, headers=bearer(alice))
+
+    assert first.status_code == 201
+    assert second.status_code == 409
+    assert DEMO in second.json()["detail"]
+    assert await city_db.fetchval("SELECT count(*) FROM sessions WHERE status = 'open'") == 1
+
+
+async def test_a_full_lot_refuses_the_scan_with_a_409(
+    api: Client, login: Login, keyring: Keyring, redis_client: aioredis.Redis
+) -> None:
+    alice = await login(ALICE)
+    counts = await occupancy_store.lot_counts(redis_client, DEMO)
+    # Every space taken, as the lanes' entries would leave it.
+    await redis_client.hset(
+        f"{occupancy_store.keys.lot_tag(DEMO)}:lot:{DEMO}", "sessions", counts["capacity"]
+    )
+
+    got = await api.post(
+        "/v1/scans/entry", json={"code": lane_code(keyring, "in1")}, headers=bearer(alice)
+    )
+
+    assert got.status_code == 409, got.text
+    assert "full" in got.json()["detail"]
+
+
+async def test_a_scan_while_the_core_is_not_loaded_is_a_503(
+    api: Client, login: Login, keyring: Keyring, redis_client: aioredis.Redis
+) -> None:
+    alice = await login(ALICE)
+    await redis_client.delete(occupancy_store.keys.ready(occupancy_store.keys.lot_tag(DEMO)))
+
+    got = await api.post(
+        "/v1/scans/entry", json={"code": lane_code(keyring, "in1")}, headers=bearer(alice)
+    )
+
+    assert got.status_code == 503, got.text
+    assert "Retry-After" in got.headers

@@ -504,6 +504,57 @@ local function occ_supersede(keys, args)
 end
 
 ---------------------------------------------------------------------------
+-- occ_account: an unplated car let in or out by a driver's scan (无牌车). The
+-- account stands in for the plate: the lot's sessions hash holds it under
+-- 'acct:<account>' (no plate contains ':'), so it counts like any other car.
+-- The API records the session in PostgreSQL itself; nothing goes to the stream.
+-- KEYS: ready lot sess
+-- ARGV: open|close lot_id account sid at_ms full_policy(hold|open)
+-- open: {'opened', value} | {'exists', value} (an open one of the account,
+--       this sid or not: the caller decides) | {'full', ''} (policy hold) |
+--       {'nolot', ''} | {'notready', ''}
+-- close: {'closed', value} | {'absent', value or ''} (not open here, or
+--        another session of the account)
+local function occ_account(keys, args)
+  local ready, lotk, sessk = keys[1], keys[2], keys[3]
+  local action, lot_id, account, sid = args[1], args[2], args[3], args[4]
+  local at = int_arg(args[5], 0, MAX_MS)
+  local policy = args[6]
+  if (action ~= 'open' and action ~= 'close') or not is_id(lot_id) or not is_id(account)
+    or not is_sid(sid) or not at or (policy ~= 'hold' and policy ~= 'open') then
+    return bad('account')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {'notready', ''}
+  end
+  if redis.call('EXISTS', lotk) == 0 then
+    return {'nolot', ''}
+  end
+  local field = 'acct:' .. account
+  local current = redis.call('HGET', sessk, field)
+  if action == 'close' then
+    if not current or sid_of(current) ~= sid then
+      return {'absent', current or ''}
+    end
+    redis.call('HDEL', sessk, field)
+    redis.call('HINCRBY', lotk, 'sessions', -1)
+    return {'closed', current}
+  end
+  if current then
+    return {'exists', current}
+  end
+  local counts = redis.call('HMGET', lotk, 'capacity', 'sessions')
+  local capacity, open = tonumber(counts[1] or '0'), tonumber(counts[2] or '0')
+  if policy == 'hold' and open >= capacity then
+    return {'full', ''}
+  end
+  local value = sid .. '|' .. S(at) .. '|account:' .. account .. '|0'
+  redis.call('HSET', sessk, field, value)
+  redis.call('HINCRBY', lotk, 'sessions', 1)
+  return {'opened', value}
+end
+
+---------------------------------------------------------------------------
 -- occ_silence: report devices not heard since cutoff, once until heard again.
 -- KEYS: ready seen events    ARGV: cutoff_ms now_ms limit
 local function occ_silence(keys, args)
@@ -742,6 +793,7 @@ redis.register_function('occ_ack', occ_ack)
 redis.register_function('occ_due', occ_due)
 redis.register_function('occ_supersede', occ_supersede)
 redis.register_function('occ_silence', occ_silence)
+redis.register_function('occ_account', occ_account)
 redis.register_function('occ_lot', occ_lot)
 redis.register_function('occ_wm', occ_wm)
 redis.register_function{function_name = 'plate_read', callback = plate_read, flags = {'no-writes'}}
