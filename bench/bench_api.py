@@ -95,25 +95,26 @@ def run_wrk(
 ) -> Result:
     auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
     script = LUA_TEMPLATE.format(method=method, body=json.dumps(body) if body else "nil", auth=auth)
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as handle:
         handle.write(script)
-    out = subprocess.run(
-        [
-            wrk,
-            "-t",
-            "1",
-            "-c",
-            str(CONNECTIONS),
-            "-d",
-            f"{DURATION_S}s",
-            "-s",
-            handle.name,
-            f"http://127.0.0.1:{PORT}{path}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+        handle.flush()
+        out = subprocess.run(
+            [
+                wrk,
+                "-t",
+                "1",
+                "-c",
+                str(CONNECTIONS),
+                "-d",
+                f"{DURATION_S}s",
+                "-s",
+                handle.name,
+                f"http://127.0.0.1:{PORT}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     match = re.search(r"BENCH (\d+) (\d+) ([\d.]+) (\d+)", out)
     if match is None:
         raise RuntimeError(f"wrk printed no summary:\n{out}")

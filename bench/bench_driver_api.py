@@ -8,7 +8,9 @@ Like bench_api.py (same server, same hello-world baseline, same run):
   PostgreSQL, the account's session key in Redis, a session row written to
   PostgreSQL on the first scan of each account, and the lane's ``open`` command
   published over MQTT. wrk rotates over many drivers so most requests are
-  first scans (the write path), not idempotent repeats.
+  first scans (the write path), not idempotent repeats. The scanners are
+  real accounts (sessions reference them), and the demo lot lets cars in when
+  full, so scans are not refused with a 409 once its 200 spaces are taken.
 
 Goals (issue 6): reads >= 0.5x hello-world, scan-in >= 0.25x.
 """
@@ -91,6 +93,18 @@ async def _account(conn: asyncpg.Connection, phone: str, now: datetime) -> str:
     return account
 
 
+async def set_full_policy(conn: asyncpg.Connection, policy: str) -> None:
+    await conn.execute("UPDATE lots SET full_policy = $2 WHERE id = $1", DEMO, policy)
+
+
+async def restore_full_policy(settings: config.Settings) -> None:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await set_full_policy(conn, "hold")
+    finally:
+        await conn.close()
+
+
 async def setup(settings: config.Settings) -> tuple[str, str]:
     """A driver with a plate parked at the demo lot (in PostgreSQL and the Redis core)."""
     now = datetime.now(UTC)
@@ -130,15 +144,18 @@ async def setup(settings: config.Settings) -> tuple[str, str]:
                     )
                 ],
             )
-        # The open session must be in the core: rebuild from PostgreSQL.
-        await rebuild.rebuild(conn, redis, now=now, force=True)
-        # Scanners left over from an earlier run start afresh.
+        # The demo lot has 200 spaces and a run scans in thousands of cars: for
+        # the run it lets cars in when full (a lot policy some operators choose),
+        # so every scan takes the write path rather than a 409 "lot full".
+        await set_full_policy(conn, "open")
+        # Scanners left over from an earlier run start afresh (voided first, so
+        # the rebuild does not load them into the core as cars still inside).
         await conn.execute(
             "UPDATE sessions SET status = 'voided' WHERE status = 'open' AND plate IS NULL "
             "AND entry_device_id LIKE 'account:%'"
         )
-        async for key in redis.scan_iter(match="scan:acct:*", count=1000):
-            await redis.delete(key)
+        # The open session must be in the core: rebuild from PostgreSQL.
+        await rebuild.rebuild(conn, redis, now=now, force=True)
     finally:
         await redis.aclose()
         await conn.close()
@@ -148,18 +165,38 @@ async def setup(settings: config.Settings) -> tuple[str, str]:
     return account, token
 
 
+async def scanner_accounts(settings: config.Settings) -> list[str]:
+    """SCANNERS driver accounts (sessions reference their account), the same ones every run."""
+    now = datetime.now(UTC)
+    phones = [f"+86197{n:08d}" for n in range(SCANNERS)]
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO accounts (id, phone, created_at) "
+            "SELECT id, phone, $3 FROM unnest($1::text[], $2::text[]) AS t(id, phone) "
+            "ON CONFLICT (phone) DO NOTHING",
+            [new_id("acc", now) for _ in phones],
+            phones,
+            now,
+        )
+        rows = await conn.fetch("SELECT id FROM accounts WHERE phone = ANY($1::text[])", phones)
+    finally:
+        await conn.close()
+    return [str(r["id"]) for r in rows]
+
+
 def scanner_tokens(settings: config.Settings) -> Path:
     now = datetime.now(UTC)
     path = Path(tempfile.mkstemp(suffix=".tokens")[1])
     lines = [
         tokens.issue(
             settings.jwt_key,
-            subject=new_id("acc", now),
+            subject=account,
             role=Role.DRIVER,
             now=now,
             ttl=timedelta(hours=1),
         )
-        for _ in range(SCANNERS)
+        for account in asyncio.run(scanner_accounts(settings))
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -167,25 +204,26 @@ def scanner_tokens(settings: config.Settings) -> Path:
 
 def run_rotating(wrk: str, name: str, path: str, body: str, token_file: Path) -> Result:
     script = ROTATING_LUA % {"tokens": token_file, "body": json.dumps(body)}
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as handle:
         handle.write(script)
-    out = subprocess.run(
-        [
-            wrk,
-            "-t",
-            "1",
-            "-c",
-            str(CONNECTIONS),
-            "-d",
-            f"{DURATION_S}s",
-            "-s",
-            handle.name,
-            f"http://127.0.0.1:{PORT}{path}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+        handle.flush()
+        out = subprocess.run(
+            [
+                wrk,
+                "-t",
+                "1",
+                "-c",
+                str(CONNECTIONS),
+                "-d",
+                f"{DURATION_S}s",
+                "-s",
+                handle.name,
+                f"http://127.0.0.1:{PORT}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     match = re.search(r"BENCH (\d+) (\d+) ([\d.]+) (\d+)", out)
     if match is None:
         raise RuntimeError(f"wrk printed no summary:\n{out}")
@@ -229,6 +267,7 @@ def main() -> int:
             ]
     finally:
         token_file.unlink(missing_ok=True)
+        asyncio.run(restore_full_policy(settings))
     base = runs[0].rps
     print(f"Driver API under wrk: 1 granian worker, {CONNECTIONS} connections, {DURATION_S}s each")
     for r in runs:

@@ -1,5 +1,6 @@
 -- Driver-side sessions (issue 6): sessions tied to an account, paying in the
--- lot before the exit (场内缴费) with an exit window, and a notification of
+-- lot before the exit (场内缴费; the exit window is lots.exit_window_minutes of
+-- 0001), and a notification of
 -- every change of what a plate owes, so the lanes' arrears flags follow a
 -- payment at once.
 
@@ -15,11 +16,6 @@ CREATE INDEX sessions_account_idx ON sessions (account_id, entry_at) WHERE accou
 -- One unplated car per account at a time, city-wide (the account is the car).
 CREATE UNIQUE INDEX sessions_one_open_unplated_per_account ON sessions (account_id)
     WHERE status = 'open' AND plate IS NULL AND account_id IS NOT NULL;
-
--- After paying in the lot, the driver may leave free within this long; after
--- it, billing resumes (the exit bills what the stay costs beyond the payment).
-ALTER TABLE lots ADD COLUMN exit_window interval NOT NULL DEFAULT '15 minutes'
-    CHECK (exit_window BETWEEN '0' AND '2 hours');
 
 -- A session may now have several bills: payments made in the lot before the
 -- exit (kind 'prepay', each the fee up to its quote less what earlier ones

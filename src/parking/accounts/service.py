@@ -9,7 +9,9 @@ token (audience ``changbo-refresh``, 30 days, within a 90-day login) per
 login. Refreshing rotates the refresh token; presenting one that was already
 rotated revokes the whole login (a copied token is in use). Logging out
 revokes the login and denylists its live access tokens in Redis until they
-expire, so a revoked access token stops working at once, not in 15 minutes.
+expire, so a revoked access token stops working at once on the API worker that
+revoked it and within 1 s on every other (parking.accounts.denylist), not in
+15 minutes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import asyncpg
 import jwt
 import redis.asyncio as aioredis
 
-from parking.accounts import logic, store
+from parking.accounts import denylist, logic, store
 from parking.accounts.model import (
     ACCESS_TTL,
     CODE_MAX_ATTEMPTS,
@@ -228,7 +230,7 @@ async def _revoke_session(
     live = await store.live_access_tokens(conn, session_id, now)
     # Denylist first: if the transaction then fails, the tokens are refused a
     # little early, never honoured after a revocation that was acknowledged.
-    await store.deny(redis, [(jti, exp - now + _DENY_MARGIN) for jti, exp in live])
+    await _deny(redis, [(jti, exp - now + _DENY_MARGIN) for jti, exp in live], now=now)
     await store.revoke_session(conn, session_id, reason, now)
 
 
@@ -245,14 +247,35 @@ async def log_out(
     claims = jwt.decode(access_token, options={"verify_signature": False})
     jti = str(claims["jti"])
     expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
-    await store.deny(redis, [(jti, expires_at - now + _DENY_MARGIN)])
+    await _deny(redis, [(jti, expires_at - now + _DENY_MARGIN)], now=now)
     session_id = await store.session_of_access(conn, jti)
     if session_id is not None:
         await _revoke_session(conn, redis, session_id, "logout", now)
 
 
+async def _deny(
+    redis: aioredis.Redis, entries: list[tuple[str, timedelta]], *, now: datetime
+) -> None:
+    """Denylist in this worker's copy at once, then in Redis for every worker."""
+    mirror = denylist.mirror_of(redis)
+    if mirror is not None:
+        at = now.timestamp()
+        mirror.note((jti, at + ttl.total_seconds()) for jti, ttl in entries)
+    await store.deny(redis, entries, now=now)
+
+
 async def access_denied(redis: aioredis.Redis, jti: str) -> bool:
-    """Whether an access token was revoked (logout, reuse) before its expiry."""
+    """Whether an access token was revoked (logout, reuse) before its expiry.
+
+    Answered by this worker's copy of the denylist while it is current (at
+    most 1 s behind Redis, see parking.accounts.denylist), otherwise by Redis:
+    raises RedisError when Redis cannot answer, so the caller can refuse.
+    """
+    mirror = denylist.mirror_of(redis)
+    if mirror is not None:
+        verdict = mirror.verdict(jti)
+        if verdict is not None:
+            return verdict
     return await store.is_denied(redis, jti)
 
 

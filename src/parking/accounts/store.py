@@ -82,16 +82,54 @@ async def outbox(redis: aioredis.Redis, phone: str) -> str | None:
 
 # ------------------------------------------------------------------ Redis: denylist
 
+#: Every live denylist entry (member: token id, score: expiry in epoch ms), so a
+#: worker can load the whole denylist without scanning the keyspace.
+DENYLIST_INDEX: Final = "auth:denylist"
+#: Each new entry is published here as ``<expiry ms>:<token id>``
+#: (parking.accounts.denylist keeps a per-worker copy from it).
+DENYLIST_CHANNEL: Final = "auth:denylist"
 
-async def deny(redis: aioredis.Redis, entries: list[tuple[str, timedelta]]) -> None:
-    """Denylist access tokens by JWT id, each until it would have expired anyway."""
+
+async def deny(
+    redis: aioredis.Redis, entries: list[tuple[str, timedelta]], *, now: datetime
+) -> None:
+    """Denylist access tokens by JWT id, each until it would have expired anyway.
+
+    Each entry is written to its own key, then to the index, then published, in
+    that order on one connection: once this returns, a worker that loads the
+    index or reads the channel sees every entry (see parking.accounts.denylist).
+    Raises RedisError if any step failed (then some entries may be written and
+    not yet published: the caller reports failure, and a retry publishes again).
+    """
     live = [(jti, ttl) for jti, ttl in entries if ttl > timedelta(0)]
     if not live:
         return
+    now_ms = int(now.timestamp() * 1000)
     async with redis.pipeline(transaction=False) as pipe:
         for jti, ttl in live:
             pipe.set(_denied_key(jti), 1, px=max(1, int(ttl.total_seconds() * 1000)))
+        pipe.zadd(
+            DENYLIST_INDEX,
+            {jti: now_ms + int(ttl.total_seconds() * 1000) for jti, ttl in live},
+        )
+        # Expired entries leave the index whenever a new one comes in.
+        pipe.zremrangebyscore(DENYLIST_INDEX, "-inf", f"({now_ms}")
+        for jti, ttl in live:
+            pipe.publish(DENYLIST_CHANNEL, f"{now_ms + int(ttl.total_seconds() * 1000)}:{jti}")
         await pipe.execute()
+
+
+async def denied_entries(redis: aioredis.Redis, *, now: datetime) -> list[tuple[str, int]]:
+    """Every denylist entry that has not expired: (token id, expiry in epoch ms)."""
+    rows = await redis.zrangebyscore(
+        DENYLIST_INDEX, int(now.timestamp() * 1000), "+inf", withscores=True
+    )
+    # withscores: (member, score) pairs (tuples under RESP2, lists under RESP3)
+    return [(_text(row[0]), int(row[1])) for row in rows]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def is_denied(redis: aioredis.Redis, jti: str) -> bool:

@@ -28,6 +28,7 @@ from parking.api.health import healthz, readyz
 from parking.api.infra import lifespan_for
 from parking.api.pricing_state import PricerCache
 from parking.api.problems import EXCEPTION_HANDLERS, document_problems
+from parking.auth.tokens import VerifiedTokens
 from parking.config import Settings
 from parking.observability import configure_logging
 
@@ -109,7 +110,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 exclude=["^/schema", "^/metrics$", "^/healthz$", "^/readyz$"],
             ),
         ],
-        state=State({"jwt_key": settings.jwt_key, "pricer_cache": PricerCache()}),
+        state=State(
+            {
+                "jwt_key": settings.jwt_key,
+                "verified_tokens": VerifiedTokens(settings.jwt_key),
+                "pricer_cache": PricerCache(),
+            }
+        ),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="Changbo (畅泊) parking platform",

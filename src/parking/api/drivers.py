@@ -27,10 +27,12 @@ from parking.accounts.model import (
     CodeSent,
     IssuedTokens,
     OperatorClaimView,
+    VehicleNotFound,
     VehicleView,
 )
 from parking.accounts.notifier import LocalNotifier
 from parking.api.auth import principal_of, roles
+from parking.api.denied import audit_if_held_by_another
 from parking.api.infra import Infra, connection, infra_of
 from parking.api.pagination import (
     DEFAULT_LIMIT,
@@ -43,6 +45,7 @@ from parking.api.problems import PROBLEM_JSON, Problem
 from parking.api.rate_limit import RateLimiter, Rule
 from parking.auth.model import Role
 from parking.clock import SystemClock
+from parking.plates import normalise
 from parking.qr import keys as qr_keys
 from parking.qr import service as qr
 from parking.qr.model import Keyring
@@ -342,10 +345,21 @@ async def bind_vehicle(request: Request[Any, Any, Any], data: JSONBody[BindReque
     responses=problem_responses(400, 401, 403, 404),
 )
 async def unbind_vehicle(request: Request[Any, Any, Any], plate: FromPath[str]) -> None:
-    async with connection(infra_of(request.app), transaction=True) as conn:
-        await accounts.unbind_vehicle(
-            conn, account_id=principal_of(request).subject, plate_raw=plate, now=_clock.now()
+    """Another account's plate is a 404, audited (matrix A1)."""
+    infra = infra_of(request.app)
+    me = principal_of(request).subject
+    try:
+        async with connection(infra, transaction=True) as conn:
+            await accounts.unbind_vehicle(conn, account_id=me, plate_raw=plate, now=_clock.now())
+    except VehicleNotFound:
+        await audit_if_held_by_another(
+            infra,
+            actor=me,
+            action="denied:vehicle.unbind",
+            plate=normalise(plate),
+            now=_clock.now(),
         )
+        raise
     request.app.state.pricer_cache.invalidate()
 
 

@@ -14,6 +14,7 @@ import httpx
 import redis.asyncio as aioredis
 from litestar import Litestar
 
+from parking.accounts.denylist import DenylistMirror
 from parking.clock import SystemClock
 from parking.config import Settings
 from parking.devices.publisher import Publisher
@@ -31,6 +32,8 @@ class Infra:
     providers: dict[str, PaymentProvider] = field(default_factory=dict)
     #: the public URL providers post notifications to ($PARKING_NOTIFY_BASE_URL)
     notify_base_url: str = ""
+    #: this worker's copy of the access-token denylist (parking.accounts.denylist)
+    denylist: DenylistMirror | None = None
 
 
 @asynccontextmanager
@@ -53,13 +56,31 @@ def infra_of(app: Litestar) -> Infra:
     return infra
 
 
+async def _session_kept(conn: asyncpg.Connection) -> None:
+    """Nothing to undo when a connection goes back to the API's pool.
+
+    asyncpg's default reset sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`` on every release: a round trip per request (about a
+    third of PostgreSQL's CPU on the driver's current-session read). The API
+    never leaves session state behind: no SET, no LISTEN (the owed-plates
+    listener has its own connection), no session-level advisory locks (only
+    pg_advisory_xact_lock), no WITH HOLD cursors. asyncpg still rolls back a
+    transaction left open before calling this. Code that needs session state
+    takes its own connection, not the pool.
+    """
+
+
 def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # The pool is created lazily-tolerant: min_size=0 lets the API start (and
         # answer /healthz, and 503 on /readyz) while PostgreSQL is still down.
         pool = await asyncpg.create_pool(
-            settings.database_url, min_size=0, max_size=10, command_timeout=10
+            settings.database_url,
+            min_size=0,
+            max_size=10,
+            command_timeout=10,
+            reset=_session_kept,
         )
         client = aioredis.Redis.from_url(
             settings.redis_url,
@@ -75,6 +96,8 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             role="api",
         )
         publisher.start()
+        denied = DenylistMirror(client)
+        denied.start()
         # Provider calls go to configured hosts only: no proxies from the
         # environment, no redirects.
         payments_http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
@@ -89,10 +112,12 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             notify_base_url=payments.notify_base_url(
                 os.environ, api_host=settings.api_host, api_port=settings.api_port
             ),
+            denylist=denied,
         )
         try:
             yield
         finally:
+            await denied.stop()
             await payments_http.aclose()
             publisher.stop()
             await client.aclose()

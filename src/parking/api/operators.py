@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 import structlog
 from litestar import Request, delete, get, patch, post, put
+from litestar.exceptions import ServiceUnavailableException
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from redis.exceptions import RedisError
 
@@ -36,7 +37,10 @@ from parking.clock import SystemClock
 from parking.devices import service as devices
 from parking.devices.model import Device, DeviceKind, Provisioned
 from parking.errors import Conflict, InvalidInput, NotFound
+from parking.occupancy import keys as occupancy_keys
+from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import service as occupancy
+from parking.occupancy import store as occupancy_store
 from parking.occupancy.model import CoreNotReady
 from parking.plates import normalise
 from parking.pricing.model import PricingError
@@ -48,6 +52,7 @@ log = structlog.get_logger("parking.api.operators")
 _clock = SystemClock()
 operator_only = [roles(Role.OPERATOR)]
 BODY_MAX: Final = 8 * 1024
+_RETRY_AFTER_S: Final = "5"
 
 _PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
 Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -673,7 +678,8 @@ async def _session_row(conn: asyncpg.Connection, session_id: str | None) -> asyn
     if session_id is None:
         raise InvalidInput("this anomaly names no session; resolve it with 'void'")
     row = await conn.fetchrow(
-        "SELECT id, lot_id, plate, status, entry_at, exit_at FROM sessions WHERE id = $1 "
+        "SELECT id, lot_id, plate, account_id, status, entry_at, exit_at FROM sessions "
+        "WHERE id = $1 "
         "FOR UPDATE",
         session_id,
     )
@@ -682,11 +688,99 @@ async def _session_row(conn: asyncpg.Connection, session_id: str | None) -> asyn
     return row
 
 
+def _field(row: asyncpg.Record) -> str | None:
+    """The session's key in its lot's open sessions: the plate, or the account's
+    field for an unplated car let in by a scan; None when the core never held it."""
+    if row["plate"] is not None:
+        return str(row["plate"])
+    if row["account_id"] is not None:
+        return occupancy_keys.account_field(row["account_id"])
+    return None
+
+
+def _core_down(exc: Exception) -> ServiceUnavailableException:
+    return ServiceUnavailableException(
+        detail="the occupancy core did not answer; nothing was changed, retry",
+        headers={"Retry-After": _RETRY_AFTER_S},
+    )
+
+
+async def _end_live(
+    request: Request[Any, Any, Any], row: asyncpg.Record, *, out_at_ms: int
+) -> dict[str, str]:
+    """End the open session in the occupancy core as well: the lot's live count and the
+    plate's city-wide entry follow the operator's decision now, not at the next rebuild.
+
+    Runs inside the caller's transaction, after its PostgreSQL writes and before the
+    commit: a lot shard being rebuilt or a Redis that does not answer fails the whole
+    decision (503) with nothing written. Both calls are idempotent, so a decision
+    that fails after the first is simply retried. Returns what each call did, for
+    the audit line.
+    """
+    field = _field(row)
+    if field is None:
+        return {}
+    redis = infra_of(request.app).redis
+    try:
+        in_lot = await occupancy_store.end_in_lot(
+            redis, lot_id=row["lot_id"], field=field, session_id=row["id"]
+        )
+        if in_lot == "notready":
+            raise CoreNotReady("the lot's live state is being rebuilt; retry shortly")
+        in_index = "none"
+        if row["plate"] is not None:
+            in_index = await occupancy_store.release_plate(
+                redis, plate=row["plate"], session_id=row["id"], out_at_ms=out_at_ms
+            )
+    except (RedisError, OSError) as exc:
+        raise _core_down(exc) from exc
+    if in_index == "notready":
+        # The plate shard's rebuild reads the sessions table: if it read it before
+        # this commit, the index names this session until the plate's next entry.
+        log.warning("plate_index_not_ready", plate=row["plate"], session_id=row["id"])
+    return {"lot": in_lot, "plate_index": in_index}
+
+
+async def _rekey_live(
+    request: Request[Any, Any, Any], row: asyncpg.Record, right: str
+) -> dict[str, str]:
+    """Move an open session from its misread plate to the right one in the core: the
+    lot's entry (so the exit lane finds it by the plate it reads), then the plate
+    index (released for the wrong plate, claimed for the right one)."""
+    redis = infra_of(request.app).redis
+    wrong, entry_ms = row["plate"], occupancy_logic.to_ms(row["entry_at"])
+    try:
+        moved = await occupancy_store.rekey_in_lot(
+            redis, lot_id=row["lot_id"], wrong=wrong, right=right, session_id=row["id"]
+        )
+        if moved == "notready":
+            raise CoreNotReady("the lot's live state is being rebuilt; retry shortly")
+        if moved == "taken":
+            raise Conflict(f"{right} has an open session in lot {row['lot_id']} already")
+        released = await occupancy_store.release_plate(
+            redis, plate=wrong, session_id=row["id"], out_at_ms=entry_ms
+        )
+        claimed = await occupancy_store.claim_plate(
+            redis,
+            plate=right,
+            session_id=row["id"],
+            lot_id=row["lot_id"],
+            at_ms=entry_ms,
+            op=f"fix-plate:{row['id']}",
+        )
+    except (RedisError, OSError) as exc:
+        raise _core_down(exc) from exc
+    if claimed not in ("claimed", "same"):
+        log.warning("plate_index_not_claimed", plate=right, session_id=row["id"], got=claimed)
+    return {"lot": moved, "wrong_plate_index": released, "right_plate_index": claimed}
+
+
 async def _apply_resolution(
     request: Request[Any, Any, Any],
     conn: asyncpg.Connection,
     anomaly: asyncpg.Record,
     data: Resolution,
+    now: datetime,
 ) -> dict[str, Any]:
     session_id = anomaly["session_id"]
     match data.action:
@@ -709,25 +803,45 @@ async def _apply_resolution(
                     )
                 ],
             )
-            return {"session_id": session_id, "voided": True}
+            effect: dict[str, Any] = {"session_id": session_id, "voided": True}
+            if row["status"] == SessionStatus.OPEN:
+                # A voided stay says nothing about when the car left: the index's mark
+                # moves only just past its entry, so a late claim of this very entry
+                # loses and a later entry of the plate anywhere still wins.
+                entry_ms = occupancy_logic.to_ms(row["entry_at"] or now)
+                effect["live"] = await _end_live(request, row, out_at_ms=entry_ms + 1)
+            return effect
         case "fix-plate":
             if data.plate is None:
                 raise InvalidInput("fix-plate needs the plate")
             plate = normalise(data.plate)
             row = await _session_row(conn, session_id)
-            if row["status"] == SessionStatus.OPEN:
-                # The live core keys an open session by its plate; changing it here
-                # would split the record from the lanes' state. Fix after the exit.
-                raise Conflict("the session is still open; fix its plate once it has closed")
-            await conn.execute(
-                "UPDATE sessions SET plate = $2, updated_at = now() WHERE id = $1",
-                session_id,
-                plate,
-            )
-            return {"session_id": session_id, "from": row["plate"], "to": plate}
+            if row["plate"] == plate:
+                return {"session_id": session_id, "from": plate, "to": plate}
+            is_open = row["status"] == SessionStatus.OPEN
+            if is_open and (row["plate"] is None or row["entry_at"] is None):
+                raise Conflict("an open session without a plate read is ended, not fixed")
+            try:
+                async with conn.transaction():  # a savepoint: the 409 leaves the rest usable
+                    await conn.execute(
+                        "UPDATE sessions SET plate = $2, updated_at = now() WHERE id = $1",
+                        session_id,
+                        plate,
+                    )
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(f"{plate} has an open session already") from exc
+            fixed: dict[str, Any] = {"session_id": session_id, "from": row["plate"], "to": plate}
+            if is_open:
+                # The core keys an open session by its plate: the exit lane must
+                # find it by the plate it will read.
+                fixed["live"] = await _rekey_live(request, row, plate)
+            return fixed
         case "add-missed-exit":
             if data.exit_at is None or data.exit_at.tzinfo is None:
                 raise InvalidInput("add-missed-exit needs exit_at with a UTC offset")
+            if data.exit_at > now:
+                # The plate index takes the exit as proof the car was out from then on.
+                raise InvalidInput("exit_at is in the future")
             row = await _session_row(conn, session_id)
             if row["status"] != SessionStatus.OPEN or row["entry_at"] is None:
                 raise Conflict(f"session {session_id} is {row['status']}, not open")
@@ -762,10 +876,12 @@ async def _apply_resolution(
                     )
                 ],
             )
+            live = await _end_live(request, row, out_at_ms=occupancy_logic.to_ms(data.exit_at))
             return {
                 "session_id": session_id,
                 "exit_at": data.exit_at.isoformat(),
                 "fee_fen": priced.fee_fen,
+                "live": live,
             }
     raise AssertionError(data.action)
 
@@ -777,13 +893,15 @@ async def _apply_resolution(
     summary="Resolve an anomaly: fix a plate, add a missed exit, or void the session",
     status_code=200,
     request_max_body_size=BODY_MAX,
-    responses=problem_responses(400, 401, 403, 404, 409, 413),
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 503),
 )
 async def resolve_anomaly(
     request: Request[Any, Any, Any],
     anomaly_id: FromPath[AnomalyIdParam],
     data: JSONBody[Resolution],
 ) -> AnomalyView:
+    """A missed exit or a void of an open session also ends it in the live core (the lot's
+    count, the plate's city-wide entry); the audit line says what the core did."""
     now = _clock.now()
     async with connection(infra_of(request.app), transaction=True) as conn:
         anomaly = await conn.fetchrow(
@@ -794,7 +912,7 @@ async def resolve_anomaly(
             raise AnomalyNotFound(f"anomaly {anomaly_id} does not exist")
         if anomaly["status"] != "open":
             raise AnomalyResolved(f"anomaly {anomaly_id} was resolved: {anomaly['resolution']}")
-        effect = await _apply_resolution(request, conn, anomaly, data)
+        effect = await _apply_resolution(request, conn, anomaly, data, now)
         row = await conn.fetchrow(
             f"""UPDATE anomalies SET status = 'resolved', resolved_at = $2, resolution = $3
                  WHERE id = $1 RETURNING {_ANOMALY_COLUMNS}""",  # noqa: S608

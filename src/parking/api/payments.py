@@ -8,8 +8,9 @@ body with the key is 422; a retry while the first is still running is 409.
 A 5xx (provider or database unavailable) is not stored: the retry runs again,
 and finds the same payment attempt (the use case is idempotent on the key).
 
-A driver sees, pays and disputes only bills whose account is their token's
-subject; anyone else's bill is a 404, the same as a bill that does not exist.
+A driver sees, pays and disputes only their own bills and payments; anyone
+else's is a 404, the same as one that does not exist, and the attempt is
+written to the audit log (``denied:<action>``, reliability matrix A1).
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 
 from parking.api.auth import principal_of, roles
+from parking.api.denied import audit_denied
 from parking.api.infra import Infra, connection, infra_of
 from parking.api.problems import PROBLEM_JSON, Problem, domain_exception_handler
 from parking.auth.model import Role
+from parking.bills import service as bills
+from parking.bills.model import UnknownBill
 from parking.clock import SystemClock
 from parking.errors import InvalidInput, NotFound, ParkingError
 from parking.payments import logic
@@ -40,6 +44,7 @@ from parking.payments.model import (
     PaymentView,
     Replay,
     StoredResponse,
+    UnknownAttempt,
     UnknownProvider,
 )
 from parking.payments.port import PaymentProvider, ProviderUnavailable
@@ -133,6 +138,20 @@ async def provider_notification(
 # --------------------------------------------------------------------------- drivers
 
 
+async def _audit_denied_bill(infra: Infra, *, actor: str, action: str, bill_id: str) -> None:
+    """Someone else's bill was named: the answer is the 404 of a missing bill, the audit
+    log gets a line. On a connection of its own, outside the request's transaction,
+    which rolls back with the 404. A bill that does not exist is not logged."""
+    async with connection(infra) as conn:
+        try:
+            await bills.get(conn, bill_id)
+        except UnknownBill:
+            return
+        await audit_denied(
+            conn, actor=actor, action=action, target=f"bill:{bill_id}", now=_clock.now()
+        )
+
+
 class PayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     bill_ids: Annotated[
         list[BillId], msgspec.Meta(min_length=1, max_length=logic.MAX_BILLS_PER_PAYMENT)
@@ -209,6 +228,10 @@ async def pay_bills(
             headers={"Retry-After": _RETRY_AFTER_S},
         ) from exc
     except ParkingError as exc:
+        if isinstance(exc, UnknownBill) and payer.account_id is not None:
+            await _audit_denied_bill(
+                infra, actor=payer.account_id, action="denied:pay", bill_id=exc.bill_id
+            )
         problem = domain_exception_handler(request, exc)
         status = problem.status_code or 500
         if status >= 500:
@@ -250,10 +273,20 @@ async def _release(infra: Infra, payer: Payer, key: str) -> None:
     responses=_problems(400, 401, 403, 404),
 )
 async def my_payment(request: Request[Any, Any, Any], payment_id: PaymentIdParam) -> PaymentView:
+    account_id = principal_of(request).subject
     async with connection(infra_of(request.app)) as conn:
-        return await payments.payment(
-            conn, payment_id, payer=Payer(account_id=principal_of(request).subject)
-        )
+        try:
+            return await payments.payment(conn, payment_id, payer=Payer(account_id=account_id))
+        except UnknownAttempt:
+            if await conn.fetchval("SELECT true FROM payment_attempts WHERE id = $1", payment_id):
+                await audit_denied(
+                    conn,
+                    actor=account_id,
+                    action="denied:payment",
+                    target=f"payment:{payment_id}",
+                    now=_clock.now(),
+                )
+            raise
 
 
 @post(
@@ -268,14 +301,16 @@ async def my_payment(request: Request[Any, Any, Any], payment_id: PaymentIdParam
 async def dispute_bill(
     request: Request[Any, Any, Any], bill_id: BillIdParam, data: JSONBody[DisputeRequest]
 ) -> DisputeView:
-    async with connection(infra_of(request.app), transaction=True) as conn:
-        return await payments.open_dispute(
-            conn,
-            bill_id,
-            account_id=principal_of(request).subject,
-            reason=data.reason,
-            now=_clock.now(),
-        )
+    infra = infra_of(request.app)
+    account_id = principal_of(request).subject
+    try:
+        async with connection(infra, transaction=True) as conn:
+            return await payments.open_dispute(
+                conn, bill_id, account_id=account_id, reason=data.reason, now=_clock.now()
+            )
+    except UnknownBill:
+        await _audit_denied_bill(infra, actor=account_id, action="denied:dispute", bill_id=bill_id)
+        raise
 
 
 # --------------------------------------------------------------------------- finance

@@ -1,5 +1,5 @@
 """Paying in the lot before the exit (场内缴费): pay now, then leave free within the
-lot's exit window (``lots.exit_window``, 15 minutes unless an operator set it).
+lot's exit window (``lots.exit_window_minutes``, 15 minutes unless an operator set it).
 
 ``POST /v1/me/sessions/{session_id}/prepay`` prices the open stay up to now and
 bills what earlier prepayments did not (a prepay bill); the app then pays the
@@ -22,9 +22,9 @@ from litestar.params import PathParameter
 from redis.exceptions import RedisError
 
 from parking.api.auth import principal_of, roles
+from parking.api.denied import audit_denied
 from parking.api.drivers import problem_responses
 from parking.api.infra import connection, infra_of
-from parking.api.sessions import audit_denied
 from parking.auth.model import Role
 from parking.bills import logic as bills_logic
 from parking.bills import service as bills
@@ -103,7 +103,8 @@ async def prepay(request: Request[Any, Any, Any], session_id: SessionIdParam) ->
             raise NotFound(f"no session {session_id}")
     async with connection(infra, transaction=True) as conn:
         row = await conn.fetchrow(
-            """SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at, l.exit_window
+            """SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at,
+                      make_interval(mins => l.exit_window_minutes) AS exit_window
                FROM sessions s JOIN lots l ON l.id = s.lot_id
                WHERE s.id = $1 FOR UPDATE OF s""",
             session_id,

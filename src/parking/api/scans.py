@@ -35,6 +35,7 @@ from litestar import Request, post
 from litestar.params import JSONBody
 
 from parking.api.auth import principal_of, roles
+from parking.api.denied import audit_if_held_by_another
 from parking.api.drivers import _keyring, problem_responses
 from parking.api.infra import Infra, connection, infra_of
 from parking.auth.model import Role
@@ -54,6 +55,7 @@ from parking.qr.model import QrTarget
 from parking.qr.service import Place
 from parking.sessions import logic as lane_text
 from parking.sessions import service as sessions
+from parking.sessions import store as session_store
 from parking.sessions.model import SessionChange, SessionStatus
 from parking.tariffs import quote_to_json
 
@@ -225,23 +227,15 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
     if outcome == "full":
         raise LotFull(f"lot {place.lot_id} is full")
     # opened, or nolot: the core does not know the lot (not loaded yet), PostgreSQL decides.
-    # One statement (an unplated open supersedes nothing): no transaction needed.
     try:
-        async with connection(infra) as conn:
-            await sessions.record(
-                conn,
-                [
-                    SessionChange(
-                        id=sid,
-                        lot_id=place.lot_id,
-                        status=SessionStatus.OPEN,
-                        entry_at=now,
-                        entry_device_id=_entry_device(account_id),
-                        account_id=account_id,
-                        flags=("qr_entry",),
-                    )
-                ],
-            )
+        await session_store.open_unplated(
+            infra.pool,
+            session_id=sid,
+            lot_id=place.lot_id,
+            entry_at=now,
+            account_id=account_id,
+            flags=("qr_entry",),
+        )
     except asyncpg.UniqueViolationError as exc:
         await _core(infra, "close", place, account_id, sid, now)
         async with connection(infra) as conn:
@@ -359,6 +353,9 @@ async def scan_space(
             account_id,
         )
     if not bound:
+        await audit_if_held_by_another(
+            infra, actor=account_id, action="denied:scan.space", plate=plate, now=_clock.now()
+        )
         raise NotFound(f"plate {plate} is not bound to your account")
     now = _clock.now()
     entry = now

@@ -22,10 +22,10 @@ from litestar import Request, delete, get, put
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from redis.exceptions import RedisError
 
-from parking import audit as audit_log
 from parking.accounts import service as accounts
 from parking.accounts.model import VehicleView
 from parking.api.auth import principal_of, roles
+from parking.api.denied import audit_denied
 from parking.api.drivers import problem_responses
 from parking.api.infra import Infra, connection, infra_of
 from parking.api.pagination import (
@@ -178,15 +178,6 @@ async def _my_vehicles(conn: asyncpg.Connection, account_id: str) -> list[Vehicl
     return await accounts.vehicles(conn, account_id, after=None, limit=MAX_PLATES + 1)
 
 
-async def audit_denied(
-    conn: asyncpg.Connection, *, actor: str, action: str, target: str, now: datetime
-) -> None:
-    """A driver asked for something that is not theirs: they get a 404, the log gets a line."""
-    await audit_log.record(
-        conn, at=now, actor=actor, role="driver", action=action, target=target, details={}
-    )
-
-
 def _plate_text(raw: str) -> str:
     """A path plate as stored (normalised); invalid plates are a typed 400 (PlateError)."""
     return normalise(raw)
@@ -314,14 +305,14 @@ async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
     account_id = principal_of(request).subject
     # The hot path of the app's home screen: one indexed read for the plates
     # (not the vehicle views, which also derive each plate's class), then Redis.
-    async with connection(infra) as conn:
-        plates = [
-            r["plate"]
-            for r in await conn.fetch(
-                "SELECT plate FROM vehicles WHERE account_id = $1 AND released_at IS NULL",
-                account_id,
-            )
-        ]
+    # One statement: the pool's own fetch, without connection()'s generator.
+    plates = [
+        r["plate"]
+        for r in await infra.pool.fetch(
+            "SELECT plate FROM vehicles WHERE account_id = $1 AND released_at IS NULL",
+            account_id,
+        )
+    ]
     if not plates:
         return CurrentSessions(items=[])
     source: dict[str, str] = {}
@@ -468,7 +459,7 @@ async def receipt(request: Request[Any, Any, Any], bill_id: BillIdParam) -> Rece
                 await audit_denied(
                     conn,
                     actor=account_id,
-                    action="receipt.denied",
+                    action="denied:receipt",
                     target=f"bill:{bill_id}",
                     now=_clock.now(),
                 )
@@ -541,7 +532,7 @@ async def enable_contactless(
     before the mandate is stored (409 if it does not show the plate as authorised)."""
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
-    text = await _own_plate(infra, account_id, plate, "contactless.denied")
+    text = await _own_plate(infra, account_id, plate, "denied:contactless")
     provider = infra.providers.get(data.provider)
     if provider is None:
         raise UnknownProvider(data.provider)
@@ -576,7 +567,7 @@ async def disable_contactless(
 ) -> None:
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
-    text = await _own_plate(infra, account_id, plate, "contactless.denied")
+    text = await _own_plate(infra, account_id, plate, "denied:contactless")
     if provider is not None and provider not in infra.providers:
         raise UnknownProvider(provider)
     names = [provider] if provider is not None else sorted(infra.providers)

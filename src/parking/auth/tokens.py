@@ -42,6 +42,14 @@ def issue(
 
 
 def verify(key: str, token: str, *, now: datetime, audience: str = ACCESS_AUDIENCE) -> Principal:
+    return _checked(key, token, now=now, audience=audience)[0]
+
+
+def _checked(
+    key: str, token: str, *, now: datetime, audience: str
+) -> tuple[Principal, float, float]:
+    """The token's principal, and the instants (epoch s, leeway included) from which
+    and until which it is valid."""
     try:
         claims = jwt.decode(
             token,
@@ -61,12 +69,79 @@ def verify(key: str, token: str, *, now: datetime, audience: str = ACCESS_AUDIEN
     except jwt.PyJWTError as exc:
         raise NotAuthenticated(f"invalid token: {exc}") from exc
     leeway = _LEEWAY.total_seconds()
-    if int(claims["exp"]) + leeway <= now.timestamp():
-        raise NotAuthenticated("token expired")
-    if int(claims.get("nbf", claims["iat"])) - leeway > now.timestamp():
-        raise NotAuthenticated("token not valid yet")
+    valid_until = int(claims["exp"]) + leeway
+    valid_from = int(claims.get("nbf", claims["iat"])) - leeway
+    _check_times(valid_from, valid_until, now.timestamp())
     try:
         role = Role(str(claims.get("role")))
     except ValueError as exc:
         raise NotAuthenticated("token has no valid role") from exc
-    return Principal(subject=str(claims["sub"]), role=role, token_id=str(claims["jti"]))
+    principal = Principal(subject=str(claims["sub"]), role=role, token_id=str(claims["jti"]))
+    return principal, valid_from, valid_until
+
+
+def _check_times(valid_from: float, valid_until: float, at: float) -> None:
+    if valid_until <= at:
+        raise NotAuthenticated("token expired")
+    if valid_from > at:
+        raise NotAuthenticated("token not valid yet")
+
+
+class VerifiedTokens:
+    """A worker's memory of access tokens whose signature and claims it has checked.
+
+    HS256 verification through PyJWT costs about 40 us, and a driver's app sends
+    the same token with every call for its 15 minutes: each worker checks a
+    token's signature, audience, issuer and role once, then answers from here.
+    The key is the raw token (header, claims and signature), so a token that
+    differs in any byte is verified afresh, and a failed verification is never
+    remembered (a flood of bad tokens cannot fill the cache). Expiry and
+    not-before are still checked on every call against the caller's clock,
+    with the same leeway as `verify`; an expired entry is dropped. Revocation is
+    not this cache's business: the caller checks the denylist every time.
+
+    At most ``max_entries`` tokens are kept (about 600 bytes each, so 12 MB at
+    the default); when full, expired entries go, then the oldest (insertion
+    order), which for tokens that all live 15 minutes are those expiring soonest.
+    """
+
+    __slots__ = ("_audience", "_entries", "_key", "_max_entries")
+
+    def __init__(
+        self, key: str, *, audience: str = ACCESS_AUDIENCE, max_entries: int = 20_000
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("the cache needs room for at least one token")
+        self._key = key
+        self._audience = audience
+        self._max_entries = max_entries
+        # token -> (principal, valid from, valid until): epoch seconds, leeway included
+        self._entries: dict[str, tuple[Principal, float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def verify(self, token: str, *, now: datetime) -> Principal:
+        """The same answer as `verify` (``NotAuthenticated`` when it would raise)."""
+        at = now.timestamp()
+        entry = self._entries.get(token)
+        if entry is None:
+            entry = _checked(self._key, token, now=now, audience=self._audience)
+            if len(self._entries) >= self._max_entries:
+                self._evict(at)
+            self._entries[token] = entry
+            return entry[0]
+        principal, valid_from, valid_until = entry
+        if valid_until <= at:
+            del self._entries[token]
+        _check_times(valid_from, valid_until, at)
+        return principal
+
+    def _evict(self, at: float) -> None:
+        """Drop the expired entries, then the oldest down to three quarters full, so a
+        full cache pays this scan once per quarter of its size, not on every insert."""
+        for token in [t for t, (_, _, until) in self._entries.items() if until <= at]:
+            del self._entries[token]
+        keep = self._max_entries * 3 // 4
+        while len(self._entries) > keep:
+            del self._entries[next(iter(self._entries))]

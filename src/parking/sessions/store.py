@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -151,9 +152,34 @@ async def closed_for_billing(conn: asyncpg.Connection, ids: Sequence[str]) -> li
     return await conn.fetch(
         """SELECT s.id, s.lot_id, s.plate, s.account_id, s.exit_at, s.fee_fen, s.tariff_id,
                   s.tariff_version, s.quote::text AS quote,
-                  coalesce(l.exit_window, interval '15 minutes') AS exit_window
+                  coalesce(make_interval(mins => l.exit_window_minutes), interval '15 minutes')
+                    AS exit_window
            FROM sessions s LEFT JOIN lots l ON l.id = s.lot_id
            WHERE s.id = ANY($1::text[]) AND s.status = 'closed' AND s.fee_fen > 0
            ORDER BY s.id""",
         list(ids),
+    )
+
+
+async def open_unplated(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    session_id: str,
+    lot_id: str,
+    entry_at: datetime,
+    account_id: str,
+    flags: Sequence[str],
+) -> None:
+    """An unplated car let in by the account's scan: one plain INSERT (nothing to merge,
+    nothing to supersede). A second open one of the account violates
+    ``sessions_one_open_unplated_per_account`` (asyncpg.UniqueViolationError)."""
+    await conn.execute(
+        """INSERT INTO sessions (id, lot_id, status, entry_at, entry_device_id, account_id, flags)
+           VALUES ($1, $2, 'open', $3, $4, $5, $6::text[])""",
+        session_id,
+        lot_id,
+        entry_at,
+        f"account:{account_id}",
+        account_id,
+        list(flags),
     )

@@ -345,7 +345,7 @@ async def test_another_drivers_receipt_is_a_404_and_audited(
 
     assert got.status_code == 404
     audited = await city_db.fetchval(
-        "SELECT count(*) FROM audit_log WHERE action = 'receipt.denied' AND target = $1",
+        "SELECT count(*) FROM audit_log WHERE action = 'denied:receipt' AND target = $1",
         f"bill:{bill_id}",
     )
     assert audited == 1

@@ -275,8 +275,11 @@ async def an_open_session(conn: asyncpg.Connection, entry: datetime) -> str:
 
 
 async def test_a_missed_exit_closes_and_prices_the_session(
-    api: Client, operator: dict[str, str], city_db: asyncpg.Connection
+    api: Client, operator: dict[str, str], city_db: asyncpg.Connection, redis_client: aioredis.Redis
 ) -> None:
+    # The live core is loaded: resolving also ends the session there (see
+    # test_operator_review.py for what the core then holds).
+    await rebuild.ensure_ready(city_db, redis_client, now=datetime.now(UTC))
     entry = datetime.now(UTC) - timedelta(hours=5)
     sid = await an_open_session(city_db, entry)
     anomaly_id = await an_anomaly(city_db, session_id=sid)
@@ -312,8 +315,9 @@ async def test_a_missed_exit_closes_and_prices_the_session(
 
 
 async def test_void_voids_the_session(
-    api: Client, operator: dict[str, str], city_db: asyncpg.Connection
+    api: Client, operator: dict[str, str], city_db: asyncpg.Connection, redis_client: aioredis.Redis
 ) -> None:
+    await rebuild.ensure_ready(city_db, redis_client, now=datetime.now(UTC))
     sid = await an_open_session(city_db, datetime.now(UTC) - timedelta(hours=1))
     anomaly_id = await an_anomaly(city_db, session_id=sid, kind="low_confidence")
 

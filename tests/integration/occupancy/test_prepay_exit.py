@@ -101,7 +101,7 @@ async def test_after_the_window_billing_resumes_for_the_rest(core: Core) -> None
 
 
 async def test_the_window_is_the_lots(core: Core) -> None:
-    await core.conn.execute("UPDATE lots SET exit_window = interval '1 minute' WHERE id = $1", DEMO)
+    await core.conn.execute("UPDATE lots SET exit_window_minutes = 1 WHERE id = $1", DEMO)
     sid, paid = await paid_in_the_lot(core, entered_minutes_ago=180)
     core.clock.advance(minutes(10))
 

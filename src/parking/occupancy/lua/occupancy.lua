@@ -555,6 +555,65 @@ local function occ_account(keys, args)
 end
 
 ---------------------------------------------------------------------------
+-- occ_end: an operator ended an open session the lanes left open (a missed
+-- exit, a void). Takes it out of the lot's open sessions when the field (its
+-- plate, or 'acct:<account>' for an unplated car) still holds it. No event:
+-- the decision is recorded in PostgreSQL by the API, in its own transaction.
+-- KEYS: ready lot sess   ARGV: lot_id field sid
+-- Returns {'ended'|'absent'|'notready', the value it held or ''}
+local function is_field(value)
+  return is_plate(value) or (type(value) == 'string' and #value <= 69
+    and string.match(value, '^acct:[A-Za-z0-9_-]+$') ~= nil)
+end
+
+local function occ_end(keys, args)
+  local ready, lotk, sessk = keys[1], keys[2], keys[3]
+  local lot_id, field, sid = args[1], args[2], args[3]
+  if not is_id(lot_id) or not is_field(field) or not is_sid(sid) then
+    return bad('end')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {'notready', ''}
+  end
+  local current = redis.call('HGET', sessk, field)
+  if not current or sid_of(current) ~= sid then
+    return {'absent', current or ''}
+  end
+  redis.call('HDEL', sessk, field)
+  redis.call('HINCRBY', lotk, 'sessions', -1)
+  return {'ended', current}
+end
+
+---------------------------------------------------------------------------
+-- occ_rekey: an operator corrected the misread plate of an open session: the
+-- lot's entry moves to the right plate with the same value (id, entry, device,
+-- seq), so the exit lane finds it by the plate it will read. The count stays.
+-- KEYS: ready lot sess   ARGV: lot_id from_plate to_plate sid
+-- Returns {'moved'|'absent'|'taken'|'notready', value}: absent when from_plate
+-- does not hold sid, taken when to_plate has an open session in this lot.
+local function occ_rekey(keys, args)
+  local ready, sessk = keys[1], keys[3]
+  local lot_id, from, to, sid = args[1], args[2], args[3], args[4]
+  if not is_id(lot_id) or not is_plate(from) or not is_plate(to) or not is_sid(sid) or from == to then
+    return bad('rekey')
+  end
+  if redis.call('EXISTS', ready) == 0 then
+    return {'notready', ''}
+  end
+  local current = redis.call('HGET', sessk, from)
+  if not current or sid_of(current) ~= sid then
+    return {'absent', current or ''}
+  end
+  local other = redis.call('HGET', sessk, to)
+  if other then
+    return {'taken', other}
+  end
+  redis.call('HDEL', sessk, from)
+  redis.call('HSET', sessk, to, current)
+  return {'moved', current}
+end
+
+---------------------------------------------------------------------------
 -- occ_silence: report devices not heard since cutoff, once until heard again.
 -- KEYS: ready seen events    ARGV: cutoff_ms now_ms limit
 local function occ_silence(keys, args)
@@ -794,6 +853,8 @@ redis.register_function('occ_due', occ_due)
 redis.register_function('occ_supersede', occ_supersede)
 redis.register_function('occ_silence', occ_silence)
 redis.register_function('occ_account', occ_account)
+redis.register_function('occ_end', occ_end)
+redis.register_function('occ_rekey', occ_rekey)
 redis.register_function('occ_lot', occ_lot)
 redis.register_function('occ_wm', occ_wm)
 redis.register_function{function_name = 'plate_read', callback = plate_read, flags = {'no-writes'}}
