@@ -82,7 +82,8 @@ class CurrentSession(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     session_id: str
-    plate: str
+    #: None for an unplated car let in by my scan of an entry lane code
+    plate: str | None
     lot_id: str
     entry_at: datetime
     quoted_at: datetime
@@ -241,7 +242,7 @@ def quote_now(
     pricer: Pricer,
     *,
     session_id: str,
-    plate: str,
+    plate: str | None,
     lot_id: str,
     entry: datetime,
     now: datetime,
@@ -304,30 +305,29 @@ async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
     # The hot path of the app's home screen: one indexed read for the plates
-    # (not the vehicle views, which also derive each plate's class), then Redis.
+    # (not the vehicle views, which also derive each plate's class) and the
+    # unplated car the account scanned in, if any; then Redis for the plates.
     # One statement: the pool's own fetch, without connection()'s generator.
-    plates = [
-        r["plate"]
-        for r in await infra.pool.fetch(
-            "SELECT plate FROM vehicles WHERE account_id = $1 AND released_at IS NULL",
-            account_id,
-        )
-    ]
-    if not plates:
+    rows = await infra.pool.fetch(_MINE_SQL, account_id)
+    plates = [r["plate"] for r in rows if r["id"] is None]
+    unplated = [r for r in rows if r["id"] is not None]
+    if not rows:
         return CurrentSessions(items=[])
     source: dict[str, str] = {}
-    try:
-        open_now = await _live_open(infra.redis, plates)
-        source = dict.fromkeys(open_now, "live")
-    except _Unloaded as partial:
-        open_now = dict(partial.found)
-        source = dict.fromkeys(open_now, "live")
-        recorded = await _recorded_open(infra, partial.plates)
-        open_now.update(recorded)
-        source.update(dict.fromkeys(recorded, "record"))
-    except (RedisError, OSError, TimeoutError):
-        open_now = await _recorded_open(infra, plates)
-        source = dict.fromkeys(open_now, "record")
+    open_now: dict[str, tuple[str, str, int]] = {}
+    if plates:
+        try:
+            open_now = await _live_open(infra.redis, plates)
+            source = dict.fromkeys(open_now, "live")
+        except _Unloaded as partial:
+            open_now = dict(partial.found)
+            source = dict.fromkeys(open_now, "live")
+            recorded = await _recorded_open(infra, partial.plates)
+            open_now.update(recorded)
+            source.update(dict.fromkeys(recorded, "record"))
+        except (RedisError, OSError, TimeoutError):
+            open_now = await _recorded_open(infra, plates)
+            source = dict.fromkeys(open_now, "record")
     pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
     now = _clock.now()
     items = [
@@ -342,7 +342,30 @@ async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
         )
         for plate, (sid, lot_id, entry_ms) in sorted(open_now.items())
     ]
+    # An unplated car's session is written to PostgreSQL by the scan itself.
+    items += [
+        quote_now(
+            pricer,
+            session_id=r["id"],
+            plate=None,
+            lot_id=r["lot_id"],
+            entry=r["entry_at"],
+            now=now,
+            source="record",
+        )
+        for r in unplated
+    ]
     return CurrentSessions(items=items)
+
+
+#: My plates (id NULL), and my unplated car's open session (plate NULL).
+_MINE_SQL: Final = """
+SELECT plate, NULL::text AS id, NULL::text AS lot_id, NULL::timestamptz AS entry_at
+  FROM vehicles WHERE account_id = $1 AND released_at IS NULL
+UNION ALL
+SELECT NULL, id, lot_id, entry_at
+  FROM sessions WHERE account_id = $1 AND status = 'open' AND plate IS NULL
+"""
 
 
 # Sessions of a plate count as mine only between its binding to my account and

@@ -381,3 +381,25 @@ async def test_a_scan_while_the_core_is_not_loaded_is_a_503(
 
     assert got.status_code == 503, got.text
     assert "Retry-After" in got.headers
+
+
+async def test_my_unplated_car_is_my_current_session_with_its_fee(
+    api: Client, login: Login, keyring: Keyring, city_db: asyncpg.Connection
+) -> None:
+    alice, bob = await login(ALICE), await login(BOB)
+    entered = await api.post(
+        "/v1/scans/entry", json={"code": lane_code(keyring, "in1")}, headers=bearer(alice)
+    )
+    sid = entered.json()["session_id"]
+    await city_db.execute(
+        "UPDATE sessions SET entry_at = entry_at - interval '2 hours' WHERE id = $1", sid
+    )
+
+    mine = await api.get("/v1/me/sessions/current", headers=bearer(alice))
+    theirs = await api.get("/v1/me/sessions/current", headers=bearer(bob))
+
+    assert mine.status_code == 200, mine.text
+    [item] = mine.json()["items"]
+    assert (item["session_id"], item["plate"], item["lot_id"]) == (sid, None, DEMO)
+    assert item["fee_fen"] > 0
+    assert theirs.json()["items"] == []
