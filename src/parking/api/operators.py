@@ -698,9 +698,9 @@ def _field(row: asyncpg.Record) -> str | None:
     return None
 
 
-def _core_down(exc: Exception) -> ServiceUnavailableException:
+def _core_down() -> ServiceUnavailableException:
     return ServiceUnavailableException(
-        detail="the occupancy core did not answer; nothing was changed, retry",
+        detail="the occupancy core did not answer; the decision was not saved, retry",
         headers={"Retry-After": _RETRY_AFTER_S},
     )
 
@@ -733,7 +733,7 @@ async def _end_live(
                 redis, plate=row["plate"], session_id=row["id"], out_at_ms=out_at_ms
             )
     except (RedisError, OSError) as exc:
-        raise _core_down(exc) from exc
+        raise _core_down() from exc
     if in_index == "notready":
         # The plate shard's rebuild reads the sessions table: if it read it before
         # this commit, the index names this session until the plate's next entry.
@@ -769,7 +769,7 @@ async def _rekey_live(
             op=f"fix-plate:{row['id']}",
         )
     except (RedisError, OSError) as exc:
-        raise _core_down(exc) from exc
+        raise _core_down() from exc
     if claimed not in ("claimed", "same"):
         log.warning("plate_index_not_claimed", plate=right, session_id=row["id"], got=claimed)
     return {"lot": moved, "wrong_plate_index": released, "right_plate_index": claimed}
