@@ -4,91 +4,33 @@ app asks over HTTP (WeChat Pay v3) whether the driver authorised the plate."""
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio as aioredis
-from litestar.testing import AsyncTestClient
+from sandboxkit import (
+    Client,
+    Login,
+    SandboxControl,
+    SandboxProcess,
+    api,
+    app_settings,
+    bearer,
+    login,
+    sandbox,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payments"))
-
-from payment_servers import SandboxControl, SandboxProcess
-
-from parking import config
-from parking.accounts import notifier
-from parking.api.app import create_app
-from parking.config import Settings
-from parking.occupancy import rebuild
-
-Client = AsyncTestClient  # type: ignore[type-arg]
-Login = Callable[[str], Awaitable[str]]
+__all__ = ["api", "app_settings", "login", "sandbox"]
 ALICE = "13800000041"
 PLATE = "赣B5C222"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    process = SandboxProcess(tmp_path_factory.mktemp("contactless-sandbox"), free_port())
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
 async def control(sandbox: SandboxProcess) -> AsyncIterator[SandboxControl]:
     async with httpx.AsyncClient(trust_env=False) as http:
         yield SandboxControl(http, sandbox.base_url)
-
-
-@pytest.fixture
-async def api(
-    settings: Settings,
-    city_db_url: str,
-    city_db: asyncpg.Connection,
-    redis_client: aioredis.Redis,
-    sandbox: SandboxProcess,
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[Client]:
-    monkeypatch.setenv("PARKING_WECHATPAY_CONFIG", str(sandbox.config_path))
-    app_settings = config.load({**os.environ, "PARKING_DATABASE_URL": city_db_url})
-    await rebuild.ensure_ready(city_db, redis_client, now=datetime.now(UTC))
-    async with AsyncTestClient(app=create_app(app_settings)) as client:
-        yield client
-
-
-@pytest.fixture
-def login(api: Client, redis_client: aioredis.Redis) -> Login:
-    async def go(phone: str) -> str:
-        sent = await api.post("/v1/auth/otp", json={"phone": phone})
-        assert sent.status_code == 202, sent.text
-        code = await notifier.latest_code(redis_client, sent.json()["phone"])
-        issued = await api.post("/v1/auth/token", json={"phone": phone, "code": code})
-        assert issued.status_code == 200, issued.text
-        token: str = issued.json()["access_token"]
-        return token
-
-    return go
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def alice_with_her_plate(api: Client, login: Login) -> tuple[str, str]:
