@@ -31,7 +31,8 @@ from parking.bills import service as bills
 from parking.bills.model import BillKind, BillStatus
 from parking.clock import SystemClock
 from parking.errors import Conflict, NotFound
-from parking.occupancy import service as occupancy
+from parking.occupancy import store as occupancy_store
+from parking.occupancy.logic import to_ms
 from parking.pricing import Pricer
 from parking.tariffs import quote_to_json
 
@@ -147,8 +148,14 @@ async def prepay(request: Request[Any, Any, Any], session_id: SessionIdParam) ->
             )
     if row["plate"] is not None:
         try:
-            async with connection(infra) as conn:
-                await occupancy.refresh_prepaid(conn, infra.redis, session_id, now)
+            await occupancy_store.set_prepaid(
+                infra.redis,
+                lot_id=row["lot_id"],
+                plate=row["plate"],
+                session_id=session_id,
+                billed_fen=stand.billed_fen,
+                leave_by_ms=None if stand.leave_by is None else to_ms(stand.leave_by),
+            )
         except RedisError as exc:  # only the exit's display reads it; the bill is right anyway
             log.warning("prepaid_hint_failed", session_id=session_id, error=repr(exc))
     due = [

@@ -44,6 +44,7 @@ from parking.clock import SystemClock
 from parking.devices.messages import Topics
 from parking.errors import Conflict, InvalidInput, NotFound
 from parking.ids import new_id
+from parking.occupancy import keys as occupancy_keys
 from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import store as occupancy_store
 from parking.occupancy.model import CoreNotReady
@@ -157,12 +158,11 @@ def _open(session_id: str, display: str, now: datetime) -> LaneCommand:
     )
 
 
-async def _core(
-    infra: Infra, action: str, place: Place, account_id: str, sid: str, at: datetime
+async def _let_in(
+    infra: Infra, place: Place, account_id: str, sid: str, at: datetime
 ) -> tuple[str, str]:
-    outcome, value = await occupancy_store.account_session(
+    outcome, value = await occupancy_store.open_account_session(
         infra.redis,
-        action,
         lot_id=place.lot_id,
         account_id=account_id,
         session_id=sid,
@@ -172,6 +172,17 @@ async def _core(
     if outcome == "notready":
         raise CoreNotReady(f"lot {place.lot_id} is being rebuilt; scan again shortly")
     return outcome, value
+
+
+async def _take_out(infra: Infra, place: Place, account_id: str, sid: str) -> None:
+    """The unplated car's session leaves the lot's live count. A shard being rebuilt
+    ('notready') needs nothing: the rebuild reads PostgreSQL, where it has ended."""
+    await occupancy_store.end_in_lot(
+        infra.redis,
+        lot_id=place.lot_id,
+        field=occupancy_keys.account_field(account_id),
+        session_id=sid,
+    )
 
 
 def _entered(place: Place, sid: str, entry_at: datetime, command: LaneCommand) -> ScanSession:
@@ -207,7 +218,7 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
         raise WrongCode("this is not an entry lane code")
     now = _clock.now()
     sid = new_id("s", now)
-    outcome, value = await _core(infra, "open", place, account_id, sid, now)
+    outcome, value = await _let_in(infra, place, account_id, sid, now)
     if outcome == "exists":
         held_sid, entry_ms, *_ = value.split("|")
         async with connection(infra) as conn:
@@ -217,8 +228,8 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
         if still_open is False:
             # Ended in PostgreSQL only (an operator voided it): the core's entry
             # is stale; drop it and let this scan in as a new session.
-            await _core(infra, "close", place, account_id, held_sid, now)
-            outcome, value = await _core(infra, "open", place, account_id, sid, now)
+            await _take_out(infra, place, account_id, held_sid)
+            outcome, value = await _let_in(infra, place, account_id, sid, now)
     if outcome == "exists":
         held_sid, entry_ms, *_ = value.split("|")
         command = _open(held_sid, "无牌车 欢迎光临", now)
@@ -237,7 +248,7 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
             flags=("qr_entry",),
         )
     except asyncpg.UniqueViolationError as exc:
-        await _core(infra, "close", place, account_id, sid, now)
+        await _take_out(infra, place, account_id, sid)
         async with connection(infra) as conn:
             elsewhere = await conn.fetchval(
                 "SELECT lot_id FROM sessions WHERE account_id = $1 AND status = 'open' "
@@ -246,7 +257,7 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
             )
         raise Conflict(f"you have an open session at lot {elsewhere}; leave it first") from exc
     except BaseException:
-        await _core(infra, "close", place, account_id, sid, now)
+        await _take_out(infra, place, account_id, sid)
         raise
     command = _open(sid, "无牌车 欢迎光临", now)
     _publish(infra, place, command)
@@ -304,7 +315,7 @@ async def scan_exit(request: Request[Any, Any, Any], data: JSONBody[ScanRequest]
         bill = await bills.by_session(conn, row["id"])
     # After the commit: a failure here leaves the car counted until the next
     # rebuild, never a session that PostgreSQL still thinks open.
-    await _core(infra, "close", place, account_id, row["id"], now)
+    await _take_out(infra, place, account_id, row["id"])
     due = bill.amount_fen if bill is not None else 0
     stay = lane_text.duration_text(row["entry_at"], now)
     display = f"无牌车 停车{stay} 应缴{due / 100:.2f}元"

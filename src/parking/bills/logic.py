@@ -168,6 +168,14 @@ class Standing:
     #: the driver leaves free until then; None when no payment opens a window
     leave_by: datetime | None
 
+    def due(self, total_fen: Fen, exit_at: datetime) -> Fen:
+        """What a stay costing ``total_fen`` in all still owes when it leaves at ``exit_at``."""
+        if total_fen < 0:
+            raise InvalidAmount(f"a fee cannot be negative, got {total_fen} fen")
+        if self.leave_by is not None and exit_at <= self.leave_by:
+            return 0
+        return max(0, total_fen - self.billed_fen)
+
 
 def standing(prepayments: Sequence[Prepayment], *, at: datetime, window: timedelta) -> Standing:
     """What the prepayments made up to ``at`` are worth.
@@ -198,9 +206,4 @@ def due_at_exit(
     the fee inside the window); after it billing resumes: the whole stay's fee
     less what the prepayments billed, never below zero.
     """
-    if total_fen < 0:
-        raise InvalidAmount(f"a fee cannot be negative, got {total_fen} fen")
-    stand = standing(prepayments, at=exit_at, window=window)
-    if stand.leave_by is not None and exit_at <= stand.leave_by:
-        return 0
-    return max(0, total_fen - stand.billed_fen)
+    return standing(prepayments, at=exit_at, window=window).due(total_fen, exit_at)

@@ -9,12 +9,13 @@ gateway anything.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final, Literal
 
 import msgspec
 
+from parking.bills.logic import Standing
 from parking.errors import ParkingError
 
 
@@ -224,10 +225,11 @@ class Prepaid:
         return cls(sid, int(billed), int(leave_by))
 
     def due_fen(self, stay_fen: int, exit_at: datetime) -> int:
-        """Same rule as ``bills.logic.due_at_exit``."""
-        if self.leave_by_ms and exit_at.timestamp() * 1000 <= self.leave_by_ms:
-            return 0
-        return max(0, stay_fen - self.billed_fen)
+        """What the exit still bills (the rule of ``bills.logic.Standing.due``)."""
+        leave_by = (
+            datetime.fromtimestamp(self.leave_by_ms / 1000, UTC) if self.leave_by_ms else None
+        )
+        return Standing(self.billed_fen, leave_by).due(stay_fen, exit_at)
 
 
 @dataclass(frozen=True, slots=True)

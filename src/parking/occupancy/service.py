@@ -952,7 +952,7 @@ async def refresh_arrears(
     conn: asyncpg.Connection, redis: aioredis.Redis, plates: Sequence[str]
 ) -> None:
     """Set these plates' arrears flags from the bills they owe now (PostgreSQL)."""
-    since = {r["plate"]: r["since"] for r in await store.arrears_of(conn, list(plates))}
+    since = {r["plate"]: r["since"] for r in await store.arrears_since(conn, list(plates))}
     for plate in plates:
         await set_arrears_since(redis, plate, since.get(plate))
 

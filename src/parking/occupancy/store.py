@@ -442,13 +442,17 @@ async def live_passes(conn: asyncpg.Connection, now: datetime) -> list[asyncpg.R
     )
 
 
-async def arrears_since(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    # What parking.bills counts as owed (see bills_owed_by_plate_idx).
+async def arrears_since(
+    conn: asyncpg.Connection, plates: list[str] | None = None
+) -> list[asyncpg.Record]:
+    """Per plate owing something, when its oldest unpaid bill closed; every plate, or
+    only ``plates``. What parking.bills counts as owed (see bills_owed_by_plate_idx)."""
     return await conn.fetch(
         """SELECT plate, min(closed_at) AS since FROM bills
            WHERE paid_at IS NULL AND status IN ('open', 'paying', 'disputed')
-             AND plate IS NOT NULL
-           GROUP BY plate"""
+             AND plate IS NOT NULL AND ($1::text[] IS NULL OR plate = ANY($1::text[]))
+           GROUP BY plate""",
+        plates,
     )
 
 
@@ -706,9 +710,8 @@ async def anomalies(
 # --- sessions made by a driver's scan, and payments in the lot
 
 
-async def account_session(
+async def open_account_session(
     redis: aioredis.Redis,
-    action: str,
     *,
     lot_id: str,
     account_id: str,
@@ -716,15 +719,16 @@ async def account_session(
     at_ms: int,
     full_policy: str = "hold",
 ) -> tuple[str, str]:
-    """Open or close an unplated car's session held by the account (``occ_account``).
+    """Let an unplated car in under the account that scanned it (``occ_account``);
+    ``end_in_lot`` with ``keys.account_field(account)`` takes it out.
 
-    Returns the outcome (opened, exists, full, closed, absent, nolot, notready)
-    and the session's value in the lot's sessions hash (or '')."""
+    Returns the outcome (opened, exists, full, nolot, notready) and the session's
+    value in the lot's sessions hash (or '')."""
     # Packed once per lot and sent as a one-command Batch: redis-py's command path
     # (encoding, retry, pool bookkeeping) was a fifth of a scan's CPU.
     head, count = packed_head("occ_account", tuple(keys.account_keys(lot_id)))
     pipe = Batch()
-    pipe.fcall_packed(head, count, action, lot_id, account_id, session_id, str(at_ms), full_policy)
+    pipe.fcall_packed(head, count, lot_id, account_id, session_id, str(at_ms), full_policy)
     [reply] = await pipe.execute(redis)
     if isinstance(reply, ResponseError):
         if "function not found" in str(reply).lower():
@@ -757,17 +761,6 @@ async def set_prepaid(
         keys.prepaid(lot_id, plate),
         f"{session_id}|{billed_fen}|{leave_by_ms or 0}",
         ex=PREPAID_TTL_S,
-    )
-
-
-async def arrears_of(conn: asyncpg.Connection, plates: list[str]) -> list[asyncpg.Record]:
-    """``arrears_since`` for some plates only (those owing nothing are absent)."""
-    return await conn.fetch(
-        """SELECT plate, min(closed_at) AS since FROM bills
-           WHERE paid_at IS NULL AND status IN ('open', 'paying', 'disputed')
-             AND plate = ANY($1::text[])
-           GROUP BY plate""",
-        plates,
     )
 
 

@@ -504,24 +504,23 @@ local function occ_supersede(keys, args)
 end
 
 ---------------------------------------------------------------------------
--- occ_account: an unplated car let in or out by a driver's scan (无牌车). The
--- account stands in for the plate: the lot's sessions hash holds it under
+-- occ_account: an unplated car let in by a driver's scan (无牌车). The account
+-- stands in for the plate: the lot's sessions hash holds it under
 -- 'acct:<account>' (no plate contains ':'), so it counts like any other car.
 -- The API records the session in PostgreSQL itself; nothing goes to the stream.
+-- Its exit (or an undo) takes it out with occ_end.
 -- KEYS: ready lot sess
--- ARGV: open|close lot_id account sid at_ms full_policy(hold|open)
--- open: {'opened', value} | {'exists', value} (an open one of the account,
---       this sid or not: the caller decides) | {'full', ''} (policy hold) |
---       {'nolot', ''} | {'notready', ''}
--- close: {'closed', value} | {'absent', value or ''} (not open here, or
---        another session of the account)
+-- ARGV: lot_id account sid at_ms full_policy(hold|open)
+-- Returns {'opened', value} | {'exists', value} (an open one of the account,
+-- this sid or not: the caller decides) | {'full', ''} (policy hold) |
+-- {'nolot', ''} | {'notready', ''}
 local function occ_account(keys, args)
   local ready, lotk, sessk = keys[1], keys[2], keys[3]
-  local action, lot_id, account, sid = args[1], args[2], args[3], args[4]
-  local at = int_arg(args[5], 0, MAX_MS)
-  local policy = args[6]
-  if (action ~= 'open' and action ~= 'close') or not is_id(lot_id) or not is_id(account)
-    or not is_sid(sid) or not at or (policy ~= 'hold' and policy ~= 'open') then
+  local lot_id, account, sid = args[1], args[2], args[3]
+  local at = int_arg(args[4], 0, MAX_MS)
+  local policy = args[5]
+  if not is_id(lot_id) or not is_id(account) or not is_sid(sid) or not at
+    or (policy ~= 'hold' and policy ~= 'open') then
     return bad('account')
   end
   if redis.call('EXISTS', ready) == 0 then
@@ -532,14 +531,6 @@ local function occ_account(keys, args)
   end
   local field = 'acct:' .. account
   local current = redis.call('HGET', sessk, field)
-  if action == 'close' then
-    if not current or sid_of(current) ~= sid then
-      return {'absent', current or ''}
-    end
-    redis.call('HDEL', sessk, field)
-    redis.call('HINCRBY', lotk, 'sessions', -1)
-    return {'closed', current}
-  end
   if current then
     return {'exists', current}
   end
