@@ -12,8 +12,12 @@ CREATE FUNCTION public.bills_notify_owed() RETURNS trigger
     AS $$
 BEGIN
     IF NEW.plate IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status
-                                  OR OLD.paid_at IS DISTINCT FROM NEW.paid_at) THEN
+                                  OR OLD.paid_at IS DISTINCT FROM NEW.paid_at
+                                  OR OLD.plate IS DISTINCT FROM NEW.plate) THEN
         PERFORM pg_notify('parking_plate_owed', NEW.plate);
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.plate IS NOT NULL AND OLD.plate IS DISTINCT FROM NEW.plate THEN
+        PERFORM pg_notify('parking_plate_owed', OLD.plate);
     END IF;
     IF NEW.kind = 'prepay' AND NEW.paid_at IS NOT NULL
        AND (TG_OP = 'INSERT' OR OLD.paid_at IS NULL) THEN
@@ -225,7 +229,7 @@ CREATE TABLE public.bills (
     CONSTRAINT bills_account_id_check CHECK (((length(account_id) >= 1) AND (length(account_id) <= 64))),
     CONSTRAINT bills_amount_fen_check CHECK ((amount_fen > 0)),
     CONSTRAINT bills_id_check CHECK ((id ~ '^b-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
-    CONSTRAINT bills_kind_check CHECK ((kind = ANY (ARRAY['stay'::text, 'prepay'::text]))),
+    CONSTRAINT bills_kind_check CHECK ((kind = ANY (ARRAY['stay'::text, 'prepay'::text, 'rebill'::text]))),
     CONSTRAINT bills_payment_complete CHECK ((((paid_at IS NULL) AND (provider IS NULL) AND (payment_ref IS NULL)) OR ((paid_at IS NOT NULL) AND (provider IS NOT NULL) AND (payment_ref IS NOT NULL)))),
     CONSTRAINT bills_plate_check CHECK (((length(plate) >= 1) AND (length(plate) <= 16))),
     CONSTRAINT bills_quote_check CHECK ((jsonb_typeof(quote) = 'object'::text)),

@@ -35,6 +35,7 @@ from parking.bills.model import (
     BillStatus,
     IllegalBillTransition,
     InvalidAmount,
+    PlateNotMovable,
     RefundExceedsAmount,
     RefundProviderMismatch,
 )
@@ -119,6 +120,26 @@ def write_off(bill: Bill) -> BillStatus | None:
     if bill.paid_at is not None:
         raise IllegalBillTransition(bill.id, bill.status, "write off", "it is paid")
     return check_transition(bill, S.WRITTEN_OFF, "write off")
+
+
+def move_plate(bill: Bill) -> None:
+    """An operator fixed the session's misread plate: may this bill follow it?
+
+    An unpaid bill may (open, disputed or written off: the right plate owes what
+    the wrong one was billed). One with a payment in flight may not until the
+    payment's outcome is known. A paid bill is not moved: someone paid this stay
+    for the wrong plate, and only a refund can give that money back (a
+    contactless deduction is refunded and re-billed by the caller instead).
+    """
+    if bill.status is S.PAYING:
+        raise PlateNotMovable(
+            f"bill {bill.id} has a payment in flight; fix the plate once it has ended"
+        )
+    if bill.paid_at is not None:
+        raise PlateNotMovable(
+            f"bill {bill.id} was paid ({bill.provider} {bill.payment_ref}) for the plate as "
+            "read; refund it through a dispute first: a paid bill never moves to another plate"
+        )
 
 
 def dispute(bill: Bill) -> BillStatus | None:

@@ -30,6 +30,9 @@ class BillKind(StrEnum):
 
     STAY = "stay"
     PREPAY = "prepay"
+    #: the stay billed again to the right plate after its stay bill went to a
+    #: misread plate and was paid by that plate's contactless mandate (refunded)
+    REBILL = "rebill"
 
 
 OWING = frozenset({BillStatus.OPEN, BillStatus.PAYING, BillStatus.DISPUTED})
@@ -160,6 +163,11 @@ class RefundProviderMismatch(BillError):
 
 class RefundConflict(BillError):
     """A refund reference already used for another bill or amount."""
+
+
+class PlateNotMovable(BillError):
+    """A bill of a session whose plate an operator fixes cannot follow the plate as it is
+    (a payment in flight, or a person paid it): the reason says what to do first."""
 
 
 class BillConflict(BillError):

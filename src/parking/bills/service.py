@@ -263,6 +263,42 @@ async def write_off(
     )
 
 
+async def move_to_plate(
+    conn: asyncpg.Connection,
+    bill_id: str,
+    *,
+    plate: str,
+    account_id: str | None,
+    actor: str,
+    remark: str,
+    now: datetime,
+) -> Bill:
+    """Bill the right plate (and the account holding it) for an unpaid bill an operator found
+    billed to a misread plate; PlateNotMovable when it cannot follow (bills.logic.move_plate).
+
+    Moves no money: the receivable is the same, only who owes it changes. The
+    bill's status is unchanged; its event says who moved it from which plate.
+    In the caller's transaction; idempotent (a bill of that plate is returned as is).
+    """
+    ledger.require_transaction(conn, "move_to_plate")
+    bill = await store.lock(conn, bill_id)
+    if bill.plate == plate and bill.account_id == account_id:
+        return bill
+    logic.move_plate(bill)
+    moved = await store.set_plate(conn, bill, plate=plate, account_id=account_id, now=now)
+    if moved is None:
+        raise RuntimeError(f"bill {bill.id} changed under its row lock")
+    why = f"plate {bill.plate} -> {plate}: {remark}"
+    await _record(conn, bill, bill.status, bill.status, actor, why[:2000], now)
+    return moved
+
+
+async def of_session(conn: asyncpg.Connection, session_id: str) -> list[Bill]:
+    """Every bill of the session, oldest first, locked (in the caller's transaction)."""
+    ledger.require_transaction(conn, "of_session")
+    return await store.of_session_locked(conn, session_id)
+
+
 async def dispute(
     conn: asyncpg.Connection, bill_id: str, *, actor: str, remark: str, now: datetime
 ) -> Bill:

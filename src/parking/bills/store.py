@@ -106,6 +106,37 @@ async def prepayments(conn: asyncpg.Connection, session_id: str) -> list[Bill]:
     return [_bill(r) for r in rows]
 
 
+async def of_session_locked(conn: asyncpg.Connection, session_id: str) -> list[Bill]:
+    """Every bill of the session (stay, prepay, rebill), locked, oldest first."""
+    rows = await conn.fetch(
+        "SELECT * FROM bills WHERE session_id = $1 ORDER BY created_at, id FOR UPDATE",
+        session_id,
+    )
+    return [_bill(r) for r in rows]
+
+
+async def set_plate(
+    conn: asyncpg.Connection,
+    bill: Bill,
+    *,
+    plate: str,
+    account_id: str | None,
+    now: datetime,
+) -> Bill | None:
+    """Bill ``plate`` (and its holder) instead, if the bill is still as it was read."""
+    row = await conn.fetchrow(
+        """UPDATE bills SET plate = $3, account_id = $4, updated_at = $5
+            WHERE id = $1 AND status = $2 AND paid_at IS NULL
+           RETURNING *""",
+        bill.id,
+        bill.status.value,
+        plate,
+        account_id,
+        now,
+    )
+    return None if row is None else _bill(row)
+
+
 async def get(conn: asyncpg.Connection, bill_id: str) -> Bill:
     row = await conn.fetchrow("SELECT * FROM bills WHERE id = $1", bill_id)
     if row is None:
