@@ -1513,12 +1513,26 @@ async def on_bill_opened(
         if deduction is not None and deduction.status is not DeductionStatus.REQUESTED:
             return deduction
         if deduction is None:
-            mandate = await store.active_mandate_for_plate(conn, bill.plate)
+            # Locked: an unbind or a lost claim revoking the mandate either waits for
+            # this transaction or is seen by it (issue 10 point 3).
+            mandate = await store.active_mandate_for_plate(conn, bill.plate, lock=True)
             if (
                 mandate is None
                 or mandate.provider not in providers
                 or bill.status is not BillStatus.OPEN
             ):
+                return None
+            holder = await accounts.account_holding(conn, bill.plate)
+            if mandate.account_id is None or holder != mandate.account_id:
+                # A mandate is the holder's authorisation: one left behind by an
+                # account that no longer holds the plate never pays its bills.
+                log.warning(
+                    "contactless mandate of an account not holding the plate",
+                    bill_id=bill.id,
+                    mandate_id=mandate.id,
+                    mandate_account=mandate.account_id,
+                    holder=holder,
+                )
                 return None
             attempt = await _open_attempt(
                 conn,
@@ -1634,6 +1648,46 @@ async def on_bill_opened(
         return current
 
 
+async def revoke_mandates_of(
+    conn: asyncpg.Connection,
+    *,
+    plate: str,
+    account_id: str,
+    by: str,
+    role: str,
+    why: str,
+    now: datetime,
+) -> list[str]:
+    """Revoke the account's contactless mandates for a plate it no longer holds (unbound, or
+    lost to an approved claim), in the caller's transaction; audited. Returns their ids.
+
+    Only the platform's side is revoked: WeChat Pay's parking service (微信支付分停车服务)
+    has no merchant call that ends a driver's authorisation (the driver closes it in
+    WeChat), and the provider deducts only when the platform asks. The platform
+    never asks under a revoked mandate, nor under one whose account does not hold
+    the plate (``on_bill_opened``). Idempotent: nothing live, nothing done.
+    """
+    revoked: list[str] = []
+    for live in await store.live_mandates_of_account(conn, plate, account_id):
+        await store.update_mandate(conn, live.id, state=MandateState.REVOKED, now=now)
+        await store.audit(
+            conn,
+            at=now,
+            actor=by,
+            role=role,
+            action="mandate.revoked",
+            target=f"plate:{plate}",
+            details={
+                "mandate_id": live.id,
+                "provider": live.provider,
+                "account_id": account_id,
+                "why": why,
+            },
+        )
+        revoked.append(live.id)
+    return revoked
+
+
 async def _deduction_ended(
     pool: asyncpg.Pool,
     deduction: Deduction,
@@ -1719,3 +1773,120 @@ async def _owned(conn: asyncpg.Connection, bill: Bill, payer: Payer) -> bool:
     if payer.account_id is None or bill.plate is None:
         return False
     return await accounts.account_holding(conn, bill.plate) == payer.account_id
+
+
+# --------------------------------------------------------------------------- operator decisions
+
+
+async def paid_by_deduction(conn: asyncpg.Connection, bill: Bill) -> Deduction | None:
+    """The contactless deduction whose payment settled the bill, if one did."""
+    if bill.payment_ref is None:
+        return None
+    deduction = await store.deduction_of_bill(conn, bill.id)
+    if deduction is None:
+        return None
+    attempt = await store.attempt(conn, deduction.attempt_id)
+    if attempt is None or attempt.out_trade_no != bill.payment_ref:
+        return None
+    return deduction
+
+
+async def request_refund(
+    conn: asyncpg.Connection,
+    bill_id: str,
+    *,
+    reason: str,
+    by: str,
+    role: str,
+    remark: str,
+    now: datetime,
+) -> str | None:
+    """Ask for the refund of all that is left of a paid bill, through the provider that took
+    it (an operator's decision: a voided stay, a deduction from a misread plate's mandate).
+
+    In the caller's transaction: commits an approved refund request with its fixed
+    out_refund_no, the same kind a dispute upheld makes; the caller hands its id to
+    ``submit_refunds`` after the commit (or the sweeper sends it). The bill moves and
+    the ledger's refund posts when the provider confirms. Audited. Returns the
+    request's id, or None when nothing is left to refund (refunded already, or
+    refunds in flight cover it).
+    """
+    bill = await bills.get(conn, bill_id)
+    in_flight = sum(
+        r.amount_fen for r in await store.refund_requests_in_flight_of_bill(conn, bill.id)
+    )
+    amount = bill.refundable_fen - in_flight
+    if amount <= 0:
+        return None
+    attempt = (
+        None
+        if bill.payment_ref is None
+        else await store.attempt_by_out_trade_no(conn, bill.payment_ref)
+    )
+    if attempt is None or bill.provider is None:
+        raise Conflict(f"bill {bill.id} was not paid through a payment of this platform")
+    request_id = new_id("rr", now)
+    await store.insert_refund_request(
+        conn,
+        request_id=request_id,
+        bill_id=bill.id,
+        attempt_id=attempt.id,
+        provider=bill.provider,
+        out_trade_no=attempt.out_trade_no,
+        out_refund_no=logic.out_refund_no(request_id),
+        amount_fen=amount,
+        status=RefundStatus.APPROVED,
+        reason=reason[:500],
+        requested_by=by,
+        decided_by=by,
+        remark=remark[:2000],
+        dispute_id=None,
+        anomaly_id=None,
+        now=now,
+    )
+    await store.audit(
+        conn,
+        at=now,
+        actor=by,
+        role=role,
+        action="refund.requested",
+        target=f"bill:{bill.id}",
+        details={"refund_request_id": request_id, "amount_fen": amount, "reason": reason},
+    )
+    return request_id
+
+
+async def submit_refunds(
+    pool: asyncpg.Pool,
+    providers: Mapping[str, PaymentProvider],
+    request_ids: Sequence[str],
+    *,
+    notify_base_url: str | None,
+    now: datetime,
+) -> dict[str, RefundStatus]:
+    """Send refund requests committed by ``request_refund`` (after the caller's commit).
+
+    Never raises for one request: a provider that is not configured here, does
+    not answer or refuses leaves the request approved (for the sweeper) or
+    failed (an anomaly), as ``submit_refund`` decides. Returns each request's
+    status afterwards.
+    """
+    statuses: dict[str, RefundStatus] = {}
+    for request_id in request_ids:
+        async with _connection(pool) as conn:
+            request = await store.refund_request(conn, request_id)
+        if request is None:
+            continue
+        provider = providers.get(request.provider)
+        if provider is None:
+            statuses[request_id] = request.status
+            continue
+        notify = None if not notify_base_url else logic.notify_url(notify_base_url, provider.name)
+        try:
+            statuses[request_id] = await submit_refund(
+                pool, provider, request_id, notify_url=notify, now=now
+            )
+        except port.ProviderError as exc:
+            log.warning("refund left to the sweeper", refund_request_id=request_id, error=str(exc))
+            statuses[request_id] = RefundStatus.APPROVED
+    return statuses

@@ -57,6 +57,10 @@ _LIVE_MANDATE = _lockable(
     "SELECT * FROM contactless_mandates WHERE provider = $1 AND plate = $2 AND state <> 'revoked'"
 )
 _DEDUCTION_OF_BILL = _lockable("SELECT * FROM contactless_deductions WHERE bill_id = $1")
+_ACTIVE_MANDATE_FOR_PLATE = _lockable(
+    "SELECT * FROM contactless_mandates WHERE plate = $1 AND state = 'active' "
+    "ORDER BY updated_at DESC LIMIT 1"
+)
 
 
 # --------------------------------------------------------------------------- attempts
@@ -718,13 +722,26 @@ async def mandate(conn: asyncpg.Connection, mandate_id: str) -> Mandate | None:
     return None if row is None else _decode(row, Mandate)
 
 
-async def active_mandate_for_plate(conn: asyncpg.Connection, plate: str) -> Mandate | None:
-    row = await conn.fetchrow(
-        "SELECT * FROM contactless_mandates WHERE plate = $1 AND state = 'active' "
-        "ORDER BY updated_at DESC LIMIT 1",
-        plate,
-    )
+async def active_mandate_for_plate(
+    conn: asyncpg.Connection, plate: str, *, lock: bool = False
+) -> Mandate | None:
+    """The plate's newest active mandate; ``lock`` holds it (FOR UPDATE) until the caller's
+    transaction ends, so a revocation waits for, or is seen by, the caller."""
+    row = await conn.fetchrow(_ACTIVE_MANDATE_FOR_PLATE[lock], plate)
     return None if row is None else _decode(row, Mandate)
+
+
+async def live_mandates_of_account(
+    conn: asyncpg.Connection, plate: str, account_id: str
+) -> list[Mandate]:
+    """The account's mandates for the plate that are not revoked, locked."""
+    rows = await conn.fetch(
+        "SELECT * FROM contactless_mandates WHERE plate = $1 AND account_id = $2 "
+        "AND state <> 'revoked' ORDER BY id FOR UPDATE",
+        plate,
+        account_id,
+    )
+    return [_decode(r, Mandate) for r in rows]
 
 
 async def insert_mandate(
