@@ -42,6 +42,7 @@ from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import service as occupancy
 from parking.occupancy import store as occupancy_store
 from parking.occupancy.model import CoreNotReady
+from parking.payments import service as payments
 from parking.plates import normalise
 from parking.pricing.model import PricingError
 from parking.sessions import service as sessions
@@ -804,6 +805,11 @@ async def _apply_resolution(
                 ],
             )
             effect: dict[str, Any] = {"session_id": session_id, "voided": True}
+            effect["money"] = msgspec.to_builtins(
+                await sessions.void_bills(
+                    conn, session_id, by=principal_of(request).subject, remark=data.remark, now=now
+                )
+            )
             if row["status"] == SessionStatus.OPEN:
                 # A voided stay says nothing about when the car left: the index's mark
                 # moves only just past its entry, so a late claim of this very entry
@@ -831,6 +837,18 @@ async def _apply_resolution(
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(f"{plate} has an open session already") from exc
             fixed: dict[str, Any] = {"session_id": session_id, "from": row["plate"], "to": plate}
+            if not is_open:
+                fixed["money"] = msgspec.to_builtins(
+                    await sessions.rebill_plate(
+                        conn,
+                        session_id,
+                        wrong=row["plate"],
+                        right=plate,
+                        by=principal_of(request).subject,
+                        remark=data.remark,
+                        now=now,
+                    )
+                )
             if is_open:
                 # The core keys an open session by its plate: the exit lane must
                 # find it by the plate it will read.
@@ -929,6 +947,13 @@ async def resolve_anomaly(
             now=now,
         )
     assert row is not None
+    # Refunds the decision asked for go to the provider only now that it is committed
+    # (a provider never waits on our transaction); what fails here the sweeper sends.
+    if refunds := effect.get("money", {}).get("refunds"):
+        infra = infra_of(request.app)
+        await payments.submit_refunds(
+            infra.pool, infra.providers, refunds, notify_base_url=infra.notify_base_url, now=now
+        )
     return _anomaly(row)
 
 

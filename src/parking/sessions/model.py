@@ -105,3 +105,16 @@ class SessionChange(msgspec.Struct, frozen=True, kw_only=True):
     flags: tuple[str, ...] = ()
     #: the driver's account, for sessions a scan made (unplated entry, space claim)
     account_id: str | None = None
+
+
+class SessionMoney(msgspec.Struct, frozen=True, kw_only=True):
+    """What an operator's decision on a session did to its bills (for the audit line), and
+    the refunds to send to the provider once the decision is committed."""
+
+    written_off: list[str] = msgspec.field(default_factory=list)
+    #: bills that now bill the right plate
+    moved: list[str] = msgspec.field(default_factory=list)
+    #: new bills of the right plate for stays paid by the misread plate's mandate
+    rebilled: list[str] = msgspec.field(default_factory=list)
+    #: refund requests committed with the decision, to submit after the commit
+    refunds: list[str] = msgspec.field(default_factory=list)

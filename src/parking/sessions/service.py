@@ -14,9 +14,11 @@ import msgspec
 from parking.accounts import service as accounts
 from parking.bills import logic as bills_logic
 from parking.bills import service as bills
+from parking.bills.model import BillKind, BillStatus, IllegalBillTransition
+from parking.payments import service as payments
 from parking.plates import PlateError, normalise
 from parking.sessions import store
-from parking.sessions.model import SessionChange, SessionStatus, SessionView
+from parking.sessions.model import SessionChange, SessionMoney, SessionStatus, SessionView
 
 
 def _latest_open_per_plate(changes: Sequence[SessionChange]) -> list[SessionChange]:
@@ -136,6 +138,113 @@ async def _closed(
         if bill is not None:
             opened.append(bill.id)
     return opened
+
+
+async def void_bills(
+    conn: asyncpg.Connection, session_id: str, *, by: str, remark: str, now: datetime
+) -> SessionMoney:
+    """An operator voided the session: none of its bills is owed any more.
+
+    Unpaid bills are written off (bills.write_off posts the ledger's write_off);
+    paid ones are refunded in full through the provider that took the money
+    (payments.request_refund: an approved refund request, sent by the caller
+    after the commit with ``payments.submit_refunds``, else by the sweeper).
+    A bill with a payment in flight refuses the void (IllegalBillTransition,
+    409) until the payment has ended. In the caller's transaction; idempotent
+    (written-off bills and refunds already asked are left as they are).
+    """
+    actor = f"operator:{by}"
+    why = f"session {session_id} voided: {remark}"
+    written_off: list[str] = []
+    refunds: list[str] = []
+    for bill in await bills.of_session(conn, session_id):
+        if bill.status is BillStatus.PAYING:
+            raise IllegalBillTransition(
+                bill.id, bill.status, "void its session", "a payment is in flight; retry later"
+            )
+        if bill.paid_at is None:
+            if bill.status is not BillStatus.WRITTEN_OFF:
+                await bills.write_off(conn, bill.id, actor=actor, remark=why, now=now)
+                written_off.append(bill.id)
+            continue
+        request_id = await payments.request_refund(
+            conn, bill.id, reason="停车记录作废", by=by, role="operator", remark=why, now=now
+        )
+        if request_id is not None:
+            refunds.append(request_id)
+    return SessionMoney(written_off=written_off, refunds=refunds)
+
+
+async def rebill_plate(
+    conn: asyncpg.Connection,
+    session_id: str,
+    *,
+    wrong: str | None,
+    right: str,
+    by: str,
+    remark: str,
+    now: datetime,
+) -> SessionMoney:
+    """An operator fixed the session's misread plate ``wrong`` to ``right``: its bills follow.
+
+    - an unpaid bill (open, disputed, written off) now bills the right plate and
+      the account holding it: the wrong plate's arrears are gone, the right one owes;
+    - a bill paid by a contactless deduction under the wrong plate's mandate is
+      refunded in full to that payer (through the provider, sent after the commit)
+      and the stay is billed again to the right plate (a ``rebill`` bill of what
+      the stay kept: the amount less earlier refunds);
+    - a bill with a payment in flight, or paid by a person (at the cashier), is
+      refused with PlateNotMovable (409), saying what to do first: nothing changes.
+
+    In the caller's transaction, after it changed the session's plate.
+    """
+    actor = f"operator:{by}"
+    why = f"plate {wrong} fixed to {right}: {remark}"
+    account = await accounts.account_holding(conn, right)
+    moved: list[str] = []
+    rebilled: list[str] = []
+    refunds: list[str] = []
+    for bill in await bills.of_session(conn, session_id):
+        if bill.plate == right:
+            continue  # billed to the right plate already (a rebill, a retried decision)
+        if bill.paid_at is not None:
+            deduction = await payments.paid_by_deduction(conn, bill)
+            if deduction is not None:
+                kept = bill.refundable_fen
+                request_id = await payments.request_refund(
+                    conn,
+                    bill.id,
+                    reason="车牌识别错误",
+                    by=by,
+                    role="operator",
+                    remark=why,
+                    now=now,
+                )
+                if request_id is not None:
+                    refunds.append(request_id)
+                again = await bills.open_bill(
+                    conn,
+                    session_id=session_id,
+                    lot_id=bill.lot_id,
+                    plate=right,
+                    account_id=account,
+                    amount_fen=kept,
+                    tariff_id=bill.tariff_id,
+                    tariff_version=bill.tariff_version,
+                    quote=bytes(bill.quote),
+                    closed_at=bill.closed_at,
+                    now=now,
+                    actor=actor,
+                    kind=BillKind.REBILL,
+                )
+                if again is not None:
+                    rebilled.append(again.id)
+                continue
+        await bills.move_to_plate(
+            conn, bill.id, plate=right, account_id=account, actor=actor, remark=why, now=now
+        )
+        moved.append(bill.id)
+    return SessionMoney(moved=moved, rebilled=rebilled, refunds=refunds)
 
 
 def _with_prepaid(quote: bytes, prepaid_fen: int, stay_fen: int) -> bytes:
