@@ -410,6 +410,9 @@ async def unbind_vehicle(
         raise VehicleNotFound(f"{plate.text} is not bound to your account")
     await store.release_vehicle(conn, holder["id"], "unbound", now)
     dropped = await store.drop_driver_class_override(conn, plate.text, account_id)
+    revoked = await _revoke_mandates(
+        conn, plate.text, account_id, by=account_id, role=Role.DRIVER.value, why="unbound", now=now
+    )
     await store.audit(
         conn,
         at=now,
@@ -417,7 +420,11 @@ async def unbind_vehicle(
         role=Role.DRIVER.value,
         action="vehicle.unbind",
         target=f"plate:{plate.text}",
-        details={"vehicle": holder["id"], "class_override_dropped": dropped},
+        details={
+            "vehicle": holder["id"],
+            "class_override_dropped": dropped,
+            "mandates_revoked": revoked,
+        },
     )
 
 
@@ -534,6 +541,16 @@ async def decide_claim(
         details |= await _move_plate(
             conn, plate=row["plate"], to=row["claimant_account_id"], now=now
         )
+        if isinstance(loser := details.get("from"), str):
+            details["mandates_revoked"] = await _revoke_mandates(
+                conn,
+                row["plate"],
+                loser,
+                by=by.subject,
+                role=by.role.value,
+                why=f"lost to claim {claim_id}",
+                now=now,
+            )
     updated = await store.decide_claim(
         conn, claim_id, status=status.value, by=by.subject, note=note, now=now
     )
@@ -547,6 +564,27 @@ async def decide_claim(
         details=details | {"note": note},
     )
     return _operator_claim_view(updated)
+
+
+async def _revoke_mandates(
+    conn: asyncpg.Connection,
+    plate: str,
+    account_id: str,
+    *,
+    by: str,
+    role: str,
+    why: str,
+    now: datetime,
+) -> list[str]:
+    """The account's contactless mandates for a plate it stops holding end with the binding,
+    in the same transaction: a mandate is the holder's authorisation, never the plate's."""
+    # parking.payments depends on this package (who holds a plate pays its bills);
+    # importing it here, at call time, keeps that dependency one-way at import.
+    from parking.payments import service as payments
+
+    return await payments.revoke_mandates_of(
+        conn, plate=plate, account_id=account_id, by=by, role=role, why=why, now=now
+    )
 
 
 async def _move_plate(
