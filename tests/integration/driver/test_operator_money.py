@@ -336,6 +336,35 @@ async def test_voiding_a_closed_session_refunds_its_paid_bill_through_the_provid
     await assert_books_straight(city_db)
 
 
+async def test_voiding_a_session_whose_payment_is_in_flight_is_refused_until_it_ends(
+    api: httpx.AsyncClient,
+    operator: dict[str, str],
+    city_db: asyncpg.Connection,
+    redis_client: aioredis.Redis,
+) -> None:
+    plate = a_plate()
+    token, _ = await a_driver(api, redis_client, plate)
+    session_id, bill_id = await a_closed_stay(city_db, plate)
+    paying = await api.post(
+        "/v1/bills/pay",
+        json={"bill_ids": [bill_id]},
+        headers={**bearer(token), "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert paying.status_code == 201, paying.text
+    assert await status_of(city_db, bill_id) == "paying"
+    anomaly_id = await an_anomaly(city_db, session_id, plate)
+
+    got = await resolve(api, operator, anomaly_id, action="void", remark="a test car")
+
+    assert got.status_code == 409, got.text
+    assert "a payment is in flight" in got.json()["detail"]
+    assert await city_db.fetchval("SELECT status FROM sessions WHERE id = $1", session_id) == (
+        "closed"
+    )
+    assert await status_of(city_db, bill_id) == "paying"
+    await assert_books_straight(city_db)
+
+
 # --------------------------------------------------------------------------- point 2: fix-plate
 
 
@@ -343,22 +372,35 @@ async def test_fixing_the_plate_of_a_billed_session_moves_its_open_bill_to_the_r
     api: httpx.AsyncClient,
     operator: dict[str, str],
     city_db: asyncpg.Connection,
+    city_db_url: str,
     redis_client: aioredis.Redis,
 ) -> None:
     wrong, right = a_plate(), a_plate()
     _, holder = await a_driver(api, redis_client, right)
     session_id, bill_id = await a_closed_stay(city_db, wrong)
     anomaly_id = await an_anomaly(city_db, session_id, wrong)
+    told: list[str] = []
+    listener = await asyncpg.connect(city_db_url)
+    await listener.add_listener("parking_plate_owed", lambda *args: told.append(args[3]))
 
-    got = await resolve(
-        api, operator, anomaly_id, action="fix-plate", plate=right, remark="image shows 5 not S"
-    )
+    try:
+        got = await resolve(
+            api, operator, anomaly_id, action="fix-plate", plate=right, remark="image shows 5"
+        )
+    finally:
+        await listener.close()
 
     assert got.status_code == 200, got.text
     assert await owed_by(city_db, wrong) == []
     assert await owed_by(city_db, right) == [bill_id]
     bill = await bills.get(city_db, bill_id)
     assert (bill.plate, bill.account_id, bill.status.value) == (right, holder, "open")
+
+    # The gateways' arrears flags of both plates follow (parking_plate_owed at commit).
+    async def both_told() -> bool:
+        return {wrong, right} <= set(told)
+
+    await eventually(both_told, what="both plates notified as owing differently")
     await assert_books_straight(city_db)
 
 

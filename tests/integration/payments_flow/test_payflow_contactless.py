@@ -22,12 +22,35 @@ from payflow_support import (
 from payment_servers import SandboxControl
 
 from parking.auth.model import Role
+from parking.ids import new_id
 from parking.payments import service as payments
 from parking.payments import sweeper
 from parking.payments.model import DeductionStatus, MandateNotAuthorised, MandateState
 from parking.payments.providers.wechat import WechatPayProvider
 
 LOT_NAME = "支付测试停车场"
+
+
+async def a_holder(pool: asyncpg.Pool, plate: str) -> str:
+    """An account that has the plate bound (a mandate pays only for its holder's plate)."""
+    now = datetime.now(UTC)
+    account = new_id("acc", now)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO accounts (id, phone, created_at) VALUES ($1, $2, $3)",
+            account,
+            "+86139" + str(uuid.uuid4().int)[:8],
+            now,
+        )
+        # Bound as the accounts domain stores it (its audit line is not this suite's story).
+        await conn.execute(
+            "INSERT INTO vehicles (id, account_id, plate, bound_at) VALUES ($1, $2, $3, $4)",
+            new_id("veh", now),
+            account,
+            plate,
+            now,
+        )
+    return account
 
 
 async def mandated(
@@ -37,8 +60,10 @@ async def mandated(
     *,
     outcome: str = "success",
 ) -> tuple[str, str]:
-    """A plate whose driver authorised contactless payment at the provider and with us."""
-    account, plate, openid = new_account(), new_plate(), "o" + uuid.uuid4().hex[:20]
+    """A plate whose driver (holding it: issue 10 point 3) authorised contactless payment at
+    the provider and with us."""
+    plate, openid = new_plate(), "o" + uuid.uuid4().hex[:20]
+    account = await a_holder(pool, plate)
     await control.mandate(openid=openid, plate_number=plate, outcome=outcome)
     mandate = await payments.enable_mandate(
         pool,
