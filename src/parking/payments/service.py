@@ -3,8 +3,8 @@
 Two kinds of use case live here:
 
 - those that talk to a provider take the pool (``pay``, ``handle_notification``,
-  ``approve_dispute``, ``on_bill_opened``, ``enable_mandate``, and the sweeper's
-  steps). They never hold a database transaction across a provider call:
+  ``approve_dispute``, ``refund_anomaly``, ``on_bill_opened``, ``enable_mandate``,
+  and the sweeper's steps). They never hold a database transaction across a provider call:
   first a short transaction commits what is about to be asked (the attempt or
   refund request, with its fixed out_trade_no / out_refund_no), then the
   provider is called, then a second transaction records the answer. A crash
@@ -17,6 +17,10 @@ Two kinds of use case live here:
 Every status change of a bill goes through ``parking.bills.service``, which
 posts its ledger transaction in the same database transaction, so a bill and
 the ledger never disagree, whatever is killed when (reliability matrix P2).
+Money that no bill can take (a wrong amount, an order we never made, a second
+payment of a paid bill, a refund its bill cannot take) is posted here, against
+suspense:{provider}, in the transaction that records its anomaly: nothing a
+provider reports moving money is off the ledger.
 """
 
 from __future__ import annotations
@@ -429,8 +433,10 @@ async def handle_notification(
     - Authentic: inserted into the inbox and applied in one transaction; a
       copy (re-send, duplicate, one of ten concurrent deliveries) finds the
       inbox row and is answered success without being applied again (P3).
-      Anomalies (unknown order, wrong amount, refund before payment...) are
-      recorded and answered success: sending them again would change nothing.
+      Anomalies (unknown order, wrong amount, refund before payment, a refund
+      the bill cannot take...) are recorded and answered success: sending them
+      again would change nothing. Money in them that no bill can take is
+      posted to suspense:{provider} in the same transaction.
     - The database failing mid-way rolls everything back and answers
       failure: the provider re-sends and the retry applies it (P2).
     """
