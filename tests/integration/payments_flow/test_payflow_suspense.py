@@ -323,6 +323,41 @@ async def test_a_refund_that_fails_after_approval_reopens_the_dispute(
     await assert_books_straight(city_conn)
 
 
+async def test_a_refund_the_provider_refuses_at_once_reopens_the_dispute_for_finance(
+    api: httpx.AsyncClient,
+    control: SandboxControl,
+    city_conn: asyncpg.Connection,
+    wechat: WechatPayProvider,
+    token_for: Callable[..., str],
+) -> None:
+    account, bill, no = await paid_bill(api, control, city_conn, token_for)
+    dispute_id = await dispute(api, token_for, account, bill)
+    # The money was already given back in the merchant console: the provider
+    # refuses our refund as more than the order has left.
+    await wechat.refund(no, "RFX" + uuid.uuid4().hex[:20], 500, 500, "商户后台退款")
+    approved = await api.post(
+        f"/v1/finance/disputes/{dispute_id}/approve",
+        json={"remark": "退款"},
+        headers=as_finance(token_for),
+    )
+    assert approved.status_code == 200, approved.text
+    view = approved.json()
+    assert (view["status"], view["refund_status"], view["bill_status"]) == (
+        "open",
+        "failed",
+        "disputed",
+    )
+    # Finance can act on it again: here it rejects, and the bill is paid again.
+    rejected = await api.post(
+        f"/v1/finance/disputes/{dispute_id}/reject",
+        json={"remark": "已在商户平台退款"},
+        headers=as_finance(token_for),
+    )
+    assert rejected.status_code == 200, rejected.text
+    assert await bill_status(city_conn, bill.id) == "paid"
+    await assert_books_straight(city_conn)
+
+
 async def test_a_refund_notice_the_bill_cannot_take_is_an_anomaly_answered_as_taken(
     api: httpx.AsyncClient,
     control: SandboxControl,
