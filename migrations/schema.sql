@@ -420,7 +420,7 @@ CREATE TABLE public.ledger_transactions (
     CONSTRAINT ledger_transactions_correlation_id_check CHECK (((length(correlation_id) >= 1) AND (length(correlation_id) <= 200))),
     CONSTRAINT ledger_transactions_id_check CHECK ((id ~ '^lt-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
     CONSTRAINT ledger_transactions_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
-    CONSTRAINT ledger_transactions_kind_check CHECK ((kind = ANY (ARRAY['bill_opened'::text, 'bill_paid'::text, 'refund'::text, 'write_off'::text, 'reversal'::text, 'settlement'::text]))),
+    CONSTRAINT ledger_transactions_kind_check CHECK ((kind = ANY (ARRAY['bill_opened'::text, 'bill_paid'::text, 'refund'::text, 'write_off'::text, 'reversal'::text, 'settlement'::text, 'suspense'::text]))),
     CONSTRAINT ledger_transactions_memo_check CHECK ((length(memo) <= 2000)),
     CONSTRAINT ledger_transactions_reversal_check CHECK ((((kind = 'reversal'::text) = (reverses IS NOT NULL)) AND ((reverses IS NULL) OR (idempotency_key = reverses))))
 );
@@ -954,7 +954,7 @@ CREATE TABLE public.payment_anomalies (
     CONSTRAINT payment_anomalies_dedup_key_check CHECK (((length(dedup_key) >= 1) AND (length(dedup_key) <= 200))),
     CONSTRAINT payment_anomalies_detail_check CHECK ((length(detail) <= 2000)),
     CONSTRAINT payment_anomalies_id_check CHECK ((id ~ '^pan-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
-    CONSTRAINT payment_anomalies_kind_check CHECK ((kind = ANY (ARRAY['amount_mismatch'::text, 'unknown_order'::text, 'refund_before_payment'::text, 'unknown_refund'::text, 'paid_after_close'::text, 'duplicate_payment'::text, 'refund_failed'::text, 'malformed_notification'::text]))),
+    CONSTRAINT payment_anomalies_kind_check CHECK ((kind = ANY (ARRAY['amount_mismatch'::text, 'unknown_order'::text, 'refund_before_payment'::text, 'unknown_refund'::text, 'paid_after_close'::text, 'duplicate_payment'::text, 'refund_failed'::text, 'malformed_notification'::text, 'refund_unapplied'::text]))),
     CONSTRAINT payment_anomalies_remark_check CHECK ((length(remark) <= 2000)),
     CONSTRAINT payment_anomalies_resolution_check CHECK ((((status = 'resolved'::text) = (resolved_at IS NOT NULL)) AND ((resolved_at IS NULL) = (resolved_by IS NULL)))),
     CONSTRAINT payment_anomalies_status_check CHECK ((status = ANY (ARRAY['open'::text, 'resolved'::text])))
@@ -1072,7 +1072,7 @@ CREATE TABLE public.refresh_tokens (
 CREATE TABLE public.refund_requests (
     id text NOT NULL,
     bill_id text,
-    attempt_id text NOT NULL,
+    attempt_id text,
     provider text NOT NULL,
     out_trade_no text NOT NULL,
     out_refund_no text NOT NULL,

@@ -1,5 +1,6 @@
 """Payment routes: provider notifications (public), drivers paying and disputing their own
-bills, finance deciding disputes and reviewing payment anomalies.
+bills, finance deciding disputes, reviewing payment anomalies and refunding the money
+an anomaly holds in suspense.
 
 ``POST /v1/bills/pay`` follows Stripe's idempotency rules: the ``Idempotency-Key``
 header is required; the first response for a key (a payment, or a 4xx
@@ -37,6 +38,7 @@ from parking.payments import logic
 from parking.payments import service as payments
 from parking.payments.model import (
     Anomaly,
+    AnomalyRefund,
     AnomalyStatus,
     DisputeStatus,
     DisputeView,
@@ -426,6 +428,30 @@ async def resolve_payment_anomaly(
         )
 
 
+@post(
+    "/v1/finance/payment-anomalies/{anomaly_id:str}/refund",
+    guards=_finance,
+    tags=["finance"],
+    summary="Refund through the provider the money an anomaly holds in suspense, with a remark",
+    status_code=200,
+    request_max_body_size=BODY_MAX,
+    responses=_problems(400, 401, 403, 404, 409, 413),
+)
+async def refund_payment_anomaly(
+    request: Request[Any, Any, Any], anomaly_id: AnomalyIdParam, data: JSONBody[DecisionRequest]
+) -> AnomalyRefund:
+    infra = infra_of(request.app)
+    return await payments.refund_anomaly(
+        infra.pool,
+        infra.providers,
+        anomaly_id,
+        by=principal_of(request).subject,
+        remark=data.remark,
+        notify_base_url=infra.notify_base_url,
+        now=_clock.now(),
+    )
+
+
 ROUTES = [
     provider_notification,
     pay_bills,
@@ -436,4 +462,5 @@ ROUTES = [
     reject_dispute,
     list_payment_anomalies,
     resolve_payment_anomaly,
+    refund_payment_anomaly,
 ]

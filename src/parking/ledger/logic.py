@@ -33,6 +33,12 @@ BANK = "bank"
 WRITE_OFFS = "write_offs"
 REFUNDS_PAYABLE = "refunds_payable"
 EQUITY = "equity"
+#: Money a provider collected for us that no bill can take (a wrong amount, an
+#: order we never made, a second payment of a paid bill), held against the
+#: provider's clearing account until finance refunds it. A liability: we owe
+#: it back. A debit balance is the other way round: money the provider paid
+#: out that no bill could take (a refund confirmed for a bill in another state).
+SUSPENSE = "suspense"
 
 _KIND_OF_PREFIX: dict[str, AccountKind] = {
     RECEIVABLES: AccountKind.ASSET,
@@ -45,10 +51,11 @@ _KIND_OF_PREFIX: dict[str, AccountKind] = {
     "provider_fees": AccountKind.EXPENSE,
     WRITE_OFFS: AccountKind.EXPENSE,
     REFUNDS_PAYABLE: AccountKind.LIABILITY,
+    SUSPENSE: AccountKind.LIABILITY,
     EQUITY: AccountKind.EQUITY,
 }
 # Prefixes that need an owner (a lot or a provider) and those that must not have one.
-_SCOPED = frozenset({"clearing", "revenue", "refunds", "provider_fees"})
+_SCOPED = frozenset({"clearing", "revenue", "refunds", "provider_fees", SUSPENSE})
 
 _CODE = re.compile(r"([a-z][a-z_]{0,31})(?::([A-Za-z0-9_-]{1,64}))?")
 _CURRENCY = re.compile(r"[A-Z]{3}")
@@ -68,6 +75,10 @@ def clearing(provider: str) -> str:
 
 def provider_fees(provider: str) -> str:
     return f"provider_fees:{provider}"
+
+
+def suspense(provider: str) -> str:
+    return f"{SUSPENSE}:{provider}"
 
 
 def account_kind(code: str) -> AccountKind:
@@ -189,6 +200,61 @@ def refund(
         occurred_at=occurred_at,
         memo=memo,
     )
+
+
+def suspense_received(
+    *,
+    anomaly_id: str,
+    provider: str,
+    amount_fen: Fen,
+    occurred_at: datetime,
+    memo: str = "",
+) -> NewTransaction:
+    """A provider collected money no bill can take: clearing:{provider} / suspense:{provider}.
+
+    Keyed by the anomaly that records why, so however often the provider
+    reports it the money is held once; the anomaly is its correlation id.
+    """
+    return NewTransaction(
+        kind=TransactionKind.SUSPENSE,
+        idempotency_key=anomaly_id,
+        correlation_id=anomaly_id,
+        postings=_pair(clearing(provider), suspense(provider), amount_fen),
+        occurred_at=occurred_at,
+        memo=memo,
+    )
+
+
+def suspense_refunded(
+    *,
+    anomaly_id: str,
+    provider: str,
+    refund_ref: str,
+    amount_fen: Fen,
+    occurred_at: datetime,
+    memo: str = "",
+) -> NewTransaction:
+    """The provider paid out money held in suspense: suspense:{provider} / clearing:{provider}.
+
+    Also how a refund the provider confirmed but no bill could take is
+    recorded (the suspense account then shows a debit for finance). A refund
+    like any other (keyed by the provider's refund reference), correlated
+    with the anomaly instead of a bill.
+    """
+    return NewTransaction(
+        kind=TransactionKind.REFUND,
+        idempotency_key=f"{provider}:{refund_ref}",
+        correlation_id=anomaly_id,
+        postings=_pair(suspense(provider), clearing(provider), amount_fen),
+        occurred_at=occurred_at,
+        memo=memo,
+    )
+
+
+def held_in_suspense(transactions: Iterable[Transaction], provider: str) -> Fen:
+    """What ``transactions`` (an anomaly's) hold in suspense:{provider}, as a positive amount."""
+    account = suspense(provider)
+    return -sum(p.amount_fen for tx in transactions for p in tx.postings if p.account == account)
 
 
 def write_off(

@@ -37,6 +37,8 @@ class TransactionKind(StrEnum):
     WRITE_OFF = "write_off"
     REVERSAL = "reversal"
     SETTLEMENT = "settlement"
+    #: money a provider collected that no bill can take, held until finance refunds it
+    SUSPENSE = "suspense"
 
 
 class Account(msgspec.Struct, frozen=True, kw_only=True):

@@ -169,6 +169,8 @@ class AnomalyKind(StrEnum):
     DUPLICATE_PAYMENT = "duplicate_payment"
     REFUND_FAILED = "refund_failed"
     MALFORMED_NOTIFICATION = "malformed_notification"
+    #: the provider confirmed a refund of ours that its bill can no longer take
+    REFUND_UNAPPLIED = "refund_unapplied"
 
 
 class AnomalyStatus(StrEnum):
@@ -237,7 +239,8 @@ class RefundStatus(StrEnum):
 class RefundRequest(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     bill_id: str | None
-    attempt_id: str
+    #: None for a refund of money held in suspense for an order we never made
+    attempt_id: str | None
     provider: str
     out_trade_no: str
     out_refund_no: str
@@ -256,6 +259,18 @@ class RefundRequest(msgspec.Struct, frozen=True, kw_only=True):
     decided_at: datetime | None
     refunded_at: datetime | None
     updated_at: datetime
+
+
+class AnomalyRefund(msgspec.Struct, frozen=True, kw_only=True):
+    """Finance's refund of money an anomaly holds in suspense, and where it stands."""
+
+    anomaly_id: str
+    refund_request_id: str
+    out_trade_no: str
+    out_refund_no: str
+    amount_fen: Fen
+    status: RefundStatus
+    anomaly_status: AnomalyStatus
 
 
 class DisputeStatus(StrEnum):
@@ -414,6 +429,10 @@ class UnknownAnomaly(PaymentError, NotFound):
     def __init__(self, anomaly_id: str) -> None:
         self.anomaly_id = anomaly_id
         super().__init__(f"no payment anomaly {anomaly_id!r}")
+
+
+class NothingToRefund(PaymentError, Conflict):
+    """The anomaly holds no money in suspense that is not already being refunded."""
 
 
 class MandateNotAuthorised(PaymentError, Conflict):

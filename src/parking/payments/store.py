@@ -503,7 +503,7 @@ async def insert_refund_request(
     *,
     request_id: str,
     bill_id: str | None,
-    attempt_id: str,
+    attempt_id: str | None,
     provider: str,
     out_trade_no: str,
     out_refund_no: str,
@@ -579,6 +579,17 @@ async def refund_requests_in_flight_of_bill(
     return [_decode(row, RefundRequest) for row in rows]
 
 
+async def refund_requests_in_flight_of_anomaly(
+    conn: asyncpg.Connection, anomaly_id: str
+) -> list[RefundRequest]:
+    rows = await conn.fetch(
+        """SELECT * FROM refund_requests
+            WHERE anomaly_id = $1 AND status IN ('requested', 'approved')""",
+        anomaly_id,
+    )
+    return [_decode(row, RefundRequest) for row in rows]
+
+
 async def update_refund_request(
     conn: asyncpg.Connection,
     request_id: str,
@@ -622,6 +633,18 @@ async def refund_requests_to_sweep(
 
 async def touch_refund_request(conn: asyncpg.Connection, request_id: str, now: datetime) -> None:
     await conn.execute("UPDATE refund_requests SET updated_at = $2 WHERE id = $1", request_id, now)
+
+
+async def note_refund_error(
+    conn: asyncpg.Connection, request_id: str, error: str, now: datetime
+) -> None:
+    """Keep why the last try of a request failed; its status stays as it was."""
+    await conn.execute(
+        "UPDATE refund_requests SET last_error = $2, updated_at = $3 WHERE id = $1",
+        request_id,
+        error[:500],
+        now,
+    )
 
 
 # --------------------------------------------------------------------------- disputes
@@ -705,6 +728,21 @@ async def decide_dispute(
     )
     assert row is not None, "decide_dispute runs under the dispute's row lock"
     return _decode(row, Dispute)
+
+
+async def reopen_dispute(conn: asyncpg.Connection, dispute_id: str) -> Dispute | None:
+    """An approved dispute back to open (its refund failed); None when it was not approved or
+    the bill has another open dispute meanwhile (that one is finance's to decide)."""
+    row = await conn.fetchrow(
+        """UPDATE disputes d
+              SET status = 'open', decided_by = NULL, decided_at = NULL, refund_fen = NULL
+            WHERE d.id = $1 AND d.status = 'approved'
+              AND NOT EXISTS (SELECT 1 FROM disputes o
+                               WHERE o.bill_id = d.bill_id AND o.status = 'open')
+           RETURNING d.*""",
+        dispute_id,
+    )
+    return None if row is None else _decode(row, Dispute)
 
 
 # --------------------------------------------------------------------------- contactless

@@ -18,6 +18,10 @@ out_refund_no, so one refund), asks about failed contactless deductions
 whose request timed out (``recheck``), and prunes completed idempotency keys
 after 24 hours.
 
+One attempt or refund that fails in a way nobody foresaw is logged, counted
+in ``errors`` (a refund also keeps it as its ``last_error``) and left for the
+next sweep; it never stops the sweep of the others.
+
 Several sweepers may run: each claims its attempts for ``requery_after`` (a
 lease on ``swept_at``, claimed with SKIP LOCKED), so an order is not queried
 by two at once.
@@ -67,6 +71,14 @@ REQUERY_AFTER: Final = timedelta(seconds=30)
 INTERVAL: Final = timedelta(seconds=30)
 #: Attempts per sweep: bounds a sweep's length after an outage left many.
 BATCH: Final = 200
+#: The database going away: the whole sweep is over (``run`` retries next
+#: interval). Any other error belongs to one item, which is skipped.
+_DB_GONE: Final = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    OSError,
+)
 
 
 async def _query(provider: PaymentProvider, attempt: Attempt) -> OrderStatus | None:
@@ -172,6 +184,13 @@ async def sweep_once(
             # Unavailable (or refused the query): ask again next time.
             log.warning("query failed", out_trade_no=attempt.out_trade_no, error=str(exc))
             report.errors += 1
+        except _DB_GONE:
+            raise
+        except Exception:
+            # One attempt the flow cannot handle must not stop the others
+            # (nor the refunds below); its lease brings it back next sweep.
+            log.exception("sweeping an attempt failed", out_trade_no=attempt.out_trade_no)
+            report.errors += 1
     for request in await service.refund_requests_to_sweep(
         pool, updated_before=now - requery_after, limit=limit
     ):
@@ -179,17 +198,27 @@ async def sweep_once(
         if provider is None:
             report.errors += 1
             continue
-        await service.touch_refund_request(pool, request.id, now=now)
         notify = (
             None if notify_base_url is None else logic.notify_url(notify_base_url, provider.name)
         )
         try:
+            await service.touch_refund_request(pool, request.id, now=now)
             result = await service.submit_refund(
                 pool, provider, request.id, notify_url=notify, now=now
             )
         except ProviderError as exc:
             log.warning("refund query failed", out_refund_no=request.out_refund_no, error=str(exc))
             report.errors += 1
+            continue
+        except _DB_GONE:
+            raise
+        except Exception as exc:
+            # One bad refund never stops the sweep: it is logged, kept on the
+            # request (last_error) and tried again at the requery pace, and the
+            # sweep goes on to the others.
+            log.exception("sweeping a refund failed", out_refund_no=request.out_refund_no)
+            report.errors += 1
+            await service.note_refund_error(pool, request.id, f"sweep: {exc!r}", now=now)
             continue
         if result is RefundStatus.REFUNDED:
             report.refunds_completed += 1

@@ -303,6 +303,35 @@ async def test_a_settlement_moves_clearing_to_bank_less_the_fee(db: asyncpg.Conn
     assert await service.account_balance(db, "provider_fees:wechatpay") == 60
 
 
+async def test_money_held_in_suspense_is_a_liability_posted_once_and_refunded_out(
+    db: asyncpg.Connection,
+) -> None:
+    assert logic.account_kind("suspense:wechat").value == "liability"
+    with pytest.raises(UnknownAccount):
+        logic.account_kind("suspense")
+    held = logic.suspense_received(
+        anomaly_id="pan-1", provider="wechat", amount_fen=400, occurred_at=NOW
+    )
+    first = await post(db, held)
+    assert await post(db, held) == first  # the same anomaly reported again holds it once
+    assert await service.account_balance(db, "suspense:wechat") == -400
+    assert await service.account_balance(db, "clearing:wechat") == 400
+    assert logic.held_in_suspense(await service.transactions_of(db, "pan-1"), "wechat") == 400
+    await post(
+        db,
+        logic.suspense_refunded(
+            anomaly_id="pan-1",
+            provider="wechat",
+            refund_ref="RF1",
+            amount_fen=400,
+            occurred_at=NOW + timedelta(minutes=1),
+        ),
+    )
+    assert logic.held_in_suspense(await service.transactions_of(db, "pan-1"), "wechat") == 0
+    assert await service.account_balance(db, "clearing:wechat") == 0
+    assert (await service.trial_balance(db)).total_fen == 0
+
+
 async def test_trial_balance_cli_prints_json_that_sums_to_zero(
     db: asyncpg.Connection, db_url: str
 ) -> None:

@@ -29,10 +29,12 @@ from parking.clock import SystemClock
 from parking.config import Settings
 from parking.payments.providers import wechat as wechat_adapter
 
-#: Ports 8081-8089 are this suite's (the provider tests use 8061-8063).
-FLOW_SANDBOX_PORT = 8081
-BRIDGE_PORT = 8082
-RECEIVER_PORT = 8083
+#: Ports 8081-8089 are this suite's (the provider tests use 8061-8063), moved
+#: with the test stack's ports (TEST_PORT_BASE) so two checkouts run it at once.
+_PORT_SHIFT = int(os.environ.get("PARKING_SANDBOX_PORT", "8020")) - 8020
+FLOW_SANDBOX_PORT = 8081 + _PORT_SHIFT
+BRIDGE_PORT = 8082 + _PORT_SHIFT
+RECEIVER_PORT = 8083 + _PORT_SHIFT
 
 
 @pytest.fixture(scope="session")

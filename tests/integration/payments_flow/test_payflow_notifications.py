@@ -212,7 +212,11 @@ async def test_a_payment_for_an_order_we_never_made_is_an_anomaly_answered_succe
     await eventually(recorded, what="the unknown order anomaly")
     [delivery] = await control.notifications(stranger)
     assert [a["status"] for a in delivery["attempts"]] == [204]
-    assert await city_conn.fetchval("SELECT count(*) FROM ledger_transactions") == 0
+    # No bill moved; the money is on the ledger all the same, held in suspense
+    # (issue 10: nothing is off-ledger).
+    kinds = await city_conn.fetch("SELECT kind FROM ledger_transactions")
+    assert [row["kind"] for row in kinds] == ["suspense"]
+    await assert_books_straight(city_conn)
 
 
 # --------------------------------------------------------------------------- P5

@@ -24,6 +24,7 @@ from payment_servers import SandboxControl
 
 from parking.auth.model import Role
 from parking.bills.model import Bill
+from parking.ledger import service as ledger
 from parking.payments import service as payments
 from parking.payments import sweeper
 from parking.payments.model import AttemptStatus, Payer
@@ -231,4 +232,17 @@ async def test_a_second_payment_of_a_paid_bill_is_refunded_automatically(
         "refunded_fen": 0,
     }
     assert await ledger_count(city_conn, "bill_paid", bill.id) == 1
+    # The second 500 fen were on the ledger the whole time: held in suspense when
+    # they arrived, paid back out of it when the provider confirmed the refund.
+    anomaly_id = await city_conn.fetchval(
+        "SELECT id FROM payment_anomalies WHERE out_trade_no = $1", first["out_trade_no"]
+    )
+    held = await ledger.transactions_of(city_conn, anomaly_id)
+    assert [
+        (tx.kind.value, sorted((p.account, p.amount_fen) for p in tx.postings)) for tx in held
+    ] == [
+        ("suspense", [("clearing:wechat", 500), ("suspense:wechat", -500)]),
+        ("refund", [("clearing:wechat", -500), ("suspense:wechat", 500)]),
+    ]
+    assert await ledger.account_balance(city_conn, "suspense:wechat") == 0
     await assert_books_straight(city_conn)

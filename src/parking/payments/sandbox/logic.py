@@ -323,10 +323,21 @@ def create_refund(
     return msgspec.structs.replace(order, state=wire.TradeState.REFUND), refund
 
 
-def settle_refund(refund: Refund, *, now: datetime) -> Refund:
+_REFUND_OUTCOMES: Final = {
+    "success": wire.RefundStatus.SUCCESS,
+    "abnormal": wire.RefundStatus.ABNORMAL,
+    "closed": wire.RefundStatus.CLOSED,
+}
+
+
+def settle_refund(refund: Refund, *, now: datetime, outcome: str = "success") -> Refund:
+    """A PROCESSING refund ends as the ``refunds`` control says (SUCCESS by default)."""
     if refund.status is not wire.RefundStatus.PROCESSING:
         return refund
-    return msgspec.structs.replace(refund, status=wire.RefundStatus.SUCCESS, success_time=now)
+    status = _REFUND_OUTCOMES[outcome]
+    if status is not wire.RefundStatus.SUCCESS:
+        return msgspec.structs.replace(refund, status=status)
+    return msgspec.structs.replace(refund, status=status, success_time=now)
 
 
 # --------------------------------------------------------------------------- wire payloads

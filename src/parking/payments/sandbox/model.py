@@ -191,6 +191,8 @@ class Controls(msgspec.Struct, frozen=True, kw_only=True):
     bill_amounts: dict[str, int] = msgspec.field(default_factory=dict)
     bill_omit: list[str] = msgspec.field(default_factory=list)
     bill_extra: list[ExtraBillRow] = msgspec.field(default_factory=list)
+    #: How refunds settle: SUCCESS, or ABNORMAL / CLOSED (REFUND.ABNORMAL / .CLOSED notified).
+    refund_outcome: Literal["success", "abnormal", "closed"] = "success"
 
 
 class _Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -237,6 +239,12 @@ class BillAddUnknownCommand(
     bill_date: date
 
 
+class RefundsCommand(_Command, frozen=True, kw_only=True, tag_field="action", tag="refunds"):
+    """How refunds settling from now on end (a refund the bank could not pay back: ABNORMAL)."""
+
+    outcome: Literal["success", "abnormal", "closed"] = "success"
+
+
 class ResetCommand(_Command, frozen=True, kw_only=True, tag_field="action", tag="reset"):
     """Back to the default controls; orders and notifications are kept."""
 
@@ -248,6 +256,7 @@ ControlCommand = (
     | BillWrongAmountCommand
     | BillOmitCommand
     | BillAddUnknownCommand
+    | RefundsCommand
     | ResetCommand
 )
 

@@ -51,6 +51,7 @@ from parking.payments.sandbox.model import (
     ParkingEntryRequest,
     PayCommand,
     RefundRequest,
+    RefundsCommand,
     ReleaseCommand,
     ResetCommand,
 )
@@ -250,7 +251,14 @@ class SandboxPay:
         refund = self.store.refund(out_refund_no)
         if refund is None:
             return
-        settled = logic.settle_refund(refund, now=self.business_now())
+        settled = logic.settle_refund(
+            refund, now=self.business_now(), outcome=self.store.controls().refund_outcome
+        )
+        event_type, summary = {
+            wire.RefundStatus.SUCCESS: (wire.EventType.REFUND_SUCCESS, "退款成功"),
+            wire.RefundStatus.ABNORMAL: (wire.EventType.REFUND_ABNORMAL, "退款异常"),
+            wire.RefundStatus.CLOSED: (wire.EventType.REFUND_CLOSED, "退款关闭"),
+        }[settled.status]
         order = self.store.order(refund.out_trade_no)
         assert order is not None
         with self.store.transaction():
@@ -258,10 +266,10 @@ class SandboxPay:
             if settled.notify_url:
                 self._notify(
                     out_trade_no=order.out_trade_no,
-                    event_type=wire.EventType.REFUND_SUCCESS,
+                    event_type=event_type,
                     plaintext=wire.encode_message(logic.refund_notice(settled, order)),
                     original_type="refund",
-                    summary="退款成功",
+                    summary=summary,
                     notify_url=settled.notify_url,
                 )
 
@@ -484,6 +492,8 @@ class SandboxPay:
             case BillOmitCommand():
                 omit = [*controls.bill_omit, command.out_trade_no]
                 controls = msgspec.structs.replace(controls, bill_omit=omit)
+            case RefundsCommand():
+                controls = msgspec.structs.replace(controls, refund_outcome=command.outcome)
             case BillAddUnknownCommand():
                 extra = ExtraBillRow(
                     out_trade_no=command.out_trade_no,
