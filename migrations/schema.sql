@@ -456,6 +456,7 @@ CREATE TABLE public.lots (
     arrears_hold_after interval DEFAULT '7 days'::interval NOT NULL,
     exit_window_minutes integer DEFAULT 15 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    company_id text,
     CONSTRAINT lots_arrears_hold_after_check CHECK ((arrears_hold_after >= '00:00:00'::interval)),
     CONSTRAINT lots_capacity_check CHECK ((capacity > 0)),
     CONSTRAINT lots_exit_window_minutes_check CHECK ((exit_window_minutes >= 0)),
@@ -475,6 +476,13 @@ CREATE TABLE public.monthly_passes (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     revoked_at timestamp with time zone,
     CONSTRAINT monthly_passes_period_check CHECK ((valid_until > valid_from))
+);
+CREATE TABLE public.operator_companies (
+    id text NOT NULL,
+    name text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT operator_companies_id_check CHECK ((id ~ '^[a-z0-9][a-z0-9_-]{0,63}$'::text)),
+    CONSTRAINT operator_companies_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100)))
 );
 CREATE TABLE public.passages (
     device_id text NOT NULL,
@@ -1414,6 +1422,7 @@ CREATE TABLE public.tariffs (
     id text NOT NULL,
     name text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    company_id text,
     CONSTRAINT tariffs_id_check CHECK ((id ~ '^[a-z0-9][a-z0-9_-]{0,63}$'::text))
 );
 CREATE TABLE public.vehicle_class_overrides (
@@ -1551,6 +1560,8 @@ ALTER TABLE ONLY public.lots
     ADD CONSTRAINT lots_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.monthly_passes
     ADD CONSTRAINT monthly_passes_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.operator_companies
+    ADD CONSTRAINT operator_companies_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.passages
     ADD CONSTRAINT passages_pkey PRIMARY KEY (device_id, seq, received_at);
 ALTER TABLE ONLY public.passages_2026_01
@@ -1722,6 +1733,7 @@ CREATE INDEX ledger_postings_account_idx ON public.ledger_postings USING btree (
 CREATE INDEX ledger_transactions_correlation_idx ON public.ledger_transactions USING btree (correlation_id);
 CREATE INDEX lot_group_members_lot_idx ON public.lot_group_members USING btree (lot_id);
 CREATE INDEX lot_tariffs_tariff_idx ON public.lot_tariffs USING btree (tariff_id);
+CREATE INDEX lots_company_idx ON public.lots USING btree (company_id, id);
 CREATE INDEX lots_district_idx ON public.lots USING btree (district_code);
 CREATE INDEX monthly_passes_plate_idx ON public.monthly_passes USING btree (plate) WHERE (revoked_at IS NULL);
 CREATE INDEX passages_lot_idx ON ONLY public.passages USING btree (lot_id, received_at);
@@ -1994,6 +2006,8 @@ ALTER TABLE ONLY public.lot_tariffs
 ALTER TABLE ONLY public.lot_tariffs
     ADD CONSTRAINT lot_tariffs_tariff_id_fkey FOREIGN KEY (tariff_id) REFERENCES public.tariffs(id);
 ALTER TABLE ONLY public.lots
+    ADD CONSTRAINT lots_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
+ALTER TABLE ONLY public.lots
     ADD CONSTRAINT lots_district_code_fkey FOREIGN KEY (district_code) REFERENCES public.districts(code);
 ALTER TABLE ONLY public.monthly_passes
     ADD CONSTRAINT monthly_passes_group_id_fkey FOREIGN KEY (group_id) REFERENCES public.lot_groups(id);
@@ -2025,5 +2039,7 @@ ALTER TABLE ONLY public.spaces
     ADD CONSTRAINT spaces_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.tariff_versions
     ADD CONSTRAINT tariff_versions_tariff_id_fkey FOREIGN KEY (tariff_id) REFERENCES public.tariffs(id);
+ALTER TABLE ONLY public.tariffs
+    ADD CONSTRAINT tariffs_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
 ALTER TABLE ONLY public.vehicles
     ADD CONSTRAINT vehicles_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.accounts(id);
