@@ -34,6 +34,7 @@ from parking.api.auth import BearerAuth
 from parking.auth import tokens
 from parking.auth.model import Role
 from parking.config import Settings
+from parking.seed.city import DEMO_COMPANY
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 ROLE_GUARD_DETAIL = "this route is not for your role"
@@ -195,6 +196,7 @@ def bad_tokens(key: str, role: Role) -> dict[str, str]:
             "role": role,
             "now": now,
             "ttl": timedelta(minutes=5),
+            "company": DEMO_COMPANY if role is Role.OPERATOR else None,
         }
         return tokens.issue(key, **(args | kw))
 
@@ -215,7 +217,12 @@ def bad_tokens(key: str, role: Role) -> dict[str, str]:
         "refresh token": make(audience=REFRESH_AUDIENCE),
         "tampered claims": f"{header}.{promoted}.{signature}",
         "other key": tokens.issue(
-            "another-key-" + "x" * 32, subject="acc-x", role=role, now=now, ttl=timedelta(minutes=5)
+            "another-key-" + "x" * 32,
+            subject="acc-x",
+            role=role,
+            now=now,
+            ttl=timedelta(minutes=5),
+            company=DEMO_COMPANY if role is Role.OPERATOR else None,
         ),
         "HS512 with the same key": other_alg,
         "garbage": "not.a.jwt",
