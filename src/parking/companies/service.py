@@ -1,0 +1,58 @@
+"""Which lots a staff member may act on: every operator route asks here, nowhere else.
+
+Each function runs in the caller's connection (and transaction, if any) and
+writes nothing: the caller answers ``missing`` and ``foreign`` alike (404) and
+audits ``foreign`` (parking.api.denied.require_lot).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from parking.auth.model import Principal
+from parking.companies import logic, store
+from parking.companies.model import Access, Company, Verdict
+
+lot_filter = logic.lot_filter
+
+
+async def lot_verdict(
+    conn: asyncpg.Connection, who: Principal, lot_id: str, access: Access
+) -> Verdict:
+    exists, owner = await store.lot_owner(conn, lot_id)
+    if not exists:
+        return Verdict.MISSING
+    return Verdict.ALLOWED if logic.may_act_on_lot(who, owner, access) else Verdict.FOREIGN
+
+
+async def tariff_verdict(
+    conn: asyncpg.Connection, who: Principal, tariff_id: str, access: Access
+) -> Verdict:
+    exists, owner = await store.tariff_owner(conn, tariff_id)
+    if not exists:
+        return Verdict.MISSING
+    return Verdict.ALLOWED if logic.may_act_on_tariff(who, owner, access) else Verdict.FOREIGN
+
+
+async def device_lot(conn: asyncpg.Connection, device_id: str) -> str | None:
+    """The lot a registered device belongs to (None: no such device)."""
+    return await store.device_lot(conn, device_id)
+
+
+async def own_tariff(conn: asyncpg.Connection, who: Principal, tariff_id: str) -> None:
+    """A tariff an operator just created belongs to the operator's company (caller's tx)."""
+    if who.company is not None:
+        await store.set_tariff_owner(conn, tariff_id, who.company)
+
+
+async def companies(conn: asyncpg.Connection) -> list[Company]:
+    return await store.companies(conn)
+
+
+async def company_exists(conn: asyncpg.Connection, company_id: str) -> bool:
+    return await store.company_exists(conn, company_id)
+
+
+async def lot_counts(conn: asyncpg.Connection) -> list[tuple[str, str, int]]:
+    """(id, name, number of lots owned) of every company."""
+    return await store.lot_counts(conn)
