@@ -1,7 +1,8 @@
 """Operators' pricing rules: exempt plates and plate kinds, lot groups, monthly passes.
 
 Every change is audited and reaches this worker's pricer at once (others
-within the cache's refresh interval).
+within the cache's refresh interval). A lot group names only lots of the
+operator's own company (another company's lot is a 404, audited).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from litestar import Request, delete, post, put
 from litestar.params import FromPath, JSONBody
 
 from parking.api.auth import principal_of, roles
+from parking.api.denied import require_lot
 from parking.api.infra import connection, infra_of
 from parking.auth.model import Role
 from parking.clock import SystemClock
+from parking.companies.model import Access
 from parking.ids import new_id
 from parking.pricing import service as pricing
 
@@ -104,7 +107,12 @@ async def delete_kind_exemption(request: Request[Any, Any, Any], kind: FromPath[
 async def put_lot_group(
     request: Request[Any, Any, Any], group_id: FromPath[Slug], data: JSONBody[LotGroupBody]
 ) -> None:
-    async with connection(infra_of(request.app), transaction=True) as conn:
+    infra, who, now = infra_of(request.app), principal_of(request), _clock.now()
+    async with connection(infra, transaction=True) as conn:
+        for lot_id in sorted(set(data.lots)):
+            await require_lot(
+                infra, conn, who, lot_id, access=Access.CHANGE, action="lot_group.set", now=now
+            )
         await pricing.set_lot_group(
             conn,
             group_id=group_id,
