@@ -14,7 +14,15 @@ from parking import audit as audit_log
 from parking.api.infra import Infra, connection
 from parking.auth.model import Principal
 from parking.companies import service as companies
-from parking.companies.model import Access, LotNotFound, TariffNotFound, Verdict
+from parking.companies.model import (
+    Access,
+    GroupNotFound,
+    LotNotFound,
+    PassNotFound,
+    TariffNotFound,
+    Verdict,
+)
+from parking.errors import NotFound
 
 
 async def audit_denied(
@@ -93,6 +101,69 @@ async def require_tariff(
     city's, is a 404 with an audit line; a tariff that does not exist is left to the
     pricing service's own 404."""
     verdict = await companies.tariff_verdict(conn, who, tariff_id, access)
+    error = TariffNotFound(f"no tariff {tariff_id}")
+    target = f"tariff:{tariff_id}"
+    await refuse_foreign(infra, who, verdict, error, action=action, target=target, now=now)
+
+
+async def refuse_foreign(
+    infra: Infra,
+    who: Principal,
+    verdict: Verdict,
+    error: NotFound,
+    *,
+    action: str,
+    target: str,
+    now: datetime,
+) -> None:
+    """Another company's thing: audited, then ``error`` (a 404). A thing that does not
+    exist is left to the caller's own 404, with its own words."""
     if verdict is Verdict.FOREIGN:
-        await audit_staff_denied(infra, who, action=action, target=f"tariff:{tariff_id}", now=now)
-        raise TariffNotFound(f"no tariff {tariff_id}")
+        await audit_staff_denied(infra, who, action=action, target=target, now=now)
+        raise error
+
+
+async def require_lots(
+    infra: Infra,
+    conn: asyncpg.Connection,
+    who: Principal,
+    lot_ids: list[str],
+    *,
+    action: str,
+    target: str,
+    now: datetime,
+) -> None:
+    """Several lots changed at once (a lot group): one of another company's is a 404."""
+    verdict = await companies.lots_verdict(conn, who, lot_ids, Access.CHANGE)
+    error = LotNotFound("a lot of this request does not exist")
+    await refuse_foreign(infra, who, verdict, error, action=action, target=target, now=now)
+
+
+async def require_group(
+    infra: Infra,
+    conn: asyncpg.Connection,
+    who: Principal,
+    group_id: str,
+    *,
+    action: str,
+    now: datetime,
+) -> None:
+    verdict = await companies.group_verdict(conn, who, group_id, Access.CHANGE)
+    error = GroupNotFound(f"no lot group {group_id}")
+    target = f"lot_group:{group_id}"
+    await refuse_foreign(infra, who, verdict, error, action=action, target=target, now=now)
+
+
+async def require_pass(
+    infra: Infra,
+    conn: asyncpg.Connection,
+    who: Principal,
+    pass_id: str,
+    *,
+    action: str,
+    now: datetime,
+) -> None:
+    verdict = await companies.pass_verdict(conn, who, pass_id, Access.CHANGE)
+    error = PassNotFound(f"no live pass {pass_id}")
+    target = f"pass:{pass_id}"
+    await refuse_foreign(infra, who, verdict, error, action=action, target=target, now=now)

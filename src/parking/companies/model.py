@@ -36,3 +36,11 @@ class TariffNotFound(NotFound):
 
 class UnknownCompany(InvalidInput):
     """No operator company has this id."""
+
+
+class GroupNotFound(NotFound):
+    """The lot group does not exist, or holds another company's lots (404)."""
+
+
+class PassNotFound(NotFound):
+    """The monthly pass does not exist, or is good for another company's lots (404)."""

@@ -25,6 +25,37 @@ async def lot_verdict(
     return Verdict.ALLOWED if logic.may_act_on_lot(who, owner, access) else Verdict.FOREIGN
 
 
+async def lots_verdict(
+    conn: asyncpg.Connection, who: Principal, lot_ids: list[str], access: Access
+) -> Verdict:
+    """For several lots at once: ``foreign`` if any is another company's, else ``missing``
+    if any does not exist."""
+    owners = await store.lot_owners(conn, lot_ids)
+    if not all(logic.may_act_on_lot(who, owner, access) for owner in owners.values()):
+        return Verdict.FOREIGN
+    return Verdict.ALLOWED if len(owners) == len(set(lot_ids)) else Verdict.MISSING
+
+
+async def group_verdict(
+    conn: asyncpg.Connection, who: Principal, group_id: str, access: Access
+) -> Verdict:
+    """A lot group is the company's whose lots it holds (its lots are checked, since a
+    group, and a monthly pass good for it, acts on every one of them)."""
+    lots = await store.group_lots(conn, group_id)
+    if lots is None:
+        return Verdict.MISSING
+    return await lots_verdict(conn, who, lots, access)
+
+
+async def pass_verdict(
+    conn: asyncpg.Connection, who: Principal, pass_id: str, access: Access
+) -> Verdict:
+    group_id = await store.pass_group(conn, pass_id)
+    if group_id is None:
+        return Verdict.MISSING
+    return await group_verdict(conn, who, group_id, access)
+
+
 async def tariff_verdict(
     conn: asyncpg.Connection, who: Principal, tariff_id: str, access: Access
 ) -> Verdict:

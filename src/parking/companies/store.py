@@ -46,3 +46,27 @@ async def lot_counts(conn: asyncpg.Connection) -> list[tuple[str, str, int]]:
              LEFT JOIN lots l ON l.company_id = c.id GROUP BY c.id, c.name ORDER BY c.id"""
     )
     return [(r["id"], r["name"], int(r["lots"])) for r in rows]
+
+
+async def lot_owners(conn: asyncpg.Connection, lot_ids: list[str]) -> dict[str, str | None]:
+    """lot id -> owning company, for those of ``lot_ids`` that exist."""
+    rows = await conn.fetch("SELECT id, company_id FROM lots WHERE id = ANY($1::text[])", lot_ids)
+    return {r["id"]: r["company_id"] for r in rows}
+
+
+async def group_lots(conn: asyncpg.Connection, group_id: str) -> list[str] | None:
+    """The lots of a lot group (None: no such group)."""
+    row = await conn.fetchrow(
+        """SELECT array_remove(array_agg(m.lot_id ORDER BY m.lot_id), NULL) AS lots
+             FROM lot_groups g LEFT JOIN lot_group_members m ON m.group_id = g.id
+            WHERE g.id = $1 GROUP BY g.id""",
+        group_id,
+    )
+    return None if row is None else list(row["lots"])
+
+
+async def pass_group(conn: asyncpg.Connection, pass_id: str) -> str | None:
+    group: str | None = await conn.fetchval(
+        "SELECT group_id FROM monthly_passes WHERE id = $1", pass_id
+    )
+    return group
