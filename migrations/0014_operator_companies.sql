@@ -18,3 +18,15 @@ CREATE INDEX lots_company_idx ON lots (company_id, id);
 -- company may assign it to its lots, none may version it, since a new version
 -- would reprice every company's lots that use it.
 ALTER TABLE tariffs ADD COLUMN company_id text REFERENCES operator_companies (id);
+
+-- An exemption (a whitelisted plate, an exempt plate kind) is a company's: the
+-- plate parks free at that company's lots only. NULL: one set before companies
+-- existed, the city's, free at every lot and removed by no operator.
+ALTER TABLE plate_exemptions ADD COLUMN company_id text REFERENCES operator_companies (id);
+ALTER TABLE plate_exemptions DROP CONSTRAINT plate_exemptions_pkey;
+ALTER TABLE plate_exemptions ADD CONSTRAINT plate_exemptions_company_plate_key
+    UNIQUE NULLS NOT DISTINCT (company_id, plate);
+ALTER TABLE exempt_plate_kinds ADD COLUMN company_id text REFERENCES operator_companies (id);
+ALTER TABLE exempt_plate_kinds DROP CONSTRAINT exempt_plate_kinds_pkey;
+ALTER TABLE exempt_plate_kinds ADD CONSTRAINT exempt_plate_kinds_company_kind_key
+    UNIQUE NULLS NOT DISTINCT (company_id, kind);

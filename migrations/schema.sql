@@ -358,6 +358,7 @@ CREATE TABLE public.exempt_plate_kinds (
     reason text NOT NULL,
     created_by text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    company_id text,
     CONSTRAINT exempt_plate_kinds_reason_check CHECK ((reason <> ''::text))
 );
 CREATE TABLE public.idempotency_keys (
@@ -1059,6 +1060,7 @@ CREATE TABLE public.plate_exemptions (
     reason text NOT NULL,
     created_by text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    company_id text,
     CONSTRAINT plate_exemptions_reason_check CHECK ((reason <> ''::text))
 );
 CREATE TABLE public.refresh_tokens (
@@ -1535,7 +1537,7 @@ ALTER TABLE ONLY public.districts
 ALTER TABLE ONLY public.districts
     ADD CONSTRAINT districts_pkey PRIMARY KEY (code);
 ALTER TABLE ONLY public.exempt_plate_kinds
-    ADD CONSTRAINT exempt_plate_kinds_pkey PRIMARY KEY (kind);
+    ADD CONSTRAINT exempt_plate_kinds_company_kind_key UNIQUE NULLS NOT DISTINCT (company_id, kind);
 ALTER TABLE ONLY public.idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (scope, key);
 ALTER TABLE ONLY public.lanes
@@ -1633,7 +1635,7 @@ ALTER TABLE ONLY public.plate_blacklist
 ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.plate_exemptions
-    ADD CONSTRAINT plate_exemptions_pkey PRIMARY KEY (plate);
+    ADD CONSTRAINT plate_exemptions_company_plate_key UNIQUE NULLS NOT DISTINCT (company_id, plate);
 ALTER TABLE ONLY public.refresh_tokens
     ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (jti);
 ALTER TABLE ONLY public.refund_requests
@@ -1989,6 +1991,8 @@ ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_space_id_fkey FOREIGN KEY (lot_id, space_id) REFERENCES public.spaces(lot_id, space_id);
 ALTER TABLE ONLY public.disputes
     ADD CONSTRAINT disputes_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
+ALTER TABLE ONLY public.exempt_plate_kinds
+    ADD CONSTRAINT exempt_plate_kinds_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
 ALTER TABLE ONLY public.lanes
     ADD CONSTRAINT lanes_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.ledger_postings
@@ -2023,6 +2027,8 @@ ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_claimant_account_id_fkey FOREIGN KEY (claimant_account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_holder_account_id_fkey FOREIGN KEY (holder_account_id) REFERENCES public.accounts(id);
+ALTER TABLE ONLY public.plate_exemptions
+    ADD CONSTRAINT plate_exemptions_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
 ALTER TABLE ONLY public.refresh_tokens
     ADD CONSTRAINT refresh_tokens_session_id_fkey FOREIGN KEY (session_id) REFERENCES public.auth_sessions(id);
 ALTER TABLE ONLY public.refund_requests

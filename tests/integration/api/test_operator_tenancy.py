@@ -319,3 +319,65 @@ async def test_the_city_reads_every_companys_lots_and_changes_none(
     assert await city_db.fetchval("SELECT status FROM anomalies WHERE id = $1", anomaly_id) == (
         "open"
     )
+
+
+async def quoted(api: Client, headers: dict[str, str], lot_id: str, plate: str) -> Any:
+    got = await api.post(
+        "/v1/tariffs/quote",
+        json={
+            "lot_id": lot_id,
+            "plate": plate,
+            "entry": "2026-11-27T10:00:00+08:00",
+            "exit": "2026-11-27T12:00:00+08:00",
+        },
+        headers=headers,
+    )
+    assert got.status_code == 200, got.text
+    return got.json()
+
+
+async def test_a_companys_exemption_is_free_at_its_lots_only_and_lifted_by_it_only(
+    api: Client, token_for: Callable[..., str], city_db: asyncpg.Connection
+) -> None:
+    theirs: str = await city_db.fetchval(
+        "SELECT id FROM lots WHERE company_id = $1 ORDER BY id LIMIT 1", OTHER_COMPANY
+    )
+    south = other(token_for)
+    made = await api.put(
+        "/v1/operator/exemptions/plates/赣B8E888", json={"reason": "南康救护车"}, headers=south
+    )
+    kind = await api.put(
+        "/v1/operator/exemptions/kinds/police", json={"reason": "公务"}, headers=south
+    )
+
+    at_theirs = await quoted(api, south, theirs, "赣B8E888")
+    at_demo = await quoted(api, own(token_for), DEMO_LOT, "赣B8E888")
+    police_at_demo = await quoted(api, own(token_for), DEMO_LOT, "赣A0001警")
+    lifted_by_other = await api.delete(
+        "/v1/operator/exemptions/plates/赣B8E888", headers=own(token_for)
+    )
+
+    assert (made.status_code, kind.status_code) == (200, 204)
+    assert (at_theirs["total_fen"], at_theirs["reason"]) == (0, "exempt:南康救护车")
+    assert at_demo["total_fen"] > 0
+    assert at_demo["reason"] == "tariff"
+    assert police_at_demo["total_fen"] > 0
+    assert lifted_by_other.status_code == 404
+    assert (await quoted(api, south, theirs, "赣B8E888"))["total_fen"] == 0
+    rows = await city_db.fetch("SELECT company_id FROM plate_exemptions WHERE plate = '赣B8E888'")
+    assert [r["company_id"] for r in rows] == [OTHER_COMPANY]
+
+
+async def test_an_exemption_from_before_companies_stays_free_everywhere(
+    api: Client, token_for: Callable[..., str], city_db: asyncpg.Connection
+) -> None:
+    await city_db.execute(
+        "INSERT INTO plate_exemptions (plate, reason, created_by) VALUES ('赣B9C999', '市政', 'x')"
+    )
+    theirs: str = await city_db.fetchval(
+        "SELECT id FROM lots WHERE company_id = $1 ORDER BY id LIMIT 1", OTHER_COMPANY
+    )
+    lifted = await api.delete("/v1/operator/exemptions/plates/赣B9C999", headers=own(token_for))
+    assert lifted.status_code == 404
+    for lot_id in (DEMO_LOT, theirs):
+        assert (await quoted(api, own(token_for), lot_id, "赣B9C999"))["total_fen"] == 0
