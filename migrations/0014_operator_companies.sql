@@ -30,3 +30,9 @@ ALTER TABLE exempt_plate_kinds ADD COLUMN company_id text REFERENCES operator_co
 ALTER TABLE exempt_plate_kinds DROP CONSTRAINT exempt_plate_kinds_pkey;
 ALTER TABLE exempt_plate_kinds ADD CONSTRAINT exempt_plate_kinds_company_kind_key
     UNIQUE NULLS NOT DISTINCT (company_id, kind);
+
+-- The blacklist stays one list for the city (a listed plate is held at every
+-- entry lane: a stolen or cloned plate is everyone's problem), but an entry is
+-- the company's that listed it: only that company changes or lifts it. NULL:
+-- listed before companies existed, lifted by any operator as before.
+ALTER TABLE plate_blacklist ADD COLUMN company_id text REFERENCES operator_companies (id);

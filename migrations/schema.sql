@@ -1035,6 +1035,7 @@ CREATE TABLE public.plate_blacklist (
     reason text NOT NULL,
     created_by text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    company_id text,
     CONSTRAINT plate_blacklist_reason_check CHECK ((reason <> ''::text))
 );
 CREATE TABLE public.plate_claims (
@@ -2023,6 +2024,8 @@ ALTER TABLE ONLY public.payment_bills
     ADD CONSTRAINT payment_bills_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES public.payment_attempts(id);
 ALTER TABLE ONLY public.payment_bills
     ADD CONSTRAINT payment_bills_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
+ALTER TABLE ONLY public.plate_blacklist
+    ADD CONSTRAINT plate_blacklist_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
 ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_claimant_account_id_fkey FOREIGN KEY (claimant_account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.plate_claims

@@ -41,7 +41,7 @@ from parking.api.pagination import (
 from parking.auth.model import Role
 from parking.clock import SystemClock
 from parking.companies import service as companies
-from parking.companies.model import Access, LotNotFound, Verdict
+from parking.companies.model import Access, BlacklistEntryNotFound, LotNotFound, Verdict
 from parking.devices import service as devices
 from parking.devices.model import Device, DeviceKind, DeviceNotFound, Provisioned
 from parking.errors import Conflict, InvalidInput, NotFound
@@ -590,13 +590,26 @@ async def _flag(redis: Any, plate: str, reason: str | None) -> bool:
     return True
 
 
+async def _blacklist_entry_in_scope(
+    request: Request[Any, Any, Any], conn: asyncpg.Connection, plate: str, action: str
+) -> None:
+    """The list is the city's, an entry its company's: another company's is a 404, audited."""
+    who = principal_of(request)
+    if await companies.blacklist_verdict(conn, who, plate) is not Verdict.FOREIGN:
+        return
+    await audit_staff_denied(
+        infra_of(request.app), who, action=action, target=f"plate:{plate}", now=_clock.now()
+    )
+    raise BlacklistEntryNotFound(f"{plate} is on the blacklist of another company")
+
+
 @put(
     "/v1/operator/blacklist/{plate:str}",
     guards=operator_only,
     tags=["operator"],
     summary="Blacklist a plate: held at every entry lane of the city from its next arrival",
     request_max_body_size=BODY_MAX,
-    responses=problem_responses(400, 401, 403, 413),
+    responses=problem_responses(400, 401, 403, 404, 413),
 )
 async def blacklist_plate(
     request: Request[Any, Any, Any], plate: FromPath[PlateParam], data: JSONBody[BlacklistRequest]
@@ -605,12 +618,14 @@ async def blacklist_plate(
     text = normalise(plate)
     who = principal_of(request).subject
     async with connection(infra, transaction=True) as conn:
+        await _blacklist_entry_in_scope(request, conn, text, "blacklist.add")
         await conn.execute(
-            "INSERT INTO plate_blacklist (plate, reason, created_by) VALUES ($1, $2, $3) "
-            "ON CONFLICT (plate) DO UPDATE SET reason = EXCLUDED.reason",
+            "INSERT INTO plate_blacklist (plate, reason, created_by, company_id) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (plate) DO UPDATE SET reason = EXCLUDED.reason",
             text,
             data.reason,
             who,
+            principal_of(request).company,
         )
         await audit(
             conn,
@@ -630,7 +645,7 @@ async def blacklist_plate(
     tags=["operator"],
     summary="Take a plate off the blacklist (idempotent)",
     status_code=200,
-    responses=problem_responses(400, 401, 403),
+    responses=problem_responses(400, 401, 403, 404),
 )
 async def unblacklist_plate(
     request: Request[Any, Any, Any], plate: FromPath[PlateParam]
@@ -638,6 +653,7 @@ async def unblacklist_plate(
     infra = infra_of(request.app)
     text = normalise(plate)
     async with connection(infra, transaction=True) as conn:
+        await _blacklist_entry_in_scope(request, conn, text, "blacklist.remove")
         removed = await conn.fetchval(
             "DELETE FROM plate_blacklist WHERE plate = $1 RETURNING reason", text
         )

@@ -34,6 +34,10 @@ class TariffNotFound(NotFound):
     """The tariff does not exist, or the caller's company may not touch it (404)."""
 
 
+class BlacklistEntryNotFound(NotFound):
+    """The plate's blacklist entry is another company's to change (404)."""
+
+
 class UnknownCompany(InvalidInput):
     """No operator company has this id."""
 

@@ -56,6 +56,14 @@ async def pass_verdict(
     return await group_verdict(conn, who, group_id, access)
 
 
+async def blacklist_verdict(conn: asyncpg.Connection, who: Principal, plate: str) -> Verdict:
+    """May ``who`` change or lift the plate's blacklist entry (``missing``: none)?"""
+    listed, owner = await store.blacklist_owner(conn, plate)
+    if not listed:
+        return Verdict.MISSING
+    return Verdict.ALLOWED if logic.may_change_list_entry(who, owner) else Verdict.FOREIGN
+
+
 async def tariff_verdict(
     conn: asyncpg.Connection, who: Principal, tariff_id: str, access: Access
 ) -> Verdict:

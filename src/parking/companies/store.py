@@ -65,6 +65,12 @@ async def group_lots(conn: asyncpg.Connection, group_id: str) -> list[str] | Non
     return None if row is None else list(row["lots"])
 
 
+async def blacklist_owner(conn: asyncpg.Connection, plate: str) -> tuple[bool, str | None]:
+    """(the plate is blacklisted, the company that listed it)."""
+    row = await conn.fetchrow("SELECT company_id FROM plate_blacklist WHERE plate = $1", plate)
+    return (False, None) if row is None else (True, row["company_id"])
+
+
 async def pass_group(conn: asyncpg.Connection, pass_id: str) -> str | None:
     group: str | None = await conn.fetchval(
         "SELECT group_id FROM monthly_passes WHERE id = $1", pass_id

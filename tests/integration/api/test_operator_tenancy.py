@@ -381,3 +381,36 @@ async def test_an_exemption_from_before_companies_stays_free_everywhere(
     assert lifted.status_code == 404
     for lot_id in (DEMO_LOT, theirs):
         assert (await quoted(api, own(token_for), lot_id, "赣B9C999"))["total_fen"] == 0
+
+
+async def test_a_blacklist_entry_is_changed_and_lifted_by_the_company_that_listed_it_only(
+    api: Client, token_for: Callable[..., str], city_db: asyncpg.Connection
+) -> None:
+    path = "/v1/operator/blacklist/赣B6D666"
+    listed = await api.put(path, json={"reason": "被盗车辆"}, headers=own(token_for))
+    rewritten = await api.put(path, json={"reason": "误报"}, headers=other(token_for))
+    lifted = await api.delete(path, headers=other(token_for))
+    entry = await city_db.fetchrow(
+        "SELECT reason, company_id FROM plate_blacklist WHERE plate = '赣B6D666'"
+    )
+    by_owner = await api.delete(path, headers=own(token_for))
+
+    assert listed.status_code == 200, listed.text
+    assert (rewritten.status_code, lifted.status_code) == (404, 404)
+    assert entry is not None
+    assert (entry["reason"], entry["company_id"]) == ("被盗车辆", DEMO_COMPANY)
+    await assert_denied_twice(city_db, "plate:赣B6D666")
+    assert by_owner.status_code == 200, by_owner.text
+    assert await city_db.fetchval("SELECT count(*) FROM plate_blacklist") == 0
+
+
+async def assert_denied_twice(conn: asyncpg.Connection, target: str) -> None:
+    lines = await conn.fetch(
+        "SELECT action, actor FROM audit_log WHERE target = $1 AND action LIKE 'denied:%' "
+        "ORDER BY id",
+        target,
+    )
+    assert [(r["action"], r["actor"]) for r in lines] == [
+        ("denied:blacklist.add", "op-south"),
+        ("denied:blacklist.remove", "op-south"),
+    ]

@@ -184,9 +184,10 @@ async def test_a_role_a_route_admits_passes_its_guards(
 # ------------------------------------------------------------------ A2: the tenant column
 #
 # An operator acts on its own company's lots only (issue 10, point 8). Every route
-# an operator may call is either in TENANT, with a request on one thing of
-# GZ-DEMO-01 (gz-urban's lot), or in NOT_ONE_LOT, saying why it acts on no single
-# lot; a new operator route fails the first test below until it is placed. For
+# an operator may call is either in TENANT, with a request on one of gz-urban's
+# things (GZ-DEMO-01 or something in it, a tariff, group, pass or blacklist entry
+# of gz-urban's), or in NOT_ONE_LOT, saying why it acts on nothing of one company;
+# a new operator route fails the first test below until it is placed. For
 # each TENANT route, gz-south's operator gets a 404 and an audit line, and
 # gz-urban's operator's identical request succeeds.
 
@@ -217,6 +218,7 @@ class Things:
     anomaly: str
     group: str
     pass_id: str
+    plate: str
 
 
 def _later(days: int) -> str:
@@ -287,14 +289,21 @@ TENANT: dict[str, Callable[[Things], Request]] = {
         f"/v1/operator/passes/{t.pass_id}",
         None,
     ),
+    # One list for the city (held at every lane), but an entry is its company's.
+    "PUT /v1/operator/blacklist/{plate:str}": lambda t: (
+        f"/v1/operator/blacklist/{t.plate}",
+        {"reason": "套牌"},
+    ),
+    "DELETE /v1/operator/blacklist/{plate:str}": lambda t: (
+        f"/v1/operator/blacklist/{t.plate}",
+        None,
+    ),
 }
 NOT_ONE_LOT: dict[str, str] = {
     "GET /v1/operator/lots": "lists the caller's company's lots only",
     "POST /v1/operator/lots": "the new lot is the creator's company's",
     "GET /v1/operator/anomalies": "lists the anomalies of the caller's company's lots only",
     "POST /v1/operator/tariffs": "the new tariff is the creator's company's",
-    "PUT /v1/operator/blacklist/{plate:str}": "city-wide list: held at every entry lane",
-    "DELETE /v1/operator/blacklist/{plate:str}": "city-wide list: held at every entry lane",
     "PUT /v1/operator/exemptions/plates/{plate:str}": "the caller's company's, free at its lots",
     "DELETE /v1/operator/exemptions/plates/{plate:str}": "lifts the caller's company's only",
     "PUT /v1/operator/exemptions/kinds/{kind:str}": "the caller's company's, free at its lots",
@@ -337,6 +346,8 @@ async def gz_urbans_things(
         headers=own,
     )
     assert issued.status_code == 201, issued.text
+    listed = await api.put("/v1/operator/blacklist/赣B4K444", json={"reason": "被盗"}, headers=own)
+    assert listed.status_code == 200, listed.text
     await conn.execute(
         "INSERT INTO devices (device_id, kind, lot_id, lane_id, password_hash) "
         "VALUES ('matrix-gate', 'gate', $1, 'out1', 'x')",
@@ -354,6 +365,7 @@ async def gz_urbans_things(
         anomaly="matrix:1",
         group="matrix-own",
         pass_id=issued.json()["id"],
+        plate="赣B4K444",
     )
 
 
