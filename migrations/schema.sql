@@ -362,6 +362,7 @@ CREATE TABLE public.exempt_plate_kinds (
     reason text NOT NULL,
     created_by text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    company_id text,
     CONSTRAINT exempt_plate_kinds_reason_check CHECK ((reason <> ''::text))
 );
 CREATE TABLE public.idempotency_keys (
@@ -460,6 +461,7 @@ CREATE TABLE public.lots (
     arrears_hold_after interval DEFAULT '7 days'::interval NOT NULL,
     exit_window_minutes integer DEFAULT 15 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    company_id text,
     CONSTRAINT lots_arrears_hold_after_check CHECK ((arrears_hold_after >= '00:00:00'::interval)),
     CONSTRAINT lots_capacity_check CHECK ((capacity > 0)),
     CONSTRAINT lots_exit_window_minutes_check CHECK ((exit_window_minutes >= 0)),
@@ -479,6 +481,13 @@ CREATE TABLE public.monthly_passes (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     revoked_at timestamp with time zone,
     CONSTRAINT monthly_passes_period_check CHECK ((valid_until > valid_from))
+);
+CREATE TABLE public.operator_companies (
+    id text NOT NULL,
+    name text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT operator_companies_id_check CHECK ((id ~ '^[a-z0-9][a-z0-9_-]{0,63}$'::text)),
+    CONSTRAINT operator_companies_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100)))
 );
 CREATE TABLE public.passages (
     device_id text NOT NULL,
@@ -1030,6 +1039,7 @@ CREATE TABLE public.plate_blacklist (
     reason text NOT NULL,
     created_by text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    company_id text,
     CONSTRAINT plate_blacklist_reason_check CHECK ((reason <> ''::text))
 );
 CREATE TABLE public.plate_claims (
@@ -1055,6 +1065,7 @@ CREATE TABLE public.plate_exemptions (
     reason text NOT NULL,
     created_by text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    company_id text,
     CONSTRAINT plate_exemptions_reason_check CHECK ((reason <> ''::text))
 );
 CREATE TABLE public.refresh_tokens (
@@ -1418,6 +1429,7 @@ CREATE TABLE public.tariffs (
     id text NOT NULL,
     name text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    company_id text,
     CONSTRAINT tariffs_id_check CHECK ((id ~ '^[a-z0-9][a-z0-9_-]{0,63}$'::text))
 );
 CREATE TABLE public.vehicle_class_overrides (
@@ -1530,7 +1542,7 @@ ALTER TABLE ONLY public.districts
 ALTER TABLE ONLY public.districts
     ADD CONSTRAINT districts_pkey PRIMARY KEY (code);
 ALTER TABLE ONLY public.exempt_plate_kinds
-    ADD CONSTRAINT exempt_plate_kinds_pkey PRIMARY KEY (kind);
+    ADD CONSTRAINT exempt_plate_kinds_company_kind_key UNIQUE NULLS NOT DISTINCT (company_id, kind);
 ALTER TABLE ONLY public.idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (scope, key);
 ALTER TABLE ONLY public.lanes
@@ -1555,6 +1567,8 @@ ALTER TABLE ONLY public.lots
     ADD CONSTRAINT lots_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.monthly_passes
     ADD CONSTRAINT monthly_passes_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.operator_companies
+    ADD CONSTRAINT operator_companies_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.passages
     ADD CONSTRAINT passages_pkey PRIMARY KEY (device_id, seq, received_at);
 ALTER TABLE ONLY public.passages_2026_01
@@ -1626,7 +1640,7 @@ ALTER TABLE ONLY public.plate_blacklist
 ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.plate_exemptions
-    ADD CONSTRAINT plate_exemptions_pkey PRIMARY KEY (plate);
+    ADD CONSTRAINT plate_exemptions_company_plate_key UNIQUE NULLS NOT DISTINCT (company_id, plate);
 ALTER TABLE ONLY public.refresh_tokens
     ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (jti);
 ALTER TABLE ONLY public.refund_requests
@@ -1726,6 +1740,7 @@ CREATE INDEX ledger_postings_account_idx ON public.ledger_postings USING btree (
 CREATE INDEX ledger_transactions_correlation_idx ON public.ledger_transactions USING btree (correlation_id);
 CREATE INDEX lot_group_members_lot_idx ON public.lot_group_members USING btree (lot_id);
 CREATE INDEX lot_tariffs_tariff_idx ON public.lot_tariffs USING btree (tariff_id);
+CREATE INDEX lots_company_idx ON public.lots USING btree (company_id, id);
 CREATE INDEX lots_district_idx ON public.lots USING btree (district_code);
 CREATE INDEX monthly_passes_plate_idx ON public.monthly_passes USING btree (plate) WHERE (revoked_at IS NULL);
 CREATE INDEX passages_lot_idx ON ONLY public.passages USING btree (lot_id, received_at);
@@ -1981,6 +1996,8 @@ ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_space_id_fkey FOREIGN KEY (lot_id, space_id) REFERENCES public.spaces(lot_id, space_id);
 ALTER TABLE ONLY public.disputes
     ADD CONSTRAINT disputes_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
+ALTER TABLE ONLY public.exempt_plate_kinds
+    ADD CONSTRAINT exempt_plate_kinds_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
 ALTER TABLE ONLY public.lanes
     ADD CONSTRAINT lanes_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.ledger_postings
@@ -1998,6 +2015,8 @@ ALTER TABLE ONLY public.lot_tariffs
 ALTER TABLE ONLY public.lot_tariffs
     ADD CONSTRAINT lot_tariffs_tariff_id_fkey FOREIGN KEY (tariff_id) REFERENCES public.tariffs(id);
 ALTER TABLE ONLY public.lots
+    ADD CONSTRAINT lots_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
+ALTER TABLE ONLY public.lots
     ADD CONSTRAINT lots_district_code_fkey FOREIGN KEY (district_code) REFERENCES public.districts(code);
 ALTER TABLE ONLY public.monthly_passes
     ADD CONSTRAINT monthly_passes_group_id_fkey FOREIGN KEY (group_id) REFERENCES public.lot_groups(id);
@@ -2009,10 +2028,14 @@ ALTER TABLE ONLY public.payment_bills
     ADD CONSTRAINT payment_bills_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES public.payment_attempts(id);
 ALTER TABLE ONLY public.payment_bills
     ADD CONSTRAINT payment_bills_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
+ALTER TABLE ONLY public.plate_blacklist
+    ADD CONSTRAINT plate_blacklist_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
 ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_claimant_account_id_fkey FOREIGN KEY (claimant_account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_holder_account_id_fkey FOREIGN KEY (holder_account_id) REFERENCES public.accounts(id);
+ALTER TABLE ONLY public.plate_exemptions
+    ADD CONSTRAINT plate_exemptions_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
 ALTER TABLE ONLY public.refresh_tokens
     ADD CONSTRAINT refresh_tokens_session_id_fkey FOREIGN KEY (session_id) REFERENCES public.auth_sessions(id);
 ALTER TABLE ONLY public.refund_requests
@@ -2029,5 +2052,7 @@ ALTER TABLE ONLY public.spaces
     ADD CONSTRAINT spaces_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.tariff_versions
     ADD CONSTRAINT tariff_versions_tariff_id_fkey FOREIGN KEY (tariff_id) REFERENCES public.tariffs(id);
+ALTER TABLE ONLY public.tariffs
+    ADD CONSTRAINT tariffs_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
 ALTER TABLE ONLY public.vehicles
     ADD CONSTRAINT vehicles_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.accounts(id);

@@ -164,19 +164,25 @@ def settings_for_db(settings: Settings, db_url: str) -> Iterator[Settings]:
 
 @pytest.fixture
 def token_for(settings: Settings) -> Callable[..., str]:
-    """``token_for(Role.OPERATOR, "alice")``: a valid access token for the test stack's key."""
+    """``token_for(Role.OPERATOR, "alice")``: a valid access token for the test stack's key.
+
+    An operator works for the seeded demo lot's company unless ``company`` says otherwise."""
     from datetime import UTC, datetime, timedelta
 
     from parking.auth import tokens
     from parking.auth.model import Role
+    from parking.seed.city import DEMO_COMPANY
 
-    def make(role: Role, subject: str = "tester") -> str:
+    def make(role: Role, subject: str = "tester", company: str | None = None) -> str:
+        if role is Role.OPERATOR and company is None:
+            company = DEMO_COMPANY
         return tokens.issue(
             settings.jwt_key,
             subject=subject,
             role=role,
             now=datetime.now(UTC),
             ttl=timedelta(minutes=10),
+            company=company,
         )
 
     return make

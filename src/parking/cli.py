@@ -7,6 +7,7 @@ import click
 from gateways.simulator.cli import simulate
 from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
+from parking.companies.cli import companies_group
 from parking.db.cli import db
 from parking.devices.cli import devices
 from parking.ledger.cli import ledger
@@ -36,6 +37,7 @@ main.add_command(api)
 main.add_command(run)
 main.add_command(tariff)
 main.add_command(tokens_group)
+main.add_command(companies_group)
 main.add_command(ledger)
 main.add_command(devices)
 main.add_command(simulate)

@@ -9,6 +9,7 @@ async def _fingerprint(conn: asyncpg.Connection) -> dict[str, str]:
     out = {}
     for table, key in (
         ("districts", "code"),
+        ("operator_companies", "id"),
         ("lots", "id"),
         ("lanes", "lot_id, lane_id"),
         ("spaces", "lot_id, space_id"),
@@ -90,3 +91,30 @@ async def test_city_covers_every_district_inside_ganzhou(db: asyncpg.Connection)
 def test_the_same_seed_gives_the_same_city() -> None:
     assert city.build(7) == city.build(7)
     assert city.build(7) != city.build(8)
+
+
+async def test_the_citys_lots_belong_to_three_companies_the_demo_lot_to_gz_urban(
+    db: asyncpg.Connection,
+) -> None:
+    await service.seed(db, city_seed=20261127, progress=lambda _: None)
+    owners = {
+        r["company_id"]: r["lots"]
+        for r in await db.fetch("SELECT company_id, count(*) AS lots FROM lots GROUP BY 1")
+    }
+    assert set(owners) == {c.id for c in city.COMPANIES}
+    assert min(owners.values()) > 50
+    demo = await db.fetchval("SELECT company_id FROM lots WHERE id = 'GZ-DEMO-01'")
+    assert demo == city.DEMO_COMPANY == "gz-urban"
+    # The seeded (city) tariffs belong to no company.
+    assert await db.fetchval("SELECT count(*) FROM tariffs WHERE company_id IS NOT NULL") == 0
+
+
+async def test_a_reseed_gives_an_unowned_lot_its_owner_and_moves_no_owned_lot(
+    db: asyncpg.Connection,
+) -> None:
+    await service.seed(db, city_seed=20261127, progress=lambda _: None)
+    await db.execute("UPDATE lots SET company_id = NULL WHERE id = 'GZ-DEMO-01'")
+    await db.execute("UPDATE lots SET company_id = 'gz-county' WHERE id = 'GZ-JK-0001'")
+    await service.seed(db, city_seed=20261127, progress=lambda _: None)
+    assert await db.fetchval("SELECT company_id FROM lots WHERE id = 'GZ-DEMO-01'") == "gz-urban"
+    assert await db.fetchval("SELECT company_id FROM lots WHERE id = 'GZ-JK-0001'") == "gz-county"

@@ -6,6 +6,11 @@ without its audit line. Device changes go through the device registry, which
 rewrites the broker's password and ACL files and waits for the broker to
 enforce them; those run outside a transaction (the registry's rule), and are
 audited once the registry has answered.
+
+An operator acts on the lots of its own company only (parking.companies says
+which): another company's lot, or a device or anomaly in one, is a 404 and an
+audit line (parking.api.denied.require_lot). The city reads every lot (the
+GET routes admit it) and changes none (the others do not: 403).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from redis.exceptions import RedisError
 
 from parking import audit as audit_log
 from parking.api.auth import principal_of, roles
+from parking.api.denied import audit_staff_denied, require_lot
 from parking.api.drivers import problem_responses
 from parking.api.infra import connection, infra_of
 from parking.api.pagination import (
@@ -34,8 +40,10 @@ from parking.api.pagination import (
 )
 from parking.auth.model import Role
 from parking.clock import SystemClock
+from parking.companies import service as companies
+from parking.companies.model import Access, BlacklistEntryNotFound, LotNotFound, Verdict
 from parking.devices import service as devices
-from parking.devices.model import Device, DeviceKind, Provisioned
+from parking.devices.model import Device, DeviceKind, DeviceNotFound, Provisioned
 from parking.errors import Conflict, InvalidInput, NotFound
 from parking.occupancy import keys as occupancy_keys
 from parking.occupancy import logic as occupancy_logic
@@ -52,6 +60,8 @@ from parking.tariffs import quote_to_json
 log = structlog.get_logger("parking.api.operators")
 _clock = SystemClock()
 operator_only = [roles(Role.OPERATOR)]
+#: the GET routes: operators see their company's lots, the city every lot
+staff_readers = [roles(Role.OPERATOR, Role.CITY)]
 BODY_MAX: Final = 8 * 1024
 _RETRY_AFTER_S: Final = "5"
 
@@ -71,10 +81,6 @@ PlateText = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 
 class InvalidLot(InvalidInput):
     """A lot that the database's rules refuse (unknown district, bad values)."""
-
-
-class LotNotFound(NotFound):
-    pass
 
 
 class AnomalyNotFound(NotFound):
@@ -164,21 +170,23 @@ def _lot(row: asyncpg.Record) -> LotView:
 
 @get(
     "/v1/operator/lots",
-    guards=operator_only,
+    guards=staff_readers,
     tags=["operator"],
-    summary="Lots of the city, by id",
+    summary="Lots of the city (an operator: its company's), by id",
     responses=problem_responses(400, 401, 403),
 )
 async def list_lots(
     request: Request[Any, Any, Any], cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
 ) -> LotPage:
     after = decode_cursor(cursor)
+    company = companies.lot_filter(principal_of(request))
     async with connection(infra_of(request.app)) as conn:
         rows = await conn.fetch(
             f"SELECT {_LOT_COLUMNS} FROM lots WHERE ($1::text IS NULL OR id > $1) "  # noqa: S608
-            "ORDER BY id LIMIT $2",
+            "AND ($3::text IS NULL OR company_id = $3) ORDER BY id LIMIT $2",
             after,
             limit + 1,
+            company,
         )
     items, next_cursor = page([_lot(r) for r in rows], limit, key=lambda lot: lot.id)
     return LotPage(items=items, next_cursor=next_cursor)
@@ -199,8 +207,9 @@ async def create_lot(request: Request[Any, Any, Any], data: JSONBody[NewLot]) ->
         try:
             row = await conn.fetchrow(
                 f"""INSERT INTO lots (id, name, district_code, kind, capacity, latitude, longitude,
-                                     full_policy, arrears_hold_after, exit_window_minutes)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                     full_policy, arrears_hold_after, exit_window_minutes,
+                                     company_id)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                     RETURNING {_LOT_COLUMNS}""",  # noqa: S608
                 data.id,
                 data.name,
@@ -212,6 +221,7 @@ async def create_lot(request: Request[Any, Any, Any], data: JSONBody[NewLot]) ->
                 data.full_policy,
                 timedelta(minutes=data.arrears_hold_after_minutes),
                 data.exit_window_minutes,
+                principal_of(request).company,  # the new lot is its creator's company's
             )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"lot {data.id} exists") from exc
@@ -244,6 +254,7 @@ async def change_lot(
     now = _clock.now()
     changes = {k: v for k, v in msgspec.to_builtins(data).items() if v is not None}
     async with connection(infra_of(request.app), transaction=True) as conn:
+        await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "lot.change")
         row = await conn.fetchrow(
             f"""UPDATE lots SET
                    full_policy = coalesce($2, full_policy),
@@ -297,14 +308,28 @@ class SpacePage(msgspec.Struct, frozen=True, kw_only=True):
     next_cursor: str | None
 
 
-async def _lot_exists(conn: asyncpg.Connection, lot_id: str) -> None:
-    if not await conn.fetchval("SELECT true FROM lots WHERE id = $1", lot_id):
-        raise LotNotFound(f"lot {lot_id} does not exist")
+async def _lot_in_scope(
+    request: Request[Any, Any, Any],
+    conn: asyncpg.Connection,
+    lot_id: str,
+    access: Access,
+    action: str,
+) -> None:
+    """404 unless the caller may act on the lot (another company's is audited too)."""
+    await require_lot(
+        infra_of(request.app),
+        conn,
+        principal_of(request),
+        lot_id,
+        access=access,
+        action=action,
+        now=_clock.now(),
+    )
 
 
 @get(
     "/v1/operator/lots/{lot_id:str}/lanes",
-    guards=operator_only,
+    guards=staff_readers,
     tags=["operator"],
     summary="A lot's lanes",
     responses=problem_responses(400, 401, 403, 404),
@@ -313,7 +338,7 @@ async def list_lanes(
     request: Request[Any, Any, Any], lot_id: FromPath[IdentParam]
 ) -> list[LaneView]:
     async with connection(infra_of(request.app)) as conn:
-        await _lot_exists(conn, lot_id)
+        await _lot_in_scope(request, conn, lot_id, Access.READ, "lanes.read")
         rows = await conn.fetch(
             "SELECT lot_id, lane_id, direction FROM lanes WHERE lot_id = $1 ORDER BY lane_id",
             lot_id,
@@ -335,7 +360,7 @@ async def add_lane(
 ) -> LaneView:
     now = _clock.now()
     async with connection(infra_of(request.app), transaction=True) as conn:
-        await _lot_exists(conn, lot_id)
+        await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "lane.add")
         try:
             await conn.execute(
                 "INSERT INTO lanes (lot_id, lane_id, direction) VALUES ($1, $2, $3)",
@@ -358,7 +383,7 @@ async def add_lane(
 
 @get(
     "/v1/operator/lots/{lot_id:str}/spaces",
-    guards=operator_only,
+    guards=staff_readers,
     tags=["operator"],
     summary="A lot's spaces, by id",
     responses=problem_responses(400, 401, 403, 404),
@@ -371,7 +396,7 @@ async def list_spaces(
 ) -> SpacePage:
     after = decode_cursor(cursor)
     async with connection(infra_of(request.app)) as conn:
-        await _lot_exists(conn, lot_id)
+        await _lot_in_scope(request, conn, lot_id, Access.READ, "spaces.read")
         rows = await conn.fetch(
             "SELECT lot_id, space_id, kind FROM spaces WHERE lot_id = $1 "
             "AND ($2::text IS NULL OR space_id > $2) ORDER BY space_id LIMIT $3",
@@ -397,7 +422,7 @@ async def add_space(
 ) -> SpaceView:
     now = _clock.now()
     async with connection(infra_of(request.app), transaction=True) as conn:
-        await _lot_exists(conn, lot_id)
+        await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "space.add")
         try:
             await conn.execute(
                 "INSERT INTO spaces (lot_id, space_id, kind) VALUES ($1, $2, $3)",
@@ -437,7 +462,7 @@ class DevicePage(msgspec.Struct, frozen=True, kw_only=True):
 
 @get(
     "/v1/operator/devices",
-    guards=operator_only,
+    guards=staff_readers,
     tags=["operator"],
     summary="Devices of the registry (of one lot)",
     responses=problem_responses(400, 401, 403),
@@ -448,7 +473,14 @@ async def list_devices(
     live_only: Annotated[bool, QueryParameter()] = False,
 ) -> DevicePage:
     async with connection(infra_of(request.app)) as conn:
-        found = await devices.list_devices(conn, lot_id=lot_id, live_only=live_only)
+        if lot_id is not None:
+            await _lot_in_scope(request, conn, lot_id, Access.READ, "devices.read")
+        found = await devices.list_devices(
+            conn,
+            lot_id=lot_id,
+            live_only=live_only,
+            company_id=companies.lot_filter(principal_of(request)),
+        )
     return DevicePage(items=found)
 
 
@@ -464,6 +496,7 @@ async def list_devices(
 async def add_device(request: Request[Any, Any, Any], data: JSONBody[NewDevice]) -> Provisioned:
     infra = infra_of(request.app)
     async with connection(infra) as conn:
+        await _lot_in_scope(request, conn, data.lot_id, Access.CHANGE, "device.add")
         made = await devices.add_device(
             conn,
             lot_id=data.lot_id,
@@ -484,6 +517,26 @@ async def add_device(request: Request[Any, Any, Any], data: JSONBody[NewDevice])
     return made
 
 
+async def _device_in_scope(
+    request: Request[Any, Any, Any], conn: asyncpg.Connection, device_id: str
+) -> None:
+    """An unknown device is the registry's own 404; another company's is this one."""
+    lot_id = await companies.device_lot(conn, device_id)
+    if lot_id is None:
+        return
+    who = principal_of(request)
+    if await companies.lot_verdict(conn, who, lot_id, Access.CHANGE) is Verdict.ALLOWED:
+        return
+    await audit_staff_denied(
+        infra_of(request.app),
+        who,
+        action="device.revoke",
+        target=f"device:{device_id}",
+        now=_clock.now(),
+    )
+    raise DeviceNotFound(f"device {device_id!r} does not exist")
+
+
 @post(
     "/v1/operator/devices/{device_id:str}/revoke",
     guards=operator_only,
@@ -496,6 +549,7 @@ async def revoke_device(request: Request[Any, Any, Any], device_id: FromPath[Ide
     infra = infra_of(request.app)
     now = _clock.now()
     async with connection(infra) as conn:
+        await _device_in_scope(request, conn, device_id)
         device = await devices.revoke_device(
             conn, device_id, at=now, broker=devices.mosquitto_broker(infra.settings)
         )
@@ -537,13 +591,26 @@ async def _flag(redis: Any, plate: str, reason: str | None) -> bool:
     return True
 
 
+async def _blacklist_entry_in_scope(
+    request: Request[Any, Any, Any], conn: asyncpg.Connection, plate: str, action: str
+) -> None:
+    """The list is the city's, an entry its company's: another company's is a 404, audited."""
+    who = principal_of(request)
+    if await companies.blacklist_verdict(conn, who, plate) is not Verdict.FOREIGN:
+        return
+    await audit_staff_denied(
+        infra_of(request.app), who, action=action, target=f"plate:{plate}", now=_clock.now()
+    )
+    raise BlacklistEntryNotFound(f"{plate} is on the blacklist of another company")
+
+
 @put(
     "/v1/operator/blacklist/{plate:str}",
     guards=operator_only,
     tags=["operator"],
     summary="Blacklist a plate: held at every entry lane of the city from its next arrival",
     request_max_body_size=BODY_MAX,
-    responses=problem_responses(400, 401, 403, 413),
+    responses=problem_responses(400, 401, 403, 404, 413),
 )
 async def blacklist_plate(
     request: Request[Any, Any, Any], plate: FromPath[PlateParam], data: JSONBody[BlacklistRequest]
@@ -552,12 +619,14 @@ async def blacklist_plate(
     text = normalise(plate)
     who = principal_of(request).subject
     async with connection(infra, transaction=True) as conn:
+        await _blacklist_entry_in_scope(request, conn, text, "blacklist.add")
         await conn.execute(
-            "INSERT INTO plate_blacklist (plate, reason, created_by) VALUES ($1, $2, $3) "
-            "ON CONFLICT (plate) DO UPDATE SET reason = EXCLUDED.reason",
+            "INSERT INTO plate_blacklist (plate, reason, created_by, company_id) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (plate) DO UPDATE SET reason = EXCLUDED.reason",
             text,
             data.reason,
             who,
+            principal_of(request).company,
         )
         await audit(
             conn,
@@ -577,7 +646,7 @@ async def blacklist_plate(
     tags=["operator"],
     summary="Take a plate off the blacklist (idempotent)",
     status_code=200,
-    responses=problem_responses(400, 401, 403),
+    responses=problem_responses(400, 401, 403, 404),
 )
 async def unblacklist_plate(
     request: Request[Any, Any, Any], plate: FromPath[PlateParam]
@@ -585,6 +654,7 @@ async def unblacklist_plate(
     infra = infra_of(request.app)
     text = normalise(plate)
     async with connection(infra, transaction=True) as conn:
+        await _blacklist_entry_in_scope(request, conn, text, "blacklist.remove")
         removed = await conn.fetchval(
             "DELETE FROM plate_blacklist WHERE plate = $1 RETURNING reason", text
         )
@@ -647,9 +717,9 @@ def _anomaly(row: asyncpg.Record) -> AnomalyView:
 
 @get(
     "/v1/operator/anomalies",
-    guards=operator_only,
+    guards=staff_readers,
     tags=["operator"],
-    summary="The review queue: anomalies, oldest first",
+    summary="The review queue (an operator: its company's lots'), oldest first",
     responses=problem_responses(400, 401, 403),
 )
 async def anomaly_queue(
@@ -660,16 +730,20 @@ async def anomaly_queue(
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> AnomalyPage:
     after = decode_cursor(cursor)
+    company = companies.lot_filter(principal_of(request))
     async with connection(infra_of(request.app)) as conn:
         rows = await conn.fetch(
             f"""SELECT {_ANOMALY_COLUMNS} FROM anomalies
                  WHERE status = $1 AND ($2::text IS NULL OR kind = $2)
                    AND ($3::text IS NULL OR id > $3)
+                   AND ($5::text IS NULL
+                        OR lot_id IN (SELECT id FROM lots WHERE company_id = $5))
                  ORDER BY id LIMIT $4""",  # noqa: S608
             status,
             kind,
             after,
             limit + 1,
+            company,
         )
     items, next_cursor = page([_anomaly(r) for r in rows], limit, key=lambda a: a.id)
     return AnomalyPage(items=items, next_cursor=next_cursor)
@@ -904,6 +978,28 @@ async def _apply_resolution(
     raise AssertionError(data.action)
 
 
+async def _anomaly_in_scope(
+    request: Request[Any, Any, Any], conn: asyncpg.Connection, anomaly: asyncpg.Record
+) -> None:
+    """Another company's anomaly (its session, its money) is a 404, audited; one that
+    names no lot belongs to no company, so no operator decides it."""
+    who = principal_of(request)
+    lot_id = anomaly["lot_id"]
+    if (
+        lot_id is not None
+        and await companies.lot_verdict(conn, who, lot_id, Access.CHANGE) is Verdict.ALLOWED
+    ):
+        return
+    await audit_staff_denied(
+        infra_of(request.app),
+        who,
+        action="anomaly.resolve",
+        target=f"anomaly:{anomaly['id']}",
+        now=_clock.now(),
+    )
+    raise AnomalyNotFound(f"anomaly {anomaly['id']} does not exist")
+
+
 @post(
     "/v1/operator/anomalies/{anomaly_id:str}/resolve",
     guards=operator_only,
@@ -928,6 +1024,7 @@ async def resolve_anomaly(
         )
         if anomaly is None:
             raise AnomalyNotFound(f"anomaly {anomaly_id} does not exist")
+        await _anomaly_in_scope(request, conn, anomaly)
         if anomaly["status"] != "open":
             raise AnomalyResolved(f"anomaly {anomaly_id} was resolved: {anomaly['resolution']}")
         effect = await _apply_resolution(request, conn, anomaly, data, now)

@@ -1,7 +1,11 @@
 """Operators' pricing rules: exempt plates and plate kinds, lot groups, monthly passes.
 
 Every change is audited and reaches this worker's pricer at once (others
-within the cache's refresh interval).
+within the cache's refresh interval). A lot group holds only lots of the
+operator's own company, and a monthly pass is good for such a group: another
+company's lot, group or pass is a 404, audited (parking.companies decides).
+An exemption is the operator's company's: the plate (or kind) parks free at
+that company's lots only, and only that company lifts it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from litestar import Request, delete, post, put
 from litestar.params import FromPath, JSONBody
 
 from parking.api.auth import principal_of, roles
+from parking.api.denied import require_group, require_lots, require_pass
 from parking.api.infra import connection, infra_of
 from parking.auth.model import Role
 from parking.clock import SystemClock
@@ -104,7 +109,19 @@ async def delete_kind_exemption(request: Request[Any, Any, Any], kind: FromPath[
 async def put_lot_group(
     request: Request[Any, Any, Any], group_id: FromPath[Slug], data: JSONBody[LotGroupBody]
 ) -> None:
-    async with connection(infra_of(request.app), transaction=True) as conn:
+    infra, who, now = infra_of(request.app), principal_of(request), _clock.now()
+    async with connection(infra, transaction=True) as conn:
+        # The group's lots as they are (its owner's) and as they will be (the caller's).
+        await require_group(infra, conn, who, group_id, action="lot_group.set", now=now)
+        await require_lots(
+            infra,
+            conn,
+            who,
+            list(data.lots),
+            action="lot_group.set",
+            target=f"lot_group:{group_id}",
+            now=now,
+        )
         await pricing.set_lot_group(
             conn,
             group_id=group_id,
@@ -119,7 +136,9 @@ async def put_lot_group(
 @post("/v1/operator/passes", guards=operator_only, tags=["operator"], status_code=201)
 async def post_pass(request: Request[Any, Any, Any], data: JSONBody[PassBody]) -> pricing.PassView:
     now = _clock.now()
-    async with connection(infra_of(request.app), transaction=True) as conn:
+    infra, who = infra_of(request.app), principal_of(request)
+    async with connection(infra, transaction=True) as conn:
+        await require_group(infra, conn, who, data.group_id, action="pass.issue", now=now)
         view = await pricing.issue_pass(
             conn,
             pass_id=new_id("mp", now),
@@ -136,8 +155,10 @@ async def post_pass(request: Request[Any, Any, Any], data: JSONBody[PassBody]) -
 
 @delete("/v1/operator/passes/{pass_id:str}", guards=operator_only, tags=["operator"])
 async def delete_pass(request: Request[Any, Any, Any], pass_id: FromPath[str]) -> None:
-    async with connection(infra_of(request.app), transaction=True) as conn:
-        await pricing.revoke_pass(conn, pass_id=pass_id, by=principal_of(request), now=_clock.now())
+    infra, who, now = infra_of(request.app), principal_of(request), _clock.now()
+    async with connection(infra, transaction=True) as conn:
+        await require_pass(infra, conn, who, pass_id, action="pass.revoke", now=now)
+        await pricing.revoke_pass(conn, pass_id=pass_id, by=who, now=now)
     request.app.state.pricer_cache.invalidate()
 
 

@@ -1,4 +1,9 @@
-"""Tariff quotes for everyone; tariff versions and lot assignments for operators."""
+"""Tariff quotes for everyone; tariff versions and lot assignments for operators.
+
+A tariff an operator creates is its company's: only that company versions it.
+The city's tariffs (seeded) are read and assigned by every company, versioned by
+none; an operator assigns tariffs to its own company's lots only (parking.companies).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,12 @@ from litestar import Request, get, post, put
 from litestar.params import FromPath, JSONBody, PathParameter
 
 from parking.api.auth import principal_of, roles
+from parking.api.denied import require_lot, require_tariff
 from parking.api.infra import connection, infra_of
 from parking.auth.model import Role
 from parking.clock import SystemClock
+from parking.companies import service as companies
+from parking.companies.model import Access
 from parking.errors import InvalidInput
 from parking.pricing import service as pricing
 from parking.tariffs import Quote, quote, tariff_from_dict
@@ -130,6 +138,7 @@ async def create_tariff(
             by=principal_of(request),
             now=_clock.now(),
         )
+        await companies.own_tariff(conn, principal_of(request), view.tariff_id)
     request.app.state.pricer_cache.invalidate()
     return view
 
@@ -145,7 +154,17 @@ async def add_tariff_version(
 ) -> pricing.TariffVersionView:
     """Add the next version; it takes effect at ``effective_from`` (never in the past)."""
     infra = infra_of(request.app)
+    now = _clock.now()
     async with connection(infra, transaction=True) as conn:
+        await require_tariff(
+            infra,
+            conn,
+            principal_of(request),
+            tariff_id,
+            access=Access.CHANGE,
+            action="tariff.version",
+            now=now,
+        )
         view = await pricing.add_version(
             conn,
             tariff_id=tariff_id,
@@ -160,7 +179,7 @@ async def add_tariff_version(
 
 @get(
     "/v1/operator/tariffs/{tariff_id:str}/versions",
-    guards=[roles(Role.OPERATOR, Role.FINANCE)],
+    guards=[roles(Role.OPERATOR, Role.FINANCE, Role.CITY)],
     tags=["operator"],
 )
 async def list_tariff_versions(
@@ -168,6 +187,15 @@ async def list_tariff_versions(
 ) -> list[pricing.TariffVersionView]:
     infra = infra_of(request.app)
     async with connection(infra) as conn:
+        await require_tariff(
+            infra,
+            conn,
+            principal_of(request),
+            tariff_id,
+            access=Access.READ,
+            action="tariff.read",
+            now=_clock.now(),
+        )
         return await pricing.versions(conn, tariff_id)
 
 
@@ -185,7 +213,14 @@ async def assign_lot_tariff(
 ) -> None:
     """Price this vehicle class at this lot by the tariff from now on (audited)."""
     infra = infra_of(request.app)
+    who, now = principal_of(request), _clock.now()
     async with connection(infra, transaction=True) as conn:
+        await require_lot(
+            infra, conn, who, lot_id, access=Access.CHANGE, action="lot.tariff", now=now
+        )
+        await require_tariff(
+            infra, conn, who, data.tariff_id, access=Access.READ, action="lot.tariff", now=now
+        )
         await pricing.assign_tariff(
             conn,
             lot_id=lot_id,

@@ -16,11 +16,15 @@ class Role(StrEnum):
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """Who is calling: ``subject`` is an account id, a staff login or a device id."""
+    """Who is calling: ``subject`` is an account id, a staff login or a device id.
+
+    ``company`` is the operator company an operator works for (from the token's
+    signed ``company`` claim); it is None for every other role."""
 
     subject: str
     role: Role
     token_id: str
+    company: str | None = None
 
 
 class NotAuthenticated(ParkingError):

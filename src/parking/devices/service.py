@@ -334,9 +334,14 @@ async def revoke_device(
 
 
 async def list_devices(
-    conn: asyncpg.Connection, *, lot_id: str | None = None, live_only: bool = False
+    conn: asyncpg.Connection,
+    *,
+    lot_id: str | None = None,
+    live_only: bool = False,
+    company_id: str | None = None,
 ) -> list[Device]:
-    return await store.list_devices(conn, lot_id=lot_id, live_only=live_only)
+    """The registry's devices (of one lot; of one operator company's lots)."""
+    return await store.list_devices(conn, lot_id=lot_id, live_only=live_only, company_id=company_id)
 
 
 async def fleet(conn: asyncpg.Connection) -> list[FleetLot]:

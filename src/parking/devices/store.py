@@ -139,15 +139,18 @@ async def revoke(conn: asyncpg.Connection, device_id: str, at: datetime) -> Devi
 
 
 async def list_devices(
-    conn: asyncpg.Connection, *, lot_id: str | None, live_only: bool
+    conn: asyncpg.Connection, *, lot_id: str | None, live_only: bool, company_id: str | None
 ) -> list[Device]:
     rows = await conn.fetch(
         f"""SELECT {_DEVICE_COLUMNS} FROM devices
             WHERE ($1::text IS NULL OR lot_id = $1)
               AND (NOT $2 OR revoked_at IS NULL)
+              AND ($3::text IS NULL
+                   OR lot_id IN (SELECT id FROM lots WHERE company_id = $3))
             ORDER BY lot_id, device_id""",  # noqa: S608
         lot_id,
         live_only,
+        company_id,
     )
     return [_device(row) for row in rows]
 

@@ -76,10 +76,12 @@ def price(
         )
 
     if plate is not None:
-        if plate.text in rules.exempt_plates:
-            return free(f"exempt:{rules.exempt_plates[plate.text]}")
-        if plate.kind.value in rules.exempt_kinds:
-            return free(f"exempt:{rules.exempt_kinds[plate.kind.value]}")
+        company = rules.lot_companies.get(lot_id)
+        exempt = _exemption(rules.exempt_plates.get(plate.text), company)
+        if exempt is None:
+            exempt = _exemption(rules.exempt_kinds.get(plate.kind.value), company)
+        if exempt is not None:
+            return free(f"exempt:{exempt}")
         covering = _covering_pass(rules.passes.get(plate.text, ()), lot_id, entry)
         if covering is not None:
             if covering.valid_until >= exit:
@@ -105,3 +107,13 @@ def price(
         reason="tariff",
         quote=full,
     )
+
+
+def _exemption(by_company: dict[str | None, str] | None, company: str | None) -> str | None:
+    """The reason a plate parks free at a lot of ``company``: the company's own
+    exemption, else the city's (one that names no company); None when neither."""
+    if not by_company:
+        return None
+    if company is not None and company in by_company:
+        return by_company[company]
+    return by_company.get(None)

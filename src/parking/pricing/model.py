@@ -54,10 +54,12 @@ class Rules:
     lot_tariffs: dict[str, dict[int, str]] = field(default_factory=dict)
     #: tariff id -> versions sorted by effective_from
     versions: dict[str, tuple[TariffVersion, ...]] = field(default_factory=dict)
-    #: normalised plate -> reason
-    exempt_plates: dict[str, str] = field(default_factory=dict)
-    #: plate kind (parking.plates.PlateKind value) -> reason
-    exempt_kinds: dict[str, str] = field(default_factory=dict)
+    #: normalised plate -> company whose lots it parks free at (None: every lot) -> reason
+    exempt_plates: dict[str, dict[str | None, str]] = field(default_factory=dict)
+    #: plate kind (parking.plates.PlateKind value) -> company (None: every lot) -> reason
+    exempt_kinds: dict[str, dict[str | None, str]] = field(default_factory=dict)
+    #: lot -> the operator company that owns it (lots with an owner)
+    lot_companies: dict[str, str] = field(default_factory=dict)
     #: normalised plate -> vehicle class
     class_overrides: dict[str, int] = field(default_factory=dict)
     #: normalised plate -> passes (not revoked)

@@ -48,8 +48,11 @@ async def load_rules(conn: asyncpg.Connection) -> Rules:
             )
         )
     rules.versions.update({k: tuple(v) for k, v in grouped.items()})
-    rules.exempt_plates.update({r["plate"]: r["reason"] for r in await store.exempt_plates(conn)})
-    rules.exempt_kinds.update({r["kind"]: r["reason"] for r in await store.exempt_kinds(conn)})
+    for r in await store.exempt_plates(conn):
+        rules.exempt_plates.setdefault(r["plate"], {})[r["company_id"]] = r["reason"]
+    for r in await store.exempt_kinds(conn):
+        rules.exempt_kinds.setdefault(r["kind"], {})[r["company_id"]] = r["reason"]
+    rules.lot_companies.update({r["id"]: r["company_id"] for r in await store.lot_companies(conn)})
     rules.class_overrides.update(
         {r["plate"]: r["vehicle_class"] for r in await store.class_overrides(conn)}
     )
@@ -284,9 +287,10 @@ def _plate_text(raw: str) -> str:
 async def set_plate_exemption(
     conn: asyncpg.Connection, *, plate: str, reason: str, by: Principal, now: datetime
 ) -> str:
-    """Whitelist a plate (parks free, ``reason`` in quotes); returns the normalised plate."""
+    """Whitelist a plate at the lots of the caller's company (parks free, ``reason`` in
+    quotes); returns the normalised plate."""
     text = _plate_text(plate)
-    await store.upsert_plate_exemption(conn, text, reason, by.subject)
+    await store.upsert_plate_exemption(conn, text, reason, by.subject, by.company)
     await _audit(conn, by, now, "exemption.plate.set", f"plate:{text}", {"reason": reason})
     return text
 
@@ -295,7 +299,8 @@ async def remove_plate_exemption(
     conn: asyncpg.Connection, *, plate: str, by: Principal, now: datetime
 ) -> None:
     text = _plate_text(plate)
-    if not await store.delete_plate_exemption(conn, text):
+    # Only the caller's company's exemption: another's (or the city's) is not its to lift.
+    if not await store.delete_plate_exemption(conn, text, by.company):
         raise ExemptionNotFound(f"plate {text} is not exempt")
     await _audit(conn, by, now, "exemption.plate.remove", f"plate:{text}", {})
 
@@ -303,21 +308,21 @@ async def remove_plate_exemption(
 async def set_kind_exemption(
     conn: asyncpg.Connection, *, kind: str, reason: str, by: Principal, now: datetime
 ) -> None:
-    """Let every plate of a kind (e.g. ``police``) park free in this city."""
+    """Let every plate of a kind (e.g. ``police``) park free at the caller's company's lots."""
     try:
         PlateKind(kind)
     except ValueError as exc:
         raise InvalidInput(
             f"unknown plate kind {kind!r}; one of {', '.join(k.value for k in PlateKind)}"
         ) from exc
-    await store.upsert_exempt_kind(conn, kind, reason, by.subject)
+    await store.upsert_exempt_kind(conn, kind, reason, by.subject, by.company)
     await _audit(conn, by, now, "exemption.kind.set", f"plate_kind:{kind}", {"reason": reason})
 
 
 async def remove_kind_exemption(
     conn: asyncpg.Connection, *, kind: str, by: Principal, now: datetime
 ) -> None:
-    if not await store.delete_exempt_kind(conn, kind):
+    if not await store.delete_exempt_kind(conn, kind, by.company):
         raise ExemptionNotFound(f"plate kind {kind} is not exempt")
     await _audit(conn, by, now, "exemption.kind.remove", f"plate_kind:{kind}", {})
 

@@ -21,11 +21,15 @@ async def tariff_versions(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def exempt_plates(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT plate, reason FROM plate_exemptions")
+    return await conn.fetch("SELECT plate, reason, company_id FROM plate_exemptions")
 
 
 async def exempt_kinds(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT kind, reason FROM exempt_plate_kinds")
+    return await conn.fetch("SELECT kind, reason, company_id FROM exempt_plate_kinds")
+
+
+async def lot_companies(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT id, company_id FROM lots WHERE company_id IS NOT NULL")
 
 
 async def class_overrides(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -108,38 +112,54 @@ async def assign(conn: asyncpg.Connection, lot_id: str, vehicle_class: int, tari
 
 
 async def upsert_plate_exemption(
-    conn: asyncpg.Connection, plate: str, reason: str, by: str
+    conn: asyncpg.Connection, plate: str, reason: str, by: str, company: str | None
 ) -> None:
     await conn.execute(
-        """INSERT INTO plate_exemptions (plate, reason, created_by) VALUES ($1, $2, $3)
-           ON CONFLICT (plate) DO UPDATE SET reason = EXCLUDED.reason,
+        """INSERT INTO plate_exemptions (plate, reason, created_by, company_id)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (company_id, plate) DO UPDATE SET reason = EXCLUDED.reason,
                created_by = EXCLUDED.created_by, created_at = now()""",
         plate,
         reason,
         by,
+        company,
     )
 
 
-async def delete_plate_exemption(conn: asyncpg.Connection, plate: str) -> bool:
+async def delete_plate_exemption(conn: asyncpg.Connection, plate: str, company: str | None) -> bool:
     return bool(
-        await conn.fetchval("DELETE FROM plate_exemptions WHERE plate = $1 RETURNING 1", plate)
+        await conn.fetchval(
+            "DELETE FROM plate_exemptions WHERE plate = $1 AND company_id IS NOT DISTINCT FROM $2 "
+            "RETURNING 1",
+            plate,
+            company,
+        )
     )
 
 
-async def upsert_exempt_kind(conn: asyncpg.Connection, kind: str, reason: str, by: str) -> None:
+async def upsert_exempt_kind(
+    conn: asyncpg.Connection, kind: str, reason: str, by: str, company: str | None
+) -> None:
     await conn.execute(
-        """INSERT INTO exempt_plate_kinds (kind, reason, created_by) VALUES ($1, $2, $3)
-           ON CONFLICT (kind) DO UPDATE SET reason = EXCLUDED.reason,
+        """INSERT INTO exempt_plate_kinds (kind, reason, created_by, company_id)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (company_id, kind) DO UPDATE SET reason = EXCLUDED.reason,
                created_by = EXCLUDED.created_by, created_at = now()""",
         kind,
         reason,
         by,
+        company,
     )
 
 
-async def delete_exempt_kind(conn: asyncpg.Connection, kind: str) -> bool:
+async def delete_exempt_kind(conn: asyncpg.Connection, kind: str, company: str | None) -> bool:
     return bool(
-        await conn.fetchval("DELETE FROM exempt_plate_kinds WHERE kind = $1 RETURNING 1", kind)
+        await conn.fetchval(
+            "DELETE FROM exempt_plate_kinds WHERE kind = $1 "
+            "AND company_id IS NOT DISTINCT FROM $2 RETURNING 1",
+            kind,
+            company,
+        )
     )
 
 

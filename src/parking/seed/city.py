@@ -16,6 +16,25 @@ DEMO_CAPACITY = 200
 
 
 @dataclass(frozen=True, slots=True)
+class Company:
+    """An operator company (运营公司): it owns lots, and its operators act on those only."""
+
+    id: str
+    name: str
+
+
+# The city's lots are run by three companies: the centre's, the south-west's
+# (南康 and the development zone) and the counties'. Which one owns a lot
+# follows from its district alone, so a re-seed gives every lot the same owner.
+COMPANIES: tuple[Company, ...] = (
+    Company("gz-urban", "赣州城发停车运营有限公司"),
+    Company("gz-south", "赣州南康经开停车有限公司"),
+    Company("gz-county", "赣南县域智慧停车有限公司"),
+)
+DEMO_COMPANY = "gz-urban"
+
+
+@dataclass(frozen=True, slots=True)
 class District:
     code: str
     name: str
@@ -71,6 +90,8 @@ class Lot:
     lanes: tuple[Lane, ...]
     #: tariff id per vehicle class 1..5
     tariffs: tuple[str, str, str, str, str]
+    #: the operator company that owns the lot
+    company_id: str
 
     def space_ids(self) -> list[str]:
         prefix = "P" if self.kind == "gated" else "S"
@@ -106,6 +127,12 @@ def _tariffs_for(district: District, kind: str) -> tuple[str, str, str, str, str
         small = "ganzhou-core-onstreet"
     large = "ganzhou-large"
     return (small, large, large, large, large)
+
+
+def _company_for(district: District) -> str:
+    if not district.core:
+        return "gz-county"
+    return "gz-south" if district.code in ("NK", "JK") else "gz-urban"
 
 
 def build(seed: int) -> list[Lot]:
@@ -149,6 +176,7 @@ def build(seed: int) -> list[Lot]:
                 "ganzhou-large",
                 "ganzhou-large",
             ),
+            company_id=DEMO_COMPANY,
         )
     ]
     street_iter = iter(street_caps)
@@ -174,6 +202,7 @@ def build(seed: int) -> list[Lot]:
                 longitude=round(district.longitude + rng.uniform(-spread, spread), 6),
                 lanes=_lanes_for(capacity) if kind == "gated" else (),
                 tariffs=_tariffs_for(district, kind),
+                company_id=_company_for(district),
             )
         )
     return lots

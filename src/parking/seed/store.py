@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from parking.seed.city import DISTRICTS, Lot
+from parking.seed.city import COMPANIES, DISTRICTS, Lot
 
 Progress = Callable[[str], None]
 
@@ -38,8 +38,14 @@ async def write_city(
     )
     progress(f"districts: {len(DISTRICTS)}")
     await conn.executemany(
-        """INSERT INTO lots (id, name, district_code, kind, capacity, latitude, longitude)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+        "INSERT INTO operator_companies (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        [(c.id, c.name) for c in COMPANIES],
+    )
+    progress(f"operator companies: {len(COMPANIES)}")
+    await conn.executemany(
+        """INSERT INTO lots (id, name, district_code, kind, capacity, latitude, longitude,
+                             company_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
         [
             (
                 lot.id,
@@ -49,9 +55,16 @@ async def write_city(
                 lot.capacity,
                 lot.latitude,
                 lot.longitude,
+                lot.company_id,
             )
             for lot in lots
         ],
+    )
+    # A seeded lot stored before companies existed has no owner yet: it gets its
+    # seeded one. A lot that has an owner keeps it (the seed never moves a lot).
+    await conn.executemany(
+        "UPDATE lots SET company_id = $2 WHERE id = $1 AND company_id IS NULL",
+        [(lot.id, lot.company_id) for lot in lots],
     )
     progress(f"lots: {len(lots)}")
     await conn.executemany(

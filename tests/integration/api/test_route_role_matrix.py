@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import jwt
 import jwt.warnings
 from litestar import Litestar
@@ -34,6 +35,7 @@ from parking.api.auth import BearerAuth
 from parking.auth import tokens
 from parking.auth.model import Role
 from parking.config import Settings
+from parking.seed.city import DEMO_COMPANY, DEMO_LOT
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 ROLE_GUARD_DETAIL = "this route is not for your role"
@@ -179,6 +181,269 @@ async def test_a_role_a_route_admits_passes_its_guards(
     assert wrong == []
 
 
+# ------------------------------------------------------------------ A2: the tenant column
+#
+# An operator acts on its own company's lots only (issue 10, point 8). Every route
+# an operator may call is either in TENANT, with a request on one of gz-urban's
+# things (GZ-DEMO-01 or something in it, a tariff, group, pass or blacklist entry
+# of gz-urban's), or in NOT_ONE_LOT, saying why it acts on nothing of one company;
+# a new operator route fails the first test below until it is placed. For
+# each TENANT route, gz-south's operator gets a 404 and an audit line, and
+# gz-urban's operator's identical request succeeds.
+
+OWN_COMPANY, OTHER_COMPANY = DEMO_COMPANY, "gz-south"
+_TARIFF = {
+    "id": "matrix-tariff",
+    "name": "matrix",
+    "currency": "CNY",
+    "timezone": "Asia/Shanghai",
+    "bands": [
+        {
+            "name": "all-day",
+            "from": "00:00",
+            "to": "00:00",
+            "tiers": [{"after_minutes": 0, "unit_minutes": 60, "unit_fen": 100}],
+        }
+    ],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Things:
+    """gz-urban's things the TENANT requests name, made before the requests."""
+
+    lot: str
+    tariff: str
+    device: str
+    anomaly: str
+    group: str
+    pass_id: str
+    plate: str
+
+
+def _later(days: int) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
+Request = tuple[str, dict[str, Any] | None]
+TENANT: dict[str, Callable[[Things], Request]] = {
+    "PATCH /v1/operator/lots/{lot_id:str}": lambda t: (
+        f"/v1/operator/lots/{t.lot}",
+        {"capacity": 201},
+    ),
+    "GET /v1/operator/lots/{lot_id:str}/lanes": lambda t: (
+        f"/v1/operator/lots/{t.lot}/lanes",
+        None,
+    ),
+    "POST /v1/operator/lots/{lot_id:str}/lanes": lambda t: (
+        f"/v1/operator/lots/{t.lot}/lanes",
+        {"lane_id": "in8", "direction": "in"},
+    ),
+    "GET /v1/operator/lots/{lot_id:str}/spaces": lambda t: (
+        f"/v1/operator/lots/{t.lot}/spaces",
+        None,
+    ),
+    "POST /v1/operator/lots/{lot_id:str}/spaces": lambda t: (
+        f"/v1/operator/lots/{t.lot}/spaces",
+        {"space_id": "M001"},
+    ),
+    "PUT /v1/operator/lots/{lot_id:str}/tariffs/{vehicle_class:int}": lambda t: (
+        f"/v1/operator/lots/{t.lot}/tariffs/2",
+        {"tariff_id": t.tariff},
+    ),
+    "GET /v1/operator/devices": lambda t: (f"/v1/operator/devices?lot_id={t.lot}", None),
+    "POST /v1/operator/devices": lambda t: (
+        "/v1/operator/devices",
+        {"lot_id": t.lot, "lane_id": "in1", "device_id": "matrix-gate-2"},
+    ),
+    "POST /v1/operator/devices/{device_id:str}/revoke": lambda t: (
+        f"/v1/operator/devices/{t.device}/revoke",
+        None,
+    ),
+    "POST /v1/operator/anomalies/{anomaly_id:str}/resolve": lambda t: (
+        f"/v1/operator/anomalies/{t.anomaly}/resolve",
+        {"action": "void", "remark": "matrix"},
+    ),
+    "GET /v1/operator/tariffs/{tariff_id:str}/versions": lambda t: (
+        f"/v1/operator/tariffs/{t.tariff}/versions",
+        None,
+    ),
+    "POST /v1/operator/tariffs/{tariff_id:str}/versions": lambda t: (
+        f"/v1/operator/tariffs/{t.tariff}/versions",
+        {"document": _TARIFF, "effective_from": _later(3)},
+    ),
+    "PUT /v1/operator/lot-groups/{group_id:str}": lambda t: (
+        f"/v1/operator/lot-groups/{t.group}",
+        {"name": "matrix", "lots": [t.lot]},
+    ),
+    "POST /v1/operator/passes": lambda t: (
+        "/v1/operator/passes",
+        {
+            "plate": "赣B5M789",
+            "group_id": t.group,
+            "valid_from": _later(0),
+            "valid_until": _later(30),
+        },
+    ),
+    "DELETE /v1/operator/passes/{pass_id:str}": lambda t: (
+        f"/v1/operator/passes/{t.pass_id}",
+        None,
+    ),
+    # One list for the city (held at every lane), but an entry is its company's.
+    "PUT /v1/operator/blacklist/{plate:str}": lambda t: (
+        f"/v1/operator/blacklist/{t.plate}",
+        {"reason": "套牌"},
+    ),
+    "DELETE /v1/operator/blacklist/{plate:str}": lambda t: (
+        f"/v1/operator/blacklist/{t.plate}",
+        None,
+    ),
+}
+NOT_ONE_LOT: dict[str, str] = {
+    "GET /v1/operator/lots": "lists the caller's company's lots only",
+    "POST /v1/operator/lots": "the new lot is the creator's company's",
+    "GET /v1/operator/anomalies": "lists the anomalies of the caller's company's lots only",
+    "POST /v1/operator/tariffs": "the new tariff is the creator's company's",
+    "PUT /v1/operator/exemptions/plates/{plate:str}": "the caller's company's, free at its lots",
+    "DELETE /v1/operator/exemptions/plates/{plate:str}": "lifts the caller's company's only",
+    "PUT /v1/operator/exemptions/kinds/{kind:str}": "the caller's company's, free at its lots",
+    "DELETE /v1/operator/exemptions/kinds/{kind:str}": "lifts the caller's company's only",
+    "GET /v1/operator/plate-claims": "a plate's holder is an account's, not a lot's",
+    "POST /v1/operator/plate-claims/{claim_id:str}/approve": "a plate's holder, not a lot's",
+    "POST /v1/operator/plate-claims/{claim_id:str}/reject": "a plate's holder, not a lot's",
+    "POST /v1/qr/resolve": "reads what a printed code names; changes nothing",
+    "POST /v1/tariffs/quote": "prices a stay; changes nothing",
+}
+
+
+def operator_routes(app: Litestar) -> dict[str, Endpoint]:
+    return {e.label: e for e in protected(app) if Role.OPERATOR in e.admitted}
+
+
+async def gz_urbans_things(
+    api: Client, conn: asyncpg.Connection, token_for: Callable[..., str]
+) -> Things:
+    own = {"Authorization": f"Bearer {token_for(Role.OPERATOR, 'matrix-own', OWN_COMPANY)}"}
+    lot = DEMO_LOT
+    made = await api.post(
+        "/v1/operator/tariffs",
+        json={"document": _TARIFF, "effective_from": _later(1)},
+        headers=own,
+    )
+    assert made.status_code == 201, made.text
+    group = await api.put(
+        "/v1/operator/lot-groups/matrix-own", json={"name": "m", "lots": [lot]}, headers=own
+    )
+    assert group.status_code == 204, group.text
+    issued = await api.post(
+        "/v1/operator/passes",
+        json={
+            "plate": "赣B5M788",
+            "group_id": "matrix-own",
+            "valid_from": _later(0),
+            "valid_until": _later(30),
+        },
+        headers=own,
+    )
+    assert issued.status_code == 201, issued.text
+    listed = await api.put("/v1/operator/blacklist/赣B4K444", json={"reason": "被盗"}, headers=own)
+    assert listed.status_code == 200, listed.text
+    await conn.execute(
+        "INSERT INTO devices (device_id, kind, lot_id, lane_id, password_hash) "
+        "VALUES ('matrix-gate', 'gate', $1, 'out1', 'x')",
+        lot,
+    )
+    await conn.execute(
+        "INSERT INTO anomalies (id, kind, lot_id, created_at) "
+        "VALUES ('matrix:1', 'unknown_plate', $1, now())",
+        lot,
+    )
+    return Things(
+        lot=lot,
+        tariff="matrix-tariff",
+        device="matrix-gate",
+        anomaly="matrix:1",
+        group="matrix-own",
+        pass_id=issued.json()["id"],
+        plate="赣B4K444",
+    )
+
+
+async def tenant_call(api: Client, label: str, things: Things, token: str) -> tuple[Any, int]:
+    method = label.split(" ", 1)[0]
+    path, body = TENANT[label](things)
+    kwargs: dict[str, Any] = {} if body is None else {"json": body}
+    response = await api.request(
+        method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs
+    )
+    return response, response.status_code
+
+
+def test_every_operator_route_says_whether_it_acts_on_one_companys_lot(api: Client) -> None:
+    routes = set(operator_routes(api.app))
+    assert set(TENANT).isdisjoint(NOT_ONE_LOT)
+    assert routes - set(TENANT) - set(NOT_ONE_LOT) == set(), "place these routes in the matrix"
+    assert set(TENANT) | set(NOT_ONE_LOT) <= routes
+
+
+async def test_another_companys_operator_gets_404_and_an_audit_line_on_every_lot_route(
+    api: Client, city_db: asyncpg.Connection, token_for: Callable[..., str]
+) -> None:
+    things = await gz_urbans_things(api, city_db, token_for)
+    wrong: list[str] = []
+    for label in TENANT:
+        before = await denied_count(city_db, "matrix-other")
+        token = token_for(Role.OPERATOR, "matrix-other", OTHER_COMPANY)
+        response, status = await tenant_call(api, label, things, token)
+        audited = await denied_count(city_db, "matrix-other") - before
+        if (status, audited) != (404, 1):
+            wrong.append(f"{label}: {status}, {audited} audit lines {response.text[:120]}")
+    assert wrong == []
+    assert await city_db.fetchval("SELECT status FROM anomalies WHERE id = $1", things.anomaly) == (
+        "open"
+    )
+    assert await city_db.fetchval(
+        "SELECT revoked_at IS NULL FROM devices WHERE device_id = $1", things.device
+    )
+
+
+async def test_the_owning_companys_operator_passes_every_lot_route(
+    api: Client, city_db: asyncpg.Connection, token_for: Callable[..., str]
+) -> None:
+    things = await gz_urbans_things(api, city_db, token_for)
+    wrong: list[str] = []
+    for label in TENANT:
+        token = token_for(Role.OPERATOR, "matrix-own", OWN_COMPANY)
+        response, status = await tenant_call(api, label, things, token)
+        if not 200 <= status < 300:
+            wrong.append(f"{label}: {status} {response.text[:120]}")
+    assert wrong == []
+    assert await denied_count(city_db, "matrix-own") == 0
+
+
+async def test_the_city_passes_every_operator_read_and_no_operator_write(api: Client) -> None:
+    routes = operator_routes(api.app)
+    # Claims carry drivers' vehicle licence photos and name no lot: the accounts
+    # domain says who reviews them.
+    not_lot_data = {"GET /v1/operator/plate-claims"}
+    reads = {label for label, e in routes.items() if e.method == "GET"} - not_lot_data
+    assert len(reads) >= 6
+    assert {label for label in reads if Role.CITY not in routes[label].admitted} == set()
+    writes = {
+        label
+        for label, e in routes.items()
+        if e.method != "GET" and label not in ("POST /v1/tariffs/quote",)
+    }
+    assert {label for label in writes if Role.CITY in routes[label].admitted} == set()
+
+
+async def denied_count(conn: asyncpg.Connection, actor: str) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM audit_log WHERE actor = $1 AND action LIKE 'denied:%'", actor
+    )
+    return count
+
+
 # ------------------------------------------------------------------ A3: bad tokens
 
 
@@ -195,6 +460,7 @@ def bad_tokens(key: str, role: Role) -> dict[str, str]:
             "role": role,
             "now": now,
             "ttl": timedelta(minutes=5),
+            "company": DEMO_COMPANY if role is Role.OPERATOR else None,
         }
         return tokens.issue(key, **(args | kw))
 
@@ -215,7 +481,12 @@ def bad_tokens(key: str, role: Role) -> dict[str, str]:
         "refresh token": make(audience=REFRESH_AUDIENCE),
         "tampered claims": f"{header}.{promoted}.{signature}",
         "other key": tokens.issue(
-            "another-key-" + "x" * 32, subject="acc-x", role=role, now=now, ttl=timedelta(minutes=5)
+            "another-key-" + "x" * 32,
+            subject="acc-x",
+            role=role,
+            now=now,
+            ttl=timedelta(minutes=5),
+            company=DEMO_COMPANY if role is Role.OPERATOR else None,
         ),
         "HS512 with the same key": other_alg,
         "garbage": "not.a.jwt",

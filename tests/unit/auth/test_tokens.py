@@ -15,8 +15,9 @@ NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 
 
 def make(**overrides: object) -> str:
+    args: dict[str, object] = {"company": "gz-urban"} | overrides
     return tokens.issue(
-        KEY, subject="alice", role=Role.OPERATOR, now=NOW, ttl=timedelta(minutes=5), **overrides
+        KEY, subject="alice", role=Role.OPERATOR, now=NOW, ttl=timedelta(minutes=5), **args
     )
 
 
@@ -42,7 +43,12 @@ def test_a_wrong_audience_is_refused() -> None:
 
 def test_a_token_signed_with_another_key_is_refused() -> None:
     other = tokens.issue(
-        "x" * 43, subject="alice", role=Role.OPERATOR, now=NOW, ttl=timedelta(minutes=5)
+        "x" * 43,
+        subject="alice",
+        role=Role.OPERATOR,
+        now=NOW,
+        ttl=timedelta(minutes=5),
+        company="gz-urban",
     )
     with pytest.raises(NotAuthenticated):
         tokens.verify(KEY, other, now=NOW)
@@ -82,3 +88,43 @@ def test_an_unknown_role_is_refused() -> None:
     )
     with pytest.raises(NotAuthenticated, match="role"):
         tokens.verify(KEY, token, now=NOW)
+
+
+def test_an_operator_token_carries_its_company() -> None:
+    principal = tokens.verify(KEY, make(company="gz-south"), now=NOW)
+    assert (principal.role, principal.company) == (Role.OPERATOR, "gz-south")
+
+
+def _signed(claims: dict[str, object]) -> str:
+    base = {
+        "iss": "changbo",
+        "sub": "alice",
+        "aud": tokens.ACCESS_AUDIENCE,
+        "iat": int(NOW.timestamp()),
+        "exp": int(NOW.timestamp()) + 60,
+        "jti": "j",
+    }
+    return jwt.encode(base | claims, KEY, algorithm="HS256")
+
+
+@pytest.mark.parametrize("company", [None, "", "GZ URBAN", 7])
+def test_an_operator_token_without_a_valid_company_is_refused(company: object) -> None:
+    claims: dict[str, object] = {"role": "operator"}
+    if company is not None:
+        claims["company"] = company
+    with pytest.raises(NotAuthenticated, match="company"):
+        tokens.verify(KEY, _signed(claims), now=NOW)
+
+
+def test_a_company_claim_gives_no_other_role_a_company() -> None:
+    principal = tokens.verify(KEY, _signed({"role": "city", "company": "gz-urban"}), now=NOW)
+    assert (principal.role, principal.company) == (Role.CITY, None)
+
+
+def test_issuing_an_operator_token_needs_a_company_and_only_an_operator_one() -> None:
+    with pytest.raises(ValueError, match="company"):
+        tokens.issue(KEY, subject="a", role=Role.OPERATOR, now=NOW, ttl=timedelta(minutes=1))
+    with pytest.raises(ValueError, match="company"):
+        tokens.issue(
+            KEY, subject="a", role=Role.CITY, now=NOW, ttl=timedelta(minutes=1), company="gz-urban"
+        )
