@@ -164,15 +164,21 @@ async def test_a_lot_code_shows_the_plates_session_in_that_lot_only(
     api: Client, login: Login, city_db: asyncpg.Connection, settings: Settings
 ) -> None:
     friend = await login(FRIEND)
-    await victims_car(city_db)
+    parked, _earlier, _bill = await victims_car(city_db)
     other = await city_db.fetchval("SELECT id FROM lots WHERE id <> $1 ORDER BY id LIMIT 1", DEMO)
 
+    here = await api.post(
+        "/v1/scans/lot", json={"code": lot_code(settings), "plate": PLATE}, headers=bearer(friend)
+    )
     elsewhere = await api.post(
         "/v1/scans/lot",
         json={"code": lot_code(settings, other), "plate": PLATE},
         headers=bearer(friend),
     )
 
+    assert here.status_code == 200, here.text
+    assert (here.json()["session_id"], here.json()["lot_id"]) == (parked, DEMO)
+    assert here.json()["due_fen"] == here.json()["stay_fen"] > 0
     assert elsewhere.status_code == 404, elsewhere.text
     assert DEMO not in elsewhere.text
 
