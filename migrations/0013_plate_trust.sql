@@ -10,8 +10,14 @@ ALTER TABLE vehicles
     -- 'claim:<plate claim id>' or 'provider:<provider name>'
     ADD COLUMN verified_by text CHECK (verified_by ~ '^(claim:pc-[0-9A-HJKMNP-TV-Z]{26}|provider:[a-z][a-z0-9_-]{0,31})$'),
     ADD CONSTRAINT vehicles_verification_check CHECK ((verified_at IS NULL) = (verified_by IS NULL));
--- Bindings made before this rule existed stay unverified: nothing says who made
--- them, and that is exactly the attack this closes.
+-- Bindings made before this rule existed stay unverified (nothing says who made
+-- them, and that is exactly the attack this closes), except where a provider
+-- already confirmed the plate for the same account: a live contactless mandate.
+UPDATE vehicles v
+   SET verified_at = m.updated_at, verified_by = 'provider:' || m.provider
+  FROM contactless_mandates m
+ WHERE v.released_at IS NULL AND m.plate = v.plate AND m.account_id = v.account_id
+   AND m.state = 'active' AND m.provider ~ '^[a-z][a-z0-9_-]{0,31}$';
 
 -- The reference of the uploaded 行驶证 photo. Claims made before this rule have
 -- none; the application requires one on every new claim.
