@@ -11,13 +11,10 @@ CREATE FUNCTION public.bills_notify_owed() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    IF NEW.plate IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status
-                                  OR OLD.paid_at IS DISTINCT FROM NEW.paid_at
-                                  OR OLD.plate IS DISTINCT FROM NEW.plate) THEN
+    IF NEW.plate IS NOT NULL AND NOT (TG_OP = 'INSERT' AND NEW.kind = 'prepay')
+       AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status
+            OR OLD.paid_at IS DISTINCT FROM NEW.paid_at) THEN
         PERFORM pg_notify('parking_plate_owed', NEW.plate);
-    END IF;
-    IF TG_OP = 'UPDATE' AND OLD.plate IS NOT NULL AND OLD.plate IS DISTINCT FROM NEW.plate THEN
-        PERFORM pg_notify('parking_plate_owed', OLD.plate);
     END IF;
     IF NEW.kind = 'prepay' AND NEW.paid_at IS NOT NULL
        AND (TG_OP = 'INSERT' OR OLD.paid_at IS NULL) THEN
@@ -1053,10 +1050,12 @@ CREATE TABLE public.plate_claims (
     decided_at timestamp with time zone,
     decided_by text,
     decision_note text,
+    photo_ref text,
     CONSTRAINT plate_claims_decision_check CHECK (((status = 'pending'::text) = ((decided_at IS NULL) AND (decided_by IS NULL)))),
     CONSTRAINT plate_claims_decision_note_check CHECK ((length(decision_note) <= 500)),
     CONSTRAINT plate_claims_evidence_check CHECK (((length(evidence) >= 1) AND (length(evidence) <= 500))),
     CONSTRAINT plate_claims_id_check CHECK ((id ~ '^pc-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT plate_claims_photo_ref_check CHECK ((photo_ref ~ '^[\x21-\x7e]{1,200}$'::text)),
     CONSTRAINT plate_claims_plate_check CHECK (((length(plate) >= 2) AND (length(plate) <= 16))),
     CONSTRAINT plate_claims_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'approved'::text, 'rejected'::text])))
 );
@@ -1447,10 +1446,14 @@ CREATE TABLE public.vehicles (
     bound_at timestamp with time zone NOT NULL,
     released_at timestamp with time zone,
     released_reason text,
+    verified_at timestamp with time zone,
+    verified_by text,
     CONSTRAINT vehicles_id_check CHECK ((id ~ '^veh-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
     CONSTRAINT vehicles_plate_check CHECK (((length(plate) >= 2) AND (length(plate) <= 16))),
     CONSTRAINT vehicles_release_check CHECK (((released_at IS NULL) = (released_reason IS NULL))),
-    CONSTRAINT vehicles_released_reason_check CHECK ((released_reason = ANY (ARRAY['unbound'::text, 'claimed'::text])))
+    CONSTRAINT vehicles_released_reason_check CHECK ((released_reason = ANY (ARRAY['unbound'::text, 'claimed'::text]))),
+    CONSTRAINT vehicles_verification_check CHECK (((verified_at IS NULL) = (verified_by IS NULL))),
+    CONSTRAINT vehicles_verified_by_check CHECK ((verified_by ~ '^(claim:pc-[0-9A-HJKMNP-TV-Z]{26}|provider:[a-z][a-z0-9_-]{0,31})$'::text))
 );
 ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_01 FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00');
 ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_02 FOR VALUES FROM ('2026-02-01 00:00:00+00') TO ('2026-03-01 00:00:00+00');

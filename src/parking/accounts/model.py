@@ -49,6 +49,13 @@ class ClaimDecision(StrEnum):
     REJECT = "reject"
 
 
+class PlateTrust(StrEnum):
+    """How far the platform believes a binding's account is the vehicle's keeper."""
+
+    UNVERIFIED = "unverified"  # typed in: proves nobody's car
+    VERIFIED = "verified"  # an approved claim with the 行驶证 photo, or a provider's word
+
+
 class ClassSource(StrEnum):
     """Where a vehicle's billing class comes from."""
 
@@ -148,6 +155,21 @@ class VehicleView(msgspec.Struct, frozen=True, kw_only=True):
     class_label: str
     class_source: ClassSource
     bound_at: datetime
+    #: only a verified holder sees where the car is and was (from ``bound_at`` on)
+    trust: PlateTrust = PlateTrust.UNVERIFIED
+    verified_at: datetime | None = None
+
+
+class Binding(msgspec.Struct, frozen=True, kw_only=True):
+    """A live binding of a plate to an account, as the "is this plate mine" rule answers it."""
+
+    plate: str
+    bound_at: datetime
+    verified_at: datetime | None
+
+    @property
+    def verified(self) -> bool:
+        return self.verified_at is not None
 
 
 class ClaimView(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,6 +180,8 @@ class ClaimView(msgspec.Struct, frozen=True, kw_only=True):
     claimant_account_id: str
     status: ClaimStatus
     evidence: str
+    #: the reference of the uploaded 行驶证 photo (None on claims made before it was required)
+    photo_ref: str | None
     created_at: datetime
     decided_at: datetime | None = None
     decided_by: str | None = None
@@ -175,6 +199,15 @@ class ClassOverride(msgspec.Struct, frozen=True, kw_only=True):
 
     vehicle_class: int
     set_by: str
+
+
+#: ``vehicles.verified_by`` of a binding verified by an approved claim, or by a provider.
+def verified_by_claim(claim_id: str) -> str:
+    return f"claim:{claim_id}"
+
+
+def verified_by_provider(provider: str) -> str:
+    return f"provider:{provider}"
 
 
 #: Account ids look like ``acc-<ULID>``; an override whose set_by is one was a driver's.

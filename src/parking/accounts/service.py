@@ -36,6 +36,7 @@ from parking.accounts.model import (
     AccountStatus,
     AccountSuspended,
     AccountView,
+    Binding,
     ClaimConflict,
     ClaimDecision,
     ClaimNotFound,
@@ -48,10 +49,13 @@ from parking.accounts.model import (
     OperatorClaimView,
     PlateAlreadyYours,
     PlateHeld,
+    PlateTrust,
     RefreshRejected,
     TooManyVehicles,
     VehicleNotFound,
     VehicleView,
+    verified_by_claim,
+    verified_by_provider,
 )
 from parking.accounts.notifier import Notifier
 from parking.auth import tokens
@@ -303,8 +307,9 @@ async def account_id_of_phone(conn: asyncpg.Connection, phone: str) -> str | Non
 # ------------------------------------------------------------------ vehicles
 
 
-def _vehicle_view(plate: Plate, override: ClassOverride | None, bound_at: datetime) -> VehicleView:
+def _vehicle_view(plate: Plate, override: ClassOverride | None, row: asyncpg.Record) -> VehicleView:
     vehicle_class, source = logic.billing_class(plate, override)
+    verified_at: datetime | None = row["verified_at"]
     return VehicleView(
         plate=plate.text,
         kind=plate.kind.value,
@@ -313,7 +318,9 @@ def _vehicle_view(plate: Plate, override: ClassOverride | None, bound_at: dateti
         vehicle_class=int(vehicle_class),
         class_label=vehicle_class.label,
         class_source=source,
-        bound_at=bound_at,
+        bound_at=row["bound_at"],
+        trust=PlateTrust.UNVERIFIED if verified_at is None else PlateTrust.VERIFIED,
+        verified_at=verified_at,
     )
 
 
@@ -323,10 +330,50 @@ async def vehicles(
     """The account's bound plates in plate order, after ``after`` (a plate)."""
     rows = await store.vehicles_of(conn, account_id, after=after, limit=limit)
     overrides = await store.class_overrides(conn, [r["plate"] for r in rows])
+    return [_vehicle_view(parse_plate(r["plate"]), overrides.get(r["plate"]), r) for r in rows]
+
+
+async def my_plates(
+    conn: asyncpg.Connection, account_id: str, *, plate: str | None = None, verified: bool = True
+) -> list[Binding]:
+    """The one answer to "is this plate mine": the account's live bindings (of ``plate`` only
+    when given), only the verified ones unless ``verified=False``.
+
+    Every route that shows or acts on a plate as its holder's asks here. A
+    binding is typed in by anyone, so acting on the plate (contactless, a
+    space claim) needs a binding; seeing where the car is and was (current
+    session, history, arrears, receipts with times) needs a verified one, and
+    then only from ``Binding.bound_at`` on.
+    """
     return [
-        _vehicle_view(parse_plate(r["plate"]), overrides.get(r["plate"]), r["bound_at"])
-        for r in rows
+        Binding(plate=r["plate"], bound_at=r["bound_at"], verified_at=r["verified_at"])
+        for r in await store.bindings(conn, account_id, plate)
+        if r["verified_at"] is not None or not verified
     ]
+
+
+async def confirm_plate(
+    conn: asyncpg.Connection, *, account_id: str, plate: str, provider: str, now: datetime
+) -> bool:
+    """A payment provider confirmed the account's payer holds the plate (the contactless
+    mandate's plate authorisation): the binding becomes verified. Caller's transaction;
+    audited; False when there is no live binding or it was verified already."""
+    holder = await store.holder_of(conn, plate)
+    if holder is None or holder["account_id"] != account_id:
+        return False
+    row = await store.mark_verified(conn, holder["id"], verified_by_provider(provider), now)
+    if row is None:
+        return False
+    await store.audit(
+        conn,
+        at=now,
+        actor=account_id,
+        role=Role.DRIVER.value,
+        action="vehicle.verify",
+        target=f"plate:{plate}",
+        details={"vehicle": holder["id"], "by": verified_by_provider(provider)},
+    )
+    return True
 
 
 def claim_route(plate: str) -> str:
@@ -385,14 +432,15 @@ async def bind_vehicle(
         target=f"plate:{plate.text}",
         details=details,
     )
-    return _vehicle_view(plate, override, row["bound_at"])
+    return _vehicle_view(plate, override, row)
 
 
 def _plate_held(plate: str) -> PlateHeld:
     return PlateHeld(
         f"{plate} is bound to another account. If it is your vehicle, claim it: "
         f"POST {claim_route(plate)} with the registration certificate (行驶证) number as "
-        "evidence; an operator checks it and moves the plate to you. The holder can also "
+        "evidence and the reference of its uploaded photo; an operator checks them and "
+        "moves the plate to you, verified. The holder can also "
         "unbind it, after which you can bind it directly."
     )
 
@@ -438,6 +486,7 @@ def _claim_view(row: asyncpg.Record) -> ClaimView:
         claimant_account_id=row["claimant_account_id"],
         status=ClaimStatus(row["status"]),
         evidence=row["evidence"],
+        photo_ref=row["photo_ref"],
         created_at=row["created_at"],
         decided_at=row["decided_at"],
         decided_by=row["decided_by"],
@@ -453,6 +502,7 @@ def _operator_claim_view(row: asyncpg.Record) -> OperatorClaimView:
         holder_account_id=row["holder_account_id"],
         status=ClaimStatus(row["status"]),
         evidence=row["evidence"],
+        photo_ref=row["photo_ref"],
         created_at=row["created_at"],
         decided_at=row["decided_at"],
         decided_by=row["decided_by"],
@@ -461,18 +511,26 @@ def _operator_claim_view(row: asyncpg.Record) -> OperatorClaimView:
 
 
 async def claim_plate(
-    conn: asyncpg.Connection, *, account_id: str, plate_raw: str, evidence: str, now: datetime
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    plate_raw: str,
+    evidence: str,
+    photo_ref: str,
+    now: datetime,
 ) -> ClaimView:
-    """Ask staff to move a plate another account holds to this one (caller's transaction;
-    audited). One open claim per plate and claimant."""
+    """Ask staff to move a plate another account holds to this one, or to verify this
+    account's own unverified binding, on the 行驶证 number and photo (caller's
+    transaction; audited). Approval leaves the plate bound here, verified. One open
+    claim per plate and claimant."""
     plate = parse_plate(plate_raw)
     if await store.account(conn, account_id) is None:
         raise AccountNotFound("no such account")
     holder = await store.holder_of(conn, plate.text)
     if holder is None:
         raise ClaimConflict(f"nobody holds {plate.text}: bind it with POST /v1/me/vehicles")
-    if holder["account_id"] == account_id:
-        raise PlateAlreadyYours(f"{plate.text} is bound to your account already")
+    if holder["account_id"] == account_id and holder["verified_at"] is not None:
+        raise PlateAlreadyYours(f"{plate.text} is bound to your account and verified already")
     claim_id = new_id("pc", now)
     try:
         row = await store.insert_claim(
@@ -482,6 +540,7 @@ async def claim_plate(
             claimant=account_id,
             holder=holder["account_id"],
             evidence=evidence,
+            photo_ref=photo_ref,
             now=now,
         )
     except asyncpg.UniqueViolationError as exc:
@@ -539,7 +598,7 @@ async def decide_claim(
     details: dict[str, object] = {"claim": claim_id, "claimant": row["claimant_account_id"]}
     if status is ClaimStatus.APPROVED:
         details |= await _move_plate(
-            conn, plate=row["plate"], to=row["claimant_account_id"], now=now
+            conn, plate=row["plate"], to=row["claimant_account_id"], claim_id=claim_id, now=now
         )
         if isinstance(loser := details.get("from"), str):
             details["mandates_revoked"] = await _revoke_mandates(
@@ -588,14 +647,15 @@ async def _revoke_mandates(
 
 
 async def _move_plate(
-    conn: asyncpg.Connection, *, plate: str, to: str, now: datetime
+    conn: asyncpg.Connection, *, plate: str, to: str, claim_id: str, now: datetime
 ) -> dict[str, object]:
     # Claimant's account, then the plate: the order bind_vehicle locks in.
     if await store.account(conn, to, lock=True) is None:
         raise AccountNotFound("the claimant's account is gone")
     holder = await store.holder_of(conn, plate)
     if holder is not None and holder["account_id"] == to:
-        return {"from": None, "note": "the claimant held the plate already"}
+        await store.mark_verified(conn, holder["id"], verified_by_claim(claim_id), now)
+        return {"from": None, "note": "the claimant held the plate already", "verified": True}
     try:
         logic.check_room_for_vehicle(await store.live_vehicle_count(conn, to))
     except TooManyVehicles as exc:
@@ -607,8 +667,10 @@ async def _move_plate(
         await store.release_vehicle(conn, holder["id"], "claimed", now)
         dropped = await store.drop_driver_class_override(conn, plate, holder["account_id"])
         moved = {"from": holder["account_id"], "class_override_dropped": dropped}
-    row = await store.insert_vehicle(conn, new_id("veh", now), to, plate, now)
-    return moved | {"vehicle": row["id"]}
+    row = await store.insert_vehicle(
+        conn, new_id("veh", now), to, plate, now, verified_by=verified_by_claim(claim_id)
+    )
+    return moved | {"vehicle": row["id"], "verified": True}
 
 
 __all__ = [
@@ -618,9 +680,11 @@ __all__ = [
     "bind_vehicle",
     "claim_plate",
     "claims_of",
+    "confirm_plate",
     "decide_claim",
     "log_in",
     "log_out",
+    "my_plates",
     "phone_of",
     "refresh",
     "review_queue",
@@ -631,5 +695,7 @@ __all__ = [
 
 
 async def account_holding(conn: asyncpg.Connection, plate: str) -> str | None:
-    """The account the plate is bound to now, if any (no lock: for billing, not for moves)."""
-    return await store.account_holding(conn, plate)
+    """The account a plate's stay is billed to: its verified holder now, if any (no lock:
+    for billing, not for moves). An unverified binder is billed nothing, so a bill
+    never tells them when the car left (the plate's arrears follow the plate anyway)."""
+    return await store.verified_holder(conn, plate)

@@ -265,7 +265,7 @@ async def live_access_tokens(
 # ------------------------------------------------------------------ vehicles
 
 
-_VEHICLE_COLUMNS: Final = "id, account_id, plate, bound_at"
+_VEHICLE_COLUMNS: Final = "id, account_id, plate, bound_at, verified_at, verified_by"
 
 
 async def live_vehicle_count(conn: asyncpg.Connection, account_id: str) -> int:
@@ -275,11 +275,40 @@ async def live_vehicle_count(conn: asyncpg.Connection, account_id: str) -> int:
     return int(value or 0)
 
 
-async def account_holding(conn: asyncpg.Connection, plate: str) -> str | None:
+async def verified_holder(conn: asyncpg.Connection, plate: str) -> str | None:
     account: str | None = await conn.fetchval(
-        "SELECT account_id FROM vehicles WHERE plate = $1 AND released_at IS NULL", plate
+        "SELECT account_id FROM vehicles "
+        "WHERE plate = $1 AND released_at IS NULL AND verified_at IS NOT NULL",
+        plate,
     )
     return account
+
+
+async def bindings(
+    conn: asyncpg.Connection, account_id: str, plate: str | None
+) -> list[asyncpg.Record]:
+    """The account's live bindings (plate, bound_at, verified_at), or its binding of ``plate``."""
+    return await conn.fetch(
+        """SELECT plate, bound_at, verified_at FROM vehicles
+           WHERE account_id = $1 AND released_at IS NULL AND ($2::text IS NULL OR plate = $2)
+           ORDER BY plate""",
+        account_id,
+        plate,
+    )
+
+
+async def mark_verified(
+    conn: asyncpg.Connection, vehicle_id: str, by: str, now: datetime
+) -> asyncpg.Record | None:
+    """Verify a live binding (None if it was verified already or is released)."""
+    return await conn.fetchrow(
+        f"""UPDATE vehicles SET verified_at = $3, verified_by = $2
+            WHERE id = $1 AND released_at IS NULL AND verified_at IS NULL
+            RETURNING {_VEHICLE_COLUMNS}""",  # noqa: S608 (constant columns)
+        vehicle_id,
+        by,
+        now,
+    )
 
 
 async def holder_of(conn: asyncpg.Connection, plate: str) -> asyncpg.Record | None:
@@ -305,17 +334,26 @@ async def vehicles_of(
 
 
 async def insert_vehicle(
-    conn: asyncpg.Connection, vehicle_id: str, account_id: str, plate: str, now: datetime
+    conn: asyncpg.Connection,
+    vehicle_id: str,
+    account_id: str,
+    plate: str,
+    now: datetime,
+    *,
+    verified_by: str | None = None,
 ) -> asyncpg.Record:
     """Raises UniqueViolationError (vehicles_one_holder_per_plate) or CheckViolationError
     (vehicles_per_account_limit) when the database refuses the binding."""
     row = await conn.fetchrow(
-        f"""INSERT INTO vehicles (id, account_id, plate, bound_at) VALUES ($1, $2, $3, $4)
+        f"""INSERT INTO vehicles (id, account_id, plate, bound_at, verified_at, verified_by)
+            VALUES ($1, $2, $3, $4::timestamptz,
+                    CASE WHEN $5::text IS NULL THEN NULL ELSE $4::timestamptz END, $5)
             RETURNING {_VEHICLE_COLUMNS}""",  # noqa: S608
         vehicle_id,
         account_id,
         plate,
         now,
+        verified_by,
     )
     assert row is not None
     return row
@@ -384,7 +422,7 @@ async def put_class_override(
 
 
 _CLAIM_COLUMNS: Final = (
-    "id, plate, claimant_account_id, holder_account_id, evidence, status, "
+    "id, plate, claimant_account_id, holder_account_id, evidence, photo_ref, status, "
     "created_at, decided_at, decided_by, decision_note"
 )
 
@@ -397,18 +435,20 @@ async def insert_claim(
     claimant: str,
     holder: str | None,
     evidence: str,
+    photo_ref: str,
     now: datetime,
 ) -> asyncpg.Record:
     """Raises UniqueViolationError (plate_claims_one_pending) for a second open claim."""
     row = await conn.fetchrow(
         f"""INSERT INTO plate_claims
-                (id, plate, claimant_account_id, holder_account_id, evidence, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_CLAIM_COLUMNS}""",  # noqa: S608
+                (id, plate, claimant_account_id, holder_account_id, evidence, photo_ref, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_CLAIM_COLUMNS}""",  # noqa: S608
         claim_id,
         plate,
         claimant,
         holder,
         evidence,
+        photo_ref,
         now,
     )
     assert row is not None

@@ -70,6 +70,14 @@ SEND_PER_CLIENT: Final = (Rule("send-10m", 30, 600),)
 VERIFY_PER_PHONE: Final = (Rule("verify-15m", 10, 900),)
 VERIFY_PER_CLIENT: Final = (Rule("verify-10m", 60, 600),)
 REFRESH_PER_CLIENT: Final = (Rule("refresh-1m", 60, 60),)
+# Binding is typing a plate: it proves nothing, and each one tried is a guess at
+# someone's car. An honest driver binds a handful of plates in a lifetime (5 at
+# once at most); these let a household re-bind after mistakes and stop anyone
+# sweeping plates. Per account and per phone: an account is its phone today,
+# but the phone's limit outlives the account (re-registration after a
+# suspension starts no fresh allowance).
+BIND_PER_ACCOUNT: Final = (Rule("bind-1h", 10, 3600), Rule("bind-1d", 20, 86400))
+BIND_PER_PHONE: Final = (Rule("bind-1d", 20, 86400),)
 
 _RETRY_AFTER_S: Final = "5"
 
@@ -83,6 +91,9 @@ VehicleClassNumber = Annotated[int, msgspec.Meta(ge=1, le=5)]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
 Evidence = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_PRINTABLE)]
 ClaimId = Annotated[str, PathParameter(pattern=r"^pc-[0-9A-HJKMNP-TV-Z]{26}$")]
+PhotoRef = Annotated[
+    str, msgspec.Meta(pattern=r"^[\x21-\x7e]{1,200}$", examples=["upload/xsz-7Q3K9.jpg"])
+]
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
@@ -260,10 +271,12 @@ class BindRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class ClaimRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Evidence the vehicle is yours: the registration certificate (行驶证) number,
-    or the reference of a scan uploaded through the app."""
+    """Evidence the vehicle is yours: the registration certificate (行驶证) number, and
+    the reference of the photo of it uploaded through the app (required: the number
+    alone can be copied from a parking ticket)."""
 
     evidence: Evidence
+    photo_ref: PhotoRef
 
 
 class VehiclePage(msgspec.Struct, frozen=True, kw_only=True):
@@ -315,18 +328,30 @@ async def my_vehicles(
     "/v1/me/vehicles",
     guards=driver_only,
     tags=["drivers"],
-    summary="Bind a plate (at most 5; one held by another account is a 409 naming the claim route)",
+    summary="Bind a plate, unverified (at most 5; one held by another account is a 409 naming "
+    "the claim route)",
     status_code=201,
     request_max_body_size=BODY_MAX,
-    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
 )
-async def bind_vehicle(request: Request[Any, Any, Any], data: JSONBody[BindRequest]) -> VehicleView:
+async def bind_vehicle(
+    request: Request[Any, Any, Any], data: JSONBody[BindRequest]
+) -> Response[VehicleView]:
     """The plate is normalised (full-width, separators, O/I misreads) and validated;
-    its kind, new-energy status and billing class are derived from it."""
-    async with connection(infra_of(request.app), transaction=True) as conn:
+    its kind, new-energy status and billing class are derived from it. The binding
+    starts unverified: it shows no session, history or bill times until a claim with
+    the 行驶证 photo is approved or a provider confirms the plate (contactless)."""
+    infra = infra_of(request.app)
+    me = principal_of(request).subject
+    async with connection(infra) as conn:
+        phone = (await accounts.account_view(conn, me)).phone
+    decision = await _limiter(infra).enforce(
+        [(f"bind:account:{me}", BIND_PER_ACCOUNT), (f"bind:phone:{phone}", BIND_PER_PHONE)]
+    )
+    async with connection(infra, transaction=True) as conn:
         view = await accounts.bind_vehicle(
             conn,
-            account_id=principal_of(request).subject,
+            account_id=me,
             plate_raw=data.plate,
             vehicle_class=data.vehicle_class,
             reason=data.reason,
@@ -334,7 +359,7 @@ async def bind_vehicle(request: Request[Any, Any, Any], data: JSONBody[BindReque
         )
     if data.vehicle_class is not None:
         request.app.state.pricer_cache.invalidate()
-    return view
+    return Response(view, status_code=201, headers=decision.headers)
 
 
 @delete(
@@ -367,7 +392,8 @@ async def unbind_vehicle(request: Request[Any, Any, Any], plate: FromPath[str]) 
     "/v1/me/vehicles/{plate:str}/claims",
     guards=driver_only,
     tags=["drivers"],
-    summary="Claim a plate another account holds; an operator checks the evidence",
+    summary="Claim a plate another account holds, or verify my own binding: an operator "
+    "checks the 行驶证 number and photo",
     status_code=201,
     request_max_body_size=BODY_MAX,
     responses=problem_responses(400, 401, 403, 404, 409, 413),
@@ -375,13 +401,14 @@ async def unbind_vehicle(request: Request[Any, Any, Any], plate: FromPath[str]) 
 async def claim_plate(
     request: Request[Any, Any, Any], plate: FromPath[str], data: JSONBody[ClaimRequest]
 ) -> ClaimView:
-    """Approval moves the plate to you; the holder can also simply unbind it."""
+    """Approval leaves the plate bound to you, verified; the holder can also simply unbind it."""
     async with connection(infra_of(request.app), transaction=True) as conn:
         return await accounts.claim_plate(
             conn,
             account_id=principal_of(request).subject,
             plate_raw=plate,
             evidence=data.evidence,
+            photo_ref=data.photo_ref,
             now=_clock.now(),
         )
 

@@ -50,6 +50,7 @@ from parking.payments.model import (
     UnknownProvider,
 )
 from parking.payments.port import PaymentProvider, ProviderUnavailable
+from parking.plates import normalise
 
 _clock = SystemClock()
 
@@ -155,10 +156,14 @@ async def _audit_denied_bill(infra: Infra, *, actor: str, action: str, bill_id: 
 
 
 class PayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Bills to pay: my own, or (naming ``plate``) that plate's, a friend's car's say
+    (先离后缴): their ids come from ``GET /v1/plates/{plate}/bills``."""
+
     bill_ids: Annotated[
         list[BillId], msgspec.Meta(min_length=1, max_length=logic.MAX_BILLS_PER_PAYMENT)
     ]
     provider: ProviderName = "wechat"
+    plate: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
 
 
 class DisputeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -198,9 +203,10 @@ async def pay_bills(
 ) -> Response[bytes]:
     key = _idempotency_key(idempotency_key)
     infra = infra_of(request.app)
-    payer = Payer(account_id=principal_of(request).subject)
+    plate = None if data.plate is None else normalise(data.plate)
+    payer = Payer(account_id=principal_of(request).subject, plate=plate)
     now = _clock.now()
-    canonical = PayRequest(bill_ids=sorted(set(data.bill_ids)), provider=data.provider)
+    canonical = PayRequest(bill_ids=sorted(set(data.bill_ids)), provider=data.provider, plate=plate)
     async with connection(infra) as conn:
         claim = await payments.claim_idempotency_key(
             conn,

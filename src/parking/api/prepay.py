@@ -1,13 +1,17 @@
 """Paying in the lot before the exit (场内缴费): pay now, then leave free within the
 lot's exit window (``lots.exit_window_minutes``, 15 minutes unless an operator set it).
 
-``POST /v1/me/sessions/{session_id}/prepay`` prices the open stay up to now and
-bills what earlier prepayments did not (a prepay bill); the app then pays the
+``POST /v1/me/sessions/{session_id}/prepay`` (a stay of mine) or
+``POST /v1/scans/lot`` (the lot's code and any plate: that plate's stay in that
+lot only) prices the open stay up to now and bills what earlier prepayments did
+not (a prepay bill); the app then pays the
 bills it lists through ``POST /v1/bills/pay`` like any other bill. Once they
 are paid the exit lane opens for nothing within the window and shows so; after
 the window billing resumes: the close bills the whole stay's fee less what the
-prepayments billed (``bills.logic.due_at_exit``, applied in the persister's
-transaction that closes the session).
+prepayments paid (``bills.logic.due_at_exit``, applied in the persister's
+transaction that closes the session). A prepay bill is an offer until the exit:
+unpaid, it is nobody's arrears and never holds the car; the close lets it lapse
+(written off) and bills the whole stay less what was paid.
 """
 
 from __future__ import annotations
@@ -15,16 +19,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Final
 
+import asyncpg
 import msgspec
 import structlog
 from litestar import Request, post
-from litestar.params import PathParameter
+from litestar.params import JSONBody, PathParameter
 from redis.exceptions import RedisError
 
+from parking.accounts import service as accounts
 from parking.api.auth import principal_of, roles
 from parking.api.denied import audit_denied
 from parking.api.drivers import problem_responses
 from parking.api.infra import connection, infra_of
+from parking.api.rate_limit import RateLimiter, Rule
+from parking.api.scans import NoOpenSession, WrongCode, scan_place
 from parking.auth.model import Role
 from parking.bills import logic as bills_logic
 from parking.bills import service as bills
@@ -33,6 +41,7 @@ from parking.clock import SystemClock
 from parking.errors import Conflict, NotFound
 from parking.occupancy import store as occupancy_store
 from parking.occupancy.logic import to_ms
+from parking.plates import normalise
 from parking.pricing import Pricer
 from parking.tariffs import quote_to_json
 
@@ -42,6 +51,9 @@ _clock = SystemClock()
 SessionIdParam = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 #: The route takes no body; anything sent is refused before it is read.
 BODY_MAX: Final = 64
+# Typing plates at a lot's code: a driver paying for their own or a friend's car
+# needs a few tries; this stops anyone standing in a lot from sweeping plates.
+LOT_SCAN_PER_ACCOUNT: Final = (Rule("scan-lot-10m", 10, 600), Rule("scan-lot-1d", 50, 86400))
 
 
 class Prepayment(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,26 +94,82 @@ class SessionEnded(Conflict):
 )
 async def prepay(request: Request[Any, Any, Any], session_id: SessionIdParam) -> Prepayment:
     """Idempotent within the window: asking again bills nothing new. A stay of
-    mine that is not open is a 409; anyone else's is a 404 (audited)."""
+    mine (my scan's, or my verified plate's since I bound it) that is not open is a
+    409; anyone else's is a 404 (audited). Someone else's car: scan the lot's code
+    (``POST /v1/scans/lot``)."""
     infra = infra_of(request.app)
     me = principal_of(request).subject
     now = _clock.now()
-    pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
     async with connection(infra) as conn:
-        mine = await conn.fetchval(
-            """SELECT coalesce(s.account_id = $2, false) OR EXISTS (
-                          SELECT 1 FROM vehicles v WHERE v.plate = s.plate
-                             AND v.account_id = $2 AND v.released_at IS NULL)
-               FROM sessions s WHERE s.id = $1""",
-            session_id,
-            me,
+        row = await conn.fetchrow(
+            "SELECT account_id, plate, entry_at FROM sessions WHERE id = $1", session_id
         )
-        if not mine:
-            if mine is not None:  # someone else's: audited (matrix A1)
+        if row is None or not await _mine(conn, row, me):
+            if row is not None:  # someone else's: audited (matrix A1)
                 await audit_denied(
                     conn, actor=me, action="denied:prepay", target=session_id, now=now
                 )
             raise NotFound(f"no session {session_id}")
+    return await _prepay(request, session_id, me, now)
+
+
+async def _mine(conn: asyncpg.Connection, session: asyncpg.Record, me: str) -> bool:
+    if session["account_id"] == me:
+        return True
+    if session["plate"] is None or session["entry_at"] is None:
+        return False
+    held = await accounts.my_plates(conn, me, plate=session["plate"])
+    return any(session["entry_at"] >= b.bound_at for b in held)
+
+
+class LotScanRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The lot's code (the printed URL or the token after ``/q/``) and the plate typed."""
+
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    plate: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+@post(
+    "/v1/scans/lot",
+    guards=[roles(Role.DRIVER)],
+    tags=["scans"],
+    summary="In a lot: scan its code and type a plate to pay that car's stay before "
+    "leaving (场内缴费), any plate, this lot only",
+    status_code=200,
+    request_max_body_size=2 * 1024,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 429, 503),
+)
+async def scan_lot(request: Request[Any, Any, Any], data: JSONBody[LotScanRequest]) -> Prepayment:
+    """The plate's open session in the scanned lot only (404 if it has none there), billed
+    up to now as a prepayment anyone may pay. Standing in the lot, one learns nothing
+    the car park's own pay station would not show; elsewhere nothing. An unpaid
+    prepayment is an offer: it never counts as arrears and lapses at the exit."""
+    infra = infra_of(request.app)
+    me = principal_of(request).subject
+    await RateLimiter(infra.redis).enforce([(f"scan-lot:account:{me}", LOT_SCAN_PER_ACCOUNT)])
+    place = await scan_place(infra, data.code)
+    if place.kind != "lot":
+        raise WrongCode("this is not a lot code: scan the code posted in the lot")
+    plate = normalise(data.plate)
+    async with connection(infra) as conn:
+        session_id = await conn.fetchval(
+            "SELECT id FROM sessions WHERE lot_id = $1 AND plate = $2 AND status = 'open' "
+            "AND entry_at IS NOT NULL",
+            place.lot_id,
+            plate,
+        )
+    if session_id is None:
+        raise NoOpenSession(f"{plate} has no open session in {place.lot_name}")
+    return await _prepay(request, session_id, me, _clock.now())
+
+
+async def _prepay(
+    request: Request[Any, Any, Any], session_id: str, me: str, now: datetime
+) -> Prepayment:
+    """Bill the open stay up to now, once per exit window. A new offer replaces the
+    session's earlier unpaid ones (they lapse, written off), so there is one to pay."""
+    infra = infra_of(request.app)
+    pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
     async with connection(infra, transaction=True) as conn:
         row = await conn.fetchrow(
             """SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at,
@@ -115,13 +183,26 @@ async def prepay(request: Request[Any, Any, Any], session_id: SessionIdParam) ->
             raise SessionEnded(f"session {session_id} has ended; its bill is in your bills")
         window = row["exit_window"]
         owed = await bills.prepayments(conn, session_id)
-        stand = bills_logic.standing(
-            [bills_logic.Prepayment.of(b) for b in owed], at=now, window=window
-        )
+        stand = bills_logic.standing(bills_logic.live(owed), at=now, window=window)
         priced = pricer.price(
             lot_id=row["lot_id"], plate=row["plate"], entry=row["entry_at"], exit=now
         )
         in_window = stand.leave_by is not None and now <= stand.leave_by
+        if not in_window and priced.fee_fen > stand.billed_fen:
+            for offer in owed:
+                if (
+                    offer.status is not BillStatus.WRITTEN_OFF
+                    and bills_logic.Prepayment.of(offer).offer
+                ):
+                    await bills.write_off(
+                        conn,
+                        offer.id,
+                        actor=f"driver:{me}",
+                        remark="prepay offer replaced by a newer one",
+                        now=now,
+                    )
+            owed = await bills.prepayments(conn, session_id)
+            stand = bills_logic.standing(bills_logic.live(owed), at=now, window=window)
         more = priced.fee_fen - stand.billed_fen
         if not in_window and more > 0 and priced.tariff_id and priced.tariff_version:
             quote = msgspec.json.decode(quote_to_json(priced.quote)) if priced.quote else {}
@@ -143,9 +224,7 @@ async def prepay(request: Request[Any, Any, Any], session_id: SessionIdParam) ->
                 kind=BillKind.PREPAY,
             )
             owed = await bills.prepayments(conn, session_id)
-            stand = bills_logic.standing(
-                [bills_logic.Prepayment.of(b) for b in owed], at=now, window=window
-            )
+            stand = bills_logic.standing(bills_logic.live(owed), at=now, window=window)
     if row["plate"] is not None:
         try:
             await occupancy_store.set_prepaid(
@@ -153,7 +232,7 @@ async def prepay(request: Request[Any, Any, Any], session_id: SessionIdParam) ->
                 lot_id=row["lot_id"],
                 plate=row["plate"],
                 session_id=session_id,
-                billed_fen=stand.billed_fen,
+                billed_fen=stand.settled_fen,
                 leave_by_ms=None if stand.leave_by is None else to_ms(stand.leave_by),
             )
         except RedisError as exc:  # only the exit's display reads it; the bill is right anyway
@@ -177,4 +256,4 @@ async def prepay(request: Request[Any, Any, Any], session_id: SessionIdParam) ->
     )
 
 
-ROUTES = [prepay]
+ROUTES = [prepay, scan_lot]

@@ -34,6 +34,7 @@ import msgspec
 from litestar import Request, post
 from litestar.params import JSONBody
 
+from parking.accounts import service as accounts
 from parking.api.auth import principal_of, roles
 from parking.api.denied import audit_if_held_by_another
 from parking.api.drivers import _keyring, problem_responses
@@ -127,7 +128,7 @@ _PLACE_TTL_S: Final = 10.0
 _places: dict[QrTarget, tuple[float, Place]] = {}
 
 
-async def _place(infra: Infra, code: str) -> Place:
+async def scan_place(infra: Infra, code: str) -> Place:
     """What a scanned code points at; the signature is checked on every scan."""
     token = qr_logic.verify(code, keyring=_keyring(infra), now=_clock.now())
     cached = _places.get(token.target)
@@ -213,7 +214,7 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
     city-wide (409 with the lot otherwise); a full lot is a 409 unless it opens when full."""
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
-    place = await _place(infra, data.code)
+    place = await scan_place(infra, data.code)
     if place.kind != "lane" or place.direction != "in" or place.lane_id is None:
         raise WrongCode("this is not an entry lane code")
     now = _clock.now()
@@ -278,7 +279,7 @@ async def scan_exit(request: Request[Any, Any, Any], data: JSONBody[ScanRequest]
     what I paid in the lot (nothing within the exit window of that payment)."""
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
-    place = await _place(infra, data.code)
+    place = await scan_place(infra, data.code)
     if place.kind != "lane" or place.direction != "out" or place.lane_id is None:
         raise WrongCode("this is not an exit lane code")
     now = _clock.now()
@@ -353,16 +354,13 @@ async def scan_space(
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
     plate = normalise(data.plate)
-    place = await _place(infra, data.code)
+    place = await scan_place(infra, data.code)
     if place.kind != "space" or place.space_id is None:
         raise WrongCode("this is not a space code")
     async with connection(infra) as conn:
-        bound = await conn.fetchval(
-            "SELECT true FROM vehicles WHERE plate = $1 AND account_id = $2 "
-            "AND released_at IS NULL",
-            plate,
-            account_id,
-        )
+        # Any binding of mine will do: the stay claimed here is my own act, and
+        # the answer reveals nothing about where the car was.
+        bound = await accounts.my_plates(conn, account_id, plate=plate, verified=False)
     if not bound:
         await audit_if_held_by_another(
             infra, actor=account_id, action="denied:scan.space", plate=plate, now=_clock.now()
@@ -381,7 +379,8 @@ async def scan_space(
             entry = arrived
     existing = await occupancy_store.plate_entry(infra.redis, plate)
     if existing.get("sid"):
-        raise Conflict(f"plate {plate} has an open session at lot {existing.get('lot')}")
+        # Not where: the binding may be unverified, and a plate is not a location.
+        raise Conflict(f"plate {plate} has an open session elsewhere")
     sid = new_id("s", now)
     pipe = occupancy_store.Batch()
     occupancy_store.queue_plate_claim(

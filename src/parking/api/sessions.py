@@ -1,18 +1,23 @@
 """Drivers' sessions, bills, receipts and contactless payment (全市通停: one account, every lot).
 
-What is "mine": the plates bound to the caller's account. The current session
-of each plate is read from the occupancy core in Redis (the lane's own state,
-so it is there the moment the barrier opens) and falls back to PostgreSQL when
-the plate's shard is not loaded or Redis does not answer. History only shows
-sessions of a plate while it was bound to this account, so a plate's earlier
-holder's parking stays private. Anything not mine is a 404, the same as
-something that does not exist, and the attempt is written to the audit log
-(reliability matrix A1).
+What is "mine" is answered by one rule, ``accounts.service.my_plates``: a plate
+is typed in by anyone, so where a car is and was (its current session, its
+history, its bills with their times) is shown only to the plate's *verified*
+holder, and only from the binding on, so neither a stranger who bound the plate
+nor a plate's earlier holder learns it. Paying a plate's bills is open to
+anyone who names the plate (先离后缴 for a friend's car): they see the amount,
+the lot and the day, never the times (``GET /v1/plates/{plate}/bills``).
+
+The current session of each plate is read from the occupancy core in Redis
+(the lane's own state, so it is there the moment the barrier opens) and falls
+back to PostgreSQL when the plate's shard is not loaded or Redis does not
+answer. Anything not mine is a 404, the same as something that does not exist,
+and the attempt is written to the audit log (reliability matrix A1).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Final
 
 import asyncpg
@@ -23,7 +28,7 @@ from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from redis.exceptions import RedisError
 
 from parking.accounts import service as accounts
-from parking.accounts.model import VehicleView
+from parking.accounts.model import Binding
 from parking.api.auth import principal_of, roles
 from parking.api.denied import audit_denied
 from parking.api.drivers import problem_responses
@@ -36,10 +41,11 @@ from parking.api.pagination import (
     decode_cursor,
     encode_cursor,
 )
+from parking.api.rate_limit import RateLimiter, Rule
 from parking.auth.model import Role
 from parking.bills import service as bills
 from parking.bills.model import Bill, UnknownBill
-from parking.clock import SystemClock
+from parking.clock import SHANGHAI, SystemClock
 from parking.errors import NotFound
 from parking.occupancy import keys as occupancy_keys
 from parking.occupancy import logic as occupancy_logic
@@ -54,9 +60,14 @@ _clock = SystemClock()
 
 driver_only = [roles(Role.DRIVER)]
 
-#: A driver has at most 5 plates (migration 0005); one more row proves it.
-MAX_PLATES: Final = 5
 BODY_MAX: Final = 2 * 1024
+
+# Looking up a plate's bills is typing a plate: a driver paying for a friend's car
+# needs a few tries; these stop anyone sweeping plates for where cars were billed.
+PLATE_BILLS_PER_ACCOUNT: Final = (
+    Rule("plate-bills-10m", 20, 600),
+    Rule("plate-bills-1d", 100, 86400),
+)
 
 BillIdParam = Annotated[str, PathParameter(pattern=r"^b-[0-9A-HJKMNP-TV-Z]{26}$")]
 PlateParam = Annotated[str, PathParameter(min_length=1, max_length=32)]
@@ -144,8 +155,11 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     lot_id: str
     lot_name: str | None
     plate: str | None
+    #: the times are shown to the account billed or the plate's verified holder; a
+    #: friend who paid sees the day only
     entry_at: datetime | None
-    exit_at: datetime
+    exit_at: datetime | None
+    day: date
     amount_fen: int
     refunded_fen: int
     status: str
@@ -154,6 +168,26 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     paid_at: datetime
     tariff_id: str
     tariff_version: int
+
+
+class PlateBill(msgspec.Struct, frozen=True, kw_only=True):
+    """A bill of a plate as anyone who names the plate sees it: what, where and which day."""
+
+    id: str
+    lot_id: str
+    lot_name: str | None
+    #: the Asia/Shanghai day the stay was billed; never the times
+    day: date
+    amount_fen: int
+    status: str
+
+
+class PlateBills(msgspec.Struct, frozen=True, kw_only=True):
+    """What a plate owes: pay with POST /v1/bills/pay naming the plate."""
+
+    plate: str
+    items: list[PlateBill]
+    owed_fen: int
 
 
 class MandateRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -175,8 +209,8 @@ class MandateView(msgspec.Struct, frozen=True, kw_only=True):
 # ------------------------------------------------------------------ helpers
 
 
-async def _my_vehicles(conn: asyncpg.Connection, account_id: str) -> list[VehicleView]:
-    return await accounts.vehicles(conn, account_id, after=None, limit=MAX_PLATES + 1)
+async def _verified(conn: asyncpg.Connection, account_id: str) -> list[Binding]:
+    return await accounts.my_plates(conn, account_id)
 
 
 def _plate_text(raw: str) -> str:
@@ -304,14 +338,16 @@ def _bill_item(bill: Bill) -> BillItem:
 async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
-    # The hot path of the app's home screen: one indexed read for the plates
-    # (not the vehicle views, which also derive each plate's class) and the
-    # unplated car the account scanned in, if any; then Redis for the plates.
-    # One statement: the pool's own fetch, without connection()'s generator.
-    rows = await infra.pool.fetch(_MINE_SQL, account_id)
-    plates = [r["plate"] for r in rows if r["id"] is None]
-    unplated = [r for r in rows if r["id"] is not None]
-    if not rows:
+    # The hot path of the app's home screen: one indexed read for my verified
+    # plates (not the vehicle views, which also derive each plate's class) and
+    # one for the sessions my scans made (sessions_account_idx); then Redis.
+    async with connection(infra) as conn:
+        held = {b.plate: b for b in await _verified(conn, account_id)}
+        made = await conn.fetch(_MADE_BY_ME_SQL, account_id)
+    unplated = [r for r in made if r["plate"] is None]
+    mine = {r["id"] for r in made}
+    plates = sorted(set(held) | {r["plate"] for r in made if r["plate"] is not None})
+    if not plates and not unplated:
         return CurrentSessions(items=[])
     source: dict[str, str] = {}
     open_now: dict[str, tuple[str, str, int]] = {}
@@ -341,6 +377,10 @@ async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
             source=source[plate],
         )
         for plate, (sid, lot_id, entry_ms) in sorted(open_now.items())
+        # a stay my scan claimed, or my verified plate's since I bound it (one that
+        # began before is the earlier holder's)
+        if sid in mine
+        or (plate in held and occupancy_logic.from_ms(entry_ms) >= held[plate].bound_at)
     ]
     # An unplated car's session is written to PostgreSQL by the scan itself.
     items += [
@@ -358,18 +398,18 @@ async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
     return CurrentSessions(items=items)
 
 
-#: My plates (id NULL), and my unplated car's open session (plate NULL).
-_MINE_SQL: Final = """
-SELECT plate, NULL::text AS id, NULL::text AS lot_id, NULL::timestamptz AS entry_at
-  FROM vehicles WHERE account_id = $1 AND released_at IS NULL
-UNION ALL
-SELECT NULL, id, lot_id, entry_at
-  FROM sessions WHERE account_id = $1 AND status = 'open' AND plate IS NULL
+#: Open sessions my scans made: my unplated car's (one at most), on-street stays I claimed.
+_MADE_BY_ME_SQL: Final = """
+SELECT id, lot_id, plate, entry_at
+  FROM sessions WHERE account_id = $1 AND status = 'open'
 """
 
 
-# Sessions of a plate count as mine only between its binding to my account and
-# its release, so a plate's previous holder's history is not shown to me.
+# Sessions my scans made are mine, and those billed to me (a stay is billed to
+# the plate's verified holder at the close); sessions of a plate are mine while I
+# hold it verified, from its binding on ($5 plates, $6 their bound_at:
+# accounts.my_plates), so neither a stranger who typed the plate nor its next
+# holder reads them.
 _HISTORY_SQL: Final = """
 SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at, s.exit_at, s.fee_fen, s.tariff_id,
        s.tariff_version, s.pricing_reason, b.id AS bill_id, b.status AS bill_status,
@@ -377,11 +417,9 @@ SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at, s.exit_at, s.fee_fen, s.ta
   FROM sessions s
   LEFT JOIN bills b ON b.session_id = s.id AND b.kind = 'stay'
  WHERE s.status <> 'superseded'
-   AND (s.account_id = $1 OR EXISTS (
-        SELECT 1 FROM vehicles v
-         WHERE v.plate = s.plate AND v.account_id = $1
-           AND coalesce(s.entry_at, s.exit_at) >= v.bound_at
-           AND (v.released_at IS NULL OR coalesce(s.entry_at, s.exit_at) < v.released_at)))
+   AND (s.account_id = $1 OR b.account_id = $1 OR EXISTS (
+        SELECT 1 FROM unnest($5::text[], $6::timestamptz[]) AS v(plate, bound_at)
+         WHERE v.plate = s.plate AND coalesce(s.entry_at, s.exit_at) >= v.bound_at))
    AND ($2::timestamptz IS NULL OR (coalesce(s.entry_at, s.exit_at), s.id) < ($2, $3::text))
  ORDER BY coalesce(s.entry_at, s.exit_at) DESC, s.id DESC
  LIMIT $4
@@ -413,8 +451,18 @@ async def session_history(
     request: Request[Any, Any, Any], cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
 ) -> SessionPage:
     at, sid = _history_after(cursor)
+    account_id = principal_of(request).subject
     async with connection(infra_of(request.app)) as conn:
-        rows = await conn.fetch(_HISTORY_SQL, principal_of(request).subject, at, sid, limit + 1)
+        held = await _verified(conn, account_id)
+        rows = await conn.fetch(
+            _HISTORY_SQL,
+            account_id,
+            at,
+            sid,
+            limit + 1,
+            [b.plate for b in held],
+            [b.bound_at for b in held],
+        )
     items = [
         SessionItem(
             id=r["id"],
@@ -447,14 +495,16 @@ async def session_history(
     responses=problem_responses(401, 403),
 )
 async def my_bills(request: Request[Any, Any, Any]) -> MyBills:
-    """Bills of my account, and bills of the plates bound to me now: arrears follow the
-    plate (the same rule as paying them, ``payments.service``)."""
+    """Bills of my account, and bills of the plates I hold verified that closed since I
+    bound them: arrears follow the plate (the same rule as paying them,
+    ``payments.service``). A plate's older bills: ``GET /v1/plates/{plate}/bills``."""
     account_id = principal_of(request).subject
     async with connection(infra_of(request.app)) as conn:
         owed = {b.id: b for b in await bills.open_bills(conn, account_id=account_id)}
-        for vehicle in await _my_vehicles(conn, account_id):
-            for bill in await bills.open_bills(conn, plate=vehicle.plate):
-                owed.setdefault(bill.id, bill)
+        for held in await _verified(conn, account_id):
+            for bill in await bills.open_bills(conn, plate=held.plate):
+                if bill.closed_at >= held.bound_at:
+                    owed.setdefault(bill.id, bill)
     ordered = sorted(owed.values(), key=lambda b: (b.closed_at, b.id))
     return MyBills(
         items=[_bill_item(b) for b in ordered],
@@ -495,14 +545,16 @@ async def receipt(request: Request[Any, Any, Any], bill_id: BillIdParam) -> Rece
             bill.lot_id,
             bill.session_id,
         )
+        times = await _sees_times(conn, bill, account_id)
     return Receipt(
         bill_id=bill.id,
         session_id=bill.session_id,
         lot_id=bill.lot_id,
         lot_name=row["name"] if row else None,
         plate=bill.plate,
-        entry_at=row["entry_at"] if row else None,
-        exit_at=bill.closed_at,
+        entry_at=row["entry_at"] if row and times else None,
+        exit_at=bill.closed_at if times else None,
+        day=bill.closed_at.astimezone(SHANGHAI).date(),
         amount_fen=bill.amount_fen,
         refunded_fen=bill.refunded_fen,
         status=str(bill.status),
@@ -528,11 +580,22 @@ async def _paid_or_billed_to(conn: asyncpg.Connection, bill: Bill, account_id: s
     return bool(paid_by_me)
 
 
+async def _sees_times(conn: asyncpg.Connection, bill: Bill, account_id: str) -> bool:
+    """When a stay began and ended is the business of the account billed and of the
+    plate's verified holder since the binding, not of a friend who paid it."""
+    if bill.account_id == account_id:
+        return True
+    if bill.plate is None:
+        return False
+    held = await accounts.my_plates(conn, account_id, plate=bill.plate)
+    return any(bill.closed_at >= b.bound_at for b in held)
+
+
 async def _own_plate(infra: Infra, account_id: str, raw: str, action: str) -> str:
+    """A plate bound to me, verified or not (acting on it reveals nothing); else 404."""
     plate = _plate_text(raw)
     async with connection(infra) as conn:
-        mine = {v.plate for v in await _my_vehicles(conn, account_id)}
-        if plate not in mine:
+        if not await accounts.my_plates(conn, account_id, plate=plate, verified=False):
             await audit_denied(
                 conn, actor=account_id, action=action, target=f"plate:{plate}", now=_clock.now()
             )
@@ -552,7 +615,8 @@ async def enable_contactless(
     request: Request[Any, Any, Any], plate: FromPath[PlateParam], data: JSONBody[MandateRequest]
 ) -> MandateView:
     """The driver authorises deductions at the provider first; the provider is asked
-    before the mandate is stored (409 if it does not show the plate as authorised)."""
+    before the mandate is stored (409 if it does not show the plate as authorised).
+    The provider's confirmation of the plate verifies my binding of it."""
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
     text = await _own_plate(infra, account_id, plate, "denied:contactless")
@@ -569,6 +633,10 @@ async def enable_contactless(
         now=_clock.now(),
         plate_color=data.plate_color,
     )
+    async with connection(infra, transaction=True) as conn:
+        await accounts.confirm_plate(
+            conn, account_id=account_id, plate=text, provider=provider.name, now=_clock.now()
+        )
     return MandateView(
         id=mandate.id,
         provider=mandate.provider,
@@ -601,7 +669,48 @@ async def disable_contactless(
             )
 
 
+@get(
+    "/v1/plates/{plate:str}/bills",
+    guards=driver_only,
+    tags=["bills"],
+    summary="What a plate owes, to pay it for a friend's car (先离后缴): amount, lot and "
+    "day, never the times",
+    responses=problem_responses(400, 401, 403, 429, 503),
+)
+async def plate_bills(request: Request[Any, Any, Any], plate: FromPath[PlateParam]) -> PlateBills:
+    """Open to any driver who knows the plate, rate limited per account; an unpaid
+    prepayment of a stay still under way is an offer, not a debt, and is not listed."""
+    infra = infra_of(request.app)
+    text = _plate_text(plate)
+    await RateLimiter(infra.redis).enforce(
+        [(f"plate-bills:account:{principal_of(request).subject}", PLATE_BILLS_PER_ACCOUNT)]
+    )
+    async with connection(infra) as conn:
+        owed = await bills.open_bills(conn, plate=text)
+        rows = await conn.fetch(
+            "SELECT id, name FROM lots WHERE id = ANY($1::text[])",
+            sorted({b.lot_id for b in owed}),
+        )
+    names: dict[str, str] = {r["id"]: r["name"] for r in rows}
+    return PlateBills(
+        plate=text,
+        items=[
+            PlateBill(
+                id=b.id,
+                lot_id=b.lot_id,
+                lot_name=names.get(b.lot_id),
+                day=b.closed_at.astimezone(SHANGHAI).date(),
+                amount_fen=b.amount_fen,
+                status=str(b.status),
+            )
+            for b in owed
+        ],
+        owed_fen=sum(b.outstanding_fen for b in owed),
+    )
+
+
 ROUTES = [
+    plate_bills,
     current_sessions,
     session_history,
     my_bills,

@@ -169,25 +169,43 @@ def resolve_dispute(bill: Bill) -> BillStatus:
 
 @dataclass(frozen=True, slots=True)
 class Prepayment:
-    """A prepay bill as the exit sees it: the fee it billed, when it was quoted and paid."""
+    """A prepay bill as the exit sees it: the fee it billed, when it was quoted and paid.
+
+    A prepay bill is an offer until the exit: ``offer`` marks one that is unpaid
+    and that nobody is paying (status open). An offer counts for nothing at the
+    exit (the exit bills the stay less what was paid or is being paid, and the
+    offer lapses), and never opens the window. An unpaid bill that is not an
+    offer (a payment in flight, a dispute) counts as billed, as a paid one does.
+    """
 
     amount_fen: Fen
     quoted_at: datetime
     paid_at: datetime | None
+    offer: bool = False
 
     @classmethod
     def of(cls, bill: Bill) -> Prepayment:
-        return cls(bill.amount_fen, bill.closed_at, bill.paid_at)
+        offer = bill.paid_at is None and bill.status is S.OPEN
+        return cls(bill.amount_fen, bill.closed_at, bill.paid_at, offer)
+
+
+def live(bills: Sequence[Bill]) -> list[Prepayment]:
+    """A session's prepay bills that still stand: a written-off one (a lapsed offer, an
+    upheld dispute) billed nothing."""
+    return [Prepayment.of(b) for b in bills if b.status is not S.WRITTEN_OFF]
 
 
 @dataclass(frozen=True, slots=True)
 class Standing:
     """Where a stay stands at ``at`` after paying in the lot (场内缴费)."""
 
-    #: what the prepay bills billed together (paid or not: each is owed)
+    #: what the standing prepay bills billed together, offers included (a new
+    #: offer bills only the rest of the stay so far)
     billed_fen: Fen
     #: the driver leaves free until then; None when no payment opens a window
     leave_by: datetime | None
+    #: of which paid or being paid: what the exit subtracts from the stay
+    settled_fen: Fen
 
     def due(self, total_fen: Fen, exit_at: datetime) -> Fen:
         """What a stay costing ``total_fen`` in all still owes when it leaves at ``exit_at``."""
@@ -195,7 +213,7 @@ class Standing:
             raise InvalidAmount(f"a fee cannot be negative, got {total_fen} fen")
         if self.leave_by is not None and exit_at <= self.leave_by:
             return 0
-        return max(0, total_fen - self.billed_fen)
+        return max(0, total_fen - self.settled_fen)
 
 
 def standing(prepayments: Sequence[Prepayment], *, at: datetime, window: timedelta) -> Standing:
@@ -206,16 +224,18 @@ def standing(prepayments: Sequence[Prepayment], *, at: datetime, window: timedel
     window then runs from its payment. A quote paid later than that covers the
     stay up to the quote only (no window), so an old quote cannot buy a free
     exit hours later. Payments made after ``at`` count as unpaid, which keeps
-    the answer for a past exit the same however late a payment arrives.
+    the answer for a past exit the same however late a payment arrives. An
+    offer (see `Prepayment`) blocks the window and subtracts nothing.
     """
     billed = sum(p.amount_fen for p in prepayments)
+    settled = sum(p.amount_fen for p in prepayments if not p.offer)
     if not prepayments:
-        return Standing(billed, None)
+        return Standing(billed, None, settled)
     newest = max(prepayments, key=lambda p: p.quoted_at)
     all_paid = all(p.paid_at is not None and p.paid_at <= at for p in prepayments)
     if not all_paid or newest.paid_at is None or newest.paid_at - newest.quoted_at > window:
-        return Standing(billed, None)
-    return Standing(billed, newest.paid_at + window)
+        return Standing(billed, None, settled)
+    return Standing(billed, newest.paid_at + window, settled)
 
 
 def due_at_exit(

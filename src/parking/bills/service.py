@@ -351,7 +351,8 @@ async def open_bills(
     account_id: str | None = None,
     limit: int = 500,
 ) -> list[Bill]:
-    """Bills still owed (open, paying, or disputed and unpaid), oldest exit first.
+    """Arrears: bills still owed (open, paying, or disputed and unpaid), oldest exit first,
+    less the prepay bills of stays still under way (offers until the exit).
 
     Filtered by plate and/or account; with neither, the whole city's arrears.
     """

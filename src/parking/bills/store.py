@@ -244,6 +244,10 @@ async def events(conn: asyncpg.Connection, bill_id: str) -> list[BillEvent]:
     ]
 
 
+# A prepay bill of a stay still under way is an offer, not a debt: it is owed
+# (its receivable is on the ledger, see owed_total) but it is nobody's arrears
+# until its session closed (the close lapses it unless it is being paid); each
+# query below spells that out too.
 _OWED_QUERIES = {
     # (by plate, by account): one statement each rather than
     # "($1 IS NULL OR plate = $1)", which a generic plan cannot serve from the
@@ -251,19 +255,26 @@ _OWED_QUERIES = {
     (False, False): """
         SELECT * FROM bills
          WHERE paid_at IS NULL AND status IN ('open', 'paying', 'disputed')
+           AND (kind = 'stay' OR NOT EXISTS (
+                SELECT 1 FROM sessions s WHERE s.id = bills.session_id AND s.status = 'open'))
          ORDER BY closed_at, id LIMIT $1""",
     (True, False): """
         SELECT * FROM bills
          WHERE paid_at IS NULL AND status IN ('open', 'paying', 'disputed') AND plate = $2
+           AND (kind = 'stay' OR NOT EXISTS (
+                SELECT 1 FROM sessions s WHERE s.id = bills.session_id AND s.status = 'open'))
          ORDER BY closed_at, id LIMIT $1""",
     (False, True): """
         SELECT * FROM bills
          WHERE paid_at IS NULL AND status IN ('open', 'paying', 'disputed') AND account_id = $2
+           AND (kind = 'stay' OR NOT EXISTS (
+                SELECT 1 FROM sessions s WHERE s.id = bills.session_id AND s.status = 'open'))
          ORDER BY closed_at, id LIMIT $1""",
     (True, True): """
         SELECT * FROM bills
          WHERE paid_at IS NULL AND status IN ('open', 'paying', 'disputed')
-           AND plate = $2 AND account_id = $3
+           AND plate = $2 AND account_id = $3 AND (kind = 'stay' OR NOT EXISTS (
+                SELECT 1 FROM sessions s WHERE s.id = bills.session_id AND s.status = 'open'))
          ORDER BY closed_at, id LIMIT $1""",
 }
 

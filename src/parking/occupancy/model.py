@@ -216,6 +216,8 @@ class Prepaid:
     the display: the bill at the close is computed from PostgreSQL)."""
 
     session_id: str
+    #: what the prepayments paid or are paying (``Standing.settled_fen``): an
+    #: unpaid offer is not subtracted at the exit
     billed_fen: int
     leave_by_ms: int
 
@@ -229,7 +231,9 @@ class Prepaid:
         leave_by = (
             datetime.fromtimestamp(self.leave_by_ms / 1000, UTC) if self.leave_by_ms else None
         )
-        return Standing(self.billed_fen, leave_by).due(stay_fen, exit_at)
+        return Standing(self.billed_fen, leave_by, settled_fen=self.billed_fen).due(
+            stay_fen, exit_at
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -968,15 +968,13 @@ async def refresh_prepaid(
     if row is None or row["plate"] is None or row["status"] != "open":
         return
     prepaid = await bills.prepayments(conn, session_id)
-    stand = bills_logic.standing(
-        [bills_logic.Prepayment.of(b) for b in prepaid], at=now, window=row["exit_window"]
-    )
+    stand = bills_logic.standing(bills_logic.live(prepaid), at=now, window=row["exit_window"])
     await store.set_prepaid(
         redis,
         lot_id=row["lot_id"],
         plate=row["plate"],
         session_id=session_id,
-        billed_fen=stand.billed_fen,
+        billed_fen=stand.settled_fen,
         leave_by_ms=logic.to_ms(stand.leave_by) if stand.leave_by is not None else None,
     )
 

@@ -446,11 +446,15 @@ async def arrears_since(
     conn: asyncpg.Connection, plates: list[str] | None = None
 ) -> list[asyncpg.Record]:
     """Per plate owing something, when its oldest unpaid bill closed; every plate, or
-    only ``plates``. What parking.bills counts as owed (see bills_owed_by_plate_idx)."""
+    only ``plates``. What parking.bills counts as owed (see bills_owed_by_plate_idx),
+    less the prepay bills of stays still under way: an unpaid one is an offer, and
+    anyone in the lot can make one for any plate, so it never holds a car."""
     return await conn.fetch(
-        """SELECT plate, min(closed_at) AS since FROM bills
+        """SELECT plate, min(closed_at) AS since FROM bills b
            WHERE paid_at IS NULL AND status IN ('open', 'paying', 'disputed')
              AND plate IS NOT NULL AND ($1::text[] IS NULL OR plate = ANY($1::text[]))
+             AND (kind = 'stay' OR NOT EXISTS (
+                  SELECT 1 FROM sessions s WHERE s.id = b.session_id AND s.status = 'open'))
            GROUP BY plate""",
         plates,
     )

@@ -97,9 +97,10 @@ def description(bills: Sequence[Bill]) -> str:
 
 
 def owns(bill: Bill, payer: Payer) -> bool:
-    """A driver pays only their own bills; a plate payer only that plate's."""
-    if payer.account_id is not None:
-        return bill.account_id == payer.account_id
+    """A driver pays their own bills; anyone who names a plate pays that plate's bills
+    (先离后缴 for a friend's car: knowing the plate is the whole requirement)."""
+    if payer.account_id is not None and bill.account_id == payer.account_id:
+        return True
     return payer.plate is not None and bill.plate == payer.plate
 
 

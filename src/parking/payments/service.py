@@ -1360,15 +1360,19 @@ async def open_dispute(
     conn: asyncpg.Connection, bill_id: str, *, account_id: str, reason: str, now: datetime
 ) -> DisputeView:
     """The driver contests one of their bills (UnknownBill for anyone else's). In the caller's
-    transaction. Idempotent: a bill with an open dispute returns it."""
+    transaction. Idempotent: a bill with an open dispute of theirs returns it; a dispute
+    another account opened is UnknownBill too (only its opener ever sees it)."""
     reason = reason.strip()
     if not reason:
         raise InvalidInput("a dispute needs a reason")
     bill = await bills.get(conn, bill_id)
-    if not await _owned(conn, bill, Payer(account_id=account_id)):
+    if not await _disputable(conn, bill, account_id):
         raise UnknownBill(bill_id)
     existing = await store.open_dispute_of_bill(conn, bill_id)
     if existing is not None:
+        if existing.opened_by != account_id:
+            # Another account's dispute (the plate changed hands): its reason is theirs.
+            raise UnknownBill(bill_id)
         return await _dispute_view(conn, existing)
     await bills.dispute(conn, bill_id, actor=f"driver:{account_id}", remark=reason, now=now)
     dispute = await store.insert_dispute(
@@ -2082,17 +2086,25 @@ async def claim_for_sweep(
 
 
 async def _owned(conn: asyncpg.Connection, bill: Bill, payer: Payer) -> bool:
-    """The payer's bill: billed to their account, or for a plate bound to it now.
-
-    A bill is billed to the account that held the plate when the car left; a
-    driver who binds the plate afterwards (全市通停: the arrears follow the plate)
-    sees and pays it too.
-    """
+    """Whether the payer may pay the bill: billed to their account, a bill of the plate
+    they named (anyone who knows the plate pays its bills), or a bill of a plate their
+    account holds verified (全市通停: the arrears follow the plate)."""
     if logic.owns(bill, payer):
         return True
     if payer.account_id is None or bill.plate is None:
         return False
-    return await accounts.account_holding(conn, bill.plate) == payer.account_id
+    return bool(await accounts.my_plates(conn, payer.account_id, plate=bill.plate))
+
+
+async def _disputable(conn: asyncpg.Connection, bill: Bill, account_id: str) -> bool:
+    """A bill the account may contest: billed to it, or a bill of a plate it holds verified
+    that closed since the binding. Paying a friend's bill gives no say over it."""
+    if bill.account_id == account_id:
+        return True
+    if bill.plate is None:
+        return False
+    held = await accounts.my_plates(conn, account_id, plate=bill.plate)
+    return any(bill.closed_at >= b.bound_at for b in held)
 
 
 # --------------------------------------------------------------------------- operator decisions

@@ -114,14 +114,24 @@ async def _closed(
         quote = (row["quote"] or _NO_QUOTE.format(fee=row["fee_fen"])).encode()
         amount = row["fee_fen"]
         prepaid = await bills.prepayments(conn, row["id"])
-        if prepaid:
-            amount = bills_logic.due_at_exit(
-                row["fee_fen"],
-                [bills_logic.Prepayment.of(b) for b in prepaid],
-                exit_at=row["exit_at"],
-                window=row["exit_window"],
+        # A prepay bill is an offer until the exit: one nobody paid lapses now
+        # (written off, so the ledger's receivable goes with it) and the stay
+        # bill carries the whole fee less what was paid, so it never becomes a
+        # debt that holds the car somewhere else.
+        lapsed = [b for b in prepaid if bills_logic.Prepayment.of(b).offer]
+        for offer in lapsed:
+            await bills.write_off(
+                conn, offer.id, actor="billing", remark="prepay offer lapsed at the exit", now=now
             )
-            quote = _with_prepaid(quote, sum(b.amount_fen for b in prepaid), row["fee_fen"])
+        if lapsed:
+            prepaid = await bills.prepayments(conn, row["id"])
+        standing = bills_logic.live(prepaid)
+        if standing:
+            amount = bills_logic.due_at_exit(
+                row["fee_fen"], standing, exit_at=row["exit_at"], window=row["exit_window"]
+            )
+            settled = sum(p.amount_fen for p in standing if not p.offer)
+            quote = _with_prepaid(quote, settled, row["fee_fen"])
         bill = await bills.open_bill(
             conn,
             session_id=row["id"],

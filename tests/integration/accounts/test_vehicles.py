@@ -37,6 +37,8 @@ async def test_a_bound_plate_is_normalised_and_its_class_derived(api: Client, lo
         "class_label": "一类",
         "class_source": "plate",
         "bound_at": None,
+        "trust": "unverified",
+        "verified_at": None,
     }
     electric = (await bind(api, alice, "粤BD12345")).json()
     assert (electric["is_new_energy"], electric["colour"]) == (True, "green")
@@ -229,12 +231,18 @@ async def test_an_approved_claim_moves_the_plate_and_is_audited(
     await bind(api, alice["access_token"], "赣B12345", vehicle_class=2, reason="van")
     path = f"/v1/me/vehicles/{quote_path('赣B12345')}/claims"
     claim = await api.post(
-        path, json={"evidence": "行驶证 360702123456"}, headers=bearer(bob["access_token"])
+        path,
+        json={"evidence": "行驶证 360702123456", "photo_ref": "upload/xsz-1.jpg"},
+        headers=bearer(bob["access_token"]),
     )
     assert claim.status_code == 201, claim.text
     assert claim.json()["status"] == "pending"
     assert "holder_account_id" not in claim.json()
-    twice = await api.post(path, json={"evidence": "again"}, headers=bearer(bob["access_token"]))
+    twice = await api.post(
+        path,
+        json={"evidence": "again", "photo_ref": "upload/xsz-2.jpg"},
+        headers=bearer(bob["access_token"]),
+    )
     assert twice.status_code == 409
     queue = await api.get("/v1/operator/plate-claims", headers=operator)
     assert queue.status_code == 200, queue.text
@@ -280,7 +288,7 @@ async def test_a_rejected_claim_needs_a_note_and_leaves_the_plate(
     await bind(api, alice, "赣B12345")
     claim = await api.post(
         f"/v1/me/vehicles/{quote_path('赣B12345')}/claims",
-        json={"evidence": "photo ref 42"},
+        json={"evidence": "photo ref 42", "photo_ref": "upload/xsz-42.jpg"},
         headers=bearer(bob),
     )
     claim_id = claim.json()["id"]
@@ -312,7 +320,7 @@ async def test_a_claim_on_a_free_plate_says_to_bind_it(api: Client, login: Login
     bob = (await login(BOB))["access_token"]
     claim = await api.post(
         f"/v1/me/vehicles/{quote_path('赣B12345')}/claims",
-        json={"evidence": "x"},
+        json={"evidence": "x", "photo_ref": "upload/x.jpg"},
         headers=bearer(bob),
     )
     assert claim.status_code == 409
@@ -412,7 +420,7 @@ async def test_control_characters_in_free_text_are_refused(api: Client, login: L
     for evidence in ("a\x00b", "\x07", "line\nbreak"):
         refused = await api.post(
             f"/v1/me/vehicles/{quote_path('赣B12345')}/claims",
-            json={"evidence": evidence},
+            json={"evidence": evidence, "photo_ref": "upload/xsz.jpg"},
             headers=bearer(bob),
         )
         assert refused.status_code == 400, refused.text

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -15,6 +16,9 @@ from litestar.testing import AsyncTestClient
 from parking import config
 from parking.accounts import notifier
 from parking.api.app import create_app
+from parking.api.infra import infra_of
+from parking.auth import tokens
+from parking.auth.model import Role
 from parking.bills import service as bills
 from parking.config import Settings
 from parking.occupancy import rebuild
@@ -54,9 +58,35 @@ def login(api: Client, redis_client: aioredis.Redis) -> Login:
     return go
 
 
-async def bind(api: Client, token: str, plate: str) -> None:
+async def bind(api: Client, token: str, plate: str, *, verified: bool = True) -> None:
+    """Bind the plate and (unless ``verified=False``) have it verified the way a driver
+    does: a claim with the 行驶证 photo, approved by an operator."""
     bound = await api.post("/v1/me/vehicles", json={"plate": plate}, headers=bearer(token))
     assert bound.status_code == 201, bound.text
+    if verified:
+        await verify(api, token, plate)
+
+
+async def verify(api: Client, token: str, plate: str) -> None:
+    claim = await api.post(
+        f"/v1/me/vehicles/{quote(plate)}/claims",
+        json={"evidence": "行驶证 360702123456", "photo_ref": "upload/xsz.jpg"},
+        headers=bearer(token),
+    )
+    assert claim.status_code == 201, claim.text
+    operator = tokens.issue(
+        infra_of(api.app).settings.jwt_key,
+        subject="ops-test",
+        role=Role.OPERATOR,
+        now=datetime.now(UTC),
+        ttl=timedelta(minutes=5),
+    )
+    approved = await api.post(
+        f"/v1/operator/plate-claims/{claim.json()['id']}/approve",
+        json={},
+        headers=bearer(operator),
+    )
+    assert approved.status_code == 200, approved.text
 
 
 async def bound_since_yesterday(conn: asyncpg.Connection, plate: str) -> None:
@@ -159,6 +189,7 @@ async def test_the_current_session_comes_from_the_live_core_with_a_fee_quote(
 ) -> None:
     alice = await login(ALICE)
     await bind(api, alice, "赣B12345")
+    await bound_since_yesterday(city_db, "赣B12345")
     entry = datetime.now(UTC) - timedelta(hours=3)
     sid = await open_session(city_db, "赣B12345", entry=entry)
     await rebuild.ensure_ready(city_db, redis_client, now=datetime.now(UTC))
@@ -179,6 +210,7 @@ async def test_the_current_session_falls_back_to_postgres_when_the_core_is_not_l
 ) -> None:
     alice = await login(ALICE)
     await bind(api, alice, "赣B12345")
+    await bound_since_yesterday(city_db, "赣B12345")
     sid = await open_session(city_db, "赣B12345", entry=datetime.now(UTC) - timedelta(hours=1))
 
     got = await api.get("/v1/me/sessions/current", headers=bearer(alice))

@@ -15,6 +15,7 @@ from test_driver_sessions import (
     api,
     bearer,
     bind,
+    bound_since_yesterday,
     close_session,
     login,
     open_session,
@@ -47,6 +48,7 @@ async def test_prepay_bills_the_stay_so_far_and_the_window_opens_once_paid(
 ) -> None:
     alice = await login(ALICE)
     await bind(api, alice, PLATE)
+    await bound_since_yesterday(city_db, PLATE)
     sid = await open_session(city_db, PLATE, entry=datetime.now(UTC) - timedelta(hours=3))
 
     quoted = await api.post(f"/v1/me/sessions/{sid}/prepay", headers=bearer(alice))
@@ -58,11 +60,13 @@ async def test_prepay_bills_the_stay_so_far_and_the_window_opens_once_paid(
     assert body["leave_by"] is None
     assert body["exit_window_s"] == 900
     [bill_id] = body["due_bill_ids"]
-    mine = await api.get("/v1/me/bills", headers=bearer(alice))
-    assert bill_id in [b["id"] for b in mine.json()["items"]]
+    # Issue 10: unpaid, a prepay bill is an offer, not arrears, and the exit lane's
+    # hint subtracts only what was paid (it used to list it and subtract it).
+    mine = (await api.get("/v1/me/bills", headers=bearer(alice))).json()
+    assert (mine["items"], mine["arrears_fen"]) == ([], 0)
     hint = await redis_client.get(keys.prepaid(DEMO, PLATE))
     assert hint is not None
-    assert hint.decode() == f"{sid}|{body['stay_fen']}|0"
+    assert hint.decode() == f"{sid}|0|0"
 
     await pay(city_db, bill_id, datetime.now(UTC))
     again = await api.post(f"/v1/me/sessions/{sid}/prepay", headers=bearer(alice))
@@ -74,6 +78,9 @@ async def test_prepay_bills_the_stay_so_far_and_the_window_opens_once_paid(
     assert paid["paid_fen"] == body["stay_fen"]
     leave_by = datetime.fromisoformat(paid["leave_by"])
     assert timedelta(minutes=14) < leave_by - datetime.now(UTC) <= timedelta(minutes=15)
+    hint = await redis_client.get(keys.prepaid(DEMO, PLATE))
+    assert hint is not None
+    assert hint.decode().split("|")[:2] == [sid, str(body["stay_fen"])]
     assert await city_db.fetchval("SELECT count(*) FROM bills WHERE session_id = $1", sid) == 1
 
 
@@ -82,6 +89,7 @@ async def test_leaving_within_the_window_leaves_nothing_owed(
 ) -> None:
     alice = await login(ALICE)
     await bind(api, alice, PLATE)
+    await bound_since_yesterday(city_db, PLATE)
     sid = await open_session(city_db, PLATE, entry=datetime.now(UTC) - timedelta(hours=3))
     body = (await api.post(f"/v1/me/sessions/{sid}/prepay", headers=bearer(alice))).json()
     await pay(city_db, body["due_bill_ids"][0], datetime.now(UTC))
@@ -100,11 +108,14 @@ async def test_leaving_within_the_window_leaves_nothing_owed(
     assert await bills.by_session(city_db, sid) is None
 
 
-async def test_an_unpaid_prepayment_stays_owed_and_the_exit_bills_the_rest(
+async def test_an_unpaid_prepayment_lapses_at_the_exit_which_bills_the_whole_stay(
     api: Client, login: Login, city_db: asyncpg.Connection
 ) -> None:
+    """Issue 10: a prepay bill is an offer until the exit (it used to stay owed, and
+    the stay bill billed only the rest: 300)."""
     alice = await login(ALICE)
     await bind(api, alice, PLATE)
+    await bound_since_yesterday(city_db, PLATE)
     sid = await open_session(city_db, PLATE, entry=datetime.now(UTC) - timedelta(hours=3))
     body = (await api.post(f"/v1/me/sessions/{sid}/prepay", headers=bearer(alice))).json()
 
@@ -115,7 +126,10 @@ async def test_an_unpaid_prepayment_stays_owed_and_the_exit_bills_the_rest(
     assert mine["arrears_fen"] == total
     stay = await bills.by_session(city_db, sid)
     assert stay is not None
-    assert stay.amount_fen == 300
+    assert stay.amount_fen == total
+    [offer] = await bills.prepayments(city_db, sid)
+    assert (offer.id, str(offer.status)) == (body["due_bill_ids"][0], "written_off")
+    assert [i["id"] for i in mine["items"]] == [stay.id]
 
 
 async def test_another_drivers_session_is_a_404_and_audited(
@@ -123,6 +137,7 @@ async def test_another_drivers_session_is_a_404_and_audited(
 ) -> None:
     alice, bob = await login(ALICE), await login(BOB)
     await bind(api, alice, PLATE)
+    await bound_since_yesterday(city_db, PLATE)
     sid = await open_session(city_db, PLATE, entry=datetime.now(UTC) - timedelta(hours=1))
 
     got = await api.post(f"/v1/me/sessions/{sid}/prepay", headers=bearer(bob))
@@ -143,6 +158,7 @@ async def test_a_session_that_has_ended_is_a_409(
 ) -> None:
     alice = await login(ALICE)
     await bind(api, alice, PLATE)
+    await bound_since_yesterday(city_db, PLATE)
     sid = await open_session(city_db, PLATE, entry=datetime.now(UTC) - timedelta(hours=1))
     await close_session(city_db, sid, DEMO, exit_at=datetime.now(UTC), fee=500)
 

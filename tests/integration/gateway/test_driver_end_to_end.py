@@ -6,6 +6,7 @@ notifications), the arrears hold lifted at once, the trial balance 0."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import urllib.request
@@ -17,6 +18,8 @@ from pipekit import DEMO, Device, Pipeline, eventually
 from test_gateway_walkthrough import _pub, _settle, _watch
 
 from parking.accounts import notifier
+from parking.auth import tokens as tokens_module
+from parking.auth.model import Role
 from parking.clock import SHANGHAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payments"))
@@ -104,6 +107,36 @@ async def test_enter_leave_see_the_bill_pay_in_the_sandbox_and_enter_again(
             me = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
             bound = await http.post("/v1/me/vehicles", json={"plate": PLATE}, headers=me)
             assert bound.status_code == 201, bound.text
+            # An operator verifies it from the 行驶证 (README: curl, the plate raw in the path).
+            curl = await asyncio.create_subprocess_exec(
+                "curl",
+                "-s",
+                "-X",
+                "POST",
+                f"{base}/v1/me/vehicles/{PLATE}/claims",
+                "-H",
+                f"Authorization: {me['Authorization']}",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                '{"evidence": "行驶证 360702123456", "photo_ref": "upload/xsz-1.jpg"}',
+                stdout=asyncio.subprocess.PIPE,
+            )
+            claimed, _ = await curl.communicate()
+            assert curl.returncode == 0
+            operator = tokens_module.issue(
+                s.jwt_key,
+                subject="alice",
+                role=Role.OPERATOR,
+                now=datetime.now(SHANGHAI),
+                ttl=timedelta(minutes=10),
+            )
+            approved = await http.post(
+                f"/v1/operator/plate-claims/{json.loads(claimed)['id']}/approve",
+                json={},
+                headers={"Authorization": f"Bearer {operator}"},
+            )
+            assert approved.status_code == 200, approved.text
             # A driver of long standing: the plate was theirs before this stay.
             await pipeline.conn.execute(
                 "UPDATE vehicles SET bound_at = bound_at - interval '1 day' WHERE plate = $1",

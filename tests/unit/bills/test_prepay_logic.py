@@ -108,3 +108,19 @@ def test_outside_any_window_the_bills_add_up_to_the_stay(
     due = due_at_exit(total, paid, exit_at=exit_at, window=WINDOW)
     if stand.leave_by is None or exit_at > stand.leave_by:
         assert due + stand.billed_fen == max(total, stand.billed_fen)
+
+
+def test_an_unpaid_offer_subtracts_nothing_at_the_exit_and_opens_no_window() -> None:
+    offer = [Prepayment(500, quoted_at=minutes(0), paid_at=None, offer=True)]
+    stand = standing(offer, at=minutes(5), window=WINDOW)
+    assert (stand.billed_fen, stand.settled_fen, stand.leave_by) == (500, 0, None)
+    assert due_at_exit(700, offer, exit_at=minutes(5), window=WINDOW) == 700
+
+
+def test_a_paid_prepayment_beside_an_offer_subtracts_only_what_was_paid() -> None:
+    both = [
+        Prepayment(500, quoted_at=minutes(0), paid_at=minutes(1)),
+        Prepayment(200, quoted_at=minutes(40), paid_at=None, offer=True),
+    ]
+    assert standing(both, at=minutes(45), window=WINDOW).leave_by is None
+    assert due_at_exit(900, both, exit_at=minutes(45), window=WINDOW) == 400
