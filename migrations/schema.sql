@@ -13,8 +13,12 @@ CREATE FUNCTION public.bills_notify_owed() RETURNS trigger
 BEGIN
     IF NEW.plate IS NOT NULL AND NOT (TG_OP = 'INSERT' AND NEW.kind = 'prepay')
        AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status
-            OR OLD.paid_at IS DISTINCT FROM NEW.paid_at) THEN
+            OR OLD.paid_at IS DISTINCT FROM NEW.paid_at
+            OR OLD.plate IS DISTINCT FROM NEW.plate) THEN
         PERFORM pg_notify('parking_plate_owed', NEW.plate);
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.plate IS NOT NULL AND OLD.plate IS DISTINCT FROM NEW.plate THEN
+        PERFORM pg_notify('parking_plate_owed', OLD.plate);
     END IF;
     IF NEW.kind = 'prepay' AND NEW.paid_at IS NOT NULL
        AND (TG_OP = 'INSERT' OR OLD.paid_at IS NULL) THEN

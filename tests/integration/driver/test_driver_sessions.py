@@ -22,6 +22,7 @@ from parking.auth.model import Role
 from parking.bills import service as bills
 from parking.config import Settings
 from parking.occupancy import rebuild
+from parking.seed.city import DEMO_COMPANY
 from parking.sessions import service as sessions
 from parking.sessions.model import SessionChange, SessionStatus
 
@@ -80,6 +81,7 @@ async def verify(api: Client, token: str, plate: str) -> None:
         role=Role.OPERATOR,
         now=datetime.now(UTC),
         ttl=timedelta(minutes=5),
+        company=DEMO_COMPANY,
     )
     approved = await api.post(
         f"/v1/operator/plate-claims/{claim.json()['id']}/approve",

@@ -122,9 +122,15 @@ def a_plate() -> str:
 
 
 async def a_driver(
-    api: httpx.AsyncClient, redis: aioredis.Redis, plate: str | None = None
+    api: httpx.AsyncClient,
+    redis: aioredis.Redis,
+    plate: str | None = None,
+    *,
+    verified_by: dict[str, str] | None = None,
 ) -> tuple[str, str]:
-    """A driver who logged in (and bound ``plate``): their token and account."""
+    """A driver who logged in (and bound ``plate``): their token and account. With
+    ``verified_by`` (an operator's headers) the plate is verified the way a driver does it:
+    a claim with the 行驶证 photo, approved (a stay is billed to a verified holder only)."""
     phone = "138" + str(uuid.uuid4().int)[:8]
     sent = await api.post("/v1/auth/otp", json={"phone": phone})
     assert sent.status_code == 202, sent.text
@@ -135,6 +141,19 @@ async def a_driver(
     if plate is not None:
         bound = await api.post("/v1/me/vehicles", json={"plate": plate}, headers=bearer(token))
         assert bound.status_code == 201, bound.text
+        if verified_by is not None:
+            claim = await api.post(
+                f"/v1/me/vehicles/{plate}/claims",
+                json={"evidence": "行驶证 No. 360702-TEST", "photo_ref": "upload/xsz.jpg"},
+                headers=bearer(token),
+            )
+            assert claim.status_code == 201, claim.text
+            approved = await api.post(
+                f"/v1/operator/plate-claims/{claim.json()['id']}/approve",
+                json={},
+                headers=verified_by,
+            )
+            assert approved.status_code == 200, approved.text
     account: str = (await api.get("/v1/me", headers=bearer(token))).json()["id"]
     return token, account
 
@@ -343,7 +362,7 @@ async def test_voiding_a_session_whose_payment_is_in_flight_is_refused_until_it_
     redis_client: aioredis.Redis,
 ) -> None:
     plate = a_plate()
-    token, _ = await a_driver(api, redis_client, plate)
+    token, _ = await a_driver(api, redis_client, plate, verified_by=operator)
     session_id, bill_id = await a_closed_stay(city_db, plate)
     paying = await api.post(
         "/v1/bills/pay",
@@ -376,7 +395,7 @@ async def test_fixing_the_plate_of_a_billed_session_moves_its_open_bill_to_the_r
     redis_client: aioredis.Redis,
 ) -> None:
     wrong, right = a_plate(), a_plate()
-    _, holder = await a_driver(api, redis_client, right)
+    _, holder = await a_driver(api, redis_client, right, verified_by=operator)
     session_id, bill_id = await a_closed_stay(city_db, wrong)
     anomaly_id = await an_anomaly(city_db, session_id, wrong)
     told: list[str] = []
@@ -412,7 +431,7 @@ async def test_fixing_the_plate_of_a_session_paid_at_the_cashier_is_refused_with
     control: SandboxControl,
 ) -> None:
     wrong, right = a_plate(), a_plate()
-    token, _ = await a_driver(api, redis_client, wrong)
+    token, _ = await a_driver(api, redis_client, wrong, verified_by=operator)
     session_id, bill_id = await a_closed_stay(city_db, wrong)
     paying = await api.post(
         "/v1/bills/pay",
@@ -455,7 +474,7 @@ async def test_fixing_the_plate_refunds_the_wrong_plates_deduction_and_bills_the
     session_id, bill_id = await paid_contactless(
         api, redis_client, control, pool, wechat, bridge, city_db, wrong
     )
-    _, right_holder = await a_driver(api, redis_client, right)
+    _, right_holder = await a_driver(api, redis_client, right, verified_by=operator)
     anomaly_id = await an_anomaly(city_db, session_id, wrong)
 
     got = await resolve(
@@ -526,7 +545,7 @@ async def test_a_plate_lost_to_an_approved_claim_takes_the_losers_mandate_with_i
     owner, owner_account = await a_driver(api, redis_client)
     claim = await api.post(
         f"/v1/me/vehicles/{plate}/claims",
-        json={"evidence": "行驶证 No. 360702-TEST"},
+        json={"evidence": "行驶证 No. 360702-TEST", "photo_ref": "upload/xsz.jpg"},
         headers=bearer(owner),
     )
     assert claim.status_code == 201, claim.text

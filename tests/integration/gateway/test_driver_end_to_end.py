@@ -21,6 +21,7 @@ from parking.accounts import notifier
 from parking.auth import tokens as tokens_module
 from parking.auth.model import Role
 from parking.clock import SHANGHAI
+from parking.seed.city import DEMO_COMPANY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payments"))
 from payment_servers import SandboxProcess
@@ -130,6 +131,7 @@ async def test_enter_leave_see_the_bill_pay_in_the_sandbox_and_enter_again(
                 role=Role.OPERATOR,
                 now=datetime.now(SHANGHAI),
                 ttl=timedelta(minutes=10),
+                company=DEMO_COMPANY,
             )
             approved = await http.post(
                 f"/v1/operator/plate-claims/{json.loads(claimed)['id']}/approve",

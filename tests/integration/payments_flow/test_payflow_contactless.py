@@ -42,9 +42,11 @@ async def a_holder(pool: asyncpg.Pool, plate: str) -> str:
             "+86139" + str(uuid.uuid4().int)[:8],
             now,
         )
-        # Bound as the accounts domain stores it (its audit line is not this suite's story).
+        # Bound and verified as the accounts domain stores a plate the provider confirmed
+        # (its audit line is not this suite's story).
         await conn.execute(
-            "INSERT INTO vehicles (id, account_id, plate, bound_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO vehicles (id, account_id, plate, bound_at, verified_at, verified_by)"
+            " VALUES ($1, $2, $3, $4, $4, 'provider:wechat')",
             new_id("veh", now),
             account,
             plate,
