@@ -294,12 +294,21 @@ CREATE SEQUENCE public.dead_letters_id_seq
     NO MAXVALUE
     CACHE 1;
 ALTER SEQUENCE public.dead_letters_id_seq OWNED BY public.dead_letters.id;
+CREATE TABLE public.device_clocks (
+    device_id text NOT NULL,
+    offset_ms bigint,
+    skewed boolean NOT NULL,
+    checked_at timestamp with time zone NOT NULL
+);
 CREATE TABLE public.device_events (
     device_id text NOT NULL,
     seq bigint NOT NULL,
     kind text NOT NULL,
     observed_at timestamp with time zone,
     received_at timestamp with time zone NOT NULL,
+    event_at timestamp with time zone,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT device_events_kind_check CHECK ((kind = ANY (ARRAY['passage'::text, 'space_state'::text, 'dead_letter'::text]))),
     CONSTRAINT device_events_seq_check CHECK (((seq >= 1) AND (seq <= '9007199254740992'::bigint)))
 );
@@ -456,6 +465,8 @@ CREATE TABLE public.lots (
     arrears_hold_after interval DEFAULT '7 days'::interval NOT NULL,
     exit_window_minutes integer DEFAULT 15 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    review_stay_limit interval DEFAULT '7 days'::interval NOT NULL,
+    review_fee_ceiling_fen integer DEFAULT 20000 NOT NULL,
     CONSTRAINT lots_arrears_hold_after_check CHECK ((arrears_hold_after >= '00:00:00'::interval)),
     CONSTRAINT lots_capacity_check CHECK ((capacity > 0)),
     CONSTRAINT lots_exit_window_minutes_check CHECK ((exit_window_minutes >= 0)),
@@ -463,7 +474,9 @@ CREATE TABLE public.lots (
     CONSTRAINT lots_id_check CHECK ((id ~ '^[A-Za-z0-9_-]{1,64}$'::text)),
     CONSTRAINT lots_kind_check CHECK ((kind = ANY (ARRAY['gated'::text, 'on_street'::text]))),
     CONSTRAINT lots_latitude_check CHECK (((latitude >= ('-90'::integer)::numeric) AND (latitude <= (90)::numeric))),
-    CONSTRAINT lots_longitude_check CHECK (((longitude >= ('-180'::integer)::numeric) AND (longitude <= (180)::numeric)))
+    CONSTRAINT lots_longitude_check CHECK (((longitude >= ('-180'::integer)::numeric) AND (longitude <= (180)::numeric))),
+    CONSTRAINT lots_review_fee_ceiling_fen_check CHECK ((review_fee_ceiling_fen >= 0)),
+    CONSTRAINT lots_review_stay_limit_check CHECK ((review_stay_limit > '00:00:00'::interval))
 );
 CREATE TABLE public.monthly_passes (
     id text NOT NULL,
@@ -492,6 +505,9 @@ CREATE TABLE public.passages (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 )
 PARTITION BY RANGE (received_at);
@@ -511,6 +527,9 @@ CREATE TABLE public.passages_2026_01 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_02 (
@@ -529,6 +548,9 @@ CREATE TABLE public.passages_2026_02 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_03 (
@@ -547,6 +569,9 @@ CREATE TABLE public.passages_2026_03 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_04 (
@@ -565,6 +590,9 @@ CREATE TABLE public.passages_2026_04 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_05 (
@@ -583,6 +611,9 @@ CREATE TABLE public.passages_2026_05 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_06 (
@@ -601,6 +632,9 @@ CREATE TABLE public.passages_2026_06 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_07 (
@@ -619,6 +653,9 @@ CREATE TABLE public.passages_2026_07 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_08 (
@@ -637,6 +674,9 @@ CREATE TABLE public.passages_2026_08 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_09 (
@@ -655,6 +695,9 @@ CREATE TABLE public.passages_2026_09 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_10 (
@@ -673,6 +716,9 @@ CREATE TABLE public.passages_2026_10 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_11 (
@@ -691,6 +737,9 @@ CREATE TABLE public.passages_2026_11 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_12 (
@@ -709,6 +758,9 @@ CREATE TABLE public.passages_2026_12 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_01 (
@@ -727,6 +779,9 @@ CREATE TABLE public.passages_2027_01 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_02 (
@@ -745,6 +800,9 @@ CREATE TABLE public.passages_2027_02 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_03 (
@@ -763,6 +821,9 @@ CREATE TABLE public.passages_2027_03 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_04 (
@@ -781,6 +842,9 @@ CREATE TABLE public.passages_2027_04 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_05 (
@@ -799,6 +863,9 @@ CREATE TABLE public.passages_2027_05 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_06 (
@@ -817,6 +884,9 @@ CREATE TABLE public.passages_2027_06 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_07 (
@@ -835,6 +905,9 @@ CREATE TABLE public.passages_2027_07 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_08 (
@@ -853,6 +926,9 @@ CREATE TABLE public.passages_2027_08 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_09 (
@@ -871,6 +947,9 @@ CREATE TABLE public.passages_2027_09 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_10 (
@@ -889,6 +968,9 @@ CREATE TABLE public.passages_2027_10 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_11 (
@@ -907,6 +989,9 @@ CREATE TABLE public.passages_2027_11 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_12 (
@@ -925,6 +1010,9 @@ CREATE TABLE public.passages_2027_12 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.payment_anomalies (
@@ -1142,7 +1230,10 @@ CREATE TABLE public.space_events (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 )
 PARTITION BY RANGE (received_at);
 CREATE TABLE public.space_events_2026_01 (
@@ -1153,7 +1244,10 @@ CREATE TABLE public.space_events_2026_01 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_02 (
     device_id text NOT NULL,
@@ -1163,7 +1257,10 @@ CREATE TABLE public.space_events_2026_02 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_03 (
     device_id text NOT NULL,
@@ -1173,7 +1270,10 @@ CREATE TABLE public.space_events_2026_03 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_04 (
     device_id text NOT NULL,
@@ -1183,7 +1283,10 @@ CREATE TABLE public.space_events_2026_04 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_05 (
     device_id text NOT NULL,
@@ -1193,7 +1296,10 @@ CREATE TABLE public.space_events_2026_05 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_06 (
     device_id text NOT NULL,
@@ -1203,7 +1309,10 @@ CREATE TABLE public.space_events_2026_06 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_07 (
     device_id text NOT NULL,
@@ -1213,7 +1322,10 @@ CREATE TABLE public.space_events_2026_07 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_08 (
     device_id text NOT NULL,
@@ -1223,7 +1335,10 @@ CREATE TABLE public.space_events_2026_08 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_09 (
     device_id text NOT NULL,
@@ -1233,7 +1348,10 @@ CREATE TABLE public.space_events_2026_09 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_10 (
     device_id text NOT NULL,
@@ -1243,7 +1361,10 @@ CREATE TABLE public.space_events_2026_10 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_11 (
     device_id text NOT NULL,
@@ -1253,7 +1374,10 @@ CREATE TABLE public.space_events_2026_11 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_12 (
     device_id text NOT NULL,
@@ -1263,7 +1387,10 @@ CREATE TABLE public.space_events_2026_12 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_01 (
     device_id text NOT NULL,
@@ -1273,7 +1400,10 @@ CREATE TABLE public.space_events_2027_01 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_02 (
     device_id text NOT NULL,
@@ -1283,7 +1413,10 @@ CREATE TABLE public.space_events_2027_02 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_03 (
     device_id text NOT NULL,
@@ -1293,7 +1426,10 @@ CREATE TABLE public.space_events_2027_03 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_04 (
     device_id text NOT NULL,
@@ -1303,7 +1439,10 @@ CREATE TABLE public.space_events_2027_04 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_05 (
     device_id text NOT NULL,
@@ -1313,7 +1452,10 @@ CREATE TABLE public.space_events_2027_05 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_06 (
     device_id text NOT NULL,
@@ -1323,7 +1465,10 @@ CREATE TABLE public.space_events_2027_06 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_07 (
     device_id text NOT NULL,
@@ -1333,7 +1478,10 @@ CREATE TABLE public.space_events_2027_07 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_08 (
     device_id text NOT NULL,
@@ -1343,7 +1491,10 @@ CREATE TABLE public.space_events_2027_08 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_09 (
     device_id text NOT NULL,
@@ -1353,7 +1504,10 @@ CREATE TABLE public.space_events_2027_09 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_10 (
     device_id text NOT NULL,
@@ -1363,7 +1517,10 @@ CREATE TABLE public.space_events_2027_10 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_11 (
     device_id text NOT NULL,
@@ -1373,7 +1530,10 @@ CREATE TABLE public.space_events_2027_11 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_12 (
     device_id text NOT NULL,
@@ -1383,7 +1543,10 @@ CREATE TABLE public.space_events_2027_12 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_states (
     lot_id text NOT NULL,
@@ -1513,6 +1676,8 @@ ALTER TABLE ONLY public.dead_letters
     ADD CONSTRAINT dead_letters_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.dead_letters
     ADD CONSTRAINT dead_letters_source_key UNIQUE (source);
+ALTER TABLE ONLY public.device_clocks
+    ADD CONSTRAINT device_clocks_pkey PRIMARY KEY (device_id);
 ALTER TABLE ONLY public.device_events
     ADD CONSTRAINT device_events_pkey PRIMARY KEY (device_id, seq);
 ALTER TABLE ONLY public.device_watermarks
@@ -1698,7 +1863,9 @@ ALTER TABLE ONLY public.vehicle_class_overrides
 ALTER TABLE ONLY public.vehicles
     ADD CONSTRAINT vehicles_pkey PRIMARY KEY (id);
 CREATE INDEX anomalies_device_open_idx ON public.anomalies USING btree (device_id) WHERE (status = 'open'::text);
+CREATE UNIQUE INDEX anomalies_one_open_clock_skew ON public.anomalies USING btree (device_id) WHERE ((kind = 'device_clock_skew'::text) AND (status = 'open'::text));
 CREATE INDEX anomalies_open_idx ON public.anomalies USING btree (kind, created_at) WHERE (status = 'open'::text);
+CREATE INDEX anomalies_open_session_idx ON public.anomalies USING btree (session_id, kind) WHERE ((status = 'open'::text) AND (session_id IS NOT NULL));
 CREATE INDEX audit_log_target_idx ON public.audit_log USING btree (target, at);
 CREATE INDEX auth_sessions_account_idx ON public.auth_sessions USING btree (account_id) WHERE (revoked_at IS NULL);
 CREATE INDEX bill_events_bill_idx ON public.bill_events USING btree (bill_id, id);
