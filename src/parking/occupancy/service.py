@@ -100,8 +100,9 @@ class Tuning:
     #: long gone or the driver called for help; opening later would let the
     #: next car through. For the same reason a passage observed longer ago
     #: than this (a backlog drained after an outage) gets no command at all.
-    #: Its cost: a gate whose clock runs this far behind never gets one, so
-    #: gate clocks must be NTP-synchronised (the display would be wrong anyway).
+    #: "Observed" is the event's corrected time (logic.read_clock), so a v1.1
+    #: gate whose clock runs behind still gets its commands; a v1 gate (no
+    #: sent_at) whose clock runs this far behind does not.
     command_ttl: timedelta = timedelta(seconds=60)
     #: A space that changes state this many times within the window (device
     #: time) is reported as flapping. Real turnover is at most a few changes
@@ -665,8 +666,14 @@ class Ingest:
         """Apply ``batch``; see the module docstring for what returning and raising mean."""
         report = BatchReport()
         items = await self._classify_all(batch, report)
-        await self._read_clocks(items)
-        await self._read_inputs([i for i in items if isinstance(i, _Gate)])
+        # Independent reads: one round trip's time for both (two connections).
+        for outcome in await asyncio.gather(
+            self._read_clocks(items),
+            self._read_inputs([i for i in items if isinstance(i, _Gate)]),
+            return_exceptions=True,
+        ):
+            if isinstance(outcome, BaseException):
+                raise outcome
         followups: list[tuple[str, FollowUp]] = []
         watermarks: dict[str, tuple[str, int]] = {}
         pending: list[_Item] = list(items)
