@@ -299,12 +299,21 @@ CREATE SEQUENCE public.dead_letters_id_seq
     NO MAXVALUE
     CACHE 1;
 ALTER SEQUENCE public.dead_letters_id_seq OWNED BY public.dead_letters.id;
+CREATE TABLE public.device_clocks (
+    device_id text NOT NULL,
+    offset_ms bigint,
+    skewed boolean NOT NULL,
+    checked_at timestamp with time zone NOT NULL
+);
 CREATE TABLE public.device_events (
     device_id text NOT NULL,
     seq bigint NOT NULL,
     kind text NOT NULL,
     observed_at timestamp with time zone,
     received_at timestamp with time zone NOT NULL,
+    event_at timestamp with time zone,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT device_events_kind_check CHECK ((kind = ANY (ARRAY['passage'::text, 'space_state'::text, 'dead_letter'::text]))),
     CONSTRAINT device_events_seq_check CHECK (((seq >= 1) AND (seq <= '9007199254740992'::bigint)))
 );
@@ -462,6 +471,8 @@ CREATE TABLE public.lots (
     arrears_hold_after interval DEFAULT '7 days'::interval NOT NULL,
     exit_window_minutes integer DEFAULT 15 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    review_stay_limit interval DEFAULT '7 days'::interval NOT NULL,
+    review_fee_ceiling_fen integer DEFAULT 20000 NOT NULL,
     company_id text,
     CONSTRAINT lots_arrears_hold_after_check CHECK ((arrears_hold_after >= '00:00:00'::interval)),
     CONSTRAINT lots_capacity_check CHECK ((capacity > 0)),
@@ -470,7 +481,9 @@ CREATE TABLE public.lots (
     CONSTRAINT lots_id_check CHECK ((id ~ '^[A-Za-z0-9_-]{1,64}$'::text)),
     CONSTRAINT lots_kind_check CHECK ((kind = ANY (ARRAY['gated'::text, 'on_street'::text]))),
     CONSTRAINT lots_latitude_check CHECK (((latitude >= ('-90'::integer)::numeric) AND (latitude <= (90)::numeric))),
-    CONSTRAINT lots_longitude_check CHECK (((longitude >= ('-180'::integer)::numeric) AND (longitude <= (180)::numeric)))
+    CONSTRAINT lots_longitude_check CHECK (((longitude >= ('-180'::integer)::numeric) AND (longitude <= (180)::numeric))),
+    CONSTRAINT lots_review_fee_ceiling_fen_check CHECK ((review_fee_ceiling_fen >= 0)),
+    CONSTRAINT lots_review_stay_limit_check CHECK ((review_stay_limit > '00:00:00'::interval))
 );
 CREATE TABLE public.monthly_passes (
     id text NOT NULL,
@@ -506,6 +519,9 @@ CREATE TABLE public.passages (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 )
 PARTITION BY RANGE (received_at);
@@ -525,6 +541,9 @@ CREATE TABLE public.passages_2026_01 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_02 (
@@ -543,6 +562,9 @@ CREATE TABLE public.passages_2026_02 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_03 (
@@ -561,6 +583,9 @@ CREATE TABLE public.passages_2026_03 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_04 (
@@ -579,6 +604,9 @@ CREATE TABLE public.passages_2026_04 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_05 (
@@ -597,6 +625,9 @@ CREATE TABLE public.passages_2026_05 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_06 (
@@ -615,6 +646,9 @@ CREATE TABLE public.passages_2026_06 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_07 (
@@ -633,6 +667,9 @@ CREATE TABLE public.passages_2026_07 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_08 (
@@ -651,6 +688,9 @@ CREATE TABLE public.passages_2026_08 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_09 (
@@ -669,6 +709,9 @@ CREATE TABLE public.passages_2026_09 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_10 (
@@ -687,6 +730,9 @@ CREATE TABLE public.passages_2026_10 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_11 (
@@ -705,6 +751,9 @@ CREATE TABLE public.passages_2026_11 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2026_12 (
@@ -723,6 +772,9 @@ CREATE TABLE public.passages_2026_12 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_01 (
@@ -741,6 +793,9 @@ CREATE TABLE public.passages_2027_01 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_02 (
@@ -759,6 +814,9 @@ CREATE TABLE public.passages_2027_02 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_03 (
@@ -777,6 +835,9 @@ CREATE TABLE public.passages_2027_03 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_04 (
@@ -795,6 +856,9 @@ CREATE TABLE public.passages_2027_04 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_05 (
@@ -813,6 +877,9 @@ CREATE TABLE public.passages_2027_05 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_06 (
@@ -831,6 +898,9 @@ CREATE TABLE public.passages_2027_06 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_07 (
@@ -849,6 +919,9 @@ CREATE TABLE public.passages_2027_07 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_08 (
@@ -867,6 +940,9 @@ CREATE TABLE public.passages_2027_08 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_09 (
@@ -885,6 +961,9 @@ CREATE TABLE public.passages_2027_09 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_10 (
@@ -903,6 +982,9 @@ CREATE TABLE public.passages_2027_10 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_11 (
@@ -921,6 +1003,9 @@ CREATE TABLE public.passages_2027_11 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.passages_2027_12 (
@@ -939,6 +1024,9 @@ CREATE TABLE public.passages_2027_12 (
     outcome text NOT NULL,
     hold_reason text,
     session_id text,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint,
     CONSTRAINT passages_direction_check CHECK ((direction = ANY (ARRAY['in'::text, 'out'::text])))
 );
 CREATE TABLE public.payment_anomalies (
@@ -1160,7 +1248,10 @@ CREATE TABLE public.space_events (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 )
 PARTITION BY RANGE (received_at);
 CREATE TABLE public.space_events_2026_01 (
@@ -1171,7 +1262,10 @@ CREATE TABLE public.space_events_2026_01 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_02 (
     device_id text NOT NULL,
@@ -1181,7 +1275,10 @@ CREATE TABLE public.space_events_2026_02 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_03 (
     device_id text NOT NULL,
@@ -1191,7 +1288,10 @@ CREATE TABLE public.space_events_2026_03 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_04 (
     device_id text NOT NULL,
@@ -1201,7 +1301,10 @@ CREATE TABLE public.space_events_2026_04 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_05 (
     device_id text NOT NULL,
@@ -1211,7 +1314,10 @@ CREATE TABLE public.space_events_2026_05 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_06 (
     device_id text NOT NULL,
@@ -1221,7 +1327,10 @@ CREATE TABLE public.space_events_2026_06 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_07 (
     device_id text NOT NULL,
@@ -1231,7 +1340,10 @@ CREATE TABLE public.space_events_2026_07 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_08 (
     device_id text NOT NULL,
@@ -1241,7 +1353,10 @@ CREATE TABLE public.space_events_2026_08 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_09 (
     device_id text NOT NULL,
@@ -1251,7 +1366,10 @@ CREATE TABLE public.space_events_2026_09 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_10 (
     device_id text NOT NULL,
@@ -1261,7 +1379,10 @@ CREATE TABLE public.space_events_2026_10 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_11 (
     device_id text NOT NULL,
@@ -1271,7 +1392,10 @@ CREATE TABLE public.space_events_2026_11 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2026_12 (
     device_id text NOT NULL,
@@ -1281,7 +1405,10 @@ CREATE TABLE public.space_events_2026_12 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_01 (
     device_id text NOT NULL,
@@ -1291,7 +1418,10 @@ CREATE TABLE public.space_events_2027_01 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_02 (
     device_id text NOT NULL,
@@ -1301,7 +1431,10 @@ CREATE TABLE public.space_events_2027_02 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_03 (
     device_id text NOT NULL,
@@ -1311,7 +1444,10 @@ CREATE TABLE public.space_events_2027_03 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_04 (
     device_id text NOT NULL,
@@ -1321,7 +1457,10 @@ CREATE TABLE public.space_events_2027_04 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_05 (
     device_id text NOT NULL,
@@ -1331,7 +1470,10 @@ CREATE TABLE public.space_events_2027_05 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_06 (
     device_id text NOT NULL,
@@ -1341,7 +1483,10 @@ CREATE TABLE public.space_events_2027_06 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_07 (
     device_id text NOT NULL,
@@ -1351,7 +1496,10 @@ CREATE TABLE public.space_events_2027_07 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_08 (
     device_id text NOT NULL,
@@ -1361,7 +1509,10 @@ CREATE TABLE public.space_events_2027_08 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_09 (
     device_id text NOT NULL,
@@ -1371,7 +1522,10 @@ CREATE TABLE public.space_events_2027_09 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_10 (
     device_id text NOT NULL,
@@ -1381,7 +1535,10 @@ CREATE TABLE public.space_events_2027_10 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_11 (
     device_id text NOT NULL,
@@ -1391,7 +1548,10 @@ CREATE TABLE public.space_events_2027_11 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_events_2027_12 (
     device_id text NOT NULL,
@@ -1401,7 +1561,10 @@ CREATE TABLE public.space_events_2027_12 (
     lot_id text NOT NULL,
     space_id text NOT NULL,
     occupied boolean NOT NULL,
-    battery_pct smallint
+    battery_pct smallint,
+    event_at timestamp with time zone NOT NULL,
+    sent_at timestamp with time zone,
+    clock_offset_ms bigint
 );
 CREATE TABLE public.space_states (
     lot_id text NOT NULL,
@@ -1536,6 +1699,8 @@ ALTER TABLE ONLY public.dead_letters
     ADD CONSTRAINT dead_letters_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.dead_letters
     ADD CONSTRAINT dead_letters_source_key UNIQUE (source);
+ALTER TABLE ONLY public.device_clocks
+    ADD CONSTRAINT device_clocks_pkey PRIMARY KEY (device_id);
 ALTER TABLE ONLY public.device_events
     ADD CONSTRAINT device_events_pkey PRIMARY KEY (device_id, seq);
 ALTER TABLE ONLY public.device_watermarks
@@ -1723,7 +1888,9 @@ ALTER TABLE ONLY public.vehicle_class_overrides
 ALTER TABLE ONLY public.vehicles
     ADD CONSTRAINT vehicles_pkey PRIMARY KEY (id);
 CREATE INDEX anomalies_device_open_idx ON public.anomalies USING btree (device_id) WHERE (status = 'open'::text);
+CREATE UNIQUE INDEX anomalies_one_open_clock_skew ON public.anomalies USING btree (device_id) WHERE ((kind = 'device_clock_skew'::text) AND (status = 'open'::text));
 CREATE INDEX anomalies_open_idx ON public.anomalies USING btree (kind, created_at) WHERE (status = 'open'::text);
+CREATE INDEX anomalies_open_session_idx ON public.anomalies USING btree (session_id, kind) WHERE ((status = 'open'::text) AND (session_id IS NOT NULL));
 CREATE INDEX audit_log_target_idx ON public.audit_log USING btree (target, at);
 CREATE INDEX auth_sessions_account_idx ON public.auth_sessions USING btree (account_id) WHERE (revoked_at IS NULL);
 CREATE INDEX bill_events_bill_idx ON public.bill_events USING btree (bill_id, id);

@@ -476,6 +476,8 @@ class RunOptions:
     connect_rate: float = 500.0
     drain: float = 0.0
     turnover_per_hour: float = TURNOVER_PER_HOUR
+    #: device id -> how far its clock is off (contract "Clocks": the platform corrects it)
+    clock_offsets: Mapping[str, timedelta] = field(default_factory=dict)
 
 
 class CityRunner:
@@ -510,6 +512,7 @@ class CityRunner:
                 clock=self._clock,
                 republish_after=options.republish_after,
                 rng=random.Random(rng.random()),
+                clock_offset=options.clock_offsets.get(ident.device_id, timedelta(0)),
             )
             for ident in ids
         ]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
@@ -26,6 +27,22 @@ DEFAULT_TRACE: Final = "/work/shared/data/birmingham-carpark-occupancy-2016.csv"
 # Each device is a TCP connection and a paho client (~100 KB); beyond a few
 # thousand per process the event loop, not the broker, becomes the bottleneck.
 MAX_DEVICES_PER_PROCESS: Final = 3000
+
+
+def _clock_offsets(values: tuple[str, ...]) -> dict[str, timedelta]:
+    offsets: dict[str, timedelta] = {}
+    for value in values:
+        device, sep, seconds = value.partition("=")
+        try:
+            offset = timedelta(seconds=float(seconds))
+        except ValueError as error:
+            raise click.BadParameter(
+                f"{value!r} is not DEVICE=SECONDS", param_hint="--clock-skew"
+            ) from error
+        if not sep or not device:
+            raise click.BadParameter(f"{value!r} is not DEVICE=SECONDS", param_hint="--clock-skew")
+        offsets[device] = offset
+    return offsets
 
 
 def _echo(line: str) -> None:
@@ -77,6 +94,13 @@ def _echo(line: str) -> None:
 @click.option(
     "--max-devices", type=click.IntRange(min=1), default=MAX_DEVICES_PER_PROCESS, show_default=True
 )
+@click.option(
+    "--clock-skew",
+    "clock_skews",
+    multiple=True,
+    metavar="DEVICE=SECONDS",
+    help="run this device's clock off by SECONDS (negative: behind); repeatable",
+)
 def simulate(
     lot_count: int,
     offset: int,
@@ -90,6 +114,7 @@ def simulate(
     trace_path: Path,
     outbox_path: Path | None,
     max_devices: int,
+    clock_skews: tuple[str, ...],
 ) -> None:
     """Simulate the gates and sensors of --lots lots (provisioned with `devices provision-city`).
 
@@ -97,6 +122,7 @@ def simulate(
     keeps a persistent outbox, so a restarted simulator resumes each seq.
     Prints progress to stderr and a JSON summary to stdout.
     """
+    clock_offsets = _clock_offsets(clock_skews)
     logging.basicConfig(
         level=logging.WARNING, format="[simulate] %(levelname)s %(name)s: %(message)s"
     )
@@ -146,6 +172,7 @@ def simulate(
             republish_after=republish_after,
             progress_every=progress_every,
             drain=drain,
+            clock_offsets=clock_offsets,
         ),
         progress=_echo,
     )

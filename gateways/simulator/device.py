@@ -20,6 +20,13 @@ Delivery, as the contract says:
 - a gate acks every command on ``.../commands/ack`` and treats a command id it
   has seen (kept in the outbox, so also across reboots) as done: ack again,
   act once.
+
+Clocks (contract v1.1): every copy we publish of an event carries ``sent_at``,
+the device clock when that copy left (the outbox keeps the event without it,
+so a re-publish has a new ``sent_at`` and the same ``observed_at``); paho's own
+retransmission of an unacknowledged packet is the same copy. ``clock_offset``
+skews this device's clock (a clock that drifted, reset to 1970 or jumped), and
+``sends_sent_at=False`` makes it a v1 device.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal, cast
 
 import msgspec
@@ -83,6 +90,8 @@ RECONNECT_MAX_S: Final = 10.0
 
 _WATERMARK: Final = msgspec.json.Decoder(Watermark)
 _COMMAND: Final = msgspec.json.Decoder(Command)
+_TIME: Final = msgspec.json.Encoder()
+_NO_SENT_AT: Final = b'"sent_at":null'
 
 
 class _CommandId(msgspec.Struct):
@@ -171,6 +180,8 @@ class SimulatedDevice:
         keepalive: int = KEEPALIVE_S,
         firmware: str = FIRMWARE,
         rng: random.Random | None = None,
+        clock_offset: timedelta = timedelta(0),
+        sends_sent_at: bool = True,
     ) -> None:
         if identity.kind is DeviceKind.GATE and identity.lane_id is None:
             raise ValueError("a gate needs its lane")
@@ -187,6 +198,9 @@ class SimulatedDevice:
         self._topics = topics
         self._outbox = outbox
         self._clock = clock or SystemClock()
+        #: how far this device's clock is off (settable: NTP coming back sets it to 0)
+        self.clock_offset = clock_offset
+        self.sends_sent_at = sends_sent_at
         self._republish_after = republish_after
         self._keepalive = keepalive
         self._firmware = firmware
@@ -523,7 +537,19 @@ class SimulatedDevice:
 
     def _now(self) -> datetime:
         # Devices report their local wall clock with its offset (+08:00).
-        return self._clock.now().astimezone(SHANGHAI)
+        return (self._clock.now() + self.clock_offset).astimezone(SHANGHAI)
+
+    def _stamped(self, payload: bytes) -> bytes:
+        """This copy of an outbox event, with ``sent_at`` (v1.1). The outbox holds the
+        compact JSON msgspec wrote, ``"sent_at":null`` included, so the value is
+        spliced in instead of decoding and re-encoding every copy (inside a JSON
+        string a quote is escaped, so the pattern only matches the field itself).
+        A v1 device leaves the field out."""
+        if _NO_SENT_AT not in payload:
+            return payload  # an outbox event written before v1.1
+        if not self.sends_sent_at:
+            return payload.replace(b"," + _NO_SENT_AT, b"", 1)
+        return payload.replace(_NO_SENT_AT, b'"sent_at":%s' % _TIME.encode(self._now()), 1)
 
     def _status_payload(self, *, online: bool) -> bytes:
         return encode(
@@ -635,7 +661,7 @@ class SimulatedDevice:
             pending = self._pending.get(seq)
             if pending is None or seq in self._handed:
                 continue
-            info = self._client.publish(pending.topic, pending.payload, qos=1)
+            info = self._client.publish(pending.topic, self._stamped(pending.payload), qos=1)
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                 self._enqueue(seq)
                 break

@@ -49,7 +49,7 @@ from parking.occupancy import keys as occupancy_keys
 from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import service as occupancy
 from parking.occupancy import store as occupancy_store
-from parking.occupancy.model import CoreNotReady
+from parking.occupancy.model import AnomalyKind, CoreNotReady
 from parking.payments import service as payments
 from parking.plates import normalise
 from parking.pricing.model import PricingError
@@ -697,9 +697,11 @@ class AnomalyPage(msgspec.Struct, frozen=True, kw_only=True):
 class Resolution(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``fix-plate`` (with ``plate``: the plate the camera misread) sets the session's plate;
     ``add-missed-exit`` (with ``exit_at``) closes the session left open and prices it;
-    ``void`` voids the session (no fee). Every action needs a remark."""
+    ``void`` voids the session (no fee); ``confirm-fee`` confirms the bill of a stay past
+    the lot's review limits (a ``fee_review`` anomaly: until then it is never deducted
+    contactlessly nor shown on the lane as owed). Every action needs a remark."""
 
-    action: Literal["fix-plate", "add-missed-exit", "void"]
+    action: Literal["fix-plate", "add-missed-exit", "void", "confirm-fee"]
     remark: Remark
     plate: PlateText | None = None
     exit_at: datetime | None = None
@@ -859,6 +861,12 @@ async def _apply_resolution(
 ) -> dict[str, Any]:
     session_id = anomaly["session_id"]
     match data.action:
+        case "confirm-fee":
+            # Resolving the anomaly is the confirmation (mqtt.md "Clocks" 4); a wrong
+            # stay is corrected with the other actions (void, fix-plate) instead.
+            if anomaly["kind"] != AnomalyKind.FEE_REVIEW:
+                raise InvalidInput("confirm-fee resolves a fee_review anomaly only")
+            return {"session_id": session_id, "fee_confirmed": True}
         case "void":
             if session_id is None:
                 return {}

@@ -1,4 +1,4 @@
-"""The device protocol's payloads and topics (contracts/mqtt.md, v1), decoded at the edge.
+"""The device protocol's payloads and topics (contracts/mqtt.md, v1.1), decoded at the edge.
 
 Every payload a device sends is decoded here into a frozen Struct, or refused
 with a `Rejection` whose `reason` is kept with the verbatim payload in the dead
@@ -43,6 +43,9 @@ class Passage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     device_id: DeviceId
     seq: Seq
     observed_at: Instant
+    #: v1.1: the device's clock when this copy was published (a re-publish from the
+    #: outbox carries a new one, the same ``observed_at``); None from a v1 device
+    sent_at: Instant | None = None
     direction: Literal["in", "out"]
     #: as read by the camera; None when no plate was read (无牌车)
     plate: Annotated[str, msgspec.Meta(max_length=32)] | None
@@ -59,6 +62,8 @@ class SpaceState(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     observed_at: Instant
     occupied: bool
     battery_pct: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    #: v1.1, as for `Passage.sent_at`
+    sent_at: Instant | None = None
 
 
 class DeviceStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -31,6 +31,18 @@ class DeviceKind(StrEnum):
     SIGN = "sign"
 
 
+class DeviceClock(msgspec.Struct, frozen=True, kw_only=True):
+    """The device's clock as of its latest event (contracts/mqtt.md "Clocks")."""
+
+    #: median of ``sent_at - received_at`` (ms); None for a v1 device (no ``sent_at``)
+    offset_ms: int | None
+    #: its latest event's time had to be corrected
+    skewed: bool
+    checked_at: datetime
+    #: the open ``device_clock_skew`` anomaly, until the clock is right again
+    open_anomaly: str | None = None
+
+
 class Device(msgspec.Struct, frozen=True, kw_only=True):
     device_id: str
     kind: DeviceKind
@@ -39,6 +51,8 @@ class Device(msgspec.Struct, frozen=True, kw_only=True):
     space_id: str | None = None
     created_at: datetime
     revoked_at: datetime | None = None
+    #: device health: its clock (in lists of devices; None before its first event)
+    clock: DeviceClock | None = None
 
 
 class Provisioned(msgspec.Struct, frozen=True, kw_only=True):

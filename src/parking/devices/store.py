@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
+import msgspec
 
 from parking.devices.model import (
     Credential,
     Device,
+    DeviceClock,
     DeviceKind,
     FleetDevice,
     FleetLot,
@@ -28,6 +30,18 @@ def _device(row: asyncpg.Record) -> Device:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
     )
+
+
+def _with_clock(row: asyncpg.Record) -> Device:
+    clock = None
+    if row["clock_checked_at"] is not None:
+        clock = DeviceClock(
+            offset_ms=row["clock_offset_ms"],
+            skewed=row["clock_skewed"],
+            checked_at=row["clock_checked_at"],
+            open_anomaly=row["clock_anomaly"],
+        )
+    return msgspec.structs.replace(_device(row), clock=clock)
 
 
 async def lot_exists(conn: asyncpg.Connection, lot_id: str) -> bool:
@@ -141,8 +155,15 @@ async def revoke(conn: asyncpg.Connection, device_id: str, at: datetime) -> Devi
 async def list_devices(
     conn: asyncpg.Connection, *, lot_id: str | None, live_only: bool, company_id: str | None
 ) -> list[Device]:
+    # device_clocks and anomalies belong to the occupancy core; read-only here.
     rows = await conn.fetch(
-        f"""SELECT {_DEVICE_COLUMNS} FROM devices
+        f"""SELECT {_DEVICE_COLUMNS},
+                   c.offset_ms AS clock_offset_ms, c.skewed AS clock_skewed,
+                   c.checked_at AS clock_checked_at,
+                   (SELECT a.id FROM anomalies a
+                     WHERE a.device_id = d.device_id AND a.kind = 'device_clock_skew'
+                       AND a.status = 'open' LIMIT 1) AS clock_anomaly
+            FROM devices d LEFT JOIN device_clocks c USING (device_id)
             WHERE ($1::text IS NULL OR lot_id = $1)
               AND (NOT $2 OR revoked_at IS NULL)
               AND ($3::text IS NULL
@@ -152,7 +173,7 @@ async def list_devices(
         live_only,
         company_id,
     )
-    return [_device(row) for row in rows]
+    return [_with_clock(row) for row in rows]
 
 
 async def live_credentials(conn: asyncpg.Connection) -> list[Credential]:

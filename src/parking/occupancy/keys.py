@@ -43,6 +43,9 @@ key                          type   content
                                     (``<kind>|<plate>|<session>|<at_ms>|<lot>|<made_ms>``)
 ``{oN}:events``              stream applied events for the persister (group
                                     ``persisters``)
+``{oN}:clk:<device>``        list   the device's recent clock offset samples (ms,
+                                    ``sent_at - received_at``), newest first; not
+                                    rebuilt (the next messages refill it)
 ===========================  =====  ==================================================
 
 Plate shards: a plate's city-wide entry lives in shard
@@ -133,6 +136,10 @@ def device(tag: str, device_id: str) -> str:
 
 def device_above(tag: str, device_id: str) -> str:
     return f"{tag}:devx:{device_id}"
+
+
+def clock(tag: str, device_id: str) -> str:
+    return f"{tag}:clk:{device_id}"
 
 
 def seen(tag: str) -> str:

@@ -3,6 +3,9 @@
 * `DeviceSeqs`: the reference model of the per-device dedup and gap detection
   the Lua library implements (a property test drives both with the same events).
 * `plate_flags`: a plate shard's answer turned into `PlateFlags`.
+* `offset_sample`, `median_offset`, `read_clock`: device clocks (contracts/mqtt.md,
+  "Clocks"): which time of an event the platform uses.
+* `needs_review`: a stay billed as usual but never deducted nor shown as owed.
 * `plan`: applied-events stream entries -> the rows the persister writes.
 """
 
@@ -12,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import msgspec
@@ -26,6 +29,7 @@ from parking.occupancy.model import (
     PassageRecord,
     PassWindow,
     PlateFlags,
+    ReviewLimits,
     SpaceRecord,
     StatusRecord,
 )
@@ -51,6 +55,81 @@ def from_ms(ms: int) -> datetime:
 def month_of(at: datetime) -> datetime:
     at = at.astimezone(UTC)
     return datetime(at.year, at.month, 1, tzinfo=UTC)
+
+
+# ------------------------------------------------------------ device clocks
+
+#: Contract (mqtt.md "Clocks"): a device whose clock is off by more than this,
+#: either way, has its events' times corrected and is flagged. NTP keeps a
+#: healthy device within a second; 4G links add a few seconds of delivery delay.
+CLOCK_TOLERANCE: Final = timedelta(seconds=60)
+#: Offset samples kept per device; the offset is their median. Enough that one
+#: copy delayed in a queue (which looks like a clock running behind) cannot move
+#: the median, few enough that a clock put right (NTP back) is trusted again
+#: after a handful of messages (OFFSET_SAMPLES // 2 + 1).
+OFFSET_SAMPLES: Final = 7
+
+
+def offset_sample(sent_at: datetime, received_at: datetime) -> int:
+    """One sample of a device's clock offset: ``sent_at - received_at`` in ms."""
+    return round((sent_at - received_at).total_seconds() * 1000)
+
+
+def median_offset(samples_ms: Sequence[int]) -> int | None:
+    """The device's offset in ms: the median of its recent samples (the lower middle
+    of an even count, so the offset is always one that was measured)."""
+    if not samples_ms:
+        return None
+    ordered = sorted(samples_ms)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    """Which time of an event the platform uses, and why."""
+
+    #: the event's time for every decision and fee (the device's ``observed_at``,
+    #: or corrected)
+    at: datetime
+    #: the device's offset (ms) when it sent ``sent_at``, None for a v1 message
+    offset_ms: int | None
+    #: ``offset`` (corrected by the device's offset), ``ahead`` (v1 message observed
+    #: after it arrived: taken as received), or None (the device's clock is right)
+    skew: str | None
+
+
+def read_clock(
+    *,
+    observed_at: datetime,
+    sent_at: datetime | None,
+    received_at: datetime,
+    offset_ms: int | None,
+) -> ClockReading:
+    """The contract's clock rules for one event (mqtt.md "Clocks", 2 and 3).
+
+    ``offset_ms`` is the device's median offset including this message's sample
+    (`median_offset`); it is ignored for a message without ``sent_at``.
+    """
+    limit_ms = CLOCK_TOLERANCE.total_seconds() * 1000
+    if sent_at is not None and offset_ms is not None:
+        if abs(offset_ms) > limit_ms:
+            return ClockReading(
+                observed_at - timedelta(milliseconds=offset_ms), offset_ms, "offset"
+            )
+        return ClockReading(observed_at, offset_ms, None)
+    if observed_at - received_at > CLOCK_TOLERANCE:
+        return ClockReading(received_at, None, "ahead")
+    return ClockReading(observed_at, None, None)
+
+
+def needs_review(entry: datetime, exit: datetime, fee_fen: int, limits: ReviewLimits) -> str | None:
+    """Why a priced stay must be confirmed by an operator before it is deducted or
+    shown as owed (``long_stay``, ``high_fee``), or None."""
+    if exit - entry > limits.stay:
+        return "long_stay"
+    if fee_fen > limits.fee_fen:
+        return "high_fee"
+    return None
 
 
 # ------------------------------------------------------------ dedup model
@@ -149,9 +228,12 @@ class WritePlan:
     """Rows for one persister transaction. Rows keyed by (device, seq) are written only
     for pairs that `device_events` did not hold yet."""
 
-    device_events: list[tuple[str, int, str, datetime | None, datetime]] = field(
-        default_factory=list
-    )
+    #: (device, seq, kind, observed_at, received_at, event_at, sent_at, clock_offset_ms)
+    device_events: list[
+        tuple[
+            str, int, str, datetime | None, datetime, datetime | None, datetime | None, int | None
+        ]
+    ] = field(default_factory=list)
     passages: list[tuple[object, ...]] = field(default_factory=list)
     space_events: list[tuple[object, ...]] = field(default_factory=list)
     space_states: list[tuple[object, ...]] = field(default_factory=list)
@@ -160,6 +242,10 @@ class WritePlan:
     dead_letters: list[tuple[object, ...]] = field(default_factory=list)
     #: devices whose offline anomaly an online status resolves
     back_online: list[str] = field(default_factory=list)
+    #: device -> its clock at its latest event here: (offset ms or None, skewed, received)
+    clocks: dict[str, tuple[int | None, bool, datetime]] = field(default_factory=dict)
+    #: device -> its lot, for every device with a gate or sensor event
+    device_lots: dict[str, str] = field(default_factory=dict)
     #: device -> hash tag of its lot shard, for every device with a stored event
     #: (their watermarks may move)
     devices: dict[str, str] = field(default_factory=dict)
@@ -173,7 +259,50 @@ _space_decoder: Final = msgspec.json.Decoder(SpaceRecord)
 _status_decoder: Final = msgspec.json.Decoder(StatusRecord)
 _ack_decoder: Final = msgspec.json.Decoder(AckRecord)
 
-_SESSION_FLAGS: Final = frozenset({AnomalyKind.LOW_CONFIDENCE, AnomalyKind.PRICING_FAILED})
+_SESSION_FLAGS: Final = frozenset(
+    {AnomalyKind.LOW_CONFIDENCE, AnomalyKind.PRICING_FAILED, AnomalyKind.FEE_REVIEW}
+)
+
+
+def _clock(
+    plan: WritePlan,
+    *,
+    device_id: str,
+    seq: int,
+    lot_id: str,
+    observed_at: datetime,
+    event_at: datetime,
+    received: datetime,
+    offset_ms: int | None,
+    skew: str | None,
+) -> None:
+    """Note the device's clock at this event; a skewed one opens the device's
+    ``device_clock_skew`` anomaly (one open per device: the table's unique index
+    drops the others), a right one lets the persister resolve it."""
+    plan.clocks[device_id] = (offset_ms, skew is not None, received)
+    plan.device_lots[device_id] = lot_id
+    if skew is None:
+        return
+    _anomaly(
+        plan,
+        anomaly_id=f"{AnomalyKind.DEVICE_CLOCK_SKEW}:{device_id}:{seq}",
+        kind=AnomalyKind.DEVICE_CLOCK_SKEW,
+        at=received,
+        lot_id=lot_id,
+        device_id=device_id,
+        details={
+            "offset_ms": offset_ms,
+            "rule": (
+                "observed_at - median offset (sent_at - received_at)"
+                if skew == "offset"
+                else "no sent_at and observed after it arrived: taken as received_at"
+            ),
+            "seq": seq,
+            "observed_at": observed_at.isoformat(),
+            "corrected_to": event_at.isoformat(),
+            "received_at": received.isoformat(),
+        },
+    )
 
 
 def _anomaly(
@@ -210,9 +339,21 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
     sid = entry.get("sid") or None
     superseded = entry.get("sup") or None
     received = rec.received_at
+    at = rec.at
     plan.devices[rec.device_id] = tag_of_events(entry.stream)
     plan.months.add(month_of(received))
-    plan.device_events.append((rec.device_id, rec.seq, "passage", rec.observed_at, received))
+    plan.device_events.append(
+        (
+            rec.device_id,
+            rec.seq,
+            "passage",
+            rec.observed_at,
+            received,
+            at,
+            rec.sent_at,
+            rec.clock_offset_ms,
+        )
+    )
     session_id = sid or (rec.session_candidate if outcome == "no_entry" else None)
     plan.passages.append(
         (
@@ -231,11 +372,22 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
             outcome,
             "full" if outcome == "full" else rec.hold_reason,
             session_id,
+            at,
+            rec.sent_at,
+            rec.clock_offset_ms,
         )
     )
     op = f"{rec.device_id}:{rec.seq}"
     flags = tuple(sorted(set(rec.anomalies) & _SESSION_FLAGS))
     for kind in rec.anomalies:
+        details: dict[str, object] = {"direction": rec.direction, "confidence": rec.confidence}
+        if kind == AnomalyKind.FEE_REVIEW and rec.priced is not None:
+            details |= {
+                "review": rec.review,
+                "fee_fen": rec.priced.fee_fen,
+                "entry_at": rec.priced.entry_at.isoformat(),
+                "exit_at": at.isoformat(),
+            }
         _anomaly(
             plan,
             anomaly_id=f"{kind}:{op}",
@@ -246,7 +398,7 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
             plate=rec.plate or rec.plate_raw,
             session_id=session_id,
             image_ref=rec.image_ref,
-            details={"direction": rec.direction, "confidence": rec.confidence},
+            details=details,
         )
     if outcome == "opened" and sid is not None:
         plan.sessions.append(
@@ -256,7 +408,7 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
                 status=SessionStatus.OPEN,
                 plate=rec.plate,
                 plate_raw=rec.plate_raw,
-                entry_at=rec.observed_at,
+                entry_at=at,
                 entry_device_id=rec.device_id,
                 entry_seq=rec.seq,
                 flags=flags,
@@ -303,7 +455,7 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
                 entry_at=from_ms(old.entry_ms),
                 entry_device_id=old.device_id,
                 entry_seq=old.seq,
-                exit_at=rec.observed_at,
+                exit_at=at,
                 exit_device_id=rec.device_id,
                 exit_seq=rec.seq,
                 vehicle_class=priced.vehicle_class,
@@ -335,7 +487,7 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
                 status=SessionStatus.CLOSED,
                 plate=rec.plate,
                 plate_raw=rec.plate_raw,
-                exit_at=rec.observed_at,
+                exit_at=at,
                 exit_device_id=rec.device_id,
                 exit_seq=rec.seq,
                 fee_fen=rec.no_entry_fee_fen,
@@ -355,14 +507,48 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
             image_ref=rec.image_ref,
             details={"fee_fen": rec.no_entry_fee_fen, "policy": "flat fee, flagged for review"},
         )
+    _clock(
+        plan,
+        device_id=rec.device_id,
+        seq=rec.seq,
+        lot_id=rec.lot_id,
+        observed_at=rec.observed_at,
+        event_at=at,
+        received=received,
+        offset_ms=rec.clock_offset_ms,
+        skew=rec.clock_skew,
+    )
 
 
 def _plan_space(plan: WritePlan, entry: StreamEntry) -> None:
     rec = _space_decoder.decode(entry.raw("ev"))
     received = rec.received_at
+    at = rec.at
     plan.devices[rec.device_id] = tag_of_events(entry.stream)
     plan.months.add(month_of(received))
-    plan.device_events.append((rec.device_id, rec.seq, "space_state", rec.observed_at, received))
+    plan.device_events.append(
+        (
+            rec.device_id,
+            rec.seq,
+            "space_state",
+            rec.observed_at,
+            received,
+            at,
+            rec.sent_at,
+            rec.clock_offset_ms,
+        )
+    )
+    _clock(
+        plan,
+        device_id=rec.device_id,
+        seq=rec.seq,
+        lot_id=rec.lot_id,
+        observed_at=rec.observed_at,
+        event_at=at,
+        received=received,
+        offset_ms=rec.clock_offset_ms,
+        skew=rec.clock_skew,
+    )
     plan.space_events.append(
         (
             rec.device_id,
@@ -373,6 +559,9 @@ def _plan_space(plan: WritePlan, entry: StreamEntry) -> None:
             rec.space_id,
             rec.occupied,
             rec.battery_pct,
+            at,
+            rec.sent_at,
+            rec.clock_offset_ms,
         )
     )
     if entry.get("o") == "applied":
@@ -383,7 +572,7 @@ def _plan_space(plan: WritePlan, entry: StreamEntry) -> None:
                 rec.occupied,
                 rec.device_id,
                 rec.seq,
-                rec.observed_at,
+                at,
                 received,
             )
         )
@@ -397,6 +586,33 @@ def _plan_space(plan: WritePlan, entry: StreamEntry) -> None:
             device_id=rec.device_id,
             details={"space_id": rec.space_id},
         )
+
+
+def went_back(
+    rows: Sequence[Mapping[str, object]], device_lots: Mapping[str, str]
+) -> list[tuple[object, ...]]:
+    """``clock_went_back`` anomalies for stored events observed before the same device's
+    previous event by seq (rows: ``device_id``, ``seq``, ``observed_at``, ``prev_seq``,
+    ``prev_observed_at``, ``received_at``)."""
+    plan = WritePlan()
+    for row in rows:
+        device, seq, received = str(row["device_id"]), row["seq"], row["received_at"]
+        assert isinstance(received, datetime)
+        _anomaly(
+            plan,
+            anomaly_id=f"{AnomalyKind.CLOCK_WENT_BACK}:{device}:{seq}",
+            kind=AnomalyKind.CLOCK_WENT_BACK,
+            at=received,
+            lot_id=device_lots.get(device),
+            device_id=device,
+            details={
+                "seq": seq,
+                "observed_at": row["observed_at"],
+                "previous_seq": row["prev_seq"],
+                "previous_observed_at": row["prev_observed_at"],
+            },
+        )
+    return plan.anomalies
 
 
 def _received(entry: StreamEntry) -> datetime:
@@ -456,7 +672,7 @@ def _plan_other(plan: WritePlan, entry: StreamEntry) -> None:
         )
         if sender is not None and seq is not None:
             plan.devices[sender] = tag_of_events(entry.stream)
-            plan.device_events.append((sender, seq, "dead_letter", None, at))
+            plan.device_events.append((sender, seq, "dead_letter", None, at, None, None, None))
     elif kind == "status":
         status = _status_decoder.decode(entry.raw("ev"))
         if status.online:

@@ -48,6 +48,13 @@ class AnomalyKind(StrEnum):
     COMMAND_FAILED = "command_failed"
     COMMAND_EXPIRED = "command_expired"
     OLDER_ENTRY = "older_entry"  # an entry that arrived after a later one of the plate
+    #: a device's clock is off by more than the tolerance (one open per device)
+    DEVICE_CLOCK_SKEW = "device_clock_skew"
+    #: an event observed before the same device's previous event by seq
+    CLOCK_WENT_BACK = "clock_went_back"
+    #: a stay past the lot's review limits: billed, never deducted nor shown as owed
+    #: until an operator confirms it
+    FEE_REVIEW = "fee_review"
 
 
 class PricedExit(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +91,7 @@ class PassageRecord(msgspec.Struct, frozen=True, kw_only=True):
     plate_color: str | None
     confidence: float | None
     image_ref: str | None
+    #: as the device's clock said it (contract field)
     observed_at: datetime
     received_at: datetime
     #: open | open_any | hold | exit
@@ -94,6 +102,19 @@ class PassageRecord(msgspec.Struct, frozen=True, kw_only=True):
     anomalies: tuple[str, ...] = ()
     priced: PricedExit | None = None
     no_entry_fee_fen: int = 0
+    #: the event's time the platform used (``observed_at`` corrected for the device's
+    #: clock, logic.read_clock); None in entries written before clocks were read
+    event_at: datetime | None = None
+    sent_at: datetime | None = None
+    clock_offset_ms: int | None = None
+    #: why the time was corrected (``offset``/``ahead``), None when the clock is right
+    clock_skew: str | None = None
+    #: why the bill waits for an operator (logic.needs_review), None when it does not
+    review: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        return self.event_at or self.observed_at
 
 
 class SpaceRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,6 +126,14 @@ class SpaceRecord(msgspec.Struct, frozen=True, kw_only=True):
     battery_pct: int | None
     observed_at: datetime
     received_at: datetime
+    event_at: datetime | None = None
+    sent_at: datetime | None = None
+    clock_offset_ms: int | None = None
+    clock_skew: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        return self.event_at or self.observed_at
 
 
 class StatusRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,6 +158,15 @@ class AckRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewLimits:
+    """A lot's bounds past which a stay's bill waits for an operator (mqtt.md "Clocks" 4):
+    billed as usual, never deducted contactlessly nor shown on the lane as owed."""
+
+    stay: timedelta = timedelta(days=7)
+    fee_fen: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
 class LotInfo:
     lot_id: str
     kind: str
@@ -137,6 +175,7 @@ class LotInfo:
     arrears_hold_after: timedelta
     district_code: str
     groups: frozenset[str] = frozenset()
+    review: ReviewLimits = ReviewLimits()
 
 
 @dataclass(frozen=True, slots=True)

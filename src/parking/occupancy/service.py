@@ -60,6 +60,7 @@ from parking.occupancy.model import (
     PlateFlags,
     Prepaid,
     PricedExit,
+    ReviewLimits,
     SpaceRecord,
     StatusRecord,
 )
@@ -99,8 +100,9 @@ class Tuning:
     #: long gone or the driver called for help; opening later would let the
     #: next car through. For the same reason a passage observed longer ago
     #: than this (a backlog drained after an outage) gets no command at all.
-    #: Its cost: a gate whose clock runs this far behind never gets one, so
-    #: gate clocks must be NTP-synchronised (the display would be wrong anyway).
+    #: "Observed" is the event's corrected time (logic.read_clock), so a v1.1
+    #: gate whose clock runs behind still gets its commands; a v1 gate (no
+    #: sent_at) whose clock runs this far behind does not.
     command_ttl: timedelta = timedelta(seconds=60)
     #: A space that changes state this many times within the window (device
     #: time) is reported as flapping. Real turnover is at most a few changes
@@ -168,6 +170,12 @@ class _Gate:
     record: PassageRecord | None = None
     open_payload: bytes = b""
     hold_payload: bytes = b""
+    clock: logic.ClockReading | None = None
+
+    @property
+    def at(self) -> datetime:
+        """The event's time for decisions and fees (corrected for the device's clock)."""
+        return self.clock.at if self.clock is not None else self.msg.observed_at
 
     @property
     def candidate(self) -> str:
@@ -184,6 +192,11 @@ class _Sensor:
     msg: SpaceState
     lot: LotInfo
     space_id: str
+    clock: logic.ClockReading | None = None
+
+    @property
+    def at(self) -> datetime:
+        return self.clock.at if self.clock is not None else self.msg.observed_at
 
 
 @dataclass
@@ -308,6 +321,47 @@ class Ingest:
                 items[i] = self._classify(batch[i])
         return items
 
+    # ---------------------------------------------------------- clocks
+
+    async def _read_clocks(self, items: Sequence[_Item]) -> None:
+        """Each gate and sensor event's time (contracts/mqtt.md "Clocks").
+
+        Every ``sent_at`` adds a sample ``sent_at - received_at`` to its device's
+        recent samples, kept in Redis under the device's lot tag (so every gateway
+        of a shared subscription, and the HTTP fallback, sees the same ones: a
+        device's messages are spread over all of them). The offset is their median
+        after this batch's samples. A retried batch adds its samples again; the
+        median shrugs that off, and only the first application of an event counts.
+        """
+        events = [i for i in items if isinstance(i, (_Gate, _Sensor))]
+        sampled: dict[str, str] = {}
+        pipe = store.Batch()
+        for item in events:
+            if item.msg.sent_at is not None:
+                key = keys.clock(keys.lot_tag(item.lot.lot_id), item.msg.device_id)
+                sample = logic.offset_sample(item.msg.sent_at, item.inbound.received_at)
+                store.queue_clock_sample(pipe, key, sample, keep=logic.OFFSET_SAMPLES)
+                sampled[item.msg.device_id] = key
+        offsets: dict[str, int | None] = {}
+        if sampled:
+            for key in sampled.values():
+                store.queue_clock_read(pipe, key, logic.OFFSET_SAMPLES)
+            replies = await pipe.execute(self.redis)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            reads = replies[len(replies) - len(sampled) :]
+            for device, reply in zip(sampled, reads, strict=True):
+                offsets[device] = logic.median_offset(store.clock_samples(reply))
+        for item in events:
+            msg = item.msg
+            item.clock = logic.read_clock(
+                observed_at=msg.observed_at,
+                sent_at=msg.sent_at,
+                received_at=item.inbound.received_at,
+                offset_ms=offsets.get(msg.device_id),
+            )
+
     # ---------------------------------------------------------- decide
 
     async def _read_inputs(self, gates: Sequence[_Gate]) -> None:
@@ -346,7 +400,7 @@ class Ingest:
     def _command(
         self, g: _Gate, *, action: str, session_id: str | None, display: str, now: datetime
     ) -> bytes:
-        if now - g.msg.observed_at > self.tuning.command_ttl:
+        if now - g.at > self.tuning.command_ttl:
             return b""
         return messages.encode(
             messages.Command(
@@ -364,7 +418,7 @@ class Ingest:
         entry = logic.from_ms(current.entry_ms)
         try:
             stay = self.pricer.price(
-                lot_id=g.lot.lot_id, plate=g.plate.text, entry=entry, exit=g.msg.observed_at
+                lot_id=g.lot.lot_id, plate=g.plate.text, entry=entry, exit=g.at
             )
         except Exception as error:  # a fee we cannot compute must not stop the lane
             return PricedExit(
@@ -390,8 +444,10 @@ class Ingest:
 
     def _decide_gate(self, g: _Gate, now: datetime) -> None:
         msg = g.msg
+        at = g.at
         # A passage older than a command lives gets none (see Tuning.command_ttl).
-        stale = now - msg.observed_at > self.tuning.command_ttl
+        stale = now - at > self.tuning.command_ttl
+        review: str | None = None
         mode: str
         anomalies: tuple[str, ...]
         priced: PricedExit | None = None
@@ -436,17 +492,23 @@ class Ingest:
                     priced = self._price(g, g.current)
                     session_id = g.current.session_id
                     paid = g.prepaid
-                    if paid is not None and paid.session_id == session_id:
+                    review = logic.needs_review(priced.entry_at, at, priced.fee_fen, g.lot.review)
+                    if review is not None:
+                        # Billed as usual, but never shown as owed before an
+                        # operator confirmed it (mqtt.md "Clocks" 4).
+                        anomalies = (*anomalies, AnomalyKind.FEE_REVIEW)
+                        display = lane.review_exit_display(g.plate.text, priced.entry_at, at)
+                    elif paid is not None and paid.session_id == session_id:
                         display = lane.prepaid_exit_display(
                             g.plate.text,
                             priced.entry_at,
-                            msg.observed_at,
-                            due_fen=paid.due_fen(priced.fee_fen, msg.observed_at),
+                            at,
+                            due_fen=paid.due_fen(priced.fee_fen, at),
                             prepaid_fen=paid.billed_fen,
                         )
                     else:
                         display = lane.exit_display(
-                            g.plate.text, priced.entry_at, msg.observed_at, priced.fee_fen
+                            g.plate.text, priced.entry_at, at, priced.fee_fen
                         )
                     if priced.error is not None:
                         anomalies = (*anomalies, AnomalyKind.PRICING_FAILED)
@@ -481,6 +543,11 @@ class Ingest:
             anomalies=anomalies,
             priced=priced,
             no_entry_fee_fen=lane.NO_ENTRY_FEE_FEN,
+            event_at=at,
+            sent_at=msg.sent_at,
+            clock_offset_ms=g.clock.offset_ms if g.clock is not None else None,
+            clock_skew=g.clock.skew if g.clock is not None else None,
+            review=review,
         )
         now_ms = logic.to_ms(now)
         g.call = store.PassageCall(
@@ -491,7 +558,7 @@ class Ingest:
             plate=g.plate.text if g.plate is not None else None,
             mode=mode,
             session_id=session_id,
-            at_ms=logic.to_ms(msg.observed_at),
+            at_ms=logic.to_ms(at),
             record=_record_encoder.encode(g.record),
             command_id="" if stale else f"c-{msg.device_id}-{msg.seq}",
             command_topic=self.topics.commands(g.lot.lot_id, g.lane_id),
@@ -532,6 +599,10 @@ class Ingest:
                     battery_pct=msg.battery_pct,
                     observed_at=msg.observed_at,
                     received_at=item.inbound.received_at,
+                    event_at=item.at,
+                    sent_at=msg.sent_at,
+                    clock_offset_ms=item.clock.offset_ms if item.clock is not None else None,
+                    clock_skew=item.clock.skew if item.clock is not None else None,
                 )
                 store.queue_space(
                     pipe,
@@ -542,7 +613,7 @@ class Ingest:
                         now_ms=now_ms,
                         space_id=item.space_id,
                         occupied=msg.occupied,
-                        observed_ms=logic.to_ms(msg.observed_at),
+                        observed_ms=logic.to_ms(item.at),
                         record=_record_encoder.encode(record),
                         flap_changes=self.tuning.flap_changes,
                         flap_window_ms=int(self.tuning.flap_window.total_seconds() * 1000),
@@ -595,7 +666,14 @@ class Ingest:
         """Apply ``batch``; see the module docstring for what returning and raising mean."""
         report = BatchReport()
         items = await self._classify_all(batch, report)
-        await self._read_inputs([i for i in items if isinstance(i, _Gate)])
+        # Independent reads: one round trip's time for both (two connections).
+        for outcome in await asyncio.gather(
+            self._read_clocks(items),
+            self._read_inputs([i for i in items if isinstance(i, _Gate)]),
+            return_exceptions=True,
+        ):
+            if isinstance(outcome, BaseException):
+                raise outcome
         followups: list[tuple[str, FollowUp]] = []
         watermarks: dict[str, tuple[str, int]] = {}
         pending: list[_Item] = list(items)
@@ -900,6 +978,7 @@ async def load_directory(conn: asyncpg.Connection) -> Directory:
             arrears_hold_after=r["arrears_hold_after"],
             district_code=r["district_code"],
             groups=frozenset(r["groups"]),
+            review=ReviewLimits(r["review_stay_limit"], r["review_fee_ceiling_fen"]),
         )
     for r in await store.live_devices(conn):
         directory.add_device(
@@ -1144,7 +1223,18 @@ async def persist(
         await store.insert_space_events(conn, [r for r in plan.space_events if (r[0], r[1]) in new])
         await store.upsert_space_states(conn, plan.space_states)
         bills_opened = await sessions.record(conn, plan.sessions, now=now)
-        await store.insert_anomalies(conn, plan.anomalies)
+        went_back = await store.went_back(
+            conn,
+            sorted(
+                (device, seq)
+                for device, seq, kind, *_ in plan.device_events
+                if kind != "dead_letter" and (device, seq) in new
+            ),
+        )
+        await store.insert_anomalies(
+            conn,
+            [*plan.anomalies, *logic.went_back([dict(r) for r in went_back], plan.device_lots)],
+        )
         await store.insert_dead_letters(conn, plan.dead_letters)
         await store.resolve_device_anomalies(
             conn,
@@ -1153,6 +1243,16 @@ async def persist(
             at=now,
             why="back online",
         )
+        # After the inserts: a device whose latest event here has a right clock
+        # closes its skew anomaly, even one this batch opened.
+        await store.resolve_device_anomalies(
+            conn,
+            kind=AnomalyKind.DEVICE_CLOCK_SKEW,
+            device_ids=sorted(d for d, (_, skewed, _) in plan.clocks.items() if not skewed),
+            at=now,
+            why="clock right again",
+        )
+        await store.record_device_clocks(conn, plan.clocks)
         moved = await store.advance_watermarks(conn, list(plan.devices), now)
         # Events stored before (a persister killed after its commit, before it
         # published): their watermark did not move now, but it may never have

@@ -8,9 +8,10 @@ one `Batch` per phase. Each queued call is one single-slot function call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -304,6 +305,31 @@ def queue_followups_done(pipe: Batch, done: Sequence[tuple[str, str]]) -> None:
         pipe.command("HDEL", keys.followups(tag), *ops)
 
 
+#: A device silent this long loses its clock samples (a replaced or removed device
+#: must not leave keys behind); a live device refills them with its next messages.
+CLOCK_SAMPLES_TTL_MS: Final = 7 * 24 * 3600 * 1000
+
+
+def queue_clock_sample(pipe: Batch, key: str, sample_ms: int, *, keep: int) -> None:
+    """Add a clock offset sample (``keys.clock``), keeping the ``keep`` newest; three replies."""
+    pipe.command("LPUSH", key, sample_ms)
+    pipe.command("LTRIM", key, 0, keep - 1)
+    pipe.command("PEXPIRE", key, CLOCK_SAMPLES_TTL_MS)
+
+
+def queue_clock_read(pipe: Batch, key: str, count: int) -> None:
+    """The ``count`` newest samples of ``keys.clock``; one reply."""
+    pipe.command("LRANGE", key, 0, count - 1)
+
+
+def clock_samples(reply: object) -> list[int]:
+    out: list[int] = []
+    for value in reply if isinstance(reply, list) else []:
+        with contextlib.suppress(ValueError):
+            out.append(int(text(value)))
+    return out
+
+
 def queue_session_of(pipe: Batch, *, lot_id: str, plate: str) -> None:
     pipe.command("HGET", keys.sessions(keys.lot_tag(lot_id), lot_id), plate)
 
@@ -412,7 +438,7 @@ async def device_marks(redis: aioredis.Redis, lot_id: str, device_id: str) -> di
 async def lots(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT l.id, l.kind, l.capacity, l.full_policy, l.arrears_hold_after,
-                  l.district_code,
+                  l.district_code, l.review_stay_limit, l.review_fee_ceiling_fen,
                   coalesce(array_agg(m.group_id) FILTER (WHERE m.group_id IS NOT NULL), '{}')
                       AS groups
            FROM lots l LEFT JOIN lot_group_members m ON m.lot_id = l.id
@@ -501,16 +527,19 @@ async def ensure_partitions(conn: asyncpg.Connection, months: Iterable[datetime]
 
 async def insert_device_events(
     conn: asyncpg.Connection,
-    rows: Sequence[tuple[str, int, str, datetime | None, datetime]],
+    rows: Sequence[tuple[Any, ...]],
 ) -> set[tuple[str, int]]:
-    """Insert (device, seq, kind, observed_at, received_at); return the pairs that were new."""
+    """Insert (device, seq, kind, observed_at, received_at, event_at, sent_at,
+    clock_offset_ms); return the pairs that were new."""
     if not rows:
         return set()
     cols = list(zip(*rows, strict=True))
     found = await conn.fetch(
-        """INSERT INTO device_events (device_id, seq, kind, observed_at, received_at)
+        """INSERT INTO device_events (device_id, seq, kind, observed_at, received_at, event_at,
+                                      sent_at, clock_offset_ms)
            SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[],
-                                $5::timestamptz[])
+                                $5::timestamptz[], $6::timestamptz[], $7::timestamptz[],
+                                $8::bigint[])
            ON CONFLICT DO NOTHING
            RETURNING device_id, seq""",
         *[list(c) for c in cols],
@@ -525,11 +554,13 @@ async def insert_passages(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ..
     await conn.execute(
         """INSERT INTO passages (device_id, seq, received_at, observed_at, lot_id, lane_id,
                                  direction, plate, plate_raw, plate_color, confidence, image_ref,
-                                 outcome, hold_reason, session_id)
+                                 outcome, hold_reason, session_id, event_at, sent_at,
+                                 clock_offset_ms)
            SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::timestamptz[],
                                 $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
                                 $10::text[], $11::real[], $12::text[], $13::text[], $14::text[],
-                                $15::text[])
+                                $15::text[], $16::timestamptz[], $17::timestamptz[],
+                                $18::bigint[])
            ON CONFLICT DO NOTHING""",
         *cols,
     )
@@ -541,9 +572,10 @@ async def insert_space_events(conn: asyncpg.Connection, rows: Sequence[tuple[Any
     cols = [list(c) for c in zip(*rows, strict=True)]
     await conn.execute(
         """INSERT INTO space_events (device_id, seq, received_at, observed_at, lot_id, space_id,
-                                     occupied, battery_pct)
+                                     occupied, battery_pct, event_at, sent_at, clock_offset_ms)
            SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::timestamptz[],
-                                $5::text[], $6::text[], $7::bool[], $8::smallint[])
+                                $5::text[], $6::text[], $7::bool[], $8::smallint[],
+                                $9::timestamptz[], $10::timestamptz[], $11::bigint[])
            ON CONFLICT DO NOTHING""",
         *cols,
     )
@@ -593,7 +625,8 @@ async def insert_anomalies(conn: asyncpg.Connection, rows: Sequence[tuple[Any, .
                                   details, created_at)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                 $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[])
-           ON CONFLICT (id) DO NOTHING""",
+           -- also the one-open-per-device indexes (device_clock_skew)
+           ON CONFLICT DO NOTHING""",
         *cols,
     )
 
@@ -610,6 +643,67 @@ async def resolve_device_anomalies(
         list(device_ids),
         at,
         why,
+    )
+
+
+async def went_back(
+    conn: asyncpg.Connection, pairs: Sequence[tuple[str, int]]
+) -> list[asyncpg.Record]:
+    """Of the stored events ``pairs`` and their neighbours by seq, those observed (device
+    clock) before the same device's previous stored event by seq."""
+    if not pairs:
+        return []
+    devices, seqs = (list(c) for c in zip(*pairs, strict=True))
+    return await conn.fetch(
+        """WITH new AS (
+               SELECT * FROM unnest($1::text[], $2::bigint[]) AS t(device_id, seq)
+           ), pairs AS (
+               -- each new event against the one before it, and the one after it
+               -- against the new event (a gap filled late)
+               SELECT x.device_id, b.seq AS prev_seq, x.seq
+                 FROM new x
+                 CROSS JOIN LATERAL (
+                     SELECT seq FROM device_events d
+                      WHERE d.device_id = x.device_id AND d.seq < x.seq
+                        AND d.observed_at IS NOT NULL
+                      ORDER BY seq DESC LIMIT 1) b
+               UNION
+               SELECT x.device_id, x.seq AS prev_seq, a.seq
+                 FROM new x
+                 CROSS JOIN LATERAL (
+                     SELECT seq FROM device_events d
+                      WHERE d.device_id = x.device_id AND d.seq > x.seq
+                        AND d.observed_at IS NOT NULL
+                      ORDER BY seq LIMIT 1) a
+           )
+           SELECT e.device_id, e.seq, e.observed_at, e.received_at,
+                  b.seq AS prev_seq, b.observed_at AS prev_observed_at
+             FROM pairs p
+             JOIN device_events e ON e.device_id = p.device_id AND e.seq = p.seq
+             JOIN device_events b ON b.device_id = p.device_id AND b.seq = p.prev_seq
+            WHERE e.observed_at < b.observed_at""",
+        devices,
+        seqs,
+    )
+
+
+async def record_device_clocks(
+    conn: asyncpg.Connection, clocks: Mapping[str, tuple[int | None, bool, datetime]]
+) -> None:
+    """Each device's latest clock reading (offset ms, skewed, at); an older one never
+    replaces a newer."""
+    if not clocks:
+        return
+    rows = [(d, offset, skewed, at) for d, (offset, skewed, at) in sorted(clocks.items())]
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    await conn.execute(
+        """INSERT INTO device_clocks (device_id, offset_ms, skewed, checked_at)
+           SELECT * FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::timestamptz[])
+           ON CONFLICT (device_id) DO UPDATE
+              SET offset_ms = coalesce(EXCLUDED.offset_ms, device_clocks.offset_ms),
+                  skewed = EXCLUDED.skewed, checked_at = EXCLUDED.checked_at
+            WHERE device_clocks.checked_at <= EXCLUDED.checked_at""",
+        *cols,
     )
 
 

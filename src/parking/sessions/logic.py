@@ -129,6 +129,13 @@ def exit_display(plate: str, entry: datetime, exit: datetime, fee_fen: int) -> s
     return f"{plate} 停车{stay} 应缴{format_yuan(fee_fen)}元 已离场后付"
 
 
+def review_exit_display(plate: str, entry: datetime, exit: datetime) -> str:
+    """The exit of a stay past the lot's review limits (mqtt.md "Clocks" 4):
+    ``赣B12345 停车200小时00分 费用待核实 一路顺风``. The bill exists, but no amount
+    is announced as owed before an operator confirmed it."""
+    return f"{plate} 停车{duration_text(entry, exit)} 费用待核实 一路顺风"
+
+
 def prepaid_exit_display(
     plate: str, entry: datetime, exit: datetime, *, due_fen: int, prepaid_fen: int
 ) -> str:

@@ -41,6 +41,7 @@ from parking.devices.publisher import Publisher
 from parking.observability import configure_logging
 from parking.occupancy import keys, service, store
 from parking.occupancy.logic import StreamEntry
+from parking.occupancy.model import AnomalyKind
 from parking.payments import service as payments
 from parking.payments.port import PaymentProvider
 
@@ -516,12 +517,22 @@ class ContactlessHook:
             try:
                 async with self._pool.acquire() as conn:
                     row = await conn.fetchrow(
-                        """SELECT s.entry_at, l.name FROM bills b
+                        """SELECT s.entry_at, l.name,
+                                  EXISTS (SELECT 1 FROM anomalies a
+                                           WHERE a.session_id = s.id AND a.kind = $2
+                                             AND a.status = 'open') AS needs_review
+                           FROM bills b
                            JOIN sessions s ON s.id = b.session_id
                            JOIN lots l ON l.id = b.lot_id WHERE b.id = $1""",
                         bill_id,
+                        AnomalyKind.FEE_REVIEW,
                     )
                 if row is None or row["entry_at"] is None:
+                    continue
+                if row["needs_review"]:
+                    # mqtt.md "Clocks" 4: a stay past the lot's review limits is
+                    # never deducted before an operator confirmed it.
+                    log.info("contactless_skipped_for_review", bill_id=bill_id)
                     continue
                 await payments.on_bill_opened(
                     self._pool,

@@ -20,6 +20,7 @@ from parking.api.app import create_app
 from parking.auth.model import Role
 from parking.config import Settings
 from parking.devices import broker
+from parking.occupancy import keys as occupancy_keys
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 DEMO = "GZ-DEMO-01"
@@ -210,3 +211,50 @@ async def test_a_payload_outside_the_contract_is_a_400_not_a_500(
     garbage = await post(api, gate, b"\x00\xff not json")
 
     assert (extra.status_code, garbage.status_code) == (400, 400)
+
+
+# ------------------------------------------------------------------ device clocks (v1.1)
+
+
+async def test_a_gate_clock_dated_2036_over_http_bills_the_stay_it_was(
+    api: Client, city_db: asyncpg.Connection, redis_client: aioredis.Redis
+) -> None:
+    entry, exit_gate = await install_gate(city_db, "in1"), await install_gate(city_db, "out1")
+    assert (await post(api, entry, entry.passage("赣B12345"))).status_code == 200
+    y2036 = datetime(2036, 2, 1, 9, 30, tzinfo=CST).isoformat()
+    got = await post(
+        api,
+        exit_gate,
+        exit_gate.passage("赣B12345", direction="out", observed_at=y2036, sent_at=y2036),
+    )
+    assert got.status_code == 200, got.text
+    display = got.json()["command"]["display"]
+    # Today's main answered "赣B12345 停车79579小时46分 应缴66320.00元 已离场后付".
+    assert display.startswith("赣B12345 停车0小时00分 "), display
+    assert "66320" not in display
+    # The offset sample is the one the MQTT gateways read too (the device's lot shard).
+    samples = await redis_client.lrange(
+        occupancy_keys.clock(occupancy_keys.lot_tag(DEMO), exit_gate.device_id), 0, -1
+    )
+    assert len(samples) == 1
+    assert int(samples[0]) > 9 * 365 * 24 * 3600 * 1000
+
+
+async def test_a_v1_gate_clock_ahead_over_http_is_taken_as_received(
+    api: Client, city_db: asyncpg.Connection
+) -> None:
+    entry, exit_gate = await install_gate(city_db, "in1"), await install_gate(city_db, "out1")
+    ahead = (datetime.now(UTC) + timedelta(hours=5)).astimezone(CST).isoformat()
+    assert (await post(api, entry, entry.passage("赣B12345", observed_at=ahead))).status_code == 200
+    got = await post(api, exit_gate, exit_gate.passage("赣B12345", direction="out"))
+    # the entry is taken as observed when it arrived: a stay of seconds, not of -5 hours
+    # that today's main showed as 0 minutes and free while its real length was unknown
+    assert got.json()["command"]["display"].startswith("赣B12345 停车0小时00分 ")
+
+
+async def test_a_passage_with_an_unknown_field_is_still_refused(
+    api: Client, city_db: asyncpg.Connection
+) -> None:
+    gate = await install_gate(city_db)
+    got = await post(api, gate, gate.passage("赣B12345", sent_att="2026-12-03T08:00:00+08:00"))
+    assert got.status_code == 400, got.text

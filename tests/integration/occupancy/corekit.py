@@ -43,7 +43,9 @@ class Core:
         lot: str = DEMO,
         confidence: float | None = 0.97,
         device: str | None = None,
+        sent_at: datetime | None = None,
     ) -> Inbound:
+        """A passage observed ``at`` (default now); ``sent_at`` makes it a v1.1 copy."""
         device = device or self.gates[f"{lot}/{lane}"]
         if seq is None:
             seq = self.seqs.get(device, 0) + 1
@@ -58,10 +60,17 @@ class Core:
             "confidence": confidence,
             "image_ref": f"{lot}/{lane}/{seq}.jpg",
         }
+        if sent_at is not None:
+            body["sent_at"] = sent_at.isoformat()
         return Inbound(self.topics.passages(lot, lane), msgspec.json.encode(body), self.clock.now())
 
     def space(
-        self, occupied: bool, *, seq: int | None = None, at: datetime | None = None
+        self,
+        occupied: bool,
+        *,
+        seq: int | None = None,
+        at: datetime | None = None,
+        sent_at: datetime | None = None,
     ) -> Inbound:
         if seq is None:
             seq = self.seqs.get(self.sensor, 0) + 1
@@ -73,6 +82,8 @@ class Core:
             "occupied": occupied,
             "battery_pct": 80,
         }
+        if sent_at is not None:
+            body["sent_at"] = sent_at.isoformat()
         return Inbound(
             self.topics.space_state(DEMO, "P0001"), msgspec.json.encode(body), self.clock.now()
         )

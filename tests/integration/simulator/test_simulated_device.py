@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -240,7 +241,12 @@ async def test_the_outbox_is_republished_after_a_reconnect_with_the_same_seq_and
     device.interrupt_network()
     await platform.wait_until(lambda: device.stats.connects == 2 and device.ready.is_set())
     await platform.wait_until(lambda: len(platform.seen(topic)) == 4)
-    assert platform.seen(topic) == original + original  # byte for byte
+    # contract v1.1: a re-publish is the same event (seq, observed_at, everything)
+    # in a new copy, whose sent_at says when it left
+    again = platform.decoded(topic)[2:]
+    first = [json.loads(p) for p in original]
+    assert [{**m, "sent_at": None} for m in again] == [{**m, "sent_at": None} for m in first]
+    assert all(a["sent_at"] > f["sent_at"] for a, f in zip(again, first, strict=True))
     assert device.stats.republished == 2
 
 
@@ -294,7 +300,10 @@ async def test_an_uncovered_event_is_published_again_after_the_timeout(
     await device.wait_ready()
     _passage(device)
     await platform.wait_until(lambda: len(platform.seen(topic)) >= 3, within=10)
-    assert len(set(platform.seen(topic))) == 1  # the same payload every time
+    # the same event every time (contract v1.1: each copy with its own sent_at)
+    copies = platform.decoded(topic)
+    assert len({json.dumps({**m, "sent_at": None}) for m in copies}) == 1
+    assert len({m["sent_at"] for m in copies}) == len(copies)
 
     platform.publish(f"{P}/devices/{gate.device_id}/watermark", b'{"seq": 1}', retain=True)
     await platform.wait_until(lambda: device.outbox_size == 0)
@@ -501,3 +510,55 @@ async def test_the_city_runner_drives_gates_and_sensors_at_the_rate(
         )
         assert not isinstance(decoded, messages.Rejection), decoded
     outbox.close()
+
+
+async def test_every_copy_carries_sent_at_from_the_devices_own_possibly_skewed_clock(
+    identities: dict[str, Identity], platform: Platform, boot: DeviceFactory
+) -> None:
+    gate, sensor = identities["gate"], identities["sensor"]
+    skew = timedelta(days=3650)  # a clock ten years on, as in issue 10
+    g = await boot(gate, clock_offset=skew)  # type: ignore[arg-type]
+    s = await boot(sensor, sends_sent_at=False)  # type: ignore[arg-type]
+    await g.wait_ready()
+    await s.wait_ready()
+    before = datetime.now(UTC)
+    _passage(g)
+    s.emit_space_state(occupied=True, battery_pct=81)
+    state_topic = f"{P}/lots/T-STREET/spaces/S0001/state"
+    await platform.wait_until(
+        lambda: bool(platform.seen(_passages_topic(gate))) and bool(platform.seen(state_topic))
+    )
+    after = datetime.now(UTC)
+    topics = Topics(P)
+    passage = messages.decode(
+        topics.parse(_passages_topic(gate)),  # type: ignore[arg-type]
+        platform.seen(_passages_topic(gate))[0],
+        registered_device=gate.device_id,
+    )
+    assert isinstance(passage, messages.Passage)
+    assert passage.sent_at is not None
+    assert before + skew <= passage.observed_at <= passage.sent_at <= after + skew
+    state = messages.decode(
+        topics.parse(state_topic),  # type: ignore[arg-type]
+        platform.seen(state_topic)[0],
+        registered_device=sensor.device_id,
+    )
+    assert isinstance(state, messages.SpaceState)
+    assert state.sent_at is None  # a v1 device
+    assert platform.seen(_passages_topic(gate))[0].count(b'"sent_at"') == 1
+    assert b'"sent_at"' not in platform.seen(state_topic)[0]
+    # the clock is put right (NTP back): the next copy's sent_at follows it, its
+    # observed_at stays what the device saw
+    await platform.wait_until(lambda: g.stats.published == 1 and not g._inflight)
+    g.clock_offset = timedelta(0)
+    g.interrupt_network()
+    await platform.wait_until(lambda: len(platform.seen(_passages_topic(gate))) == 2)
+    copy = messages.decode(
+        topics.parse(_passages_topic(gate)),  # type: ignore[arg-type]
+        platform.seen(_passages_topic(gate))[1],
+        registered_device=gate.device_id,
+    )
+    assert isinstance(copy, messages.Passage)
+    assert copy.observed_at == passage.observed_at
+    assert copy.sent_at is not None
+    assert after <= copy.sent_at <= datetime.now(UTC)
