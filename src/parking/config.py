@@ -44,6 +44,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "public base URL providers post notifications to",
     ),
     ("PARKING_JWT_KEY", "(from the stack)", "HMAC key that signs the API's access tokens"),
+    (
+        "PARKING_NOTIFIER",
+        "local",
+        "how login codes reach drivers; `local` writes them under the stack dir (local stack only)",
+    ),
     ("PARKING_LOG_LEVEL", "info", "debug, info, warning or error"),
     ("PARKING_LOG_FORMAT", "json", "json (production) or console (human)"),
     ("PARKING_CITY_SEED", "20261127", "seed of the synthetic city"),
@@ -80,6 +85,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_workers: int
     sandbox_port: int
     jwt_key: str
+    notifier: str
     log_level: str
     log_format: str
     city_seed: int
@@ -133,6 +139,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         api_workers=int(get("PARKING_API_WORKERS")),
         sandbox_port=int(get("PARKING_SANDBOX_PORT")),
         jwt_key=env.get("PARKING_JWT_KEY") or (secrets.jwt if secrets else ""),
+        notifier=get("PARKING_NOTIFIER"),
         log_level=get("PARKING_LOG_LEVEL"),
         log_format=get("PARKING_LOG_FORMAT"),
         city_seed=int(get("PARKING_CITY_SEED")),
