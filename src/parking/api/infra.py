@@ -17,7 +17,7 @@ from litestar import Litestar
 from parking.accounts import notifier as notifiers
 from parking.accounts.denylist import DenylistMirror
 from parking.clock import SystemClock
-from parking.config import Settings
+from parking.config import Settings, mqtt_identity
 from parking.devices.publisher import Publisher
 from parking.payments import service as payments
 from parking.payments.port import PaymentProvider
@@ -93,11 +93,12 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             socket_connect_timeout=2,
             health_check_interval=30,
         )
+        mqtt_username, mqtt_password = mqtt_identity(settings, "api")
         publisher = Publisher(
             host=settings.mqtt_host,
-            port=settings.mqtt_port,
-            username=settings.mqtt_username,
-            password=settings.mqtt_password,
+            port=settings.mqtt_platform_port,
+            username=mqtt_username,
+            password=mqtt_password,
             role="api",
         )
         publisher.start()
