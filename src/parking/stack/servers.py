@@ -436,11 +436,19 @@ class Mosquitto:
     def platform_users(self, console_password: str) -> list[broker.BrokerUser]:
         """The console user and one user per platform process (config.mqtt_identity)."""
         settings = msgspec.structs.replace(self.settings, mqtt_password=console_password)
-        named = [(settings.mqtt_username, console_password)]
-        named.extend(mqtt_identity(settings, process) for process in MQTT_PROCESSES)
+        processes = [mqtt_identity(settings, process) for process in MQTT_PROCESSES]
+        # The console may work under any prefix (tests and simulators use their own).
+        console = broker.BrokerUser(
+            username=settings.mqtt_username,
+            password_hash=broker.hash_password(console_password),
+            grants=(("readwrite", "#"), ("read", "$SYS/#")),
+        )
         return [
-            broker.platform_user(name, broker.hash_password(password), settings.topic_prefix)
-            for name, password in named
+            console,
+            *(
+                broker.platform_user(name, broker.hash_password(password), settings.topic_prefix)
+                for name, password in processes
+            ),
         ]
 
     def write_platform_credentials(self, console_password: str) -> None:
