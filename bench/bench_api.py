@@ -62,9 +62,13 @@ def ensure_wrk() -> str:
 
 
 async def prepare(settings: config.Settings) -> None:
+    owner = await asyncpg.connect(settings.owner_database_url)
+    try:
+        await migrate.migrate(owner)
+    finally:
+        await owner.close()
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await migrate.migrate(conn)
         if await seeding.is_empty(conn):
             await seeding.seed(conn, city_seed=settings.city_seed, progress=lambda _: None)
     finally:

@@ -53,7 +53,8 @@ MB = 1024 * 1024
 
 
 def db_url(settings: config.Settings, name: str) -> str:
-    return urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{name}"))
+    # Scratch databases are created and migrated, so as the schema owner.
+    return urlunsplit(urlsplit(settings.owner_database_url)._replace(path=f"/{name}"))
 
 
 async def create_city(settings: config.Settings, name: str) -> str:

@@ -59,7 +59,8 @@ T0 = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
 
 
 def _db_url(settings: config.Settings, name: str) -> str:
-    return urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{name}"))
+    # Scratch databases are created and migrated, so as the schema owner.
+    return urlunsplit(urlsplit(settings.owner_database_url)._replace(path=f"/{name}"))
 
 
 async def prepare(
@@ -177,7 +178,7 @@ def _session_properties() -> Properties:
 def drop_session(settings: config.Settings, client_id: str) -> None:
     """Connect with a clean start and leave: the broker forgets the session and its queue."""
     client = _client(settings, client_id)
-    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True)
+    client.connect(settings.mqtt_host, settings.mqtt_platform_port, clean_start=True)
     client.disconnect()
 
 
@@ -187,7 +188,10 @@ def register_session(settings: config.Settings, client_id: str, filters: list[st
     client = _client(settings, client_id)
     client.on_subscribe = lambda *_: done.set()
     client.connect(
-        settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=_session_properties()
+        settings.mqtt_host,
+        settings.mqtt_platform_port,
+        clean_start=True,
+        properties=_session_properties(),
     )
     client.loop_start()
     client.subscribe([(f, 1) for f in filters])
@@ -209,7 +213,7 @@ def publish(settings: config.Settings, messages: list[tuple[str, bytes]]) -> flo
     client = _client(settings, "bench-publisher")
     client.max_inflight_messages_set(100)
     client.on_publish = on_publish
-    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.connect(settings.mqtt_host, settings.mqtt_platform_port)
     client.loop_start()
     started = time.perf_counter()
     for n, (topic, payload) in enumerate(messages, start=1):
@@ -242,7 +246,10 @@ def drain_bare(settings: config.Settings, total: int) -> float:
     client.on_message = on_message
     started = time.perf_counter()
     client.connect(
-        settings.mqtt_host, settings.mqtt_port, clean_start=False, properties=_session_properties()
+        settings.mqtt_host,
+        settings.mqtt_platform_port,
+        clean_start=False,
+        properties=_session_properties(),
     )
     client.loop_start()
     ok = finished.wait(600)

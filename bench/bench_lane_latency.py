@@ -119,7 +119,7 @@ class Load(threading.Thread):
         self._seqs = Seqs()
         self._client = _client(settings, "bench-lat-load")
         self._client.max_inflight_messages_set(1000)
-        self._client.connect(settings.mqtt_host, settings.mqtt_port)
+        self._client.connect(settings.mqtt_host, settings.mqtt_platform_port)
         self._client.loop_start()
         self._occupied: dict[str, bool] = {}
         #: cars inside: (lot index, plate, entered monotonic)
@@ -192,7 +192,7 @@ class GateSim:
         client.on_message = self._on_message
         self._ready = threading.Event()
         client.on_subscribe = lambda *_: self._ready.set()
-        client.connect(settings.mqtt_host, settings.mqtt_port)
+        client.connect(settings.mqtt_host, settings.mqtt_platform_port)
         client.loop_start()
         client.subscribe(f"{topics.prefix}/lots/+/lanes/+/commands", qos=1)
         assert self._ready.wait(10)
@@ -230,14 +230,14 @@ class Probe:
         sub.on_message = self._on_message
         ready = threading.Event()
         sub.on_subscribe = lambda *_: ready.set()
-        sub.connect(settings.mqtt_host, settings.mqtt_port)
+        sub.connect(settings.mqtt_host, settings.mqtt_platform_port)
         sub.loop_start()
         sub.subscribe(
             [(topics.commands(lot, lane), 1) for lot, lane, _ in gates] + [(self._echo, 1)]
         )
         assert ready.wait(10)
         pub = _client(settings, "bench-lat-probe-pub")
-        pub.connect(settings.mqtt_host, settings.mqtt_port)
+        pub.connect(settings.mqtt_host, settings.mqtt_platform_port)
         pub.loop_start()
         self._sub, self._pub = sub, pub
         self._n = 0

@@ -2,7 +2,9 @@
 
 The test stack has its own directory and ports (see the Makefile), so tests
 run beside `make run`. Each test that needs PostgreSQL gets a fresh database
-cloned from a migrated template, so tests never see each other's rows.
+cloned from a migrated template, so tests never see each other's rows. The
+harness migrates and creates databases as the schema owner; tests and the
+processes they start connect as the app role, as the platform does.
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ TEMPLATE_DB = "parking_template"
 
 
 def database_url(settings: Settings, name: str) -> str:
+    """Database ``name`` as the platform's processes reach it (the app role)."""
     parts = urlsplit(settings.database_url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def owner_url(settings: Settings, name: str) -> str:
+    """Database ``name`` as the schema owner (migrations, CREATE DATABASE)."""
+    parts = urlsplit(settings.owner_database_url)
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
@@ -49,7 +58,7 @@ def settings() -> Settings:
 
 
 async def _admin(settings: Settings) -> asyncpg.Connection:
-    return await asyncpg.connect(database_url(settings, "postgres"))
+    return await asyncpg.connect(owner_url(settings, "postgres"))
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +70,7 @@ async def template_db(settings: Settings) -> str:
         await admin.execute(f"CREATE DATABASE {TEMPLATE_DB}")
     finally:
         await admin.close()
-    conn = await asyncpg.connect(database_url(settings, TEMPLATE_DB))
+    conn = await asyncpg.connect(owner_url(settings, TEMPLATE_DB))
     try:
         await migrations.migrate(conn)
     finally:
@@ -113,12 +122,12 @@ async def city_db(city_db_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def empty_db_url(settings: Settings) -> AsyncIterator[str]:
-    """URL of a new, empty database (no migrations), dropped afterwards."""
+    """Owner's URL of a new, empty database (no migrations), dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await _admin(settings)
     try:
         await admin.execute(f"CREATE DATABASE {name}")
-        yield database_url(settings, name)
+        yield owner_url(settings, name)
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
@@ -139,7 +148,18 @@ async def db_url(settings: Settings, template_db: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a fresh migrated database as the app role, like the platform's."""
     conn = await asyncpg.connect(db_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def owner_db(settings: Settings, db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """The same database as ``db``, connected as the schema owner."""
+    conn = await asyncpg.connect(owner_url(settings, urlsplit(db_url).path.lstrip("/")))
     try:
         yield conn
     finally:

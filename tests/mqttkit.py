@@ -52,7 +52,7 @@ class PlatformClient:
         self.client.on_connect = lambda c, *_: c.subscribe(f"{prefix}/#", qos=1)
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect(settings.mqtt_host, settings.mqtt_port)
+        self.client.connect(settings.mqtt_host, settings.mqtt_platform_port)
         self.client.loop_start()
         assert self._subscribed.wait(10)
 

@@ -8,11 +8,13 @@ set them explicitly to point the platform at other servers.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -21,12 +23,34 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("PARKING_STACK_DIR", ".parking/dev", "data, logs and secrets of the local stack"),
     ("PARKING_PG_PORT", "55432", "PostgreSQL port of the local stack"),
     ("PARKING_REDIS_PORT", "56379", "Redis port of the local stack"),
-    ("PARKING_MQTT_PORT", "51883", "Mosquitto port of the local stack"),
-    ("PARKING_DATABASE_URL", "(from the stack)", "PostgreSQL URL"),
+    ("PARKING_MQTT_PORT", "51883", "Mosquitto port of the local stack (devices)"),
+    (
+        "PARKING_MQTT_PLATFORM_PORT",
+        "(PARKING_MQTT_PORT + 10000)",
+        "Mosquitto port of the platform's own processes (no device account is valid there)",
+    ),
+    (
+        "PARKING_DATABASE_URL",
+        "(from the stack)",
+        "PostgreSQL URL of the platform's processes (the app role: ledger rows insert-only)",
+    ),
+    (
+        "PARKING_OWNER_DATABASE_URL",
+        "(the database URL as the owner)",
+        "PostgreSQL URL of the schema owner: `parking db migrate`, `parking run`'s migration",
+    ),
     ("PARKING_REDIS_URL", "(from the stack)", "Redis URL"),
     ("PARKING_MQTT_HOST", "127.0.0.1", "broker host"),
-    ("PARKING_MQTT_USERNAME", "platform", "broker user of the platform's processes"),
-    ("PARKING_MQTT_PASSWORD", "(from the stack)", "broker password of that user"),
+    (
+        "PARKING_MQTT_USERNAME",
+        "platform",
+        "broker user of the operators' console; each process is `<it>-<process>`",
+    ),
+    (
+        "PARKING_MQTT_PASSWORD",
+        "(from the stack)",
+        "broker password of that user; each process's is derived from it",
+    ),
     ("PARKING_TOPIC_PREFIX", "parking/v1", "MQTT topic prefix"),
     ("PARKING_API_HOST", "127.0.0.1", "address the API listens on"),
     ("PARKING_API_PORT", "8000", "port the API listens on"),
@@ -44,13 +68,24 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "public base URL providers post notifications to",
     ),
     ("PARKING_JWT_KEY", "(from the stack)", "HMAC key that signs the API's access tokens"),
+    (
+        "PARKING_NOTIFIER",
+        "local",
+        "how login codes reach drivers; `local` writes them under the stack dir (local stack only)",
+    ),
     ("PARKING_LOG_LEVEL", "info", "debug, info, warning or error"),
     ("PARKING_LOG_FORMAT", "json", "json (production) or console (human)"),
     ("PARKING_CITY_SEED", "20261127", "seed of the synthetic city"),
 )
 
 DB_NAME = "parking"
+#: The cluster's superuser and owner of the schema: migrations, and the test
+#: harness's CREATE DATABASE. Never used by a running platform process.
 DB_USER = "parking"
+#: The role every platform process connects as. It owns nothing, so it cannot
+#: ALTER, DISABLE TRIGGER or TRUNCATE; on ledger tables it may only INSERT and
+#: SELECT (migrations/0012_app_role.sql grants exactly that).
+APP_DB_USER = "parking_app"
 
 
 class Secrets(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,6 +93,9 @@ class Secrets(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
     postgres: str
     redis: str
+    #: password of APP_DB_USER; added after the first stacks were made, so an
+    #: older secrets file gets one on the next `stack up`.
+    postgres_app: str = ""
     mqtt_platform: str
     #: HMAC key of the API's access tokens; added after the first stacks were made,
     #: so an older secrets file gets one on the next `stack up`.
@@ -69,7 +107,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pg_port: int
     redis_port: int
     mqtt_port: int
+    mqtt_platform_port: int
     database_url: str
+    owner_database_url: str
     redis_url: str
     mqtt_host: str
     mqtt_username: str
@@ -80,6 +120,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_workers: int
     sandbox_port: int
     jwt_key: str
+    notifier: str
     log_level: str
     log_format: str
     city_seed: int
@@ -107,11 +148,18 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     stack_dir = Path(get("PARKING_STACK_DIR")).resolve()
     pg_port = int(get("PARKING_PG_PORT"))
     redis_port = int(get("PARKING_REDIS_PORT"))
+    mqtt_port = int(get("PARKING_MQTT_PORT"))
     secrets = read_secrets(stack_dir)
-    pg_password = secrets.postgres if secrets else ""
+    owner_password = secrets.postgres if secrets else ""
+    app_password = secrets.postgres_app if secrets else ""
     redis_password = secrets.redis if secrets else ""
     database_url = env.get("PARKING_DATABASE_URL") or (
-        f"postgresql://{DB_USER}:{quote(pg_password, safe='')}@127.0.0.1:{pg_port}/{DB_NAME}"
+        f"postgresql://{APP_DB_USER}:{quote(app_password, safe='')}@127.0.0.1:{pg_port}/{DB_NAME}"
+    )
+    # The same server and database as the processes use (tests and `parking run`
+    # point PARKING_DATABASE_URL at one database), reached as the owner.
+    owner_database_url = env.get("PARKING_OWNER_DATABASE_URL") or with_credentials(
+        database_url, DB_USER, owner_password
     )
     redis_url = env.get("PARKING_REDIS_URL") or (
         f"redis://:{quote(redis_password, safe='')}@127.0.0.1:{redis_port}/0"
@@ -120,8 +168,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         stack_dir=stack_dir,
         pg_port=pg_port,
         redis_port=redis_port,
-        mqtt_port=int(get("PARKING_MQTT_PORT")),
+        mqtt_port=mqtt_port,
+        mqtt_platform_port=int(env.get("PARKING_MQTT_PLATFORM_PORT") or mqtt_port + 10_000),
         database_url=database_url,
+        owner_database_url=owner_database_url,
         redis_url=redis_url,
         mqtt_host=get("PARKING_MQTT_HOST"),
         mqtt_username=get("PARKING_MQTT_USERNAME"),
@@ -133,10 +183,54 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         api_workers=int(get("PARKING_API_WORKERS")),
         sandbox_port=int(get("PARKING_SANDBOX_PORT")),
         jwt_key=env.get("PARKING_JWT_KEY") or (secrets.jwt if secrets else ""),
+        notifier=get("PARKING_NOTIFIER"),
         log_level=get("PARKING_LOG_LEVEL"),
         log_format=get("PARKING_LOG_FORMAT"),
         city_seed=int(get("PARKING_CITY_SEED")),
     )
+
+
+#: The platform's processes that connect to the broker, each as its own user.
+MQTT_PROCESSES: tuple[str, ...] = ("gateway", "persister", "api")
+
+
+def mqtt_identity(settings: Settings, process: str) -> tuple[str, str]:
+    """(username, password) of ``process`` on the broker's platform listener.
+
+    Each process has its own user, so the broker's log names who did what and a
+    process's password opens nothing else; the password is derived from the
+    console's (one secret to keep, none written for each process).
+    """
+    if process not in MQTT_PROCESSES:
+        raise ValueError(f"{process!r} is not a platform process on the broker")
+    username = f"{settings.mqtt_username}-{process}"
+    mac = hmac.new(settings.mqtt_password.encode(), f"changbo/mqtt/{username}".encode(), "sha256")
+    return username, base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def mqtt_share_group(settings: Settings, name: str) -> str:
+    """The broker-side name of gateway share group ``name``: it carries a tag derived
+    from the platform's secret.
+
+    Mosquitto 2.0's ACL file never refuses a SUBSCRIBE (it checks reads only at
+    delivery), so a device that subscribed to ``$share/<group>/...`` would join the
+    gateways' group and the broker would route a share of every device's passages
+    to it, where the read check then drops them. A group name no device can know
+    closes that until the broker has a subscribe ACL (a plugin or dynamic security).
+    """
+    mac = hmac.new(settings.mqtt_password.encode(), f"changbo/mqtt/share/{name}".encode(), "sha256")
+    return f"{name}-{mac.hexdigest()[:20]}"
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` with its user and password replaced (host, port, database and query kept)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def describe(settings: Settings) -> str:
@@ -144,7 +238,7 @@ def describe(settings: Settings) -> str:
     raw = msgspec.to_builtins(settings)
     raw["mqtt_password"] = "***" if raw["mqtt_password"] else ""
     raw["jwt_key"] = "***" if raw["jwt_key"] else ""
-    for key in ("database_url", "redis_url"):
+    for key in ("database_url", "owner_database_url", "redis_url"):
         raw[key] = _mask_url(raw[key])
     return json.dumps(raw, ensure_ascii=False, indent=2)
 

@@ -30,9 +30,12 @@ def otp(phone: str) -> None:
         raise click.BadParameter(str(error), param_hint="--phone") from error
 
     async def go() -> str | None:
-        client = aioredis.Redis.from_url(config.load().redis_url)
+        settings = config.load()
+        client = aioredis.Redis.from_url(settings.redis_url)
         try:
-            return await notifier.latest_code(client, normalised)
+            return await notifier.latest_code(
+                client, normalised, notifier.outbox_dir(settings.stack_dir)
+            )
         finally:
             await client.aclose()
 

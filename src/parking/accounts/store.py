@@ -1,4 +1,4 @@
-"""Accounts in PostgreSQL and one-time codes, the code outbox and the denylist in Redis.
+"""Accounts in PostgreSQL; one-time code digests and the denylist in Redis.
 
 Access only, no decisions. SQL functions run in the caller's transaction.
 Every Redis call touches one key (Redis Cluster safe).
@@ -22,10 +22,6 @@ def _code_key(phone: str) -> str:
     return f"otp:code:{phone}"
 
 
-def _outbox_key(phone: str) -> str:
-    return f"otp:outbox:{phone}"
-
-
 def _denied_key(jti: str) -> str:
     return f"auth:denied:{jti}"
 
@@ -33,6 +29,9 @@ def _denied_key(jti: str) -> str:
 # Checks and counts in one step, so concurrent guesses through several API
 # workers cannot share one attempt: a right code is deleted (used once), a
 # wrong one counts, and the last allowed wrong one deletes the code.
+# Lua's == stops at the first differing byte, which is safe here: both sides
+# are HMACs under a key the guesser does not have, so how many leading bytes
+# of two digests agree says nothing about the code.
 _VERIFY_CODE: Final = """
 local stored = redis.call('HGET', KEYS[1], 'digest')
 if not stored then return 'missing' end
@@ -65,19 +64,8 @@ async def check_code(redis: aioredis.Redis, phone: str, digest: str, max_attempt
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
-async def put_outbox(redis: aioredis.Redis, phone: str, code: str, ttl: timedelta) -> None:
-    await redis.set(_outbox_key(phone), code, px=int(ttl.total_seconds() * 1000))
-
-
 async def code_pending(redis: aioredis.Redis, phone: str) -> bool:
     return bool(await redis.exists(_code_key(phone)))
-
-
-async def outbox(redis: aioredis.Redis, phone: str) -> str | None:
-    value = await redis.get(_outbox_key(phone))
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # ------------------------------------------------------------------ Redis: denylist

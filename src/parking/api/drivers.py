@@ -30,7 +30,7 @@ from parking.accounts.model import (
     VehicleNotFound,
     VehicleView,
 )
-from parking.accounts.notifier import LocalNotifier
+from parking.accounts.notifier import Notifier
 from parking.api.auth import principal_of, roles
 from parking.api.denied import audit_if_held_by_another
 from parking.api.infra import Infra, connection, infra_of
@@ -123,6 +123,12 @@ def _limiter(infra: Infra) -> RateLimiter:
     return RateLimiter(infra.redis)
 
 
+def _notifier(infra: Infra) -> Notifier:
+    if infra.notifier is None:
+        raise RuntimeError("the API's lifespan sets the notifier before serving")
+    return infra.notifier
+
+
 _keyrings: dict[Path, qr_keys.KeyringFile] = {}
 
 
@@ -173,7 +179,7 @@ async def send_code(
     )
     sent = await accounts.send_code(
         infra.redis,
-        LocalNotifier(infra.redis),
+        _notifier(infra),
         pepper=account_logic.code_pepper(infra.settings.jwt_key),
         phone=phone,
     )

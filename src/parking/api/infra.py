@@ -14,9 +14,10 @@ import httpx
 import redis.asyncio as aioredis
 from litestar import Litestar
 
+from parking.accounts import notifier as notifiers
 from parking.accounts.denylist import DenylistMirror
 from parking.clock import SystemClock
-from parking.config import Settings
+from parking.config import Settings, mqtt_identity
 from parking.devices.publisher import Publisher
 from parking.payments import service as payments
 from parking.payments.port import PaymentProvider
@@ -34,6 +35,8 @@ class Infra:
     notify_base_url: str = ""
     #: this worker's copy of the access-token denylist (parking.accounts.denylist)
     denylist: DenylistMirror | None = None
+    #: how login codes reach drivers ($PARKING_NOTIFIER, parking.accounts.notifier)
+    notifier: notifiers.Notifier | None = None
 
 
 @asynccontextmanager
@@ -75,6 +78,8 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # The pool is created lazily-tolerant: min_size=0 lets the API start (and
         # answer /healthz, and 503 on /readyz) while PostgreSQL is still down.
+        # First: a notifier that may not run here stops the API before it opens anything.
+        notifier = notifiers.from_settings(settings)
         pool = await asyncpg.create_pool(
             settings.database_url,
             min_size=0,
@@ -88,11 +93,12 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             socket_connect_timeout=2,
             health_check_interval=30,
         )
+        mqtt_username, mqtt_password = mqtt_identity(settings, "api")
         publisher = Publisher(
             host=settings.mqtt_host,
-            port=settings.mqtt_port,
-            username=settings.mqtt_username,
-            password=settings.mqtt_password,
+            port=settings.mqtt_platform_port,
+            username=mqtt_username,
+            password=mqtt_password,
             role="api",
         )
         publisher.start()
@@ -113,6 +119,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
                 os.environ, api_host=settings.api_host, api_port=settings.api_port
             ),
             denylist=denied,
+            notifier=notifier,
         )
         try:
             yield

@@ -23,10 +23,11 @@ def db() -> None:
 
 @db.command("migrate")
 def migrate_command() -> None:
-    """Apply pending migrations (advisory lock; a changed applied file is refused)."""
+    """Apply pending migrations as the schema owner (advisory lock; a changed applied
+    file is refused)."""
 
     async def run() -> list[str]:
-        conn = await asyncpg.connect(config.load().database_url)
+        conn = await asyncpg.connect(config.load().owner_database_url)
         try:
             return await migrations.migrate(conn)
         finally:
@@ -46,7 +47,7 @@ def migrate_command() -> None:
 def schema_command(write: bool) -> None:
     """Migrate a new scratch database and dump its schema as migrations/schema.sql has it."""
     try:
-        text = asyncio.run(schema.snapshot(config.load().database_url))
+        text = asyncio.run(schema.snapshot(config.load().owner_database_url))
     except subprocess.CalledProcessError as exc:
         raise click.ClickException(f"pg_dump failed: {exc.stderr}") from exc
     if write:

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import msgspec
 
-from parking.config import DB_NAME, DB_USER, Secrets, Settings, read_secrets
+from parking.config import (
+    APP_DB_USER,
+    DB_NAME,
+    DB_USER,
+    MQTT_PROCESSES,
+    Secrets,
+    Settings,
+    mqtt_identity,
+    read_secrets,
+)
 from parking.devices import broker
 from parking.errors import StackError
 from parking.stack.binaries import Binaries
@@ -57,14 +66,20 @@ def _pid_alive(pid_file: Path) -> int | None:
 
 def ensure_secrets(settings: Settings) -> Secrets:
     existing = read_secrets(settings.stack_dir)
-    if existing is not None and existing.jwt:
+    if existing is not None and existing.jwt and existing.postgres_app:
         return existing
     settings.stack_dir.mkdir(parents=True, exist_ok=True)
     if existing is not None:
-        created = msgspec.structs.replace(existing, jwt=secrets.token_urlsafe(32))
+        # Secrets added after the first stacks were made; the others stay.
+        created = msgspec.structs.replace(
+            existing,
+            jwt=existing.jwt or secrets.token_urlsafe(32),
+            postgres_app=existing.postgres_app or secrets.token_urlsafe(18),
+        )
     else:
         created = Secrets(
             postgres=secrets.token_urlsafe(18),
+            postgres_app=secrets.token_urlsafe(18),
             redis=secrets.token_urlsafe(18),
             mqtt_platform=secrets.token_urlsafe(18),
             jwt=secrets.token_urlsafe(32),
@@ -106,7 +121,7 @@ class Postgres:
     def running(self) -> bool:
         return _pid_alive(self.data / "postmaster.pid") is not None
 
-    def up(self, password: str) -> None:
+    def up(self, password: str, app_password: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self._chown(self.root)
         if not (self.data / "PG_VERSION").exists():
@@ -186,6 +201,7 @@ class Postgres:
                     f"postgres did not start: {result.stderr.strip()} (see {self.logfile})"
                 )
         _wait_port(self.settings.pg_port, "postgres")
+        self._create_app_role(password, app_password)
         self._create_database(password)
 
     def _psql(self, password: str, database: str, sql: str) -> str:
@@ -226,6 +242,25 @@ class Postgres:
         if exists != "1":
             self.log(f"postgres: creating database {DB_NAME}")
             self._psql(password, "postgres", f"CREATE DATABASE {DB_NAME}")
+
+    def _create_app_role(self, password: str, app_password: str) -> None:
+        """The platform's login role, cluster-wide (so every database cloned from a
+        template reaches it); its privileges are granted per database by migration
+        0012, which also creates it without a login where no stack did."""
+        if not app_password.replace("-", "").replace("_", "").isalnum():
+            raise StackError("the app role's password must be URL-safe base64")
+        # Both names and the password are ours (a constant, token_urlsafe): no quoting issue.
+        self._psql(
+            password,
+            "postgres",
+            f"""DO $$ BEGIN
+                  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_DB_USER}') THEN
+                      CREATE ROLE {APP_DB_USER};
+                  END IF;
+                  ALTER ROLE {APP_DB_USER} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+                      PASSWORD '{app_password}';
+                END $$""",
+        )
 
     def down(self) -> None:
         if not self.running():
@@ -341,6 +376,8 @@ class Mosquitto:
         self.pid_file = self.root / "mosquitto.pid"
         self.password_file = self.root / "passwords"
         self.acl_file = self.root / "acl"
+        self.platform_password_file = self.root / "platform-passwords"
+        self.platform_acl_file = self.root / "platform-acl"
 
     def running(self) -> bool:
         return _pid_alive(self.pid_file) is not None
@@ -351,10 +388,9 @@ class Mosquitto:
             "# written by `parking stack up`\n"
             f"{user}"
             f"pid_file {self.pid_file}\n"
-            "per_listener_settings false\n"
-            "allow_anonymous false\n"
-            f"password_file {self.password_file}\n"
-            f"acl_file {self.acl_file}\n"
+            # Two listeners with their own accounts: devices on one, the
+            # platform's processes on the other (below).
+            "per_listener_settings true\n"
             "persistence true\n"
             f"persistence_location {self.root}/\n"
             "autosave_interval 30\n"
@@ -377,9 +413,50 @@ class Mosquitto:
             # silently by the broker; 2 MiB covers the fuzz corpus's 1 MB case.
             "max_packet_size 2097152\n"
             "persistent_client_expiration 7d\n"
+            # Devices (and the operators' console). The client id is the
+            # username whatever the client sends: a device cannot take another
+            # client's id, so it can neither resume a gateway's persistent
+            # session (and its queued deliveries) nor disconnect it.
             f"listener {self.settings.mqtt_port} 127.0.0.1\n"
             "protocol mqtt\n"
+            "allow_anonymous false\n"
+            "use_username_as_clientid true\n"
+            f"password_file {self.password_file}\n"
+            f"acl_file {self.acl_file}\n"
+            # The platform's processes, each with its own user; they choose
+            # their client ids (a gateway's is stable, for its session, and API
+            # workers run several publishers). No device account exists here.
+            f"listener {self.settings.mqtt_platform_port} 127.0.0.1\n"
+            "protocol mqtt\n"
+            "allow_anonymous false\n"
+            f"password_file {self.platform_password_file}\n"
+            f"acl_file {self.platform_acl_file}\n"
         )
+
+    def platform_users(self, console_password: str) -> list[broker.BrokerUser]:
+        """The console user and one user per platform process (config.mqtt_identity)."""
+        settings = msgspec.structs.replace(self.settings, mqtt_password=console_password)
+        processes = [mqtt_identity(settings, process) for process in MQTT_PROCESSES]
+        # The console may work under any prefix (tests and simulators use their own).
+        console = broker.BrokerUser(
+            username=settings.mqtt_username,
+            password_hash=broker.hash_password(console_password),
+            grants=(("readwrite", "#"), ("read", "$SYS/#")),
+        )
+        return [
+            console,
+            *(
+                broker.platform_user(name, broker.hash_password(password), settings.topic_prefix)
+                for name, password in processes
+            ),
+        ]
+
+    def write_platform_credentials(self, console_password: str) -> None:
+        """The platform listener's files: from the settings alone, so rewritten at every start."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        users = self.platform_users(console_password)
+        broker.write_atomically(self.platform_password_file, broker.render_password_file(users))
+        broker.write_atomically(self.platform_acl_file, broker.render_acl_file(users))
 
     def write_credentials(self, users: list[broker.BrokerUser]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -395,22 +472,36 @@ class Mosquitto:
     def up(self, platform_password: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "mosquitto.conf"
-        conf.write_text(self._config())
+        wanted = self._config()
+        changed = conf.exists() and conf.read_text() != wanted
+        conf.write_text(wanted)
+        console_password = self.settings.mqtt_password or platform_password
         if not self.password_file.exists():
             user = broker.platform_user(
                 self.settings.mqtt_username,
-                broker.hash_password(platform_password),
+                broker.hash_password(console_password),
                 self.settings.topic_prefix,
             )
             self.write_credentials([user])
+        self.write_platform_credentials(console_password)
+        if self.running() and changed:
+            # Listeners are read only at start; clients reconnect, sessions persist.
+            self.log("mosquitto: configuration changed, restarting")
+            self.down()
         if self.running():
             self.log(f"mosquitto: already running on {self.settings.mqtt_port}")
+            self.reload()
         else:
-            if not _port_free(self.settings.mqtt_port):
-                raise StackError(f"port {self.settings.mqtt_port} is taken by another program")
-            self.log(f"mosquitto: starting on {self.settings.mqtt_port}")
+            for port in (self.settings.mqtt_port, self.settings.mqtt_platform_port):
+                if not _port_free(port):
+                    raise StackError(f"port {port} is taken by another program")
+            self.log(
+                f"mosquitto: starting on {self.settings.mqtt_port} "
+                f"(platform {self.settings.mqtt_platform_port})"
+            )
             subprocess.run([str(self.bins.mosquitto), "-c", str(conf), "-d"], check=True)
         _wait_port(self.settings.mqtt_port, "mosquitto")
+        _wait_port(self.settings.mqtt_platform_port, "mosquitto")
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while self.pid_file.exists() is False and time.monotonic() < deadline:
             time.sleep(0.05)

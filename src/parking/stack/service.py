@@ -6,7 +6,7 @@ import shlex
 import sys
 from collections.abc import Callable
 
-from parking.config import DB_NAME, DB_USER, Settings
+from parking.config import APP_DB_USER, DB_NAME, Settings
 from parking.stack import binaries
 from parking.stack.servers import Mosquitto, Postgres, Redis, ensure_secrets
 
@@ -21,7 +21,7 @@ def up(settings: Settings, log: Log = _stderr) -> None:
     """Start every server (idempotent) and wait until each one answers."""
     bins = binaries.ensure(log=log)
     secret = ensure_secrets(settings)
-    Postgres(settings, bins, log).up(secret.postgres)
+    Postgres(settings, bins, log).up(secret.postgres, secret.postgres_app)
     Redis(settings, bins, log).up(secret.redis)
     Mosquitto(settings, bins, log).up(secret.mqtt_platform)
     log(f"ready: {settings.stack_dir}")
@@ -59,15 +59,18 @@ def env_lines(settings: Settings) -> list[str]:
         "PARKING_PG_PORT": str(settings.pg_port),
         "PARKING_REDIS_PORT": str(settings.redis_port),
         "PARKING_MQTT_PORT": str(settings.mqtt_port),
+        "PARKING_MQTT_PLATFORM_PORT": str(settings.mqtt_platform_port),
+        # The app role: a console that can read everything and cannot edit the
+        # ledger. The owner's URL (migrations) stays in secrets.json.
         "PARKING_DATABASE_URL": settings.database_url,
         "PARKING_REDIS_URL": settings.redis_url,
         "PARKING_MQTT_HOST": settings.mqtt_host,
         # libpq reads these, so a bare `psql` lands in the platform database.
         "PGHOST": "127.0.0.1",
         "PGPORT": str(settings.pg_port),
-        "PGUSER": DB_USER,
+        "PGUSER": APP_DB_USER,
         "PGDATABASE": DB_NAME,
-        "PGPASSWORD": secret.postgres,
+        "PGPASSWORD": secret.postgres_app,
         # redis-cli reads the password from here: `redis-cli -p $PARKING_REDIS_PORT`.
         "REDISCLI_AUTH": secret.redis,
         # For mosquitto_pub/sub: -h $MQTT_HOST -p $MQTT_PORT -u $MQTT_USER -P $MQTT_PASSWORD

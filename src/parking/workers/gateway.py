@@ -38,6 +38,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from parking import config
 from parking.clock import Clock, SystemClock
+from parking.config import mqtt_identity, mqtt_share_group
 from parking.devices.messages import Topics
 from parking.observability import configure_logging
 from parking.occupancy import rebuild, service, store
@@ -502,13 +503,16 @@ class Gateway:
             loop.add_signal_handler(sig, self._stopping.set)
         ingest = await self._prepare()
         self._ingest = ingest
+        username, password = mqtt_identity(self.settings, "gateway")
         adapter = MqttAdapter(
             host=self.settings.mqtt_host,
-            port=self.settings.mqtt_port,
-            username=self.settings.mqtt_username,
-            password=self.settings.mqtt_password,
+            port=self.settings.mqtt_platform_port,
+            username=username,
+            password=password,
             client_id=self.client_id,
-            subscriptions=self.topics.subscriptions(self.share_group),
+            subscriptions=self.topics.subscriptions(
+                mqtt_share_group(self.settings, self.share_group)
+            ),
             loop=loop,
         )
         adapter.start()

@@ -36,6 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from parking import config
 from parking.clock import Clock, SystemClock
+from parking.config import mqtt_identity
 from parking.devices.messages import Topics, Watermark, encode
 from parking.devices.publisher import Publisher
 from parking.observability import configure_logging
@@ -118,11 +119,12 @@ class Persister:
         self.redis = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=10, socket_connect_timeout=5
         )
+        username, password = mqtt_identity(settings, "persister")
         self.publisher = Publisher(
             host=settings.mqtt_host,
-            port=settings.mqtt_port,
-            username=settings.mqtt_username,
-            password=settings.mqtt_password,
+            port=settings.mqtt_platform_port,
+            username=username,
+            password=password,
             role="persister",
         )
         self._conn: asyncpg.Connection | None = None

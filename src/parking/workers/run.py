@@ -20,10 +20,16 @@ from parking.workers.supervisor import Child, supervise
 
 
 async def _prepare(settings: config.Settings) -> None:
+    # The schema is the owner's; everything after it runs as the app role, as
+    # the platform's processes do.
+    owner = await asyncpg.connect(settings.owner_database_url)
+    try:
+        for name in await migrations.migrate(owner):
+            click.echo(f"[run] applied {name}", err=True)
+    finally:
+        await owner.close()
     conn = await asyncpg.connect(settings.database_url)
     try:
-        for name in await migrations.migrate(conn):
-            click.echo(f"[run] applied {name}", err=True)
         if await seeding.is_empty(conn):
             click.echo("[run] seeding the city", err=True)
             counts = await seeding.seed(
@@ -66,7 +72,7 @@ def run() -> None:
         f"  metrics    {base}/metrics\n"
         f"  sandbox    http://127.0.0.1:{settings.sandbox_port}  (payment provider, WeChat v3)\n"
         f"  PostgreSQL 127.0.0.1:{settings.pg_port}   Redis 127.0.0.1:{settings.redis_port}"
-        f"   MQTT 127.0.0.1:{settings.mqtt_port}\n"
+        f"   MQTT 127.0.0.1:{settings.mqtt_port} (platform {settings.mqtt_platform_port})\n"
         '  shell      eval "$(uv run parking stack env)"   then psql, redis-cli, mosquitto_sub\n'
     )
     # The API's WeChat adapter reads the sandbox's merchant.json, so the keys

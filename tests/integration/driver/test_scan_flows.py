@@ -94,7 +94,7 @@ class Commands:
         self.topic = f"{settings.topic_prefix}/lots/{DEMO}/lanes/+/commands"
         self.client.on_message = lambda _c, _u, m: self.received.append((m.topic, m.payload))
         self.client.on_connect = lambda c, *_: c.subscribe(self.topic, qos=1)
-        self.client.connect(settings.mqtt_host, settings.mqtt_port)
+        self.client.connect(settings.mqtt_host, settings.mqtt_platform_port)
         self.client.loop_start()
 
     async def wait_for(self, needle: str, within: float = 10.0) -> tuple[str, bytes]:

@@ -214,8 +214,9 @@ def _drop_session(settings: Settings, client_id: str) -> None:
             "mosquitto_sub",
             "-h",
             settings.mqtt_host,
+            # The gateways' sessions live on the platform listener.
             "-p",
-            str(settings.mqtt_port),
+            str(settings.mqtt_platform_port),
             "-u",
             settings.mqtt_username,
             "-P",

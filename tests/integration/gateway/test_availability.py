@@ -64,7 +64,7 @@ async def test_sign_sees_the_free_count_drop_after_an_entry(pipeline: Pipeline) 
     platform = _client(
         pipeline, f"availability-clear-{pipeline.run}", s.mqtt_username, s.mqtt_password
     )
-    platform.connect(s.mqtt_host, s.mqtt_port)
+    platform.connect(s.mqtt_host, s.mqtt_platform_port)
     platform.loop_start()
     platform.publish(pipeline.topics.availability(DEMO), b"", qos=1, retain=True).wait_for_publish(
         10

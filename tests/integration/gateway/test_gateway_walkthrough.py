@@ -51,12 +51,12 @@ def _watch(pipe: Pipeline, device: Device, topic: str) -> subprocess.Popen[str]:
             s.mqtt_host,
             "-p",
             str(s.mqtt_port),
+            # As the README: the gate's own second connection would take over
+            # its first (the broker makes the client id the username).
             "-u",
-            device.device_id,
+            s.mqtt_username,
             "-P",
-            device.password,
-            "-i",
-            f"{device.device_id}-watch",
+            s.mqtt_password,
             "-V",
             "mqttv5",
             "-q",
