@@ -102,6 +102,33 @@ async def test_m5_when_one_of_two_shared_gateways_dies_nothing_is_lost(
         fleet.stop()
 
 
+async def test_m5_a_dead_gateways_session_stops_taking_a_share_of_the_passages(
+    pipeline: Pipeline,
+) -> None:
+    # Mosquitto keeps an offline persistent session in the shared subscription's
+    # round robin: until the dead gateway's session expires, every other
+    # passage is queued for it. No device re-publishes here, so what went to
+    # the dead session would never arrive.
+    expiry = 2
+    fleet = await make_fleet(pipeline, gates=4, sensors=2, republish_after=NO_REPUBLISH)
+    first = pipeline.gateway("gateway-1", PARKING_GATEWAY_SESSION_EXPIRY=str(expiry)).start()
+    pipeline.gateway("gateway-2", PARKING_GATEWAY_SESSION_EXPIRY=str(expiry)).start()
+    pipeline.persister().start()
+    await connected(pipeline, "gateway-1")
+    await connected(pipeline, "gateway-2")
+    first.kill()
+    # Mosquitto looks at expired sessions about once a second.
+    await asyncio.sleep(expiry + 2.5)
+    fleet.start()
+    try:
+        await asyncio.to_thread(fleet.send, 300)
+        await settle(pipeline, fleet, within=30.0)
+        assert sum(d.republished for d in fleet.devices) == 0
+        await check_invariants(pipeline, fleet)
+    finally:
+        fleet.stop()
+
+
 async def test_m4_a_graceful_broker_restart_loses_nothing(pipeline: Pipeline) -> None:
     fleet = await make_fleet(pipeline, gates=4, sensors=4, republish_after=3.0)
     pipeline.gateway().start()
