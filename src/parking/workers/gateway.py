@@ -434,7 +434,7 @@ class Gateway:
             self._handled += len(items)
             if self._crash_after is not None and self._handled >= self._crash_after:
                 # Test hook (matrix M1): die between the Redis write and the MQTT ack.
-                log.warning("crash_hook", handled=self._handled)
+                log.warning("crash_hook", handled=self._handled, applied=report.applied)
                 os.kill(os.getpid(), signal.SIGKILL)
             adapter.ack(items)
             BATCH_SIZE.observe(len(items))
@@ -444,6 +444,10 @@ class Gateway:
             GAPS.inc(report.gaps)
             if report.dead_lettered:
                 log.info("dead_lettered", reasons=dict(report.dead_reasons))
+            if report.duplicates:
+                # Rare in steady state: a redelivery after a crash, or a device
+                # re-sending what its watermark did not cover yet.
+                log.info("duplicates_recognised", count=report.duplicates)
             self._idle.set()
 
     async def _every(self, period: float, what: str, action: Callable[[], Any]) -> None:
