@@ -3,7 +3,10 @@ from __future__ import annotations
 import asyncio
 import os
 
+import httpx
 import msgspec
+import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from parking import config
@@ -59,13 +62,49 @@ async def test_unknown_route_is_a_404_problem(settings: Settings) -> None:
         assert response.json()["title"] == "Not found"
 
 
+def _from(app: Litestar, address: str) -> httpx.AsyncClient:
+    """A client whose requests reach the app from ``address`` (the ASGI peer)."""
+    transport = httpx.ASGITransport(app=app, client=(address, 40123))
+    return httpx.AsyncClient(transport=transport, base_url="http://api")
+
+
 async def test_metrics_are_prometheus_text_with_request_counts(settings: Settings) -> None:
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    # From the machine itself (the default allowed networks are loopback).
+    async with _from(create_app(settings), "127.0.0.1") as client:
         await client.get("/healthz")
         response = await client.get("/metrics")
         assert response.status_code == 200
         assert "parking_requests_total{" in response.text
         assert 'path="/healthz"' in response.text
+
+
+@pytest.mark.parametrize("address", ["203.0.113.9", "10.1.2.3", "::ffff:8.8.8.8", "testclient"])
+async def test_metrics_are_a_404_to_a_client_outside_the_allowed_networks(
+    settings: Settings, address: str
+) -> None:
+    async with _from(create_app(settings), address) as client:
+        response = await client.get("/metrics")
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "parking_requests_total" not in response.text
+
+
+async def test_metrics_through_a_proxy_on_the_machine_are_a_404(settings: Settings) -> None:
+    # A reverse proxy on the same host connects from loopback; the header says
+    # the request came from outside.
+    async with _from(create_app(settings), "127.0.0.1") as client:
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            response = await client.get("/metrics", headers={header: "203.0.113.9"})
+            assert response.status_code == 404, header
+
+
+async def test_metrics_are_served_to_the_configured_networks_only(settings: Settings) -> None:
+    app = create_app(config.load({**os.environ, "PARKING_METRICS_ALLOW": "10.0.0.0/8, ::1"}))
+    async with _from(app, "10.1.2.3") as scraper, _from(app, "127.0.0.1") as local:
+        assert (await scraper.get("/metrics")).status_code == 200
+        assert (await local.get("/metrics")).status_code == 404
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
+        config.load({**os.environ, "PARKING_METRICS_ALLOW": "everyone"})
 
 
 async def test_openapi_document_lists_the_routes(settings: Settings) -> None:
