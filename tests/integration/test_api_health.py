@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+import sys
 
 import httpx
 import msgspec
@@ -112,3 +115,43 @@ async def test_openapi_document_lists_the_routes(settings: Settings) -> None:
         doc = msgspec.json.decode((await client.get("/schema/openapi.json")).content)
         assert doc["openapi"].startswith("3.1")
         assert {"/healthz", "/readyz"} <= set(doc["paths"])
+
+
+async def test_metrics_over_a_real_listener_follow_the_peer_address(city_db_url: str) -> None:
+    # granian hands the socket's peer to the app: from this machine the default
+    # allow-list (loopback) admits it, a list without loopback does not.
+    for allow, expected in (("127.0.0.1/32,::1/128", 200), ("10.0.0.0/8", 404)):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = {
+            **os.environ,
+            "PARKING_DATABASE_URL": city_db_url,
+            "PARKING_API_HOST": "127.0.0.1",
+            "PARKING_API_PORT": str(port),
+            "PARKING_METRICS_ALLOW": allow,
+        }
+        server = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "parking",
+            "api",
+            "--workers",
+            "1",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                for _ in range(200):
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await client.get("/healthz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+                assert (await client.get("/metrics")).status_code == expected, allow
+                proxied = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+                assert proxied.status_code == 404
+        finally:
+            server.terminate()
+            await asyncio.wait_for(server.wait(), timeout=20)
