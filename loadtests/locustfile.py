@@ -21,7 +21,7 @@ from locust import FastHttpUser, between, task
 SHANGHAI = timezone(timedelta(hours=8))
 
 
-def _token(role: str) -> str:
+def _token(role: str, subject: str) -> str:
     out = subprocess.run(
         [
             sys.executable,
@@ -32,7 +32,7 @@ def _token(role: str) -> str:
             "--role",
             role,
             "--subject",
-            f"load-{role}",
+            subject,
             "--ttl",
             "7200",
         ],
@@ -49,7 +49,10 @@ class Driver(FastHttpUser):
     wait_time = between(0.5, 2)
 
     def on_start(self) -> None:
-        self.headers = {"Authorization": f"Bearer {_token('driver')}"}
+        # One subject per simulated driver: quotes are rate limited per caller
+        # (PARKING_QUOTE_LIMIT_PER_MINUTE), as a real driver's would be.
+        subject = f"load-driver-{random.getrandbits(32):08x}"
+        self.headers = {"Authorization": f"Bearer {_token('driver', subject)}"}
 
     @task(5)
     def quote_at_lot(self) -> None:

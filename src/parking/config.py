@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -76,6 +77,16 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("PARKING_LOG_LEVEL", "info", "debug, info, warning or error"),
     ("PARKING_LOG_FORMAT", "json", "json (production) or console (human)"),
     ("PARKING_CITY_SEED", "20261127", "seed of the synthetic city"),
+    (
+        "PARKING_METRICS_ALLOW",
+        "127.0.0.1/32,::1/128",
+        "client networks (comma-separated) that may read the API's `/metrics`; others get 404",
+    ),
+    (
+        "PARKING_QUOTE_LIMIT_PER_MINUTE",
+        "60",
+        "quotes (`POST /v1/tariffs/quote`) one caller may ask for per minute",
+    ),
 )
 
 DB_NAME = "parking"
@@ -124,6 +135,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str
     log_format: str
     city_seed: int
+    #: networks whose clients may read /metrics (ip_network strings)
+    metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    quote_limit_per_minute: int = 60
 
     @property
     def secrets_path(self) -> Path:
@@ -187,6 +201,17 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         log_level=get("PARKING_LOG_LEVEL"),
         log_format=get("PARKING_LOG_FORMAT"),
         city_seed=int(get("PARKING_CITY_SEED")),
+        metrics_allow=_networks(get("PARKING_METRICS_ALLOW")),
+        quote_limit_per_minute=int(get("PARKING_QUOTE_LIMIT_PER_MINUTE")),
+    )
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    """Comma-separated networks (or single addresses), each checked and normalised."""
+    return tuple(
+        str(ipaddress.ip_network(part.strip(), strict=False))
+        for part in text.split(",")
+        if part.strip()
     )
 
 

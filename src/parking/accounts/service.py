@@ -283,6 +283,15 @@ async def access_denied(redis: aioredis.Redis, jti: str) -> bool:
     return await store.is_denied(redis, jti)
 
 
+async def revoke_access(
+    redis: aioredis.Redis, *, jti: str, expires_at: datetime, now: datetime
+) -> None:
+    """Denylist one access token until it would have expired anyway (a staff token
+    revoked by ``parking tokens revoke``). Every API worker refuses it within 1 s
+    (parking.accounts.denylist); idempotent; raises RedisError when not recorded."""
+    await _deny(redis, [(jti, expires_at - now + _DENY_MARGIN)], now=now)
+
+
 # ------------------------------------------------------------------ account
 
 

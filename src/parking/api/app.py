@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware, DefineMiddleware
@@ -30,9 +32,11 @@ from parking.api.pricing_state import PricerCache
 from parking.api.problems import EXCEPTION_HANDLERS, document_problems
 from parking.auth.tokens import VerifiedTokens
 from parking.config import Settings
+from parking.errors import NotFound
 from parking.observability import configure_logging
 
 access_log = structlog.get_logger("parking.access")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class AccessLog(ASGIMiddleware):
@@ -67,10 +71,37 @@ class AccessLog(ASGIMiddleware):
             )
 
 
+#: Headers a reverse proxy adds: a request carrying one came from outside
+#: through it, whatever the (proxy's loopback) peer address says.
+_FORWARDED: Final = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+
+
+async def _metrics_reader(connection: ASGIConnection[Any, Any, Any, Any], _: Any) -> None:
+    """Only a scraper on an allowed network reads /metrics; anyone else gets a 404.
+
+    The metrics name every route with its traffic and latency and count the
+    refusals; an outsider learns what is busy, what fails and what we run.
+    A 404, not a 403: the endpoint is not there for them.
+    """
+    allowed: tuple[IPNetwork, ...] = connection.app.state.metrics_allow
+    client = connection.scope.get("client")
+    try:
+        peer = ipaddress.ip_address(client[0]) if client else None
+    except ValueError:
+        peer = None
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        peer = peer.ipv4_mapped  # a dual-stack listener's view of an IPv4 client
+    forwarded = any(name.lower() in _FORWARDED for name, _ in connection.scope["headers"])
+    if peer is None or forwarded or not any(peer in network for network in allowed):
+        raise NotFound("no such resource")
+
+
 class Metrics(PrometheusController):
-    """Prometheus text at /metrics; not part of the JSON API's OpenAPI document."""
+    """Prometheus text at /metrics, for allowed client networks only
+    (``PARKING_METRICS_ALLOW``); not part of the JSON API's OpenAPI document."""
 
     include_in_schema = False
+    guards = [_metrics_reader]  # noqa: RUF012 - Litestar reads the class attribute
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -115,6 +146,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "jwt_key": settings.jwt_key,
                 "verified_tokens": VerifiedTokens(settings.jwt_key),
                 "pricer_cache": PricerCache(),
+                "metrics_allow": tuple(ipaddress.ip_network(n) for n in settings.metrics_allow),
             }
         ),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

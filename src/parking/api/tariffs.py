@@ -8,22 +8,23 @@ none; an operator assigns tariffs to its own company's lots only (parking.compan
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import Request, get, post, put
+from litestar import Request, Response, get, post, put
 from litestar.params import FromPath, JSONBody, PathParameter
 
 from parking.api.auth import principal_of, roles
 from parking.api.denied import require_lot, require_tariff
 from parking.api.infra import connection, infra_of
-from parking.auth.model import Role
+from parking.api.rate_limit import RateLimiter, Rule
+from parking.auth.model import Forbidden, Role
 from parking.clock import SystemClock
 from parking.companies import service as companies
 from parking.companies.model import Access
 from parking.errors import InvalidInput
 from parking.pricing import service as pricing
-from parking.tariffs import Quote, quote, tariff_from_dict
+from parking.tariffs import Quote, listed, quote, tariff_from_dict
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 VehicleClassNumber = Annotated[int, msgspec.Meta(ge=1, le=5)]
@@ -54,16 +55,43 @@ class QuoteResponse(msgspec.Struct, frozen=True, kw_only=True):
     quote: Quote | None
 
 
+#: Who may price a tariff document they bring: drafting tariffs is an
+#: operator's work, and a document is the costliest quote to compute (decoded
+#: and validated each time, any unit length). Everyone quotes at a lot.
+DOCUMENT_QUOTERS: Final = frozenset({Role.OPERATOR})
+
+
+def _quote_rules(per_minute: int) -> tuple[Rule, ...]:
+    # Each quote lays a stay's units one by one (up to MAX_STAY): cheap for a
+    # person checking a fee, not for a script asking thousands a second.
+    return (Rule("quote-1m", per_minute, 60),)
+
+
 @post(
     "/v1/tariffs/quote",
     guards=[roles(*HUMANS)],
     tags=["tariffs"],
-    summary="Price a stay: by a tariff document, or at a lot for a plate / vehicle class",
+    summary="Price a stay: at a lot for a plate / vehicle class, or (operators) by a document",
+    description="At most `PARKING_QUOTE_LIMIT_PER_MINUTE` quotes per caller and minute (429 "
+    "beyond, with `Retry-After`). A quote lists at most 200 charges; the rest are summed "
+    "in `quote.omitted_charges`.",
     status_code=200,
 )
 async def quote_stay(
     request: Request[Any, Any, Any], data: JSONBody[QuoteRequest]
-) -> QuoteResponse:
+) -> Response[QuoteResponse]:
+    principal = principal_of(request)
+    infra = infra_of(request.app)
+    limit = await RateLimiter(infra.redis).enforce(
+        [
+            (
+                f"quote:{principal.role.value}:{principal.subject}",
+                _quote_rules(infra.settings.quote_limit_per_minute),
+            )
+        ]
+    )
+    if data.tariff is not None and principal.role not in DOCUMENT_QUOTERS:
+        raise Forbidden("only operators price a tariff document; quote at a lot with `lot_id`")
     if data.exit - data.entry > MAX_STAY:
         # Units are laid one by one; a centuries-long stay would be a cheap way
         # to make the server list millions of charges.
@@ -75,17 +103,19 @@ async def quote_stay(
             raise InvalidInput("`plate` and `vehicle_class` go with `lot_id`, not `tariff`")
         tariff = tariff_from_dict(data.tariff)
         breakdown = quote(tariff, data.entry, data.exit, nev=data.nev)
-        return QuoteResponse(
-            total_fen=breakdown.total_fen,
-            reason="tariff",
-            tariff_id=tariff.id,
-            tariff_version=None,
-            vehicle_class=None,
-            quote=breakdown,
+        return Response(
+            QuoteResponse(
+                total_fen=breakdown.total_fen,
+                reason="tariff",
+                tariff_id=tariff.id,
+                tariff_version=None,
+                vehicle_class=None,
+                quote=listed(breakdown),
+            ),
+            headers=limit.headers,
         )
     if data.nev:
         raise InvalidInput("with `lot_id`, new-energy status comes from the plate")
-    infra = infra_of(request.app)
     pricer = await request.app.state.pricer_cache.get(infra.pool)
     assert data.lot_id is not None
     priced = pricer.price(
@@ -95,13 +125,16 @@ async def quote_stay(
         exit=data.exit,
         vehicle_class=data.vehicle_class,
     )
-    return QuoteResponse(
-        total_fen=priced.fee_fen,
-        reason=priced.reason,
-        tariff_id=priced.tariff_id,
-        tariff_version=priced.tariff_version,
-        vehicle_class=priced.vehicle_class,
-        quote=priced.quote,
+    return Response(
+        QuoteResponse(
+            total_fen=priced.fee_fen,
+            reason=priced.reason,
+            tariff_id=priced.tariff_id,
+            tariff_version=priced.tariff_version,
+            vehicle_class=priced.vehicle_class,
+            quote=listed(priced.quote) if priced.quote is not None else None,
+        ),
+        headers=limit.headers,
     )
 
 

@@ -1,16 +1,18 @@
-"""``parking tokens issue``: access tokens for staff and scripts."""
+"""``parking tokens issue`` / ``revoke``: access tokens for staff and scripts."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import click
+import redis.asyncio as aioredis
 
-from parking import config
+from parking import audit, config
+from parking.accounts import service as accounts
 from parking.auth import tokens
-from parking.auth.model import Role
+from parking.auth.model import STAFF_TOKEN_MAX_TTL, NotAuthenticated, Principal, Role
 from parking.clock import SystemClock
 from parking.companies import service as companies
 
@@ -35,7 +37,13 @@ async def _company_exists(database_url: str, company_id: str) -> bool:
     "--company",
     help="operators only: the operator company whose lots they act on (`parking companies list`)",
 )
-@click.option("--ttl", type=int, default=3600, show_default=True, help="lifetime in seconds")
+@click.option(
+    "--ttl",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help=f"lifetime in seconds (staff roles: at most {int(STAFF_TOKEN_MAX_TTL.total_seconds())})",
+)
 def issue(role: str, subject: str, company: str | None, ttl: int) -> None:
     """Print a signed access token (use it as `Authorization: Bearer <token>`)."""
     settings = config.load()
@@ -45,8 +53,8 @@ def issue(role: str, subject: str, company: str | None, ttl: int) -> None:
         raise click.UsageError("--company is required for an operator, and only for one")
     if company is not None and not asyncio.run(_company_exists(settings.database_url, company)):
         raise click.ClickException(f"no operator company {company!r} (`parking companies list`)")
-    click.echo(
-        tokens.issue(
+    try:
+        token = tokens.issue(
             settings.jwt_key,
             subject=subject,
             role=Role(role),
@@ -54,4 +62,58 @@ def issue(role: str, subject: str, company: str | None, ttl: int) -> None:
             ttl=timedelta(seconds=ttl),
             company=company,
         )
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(token)
+
+
+@tokens_group.command("revoke")
+@click.argument("token")
+@click.option("--reason", default="", help="why (kept in the audit log)")
+def revoke(token: str, reason: str) -> None:
+    """Refuse TOKEN from now on (every API worker, within 1 s) until it expires.
+
+    For a staff or script token that leaked or whose holder left; a driver's
+    login is ended by its own logout.
+    """
+    settings = config.load()
+    now = SystemClock().now()
+    try:
+        principal = tokens.verify(settings.jwt_key, token, now=now)
+    except NotAuthenticated as error:
+        raise click.ClickException(f"nothing to revoke: {error}") from error
+    until = tokens.expires_at(token)
+    asyncio.run(_revoke(settings, principal, until, now, reason))
+    click.echo(
+        f"revoked the {principal.role.value} token {principal.token_id} of "
+        f"{principal.subject} (it would have expired at {until.isoformat()})"
     )
+
+
+async def _revoke(
+    settings: config.Settings, principal: Principal, until: datetime, now: datetime, reason: str
+) -> None:
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        # Denylisted first: a failure to audit must not leave the token working.
+        await accounts.revoke_access(redis, jti=principal.token_id, expires_at=until, now=now)
+    finally:
+        await redis.aclose()
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await audit.record(
+            conn,
+            at=now,
+            actor="cli",
+            role="system",
+            action="token.revoke",
+            target=f"token:{principal.token_id}",
+            details={
+                "subject": principal.subject,
+                "role": principal.role.value,
+                "expires_at": until.isoformat(),
+                "reason": reason,
+            },
+        )
+    finally:
+        await conn.close()

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
+from typing import Final
 
 import msgspec
 
@@ -13,6 +15,15 @@ class Role(StrEnum):
     FINANCE = "finance"
     CITY = "city"
     DEVICE = "device"
+
+
+#: Roles of people who work for the platform (not drivers, not devices).
+STAFF_ROLES: Final = frozenset({Role.OPERATOR, Role.FINANCE, Role.CITY})
+#: Longest lifetime of a staff token: one shift with its handover. A staff
+#: token opens every lot's sessions or the books, and it has no refresh
+#: token to rotate: a longer one is a standing key for whoever copies it.
+#: Tokens are issued and verified against this bound (exp - iat).
+STAFF_TOKEN_MAX_TTL: Final = timedelta(hours=12)
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,11 +17,17 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from parking.auth.model import NotAuthenticated, Principal, Role
+from parking.auth.model import (
+    STAFF_ROLES,
+    STAFF_TOKEN_MAX_TTL,
+    NotAuthenticated,
+    Principal,
+    Role,
+)
 
 ACCESS_AUDIENCE = "changbo-api"
 ISSUER = "changbo"
@@ -41,10 +47,16 @@ def issue(
     audience: str = ACCESS_AUDIENCE,
     company: str | None = None,
 ) -> str:
-    """``company`` is required for an operator (the company they act for), refused
-    for every other role."""
+    """A signed token. ``company`` is required for an operator (the company they act
+    for), refused for every other role; a staff token may not outlive
+    `STAFF_TOKEN_MAX_TTL` (ValueError)."""
     if (role is Role.OPERATOR) != (company is not None):
         raise ValueError("an operator token names its company; no other role's does")
+    if role in STAFF_ROLES and ttl > STAFF_TOKEN_MAX_TTL:
+        raise ValueError(
+            f"a {role.value} token lives at most {_hours(STAFF_TOKEN_MAX_TTL)} h, "
+            f"not {_hours(ttl)} h"
+        )
     claims: dict[str, str | int] = {
         "iss": ISSUER,
         "sub": subject,
@@ -95,6 +107,14 @@ def _checked(
         role = Role(str(claims.get("role")))
     except ValueError as exc:
         raise NotAuthenticated("token has no valid role") from exc
+    if role in STAFF_ROLES and int(claims["exp"]) - int(claims["iat"]) > (
+        STAFF_TOKEN_MAX_TTL.total_seconds()
+    ):
+        # Signed with our key, yet longer than we ever issue: made around the
+        # CLI (or by a leaked key), refused rather than trusted for days.
+        raise NotAuthenticated(
+            f"a {role.value} token may live at most {_hours(STAFF_TOKEN_MAX_TTL)} h"
+        )
     company = claims.get("company")
     if role is Role.OPERATOR:
         # An operator token without its company would be an operator of no lots
@@ -107,6 +127,16 @@ def _checked(
         subject=str(claims["sub"]), role=role, token_id=str(claims["jti"]), company=company
     )
     return principal, valid_from, valid_until
+
+
+def expires_at(token: str) -> datetime:
+    """When a token (already verified) expires, from its ``exp`` claim."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
+
+
+def _hours(ttl: timedelta) -> str:
+    return f"{ttl.total_seconds() / 3600:g}"
 
 
 def _check_times(valid_from: float, valid_until: float, at: float) -> None:

@@ -463,6 +463,17 @@ class PaymentProvider(abc.ABC):
     def notification_reply(self, ok: bool) -> NotificationReply:
         """The exact reply that tells the provider the notification was (not) taken."""
 
+    def rejection_reply(self) -> NotificationReply:
+        """The reply to a notification that is not authentic (bad signature, tampered
+        body, another merchant's): 401 with the provider's failure body.
+
+        WeChat Pay takes any 4xx or 5xx as "not taken"; Alipay reads only the
+        body ("fail"). Not a 5xx: a forgery is the sender's fault, not ours, and
+        a 5xx would page whoever watches the error rate.
+        """
+        _, headers, body = self.notification_reply(False)
+        return NotificationReply(401, headers, body)
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters share a client
         """Release resources the adapter owns (not an injected HTTP client)."""
 

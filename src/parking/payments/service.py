@@ -426,8 +426,9 @@ async def handle_notification(
 ) -> NotificationReply:
     """Verify, record once and apply one provider notification; the exact reply to send back.
 
-    - Not authentic (bad signature, tampered body, foreign merchant): failure,
-      nothing recorded (the provider re-sends; an attacker gets nothing).
+    - Not authentic (bad signature, tampered body, foreign merchant): failure
+      as a 401 (`PaymentProvider.rejection_reply`), nothing recorded (the
+      provider re-sends; an attacker gets nothing).
     - Authentic but outside the replay window (StaleNotification): success
       only if that notification id was processed before (P5), else failure.
     - Authentic: inserted into the inbox and applied in one transaction; a
@@ -454,10 +455,11 @@ async def handle_notification(
             notification_id=exc.notification_id,
             already_processed=seen,
         )
-        return provider.notification_reply(seen)
+        # Not processed before: a replay of an old capture, refused like a forgery.
+        return provider.notification_reply(True) if seen else provider.rejection_reply()
     except NotificationRejected as exc:
         log.warning("notification rejected", provider=provider.name, reason=str(exc))
-        return provider.notification_reply(False)
+        return provider.rejection_reply()
     except WireError as exc:
         # Authentic-looking but undecodable: keep it for a person; answer
         # failure so the provider re-sends (the same bytes: one anomaly).

@@ -5,7 +5,7 @@ price stays with `quote`; `quote_to_json` gives the itemised breakdown.
 """
 
 from parking.tariffs.decode import decode_tariff, tariff_from_dict
-from parking.tariffs.logic import quote, quote_to_json
+from parking.tariffs.logic import MAX_LISTED_CHARGES, listed, quote, quote_to_json
 from parking.tariffs.model import (
     Band,
     Cap,
@@ -13,6 +13,7 @@ from parking.tariffs.model import (
     CycleSum,
     Grace,
     NevPolicy,
+    OmittedCharges,
     Quote,
     QuoteError,
     Segment,
@@ -22,12 +23,14 @@ from parking.tariffs.model import (
 )
 
 __all__ = [
+    "MAX_LISTED_CHARGES",
     "Band",
     "Cap",
     "Charge",
     "CycleSum",
     "Grace",
     "NevPolicy",
+    "OmittedCharges",
     "Quote",
     "QuoteError",
     "Segment",
@@ -35,6 +38,7 @@ __all__ = [
     "TariffError",
     "Tier",
     "decode_tariff",
+    "listed",
     "quote",
     "quote_to_json",
     "tariff_from_dict",

@@ -13,8 +13,8 @@ import msgspec
 
 from parking.money import format_yuan
 from parking.tariffs.decode import decode_tariff
+from parking.tariffs.logic import listed, quote_to_json
 from parking.tariffs.logic import quote as price
-from parking.tariffs.logic import quote_to_json
 from parking.tariffs.model import QuoteError, Tariff, TariffError
 
 # RFC 3339 date-time: seconds are required, the offset is required, and
@@ -116,4 +116,5 @@ def quote(file: Path, entry: datetime, exit_: datetime, *, nev: bool) -> None:
         result = price(document, entry, exit_, nev=nev)
     except QuoteError as error:
         raise click.ClickException(str(error)) from error
-    click.echo(msgspec.json.format(quote_to_json(result), indent=2).decode())
+    # The same cut as the API's (parking.tariffs.MAX_LISTED_CHARGES).
+    click.echo(msgspec.json.format(quote_to_json(listed(result)), indent=2).decode())

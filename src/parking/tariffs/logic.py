@@ -31,6 +31,7 @@ from parking.tariffs.model import (
     Band,
     Charge,
     CycleSum,
+    OmittedCharges,
     Quote,
     QuoteError,
     Segment,
@@ -142,6 +143,38 @@ def quote(tariff: Tariff, entry: datetime, exit: datetime, *, nev: bool) -> Quot
         cycles=tuple(cycles),
         subtotal_fen=subtotal,
         nev_percent=None if policy is None else policy.percent,
+    )
+
+
+#: Charges a quote shown to a person (API, CLI) lists at most. A day at the
+#: finest unit tariffs use (15 min) is 96 charges, so stays up to two days are
+#: listed in full; a stay of months is tens of thousands of units, a response
+#: of megabytes that nobody reads line by line. Beyond this the rest is summed
+#: in `Quote.omitted_charges`; segments and cap cycles still break the money
+#: down by band and by day.
+MAX_LISTED_CHARGES: Final = 200
+
+
+def listed(quote: Quote, limit: int = MAX_LISTED_CHARGES) -> Quote:
+    """``quote`` with at most ``limit`` charges listed and the others summed.
+
+    Totals, segments and cycles are unchanged; the listed charges plus
+    ``omitted_charges.fen`` add up to what all the charges did.
+    """
+    if limit < 1:
+        raise ValueError("a quote lists at least one charge")
+    if len(quote.charges) <= limit:
+        return quote
+    rest = quote.charges[limit:]
+    return msgspec.structs.replace(
+        quote,
+        charges=quote.charges[:limit],
+        omitted_charges=OmittedCharges(
+            count=len(rest),
+            fen=sum(c.fen for c in rest),
+            first_at=rest[0].at,
+            last_at=rest[-1].at,
+        ),
     )
 
 

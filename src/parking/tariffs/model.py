@@ -290,7 +290,17 @@ class CycleSum(msgspec.Struct, frozen=True, kw_only=True):
     fen: Fen
 
 
-class Quote(msgspec.Struct, frozen=True, kw_only=True):
+class OmittedCharges(msgspec.Struct, frozen=True, kw_only=True):
+    """The charges a long quote does not list one by one (see `parking.tariffs.listed`):
+    how many, what they add up to, and when the first and the last started."""
+
+    count: int
+    fen: Fen
+    first_at: datetime
+    last_at: datetime
+
+
+class Quote(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The priced stay, itemised so a driver or auditor can check it line by line.
 
     Times are local to the tariff's zone, each with the zone's UTC offset at
@@ -315,3 +325,5 @@ class Quote(msgspec.Struct, frozen=True, kw_only=True):
     cycles: tuple[CycleSum, ...]
     subtotal_fen: Fen
     nev_percent: int | None
+    #: Set only on a quote cut for display: the charges after the listed ones.
+    omitted_charges: OmittedCharges | None = None

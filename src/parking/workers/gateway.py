@@ -67,10 +67,19 @@ MAX_BATCH: Final = 1000
 #: lane never waits.
 LINGER_MIN: Final = 8
 LINGER_S: Final = 0.002
-#: Our persistent session outlives a restart or a long outage of the gateway
-#: (the broker keeps queueing for it); Mosquitto's persistent_client_expiration
-#: is 7 days as well.
-SESSION_EXPIRY_S: Final = 7 * 24 * 3600
+#: How long the broker keeps our session (and what it queued for it) after we
+#: are gone. Long enough to cover a restart (the supervisor's first restart
+#: comes after 1 s; start-up takes a few seconds): the broker then redelivers
+#: what we had not acked. Short because Mosquitto keeps an offline session in
+#: the shared subscription's round robin: a dead gateway's session goes on
+#: taking its share of every lane's passages, which wait there until it comes
+#: back (with 7 days, half the passages of a two-gateway city would wait for a
+#: gateway that never returns, re-sent by the devices into the same trap; matrix
+#: M5). When the session expires Mosquitto drops what it queued for it (it does
+#: not hand it to the group) and the devices' outboxes re-publish it (60 s by
+#: contract), as after any broker loss. A single gateway down for longer than
+#: this also falls back on the outboxes.
+SESSION_EXPIRY_S: Final = 15
 #: Our own QoS 1 publishes (commands, watermarks) in flight at once; paho
 #: rescans its in-flight list on every PUBACK, so thousands would be slower.
 PUBLISH_INFLIGHT: Final = 100
@@ -132,8 +141,10 @@ class MqttAdapter:
         client_id: str,
         subscriptions: list[str],
         loop: asyncio.AbstractEventLoop,
+        session_expiry: int = SESSION_EXPIRY_S,
     ) -> None:
         self._loop = loop
+        self._session_expiry = session_expiry
         self._subscriptions = subscriptions
         self._host = host
         self._port = port
@@ -209,7 +220,7 @@ class MqttAdapter:
 
     def start(self) -> None:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        properties.SessionExpiryInterval = self._session_expiry
         properties.ReceiveMaximum = RECEIVE_MAXIMUM
         # clean_start=False: paho's default (MQTT_CLEAN_START_FIRST_ONLY) would
         # drop everything the broker queued for us while we were down.
@@ -292,8 +303,10 @@ class Gateway:
         share_group: str,
         clock: Clock,
         crash_after: int | None = None,
+        session_expiry: int = SESSION_EXPIRY_S,
     ) -> None:
         self.settings = settings
+        self.session_expiry = session_expiry
         self.client_id = client_id
         self.share_group = share_group
         self.clock = clock
@@ -422,7 +435,7 @@ class Gateway:
             self._handled += len(items)
             if self._crash_after is not None and self._handled >= self._crash_after:
                 # Test hook (matrix M1): die between the Redis write and the MQTT ack.
-                log.warning("crash_hook", handled=self._handled)
+                log.warning("crash_hook", handled=self._handled, applied=report.applied)
                 os.kill(os.getpid(), signal.SIGKILL)
             adapter.ack(items)
             BATCH_SIZE.observe(len(items))
@@ -432,6 +445,10 @@ class Gateway:
             GAPS.inc(report.gaps)
             if report.dead_lettered:
                 log.info("dead_lettered", reasons=dict(report.dead_reasons))
+            if report.duplicates:
+                # Rare in steady state: a redelivery after a crash, or a device
+                # re-sending what its watermark did not cover yet.
+                log.info("duplicates_recognised", count=report.duplicates)
             self._idle.set()
 
     async def _every(self, period: float, what: str, action: Callable[[], Any]) -> None:
@@ -514,6 +531,7 @@ class Gateway:
                 mqtt_share_group(self.settings, self.share_group)
             ),
             loop=loop,
+            session_expiry=self.session_expiry,
         )
         adapter.start()
         log.info("gateway_started", client_id=self.client_id, share_group=self.share_group)
@@ -577,7 +595,16 @@ class Gateway:
 )
 @click.option("--share-group", default="gateways", show_default=True)
 @click.option("--metrics-port", type=int, default=0, help="serve Prometheus metrics (0: off)")
-def gateway(client_id: str, share_group: str, metrics_port: int) -> None:
+@click.option(
+    "--session-expiry",
+    type=click.IntRange(1, 7 * 24 * 3600),
+    default=SESSION_EXPIRY_S,
+    envvar="PARKING_GATEWAY_SESSION_EXPIRY",
+    show_default=True,
+    help="seconds the broker keeps this gateway's session after it is gone "
+    "(a dead gateway's session takes its share of the traffic until then)",
+)
+def gateway(client_id: str, share_group: str, metrics_port: int, session_expiry: int) -> None:
     """Run the device gateway: MQTT -> occupancy core -> commands (until SIGTERM)."""
     settings = config.load()
     configure_logging(settings.log_level, settings.log_format, process="gateway")
@@ -591,5 +618,6 @@ def gateway(client_id: str, share_group: str, metrics_port: int) -> None:
             share_group=share_group,
             clock=SystemClock(),
             crash_after=int(crash) if crash else None,
+            session_expiry=session_expiry,
         ).run()
     )

@@ -291,16 +291,29 @@ async def pending_entries(redis: aioredis.Redis) -> int:
     return total
 
 
+async def pending_followups(redis: aioredis.Redis) -> int:
+    """Plate-index follow-ups not run yet (a killed gateway's are run by another
+    one after `parking.workers.gateway.FOLLOWUP_GRACE`)."""
+    total = 0
+    for tag in keys.all_lot_tags():
+        total += int(await redis.hlen(keys.followups(tag)))
+    return total
+
+
 async def settle(pipe: Pipeline, fleet: Fleet, *, within: float = 120.0) -> None:
     """Wait until every sent event is stored, watermarked and acknowledged everywhere,
-    re-publishing what the devices' outboxes still hold (the contract's device side)."""
+    and its follow-ups have run, re-publishing what the devices' outboxes still hold
+    (the contract's device side)."""
     expected = sum(fleet.sent.values())
 
     async def done() -> bool:
         fleet.republish_stale()
         stored = await pipe.fetchval("SELECT count(*) FROM device_events")
         return (
-            stored == expected and fleet.unconfirmed == 0 and await pending_entries(pipe.redis) == 0
+            stored == expected
+            and fleet.unconfirmed == 0
+            and await pending_entries(pipe.redis) == 0
+            and await pending_followups(pipe.redis) == 0
         )
 
     try:
@@ -323,7 +336,8 @@ async def settle(pipe: Pipeline, fleet: Fleet, *, within: float = 120.0) -> None
                 missing[device.device_id] = (gone[:10], len(gone), marks, device.watermark)
         raise AssertionError(
             f"stored {stored} of {expected}, unconfirmed {fleet.unconfirmed}, "
-            f"pending {await pending_entries(pipe.redis)}\nmissing {missing}\n{logs}"
+            f"pending {await pending_entries(pipe.redis)}, "
+            f"follow-ups {await pending_followups(pipe.redis)}\nmissing {missing}\n{logs}"
         ) from None
 
 

@@ -244,3 +244,14 @@ def test_notification_replies_say_received_or_retry(harness: Harness) -> None:
         assert 200 <= ok.status < 300
         assert retry.status >= 400
         assert b'"code":"FAIL"' in retry.body
+
+
+def test_a_notification_that_is_not_authentic_is_answered_401_with_the_failure_body(
+    harness: Harness,
+) -> None:
+    rejected = harness.provider.rejection_reply()
+    retry = harness.provider.notification_reply(False)
+    # WeChat Pay reads any 4xx as "not taken", Alipay reads only the body.
+    assert rejected.status == 401
+    assert (rejected.headers, rejected.body) == (retry.headers, retry.body)
+    assert rejected.body != b"success"

@@ -8,7 +8,7 @@ import jwt
 import pytest
 
 from parking.auth import tokens
-from parking.auth.model import NotAuthenticated, Role
+from parking.auth.model import STAFF_TOKEN_MAX_TTL, NotAuthenticated, Role
 
 KEY = "k" * 43
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
@@ -128,3 +128,42 @@ def test_issuing_an_operator_token_needs_a_company_and_only_an_operator_one() ->
         tokens.issue(
             KEY, subject="a", role=Role.CITY, now=NOW, ttl=timedelta(minutes=1), company="gz-urban"
         )
+
+
+@pytest.mark.parametrize("role", [Role.OPERATOR, Role.FINANCE, Role.CITY])
+def test_a_staff_token_is_never_issued_for_longer_than_a_shift(role: Role) -> None:
+    company = "gz-urban" if role is Role.OPERATOR else None
+    longest = tokens.issue(
+        KEY, subject="alice", role=role, now=NOW, ttl=STAFF_TOKEN_MAX_TTL, company=company
+    )
+    assert tokens.verify(KEY, longest, now=NOW).role is role
+    with pytest.raises(ValueError, match="at most 12 h"):
+        tokens.issue(
+            KEY,
+            subject="alice",
+            role=role,
+            now=NOW,
+            ttl=STAFF_TOKEN_MAX_TTL + timedelta(1),
+            company=company,
+        )
+
+
+@pytest.mark.parametrize("role", [Role.OPERATOR, Role.FINANCE, Role.CITY])
+def test_a_staff_token_made_to_live_longer_is_refused_even_with_our_signature(role: Role) -> None:
+    # Signed with the platform's key, but not by `tokens.issue`.
+    claims = jwt.decode(make(), options={"verify_signature": False})
+    claims |= {"role": role.value, "exp": claims["iat"] + 30 * 24 * 3600}
+    forged = jwt.encode(claims, KEY, algorithm="HS256")
+    with pytest.raises(NotAuthenticated, match="at most 12 h"):
+        tokens.verify(KEY, forged, now=NOW)
+    with pytest.raises(NotAuthenticated, match="at most 12 h"):
+        tokens.VerifiedTokens(KEY).verify(forged, now=NOW)
+
+
+def test_the_lifetime_bound_is_for_staff_only() -> None:
+    # A driver's refresh token lives 30 days; a device's token is not a person's.
+    for role, audience in ((Role.DRIVER, "changbo-refresh"), (Role.DEVICE, tokens.ACCESS_AUDIENCE)):
+        token = tokens.issue(
+            KEY, subject="acc-1", role=role, now=NOW, ttl=timedelta(days=30), audience=audience
+        )
+        assert tokens.verify(KEY, token, now=NOW, audience=audience).role is role
