@@ -1486,42 +1486,26 @@ async def approve_dispute(
             )
             await _audit_decision(conn, decided, by=by, remark=remark, now=now, written_off=True)
             return await _dispute_view(conn, decided)
-        in_flight = sum(
-            r.amount_fen for r in await store.refund_requests_in_flight_of_bill(conn, bill.id)
-        )
-        refundable = bill.refundable_fen - in_flight
+        refundable = await _refundable_fen(conn, bill)
         refund = refundable if amount_fen is None else amount_fen
         if refund <= 0:
             raise InvalidAmount(f"a refund must be > 0 fen, got {refund}")
         if refund > refundable:
             raise RefundExceedsAmount(bill.id, refundable_fen=refundable, requested_fen=refund)
-        attempt = (
-            None
-            if bill.payment_ref is None
-            else await store.attempt_by_out_trade_no(conn, bill.payment_ref)
-        )
-        if attempt is None or bill.provider is None:
-            raise Conflict(f"bill {bill.id} was not paid through a payment of this platform")
-        provider = providers.get(bill.provider)
+        attempt = await _paying_attempt(conn, bill)
+        provider = providers.get(attempt.provider)
         if provider is None:
-            raise UnknownProvider(bill.provider)
-        request_id = new_id("rr", now)
-        await store.insert_refund_request(
+            raise UnknownProvider(attempt.provider)
+        request_id = await _approved_refund(
             conn,
-            request_id=request_id,
-            bill_id=bill.id,
-            attempt_id=attempt.id,
-            provider=bill.provider,
-            out_trade_no=attempt.out_trade_no,
-            out_refund_no=logic.out_refund_no(request_id),
+            bill,
+            attempt,
             amount_fen=refund,
-            status=RefundStatus.APPROVED,
             reason=dispute.reason,
             requested_by=dispute.opened_by,
             decided_by=by,
             remark=remark,
             dispute_id=dispute.id,
-            anomaly_id=None,
             now=now,
         )
         decided = await store.decide_dispute(
@@ -2125,6 +2109,64 @@ async def paid_by_deduction(conn: asyncpg.Connection, bill: Bill) -> Deduction |
     return deduction
 
 
+async def _refundable_fen(conn: asyncpg.Connection, bill: Bill) -> int:
+    """What may still be refunded of the bill: its refundable amount less the refunds
+    already approved or in flight."""
+    in_flight = sum(
+        r.amount_fen for r in await store.refund_requests_in_flight_of_bill(conn, bill.id)
+    )
+    return bill.refundable_fen - in_flight
+
+
+async def _paying_attempt(conn: asyncpg.Connection, bill: Bill) -> Attempt:
+    """The attempt whose payment settled the bill (a refund goes back the way it came)."""
+    attempt = (
+        None
+        if bill.payment_ref is None
+        else await store.attempt_by_out_trade_no(conn, bill.payment_ref)
+    )
+    if attempt is None or bill.provider is None:
+        raise Conflict(f"bill {bill.id} was not paid through a payment of this platform")
+    return attempt
+
+
+async def _approved_refund(
+    conn: asyncpg.Connection,
+    bill: Bill,
+    attempt: Attempt,
+    *,
+    amount_fen: int,
+    reason: str,
+    requested_by: str,
+    decided_by: str,
+    remark: str,
+    dispute_id: str | None,
+    now: datetime,
+) -> str:
+    """Record an approved refund request of the bill (its out_refund_no fixed now, so a
+    retried submission is the same refund at the provider); returns its id."""
+    request_id = new_id("rr", now)
+    await store.insert_refund_request(
+        conn,
+        request_id=request_id,
+        bill_id=bill.id,
+        attempt_id=attempt.id,
+        provider=attempt.provider,
+        out_trade_no=attempt.out_trade_no,
+        out_refund_no=logic.out_refund_no(request_id),
+        amount_fen=amount_fen,
+        status=RefundStatus.APPROVED,
+        reason=reason,
+        requested_by=requested_by,
+        decided_by=decided_by,
+        remark=remark,
+        dispute_id=dispute_id,
+        anomaly_id=None,
+        now=now,
+    )
+    return request_id
+
+
 async def request_refund(
     conn: asyncpg.Connection,
     bill_id: str,
@@ -2146,36 +2188,19 @@ async def request_refund(
     refunds in flight cover it).
     """
     bill = await bills.get(conn, bill_id)
-    in_flight = sum(
-        r.amount_fen for r in await store.refund_requests_in_flight_of_bill(conn, bill.id)
-    )
-    amount = bill.refundable_fen - in_flight
+    amount = await _refundable_fen(conn, bill)
     if amount <= 0:
         return None
-    attempt = (
-        None
-        if bill.payment_ref is None
-        else await store.attempt_by_out_trade_no(conn, bill.payment_ref)
-    )
-    if attempt is None or bill.provider is None:
-        raise Conflict(f"bill {bill.id} was not paid through a payment of this platform")
-    request_id = new_id("rr", now)
-    await store.insert_refund_request(
+    request_id = await _approved_refund(
         conn,
-        request_id=request_id,
-        bill_id=bill.id,
-        attempt_id=attempt.id,
-        provider=bill.provider,
-        out_trade_no=attempt.out_trade_no,
-        out_refund_no=logic.out_refund_no(request_id),
+        bill,
+        await _paying_attempt(conn, bill),
         amount_fen=amount,
-        status=RefundStatus.APPROVED,
         reason=reason[:500],
         requested_by=by,
         decided_by=by,
         remark=remark[:2000],
         dispute_id=None,
-        anomaly_id=None,
         now=now,
     )
     await store.audit(
