@@ -11,8 +11,6 @@ import time
 import asyncpg
 from litestar.testing import AsyncTestClient
 
-from parking.accounts.denylist import MAX_LAG_S
-
 Client = AsyncTestClient  # type: ignore[type-arg]
 ROUTE = "/v1/operator/tariffs/suizhou-zone1/versions"
 
@@ -46,14 +44,22 @@ async def test_a_staff_token_longer_than_a_shift_is_not_issued() -> None:
     assert "at most 12 h" in err
 
 
-async def test_a_revoked_staff_token_is_refused_within_a_second_and_the_revocation_audited(
+async def test_a_revoked_staff_token_is_refused_by_the_running_api_and_the_revocation_audited(
     api: Client, city_db_url: str
 ) -> None:
     env = {**os.environ, "PARKING_DATABASE_URL": city_db_url}
     tokens = []
     for subject in ("alice", "carol"):
         code, out, err = await cli(
-            "tokens", "issue", "--role", "operator", "--subject", subject, env=env
+            "tokens",
+            "issue",
+            "--role",
+            "operator",
+            "--subject",
+            subject,
+            "--company",
+            "gz-urban",
+            env=env,
         )
         assert code == 0, err
         tokens.append(out.strip())
@@ -65,7 +71,8 @@ async def test_a_revoked_staff_token_is_refused_within_a_second_and_the_revocati
     revoked = time.monotonic()
     while (answer := await api.get(ROUTE, headers=bearer(alice))).status_code != 401:
         assert answer.status_code == 200, answer.text
-        assert time.monotonic() - revoked < MAX_LAG_S + 0.5
+        # How fast is auth_perf's story (< 1 s across workers); here: it happens.
+        assert time.monotonic() - revoked < 30
         await asyncio.sleep(0.02)
     assert "revoked" in answer.json()["detail"]
     # Only that token: another operator's still works.
