@@ -46,6 +46,7 @@ from parking.devices.messages import Topics
 from parking.errors import Conflict, InvalidInput, NotFound
 from parking.ids import new_id
 from parking.occupancy import keys as occupancy_keys
+from parking.occupancy import lane as lane_text
 from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import store as occupancy_store
 from parking.occupancy.model import CoreNotReady
@@ -55,7 +56,6 @@ from parking.qr import logic as qr_logic
 from parking.qr import service as qr
 from parking.qr.model import QrTarget
 from parking.qr.service import Place
-from parking.sessions import logic as lane_text
 from parking.sessions import service as sessions
 from parking.sessions import store as session_store
 from parking.sessions.model import SessionChange, SessionStatus

@@ -292,3 +292,44 @@ class FollowUp:
         if kind not in ("claim", "release"):
             raise ValueError(f"unknown follow-up {kind!r}")
         return cls(kind, plate, sid, int(at_ms), lot_id, int(made))  # type: ignore[arg-type]
+
+
+# The lane decisions (occupancy/lane.py) and what they return.
+
+
+class HoldReason(StrEnum):
+    UNPLATED = "unplated"  # no plate read: the driver scans the lane QR code
+    UNREADABLE = "unreadable_plate"  # a read that is not a valid plate
+    BLACKLISTED = "blacklisted"
+    ARREARS = "arrears"  # unpaid bills older than the lot allows
+    FULL = "full"
+
+
+EntryMode = Literal["open", "open_any", "hold"]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryDecision:
+    """What an entry lane does, before the core checks capacity.
+
+    ``open`` opens only if the lot has a free space (else the core holds the car
+    with ``display_hold``); ``open_any`` opens even when full (the lot's
+    full_policy is open, or a monthly-pass holder); ``hold`` holds for
+    ``hold_reason``.
+    """
+
+    mode: EntryMode
+    hold_reason: HoldReason | None
+    display_open: str
+    display_hold: str
+    anomalies: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExitDecision:
+    """``exit`` closes the open session and opens the barrier; ``hold`` keeps it closed."""
+
+    mode: Literal["exit", "hold"]
+    hold_reason: HoldReason | None
+    display_hold: str
+    anomalies: tuple[str, ...]

@@ -45,7 +45,7 @@ from parking.devices.messages import (
     StatusTopic,
     Topics,
 )
-from parking.occupancy import keys, logic, store
+from parking.occupancy import keys, lane, logic, store
 from parking.occupancy.model import (
     AckRecord,
     AnomalyKind,
@@ -53,6 +53,7 @@ from parking.occupancy.model import (
     DeviceInfo,
     Directory,
     FollowUp,
+    HoldReason,
     LotInfo,
     OpenSession,
     PassageRecord,
@@ -66,9 +67,7 @@ from parking.occupancy.model import (
 )
 from parking.plates import Plate, PlateError, parse_plate
 from parking.pricing import PricedStay
-from parking.sessions import logic as lane
 from parking.sessions import service as sessions
-from parking.sessions.model import HoldReason
 from parking.tariffs import quote_to_json
 
 log = structlog.get_logger("parking.occupancy")

@@ -15,9 +15,15 @@ from datetime import datetime
 from typing import Final
 
 from parking.money import format_yuan
-from parking.occupancy.model import AnomalyKind, LotInfo, PlateFlags
+from parking.occupancy.model import (
+    AnomalyKind,
+    EntryDecision,
+    ExitDecision,
+    HoldReason,
+    LotInfo,
+    PlateFlags,
+)
 from parking.plates import Plate
-from parking.sessions.model import EntryDecision, ExitDecision, HoldReason
 
 #: ANPR confidence below which a read goes to the review queue (with its image).
 #: Lower lets misreads bill the wrong car unnoticed; higher floods reviewers:
