@@ -87,6 +87,47 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "60",
         "quotes (`POST /v1/tariffs/quote`) one caller may ask for per minute",
     ),
+    (
+        "PARKING_GATEWAY_CLIENT_ID",
+        "gateway-1",
+        "the gateway's MQTT client id: stable across restarts, different for each gateway",
+    ),
+    (
+        "PARKING_GATEWAY_SESSION_EXPIRY",
+        "15",
+        "seconds the broker keeps a gone gateway's session (it takes its share of traffic "
+        "until then)",
+    ),
+    (
+        "PARKING_PERSISTER_CONSUMER",
+        "persister-1",
+        "the persister's consumer name in the streams' group: stable, different for each",
+    ),
+    (
+        "PARKING_PERSISTER_RECLAIM_IDLE_MS",
+        "30000",
+        "a persister claims another's pending entries after they were idle this long",
+    ),
+    (
+        "PARKING_PERSISTER_MAX_DELIVERIES",
+        "5",
+        "an entry still not written after this many deliveries is dead-lettered",
+    ),
+    (
+        "PARKING_RUN_ONLY",
+        "(all)",
+        "`parking run` starts only these children (comma-separated, e.g. `api,sandbox-pay`)",
+    ),
+    (
+        "PARKING_GATEWAY_CRASH_AFTER",
+        "(unset)",
+        "fault-injection tests only: the gateway exits after this many applied events",
+    ),
+    (
+        "PARKING_PERSISTER_CRASH_AFTER",
+        "(unset)",
+        "fault-injection tests only: the persister exits after this many written entries",
+    ),
 )
 
 DB_NAME = "parking"
@@ -138,6 +179,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: networks whose clients may read /metrics (ip_network strings)
     metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     quote_limit_per_minute: int = 60
+    #: WeChat Pay merchant config; the local sandbox's ``merchant.json`` unless set
+    wechatpay_config: Path = Path("sandbox-pay/merchant.json")
+    #: Alipay app config; no Alipay when None (there is no local Alipay sandbox)
+    alipay_config: Path | None = None
+    #: where providers post notifications ("" means the API's own address)
+    notify_base_url: str = ""
+    gateway_client_id: str = "gateway-1"
+    gateway_session_expiry: int = 15
+    persister_consumer: str = "persister-1"
+    persister_reclaim_idle_ms: int = 30_000
+    persister_max_deliveries: int = 5
+    #: children of ``parking run`` to start; empty: all
+    run_only: tuple[str, ...] = ()
+    #: fault injection for tests: exit after this many events (None: never)
+    gateway_crash_after: int | None = None
+    persister_crash_after: int | None = None
 
     @property
     def secrets_path(self) -> Path:
@@ -203,7 +260,25 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         city_seed=int(get("PARKING_CITY_SEED")),
         metrics_allow=_networks(get("PARKING_METRICS_ALLOW")),
         quote_limit_per_minute=int(get("PARKING_QUOTE_LIMIT_PER_MINUTE")),
+        wechatpay_config=Path(
+            env.get("PARKING_WECHATPAY_CONFIG") or stack_dir / "sandbox-pay" / "merchant.json"
+        ),
+        alipay_config=Path(alipay) if (alipay := env.get("PARKING_ALIPAY_CONFIG")) else None,
+        notify_base_url=env.get("PARKING_NOTIFY_BASE_URL")
+        or f"http://{get('PARKING_API_HOST')}:{get('PARKING_API_PORT')}",
+        gateway_client_id=get("PARKING_GATEWAY_CLIENT_ID"),
+        gateway_session_expiry=int(get("PARKING_GATEWAY_SESSION_EXPIRY")),
+        persister_consumer=get("PARKING_PERSISTER_CONSUMER"),
+        persister_reclaim_idle_ms=int(get("PARKING_PERSISTER_RECLAIM_IDLE_MS")),
+        persister_max_deliveries=int(get("PARKING_PERSISTER_MAX_DELIVERIES")),
+        run_only=tuple(n for n in env.get("PARKING_RUN_ONLY", "").split(",") if n.strip()),
+        gateway_crash_after=_count(env.get("PARKING_GATEWAY_CRASH_AFTER")),
+        persister_crash_after=_count(env.get("PARKING_PERSISTER_CRASH_AFTER")),
     )
+
+
+def _count(text: str | None) -> int | None:
+    return int(text) if text else None
 
 
 def _networks(text: str) -> tuple[str, ...]:

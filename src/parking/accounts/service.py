@@ -19,7 +19,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 import asyncpg
 import jwt
@@ -454,12 +454,39 @@ def _plate_held(plate: str) -> PlateHeld:
     )
 
 
+class RevokesMandates(Protocol):
+    """Ends an account's contactless mandates for a plate it stops holding, in the
+    caller's transaction (``parking.payments.contactless.revoke_mandates_of``).
+
+    Passed in by the caller because payments sits above accounts (who holds a plate
+    pays its bills): accounts decides that the holder changes, payments owns mandates.
+    """
+
+    async def __call__(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        plate: str,
+        account_id: str,
+        by: str,
+        role: str,
+        why: str,
+        now: datetime,
+    ) -> list[str]: ...
+
+
 async def unbind_vehicle(
-    conn: asyncpg.Connection, *, account_id: str, plate_raw: str, now: datetime
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    plate_raw: str,
+    now: datetime,
+    revoke_mandates: RevokesMandates,
 ) -> None:
     """Release the account's binding of a plate (caller's transaction; audited).
 
-    A class the driver declared goes with the binding; staff's stays.
+    A class the driver declared goes with the binding; staff's stays; the account's
+    mandates for the plate end with it (``revoke_mandates``).
     """
     plate = parse_plate(plate_raw)
     holder = await store.holder_of(conn, plate.text)
@@ -467,8 +494,14 @@ async def unbind_vehicle(
         raise VehicleNotFound(f"{plate.text} is not bound to your account")
     await store.release_vehicle(conn, holder["id"], "unbound", now)
     dropped = await store.drop_driver_class_override(conn, plate.text, account_id)
-    revoked = await _revoke_mandates(
-        conn, plate.text, account_id, by=account_id, role=Role.DRIVER.value, why="unbound", now=now
+    revoked = await revoke_mandates(
+        conn,
+        plate=plate.text,
+        account_id=account_id,
+        by=account_id,
+        role=Role.DRIVER.value,
+        why="unbound",
+        now=now,
     )
     await store.audit(
         conn,
@@ -595,9 +628,11 @@ async def decide_claim(
     note: str | None,
     by: Principal,
     now: datetime,
+    revoke_mandates: RevokesMandates,
 ) -> OperatorClaimView:
     """Approve (the plate moves to the claimant) or reject a pending claim (caller's
-    transaction; audited). A rejection needs a note the claimant can read."""
+    transaction; audited). A rejection needs a note the claimant can read. The previous
+    holder's mandates for the plate end with an approval (``revoke_mandates``)."""
     if decision is ClaimDecision.REJECT and not note:
         raise InvalidInput("a rejection needs a `note` telling the claimant why")
     row = await store.claim_for_update(conn, claim_id)
@@ -610,10 +645,10 @@ async def decide_claim(
             conn, plate=row["plate"], to=row["claimant_account_id"], claim_id=claim_id, now=now
         )
         if isinstance(loser := details.get("from"), str):
-            details["mandates_revoked"] = await _revoke_mandates(
+            details["mandates_revoked"] = await revoke_mandates(
                 conn,
-                row["plate"],
-                loser,
+                plate=row["plate"],
+                account_id=loser,
                 by=by.subject,
                 role=by.role.value,
                 why=f"lost to claim {claim_id}",
@@ -632,27 +667,6 @@ async def decide_claim(
         details=details | {"note": note},
     )
     return _operator_claim_view(updated)
-
-
-async def _revoke_mandates(
-    conn: asyncpg.Connection,
-    plate: str,
-    account_id: str,
-    *,
-    by: str,
-    role: str,
-    why: str,
-    now: datetime,
-) -> list[str]:
-    """The account's contactless mandates for a plate it stops holding end with the binding,
-    in the same transaction: a mandate is the holder's authorisation, never the plate's."""
-    # parking.payments depends on this package (who holds a plate pays its bills);
-    # importing it here, at call time, keeps that dependency one-way at import.
-    from parking.payments import service as payments
-
-    return await payments.revoke_mandates_of(
-        conn, plate=plate, account_id=account_id, by=by, role=role, why=why, now=now
-    )
 
 
 async def _move_plate(

@@ -31,6 +31,7 @@ from parking.api.infra import lifespan_for
 from parking.api.pricing_state import PricerCache
 from parking.api.problems import EXCEPTION_HANDLERS, document_problems
 from parking.auth.tokens import VerifiedTokens
+from parking.clock import Clock, SystemClock
 from parking.config import Settings
 from parking.errors import NotFound
 from parking.observability import configure_logging
@@ -104,8 +105,11 @@ class Metrics(PrometheusController):
     guards = [_metrics_reader]  # noqa: RUF012 - Litestar reads the class attribute
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Litestar:
+    """The API app; ``clock`` is the one clock every route reads (the system clock by
+    default), on ``app.state.clock`` and ``Infra.clock``."""
     settings = settings or config.load()
+    clock = clock or SystemClock()
     configure_logging(settings.log_level, settings.log_format, process="api")
     prometheus = PrometheusConfig(
         app_name="parking",
@@ -130,7 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     document_problems(handlers)
     return Litestar(
         route_handlers=handlers,
-        lifespan=[lifespan_for(settings)],
+        lifespan=[lifespan_for(settings, clock)],
         middleware=[
             prometheus.middleware,
             AccessLog(),
@@ -143,6 +147,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         state=State(
             {
+                "clock": clock,
                 "jwt_key": settings.jwt_key,
                 "verified_tokens": VerifiedTokens(settings.jwt_key),
                 "pricer_cache": PricerCache(),

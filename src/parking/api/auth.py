@@ -21,11 +21,9 @@ from redis.exceptions import RedisError
 from parking.accounts import service as accounts
 from parking.auth import tokens
 from parking.auth.model import NotAuthenticated, Principal, Role
-from parking.clock import SystemClock
 
 #: Route handlers with ``opt={"public": True}`` need no token (health, login, notifications).
 PUBLIC = "public"
-_clock = SystemClock()
 
 
 def _authorization(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -47,7 +45,7 @@ class BearerAuth(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("a bearer token is required")
         verified: tokens.VerifiedTokens = connection.app.state.verified_tokens
         try:
-            principal = verified.verify(token, now=_clock.now())
+            principal = verified.verify(token, now=connection.app.state.clock.now())
         except NotAuthenticated as exc:
             raise NotAuthorizedException(str(exc)) from exc
         # A token revoked before its expiry (logout, refresh-token reuse) stops

@@ -14,7 +14,6 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 
 from parking.accounts import logic as account_logic
@@ -41,16 +40,14 @@ from parking.api.pagination import (
     decode_cursor,
     page,
 )
-from parking.api.problems import PROBLEM_JSON, Problem
 from parking.api.rate_limit import RateLimiter, Rule
+from parking.api.routing import clock_of, driver_only, operator_only, problem_responses
 from parking.auth.model import Role
-from parking.clock import SystemClock
+from parking.payments import contactless as payment_contactless
 from parking.plates import normalise
 from parking.qr import keys as qr_keys
 from parking.qr import service as qr
 from parking.qr.model import Keyring
-
-_clock = SystemClock()
 
 # ------------------------------------------------------------------ limits
 
@@ -96,23 +93,7 @@ PhotoRef = Annotated[
 ]
 
 
-def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    return {
-        status: ResponseSpec(
-            data_container=Problem,
-            media_type=PROBLEM_JSON,
-            description="RFC 9457 problem details",
-            generate_examples=False,
-        )
-        for status in statuses
-    }
-
-
 # ------------------------------------------------------------------ guards
-
-
-driver_only = [roles(Role.DRIVER)]
-operator_only = [roles(Role.OPERATOR)]
 
 
 def _client(request: Request[Any, Any, Any]) -> str:
@@ -215,7 +196,7 @@ async def issue_tokens(
             pepper=account_logic.code_pepper(infra.settings.jwt_key),
             phone=phone,
             code=data.code,
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
     return Response(issued, headers={**decision.headers, "Cache-Control": "no-store"})
 
@@ -241,7 +222,7 @@ async def refresh_tokens(
             infra.redis,
             key=infra.settings.jwt_key,
             refresh_token=data.refresh_token,
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
     # Raised only now, after the revocation of a reused token's login committed.
     if isinstance(outcome, Exception):
@@ -261,7 +242,9 @@ async def refresh_tokens(
 async def log_out(request: Request[Any, Any, Any]) -> None:
     infra = infra_of(request.app)
     async with connection(infra, transaction=True) as conn:
-        await accounts.log_out(conn, infra.redis, access_token=str(request.auth), now=_clock.now())
+        await accounts.log_out(
+            conn, infra.redis, access_token=str(request.auth), now=clock_of(request).now()
+        )
 
 
 # ------------------------------------------------------------------ account and plates
@@ -361,7 +344,7 @@ async def bind_vehicle(
             plate_raw=data.plate,
             vehicle_class=data.vehicle_class,
             reason=data.reason,
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
     if data.vehicle_class is not None:
         request.app.state.pricer_cache.invalidate()
@@ -381,14 +364,20 @@ async def unbind_vehicle(request: Request[Any, Any, Any], plate: FromPath[str]) 
     me = principal_of(request).subject
     try:
         async with connection(infra, transaction=True) as conn:
-            await accounts.unbind_vehicle(conn, account_id=me, plate_raw=plate, now=_clock.now())
+            await accounts.unbind_vehicle(
+                conn,
+                account_id=me,
+                plate_raw=plate,
+                now=clock_of(request).now(),
+                revoke_mandates=payment_contactless.revoke_mandates_of,
+            )
     except VehicleNotFound:
         await audit_if_held_by_another(
             infra,
             actor=me,
             action="denied:vehicle.unbind",
             plate=normalise(plate),
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
         raise
     request.app.state.pricer_cache.invalidate()
@@ -415,7 +404,7 @@ async def claim_plate(
             plate_raw=plate,
             evidence=data.evidence,
             photo_ref=data.photo_ref,
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
 
 
@@ -477,7 +466,8 @@ async def _decide(
             decision=decision,
             note=note,
             by=principal_of(request),
-            now=_clock.now(),
+            now=clock_of(request).now(),
+            revoke_mandates=payment_contactless.revoke_mandates_of,
         )
     request.app.state.pricer_cache.invalidate()
     return view
@@ -537,7 +527,9 @@ async def resolve_code(
     infra = infra_of(request.app)
     keyring = _keyring(infra)
     async with connection(infra) as conn:
-        return await qr.resolve(conn, keyring=keyring, scanned=data.code, now=_clock.now())
+        return await qr.resolve(
+            conn, keyring=keyring, scanned=data.code, now=clock_of(request).now()
+        )
 
 
 ROUTES = [

@@ -30,10 +30,9 @@ from litestar import Request, post
 from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
 from redis.exceptions import RedisError, ResponseError
 
-from parking.api.drivers import problem_responses
 from parking.api.infra import Infra, connection, infra_of
+from parking.api.routing import clock_of, problem_responses
 from parking.auth.model import Principal, Role
-from parking.clock import SystemClock
 from parking.devices import broker, messages
 from parking.devices.messages import AckTopic, PassageTopic, Rejection, Topics
 from parking.errors import InvalidInput
@@ -43,8 +42,6 @@ from parking.occupancy import service as occupancy
 from parking.occupancy import store as occupancy_store
 from parking.occupancy.model import CoreNotReady, Directory
 from parking.occupancy.service import CoreBusy, Inbound, Ingest
-
-_clock = SystemClock()
 
 #: The MQTT contract's payload limit.
 BODY_MAX: Final = 8 * 1024
@@ -216,12 +213,12 @@ async def _apply(
     ingest = await _ingest_holder(request).get(request, infra)
     for attempt in range(2):
         try:
-            return await ingest.handle([inbound], _clock.now())
+            return await ingest.handle([inbound], clock_of(request).now())
         except CoreNotReady:
             if attempt:
                 break
             async with connection(infra) as conn:
-                await rebuild.ensure_ready(conn, infra.redis, now=_clock.now())
+                await rebuild.ensure_ready(conn, infra.redis, now=clock_of(request).now())
         except ResponseError as exc:
             if attempt or "function" not in str(exc).lower():
                 raise
@@ -264,7 +261,9 @@ async def report_passage(request: Request[Any, Any, Any]) -> GateAnswer:
         raise InvalidInput(f"passage refused: {decoded.reason}")
     assert isinstance(decoded, messages.Passage)
     report = await _apply(
-        request, infra, Inbound(topics.passages(gate.lot_id, gate.lane_id), body, _clock.now())
+        request,
+        infra,
+        Inbound(topics.passages(gate.lot_id, gate.lane_id), body, clock_of(request).now()),
     )
     command_id = f"c-{decoded.device_id}-{decoded.seq}"
     command_topic = topics.commands(gate.lot_id, gate.lane_id)
@@ -322,7 +321,9 @@ async def acknowledge(request: Request[Any, Any, Any]) -> None:
         raise InvalidInput(f"ack refused: {decoded.reason}")
     topics = Topics(infra.settings.topic_prefix)
     await _apply(
-        request, infra, Inbound(topics.command_ack(gate.lot_id, gate.lane_id), body, _clock.now())
+        request,
+        infra,
+        Inbound(topics.command_ack(gate.lot_id, gate.lane_id), body, clock_of(request).now()),
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,10 +15,10 @@ from litestar import Litestar
 
 from parking.accounts import notifier as notifiers
 from parking.accounts.denylist import DenylistMirror
-from parking.clock import SystemClock
+from parking.clock import Clock, SystemClock
 from parking.config import Settings, mqtt_identity
 from parking.devices.publisher import Publisher
-from parking.payments import service as payments
+from parking.payments import providers as payment_providers
 from parking.payments.port import PaymentProvider
 
 
@@ -29,7 +28,9 @@ class Infra:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     publisher: Publisher
-    #: payment provider adapters by name, built once (parking.payments.service.build_providers)
+    #: the app's one clock (``create_app(clock=...)``, also on ``app.state.clock``)
+    clock: Clock = field(default_factory=SystemClock)
+    #: payment provider adapters by name, built once (parking.payments.providers.build_providers)
     providers: dict[str, PaymentProvider] = field(default_factory=dict)
     #: the public URL providers post notifications to ($PARKING_NOTIFY_BASE_URL)
     notify_base_url: str = ""
@@ -73,7 +74,7 @@ async def _session_kept(conn: asyncpg.Connection) -> None:
     """
 
 
-def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
+def lifespan_for(settings: Settings, clock: Clock):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # The pool is created lazily-tolerant: min_size=0 lets the API start (and
@@ -112,12 +113,9 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             pool=pool,
             redis=client,
             publisher=publisher,
-            providers=payments.build_providers(
-                os.environ, settings.stack_dir, http=payments_http, clock=SystemClock()
-            ),
-            notify_base_url=payments.notify_base_url(
-                os.environ, api_host=settings.api_host, api_port=settings.api_port
-            ),
+            clock=clock,
+            providers=payment_providers.build_providers(settings, http=payments_http, clock=clock),
+            notify_base_url=settings.notify_base_url,
             denylist=denied,
             notifier=notifier,
         )

@@ -27,9 +27,8 @@ from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from redis.exceptions import RedisError
 
 from parking import audit as audit_log
-from parking.api.auth import principal_of, roles
+from parking.api.auth import principal_of
 from parking.api.denied import audit_staff_denied, require_lot
-from parking.api.drivers import problem_responses
 from parking.api.infra import connection, infra_of
 from parking.api.pagination import (
     DEFAULT_LIMIT,
@@ -38,8 +37,7 @@ from parking.api.pagination import (
     decode_cursor,
     page,
 )
-from parking.auth.model import Role
-from parking.clock import SystemClock
+from parking.api.routing import clock_of, operator_only, problem_responses, staff_readers
 from parking.companies import service as companies
 from parking.companies.model import Access, BlacklistEntryNotFound, LotNotFound, Verdict
 from parking.devices import service as devices
@@ -50,7 +48,7 @@ from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import service as occupancy
 from parking.occupancy import store as occupancy_store
 from parking.occupancy.model import AnomalyKind, CoreNotReady
-from parking.payments import service as payments
+from parking.payments import decisions
 from parking.plates import normalise
 from parking.pricing.model import PricingError
 from parking.sessions import service as sessions
@@ -58,10 +56,7 @@ from parking.sessions.model import SessionChange, SessionStatus
 from parking.tariffs import quote_to_json
 
 log = structlog.get_logger("parking.api.operators")
-_clock = SystemClock()
-operator_only = [roles(Role.OPERATOR)]
 #: the GET routes: operators see their company's lots, the city every lot
-staff_readers = [roles(Role.OPERATOR, Role.CITY)]
 BODY_MAX: Final = 8 * 1024
 _RETRY_AFTER_S: Final = "5"
 
@@ -202,7 +197,7 @@ async def list_lots(
     responses=problem_responses(400, 401, 403, 409, 413),
 )
 async def create_lot(request: Request[Any, Any, Any], data: JSONBody[NewLot]) -> LotView:
-    now = _clock.now()
+    now = clock_of(request).now()
     async with connection(infra_of(request.app), transaction=True) as conn:
         try:
             row = await conn.fetchrow(
@@ -251,7 +246,7 @@ async def change_lot(
     request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[LotChange]
 ) -> LotView:
     """Gateways take the new capacity and full policy up at their next directory refresh."""
-    now = _clock.now()
+    now = clock_of(request).now()
     changes = {k: v for k, v in msgspec.to_builtins(data).items() if v is not None}
     async with connection(infra_of(request.app), transaction=True) as conn:
         await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "lot.change")
@@ -323,7 +318,7 @@ async def _lot_in_scope(
         lot_id,
         access=access,
         action=action,
-        now=_clock.now(),
+        now=clock_of(request).now(),
     )
 
 
@@ -358,7 +353,7 @@ async def list_lanes(
 async def add_lane(
     request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[NewLane]
 ) -> LaneView:
-    now = _clock.now()
+    now = clock_of(request).now()
     async with connection(infra_of(request.app), transaction=True) as conn:
         await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "lane.add")
         try:
@@ -420,7 +415,7 @@ async def list_spaces(
 async def add_space(
     request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[NewSpace]
 ) -> SpaceView:
-    now = _clock.now()
+    now = clock_of(request).now()
     async with connection(infra_of(request.app), transaction=True) as conn:
         await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "space.add")
         try:
@@ -512,7 +507,7 @@ async def add_device(request: Request[Any, Any, Any], data: JSONBody[NewDevice])
             action="device.added",
             target=f"device:{made.device_id}",
             details={"lot_id": made.lot_id, "lane_id": made.lane_id, "space_id": made.space_id},
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
     return made
 
@@ -532,7 +527,7 @@ async def _device_in_scope(
         who,
         action="device.revoke",
         target=f"device:{device_id}",
-        now=_clock.now(),
+        now=clock_of(request).now(),
     )
     raise DeviceNotFound(f"device {device_id!r} does not exist")
 
@@ -547,7 +542,7 @@ async def _device_in_scope(
 )
 async def revoke_device(request: Request[Any, Any, Any], device_id: FromPath[IdentParam]) -> Device:
     infra = infra_of(request.app)
-    now = _clock.now()
+    now = clock_of(request).now()
     async with connection(infra) as conn:
         await _device_in_scope(request, conn, device_id)
         device = await devices.revoke_device(
@@ -599,7 +594,11 @@ async def _blacklist_entry_in_scope(
     if await companies.blacklist_verdict(conn, who, plate) is not Verdict.FOREIGN:
         return
     await audit_staff_denied(
-        infra_of(request.app), who, action=action, target=f"plate:{plate}", now=_clock.now()
+        infra_of(request.app),
+        who,
+        action=action,
+        target=f"plate:{plate}",
+        now=clock_of(request).now(),
     )
     raise BlacklistEntryNotFound(f"{plate} is on the blacklist of another company")
 
@@ -634,7 +633,7 @@ async def blacklist_plate(
             action="blacklist.added",
             target=f"plate:{text}",
             details={"reason": data.reason},
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
     held = await _flag(infra.redis, text, data.reason)
     return BlacklistEntry(plate=text, reason=data.reason, held_now=held)
@@ -665,7 +664,7 @@ async def unblacklist_plate(
                 action="blacklist.removed",
                 target=f"plate:{text}",
                 details={"reason": removed},
-                now=_clock.now(),
+                now=clock_of(request).now(),
             )
     cleared = await _flag(infra.redis, text, None)
     return BlacklistEntry(plate=text, reason=None, held_now=not cleared)
@@ -1003,7 +1002,7 @@ async def _anomaly_in_scope(
         who,
         action="anomaly.resolve",
         target=f"anomaly:{anomaly['id']}",
-        now=_clock.now(),
+        now=clock_of(request).now(),
     )
     raise AnomalyNotFound(f"anomaly {anomaly['id']} does not exist")
 
@@ -1024,7 +1023,7 @@ async def resolve_anomaly(
 ) -> AnomalyView:
     """A missed exit or a void of an open session also ends it in the live core (the lot's
     count, the plate's city-wide entry); the audit line says what the core did."""
-    now = _clock.now()
+    now = clock_of(request).now()
     async with connection(infra_of(request.app), transaction=True) as conn:
         anomaly = await conn.fetchrow(
             f"SELECT {_ANOMALY_COLUMNS} FROM anomalies WHERE id = $1 FOR UPDATE",  # noqa: S608
@@ -1056,7 +1055,7 @@ async def resolve_anomaly(
     # (a provider never waits on our transaction); what fails here the sweeper sends.
     if refunds := effect.get("money", {}).get("refunds"):
         infra = infra_of(request.app)
-        await payments.submit_refunds(
+        await decisions.submit_refunds(
             infra.pool, infra.providers, refunds, notify_base_url=infra.notify_base_url, now=now
         )
     return _anomaly(row)

@@ -22,20 +22,22 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from litestar import MediaType, Request, Response, get, post
 from litestar.exceptions import ServiceUnavailableException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 
-from parking.api.auth import principal_of, roles
+from parking.api.auth import principal_of
 from parking.api.denied import audit_denied
 from parking.api.infra import Infra, connection, infra_of
-from parking.api.problems import PROBLEM_JSON, Problem, domain_exception_handler
-from parking.auth.model import Role
+from parking.api.problems import PROBLEM_JSON, domain_exception_handler
+from parking.api.routing import clock_of, driver_only, finance_only, problem_responses
 from parking.bills import service as bills
 from parking.bills.model import UnknownBill
-from parking.clock import SystemClock
 from parking.errors import InvalidInput, NotFound, ParkingError
-from parking.payments import logic
-from parking.payments import service as payments
+from parking.payments import anomalies as payment_anomalies
+from parking.payments import disputes as payment_disputes
+from parking.payments import idempotency as payment_idempotency
+from parking.payments import logic, refunds
+from parking.payments import notifications as payment_notifications
+from parking.payments import pay as pay_flow
 from parking.payments.model import (
     Anomaly,
     AnomalyRefund,
@@ -51,8 +53,6 @@ from parking.payments.model import (
 )
 from parking.payments.port import PaymentProvider, ProviderUnavailable
 from parking.plates import normalise
-
-_clock = SystemClock()
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 PAY_ENDPOINT: Final = "POST /v1/bills/pay"
@@ -79,18 +79,6 @@ IdempotencyKeyHeader = Annotated[
         "the driver means to make; retries reuse it",
     ),
 ]
-
-
-def _problems(*statuses: int) -> dict[int, ResponseSpec]:
-    return {
-        status: ResponseSpec(
-            data_container=Problem,
-            media_type=PROBLEM_JSON,
-            description="RFC 9457 problem details",
-            generate_examples=False,
-        )
-        for status in statuses
-    }
 
 
 def _provider(infra: Infra, name: str) -> PaymentProvider:
@@ -121,12 +109,12 @@ async def provider_notification(
         raise NotFound(f"no payment provider {provider!r}")
     # The raw bytes: they are what the provider signed.
     body = await request.body()
-    reply = await payments.handle_notification(
+    reply = await payment_notifications.handle_notification(
         infra.pool,
         adapter,
         dict(request.headers.items()),
         body,
-        _clock.now(),
+        clock_of(request).now(),
         refund_notify_url=logic.notify_url(infra.notify_base_url, adapter.name),
     )
     headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-type"}
@@ -151,7 +139,7 @@ async def _audit_denied_bill(infra: Infra, *, actor: str, action: str, bill_id: 
         except UnknownBill:
             return
         await audit_denied(
-            conn, actor=actor, action=action, target=f"bill:{bill_id}", now=_clock.now()
+            conn, actor=actor, action=action, target=f"bill:{bill_id}", now=infra.clock.now()
         )
 
 
@@ -189,12 +177,12 @@ def _replay(stored: StoredResponse) -> Response[bytes]:
 
 @post(
     "/v1/bills/pay",
-    guards=[roles(Role.DRIVER)],
+    guards=driver_only,
     tags=["bills"],
     summary="Pay my open bills: one provider order (its code_url is the QR code)",
     status_code=201,
     request_max_body_size=BODY_MAX,
-    responses=_problems(400, 401, 403, 404, 409, 413, 422, 502, 503),
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 502, 503),
 )
 async def pay_bills(
     request: Request[Any, Any, Any],
@@ -205,10 +193,10 @@ async def pay_bills(
     infra = infra_of(request.app)
     plate = None if data.plate is None else normalise(data.plate)
     payer = Payer(account_id=principal_of(request).subject, plate=plate)
-    now = _clock.now()
+    now = clock_of(request).now()
     canonical = PayRequest(bill_ids=sorted(set(data.bill_ids)), provider=data.provider, plate=plate)
     async with connection(infra) as conn:
-        claim = await payments.claim_idempotency_key(
+        claim = await payment_idempotency.claim_idempotency_key(
             conn,
             scope=payer.scope,
             key=key,
@@ -220,7 +208,7 @@ async def pay_bills(
         return _replay(claim.response)
     try:
         provider = _provider(infra, data.provider)
-        view = await payments.pay(
+        view = await pay_flow.pay(
             infra.pool,
             provider,
             bill_ids=canonical.bill_ids,
@@ -259,7 +247,7 @@ async def _complete(
     infra: Infra, payer: Payer, key: str, status: int, body: bytes, now: datetime
 ) -> None:
     async with connection(infra) as conn:
-        await payments.complete_idempotency_key(
+        await payment_idempotency.complete_idempotency_key(
             conn,
             scope=payer.scope,
             key=key,
@@ -270,21 +258,21 @@ async def _complete(
 
 async def _release(infra: Infra, payer: Payer, key: str) -> None:
     async with connection(infra) as conn:
-        await payments.release_idempotency_key(conn, scope=payer.scope, key=key)
+        await payment_idempotency.release_idempotency_key(conn, scope=payer.scope, key=key)
 
 
 @get(
     "/v1/payments/{payment_id:str}",
-    guards=[roles(Role.DRIVER)],
+    guards=driver_only,
     tags=["bills"],
     summary="One of my payments (poll it after showing the QR code)",
-    responses=_problems(400, 401, 403, 404),
+    responses=problem_responses(400, 401, 403, 404),
 )
 async def my_payment(request: Request[Any, Any, Any], payment_id: PaymentIdParam) -> PaymentView:
     account_id = principal_of(request).subject
     async with connection(infra_of(request.app)) as conn:
         try:
-            return await payments.payment(conn, payment_id, payer=Payer(account_id=account_id))
+            return await pay_flow.payment(conn, payment_id, payer=Payer(account_id=account_id))
         except UnknownAttempt:
             if await conn.fetchval("SELECT true FROM payment_attempts WHERE id = $1", payment_id):
                 await audit_denied(
@@ -292,19 +280,19 @@ async def my_payment(request: Request[Any, Any, Any], payment_id: PaymentIdParam
                     actor=account_id,
                     action="denied:payment",
                     target=f"payment:{payment_id}",
-                    now=_clock.now(),
+                    now=clock_of(request).now(),
                 )
             raise
 
 
 @post(
     "/v1/bills/{bill_id:str}/dispute",
-    guards=[roles(Role.DRIVER)],
+    guards=driver_only,
     tags=["bills"],
     summary="Dispute one of my bills, with a reason",
     status_code=201,
     request_max_body_size=BODY_MAX,
-    responses=_problems(400, 401, 403, 404, 409, 413),
+    responses=problem_responses(400, 401, 403, 404, 409, 413),
 )
 async def dispute_bill(
     request: Request[Any, Any, Any], bill_id: BillIdParam, data: JSONBody[DisputeRequest]
@@ -313,8 +301,12 @@ async def dispute_bill(
     account_id = principal_of(request).subject
     try:
         async with connection(infra, transaction=True) as conn:
-            return await payments.open_dispute(
-                conn, bill_id, account_id=account_id, reason=data.reason, now=_clock.now()
+            return await payment_disputes.open_dispute(
+                conn,
+                bill_id,
+                account_id=account_id,
+                reason=data.reason,
+                now=clock_of(request).now(),
             )
     except UnknownBill:
         await _audit_denied_bill(infra, actor=account_id, action="denied:dispute", bill_id=bill_id)
@@ -334,15 +326,12 @@ class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     remark: Remark
 
 
-_finance = [roles(Role.FINANCE)]
-
-
 @get(
     "/v1/finance/disputes",
-    guards=_finance,
+    guards=finance_only,
     tags=["finance"],
     summary="Disputes, oldest first (open ones by default)",
-    responses=_problems(400, 401, 403),
+    responses=problem_responses(400, 401, 403),
 )
 async def list_disputes(
     request: Request[Any, Any, Any],
@@ -350,25 +339,25 @@ async def list_disputes(
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
 ) -> list[DisputeView]:
     async with connection(infra_of(request.app)) as conn:
-        return await payments.disputes(
+        return await payment_disputes.disputes(
             conn, status=None if status == "all" else DisputeStatus(status), limit=limit
         )
 
 
 @post(
     "/v1/finance/disputes/{dispute_id:str}/approve",
-    guards=_finance,
+    guards=finance_only,
     tags=["finance"],
     summary="Uphold a dispute: refund (full or partial) through the provider, or write off",
     status_code=200,
     request_max_body_size=BODY_MAX,
-    responses=_problems(400, 401, 403, 404, 409, 413, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
 )
 async def approve_dispute(
     request: Request[Any, Any, Any], dispute_id: DisputeIdParam, data: JSONBody[ApproveRequest]
 ) -> DisputeView:
     infra = infra_of(request.app)
-    return await payments.approve_dispute(
+    return await payment_disputes.approve_dispute(
         infra.pool,
         infra.providers,
         dispute_id,
@@ -376,34 +365,38 @@ async def approve_dispute(
         remark=data.remark,
         amount_fen=data.amount_fen,
         notify_base_url=infra.notify_base_url,
-        now=_clock.now(),
+        now=clock_of(request).now(),
     )
 
 
 @post(
     "/v1/finance/disputes/{dispute_id:str}/reject",
-    guards=_finance,
+    guards=finance_only,
     tags=["finance"],
     summary="Reject a dispute, with a remark",
     status_code=200,
     request_max_body_size=BODY_MAX,
-    responses=_problems(400, 401, 403, 404, 409, 413),
+    responses=problem_responses(400, 401, 403, 404, 409, 413),
 )
 async def reject_dispute(
     request: Request[Any, Any, Any], dispute_id: DisputeIdParam, data: JSONBody[DecisionRequest]
 ) -> DisputeView:
     async with connection(infra_of(request.app), transaction=True) as conn:
-        return await payments.reject_dispute(
-            conn, dispute_id, by=principal_of(request).subject, remark=data.remark, now=_clock.now()
+        return await payment_disputes.reject_dispute(
+            conn,
+            dispute_id,
+            by=principal_of(request).subject,
+            remark=data.remark,
+            now=clock_of(request).now(),
         )
 
 
 @get(
     "/v1/finance/payment-anomalies",
-    guards=_finance,
+    guards=finance_only,
     tags=["finance"],
     summary="What providers reported that could not simply be applied, newest first",
-    responses=_problems(400, 401, 403),
+    responses=problem_responses(400, 401, 403),
 )
 async def list_payment_anomalies(
     request: Request[Any, Any, Any],
@@ -411,50 +404,54 @@ async def list_payment_anomalies(
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
 ) -> list[Anomaly]:
     async with connection(infra_of(request.app)) as conn:
-        return await payments.anomalies(
+        return await payment_anomalies.anomalies(
             conn, status=None if status == "all" else AnomalyStatus(status), limit=limit
         )
 
 
 @post(
     "/v1/finance/payment-anomalies/{anomaly_id:str}/resolve",
-    guards=_finance,
+    guards=finance_only,
     tags=["finance"],
     summary="Mark an anomaly resolved, with a remark",
     status_code=200,
     request_max_body_size=BODY_MAX,
-    responses=_problems(400, 401, 403, 404, 413),
+    responses=problem_responses(400, 401, 403, 404, 413),
 )
 async def resolve_payment_anomaly(
     request: Request[Any, Any, Any], anomaly_id: AnomalyIdParam, data: JSONBody[DecisionRequest]
 ) -> Anomaly:
     async with connection(infra_of(request.app), transaction=True) as conn:
-        return await payments.resolve_anomaly(
-            conn, anomaly_id, by=principal_of(request).subject, remark=data.remark, now=_clock.now()
+        return await payment_anomalies.resolve_anomaly(
+            conn,
+            anomaly_id,
+            by=principal_of(request).subject,
+            remark=data.remark,
+            now=clock_of(request).now(),
         )
 
 
 @post(
     "/v1/finance/payment-anomalies/{anomaly_id:str}/refund",
-    guards=_finance,
+    guards=finance_only,
     tags=["finance"],
     summary="Refund through the provider the money an anomaly holds in suspense, with a remark",
     status_code=200,
     request_max_body_size=BODY_MAX,
-    responses=_problems(400, 401, 403, 404, 409, 413),
+    responses=problem_responses(400, 401, 403, 404, 409, 413),
 )
 async def refund_payment_anomaly(
     request: Request[Any, Any, Any], anomaly_id: AnomalyIdParam, data: JSONBody[DecisionRequest]
 ) -> AnomalyRefund:
     infra = infra_of(request.app)
-    return await payments.refund_anomaly(
+    return await refunds.refund_anomaly(
         infra.pool,
         infra.providers,
         anomaly_id,
         by=principal_of(request).subject,
         remark=data.remark,
         notify_base_url=infra.notify_base_url,
-        now=_clock.now(),
+        now=clock_of(request).now(),
     )
 
 

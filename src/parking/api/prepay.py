@@ -27,17 +27,15 @@ from litestar.params import JSONBody, PathParameter
 from redis.exceptions import RedisError
 
 from parking.accounts import service as accounts
-from parking.api.auth import principal_of, roles
+from parking.api.auth import principal_of
 from parking.api.denied import audit_denied
-from parking.api.drivers import problem_responses
 from parking.api.infra import connection, infra_of
 from parking.api.rate_limit import RateLimiter, Rule
+from parking.api.routing import clock_of, driver_only, problem_responses
 from parking.api.scans import NoOpenSession, WrongCode, scan_place
-from parking.auth.model import Role
 from parking.bills import logic as bills_logic
 from parking.bills import service as bills
 from parking.bills.model import BillKind, BillStatus
-from parking.clock import SystemClock
 from parking.errors import Conflict, NotFound
 from parking.occupancy import store as occupancy_store
 from parking.occupancy.logic import to_ms
@@ -46,7 +44,6 @@ from parking.pricing import Pricer
 from parking.tariffs import quote_to_json
 
 log = structlog.get_logger("parking.api")
-_clock = SystemClock()
 
 SessionIdParam = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 #: The route takes no body; anything sent is refused before it is read.
@@ -84,7 +81,7 @@ class SessionEnded(Conflict):
 
 @post(
     "/v1/me/sessions/{session_id:str}/prepay",
-    guards=[roles(Role.DRIVER)],
+    guards=driver_only,
     tags=["sessions"],
     summary="Pay in the lot before the exit: bill the stay up to now, then leave free "
     "within the exit window",
@@ -99,7 +96,7 @@ async def prepay(request: Request[Any, Any, Any], session_id: SessionIdParam) ->
     (``POST /v1/scans/lot``)."""
     infra = infra_of(request.app)
     me = principal_of(request).subject
-    now = _clock.now()
+    now = clock_of(request).now()
     async with connection(infra) as conn:
         row = await conn.fetchrow(
             "SELECT account_id, plate, entry_at FROM sessions WHERE id = $1", session_id
@@ -131,7 +128,7 @@ class LotScanRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 @post(
     "/v1/scans/lot",
-    guards=[roles(Role.DRIVER)],
+    guards=driver_only,
     tags=["scans"],
     summary="In a lot: scan its code and type a plate to pay that car's stay before "
     "leaving (场内缴费), any plate, this lot only",
@@ -160,7 +157,7 @@ async def scan_lot(request: Request[Any, Any, Any], data: JSONBody[LotScanReques
         )
     if session_id is None:
         raise NoOpenSession(f"{plate} has no open session in {place.lot_name}")
-    return await _prepay(request, session_id, me, _clock.now())
+    return await _prepay(request, session_id, me, clock_of(request).now())
 
 
 async def _prepay(

@@ -17,20 +17,17 @@ import msgspec
 from litestar import Request, delete, post, put
 from litestar.params import FromPath, JSONBody
 
-from parking.api.auth import principal_of, roles
+from parking.api.auth import principal_of
 from parking.api.denied import require_group, require_lots, require_pass
 from parking.api.infra import connection, infra_of
-from parking.auth.model import Role
-from parking.clock import SystemClock
+from parking.api.routing import clock_of, operator_only
 from parking.ids import new_id
 from parking.pricing import service as pricing
 
-_clock = SystemClock()
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 LotId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-operator_only = [roles(Role.OPERATOR)]
 
 
 class ExemptionBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -60,7 +57,11 @@ async def put_plate_exemption(
 ) -> Exemption:
     async with connection(infra_of(request.app), transaction=True) as conn:
         text = await pricing.set_plate_exemption(
-            conn, plate=plate, reason=data.reason, by=principal_of(request), now=_clock.now()
+            conn,
+            plate=plate,
+            reason=data.reason,
+            by=principal_of(request),
+            now=clock_of(request).now(),
         )
     request.app.state.pricer_cache.invalidate()
     return Exemption(plate=text, reason=data.reason)
@@ -70,7 +71,7 @@ async def put_plate_exemption(
 async def delete_plate_exemption(request: Request[Any, Any, Any], plate: FromPath[str]) -> None:
     async with connection(infra_of(request.app), transaction=True) as conn:
         await pricing.remove_plate_exemption(
-            conn, plate=plate, by=principal_of(request), now=_clock.now()
+            conn, plate=plate, by=principal_of(request), now=clock_of(request).now()
         )
     request.app.state.pricer_cache.invalidate()
 
@@ -86,7 +87,11 @@ async def put_kind_exemption(
 ) -> None:
     async with connection(infra_of(request.app), transaction=True) as conn:
         await pricing.set_kind_exemption(
-            conn, kind=kind, reason=data.reason, by=principal_of(request), now=_clock.now()
+            conn,
+            kind=kind,
+            reason=data.reason,
+            by=principal_of(request),
+            now=clock_of(request).now(),
         )
     request.app.state.pricer_cache.invalidate()
 
@@ -95,7 +100,7 @@ async def put_kind_exemption(
 async def delete_kind_exemption(request: Request[Any, Any, Any], kind: FromPath[str]) -> None:
     async with connection(infra_of(request.app), transaction=True) as conn:
         await pricing.remove_kind_exemption(
-            conn, kind=kind, by=principal_of(request), now=_clock.now()
+            conn, kind=kind, by=principal_of(request), now=clock_of(request).now()
         )
     request.app.state.pricer_cache.invalidate()
 
@@ -109,7 +114,7 @@ async def delete_kind_exemption(request: Request[Any, Any, Any], kind: FromPath[
 async def put_lot_group(
     request: Request[Any, Any, Any], group_id: FromPath[Slug], data: JSONBody[LotGroupBody]
 ) -> None:
-    infra, who, now = infra_of(request.app), principal_of(request), _clock.now()
+    infra, who, now = infra_of(request.app), principal_of(request), clock_of(request).now()
     async with connection(infra, transaction=True) as conn:
         # The group's lots as they are (its owner's) and as they will be (the caller's).
         await require_group(infra, conn, who, group_id, action="lot_group.set", now=now)
@@ -128,14 +133,14 @@ async def put_lot_group(
             name=data.name,
             lots=list(data.lots),
             by=principal_of(request),
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
     request.app.state.pricer_cache.invalidate()
 
 
 @post("/v1/operator/passes", guards=operator_only, tags=["operator"], status_code=201)
 async def post_pass(request: Request[Any, Any, Any], data: JSONBody[PassBody]) -> pricing.PassView:
-    now = _clock.now()
+    now = clock_of(request).now()
     infra, who = infra_of(request.app), principal_of(request)
     async with connection(infra, transaction=True) as conn:
         await require_group(infra, conn, who, data.group_id, action="pass.issue", now=now)
@@ -155,7 +160,7 @@ async def post_pass(request: Request[Any, Any, Any], data: JSONBody[PassBody]) -
 
 @delete("/v1/operator/passes/{pass_id:str}", guards=operator_only, tags=["operator"])
 async def delete_pass(request: Request[Any, Any, Any], pass_id: FromPath[str]) -> None:
-    infra, who, now = infra_of(request.app), principal_of(request), _clock.now()
+    infra, who, now = infra_of(request.app), principal_of(request), clock_of(request).now()
     async with connection(infra, transaction=True) as conn:
         await require_pass(infra, conn, who, pass_id, action="pass.revoke", now=now)
         await pricing.revoke_pass(conn, pass_id=pass_id, by=who, now=now)

@@ -35,13 +35,12 @@ from litestar import Request, post
 from litestar.params import JSONBody
 
 from parking.accounts import service as accounts
-from parking.api.auth import principal_of, roles
+from parking.api.auth import principal_of
 from parking.api.denied import audit_if_held_by_another
-from parking.api.drivers import _keyring, problem_responses
+from parking.api.drivers import _keyring
 from parking.api.infra import Infra, connection, infra_of
-from parking.auth.model import Role
+from parking.api.routing import clock_of, driver_only, problem_responses
 from parking.bills import service as bills
-from parking.clock import SystemClock
 from parking.devices.messages import Topics
 from parking.errors import Conflict, InvalidInput, NotFound
 from parking.ids import new_id
@@ -61,8 +60,6 @@ from parking.sessions import store as session_store
 from parking.sessions.model import SessionChange, SessionStatus
 from parking.tariffs import quote_to_json
 
-_clock = SystemClock()
-driver_only = [roles(Role.DRIVER)]
 BODY_MAX: Final = 2 * 1024
 
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
@@ -130,7 +127,7 @@ _places: dict[QrTarget, tuple[float, Place]] = {}
 
 async def scan_place(infra: Infra, code: str) -> Place:
     """What a scanned code points at; the signature is checked on every scan."""
-    token = qr_logic.verify(code, keyring=_keyring(infra), now=_clock.now())
+    token = qr_logic.verify(code, keyring=_keyring(infra), now=infra.clock.now())
     cached = _places.get(token.target)
     if cached is not None and time.monotonic() - cached[0] < _PLACE_TTL_S:
         return cached[1]
@@ -217,7 +214,7 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
     place = await scan_place(infra, data.code)
     if place.kind != "lane" or place.direction != "in" or place.lane_id is None:
         raise WrongCode("this is not an entry lane code")
-    now = _clock.now()
+    now = clock_of(request).now()
     sid = new_id("s", now)
     outcome, value = await _let_in(infra, place, account_id, sid, now)
     if outcome == "exists":
@@ -282,7 +279,7 @@ async def scan_exit(request: Request[Any, Any, Any], data: JSONBody[ScanRequest]
     place = await scan_place(infra, data.code)
     if place.kind != "lane" or place.direction != "out" or place.lane_id is None:
         raise WrongCode("this is not an exit lane code")
-    now = _clock.now()
+    now = clock_of(request).now()
     pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
     async with connection(infra, transaction=True) as conn:
         row = await conn.fetchrow(
@@ -363,10 +360,14 @@ async def scan_space(
         bound = await accounts.my_plates(conn, account_id, plate=plate, verified=False)
     if not bound:
         await audit_if_held_by_another(
-            infra, actor=account_id, action="denied:scan.space", plate=plate, now=_clock.now()
+            infra,
+            actor=account_id,
+            action="denied:scan.space",
+            plate=plate,
+            now=clock_of(request).now(),
         )
         raise NotFound(f"plate {plate} is not bound to your account")
-    now = _clock.now()
+    now = clock_of(request).now()
     entry = now
     state = await occupancy_store.lot_spaces(infra.redis, place.lot_id)
     sensed = state.get(place.space_id)

@@ -29,9 +29,8 @@ from redis.exceptions import RedisError
 
 from parking.accounts import service as accounts
 from parking.accounts.model import Binding
-from parking.api.auth import principal_of, roles
+from parking.api.auth import principal_of
 from parking.api.denied import audit_denied
-from parking.api.drivers import problem_responses
 from parking.api.infra import Infra, connection, infra_of
 from parking.api.pagination import (
     DEFAULT_LIMIT,
@@ -42,23 +41,19 @@ from parking.api.pagination import (
     encode_cursor,
 )
 from parking.api.rate_limit import RateLimiter, Rule
-from parking.auth.model import Role
+from parking.api.routing import clock_of, driver_only, problem_responses
 from parking.bills import service as bills
 from parking.bills.model import Bill, UnknownBill
-from parking.clock import SHANGHAI, SystemClock
+from parking.clock import SHANGHAI
 from parking.errors import NotFound
 from parking.occupancy import keys as occupancy_keys
 from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import store as occupancy_store
-from parking.payments import service as payments
+from parking.payments import contactless as payment_contactless
 from parking.payments.model import UnknownProvider
 from parking.plates import normalise
 from parking.pricing import Pricer
 from parking.pricing.model import PricingError
-
-_clock = SystemClock()
-
-driver_only = [roles(Role.DRIVER)]
 
 BODY_MAX: Final = 2 * 1024
 
@@ -365,7 +360,7 @@ async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
             open_now = await _recorded_open(infra, plates)
             source = dict.fromkeys(open_now, "record")
     pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
-    now = _clock.now()
+    now = clock_of(request).now()
     items = [
         quote_now(
             pricer,
@@ -497,7 +492,7 @@ async def session_history(
 async def my_bills(request: Request[Any, Any, Any]) -> MyBills:
     """Bills of my account, and bills of the plates I hold verified that closed since I
     bound them: arrears follow the plate (the same rule as paying them,
-    ``payments.service``). A plate's older bills: ``GET /v1/plates/{plate}/bills``."""
+    ``parking.payments.pay``). A plate's older bills: ``GET /v1/plates/{plate}/bills``."""
     account_id = principal_of(request).subject
     async with connection(infra_of(request.app)) as conn:
         owed = {b.id: b for b in await bills.open_bills(conn, account_id=account_id)}
@@ -534,7 +529,7 @@ async def receipt(request: Request[Any, Any, Any], bill_id: BillIdParam) -> Rece
                     actor=account_id,
                     action="denied:receipt",
                     target=f"bill:{bill_id}",
-                    now=_clock.now(),
+                    now=clock_of(request).now(),
                 )
             raise NotFound(f"no receipt {bill_id}")
         if bill.paid_at is None or bill.provider is None or bill.payment_ref is None:
@@ -597,7 +592,11 @@ async def _own_plate(infra: Infra, account_id: str, raw: str, action: str) -> st
     async with connection(infra) as conn:
         if not await accounts.my_plates(conn, account_id, plate=plate, verified=False):
             await audit_denied(
-                conn, actor=account_id, action=action, target=f"plate:{plate}", now=_clock.now()
+                conn,
+                actor=account_id,
+                action=action,
+                target=f"plate:{plate}",
+                now=infra.clock.now(),
             )
             raise NotFound(f"plate {plate} is not bound to your account")
     return plate
@@ -623,19 +622,23 @@ async def enable_contactless(
     provider = infra.providers.get(data.provider)
     if provider is None:
         raise UnknownProvider(data.provider)
-    mandate = await payments.enable_mandate(
+    mandate = await payment_contactless.enable_mandate(
         infra.pool,
         provider,
         plate=text,
         payer_id=data.payer_id,
         account_id=account_id,
         by=account_id,
-        now=_clock.now(),
+        now=clock_of(request).now(),
         plate_color=data.plate_color,
     )
     async with connection(infra, transaction=True) as conn:
         await accounts.confirm_plate(
-            conn, account_id=account_id, plate=text, provider=provider.name, now=_clock.now()
+            conn,
+            account_id=account_id,
+            plate=text,
+            provider=provider.name,
+            now=clock_of(request).now(),
         )
     return MandateView(
         id=mandate.id,
@@ -664,8 +667,8 @@ async def disable_contactless(
     names = [provider] if provider is not None else sorted(infra.providers)
     async with connection(infra, transaction=True) as conn:
         for name in names:
-            await payments.disable_mandate(
-                conn, provider=name, plate=text, by=account_id, now=_clock.now()
+            await payment_contactless.disable_mandate(
+                conn, provider=name, plate=text, by=account_id, now=clock_of(request).now()
             )
 
 

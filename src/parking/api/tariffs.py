@@ -18,8 +18,8 @@ from parking.api.auth import principal_of, roles
 from parking.api.denied import require_lot, require_tariff
 from parking.api.infra import connection, infra_of
 from parking.api.rate_limit import RateLimiter, Rule
+from parking.api.routing import clock_of, operator_only
 from parking.auth.model import Forbidden, Role
-from parking.clock import SystemClock
 from parking.companies import service as companies
 from parking.companies.model import Access
 from parking.errors import InvalidInput
@@ -28,7 +28,6 @@ from parking.tariffs import Quote, listed, quote, tariff_from_dict
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 VehicleClassNumber = Annotated[int, msgspec.Meta(ge=1, le=5)]
-_clock = SystemClock()
 MAX_STAY = timedelta(days=400)
 
 HUMANS = (Role.DRIVER, Role.OPERATOR, Role.FINANCE, Role.CITY)
@@ -157,7 +156,7 @@ def _document_bytes(document: dict[str, Any]) -> bytes:
     return msgspec.json.encode(document)
 
 
-@post("/v1/operator/tariffs", guards=[roles(Role.OPERATOR)], tags=["operator"], status_code=201)
+@post("/v1/operator/tariffs", guards=operator_only, tags=["operator"], status_code=201)
 async def create_tariff(
     request: Request[Any, Any, Any], data: JSONBody[NewTariff]
 ) -> pricing.TariffVersionView:
@@ -169,7 +168,7 @@ async def create_tariff(
             document=_document_bytes(data.document),
             effective_from=data.effective_from,
             by=principal_of(request),
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
         await companies.own_tariff(conn, principal_of(request), view.tariff_id)
     request.app.state.pricer_cache.invalidate()
@@ -178,7 +177,7 @@ async def create_tariff(
 
 @post(
     "/v1/operator/tariffs/{tariff_id:str}/versions",
-    guards=[roles(Role.OPERATOR)],
+    guards=operator_only,
     tags=["operator"],
     status_code=201,
 )
@@ -187,7 +186,7 @@ async def add_tariff_version(
 ) -> pricing.TariffVersionView:
     """Add the next version; it takes effect at ``effective_from`` (never in the past)."""
     infra = infra_of(request.app)
-    now = _clock.now()
+    now = clock_of(request).now()
     async with connection(infra, transaction=True) as conn:
         await require_tariff(
             infra,
@@ -204,7 +203,7 @@ async def add_tariff_version(
             document=_document_bytes(data.document),
             effective_from=data.effective_from,
             by=principal_of(request),
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
     request.app.state.pricer_cache.invalidate()
     return view
@@ -227,14 +226,14 @@ async def list_tariff_versions(
             tariff_id,
             access=Access.READ,
             action="tariff.read",
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
         return await pricing.versions(conn, tariff_id)
 
 
 @put(
     "/v1/operator/lots/{lot_id:str}/tariffs/{vehicle_class:int}",
-    guards=[roles(Role.OPERATOR)],
+    guards=operator_only,
     tags=["operator"],
     status_code=204,
 )
@@ -246,7 +245,7 @@ async def assign_lot_tariff(
 ) -> None:
     """Price this vehicle class at this lot by the tariff from now on (audited)."""
     infra = infra_of(request.app)
-    who, now = principal_of(request), _clock.now()
+    who, now = principal_of(request), clock_of(request).now()
     async with connection(infra, transaction=True) as conn:
         await require_lot(
             infra, conn, who, lot_id, access=Access.CHANGE, action="lot.tariff", now=now
@@ -260,7 +259,7 @@ async def assign_lot_tariff(
             vehicle_class=vehicle_class,
             tariff_id=data.tariff_id,
             by=principal_of(request),
-            now=_clock.now(),
+            now=clock_of(request).now(),
         )
     request.app.state.pricer_cache.invalidate()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from datetime import timedelta
 
@@ -18,7 +17,9 @@ from parking.clock import SystemClock
 from parking.errors import ParkingError
 from parking.money import format_yuan
 from parking.observability import configure_logging
-from parking.payments import service, sweeper
+from parking.payments import anomalies as payment_anomalies
+from parking.payments import providers as payment_providers
+from parking.payments import sweeper
 from parking.payments.model import Anomaly, AnomalyStatus, SweepReport
 
 
@@ -33,12 +34,8 @@ async def _sweep(*, once: bool, interval: float, stuck_after: float) -> SweepRep
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
     try:
         async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as http:
-            providers = service.build_providers(
-                os.environ, settings.stack_dir, http=http, clock=clock
-            )
-            base = service.notify_base_url(
-                os.environ, api_host=settings.api_host, api_port=settings.api_port
-            )
+            providers = payment_providers.build_providers(settings, http=http, clock=clock)
+            base = settings.notify_base_url
             if once:
                 return await sweeper.sweep_once(
                     pool,
@@ -98,7 +95,7 @@ def anomalies() -> None:
 async def _anomalies(status: AnomalyStatus | None, limit: int) -> list[Anomaly]:
     conn = await asyncpg.connect(config.load().database_url)
     try:
-        return await service.anomalies(conn, status=status, limit=limit)
+        return await payment_anomalies.anomalies(conn, status=status, limit=limit)
     finally:
         await conn.close()
 
@@ -131,7 +128,7 @@ async def _resolve(anomaly_id: str, by: str, remark: str) -> Anomaly:
     conn = await asyncpg.connect(config.load().database_url)
     try:
         async with conn.transaction():
-            return await service.resolve_anomaly(
+            return await payment_anomalies.resolve_anomaly(
                 conn, anomaly_id, by=by, remark=remark, now=SystemClock().now()
             )
     finally:

@@ -40,7 +40,10 @@ import msgspec
 import structlog
 
 from parking.clock import Clock
-from parking.payments import logic, service
+from parking.payments import contactless as payment_contactless
+from parking.payments import idempotency as payment_idempotency
+from parking.payments import logic, notifications
+from parking.payments import refunds as payment_refunds
 from parking.payments.model import (
     Attempt,
     AttemptKind,
@@ -109,19 +112,19 @@ async def _sweep_attempt(
     if attempt.status is not AttemptStatus.PENDING:
         # A failed deduction whose request timed out: was the money taken after all?
         if status is not None and status.state in (OrderState.PAID, OrderState.REFUNDED):
-            await service.settle_from_status(
+            await notifications.settle_from_status(
                 pool, provider, status, now=now, refund_notify_url=refund_notify
             )
             report.settled += 1
         elif status is None or status.state in (OrderState.CLOSED, OrderState.FAILED):
-            await service.stop_recheck(pool, attempt.id, now=now)
+            await notifications.stop_recheck(pool, attempt.id, now=now)
         else:
             report.still_pending += 1
         return
     decision = logic.sweep_decision(attempt, status, now)
     match decision:
         case logic.Settle(status=paid):
-            await service.settle_from_status(
+            await notifications.settle_from_status(
                 pool, provider, paid, now=now, refund_notify_url=refund_notify
             )
             report.settled += 1
@@ -134,12 +137,12 @@ async def _sweep_attempt(
                     log.info("close refused", out_trade_no=attempt.out_trade_no, error=str(exc))
                     report.still_pending += 1
                     return
-            if await service.end_attempt(
+            if await notifications.end_attempt(
                 pool, attempt.id, AttemptStatus.EXPIRED, reason=reason, now=now
             ):
                 report.expired += 1
         case logic.Fail(reason=reason):
-            if await service.end_attempt(
+            if await notifications.end_attempt(
                 pool, attempt.id, AttemptStatus.FAILED, reason=reason, now=now
             ):
                 report.failed += 1
@@ -162,8 +165,8 @@ async def sweep_once(
     Safe to run concurrently and again.
     """
     report = SweepReport()
-    report.keys_pruned = await service.prune_idempotency_keys(pool, now=now)
-    attempts = await service.claim_for_sweep(
+    report.keys_pruned = await payment_idempotency.prune_idempotency_keys(pool, now=now)
+    attempts = await payment_contactless.claim_for_sweep(
         pool,
         created_before=now - stuck_after,
         swept_before=now - requery_after,
@@ -191,7 +194,7 @@ async def sweep_once(
             # (nor the refunds below); its lease brings it back next sweep.
             log.exception("sweeping an attempt failed", out_trade_no=attempt.out_trade_no)
             report.errors += 1
-    for request in await service.refund_requests_to_sweep(
+    for request in await payment_refunds.refund_requests_to_sweep(
         pool, updated_before=now - requery_after, limit=limit
     ):
         provider = providers.get(request.provider)
@@ -202,8 +205,8 @@ async def sweep_once(
             None if notify_base_url is None else logic.notify_url(notify_base_url, provider.name)
         )
         try:
-            await service.touch_refund_request(pool, request.id, now=now)
-            result = await service.submit_refund(
+            await payment_refunds.touch_refund_request(pool, request.id, now=now)
+            result = await payment_refunds.submit_refund(
                 pool, provider, request.id, notify_url=notify, now=now
             )
         except ProviderError as exc:
@@ -218,7 +221,7 @@ async def sweep_once(
             # sweep goes on to the others.
             log.exception("sweeping a refund failed", out_refund_no=request.out_refund_no)
             report.errors += 1
-            await service.note_refund_error(pool, request.id, f"sweep: {exc!r}", now=now)
+            await payment_refunds.note_refund_error(pool, request.id, f"sweep: {exc!r}", now=now)
             continue
         if result is RefundStatus.REFUNDED:
             report.refunds_completed += 1

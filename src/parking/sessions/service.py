@@ -15,7 +15,7 @@ from parking.accounts import service as accounts
 from parking.bills import logic as bills_logic
 from parking.bills import service as bills
 from parking.bills.model import BillKind, BillStatus, IllegalBillTransition
-from parking.payments import service as payments
+from parking.payments import decisions
 from parking.plates import PlateError, normalise
 from parking.sessions import store
 from parking.sessions.model import SessionChange, SessionMoney, SessionStatus, SessionView
@@ -157,8 +157,8 @@ async def void_bills(
 
     Unpaid bills are written off (bills.write_off posts the ledger's write_off);
     paid ones are refunded in full through the provider that took the money
-    (payments.request_refund: an approved refund request, sent by the caller
-    after the commit with ``payments.submit_refunds``, else by the sweeper).
+    (decisions.request_refund: an approved refund request, sent by the caller
+    after the commit with ``decisions.submit_refunds``, else by the sweeper).
     A bill with a payment in flight refuses the void (IllegalBillTransition,
     409) until the payment has ended. In the caller's transaction; idempotent
     (written-off bills and refunds already asked are left as they are).
@@ -177,7 +177,7 @@ async def void_bills(
                 await bills.write_off(conn, bill.id, actor=actor, remark=why, now=now)
                 written_off.append(bill.id)
             continue
-        request_id = await payments.request_refund(
+        request_id = await decisions.request_refund(
             conn, bill.id, reason="停车记录作废", by=by, role="operator", remark=why, now=now
         )
         if request_id is not None:
@@ -218,10 +218,10 @@ async def rebill_plate(
         if bill.plate == right:
             continue  # billed to the right plate already (a rebill, a retried decision)
         if bill.paid_at is not None:
-            deduction = await payments.paid_by_deduction(conn, bill)
+            deduction = await decisions.paid_by_deduction(conn, bill)
             if deduction is not None:
                 kept = bill.refundable_fen
-                request_id = await payments.request_refund(
+                request_id = await decisions.request_refund(
                     conn,
                     bill.id,
                     reason="车牌识别错误",

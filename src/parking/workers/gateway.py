@@ -588,8 +588,8 @@ class Gateway:
 @click.command()
 @click.option(
     "--client-id",
-    default=lambda: os.environ.get("PARKING_GATEWAY_CLIENT_ID", "gateway-1"),
-    show_default="gateway-1",
+    default=lambda: config.load().gateway_client_id,
+    show_default="$PARKING_GATEWAY_CLIENT_ID or gateway-1",
     help="MQTT client id; stable across restarts (it names the persistent session), "
     "different for each gateway",
 )
@@ -598,9 +598,8 @@ class Gateway:
 @click.option(
     "--session-expiry",
     type=click.IntRange(1, 7 * 24 * 3600),
-    default=SESSION_EXPIRY_S,
-    envvar="PARKING_GATEWAY_SESSION_EXPIRY",
-    show_default=True,
+    default=lambda: config.load().gateway_session_expiry,
+    show_default=f"$PARKING_GATEWAY_SESSION_EXPIRY or {SESSION_EXPIRY_S}",
     help="seconds the broker keeps this gateway's session after it is gone "
     "(a dead gateway's session takes its share of the traffic until then)",
 )
@@ -610,14 +609,13 @@ def gateway(client_id: str, share_group: str, metrics_port: int, session_expiry:
     configure_logging(settings.log_level, settings.log_format, process="gateway")
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
-    crash = os.environ.get("PARKING_GATEWAY_CRASH_AFTER")
     asyncio.run(
         Gateway(
             settings,
             client_id=client_id,
             share_group=share_group,
             clock=SystemClock(),
-            crash_after=int(crash) if crash else None,
+            crash_after=settings.gateway_crash_after,
             session_expiry=session_expiry,
         ).run()
     )

@@ -43,7 +43,8 @@ from parking.observability import configure_logging
 from parking.occupancy import keys, service, store
 from parking.occupancy.logic import StreamEntry
 from parking.occupancy.model import AnomalyKind
-from parking.payments import service as payments
+from parking.payments import contactless as payment_contactless
+from parking.payments import providers as payment_providers
 from parking.payments.port import PaymentProvider
 
 log = structlog.get_logger("parking.persister")
@@ -430,23 +431,23 @@ class Persister:
 @click.command()
 @click.option(
     "--consumer",
-    default=lambda: os.environ.get("PARKING_PERSISTER_CONSUMER", "persister-1"),
-    show_default="persister-1",
+    default=lambda: config.load().persister_consumer,
+    show_default="$PARKING_PERSISTER_CONSUMER or persister-1",
     help="consumer name in the streams' group; stable across restarts (a restarted "
     "persister writes its own pending entries first), different for each persister",
 )
 @click.option(
     "--reclaim-idle-ms",
     type=int,
-    default=lambda: int(os.environ.get("PARKING_PERSISTER_RECLAIM_IDLE_MS", RECLAIM_IDLE_MS)),
-    show_default=str(RECLAIM_IDLE_MS),
+    default=lambda: config.load().persister_reclaim_idle_ms,
+    show_default=f"$PARKING_PERSISTER_RECLAIM_IDLE_MS or {RECLAIM_IDLE_MS}",
     help="claim another persister's pending entries after they were idle this long",
 )
 @click.option(
     "--max-deliveries",
     type=int,
-    default=lambda: int(os.environ.get("PARKING_PERSISTER_MAX_DELIVERIES", MAX_DELIVERIES)),
-    show_default=str(MAX_DELIVERIES),
+    default=lambda: config.load().persister_max_deliveries,
+    show_default=f"$PARKING_PERSISTER_MAX_DELIVERIES or {MAX_DELIVERIES}",
     help="dead-letter an entry that still cannot be written after this many deliveries",
 )
 @click.option("--metrics-port", type=int, default=0, help="serve Prometheus metrics (0: off)")
@@ -456,20 +457,15 @@ def persister(consumer: str, reclaim_idle_ms: int, max_deliveries: int, metrics_
     configure_logging(settings.log_level, settings.log_format, process="persister")
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
-    crash = os.environ.get("PARKING_PERSISTER_CRASH_AFTER")
 
     async def main() -> None:
         clock = SystemClock()
         async with httpx.AsyncClient(timeout=10) as http:
             hook = ContactlessHook(
                 settings,
-                providers=payments.build_providers(
-                    os.environ, settings.stack_dir, http=http, clock=clock
-                ),
+                providers=payment_providers.build_providers(settings, http=http, clock=clock),
                 clock=clock,
-                notify_base_url=payments.notify_base_url(
-                    os.environ, api_host=settings.api_host, api_port=settings.api_port
-                ),
+                notify_base_url=settings.notify_base_url,
             )
             try:
                 await Persister(
@@ -478,7 +474,7 @@ def persister(consumer: str, reclaim_idle_ms: int, max_deliveries: int, metrics_
                     clock=clock,
                     reclaim_idle_ms=reclaim_idle_ms,
                     max_deliveries=max_deliveries,
-                    crash_after=int(crash) if crash else None,
+                    crash_after=settings.persister_crash_after,
                     contactless=hook,
                 ).run()
             finally:
@@ -536,7 +532,7 @@ class ContactlessHook:
                     # never deducted before an operator confirmed it.
                     log.info("contactless_skipped_for_review", bill_id=bill_id)
                     continue
-                await payments.on_bill_opened(
+                await payment_contactless.on_bill_opened(
                     self._pool,
                     self.providers,
                     bill_id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 
 import asyncpg
@@ -94,7 +93,7 @@ def run() -> None:
     ]
     # PARKING_RUN_ONLY=api,sandbox-pay runs a subset (tests that must not leave
     # gateway sessions or simulated devices behind on a shared broker).
-    only = {name for name in os.environ.get("PARKING_RUN_ONLY", "").split(",") if name}
+    only = set(settings.run_only)
     if only:
         children = [child for child in children if child.name in only]
     sys.exit(supervise(children, banner))

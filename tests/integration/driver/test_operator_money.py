@@ -38,8 +38,8 @@ from parking.bills import service as bills
 from parking.clock import SystemClock
 from parking.config import Settings
 from parking.occupancy import rebuild
-from parking.payments import service as payments
-from parking.payments.model import DeductionStatus
+from parking.payments import contactless as payment_contactless
+from parking.payments.model import Deduction, DeductionStatus
 from parking.payments.providers import wechat as wechat_adapter
 from parking.sessions import service as sessions
 from parking.sessions.model import SessionChange, SessionStatus
@@ -224,10 +224,10 @@ async def resolve(
 
 async def deducted(
     pool: asyncpg.Pool, wechat: wechat_adapter.WechatPayProvider, bridge: Bridge, bill_id: str
-) -> payments.Deduction | None:
+) -> Deduction | None:
     """What the persister does right after the bill opened: ask the mandate's provider."""
     now = datetime.now(UTC)
-    return await payments.on_bill_opened(
+    return await payment_contactless.on_bill_opened(
         pool,
         {"wechat": wechat},
         bill_id,

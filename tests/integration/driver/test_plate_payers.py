@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from sandboxkit import (
@@ -28,7 +29,7 @@ from parking.bills import service as bills
 from parking.clock import SHANGHAI, SystemClock
 from parking.config import Settings
 from parking.occupancy import rebuild
-from parking.payments import service as payments
+from parking.payments import notifications, providers
 from parking.sessions import service as sessions
 from parking.sessions.model import SessionChange, SessionStatus
 
@@ -111,14 +112,13 @@ async def test_a_friend_who_names_the_plate_pays_its_bill_and_never_sees_the_tim
         httpx.AsyncClient(trust_env=False) as http,
         asyncpg.create_pool(city_db_url, min_size=1, max_size=2) as pool,
     ):
-        provider = payments.build_providers(
-            {"PARKING_WECHATPAY_CONFIG": str(sandbox.config_path)},
-            app_settings.stack_dir,
+        provider = providers.build_providers(
+            msgspec.structs.replace(app_settings, wechatpay_config=sandbox.config_path),
             http=http,
             clock=SystemClock(),
         )["wechat"]
         status = await provider.query_order(out_trade_no)
-        await payments.settle_from_status(pool, provider, status, now=datetime.now(UTC))
+        await notifications.settle_from_status(pool, provider, status, now=datetime.now(UTC))
 
     receipt = await api.get(f"/v1/me/receipts/{bill}", headers=bearer(friend))
 

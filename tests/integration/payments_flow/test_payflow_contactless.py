@@ -23,9 +23,9 @@ from payment_servers import SandboxControl
 
 from parking.auth.model import Role
 from parking.ids import new_id
-from parking.payments import service as payments
-from parking.payments import sweeper
-from parking.payments.model import DeductionStatus, MandateNotAuthorised, MandateState
+from parking.payments import contactless as payment_contactless
+from parking.payments import sweeper, txn
+from parking.payments.model import Deduction, DeductionStatus, MandateNotAuthorised, MandateState
 from parking.payments.providers.wechat import WechatPayProvider
 
 LOT_NAME = "支付测试停车场"
@@ -67,7 +67,7 @@ async def mandated(
     plate, openid = new_plate(), "o" + uuid.uuid4().hex[:20]
     account = await a_holder(pool, plate)
     await control.mandate(openid=openid, plate_number=plate, outcome=outcome)
-    mandate = await payments.enable_mandate(
+    mandate = await payment_contactless.enable_mandate(
         pool,
         wechat,
         plate=plate,
@@ -82,9 +82,9 @@ async def mandated(
 
 async def deduct(
     pool: asyncpg.Pool, wechat: WechatPayProvider, bridge: Bridge, bill_id: str
-) -> payments.Deduction | None:
+) -> Deduction | None:
     now = datetime.now(UTC)
-    return await payments.on_bill_opened(
+    return await payment_contactless.on_bill_opened(
         pool,
         {"wechat": wechat},
         bill_id,
@@ -141,7 +141,7 @@ async def test_a_failed_deduction_leaves_an_open_bill_the_driver_pays_later(
 
     await eventually(reopened, what="the failed deduction reopening the bill")
     async with pool.acquire() as conn:
-        failed = await payments.deduction_of_bill(conn, bill.id)  # type: ignore[arg-type]
+        failed = await txn.deduction_of_bill(conn, bill.id)  # type: ignore[arg-type]
     assert failed is not None
     assert failed.status is DeductionStatus.FAILED
     response = await api.post(
@@ -227,7 +227,7 @@ async def test_a_mandate_is_only_enabled_when_the_provider_shows_it_authorised(
     control: SandboxControl, pool: asyncpg.Pool, wechat: WechatPayProvider
 ) -> None:
     with pytest.raises(MandateNotAuthorised):
-        await payments.enable_mandate(
+        await payment_contactless.enable_mandate(
             pool,
             wechat,
             plate=new_plate(),
@@ -247,7 +247,7 @@ async def test_a_disabled_mandate_stops_deductions(
 ) -> None:
     account, plate = await mandated(pool, control, wechat)
     async with city_conn.transaction():
-        revoked = await payments.disable_mandate(
+        revoked = await payment_contactless.disable_mandate(
             city_conn, provider="wechat", plate=plate, by=account, now=datetime.now(UTC)
         )
     assert revoked is not None

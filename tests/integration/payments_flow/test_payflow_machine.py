@@ -44,8 +44,10 @@ from parking.bills import service as bills
 from parking.clock import SystemClock
 from parking.errors import ParkingError
 from parking.ledger import service as ledger
+from parking.payments import disputes as payment_disputes
 from parking.payments import logic, sweeper
-from parking.payments import service as payments
+from parking.payments import notifications as payment_notifications
+from parking.payments import pay as pay_flow
 from parking.payments.model import Payer
 from parking.payments.providers.wechat import WechatPayProvider, load_config
 
@@ -131,7 +133,7 @@ class PaymentFlowMachine(RuleBasedStateMachine):
     def pay(self, chosen: list[str]) -> Any:
         try:
             view = self.run(
-                payments.pay(
+                pay_flow.pay(
                     self.pool,
                     self.wechat,
                     bill_ids=chosen,
@@ -177,7 +179,7 @@ class PaymentFlowMachine(RuleBasedStateMachine):
         async def go() -> list[int]:
             replies = await asyncio.gather(
                 *(
-                    payments.handle_notification(
+                    payment_notifications.handle_notification(
                         self.pool,
                         self.wechat,
                         note.headers,
@@ -226,7 +228,7 @@ class PaymentFlowMachine(RuleBasedStateMachine):
 
         async def go() -> str:
             async with self.conn.transaction():
-                view = await payments.open_dispute(
+                view = await payment_disputes.open_dispute(
                     self.conn, bill, account_id=self.account, reason="不认可", now=datetime.now(UTC)
                 )
             return view.id
@@ -242,7 +244,7 @@ class PaymentFlowMachine(RuleBasedStateMachine):
     def approve(self, dispute: str, partial: bool) -> Any:
         try:
             view = self.run(
-                payments.approve_dispute(
+                payment_disputes.approve_dispute(
                     self.pool,
                     {"wechat": self.wechat},
                     dispute,
@@ -263,7 +265,7 @@ class PaymentFlowMachine(RuleBasedStateMachine):
     def reject(self, dispute: str) -> None:
         async def go() -> None:
             async with self.conn.transaction():
-                await payments.reject_dispute(
+                await payment_disputes.reject_dispute(
                     self.conn, dispute, by="fin.zhao", remark="证据不足", now=datetime.now(UTC)
                 )
 

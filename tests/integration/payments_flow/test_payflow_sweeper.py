@@ -25,7 +25,8 @@ from payment_servers import SandboxControl
 from parking.auth.model import Role
 from parking.bills.model import Bill
 from parking.ledger import service as ledger
-from parking.payments import service as payments
+from parking.payments import notifications as payment_notifications
+from parking.payments import pay as pay_flow
 from parking.payments import sweeper
 from parking.payments.model import AttemptStatus, Payer
 from parking.payments.port import ProviderUnavailable
@@ -133,7 +134,7 @@ async def test_an_attempt_whose_order_never_reached_the_provider_expires_and_fre
     bill = await open_bill(city_conn, 500, account_id=account)
     now = datetime.now(UTC)
     with pytest.raises(ProviderUnavailable):
-        await payments.pay(
+        await pay_flow.pay(
             pool,
             Unreachable(),  # type: ignore[arg-type]
             bill_ids=[bill.id],
@@ -161,7 +162,7 @@ async def test_money_taken_for_an_expired_attempt_still_pays_the_owed_bill(
     bill = await open_bill(city_conn, 500, account_id=account)
     view = await pay(api, token_for, account, bill)
     # Our side gave up (our clock ran ahead of the provider's), the driver paid anyway.
-    assert await payments.end_attempt(
+    assert await payment_notifications.end_attempt(
         pool, view["id"], AttemptStatus.EXPIRED, reason="test", now=datetime.now(UTC)
     )
     assert await bill_status(city_conn, bill.id) == "open"
@@ -189,7 +190,7 @@ async def test_a_second_payment_of_a_paid_bill_is_refunded_automatically(
     account = new_account()
     bill = await open_bill(city_conn, 500, account_id=account)
     first = await pay(api, token_for, account, bill)
-    assert await payments.end_attempt(
+    assert await payment_notifications.end_attempt(
         pool, first["id"], AttemptStatus.EXPIRED, reason="test", now=datetime.now(UTC)
     )
     second = await pay(api, token_for, account, bill)

@@ -72,18 +72,15 @@ from parking.payments.wire import BEIJING, MalformedMessage, WireError
 from parking.payments.wire import wechat as wire
 
 __all__ = [
-    "CONFIG_ENV",
     "TRADE_BILL_KIND",
     "WechatPayConfig",
     "WechatPayKeys",
     "WechatPayProvider",
-    "config_path",
     "load_config",
     "rfc3339",
 ]
 
 #: Environment variable naming the adapter's configuration file.
-CONFIG_ENV: Final = "PARKING_WECHATPAY_CONFIG"
 TRADE_BILL_KIND: Final = "wechat-tradebill"
 
 _USER_AGENT = "changbo-parking/0.1 (+wechatpay-apiv3)"
@@ -133,14 +130,6 @@ def load_config(path: Path) -> WechatPayConfig:
         platform_public_key_path=resolve(config.platform_public_key_path),
         api_v3_key_path=resolve(config.api_v3_key_path),
     )
-
-
-def config_path(env: Mapping[str, str], stack_dir: Path) -> Path:
-    """``$PARKING_WECHATPAY_CONFIG``, else the file the local sandbox provider writes."""
-    explicit = env.get(CONFIG_ENV)
-    if explicit:
-        return Path(explicit)
-    return stack_dir / "sandbox-pay" / "merchant.json"
 
 
 class WechatPayKeys:
