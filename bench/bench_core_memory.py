@@ -41,8 +41,10 @@ from parking import config
 from parking.db import migrate
 from parking.devices import service as devices
 from parking.devices.messages import Topics
-from parking.occupancy import rebuild, service
-from parking.occupancy.service import Inbound, Ingest
+from parking.occupancy import ingest as core_ingest
+from parking.occupancy import rebuild
+from parking.occupancy.batch import Inbound
+from parking.occupancy.ingest import Ingest
 from parking.pricing import Pricer
 from parking.seed import service as seeding
 from parking.stack import service as stack
@@ -149,7 +151,7 @@ async def make_ingest(conn: asyncpg.Connection, redis: aioredis.Redis, topics: T
     return Ingest(
         redis,
         topics=topics,
-        directory=await service.load_directory(conn),
+        directory=await core_ingest.load_directory(conn),
         pricer=await Pricer.load(conn),
     )
 

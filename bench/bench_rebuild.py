@@ -50,7 +50,8 @@ from bench_core_memory import (
 
 from parking import config
 from parking.devices.messages import Topics
-from parking.occupancy import rebuild, service, store
+from parking.occupancy import ingest as core_ingest
+from parking.occupancy import plate_flags, rebuild, store
 from parking.stack import service as stack
 
 DB = "bench_rebuild"
@@ -91,11 +92,11 @@ async def persist_all(url: str, conn: asyncpg.Connection, want: int, logs: Path)
 
 async def bare_reads(conn: asyncpg.Connection, now: datetime) -> tuple[float, int]:
     started = time.perf_counter()
-    await service.load_directory(conn)
+    await core_ingest.load_directory(conn)
     rows = len(await store.open_sessions(conn))
     rows += len(await store.space_states(conn))
     rows += len(await store.device_marks_pg(conn))
-    await service.plate_flags_from_db(conn, now)
+    await plate_flags.plate_flags_from_db(conn, now)
     return time.perf_counter() - started, rows
 
 

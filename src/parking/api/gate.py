@@ -28,7 +28,6 @@ import asyncpg
 import msgspec
 from litestar import Request, post
 from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
-from redis.exceptions import RedisError, ResponseError
 
 from parking.api.infra import Infra, connection, infra_of
 from parking.api.routing import clock_of, problem_responses
@@ -36,12 +35,13 @@ from parking.auth.model import Principal, Role
 from parking.devices import broker, messages
 from parking.devices.messages import AckTopic, PassageTopic, Rejection, Topics
 from parking.errors import InvalidInput
+from parking.occupancy import batch, rebuild
+from parking.occupancy import ingest as core_ingest
 from parking.occupancy import keys as occupancy_keys
-from parking.occupancy import rebuild
-from parking.occupancy import service as occupancy
 from parking.occupancy import store as occupancy_store
-from parking.occupancy.model import CoreNotReady, Directory
-from parking.occupancy.service import CoreBusy, Inbound, Ingest
+from parking.occupancy.batch import CoreUnavailable, Inbound, Recovery
+from parking.occupancy.ingest import Ingest
+from parking.occupancy.model import Directory
 
 #: The MQTT contract's payload limit.
 BODY_MAX: Final = 8 * 1024
@@ -163,7 +163,7 @@ class _GateIngest:
     async def _directory(self) -> Directory:
         assert self._pool is not None
         async with self._pool.acquire() as proxy:
-            return await occupancy.load_directory(proxy)  # type: ignore[arg-type]
+            return await core_ingest.load_directory(proxy)  # type: ignore[arg-type]
 
     async def _refresh(self) -> Directory:
         assert self._ingest is not None
@@ -208,30 +208,27 @@ def _ingest_holder(request: Request[Any, Any, Any]) -> _GateIngest:
 
 async def _apply(
     request: Request[Any, Any, Any], infra: Infra, inbound: Inbound
-) -> occupancy.BatchReport:
-    """One event through the core; a core that is not loaded is rebuilt once, then 503."""
+) -> batch.BatchReport:
+    """One event through the core's recovery ladder: a core that is not loaded is
+    rebuilt once, missing functions loaded once; still failing, or busy, -> 503 (the
+    gate retries with the same seq)."""
     ingest = await _ingest_holder(request).get(request, infra)
-    for attempt in range(2):
-        try:
-            return await ingest.handle([inbound], clock_of(request).now())
-        except CoreNotReady:
-            if attempt:
-                break
-            async with connection(infra) as conn:
-                await rebuild.ensure_ready(conn, infra.redis, now=clock_of(request).now())
-        except ResponseError as exc:
-            if attempt or "function" not in str(exc).lower():
-                raise
-            await occupancy_store.load_library(infra.redis)
-        except (CoreBusy, RedisError, OSError) as exc:
-            raise ServiceUnavailableException(
-                detail="the occupancy core is busy or unreachable; retry with the same seq",
-                headers={"Retry-After": _RETRY_AFTER_S},
-            ) from exc
-    raise ServiceUnavailableException(
-        detail="the occupancy core is loading; retry with the same seq",
-        headers={"Retry-After": _RETRY_AFTER_S},
-    )
+    clock = clock_of(request)
+
+    async def rebuild_core() -> None:
+        async with connection(infra) as conn:
+            await rebuild.ensure_ready(conn, infra.redis, now=clock.now())
+
+    try:
+        return await ingest.handle_recovering(
+            [inbound], clock.now, Recovery(rebuild=rebuild_core, attempts=2, busy_gives_up=True)
+        )
+    except CoreUnavailable as exc:
+        what = "busy or unreachable" if exc.reason == "busy" else "loading"
+        raise ServiceUnavailableException(
+            detail=f"the occupancy core is {what}; retry with the same seq",
+            headers={"Retry-After": _RETRY_AFTER_S},
+        ) from exc
 
 
 # ------------------------------------------------------------------ routes

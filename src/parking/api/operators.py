@@ -45,7 +45,7 @@ from parking.devices.model import Device, DeviceKind, DeviceNotFound, Provisione
 from parking.errors import Conflict, InvalidInput, NotFound
 from parking.occupancy import keys as occupancy_keys
 from parking.occupancy import logic as occupancy_logic
-from parking.occupancy import service as occupancy
+from parking.occupancy import plate_flags
 from parking.occupancy import store as occupancy_store
 from parking.occupancy.model import AnomalyKind, CoreNotReady
 from parking.payments import decisions
@@ -577,7 +577,7 @@ class BlacklistEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 async def _flag(redis: Any, plate: str, reason: str | None) -> bool:
     try:
-        await occupancy.set_blacklisted(redis, plate, reason)
+        await plate_flags.set_blacklisted(redis, plate, reason)
     except (CoreNotReady, RedisError) as exc:
         # The table is the system of record: the rebuild and the periodic flag
         # sync put it into the core, so the change is not lost, only later.

@@ -28,7 +28,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from parking.ids import ulid
-from parking.occupancy import keys, logic, service, store
+from parking.occupancy import ingest, keys, logic, store
+from parking.occupancy import plate_flags as core_plate_flags
 
 #: Commands per pipeline: big enough to amortise round trips, small enough that
 #: one reply never holds hundreds of megabytes.
@@ -148,11 +149,11 @@ async def rebuild(
         await _wait_drained(redis, lot_tags, drain_timeout)
 
     # Read everything first: the shards stay closed for as short a time as possible.
-    directory = await service.load_directory(conn)
+    directory = await ingest.load_directory(conn)
     sessions = await store.open_sessions(conn)
     spaces = await store.space_states(conn)
     marks = await store.device_marks_pg(conn)
-    flags = await service.plate_flags_from_db(conn, now)
+    flags = await core_plate_flags.plate_flags_from_db(conn, now)
 
     wanted_lots = set(lot_tags)
     wanted_plates = set(plate_tags)
@@ -275,7 +276,7 @@ async def rebuild(
         flagged += 1
     await _flush(commands, redis)
     for session_id in await store.prepaid_open_sessions(conn):
-        await service.refresh_prepaid(conn, redis, session_id, now)
+        await core_plate_flags.refresh_prepaid(conn, redis, session_id, now)
     generation = ulid(now)
     pipe = redis.pipeline(transaction=False)
     for tag in [*lot_tags, *plate_tags]:

@@ -3,7 +3,7 @@
 paho-mqtt is confined to `MqttAdapter`. paho's network thread only appends
 received messages to an inbox and, when the event loop is waiting, wakes it
 with one ``call_soon_threadsafe``; the loop takes everything queued as one
-batch, applies it to Redis with `parking.occupancy.service.Ingest` (pipelined,
+batch, applies it to Redis with `parking.occupancy.ingest.Ingest` (pipelined,
 single-slot function calls), publishes the commands, and only then acks the
 batch's MQTT messages (manual acks). While Redis is unreachable nothing is
 acked: the broker keeps the messages (persistent session) and stops sending
@@ -34,16 +34,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Histogram, start_http_server
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from parking import config
 from parking.clock import Clock, SystemClock
 from parking.config import mqtt_identity, mqtt_share_group
 from parking.devices.messages import Topics
 from parking.observability import configure_logging
-from parking.occupancy import rebuild, service, store
+from parking.occupancy import ingest as core_ingest
+from parking.occupancy import plate_flags, rebuild, store
+from parking.occupancy.batch import BatchReport, Inbound, Publish, Recovery
+from parking.occupancy.ingest import Ingest
 from parking.occupancy.model import CoreNotReady, Directory
-from parking.occupancy.service import CoreBusy, Inbound, Ingest, Publish
 from parking.pricing import Pricer
 
 log = structlog.get_logger("parking.gateway")
@@ -328,7 +330,7 @@ class Gateway:
         self._last_refresh = 0.0
         self._ingest: Ingest | None = None
         self._pricer: Pricer | None = None
-        self._flag_sync = service.FlagSync()
+        self._flag_sync = plate_flags.FlagSync()
 
     async def _pg(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.settings.database_url, timeout=10)
@@ -355,7 +357,7 @@ class Gateway:
             conn = await self._pg()
             try:
                 await rebuild.ensure_ready(conn, self.redis, now=self.clock.now())
-                return await service.load_directory(conn), await Pricer.load(conn)
+                return await core_ingest.load_directory(conn), await Pricer.load(conn)
             finally:
                 await conn.close()
 
@@ -385,38 +387,45 @@ class Gateway:
             log.warning("directory_refresh_failed", error=str(error))
             return self._ingest.directory
         try:
-            return await service.load_directory(conn)
+            return await core_ingest.load_directory(conn)
         finally:
             await conn.close()
 
-    async def _apply(self, ingest: Ingest, batch: list[Inbound]) -> service.BatchReport:
-        delay = RETRY_FIRST_S
-        while True:
-            started = time.perf_counter()
+    async def _rebuild_core(self) -> None:
+        # The ladder retries the batch whatever happens here: a rebuild that fails
+        # (PostgreSQL down too) is tried again on the next round.
+        with contextlib.suppress(OSError, RedisError, asyncpg.PostgresError, TimeoutError):
+            conn = await self._pg()
             try:
-                report = await ingest.handle(batch, self.clock.now())
-                BATCH_SECONDS.observe(time.perf_counter() - started)
-                return report
-            except CoreNotReady as error:
-                RETRIES.labels("not_ready").inc()
-                log.warning("core_not_ready", error=str(error), delay=delay)
-                with contextlib.suppress(OSError, RedisError, asyncpg.PostgresError, TimeoutError):
-                    conn = await self._pg()
-                    try:
-                        await rebuild.ensure_ready(conn, self.redis, now=self.clock.now())
-                    finally:
-                        await conn.close()
-            except ResponseError as error:
-                if "function" not in str(error).lower():
-                    raise
-                RETRIES.labels("library").inc()
-                with contextlib.suppress(OSError, RedisError):
-                    await store.load_library(self.redis)
-            except (OSError, RedisError, CoreBusy, TimeoutError) as error:
-                RETRIES.labels(type(error).__name__).inc()
-                log.warning("batch_retry", error=f"{type(error).__name__}: {error}", delay=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+                await rebuild.ensure_ready(conn, self.redis, now=self.clock.now())
+            finally:
+                await conn.close()
+
+    @staticmethod
+    def _note_retry(kind: str, error: BaseException, delay: float) -> None:
+        if kind == "not_ready":
+            RETRIES.labels("not_ready").inc()
+            log.warning("core_not_ready", error=str(error), delay=delay)
+        elif kind == "library":
+            RETRIES.labels("library").inc()
+        else:
+            RETRIES.labels(type(error).__name__).inc()
+            log.warning("batch_retry", error=f"{type(error).__name__}: {error}", delay=delay)
+
+    async def _apply(self, ingest: Ingest, batch: list[Inbound]) -> BatchReport:
+        """The batch through the core's recovery ladder until it is in: nothing of it
+        is acknowledged to the broker before."""
+        return await ingest.handle_recovering(
+            batch,
+            self.clock.now,
+            Recovery(
+                rebuild=self._rebuild_core,
+                first_delay=RETRY_FIRST_S,
+                max_delay=RETRY_MAX_S,
+                on_retry=self._note_retry,
+                on_done=BATCH_SECONDS.observe,
+            ),
+        )
 
     async def _consume(self, adapter: MqttAdapter, ingest: Ingest) -> None:
         while not self._stopping.is_set():
@@ -488,7 +497,7 @@ class Gateway:
     async def _refresh(self, ingest: Ingest) -> None:
         conn = await self._pg()
         try:
-            ingest.directory = await service.load_directory(conn)
+            ingest.directory = await core_ingest.load_directory(conn)
             if self._pricer is not None:
                 await self._pricer.refresh(conn)
         finally:
@@ -566,7 +575,7 @@ class Gateway:
             ),
             asyncio.create_task(self._every(FLAG_SYNC_EVERY_S, "flags", self._sync_flags)),
             asyncio.create_task(
-                service.OwedWatch(
+                plate_flags.OwedWatch(
                     self.settings.database_url, self.redis, self.clock.now, self._catch_up_flags
                 ).run(self._stopping)
             ),

@@ -1,7 +1,7 @@
 """``parking persister``: the applied-events streams -> PostgreSQL, then watermarks.
 
 One consumer group (``persisters``) per lot-shard stream. A batch is written in
-one transaction (`parking.occupancy.service.persist`), then acknowledged
+one transaction (`parking.occupancy.persist.persist`), then acknowledged
 (XACK), then each device whose watermark moved is told so (retained
 ``devices/{id}/watermark``) and the core learns it too (for duplicates the
 gateway answers). Writing is idempotent, so any entry may be written twice:
@@ -40,7 +40,7 @@ from parking.config import mqtt_identity
 from parking.devices.messages import Topics, Watermark, encode
 from parking.devices.publisher import Publisher
 from parking.observability import configure_logging
-from parking.occupancy import keys, service, store
+from parking.occupancy import keys, persist, store
 from parking.occupancy.logic import StreamEntry
 from parking.occupancy.model import AnomalyKind
 from parking.payments import contactless as payment_contactless
@@ -218,7 +218,7 @@ class Persister:
             try:
                 conn = await self._db()
                 try:
-                    persisted = await service.persist(conn, entries, self.clock.now())
+                    persisted = await persist.persist(conn, entries, self.clock.now())
                 except asyncpg.UniqueViolationError:
                     # Two persisters opened sessions of one plate at once: the
                     # second sees the first's row on a retry.
@@ -255,14 +255,14 @@ class Persister:
 
     async def _one_by_one(
         self, conn: asyncpg.Connection, entries: list[StreamEntry]
-    ) -> service.Persisted:
+    ) -> persist.Persisted:
         written: list[StreamEntry] = []
         poison: list[tuple[StreamEntry, str]] = []
         watermarks: dict[str, tuple[str, int]] = {}
         bills_opened: list[str] = []
         for entry in entries:
             try:
-                one = await service.persist(conn, [entry], self.clock.now())
+                one = await persist.persist(conn, [entry], self.clock.now())
             except _CONNECTION_ERRORS:
                 raise
             except asyncpg.PostgresError as error:
@@ -272,7 +272,7 @@ class Persister:
             poison.extend(one.poison)
             watermarks.update(one.watermarks)
             bills_opened.extend(one.bills_opened)
-        return service.Persisted(
+        return persist.Persisted(
             watermarks=watermarks, poison=poison, written=written, bills_opened=bills_opened
         )
 

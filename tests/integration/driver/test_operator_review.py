@@ -27,9 +27,8 @@ from parking.api.app import create_app
 from parking.auth.model import Role
 from parking.config import Settings
 from parking.devices import broker
-from parking.occupancy import keys, rebuild
+from parking.occupancy import keys, persist, rebuild
 from parking.occupancy import logic as occupancy_logic
-from parking.occupancy import service as occupancy
 from parking.occupancy import store as occupancy_store
 
 Client = AsyncTestClient  # type: ignore[type-arg]
@@ -59,7 +58,7 @@ async def persist_core_events(conn: asyncpg.Connection, redis: aioredis.Redis) -
         occupancy_logic.StreamEntry(stream, occupancy_store.text(entry_id), fields)
         for entry_id, fields in items
     ]
-    await occupancy.persist(conn, entries, datetime.now(UTC))
+    await persist.persist(conn, entries, datetime.now(UTC))
     if items:
         await redis.xdel(stream, *[entry_id for entry_id, _ in items])
 

@@ -35,8 +35,7 @@ from test_driver_sessions import (
 from parking.api.prepay import LOT_SCAN_PER_ACCOUNT
 from parking.api.sessions import PLATE_BILLS_PER_ACCOUNT
 from parking.config import Settings
-from parking.occupancy import keys, rebuild
-from parking.occupancy import service as occupancy
+from parking.occupancy import keys, plate_flags, rebuild
 from parking.occupancy import store as occupancy_store
 from parking.qr import keys as qr_keys
 from parking.qr import logic as qr_logic
@@ -153,7 +152,7 @@ async def test_an_unpaid_prepayment_never_holds_the_car(
     assert await city_db.fetchval("SELECT kind FROM bills WHERE id = $1", offer) == "prepay"
     # Nobody's arrears: the lanes' flag sync finds nothing, the plate owes nothing.
     assert await occupancy_store.arrears_since(city_db, [PLATE]) == []
-    await occupancy.refresh_arrears(city_db, redis_client, [PLATE])
+    await plate_flags.refresh_arrears(city_db, redis_client, [PLATE])
     flag = await redis_client.hget(keys.plate(keys.plate_tag(PLATE), PLATE), "arrears")
     assert not flag
     owed = await api.get(f"/v1/plates/{quote(PLATE)}/bills", headers=bearer(attacker))

@@ -14,8 +14,12 @@ import redis.asyncio as aioredis
 from parking.clock import FixedClock
 from parking.devices import service as devices
 from parking.devices.messages import Topics
-from parking.occupancy import keys, logic, rebuild, service
-from parking.occupancy.service import Inbound, Ingest
+from parking.occupancy import batch, keys, logic, rebuild
+from parking.occupancy import ingest as core_ingest
+from parking.occupancy import persist as core_persist
+from parking.occupancy.batch import Inbound
+from parking.occupancy.ingest import Ingest
+from parking.occupancy.model import Directory
 from parking.pricing import Pricer
 
 DEMO = "GZ-DEMO-01"
@@ -88,10 +92,10 @@ class Core:
             self.topics.space_state(DEMO, "P0001"), msgspec.json.encode(body), self.clock.now()
         )
 
-    async def handle(self, *messages: Inbound) -> service.BatchReport:
+    async def handle(self, *messages: Inbound) -> batch.BatchReport:
         return await self.ingest.handle(list(messages), self.clock.now())
 
-    async def persist(self) -> service.Persisted:
+    async def persist(self) -> core_persist.Persisted:
         """Write everything the streams hold (as the persister would) and trim them."""
         entries: list[logic.StreamEntry] = []
         for tag in keys.all_lot_tags():
@@ -99,7 +103,7 @@ class Core:
             for entry_id, fields in await self.redis.xrange(stream):
                 entries.append(logic.StreamEntry(stream, entry_id.decode(), fields))
             await self.redis.delete(stream)
-        return await service.persist(self.conn, entries, self.clock.now())
+        return await core_persist.persist(self.conn, entries, self.clock.now())
 
     async def rebuild(self) -> rebuild.RebuildReport:
         return await rebuild.rebuild(self.conn, self.redis, now=self.clock.now(), force=True)
@@ -125,13 +129,13 @@ async def make_core(
     topics = Topics("parking/v1")
     await rebuild.rebuild(conn, redis, now=clock.now(), force=True)
 
-    async def refresh() -> service.Directory:
-        return await service.load_directory(conn)
+    async def refresh() -> Directory:
+        return await core_ingest.load_directory(conn)
 
     ingest = Ingest(
         redis,
         topics=topics,
-        directory=await service.load_directory(conn),
+        directory=await core_ingest.load_directory(conn),
         pricer=await Pricer.load(conn),
         refresh_directory=refresh,
     )

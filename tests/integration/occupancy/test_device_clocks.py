@@ -10,7 +10,7 @@ import msgspec
 from corekit import DEMO, Core, minutes
 
 from parking.devices import service as devices
-from parking.occupancy import service
+from parking.occupancy import batch, ingest
 from parking.occupancy.model import AnomalyKind
 from parking.pricing import Pricer
 from parking.sessions import service as sessions
@@ -19,7 +19,7 @@ from parking.sessions import service as sessions
 Y2036 = datetime(2036, 2, 1, 9, 30, tzinfo=UTC)
 
 
-def command_of(report: service.BatchReport) -> dict[str, object]:
+def command_of(report: batch.BatchReport) -> dict[str, object]:
     commands = [p for p in report.publishes if "/commands" in p.topic]
     assert len(commands) == 1, report.publishes
     return dict(msgspec.json.decode(commands[0].payload))
@@ -225,7 +225,7 @@ async def test_a_stay_past_the_lots_review_limit_is_billed_but_never_shown_as_ow
 
 async def test_a_fee_above_the_lots_review_ceiling_waits_for_review(core: Core) -> None:
     await core.conn.execute("UPDATE lots SET review_fee_ceiling_fen = 100 WHERE id = $1", DEMO)
-    core.ingest.directory = await service.load_directory(core.conn)
+    core.ingest.directory = await ingest.load_directory(core.conn)
     entered = core.clock.now()
     await core.handle(core.passage("in1", "赣B12345"))
     core.clock.advance(timedelta(hours=3))

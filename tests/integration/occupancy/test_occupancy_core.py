@@ -8,13 +8,13 @@ import msgspec
 import pytest
 from corekit import DEMO, Core, minutes
 
-from parking.occupancy import keys, service, store
-from parking.occupancy.model import PassWindow
+from parking.occupancy import batch, ingest, keys, plate_flags, store
+from parking.occupancy.model import CoreNotReady, PassWindow
 from parking.pricing import Pricer
 from parking.sessions import service as sessions
 
 
-def command_of(report: service.BatchReport) -> dict[str, object]:
+def command_of(report: batch.BatchReport) -> dict[str, object]:
     commands = [p for p in report.publishes if p.topic.endswith("/commands")]
     assert len(commands) == 1, report.publishes
     return dict(msgspec.json.decode(commands[0].payload))
@@ -120,12 +120,12 @@ async def test_entry_while_parked_elsewhere_supersedes_the_old_session(core: Cor
 async def test_a_full_lot_holds_entries_but_lets_monthly_pass_holders_in(core: Core) -> None:
     await core.conn.execute("UPDATE lots SET capacity = 1 WHERE id = $1", DEMO)
     await core.rebuild()
-    core.ingest.directory = await service.load_directory(core.conn)
+    core.ingest.directory = await ingest.load_directory(core.conn)
     assert command_of(await core.handle(core.passage("in1", "赣B11111")))["action"] == "open"
     held = command_of(await core.handle(core.passage("in1", "赣B22222")))
     assert held["action"] == "hold"
     assert "车位已满" in str(held["display"])
-    await service.set_pass(
+    await plate_flags.set_pass(
         core.redis,
         "赣B33333",
         DEMO,
@@ -138,15 +138,17 @@ async def test_a_full_lot_holds_entries_but_lets_monthly_pass_holders_in(core: C
 
 
 async def test_blacklisted_plates_and_old_arrears_are_held_with_a_pay_reference(core: Core) -> None:
-    await service.set_blacklisted(core.redis, "赣B44444", "stolen")
+    await plate_flags.set_blacklisted(core.redis, "赣B44444", "stolen")
     held = command_of(await core.handle(core.passage("in1", "赣B44444")))
     assert held["action"] == "hold"
     assert "禁止入场" in str(held["display"])
-    await service.set_arrears_since(core.redis, "赣B55555", core.clock.now() - minutes(60 * 24 * 8))
+    await plate_flags.set_arrears_since(
+        core.redis, "赣B55555", core.clock.now() - minutes(60 * 24 * 8)
+    )
     arrears = command_of(await core.handle(core.passage("in1", "赣B55555")))
     assert arrears["action"] == "hold"
     assert "PAY:赣B55555" in str(arrears["display"])
-    await service.set_arrears_since(core.redis, "赣B66666", core.clock.now() - minutes(60))
+    await plate_flags.set_arrears_since(core.redis, "赣B66666", core.clock.now() - minutes(60))
     recent = command_of(await core.handle(core.passage("in1", "赣B66666")))
     assert recent["action"] == "open"
     assert await open_count(core) == 1
@@ -216,7 +218,7 @@ async def test_commands_are_resent_until_acked_and_expire_after_the_ttl(core: Co
     ack = msgspec.json.encode(
         {"command_id": command["command_id"], "result": "done", "at": core.clock.now().isoformat()}
     )
-    await core.handle(service.Inbound(core.topics.command_ack(DEMO, "in1"), ack, core.clock.now()))
+    await core.handle(batch.Inbound(core.topics.command_ack(DEMO, "in1"), ack, core.clock.now()))
     core.clock.advance(core.ingest.tuning.command_resend_after)
     assert await core.ingest.resend_due(core.clock.now()) == []
     # One that is never acked expires and is recorded.
@@ -244,7 +246,7 @@ async def test_rebuild_restores_occupancy_sessions_and_dedup_from_postgres(core:
     device = core.gates[f"{DEMO}/in1"]
     seq = core.seqs[device]
     await core.redis.flushall()
-    with pytest.raises(service.CoreNotReady):
+    with pytest.raises(CoreNotReady):
         await core.handle(core.passage("in1", "赣B30000"))
     report = await core.rebuild()
     assert report.open_sessions == 4

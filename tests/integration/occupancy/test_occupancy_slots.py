@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 from corekit import DEMO, make_core, minutes
 
-from parking.occupancy import service
+from parking.occupancy import plate_flags
 from parking.stack.binaries import find
 
 
@@ -176,7 +176,7 @@ async def test_every_function_call_touches_keys_of_one_slot(
     core.clock.advance(minutes(2))
     await core.ingest.resend_due(core.clock.now())
     await core.ingest.report_silent(core.clock.now(), silent_after=minutes(1))
-    await service.set_blacklisted(cluster_redis, "赣B77777", "test")
+    await plate_flags.set_blacklisted(cluster_redis, "赣B77777", "test")
     await core.ingest.sync_lots(list(core.ingest.directory.lots.values())[:20])
     await core.ingest.finish_stale_followups(core.clock.now(), older_than=minutes(0))
     calls = _calls(monitor.stop())

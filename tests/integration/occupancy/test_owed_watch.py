@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from parking.bills import service as bills
 from parking.bills.model import BillKind
-from parking.occupancy import keys, rebuild, service, store
+from parking.occupancy import keys, plate_flags, rebuild, store
 from parking.sessions import service as sessions
 from parking.sessions.model import SessionChange, SessionStatus
 
@@ -75,16 +75,16 @@ async def pay(conn: asyncpg.Connection, bill_id: str) -> None:
 @pytest.fixture
 async def watching(
     city_db_url: str, city_db: asyncpg.Connection, redis_client: aioredis.Redis
-) -> AsyncIterator[service.OwedWatch]:
+) -> AsyncIterator[plate_flags.OwedWatch]:
     await rebuild.rebuild(city_db, redis_client, now=datetime.now(UTC), force=True)
-    flag_sync = service.FlagSync()
+    flag_sync = plate_flags.FlagSync()
     caught_up = asyncio.Event()
 
     async def catch_up(conn: asyncpg.Connection) -> None:
         await flag_sync.run(conn, redis_client, datetime.now(UTC))
         caught_up.set()
 
-    watch = service.OwedWatch(
+    watch = plate_flags.OwedWatch(
         city_db_url, redis_client, lambda: datetime.now(UTC), catch_up, keepalive_s=0.5
     )
     stopping = asyncio.Event()
@@ -99,7 +99,7 @@ async def watching(
 
 
 async def test_a_new_bill_flags_the_plate_and_paying_lifts_it_at_once(
-    watching: service.OwedWatch, city_db: asyncpg.Connection, redis_client: aioredis.Redis
+    watching: plate_flags.OwedWatch, city_db: asyncpg.Connection, redis_client: aioredis.Redis
 ) -> None:
     assert await arrears(redis_client) is None
     bill_id = await a_bill(city_db)
@@ -124,11 +124,11 @@ async def test_a_change_made_while_nobody_listened_is_caught_up_on_start(
     assert await arrears(redis_client) is None
 
     async def catch_up(conn: asyncpg.Connection) -> None:
-        await service.FlagSync().run(conn, redis_client, datetime.now(UTC))
+        await plate_flags.FlagSync().run(conn, redis_client, datetime.now(UTC))
 
     stopping = asyncio.Event()
     task = asyncio.create_task(
-        service.OwedWatch(
+        plate_flags.OwedWatch(
             city_db_url, redis_client, lambda: datetime.now(UTC), catch_up, keepalive_s=0.5
         ).run(stopping)
     )
@@ -144,7 +144,7 @@ async def test_a_change_made_while_nobody_listened_is_caught_up_on_start(
 
 
 async def test_a_paid_prepayment_reaches_the_exit_display_hint(
-    watching: service.OwedWatch, city_db: asyncpg.Connection, redis_client: aioredis.Redis
+    watching: plate_flags.OwedWatch, city_db: asyncpg.Connection, redis_client: aioredis.Redis
 ) -> None:
     sid = "s-owed-prepay-1"
     async with city_db.transaction():

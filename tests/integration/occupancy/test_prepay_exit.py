@@ -8,13 +8,13 @@ from corekit import DEMO, Core, minutes
 
 from parking.bills import service as bills
 from parking.bills.model import BillKind
-from parking.occupancy import service, store
+from parking.occupancy import batch, plate_flags, store
 from parking.pricing import Pricer
 
 PLATE = "赣B7P001"
 
 
-def display_of(report: service.BatchReport) -> str:
+def display_of(report: batch.BatchReport) -> str:
     [command] = [p for p in report.publishes if p.topic.endswith("/commands")]
     return str(msgspec.json.decode(command.payload)["display"])
 
@@ -60,7 +60,7 @@ async def paid_in_the_lot(core: Core, entered_minutes_ago: int) -> tuple[str, in
             now=now,
             actor="test",
         )
-    await service.refresh_prepaid(core.conn, core.redis, sid, now)
+    await plate_flags.refresh_prepaid(core.conn, core.redis, sid, now)
     return sid, priced.fee_fen
 
 

@@ -1,4 +1,9 @@
-"""Use cases of the occupancy core: ingest device messages, keep plate flags, persist.
+"""The gateway's use case: ingest device messages into the occupancy core.
+
+Kept as one module over 600 lines for one class: ``Ingest``'s steps (decode, read
+clocks, decide, queue, apply, settle, follow-ups) share the batch's state and the
+order of one Redis pipeline, so they are methods in the order a batch goes through
+them, not modules. The batch's types are in ``batch``.
 
 `Ingest.handle` is the gateway's whole job for one batch of MQTT messages:
 decode, decide, apply to Redis (pipelined single-slot function calls), run the
@@ -7,31 +12,24 @@ holds every message of the batch (applied, recognised as a duplicate, or kept
 as a dead letter), so the caller may acknowledge them all. When it raises, the
 caller acknowledges nothing and retries the same batch: every call is
 idempotent on ``(device_id, seq)`` (or on its own key), so a retry converges.
-
-`persist` is the persister's: turn applied-events stream entries into rows,
-in one transaction, and say whose watermarks moved.
+``Ingest.handle_recovering`` is the one recovery ladder around it (the gateway's
+and the HTTP gate fallback's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import zlib
-from collections import Counter
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Protocol
 
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
-from parking.bills import logic as bills_logic
-from parking.bills import service as bills
 from parking.devices import messages
 from parking.devices.messages import (
     AckTopic,
@@ -46,6 +44,26 @@ from parking.devices.messages import (
     Topics,
 )
 from parking.occupancy import keys, lane, logic, store
+from parking.occupancy.batch import (
+    Ack,
+    BatchReport,
+    CoreBusy,
+    CoreUnavailable,
+    Dead,
+    Gate,
+    Inbound,
+    Item,
+    PricerLike,
+    Publish,
+    Recovery,
+    Sensor,
+    Status,
+    Tuning,
+    fallback_tag,
+    plate_of,
+    reason_code,
+    record_encoder,
+)
 from parking.occupancy.model import (
     AckRecord,
     AnomalyKind,
@@ -57,7 +75,6 @@ from parking.occupancy.model import (
     LotInfo,
     OpenSession,
     PassageRecord,
-    PassWindow,
     PlateFlags,
     Prepaid,
     PricedExit,
@@ -65,175 +82,9 @@ from parking.occupancy.model import (
     SpaceRecord,
     StatusRecord,
 )
-from parking.plates import Plate, PlateError, parse_plate
-from parking.pricing import PricedStay
-from parking.sessions import service as sessions
 from parking.tariffs import quote_to_json
 
 log = structlog.get_logger("parking.occupancy")
-
-
-class PricerLike(Protocol):
-    def price(
-        self,
-        *,
-        lot_id: str,
-        plate: str | None,
-        entry: datetime,
-        exit: datetime,
-        vehicle_class: int | None = None,
-    ) -> PricedStay: ...
-
-
-class CoreBusy(Exception):
-    """An exit kept racing other events of its plate; the batch is retried."""
-
-
-@dataclass(frozen=True, slots=True)
-class Tuning:
-    #: A gate that has not acked a command within this is re-sent it. Gates ack
-    #: within ~100 ms on a healthy lane; 3 s leaves room for a congested 4G link
-    #: without making the driver wait long after a lost command.
-    command_resend_after: timedelta = timedelta(seconds=3)
-    #: After this an unacked command is dropped (and recorded): the car has
-    #: long gone or the driver called for help; opening later would let the
-    #: next car through. For the same reason a passage observed longer ago
-    #: than this (a backlog drained after an outage) gets no command at all.
-    #: "Observed" is the event's corrected time (logic.read_clock), so a v1.1
-    #: gate whose clock runs behind still gets its commands; a v1 gate (no
-    #: sent_at) whose clock runs this far behind does not.
-    command_ttl: timedelta = timedelta(seconds=60)
-    #: A space that changes state this many times within the window (device
-    #: time) is reported as flapping. Real turnover is at most a few changes
-    #: an hour; a failing geomagnetic sensor toggles every few seconds.
-    flap_changes: int = 6
-    flap_window: timedelta = timedelta(minutes=10)
-    #: Re-price rounds for an exit whose plate changed under it within a batch.
-    stale_rounds: int = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    topic: str
-    payload: bytes
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-
-
-@dataclass
-class BatchReport:
-    publishes: list[Publish] = field(default_factory=list)
-    applied: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
-    gaps: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    dead_reasons: Counter[str] = field(default_factory=Counter)
-    unknown_devices: int = 0
-    #: lots with an applied passage or space state (their free count may have moved)
-    lots: set[str] = field(default_factory=set)
-
-
-# ------------------------------------------------------------------ items of a batch
-
-
-@dataclass
-class _Dead:
-    inbound: Inbound
-    tag: str
-    reason: str
-    device_id: str | None = None
-    seq: int | None = None
-
-
-@dataclass
-class _Gate:
-    inbound: Inbound
-    msg: Passage
-    lot: LotInfo
-    lane_id: str
-    plate: Plate | None
-    _candidate: str | None = None
-    flags: PlateFlags | None = None
-    current: OpenSession | None = None
-    #: what the plate's session paid in the lot (matches ``current`` or is stale)
-    prepaid: Prepaid | None = None
-    call: store.PassageCall | None = None
-    record: PassageRecord | None = None
-    open_payload: bytes = b""
-    hold_payload: bytes = b""
-    clock: logic.ClockReading | None = None
-
-    @property
-    def at(self) -> datetime:
-        """The event's time for decisions and fees (corrected for the device's clock)."""
-        return self.clock.at if self.clock is not None else self.msg.observed_at
-
-    @property
-    def candidate(self) -> str:
-        """The id a session opened by this event gets (computed when first needed)."""
-        if self._candidate is None:
-            m = self.msg
-            self._candidate = logic.session_id_for(m.device_id, m.seq, m.observed_at)
-        return self._candidate
-
-
-@dataclass
-class _Sensor:
-    inbound: Inbound
-    msg: SpaceState
-    lot: LotInfo
-    space_id: str
-    clock: logic.ClockReading | None = None
-
-    @property
-    def at(self) -> datetime:
-        return self.clock.at if self.clock is not None else self.msg.observed_at
-
-
-@dataclass
-class _Status:
-    inbound: Inbound
-    msg: DeviceStatus
-    lot_id: str
-
-
-@dataclass
-class _Ack:
-    inbound: Inbound
-    msg: CommandAck
-    lot_id: str
-    lane_id: str
-
-
-_Item = _Dead | _Gate | _Sensor | _Status | _Ack
-
-_record_encoder: Final = msgspec.json.Encoder()
-
-
-@functools.lru_cache(maxsize=65536)
-def _plate(raw: str) -> Plate | None:
-    """A camera read as a plate, or None when it is none (cached: an exit repeats its
-    entry's read, and Plate is immutable)."""
-    try:
-        return parse_plate(raw)
-    except PlateError:
-        return None
-
-
-def _fallback_tag(topic: str) -> str:
-    return keys.shard_tag(zlib.crc32(topic.encode("utf-8", "replace")) % keys.LOT_SHARDS)
-
-
-def _reason_code(reason: str) -> str:
-    return reason.split(":", 1)[0]
 
 
 class Ingest:
@@ -258,10 +109,10 @@ class Ingest:
 
     # ---------------------------------------------------------- decode
 
-    def _classify(self, inbound: Inbound) -> _Item:
+    def _classify(self, inbound: Inbound) -> Item:
         parsed = self.topics.parse(inbound.topic)
         if parsed is None:
-            return _Dead(inbound, _fallback_tag(inbound.topic), "unknown_topic: not a device topic")
+            return Dead(inbound, fallback_tag(inbound.topic), "unknown_topic: not a device topic")
         d = self.directory
         lot: LotInfo | None
         match parsed:
@@ -275,11 +126,11 @@ class Ingest:
                 info = d.devices.get(device_id)
                 lot = d.lots.get(info.lot_id) if info is not None else None
                 registered = device_id if info is not None else None
-        tag = keys.lot_tag(lot.lot_id) if lot is not None else _fallback_tag(inbound.topic)
+        tag = keys.lot_tag(lot.lot_id) if lot is not None else fallback_tag(inbound.topic)
         decoded = messages.decode(parsed, inbound.payload, registered_device=registered)
         if isinstance(decoded, Rejection):
             trusted = decoded.device_id is not None and decoded.seq is not None and lot is not None
-            return _Dead(
+            return Dead(
                 inbound,
                 tag,
                 decoded.reason,
@@ -290,26 +141,26 @@ class Ingest:
         match decoded:
             case Passage():
                 assert isinstance(parsed, PassageTopic)
-                plate = _plate(decoded.plate) if decoded.plate is not None else None
-                return _Gate(inbound, decoded, lot, parsed.lane_id, plate)
+                plate = plate_of(decoded.plate) if decoded.plate is not None else None
+                return Gate(inbound, decoded, lot, parsed.lane_id, plate)
             case SpaceState():
                 assert isinstance(parsed, SpaceTopic)
-                return _Sensor(inbound, decoded, lot, parsed.space_id)
+                return Sensor(inbound, decoded, lot, parsed.space_id)
             case DeviceStatus():
-                return _Status(inbound, decoded, lot.lot_id)
+                return Status(inbound, decoded, lot.lot_id)
             case CommandAck():
                 assert isinstance(parsed, AckTopic)
-                return _Ack(inbound, decoded, lot.lot_id, parsed.lane_id)
+                return Ack(inbound, decoded, lot.lot_id, parsed.lane_id)
         raise AssertionError(f"unhandled message {decoded!r}")
 
-    async def _classify_all(self, batch: Sequence[Inbound], report: BatchReport) -> list[_Item]:
+    async def _classify_all(self, batch: Sequence[Inbound], report: BatchReport) -> list[Item]:
         items = [self._classify(m) for m in batch]
         unknown = [
             i
             for i, item in enumerate(items)
             # A device replaced on its lane (revoke + add) reads as a mismatch
             # until the directory is reloaded: look again before refusing it.
-            if isinstance(item, _Dead)
+            if isinstance(item, Dead)
             and item.reason.startswith(("unregistered_", "device_mismatch"))
         ]
         report.unknown_devices = len(unknown)
@@ -322,7 +173,7 @@ class Ingest:
 
     # ---------------------------------------------------------- clocks
 
-    async def _read_clocks(self, items: Sequence[_Item]) -> None:
+    async def _read_clocks(self, items: Sequence[Item]) -> None:
         """Each gate and sensor event's time (contracts/mqtt.md "Clocks").
 
         Every ``sent_at`` adds a sample ``sent_at - received_at`` to its device's
@@ -332,7 +183,7 @@ class Ingest:
         after this batch's samples. A retried batch adds its samples again; the
         median shrugs that off, and only the first application of an event counts.
         """
-        events = [i for i in items if isinstance(i, (_Gate, _Sensor))]
+        events = [i for i in items if isinstance(i, (Gate, Sensor))]
         sampled: dict[str, str] = {}
         pipe = store.Batch()
         for item in events:
@@ -363,7 +214,7 @@ class Ingest:
 
     # ---------------------------------------------------------- decide
 
-    async def _read_inputs(self, gates: Sequence[_Gate]) -> None:
+    async def _read_inputs(self, gates: Sequence[Gate]) -> None:
         """Plate flags for entries; for exits the lot's open session of the plate and
         what it paid in the lot (one round trip for the batch)."""
         wanted = [
@@ -397,7 +248,7 @@ class Ingest:
                 g.prepaid = Prepaid.parse(store.text(paid)) if paid else None
 
     def _command(
-        self, g: _Gate, *, action: str, session_id: str | None, display: str, now: datetime
+        self, g: Gate, *, action: str, session_id: str | None, display: str, now: datetime
     ) -> bytes:
         if now - g.at > self.tuning.command_ttl:
             return b""
@@ -412,7 +263,7 @@ class Ingest:
             )
         )
 
-    def _price(self, g: _Gate, current: OpenSession) -> PricedExit:
+    def _price(self, g: Gate, current: OpenSession) -> PricedExit:
         assert g.plate is not None
         entry = logic.from_ms(current.entry_ms)
         try:
@@ -441,7 +292,7 @@ class Ingest:
             quote=msgspec.Raw(quote_to_json(stay.quote) if stay.quote is not None else b"null"),
         )
 
-    def _decide_gate(self, g: _Gate, now: datetime) -> None:
+    def _decide_gate(self, g: Gate, now: datetime) -> None:
         msg = g.msg
         at = g.at
         # A passage older than a command lives gets none (see Tuning.command_ttl).
@@ -558,7 +409,7 @@ class Ingest:
             mode=mode,
             session_id=session_id,
             at_ms=logic.to_ms(at),
-            record=_record_encoder.encode(g.record),
+            record=record_encoder.encode(g.record),
             command_id="" if stale else f"c-{msg.device_id}-{msg.seq}",
             command_topic=self.topics.commands(g.lot.lot_id, g.lane_id),
             command_open=g.open_payload or g.hold_payload,
@@ -567,10 +418,10 @@ class Ingest:
             command_resend_ms=now_ms + int(self.tuning.command_resend_after.total_seconds() * 1000),
         )
 
-    def _queue(self, pipe: store.Batch, item: _Item, now: datetime) -> None:
+    def _queue(self, pipe: store.Batch, item: Item, now: datetime) -> None:
         now_ms = logic.to_ms(now)
         match item:
-            case _Dead():
+            case Dead():
                 store.queue_dead(
                     pipe,
                     store.DeadCall(
@@ -583,11 +434,11 @@ class Ingest:
                         seq=item.seq,
                     ),
                 )
-            case _Gate():
+            case Gate():
                 self._decide_gate(item, now)
                 assert item.call is not None
                 store.queue_passage(pipe, item.call)
-            case _Sensor():
+            case Sensor():
                 msg = item.msg
                 record = SpaceRecord(
                     device_id=msg.device_id,
@@ -613,12 +464,12 @@ class Ingest:
                         space_id=item.space_id,
                         occupied=msg.occupied,
                         observed_ms=logic.to_ms(item.at),
-                        record=_record_encoder.encode(record),
+                        record=record_encoder.encode(record),
                         flap_changes=self.tuning.flap_changes,
                         flap_window_ms=int(self.tuning.flap_window.total_seconds() * 1000),
                     ),
                 )
-            case _Status():
+            case Status():
                 status = item.msg
                 store.queue_status(
                     pipe,
@@ -628,7 +479,7 @@ class Ingest:
                     at_ms=logic.to_ms(status.at),
                     now_ms=now_ms,
                     firmware=status.firmware,
-                    record=_record_encoder.encode(
+                    record=record_encoder.encode(
                         StatusRecord(
                             device_id=status.device_id,
                             lot_id=item.lot_id,
@@ -639,7 +490,7 @@ class Ingest:
                         )
                     ),
                 )
-            case _Ack():
+            case Ack():
                 ack = item.msg
                 store.queue_ack(
                     pipe,
@@ -647,7 +498,7 @@ class Ingest:
                     command_id=ack.command_id,
                     result=ack.result,
                     now_ms=now_ms,
-                    record=_record_encoder.encode(
+                    record=record_encoder.encode(
                         AckRecord(
                             command_id=ack.command_id,
                             lot_id=item.lot_id,
@@ -668,14 +519,14 @@ class Ingest:
         # Independent reads: one round trip's time for both (two connections).
         for outcome in await asyncio.gather(
             self._read_clocks(items),
-            self._read_inputs([i for i in items if isinstance(i, _Gate)]),
+            self._read_inputs([i for i in items if isinstance(i, Gate)]),
             return_exceptions=True,
         ):
             if isinstance(outcome, BaseException):
                 raise outcome
         followups: list[tuple[str, FollowUp]] = []
         watermarks: dict[str, tuple[str, int]] = {}
-        pending: list[_Item] = list(items)
+        pending: list[Item] = list(items)
         for _ in range(self.tuning.stale_rounds + 1):
             if not pending:
                 break
@@ -683,7 +534,7 @@ class Ingest:
             for item in pending:
                 self._queue(pipe, item, now)
             replies = await pipe.execute(self.redis)
-            retry: list[_Item] = []
+            retry: list[Item] = []
             missing_lots: set[str] = set()
             for item, reply in zip(pending, replies, strict=True):
                 again = self._settle(item, reply, report, followups, watermarks, missing_lots)
@@ -705,6 +556,57 @@ class Ingest:
                 )
             )
         return report
+
+    async def handle_recovering(
+        self, batch: Sequence[Inbound], now: Callable[[], datetime], recovery: Recovery
+    ) -> BatchReport:
+        """``handle`` inside the core-recovery ladder, the one every caller uses:
+
+        - the core is not loaded (``CoreNotReady``: Redis lost its state) -> rebuild it
+          from PostgreSQL (``recovery.rebuild``), then the same batch again;
+        - Redis lacks the library's functions -> load them, then again;
+        - the core is busy or unreachable -> again after the backoff, or give up at once
+          (``recovery.busy_gives_up``: ``CoreUnavailable("busy")``).
+
+        A bounded ladder that runs out while the core is loading raises
+        ``CoreUnavailable("loading")``. Every retry is the same batch with a fresh
+        ``now()``: ``handle`` is idempotent on ``(device_id, seq)``, so retries converge.
+        """
+        delay = recovery.first_delay
+        attempt = 0
+        while True:
+            attempt += 1
+            last = recovery.attempts is not None and attempt >= recovery.attempts
+            started = time.perf_counter()
+            try:
+                report = await self.handle(batch, now())
+            except CoreNotReady as error:
+                if last:
+                    raise CoreUnavailable("loading") from error
+                if recovery.on_retry is not None:
+                    recovery.on_retry("not_ready", error, delay)
+                await recovery.rebuild()
+            except ResponseError as error:
+                if last or "function" not in str(error).lower():
+                    raise
+                if recovery.on_retry is not None:
+                    recovery.on_retry("library", error, delay)
+                if recovery.busy_gives_up:
+                    await store.load_library(self.redis)
+                else:
+                    with contextlib.suppress(OSError, RedisError):
+                        await store.load_library(self.redis)
+            except (CoreBusy, RedisError, OSError) as error:
+                if recovery.busy_gives_up:
+                    raise CoreUnavailable("busy") from error
+                if recovery.on_retry is not None:
+                    recovery.on_retry("busy", error, delay)
+            else:
+                if recovery.on_done is not None:
+                    recovery.on_done(time.perf_counter() - started)
+                return report
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, recovery.max_delay)
 
     async def free_counts(self, lot_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         """lot -> (capacity, free): capacity minus open sessions (gated lots) or minus
@@ -732,13 +634,13 @@ class Ingest:
 
     def _settle(
         self,
-        item: _Item,
+        item: Item,
         reply: object,
         report: BatchReport,
         followups: list[tuple[str, FollowUp]],
         watermarks: dict[str, tuple[str, int]],
         missing_lots: set[str],
-    ) -> _Item | None:
+    ) -> Item | None:
         """Account for one reply; return the item to send again, if any."""
         if isinstance(reply, ResponseError):
             message = str(reply)
@@ -746,23 +648,23 @@ class Ingest:
                 raise reply
             # The core refused what we built from a message that decoded: keep
             # the message, never loop on it.
-            return _Dead(item.inbound, self._tag_of(item), f"core_rejected: {message}")
+            return Dead(item.inbound, self._tag_of(item), f"core_rejected: {message}")
         if isinstance(reply, Exception):
             raise reply
         values = store.texts(reply)
         status = values[0] if values else ""
         if status == "notready":
             raise CoreNotReady(f"shard {self._tag_of(item)} is not loaded")
-        if status == "nolot" and isinstance(item, (_Gate, _Sensor)):
+        if status == "nolot" and isinstance(item, (Gate, Sensor)):
             missing_lots.add(item.lot.lot_id)
             return item
         match item:
-            case _Dead():
+            case Dead():
                 report.dead_lettered += 1
-                report.dead_reasons[_reason_code(item.reason)] += 1
+                report.dead_reasons[reason_code(item.reason)] += 1
                 if status == "dup" and item.device_id is not None:
                     self._note_watermark(watermarks, item.tag, item.device_id, item.seq, values[1])
-            case _Gate():
+            case Gate():
                 if status == "stale":
                     item.current = OpenSession.parse(values[3]) if values[3] else None
                     return item
@@ -794,7 +696,7 @@ class Ingest:
                             self.topics.commands(item.lot.lot_id, item.lane_id), payload, 1, False
                         )
                     )
-            case _Sensor():
+            case Sensor():
                 if status == "dup":
                     report.duplicates += 1
                     self._note_watermark(
@@ -810,7 +712,7 @@ class Ingest:
                 report.outcomes[f"space_{values[1]}"] += 1
                 if len(values) > 5 and values[5]:
                     report.gaps += 1
-            case _Status() | _Ack():
+            case Status() | Ack():
                 report.outcomes[values[0] if values else "?"] += 1
         return None
 
@@ -834,13 +736,13 @@ class Ingest:
         if best is None or best[1] < value:
             watermarks[device] = (tag, value)
 
-    def _tag_of(self, item: _Item) -> str:
+    def _tag_of(self, item: Item) -> str:
         match item:
-            case _Dead():
+            case Dead():
                 return item.tag
-            case _Gate() | _Sensor():
+            case Gate() | Sensor():
                 return keys.lot_tag(item.lot.lot_id)
-            case _Status() | _Ack():
+            case Status() | Ack():
                 return keys.lot_tag(item.lot_id)
         raise AssertionError(item)
 
@@ -963,9 +865,6 @@ class Ingest:
                 raise CoreNotReady("a lot shard is not loaded")
 
 
-# ------------------------------------------------------------------ directory
-
-
 async def load_directory(conn: asyncpg.Connection) -> Directory:
     directory = Directory()
     for r in await store.lots(conn):
@@ -984,289 +883,3 @@ async def load_directory(conn: asyncpg.Connection) -> Directory:
             DeviceInfo(r["device_id"], r["lot_id"], r["kind"], r["lane_id"], r["space_id"])
         )
     return directory
-
-
-# ------------------------------------------------------------------ plate flags
-
-
-class NotLoaded(CoreNotReady):
-    """The plate's shard is not loaded; retry after the rebuild."""
-
-
-async def _set_flag(redis: aioredis.Redis, plate: str, field_name: str, value: str) -> None:
-    result = await store.set_plate_flag(redis, plate, field_name, value)
-    if result == "notready":
-        raise NotLoaded(f"plate shard of {plate} is not loaded")
-
-
-async def set_blacklisted(redis: aioredis.Redis, plate: str, reason: str | None) -> None:
-    """Hold (reason) or stop holding (None) ``plate`` at every entry lane; effective at once.
-
-    Idempotent. ``plate`` must be normalised (``parking.plates.normalise``). The
-    blacklist table stays the system of record: the periodic flag sync and the
-    rebuild restore this from it.
-    """
-    await _set_flag(redis, plate, "bl", (reason or "")[:200] if reason else "")
-
-
-async def set_arrears_since(redis: aioredis.Redis, plate: str, since: datetime | None) -> None:
-    """The plate's oldest unpaid bill closed at ``since`` (None: no arrears). Idempotent."""
-    await _set_flag(redis, plate, "arrears", "" if since is None else str(logic.to_ms(since)))
-
-
-async def set_pass(
-    redis: aioredis.Redis, plate: str, scope: str, window: PassWindow | None
-) -> None:
-    """A monthly pass of ``plate`` for ``scope`` (a lot id or lot group id); None removes it."""
-    value = (
-        ""
-        if window is None
-        else f"{logic.to_ms(window.valid_from)}|{logic.to_ms(window.valid_until)}|{window.pass_id}"
-    )
-    await _set_flag(redis, plate, f"pass:{scope}", value)
-
-
-async def refresh_arrears(
-    conn: asyncpg.Connection, redis: aioredis.Redis, plates: Sequence[str]
-) -> None:
-    """Set these plates' arrears flags from the bills they owe now (PostgreSQL)."""
-    since = {r["plate"]: r["since"] for r in await store.arrears_since(conn, list(plates))}
-    for plate in plates:
-        await set_arrears_since(redis, plate, since.get(plate))
-
-
-async def refresh_prepaid(
-    conn: asyncpg.Connection, redis: aioredis.Redis, session_id: str, now: datetime
-) -> None:
-    """Tell the exit lanes what the session paid in the lot (from PostgreSQL).
-
-    Only the display at the exit reads it; the bill at the close is computed
-    from the bills themselves (``sessions.service``)."""
-    row = await store.session_with_window(conn, session_id)
-    if row is None or row["plate"] is None or row["status"] != "open":
-        return
-    prepaid = await bills.prepayments(conn, session_id)
-    stand = bills_logic.standing(bills_logic.live(prepaid), at=now, window=row["exit_window"])
-    await store.set_prepaid(
-        redis,
-        lot_id=row["lot_id"],
-        plate=row["plate"],
-        session_id=session_id,
-        billed_fen=stand.settled_fen,
-        leave_by_ms=logic.to_ms(stand.leave_by) if stand.leave_by is not None else None,
-    )
-
-
-#: PostgreSQL channel of bills_notify_owed (migration 0008).
-OWED_CHANNEL: Final = "parking_plate_owed"
-_PREPAY_PREFIX: Final = "prepay:"
-
-
-class OwedWatch:
-    """Applies what a plate owes to the lanes the moment PostgreSQL commits it.
-
-    LISTENs to ``parking_plate_owed``: a plate whose bills changed gets its
-    arrears flag recomputed (so paying lifts an arrears hold at once, and a
-    new bill sets it), a paid prepayment updates the exit display's hint.
-    NOTIFY reaches only connected listeners, so every (re)connection first runs
-    ``catch_up`` (the full flag sync). Two gateways both apply a change; each
-    writes what PostgreSQL says when it reads, and the periodic sync repairs the
-    rare case of an older read written last.
-    """
-
-    def __init__(
-        self,
-        dsn: str,
-        redis: aioredis.Redis,
-        now: Callable[[], datetime],
-        catch_up: Callable[[asyncpg.Connection], Awaitable[object]],
-        *,
-        keepalive_s: float = 10.0,
-    ) -> None:
-        self.dsn = dsn
-        self.redis = redis
-        self.now = now
-        self.catch_up = catch_up
-        self.keepalive_s = keepalive_s
-        self.applied = 0
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        delay = 0.5
-        while not stopping.is_set():
-            try:
-                await self._listen(stopping)
-                delay = 0.5
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
-                log.warning("owed_watch_lost", error=f"{type(e).__name__}: {e}", retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=delay)
-                delay = min(delay * 2, 10.0)
-
-    async def _listen(self, stopping: asyncio.Event) -> None:
-        conn = await asyncpg.connect(self.dsn, timeout=10)
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        try:
-            await conn.add_listener(OWED_CHANNEL, lambda *a: queue.put_nowait(str(a[-1])))
-            await self.catch_up(conn)
-            log.info("owed_watch_listening")
-            while not stopping.is_set():
-                try:
-                    first = await asyncio.wait_for(queue.get(), timeout=self.keepalive_s)
-                except TimeoutError:
-                    await conn.fetchval("SELECT 1", timeout=10)
-                    continue
-                payloads = {first}
-                while not queue.empty():
-                    payloads.add(queue.get_nowait())
-                await self.apply(conn, payloads)
-        finally:
-            await conn.close(timeout=5)
-
-    async def apply(self, conn: asyncpg.Connection, payloads: set[str]) -> None:
-        plates = sorted(p for p in payloads if not p.startswith(_PREPAY_PREFIX))
-        if plates:
-            await refresh_arrears(conn, self.redis, plates)
-        for payload in sorted(payloads - set(plates)):
-            await refresh_prepaid(conn, self.redis, payload[len(_PREPAY_PREFIX) :], self.now())
-        self.applied += len(payloads)
-
-
-async def plate_flags_from_db(conn: asyncpg.Connection, now: datetime) -> dict[str, PlateFlags]:
-    """Every plate's flags as the system of record has them."""
-    black = {r["plate"]: r["reason"] for r in await store.blacklisted_plates(conn)}
-    arrears = {r["plate"]: r["since"] for r in await store.arrears_since(conn)}
-    passes: dict[str, dict[str, PassWindow]] = {}
-    for r in await store.live_passes(conn, now):
-        current = passes.setdefault(r["plate"], {}).get(r["group_id"])
-        # Two passes for one group: keep the one that lasts longer.
-        if current is None or current.valid_until < r["valid_until"]:
-            passes[r["plate"]][r["group_id"]] = PassWindow(
-                r["id"], r["valid_from"], r["valid_until"]
-            )
-    plates = set(black) | set(arrears) | set(passes)
-    return {
-        p: PlateFlags(
-            blacklisted=black.get(p), arrears_since=arrears.get(p), passes=passes.get(p, {})
-        )
-        for p in plates
-    }
-
-
-class FlagSync:
-    """Keeps the plate shards' flags equal to the system of record.
-
-    Writes only what changed since its last run (the first run writes all), and
-    clears plates whose flags were all lifted.
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[str, list[tuple[str, str]]] | None = None
-
-    async def run(self, conn: asyncpg.Connection, redis: aioredis.Redis, now: datetime) -> int:
-        wanted = {p: logic.flag_pairs(f) for p, f in (await plate_flags_from_db(conn, now)).items()}
-        flagged: set[str] = set()
-        for tag in keys.all_plate_tags():
-            flagged |= await store.flagged_plates(redis, tag)
-        last = self._last or {}
-        changes = [
-            (plate, pairs)
-            for plate, pairs in wanted.items()
-            if self._last is None or last.get(plate) != pairs or plate not in flagged
-        ]
-        changes += [(plate, []) for plate in flagged - set(wanted)]
-        for start in range(0, len(changes), 1000):
-            pipe = store.Batch()
-            for plate, pairs in changes[start : start + 1000]:
-                store.queue_plate_flags(pipe, plate, pairs)
-            for reply in await pipe.execute(redis):
-                if isinstance(reply, Exception):
-                    raise reply
-                if store.text(reply) == "notready":
-                    raise NotLoaded("a plate shard is not loaded")
-        self._last = wanted
-        return len(changes)
-
-
-# ------------------------------------------------------------------ persister
-
-
-@dataclass(frozen=True, slots=True)
-class Persisted:
-    #: device -> (tag of its lot shard, new watermark), for watermarks that moved
-    watermarks: dict[str, tuple[str, int]]
-    #: entries that could not be understood, with why
-    poison: list[tuple[logic.StreamEntry, str]]
-    #: entries written (the poison ones excluded)
-    written: list[logic.StreamEntry]
-    #: bills opened for sessions that closed in this batch
-    bills_opened: list[str]
-
-
-_months_ready: set[datetime] = set()
-
-
-async def persist(
-    conn: asyncpg.Connection, entries: Sequence[logic.StreamEntry], now: datetime
-) -> Persisted:
-    """Write ``entries`` in one transaction of the caller's connection. Idempotent:
-    writing an entry again changes nothing (device_events dedups events, session
-    facts merge, anomalies and dead letters have ids derived from their source)."""
-    plan = logic.plan(entries)
-    poisoned = {id(e) for e, _ in plan.poison}
-    months = plan.months - _months_ready
-    async with conn.transaction():
-        if months:
-            await store.ensure_partitions(conn, months)
-        new = await store.insert_device_events(conn, plan.device_events)
-        await store.insert_passages(conn, [r for r in plan.passages if (r[0], r[1]) in new])
-        await store.insert_space_events(conn, [r for r in plan.space_events if (r[0], r[1]) in new])
-        await store.upsert_space_states(conn, plan.space_states)
-        bills_opened = await sessions.record(conn, plan.sessions, now=now)
-        went_back = await store.went_back(
-            conn,
-            sorted(
-                (device, seq)
-                for device, seq, kind, *_ in plan.device_events
-                if kind != "dead_letter" and (device, seq) in new
-            ),
-        )
-        await store.insert_anomalies(
-            conn,
-            [*plan.anomalies, *logic.went_back([dict(r) for r in went_back], plan.device_lots)],
-        )
-        await store.insert_dead_letters(conn, plan.dead_letters)
-        await store.resolve_device_anomalies(
-            conn,
-            kind=AnomalyKind.DEVICE_OFFLINE,
-            device_ids=plan.back_online,
-            at=now,
-            why="back online",
-        )
-        # After the inserts: a device whose latest event here has a right clock
-        # closes its skew anomaly, even one this batch opened.
-        await store.resolve_device_anomalies(
-            conn,
-            kind=AnomalyKind.DEVICE_CLOCK_SKEW,
-            device_ids=sorted(d for d, (_, skewed, _) in plan.clocks.items() if not skewed),
-            at=now,
-            why="clock right again",
-        )
-        await store.record_device_clocks(conn, plan.clocks)
-        moved = await store.advance_watermarks(conn, list(plan.devices), now)
-        # Events stored before (a persister killed after its commit, before it
-        # published): their watermark did not move now, but it may never have
-        # been published. Publishing the stored value again is harmless (retained,
-        # monotonic) and lets those devices empty their outboxes.
-        repeated = {row[0] for row in plan.device_events if (row[0], row[1]) not in new}
-        announce = {
-            **await store.current_watermarks(conn, sorted(repeated - set(moved))),
-            **moved,
-        }
-        await store.resolve_filled_gaps(conn, list(moved))
-    _months_ready.update(months)
-    return Persisted(
-        watermarks={d: (plan.devices[d], wm) for d, wm in announce.items()},
-        poison=plan.poison,
-        written=[e for e in entries if id(e) not in poisoned],
-        bills_opened=bills_opened,
-    )
