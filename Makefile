@@ -31,6 +31,7 @@ lint: bootstrap
 	$(UV) run ruff format --check src gateways tests bench loadtests
 	$(UV) run ruff check src gateways tests bench loadtests
 	$(UV) run mypy
+	$(UV) run lint-imports --no-cache
 
 format: bootstrap
 	$(UV) run ruff format src gateways tests bench loadtests

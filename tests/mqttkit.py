@@ -21,17 +21,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 from parking.config import Settings
 from parking.devices import service
 from parking.devices.messages import Topics
+from parking.stack import service as stack_service
 
 
 async def prefixed_broker(
     settings: Settings, db_url: str, prefix: str
 ) -> AsyncIterator[service.Broker]:
     """The stack's broker with ``prefix``; the stack's own prefix is restored afterwards."""
-    yield replace(service.mosquitto_broker(settings), topics=Topics(prefix))
+    yield replace(stack_service.mosquitto_broker(settings), topics=Topics(prefix))
     # Later tests (and `parking run`) need the platform user on the stack's prefix.
     conn = await asyncpg.connect(db_url)
     try:
-        await service.sync_broker(conn, service.mosquitto_broker(settings))
+        await service.sync_broker(conn, stack_service.mosquitto_broker(settings))
     finally:
         await conn.close()
 

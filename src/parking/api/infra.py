@@ -17,7 +17,7 @@ from parking.accounts import notifier as notifiers
 from parking.accounts.denylist import DenylistMirror
 from parking.clock import Clock, SystemClock
 from parking.config import Settings, mqtt_identity
-from parking.devices.publisher import Publisher
+from parking.devices.mqtt import Publisher
 from parking.payments import providers as payment_providers
 from parking.payments.port import PaymentProvider
 

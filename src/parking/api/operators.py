@@ -53,6 +53,7 @@ from parking.plates import normalise
 from parking.pricing.model import PricingError
 from parking.sessions import service as sessions
 from parking.sessions.model import SessionChange, SessionStatus
+from parking.stack import service as stack_service
 from parking.tariffs import quote_to_json
 
 log = structlog.get_logger("parking.api.operators")
@@ -499,7 +500,7 @@ async def add_device(request: Request[Any, Any, Any], data: JSONBody[NewDevice])
             space_id=data.space_id,
             kind=data.kind,
             device_id=data.device_id,
-            broker=devices.mosquitto_broker(infra.settings),
+            broker=stack_service.mosquitto_broker(infra.settings),
         )
         await audit(
             conn,
@@ -546,7 +547,7 @@ async def revoke_device(request: Request[Any, Any, Any], device_id: FromPath[Ide
     async with connection(infra) as conn:
         await _device_in_scope(request, conn, device_id)
         device = await devices.revoke_device(
-            conn, device_id, at=now, broker=devices.mosquitto_broker(infra.settings)
+            conn, device_id, at=now, broker=stack_service.mosquitto_broker(infra.settings)
         )
         await audit(
             conn,

@@ -17,6 +17,7 @@ from parking.clock import SystemClock
 from parking.devices import service
 from parking.devices.model import BrokerSync, DeviceKind
 from parking.errors import ParkingError
+from parking.stack import service as stack_service
 
 T = TypeVar("T")
 
@@ -27,7 +28,7 @@ def _run(work: Callable[[asyncpg.Connection, service.Broker], Awaitable[T]]) -> 
     async def go() -> T:
         conn = await asyncpg.connect(settings.database_url)
         try:
-            return await work(conn, service.mosquitto_broker(settings))
+            return await work(conn, stack_service.mosquitto_broker(settings))
         finally:
             await conn.close()
 

@@ -21,12 +21,9 @@ from pathlib import Path
 from typing import Final, Protocol
 
 import asyncpg
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from parking.config import Settings
 from parking.devices import broker as broker_files
-from parking.devices import store
+from parking.devices import mqtt, store
 from parking.devices.messages import Topics
 from parking.devices.model import (
     BrokerReloadTimeout,
@@ -99,24 +96,6 @@ class Broker:
     host: str | None = None
     port: int = 0
     reload_timeout: float = RELOAD_TIMEOUT_S
-
-
-def mosquitto_broker(settings: Settings) -> Broker:
-    """The local stack's Mosquitto, with the platform user from the settings."""
-    from parking.stack.binaries import ensure
-    from parking.stack.servers import Mosquitto
-
-    def quiet(_: str) -> None:
-        return None
-
-    return Broker(
-        files=Mosquitto(settings, ensure(log=quiet), quiet),
-        topics=Topics(settings.topic_prefix),
-        platform_username=settings.mqtt_username,
-        platform_password=settings.mqtt_password,
-        host=settings.mqtt_host,
-        port=settings.mqtt_port,
-    )
 
 
 def secrets_path(stack_dir: Path) -> Path:
@@ -206,29 +185,6 @@ async def sync_broker(conn: asyncpg.Connection, broker: Broker) -> BrokerSync:
     return BrokerSync(devices=len(credentials), reload_seconds=round(seconds, 3))
 
 
-def _canary_accepted(host: str, port: int, secret: str, within: float) -> bool:
-    accepted: list[bool] = []
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{CANARY_USER}-{os.getpid()}-{secrets.token_hex(4)}",
-        protocol=mqtt.MQTTv5,
-    )
-    client.username_pw_set(CANARY_USER, secret)
-    client.on_connect = lambda _c, _u, _f, reason, _p: accepted.append(not reason.is_failure)
-    try:
-        client.connect(host, port, keepalive=max(10, int(within)))
-    except OSError:
-        return False
-    deadline = time.monotonic() + within
-    # A reloading broker answers nothing until the reload is done: waiting
-    # for this CONNACK is waiting for the reload.
-    while not accepted and time.monotonic() < deadline:
-        if client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            break
-    client.disconnect()
-    return bool(accepted) and accepted[0]
-
-
 def _await_reload(files: BrokerFiles, host: str, port: int, secret: str, timeout: float) -> float:
     started = time.monotonic()
     pause = _RESIGNAL_FIRST_S
@@ -239,7 +195,7 @@ def _await_reload(files: BrokerFiles, host: str, port: int, secret: str, timeout
                 f"the broker at {host}:{port} did not load the new credentials within "
                 f"{timeout:.0f} s; run `parking devices sync-broker` again"
             )
-        if _canary_accepted(host, port, secret, within=min(left, 30.0)):
+        if mqtt.canary_accepted(host, port, CANARY_USER, secret, within=min(left, 30.0)):
             return time.monotonic() - started
         time.sleep(min(pause, max(0.0, left)))
         pause = min(pause * 2, _RESIGNAL_MAX_S)

@@ -12,6 +12,7 @@ import click
 from parking import config
 from parking.devices import service as devices
 from parking.seed import service
+from parking.stack import service as stack_service
 
 
 @click.command()
@@ -35,7 +36,7 @@ def seed(if_empty: bool) -> None:
             report = await devices.provision_city(
                 conn,
                 secrets_file=devices.secrets_path(settings.stack_dir),
-                broker=devices.mosquitto_broker(settings),
+                broker=stack_service.mosquitto_broker(settings),
                 progress=progress,
             )
             progress(f"devices: {report}")

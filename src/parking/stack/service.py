@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 
 from parking.config import APP_DB_USER, DB_NAME, Settings
+from parking.devices.messages import Topics
+from parking.devices.service import Broker
 from parking.stack import binaries
 from parking.stack.servers import Mosquitto, Postgres, Redis, ensure_secrets
 
@@ -80,3 +82,20 @@ def env_lines(settings: Settings) -> list[str]:
         "MQTT_PASSWORD": secret.mqtt_platform,
     }
     return [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
+
+
+def mosquitto_broker(settings: Settings) -> Broker:
+    """The local stack's Mosquitto as the device registry's broker, with the platform
+    user from the settings (the registry writes its password and ACL files)."""
+
+    def quiet(_: str) -> None:
+        return None
+
+    return Broker(
+        files=Mosquitto(settings, binaries.ensure(log=quiet), quiet),
+        topics=Topics(settings.topic_prefix),
+        platform_username=settings.mqtt_username,
+        platform_password=settings.mqtt_password,
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+    )

@@ -1,6 +1,6 @@
 """``parking gateway``: MQTT in, occupancy core, commands out (contracts/mqtt.md).
 
-paho-mqtt is confined to `MqttAdapter`. paho's network thread only appends
+paho-mqtt is confined to `parking.devices.mqtt.SessionClient`. paho's network thread only appends
 received messages to an inbox and, when the event loop is waiting, wakes it
 with one ``call_soon_threadsafe``; the loop takes everything queued as one
 batch, applies it to Redis with `parking.occupancy.ingest.Ingest` (pipelined,
@@ -16,23 +16,15 @@ import asyncio
 import contextlib
 import os
 import signal
-import struct
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
 import asyncpg
 import click
-import paho.mqtt.client as mqtt
 import redis.asyncio as aioredis
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Histogram, start_http_server
 from redis.exceptions import RedisError
 
@@ -40,24 +32,19 @@ from parking import config
 from parking.clock import Clock, SystemClock
 from parking.config import mqtt_identity, mqtt_share_group
 from parking.devices.messages import Topics
+from parking.devices.mqtt import SessionClient
 from parking.observability import configure_logging
 from parking.occupancy import ingest as core_ingest
 from parking.occupancy import plate_flags, rebuild, store
-from parking.occupancy.batch import BatchReport, Inbound, Publish, Recovery
+from parking.occupancy.batch import BatchReport, Inbound, Recovery
 from parking.occupancy.ingest import Ingest
 from parking.occupancy.model import CoreNotReady, Directory
 from parking.pricing import Pricer
 
 log = structlog.get_logger("parking.gateway")
-_PUBACK = struct.Struct("!BBH")
 
 # ------------------------------------------------------------------ tuning
 
-#: Unacked deliveries the broker may have outstanding to us (MQTT 5 Receive
-#: Maximum; Mosquitto's max_inflight_messages is 1000 too). Throughput with
-#: manual acks is about window / batch latency: 1000 at ~30 ms is ~30k/s,
-#: beyond what one Redis core applies; more only grows the batch a crash redoes.
-RECEIVE_MAXIMUM: Final = 1000
 #: Largest batch applied at once. Batches form naturally from what queued up
 #: while the previous one ran, so under light load a batch is one message
 #: (lowest lane latency) and under a backlog it grows up to this.
@@ -82,10 +69,6 @@ LINGER_S: Final = 0.002
 #: contract), as after any broker loss. A single gateway down for longer than
 #: this also falls back on the outboxes.
 SESSION_EXPIRY_S: Final = 15
-#: Our own QoS 1 publishes (commands, watermarks) in flight at once; paho
-#: rescans its in-flight list on every PUBACK, so thousands would be slower.
-PUBLISH_INFLIGHT: Final = 100
-KEEPALIVE_S: Final = 30
 #: Back-off while Redis or PostgreSQL is away: first retry fast (a blip),
 #: then at most every 5 s so a long outage costs nothing.
 RETRY_FIRST_S: Final = 0.05
@@ -116,181 +99,6 @@ BATCH_SIZE = Histogram(
 BATCH_SECONDS = Histogram("gateway_batch_seconds", "Time to apply a batch to Redis")
 RETRIES = Counter("gateway_batch_retries_total", "Batches retried", ["reason"])
 PUBLISHED = Counter("gateway_published_total", "Messages published", ["kind"])
-
-
-# ------------------------------------------------------------------ the paho adapter
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    generation: int
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-
-
-class MqttAdapter:
-    """One paho client: persistent MQTT 5 session, shared subscriptions, manual acks."""
-
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        username: str,
-        password: str,
-        client_id: str,
-        subscriptions: list[str],
-        loop: asyncio.AbstractEventLoop,
-        session_expiry: int = SESSION_EXPIRY_S,
-    ) -> None:
-        self._loop = loop
-        self._session_expiry = session_expiry
-        self._subscriptions = subscriptions
-        self._host = host
-        self._port = port
-        self._lock = threading.Lock()
-        self._inbox: deque[Received] = deque()
-        self._waiting = False
-        self._arrived = asyncio.Event()
-        self._generation = 0
-        self.connected = asyncio.Event()
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        client.username_pw_set(username, password)
-        client.max_inflight_messages_set(PUBLISH_INFLIGHT)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        self._client = client
-
-    # paho's thread ------------------------------------------------------
-
-    def _on_connect(
-        self, client: mqtt.Client, _: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        if reason.is_failure:
-            log.warning("mqtt_connect_refused", reason=str(reason))
-            return
-        with self._lock:
-            # Message ids restart per connection: an ack for a message of an
-            # earlier connection could ack a different message now. Those are
-            # dropped; the broker redelivers them (persistent session).
-            self._generation += 1
-        client.subscribe([(topic, 1) for topic in self._subscriptions])
-        log.info(
-            "mqtt_connected",
-            session_present=bool(getattr(flags, "session_present", False)),
-            generation=self._generation,
-        )
-        self._loop.call_soon_threadsafe(self.connected.set)
-
-    def _on_subscribe(
-        self, client: mqtt.Client, _: Any, mid: int, reasons: Any, properties: Any
-    ) -> None:
-        refused = [str(r) for r in reasons if r.is_failure]
-        if refused:
-            log.error("mqtt_subscribe_refused", reasons=refused, topics=self._subscriptions)
-        else:
-            log.info("mqtt_subscribed", topics=len(self._subscriptions))
-
-    def _on_disconnect(
-        self, client: mqtt.Client, _: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        log.warning("mqtt_disconnected", reason=str(reason))
-        self._loop.call_soon_threadsafe(self.connected.clear)
-
-    def _on_message(self, client: mqtt.Client, _: Any, message: mqtt.MQTTMessage) -> None:
-        # message.topic raises on a topic that is not UTF-8; keep it for the dead letter.
-        topic = bytes(message._topic).decode("utf-8", "replace")
-        with self._lock:
-            self._inbox.append(
-                Received(self._generation, message.mid, message.qos, topic, bytes(message.payload))
-            )
-            if self._waiting:
-                self._waiting = False
-                self._loop.call_soon_threadsafe(self._arrived.set)
-
-    # the event loop's side ------------------------------------------------
-
-    def start(self) -> None:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self._session_expiry
-        properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        # clean_start=False: paho's default (MQTT_CLEAN_START_FIRST_ONLY) would
-        # drop everything the broker queued for us while we were down.
-        self._client.connect_async(
-            self._host,
-            self._port,
-            keepalive=KEEPALIVE_S,
-            clean_start=False,
-            properties=properties,
-        )
-        self._client.loop_start()
-
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    async def take(self, limit: int) -> list[Received]:
-        """Everything received so far (at most ``limit``), waiting for at least one."""
-        while True:
-            with self._lock:
-                if self._inbox:
-                    n = min(limit, len(self._inbox))
-                    return [self._inbox.popleft() for _ in range(n)]
-                self._arrived.clear()
-                self._waiting = True
-            await self._arrived.wait()
-
-    def take_now(self, limit: int) -> list[Received]:
-        """What is queued right now (at most ``limit``), without waiting."""
-        with self._lock:
-            n = min(limit, len(self._inbox))
-            return [self._inbox.popleft() for _ in range(n)]
-
-    def ack(self, items: list[Received]) -> int:
-        """Acknowledge (PUBACK) the QoS 1 messages of the current connection; count acked."""
-        with self._lock:
-            generation = self._generation
-        mids = [i.mid for i in items if i.qos == 1 and i.generation == generation]
-        client = self._client
-        out = getattr(client, "_out_packet", None)
-        wake = getattr(client, "_sockpairW", None)
-        if out is None or wake is None:
-            for mid in mids:
-                client.ack(mid, 1)
-            return len(mids)
-        # client.ack() queues one PUBACK and writes to paho's wake-up socket
-        # pair per message: a syscall each, ~15 us at 1000 messages a batch.
-        # Queue the whole batch the same way paho does (_send_command_with_mid,
-        # paho-mqtt 2.x), then wake its network thread once.
-        for mid in mids:
-            out.append(
-                {
-                    "command": mqtt.PUBACK,
-                    "mid": mid,
-                    "qos": 1,
-                    "pos": 0,
-                    "to_process": 4,
-                    "packet": _PUBACK.pack(mqtt.PUBACK, 2, mid),
-                    "info": None,
-                }
-            )
-        if mids:
-            with contextlib.suppress(BlockingIOError):
-                wake.send(b"0")
-        return len(mids)
-
-    def publish(self, item: Publish) -> None:
-        self._client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
 
 
 # ------------------------------------------------------------------ the process
@@ -427,7 +235,7 @@ class Gateway:
             ),
         )
 
-    async def _consume(self, adapter: MqttAdapter, ingest: Ingest) -> None:
+    async def _consume(self, adapter: SessionClient, ingest: Ingest) -> None:
         while not self._stopping.is_set():
             items = await adapter.take(MAX_BATCH)
             self._idle.clear()
@@ -439,7 +247,9 @@ class Gateway:
             report = await self._apply(ingest, batch)
             self._dirty_lots |= report.lots
             for publish in report.publishes:
-                adapter.publish(publish)
+                adapter.publish(
+                    publish.topic, publish.payload, qos=publish.qos, retain=publish.retain
+                )
                 PUBLISHED.labels("watermark" if publish.retain else "command").inc()
             self._handled += len(items)
             if self._crash_after is not None and self._handled >= self._crash_after:
@@ -473,7 +283,7 @@ class Gateway:
                     "housekeeping_failed", task=what, error=f"{type(error).__name__}: {error}"
                 )
 
-    async def _availability(self, adapter: MqttAdapter, ingest: Ingest) -> None:
+    async def _availability(self, adapter: SessionClient, ingest: Ingest) -> None:
         """Publish the free count of the lots touched since the last call (so once a
         second at most per lot), when it moved."""
         lots, self._dirty_lots = list(self._dirty_lots), set()
@@ -482,16 +292,17 @@ class Gateway:
         for lot_id, (capacity, free) in (await ingest.free_counts(lots)).items():
             if self._free.get(lot_id) == free:
                 continue
-            adapter.publish(ingest.availability(lot_id, capacity, free, now))
+            sign = ingest.availability(lot_id, capacity, free, now)
+            adapter.publish(sign.topic, sign.payload, qos=sign.qos, retain=sign.retain)
             self._free[lot_id] = free
             PUBLISHED.labels("availability").inc()
             sent += 1
             if sent % 50 == 0:
                 await asyncio.sleep(0)  # let lane batches through between bursts
 
-    async def _resend(self, adapter: MqttAdapter, ingest: Ingest) -> None:
+    async def _resend(self, adapter: SessionClient, ingest: Ingest) -> None:
         for publish in await ingest.resend_due(self.clock.now()):
-            adapter.publish(publish)
+            adapter.publish(publish.topic, publish.payload, qos=publish.qos, retain=publish.retain)
             PUBLISHED.labels("command_resend").inc()
 
     async def _refresh(self, ingest: Ingest) -> None:
@@ -530,7 +341,7 @@ class Gateway:
         ingest = await self._prepare()
         self._ingest = ingest
         username, password = mqtt_identity(self.settings, "gateway")
-        adapter = MqttAdapter(
+        adapter = SessionClient(
             host=self.settings.mqtt_host,
             port=self.settings.mqtt_platform_port,
             username=username,

@@ -38,7 +38,7 @@ from parking import config
 from parking.clock import Clock, SystemClock
 from parking.config import mqtt_identity
 from parking.devices.messages import Topics, Watermark, encode
-from parking.devices.publisher import Publisher
+from parking.devices.mqtt import Publisher
 from parking.observability import configure_logging
 from parking.occupancy import keys, persist, store
 from parking.occupancy.logic import StreamEntry

@@ -42,10 +42,10 @@ async def _prepare(settings: config.Settings) -> None:
         await devices.provision_city(
             conn,
             secrets_file=devices.secrets_path(settings.stack_dir),
-            broker=devices.mosquitto_broker(settings),
+            broker=stack.mosquitto_broker(settings),
             progress=lambda m: click.echo(f"[devices] {m}", err=True),
         )
-        await devices.sync_broker(conn, devices.mosquitto_broker(settings))
+        await devices.sync_broker(conn, stack.mosquitto_broker(settings))
     finally:
         await conn.close()
 

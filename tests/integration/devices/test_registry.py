@@ -25,6 +25,7 @@ from parking.devices.model import (
     PlacementTaken,
     grants,
 )
+from parking.stack import service as stack_service
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 
@@ -51,7 +52,7 @@ async def city(db: asyncpg.Connection) -> asyncpg.Connection:
 
 @pytest.fixture
 def broker(settings: Settings) -> service.Broker:
-    return service.mosquitto_broker(settings)
+    return stack_service.mosquitto_broker(settings)
 
 
 async def _parking(db_url: str, *args: str) -> tuple[int, str, str]:

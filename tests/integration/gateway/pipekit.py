@@ -28,6 +28,7 @@ from parking.config import Settings
 from parking.devices import service as devices
 from parking.devices.messages import Topics
 from parking.stack import binaries
+from parking.stack import service as stack_service
 from parking.stack.servers import Mosquitto
 
 DEMO = "GZ-DEMO-01"
@@ -192,7 +193,7 @@ async def pipeline(
     }
     local = config.load(env)
     conn = await asyncpg.connect(city_db_url)
-    broker = devices.mosquitto_broker(local)
+    broker = stack_service.mosquitto_broker(local)
     pipe = Pipeline(
         local, env, city_db_url, conn, redis_client, Topics(local.topic_prefix), tmp_path, broker
     )
