@@ -7,10 +7,10 @@ import click
 from gateways.simulator.cli import simulate
 from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
-from parking.companies.cli import companies_group
 from parking.db.cli import db
 from parking.devices.cli import devices
 from parking.ledger.cli import ledger
+from parking.lots.cli import companies_group
 from parking.occupancy.cli import anomalies, deadletters, occupancy
 from parking.payments.cli import payments
 from parking.payments.sandbox.cli import sandbox_pay

@@ -13,8 +13,9 @@ import asyncpg
 from parking import audit as audit_log
 from parking.api.infra import Infra, connection
 from parking.auth.model import Principal
-from parking.companies import service as companies
-from parking.companies.model import (
+from parking.errors import NotFound
+from parking.lots import service as lots
+from parking.lots.model import (
     Access,
     GroupNotFound,
     LotNotFound,
@@ -22,7 +23,6 @@ from parking.companies.model import (
     TariffNotFound,
     Verdict,
 )
-from parking.errors import NotFound
 
 
 async def audit_denied(
@@ -60,11 +60,11 @@ async def require_lot(
     action: str,
     now: datetime,
 ) -> None:
-    """Go on only when ``who`` may act on ``lot_id`` (parking.companies decides): a lot
+    """Go on only when ``who`` may act on ``lot_id`` (parking.lots decides): a lot
     that does not exist, or is another company's, is a 404 (the same words for both);
     another company's also gets an audit line, written on a connection of its own so
     that it stays when the caller's transaction rolls back with the 404."""
-    verdict = await companies.lot_verdict(conn, who, lot_id, access)
+    verdict = await lots.lot_verdict(conn, who, lot_id, access)
     if verdict is Verdict.FOREIGN:
         await audit_staff_denied(infra, who, action=action, target=f"lot:{lot_id}", now=now)
     if verdict is not Verdict.ALLOWED:
@@ -100,7 +100,7 @@ async def require_tariff(
     """As `require_lot`, for a tariff: another company's, or versioning one of the
     city's, is a 404 with an audit line; a tariff that does not exist is left to the
     pricing service's own 404."""
-    verdict = await companies.tariff_verdict(conn, who, tariff_id, access)
+    verdict = await lots.tariff_verdict(conn, who, tariff_id, access)
     error = TariffNotFound(f"no tariff {tariff_id}")
     target = f"tariff:{tariff_id}"
     await refuse_foreign(infra, who, verdict, error, action=action, target=target, now=now)
@@ -134,7 +134,7 @@ async def require_lots(
     now: datetime,
 ) -> None:
     """Several lots changed at once (a lot group): one of another company's is a 404."""
-    verdict = await companies.lots_verdict(conn, who, lot_ids, Access.CHANGE)
+    verdict = await lots.lots_verdict(conn, who, lot_ids, Access.CHANGE)
     error = LotNotFound("a lot of this request does not exist")
     await refuse_foreign(infra, who, verdict, error, action=action, target=target, now=now)
 
@@ -148,7 +148,7 @@ async def require_group(
     action: str,
     now: datetime,
 ) -> None:
-    verdict = await companies.group_verdict(conn, who, group_id, Access.CHANGE)
+    verdict = await lots.group_verdict(conn, who, group_id, Access.CHANGE)
     error = GroupNotFound(f"no lot group {group_id}")
     target = f"lot_group:{group_id}"
     await refuse_foreign(infra, who, verdict, error, action=action, target=target, now=now)
@@ -163,7 +163,7 @@ async def require_pass(
     action: str,
     now: datetime,
 ) -> None:
-    verdict = await companies.pass_verdict(conn, who, pass_id, Access.CHANGE)
+    verdict = await lots.pass_verdict(conn, who, pass_id, Access.CHANGE)
     error = PassNotFound(f"no live pass {pass_id}")
     target = f"pass:{pass_id}"
     await refuse_foreign(infra, who, verdict, error, action=action, target=target, now=now)

@@ -7,7 +7,7 @@ rewrites the broker's password and ACL files and waits for the broker to
 enforce them; those run outside a transaction (the registry's rule), and are
 audited once the registry has answered.
 
-An operator acts on the lots of its own company only (parking.companies says
+An operator acts on the lots of its own company only (parking.lots says
 which): another company's lot, or a device or anomaly in one, is a 404 and an
 audit line (parking.api.denied.require_lot). The city reads every lot (the
 GET routes admit it) and changes none (the others do not: 403).
@@ -15,7 +15,7 @@ GET routes admit it) and changes none (the others do not: 403).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 import asyncpg
@@ -38,11 +38,23 @@ from parking.api.pagination import (
     page,
 )
 from parking.api.routing import clock_of, operator_only, problem_responses, staff_readers
-from parking.companies import service as companies
-from parking.companies.model import Access, BlacklistEntryNotFound, LotNotFound, Verdict
 from parking.devices import service as devices
 from parking.devices.model import Device, DeviceKind, DeviceNotFound, Provisioned
 from parking.errors import Conflict, InvalidInput, NotFound
+from parking.lots import service as lots
+from parking.lots.model import (
+    Access,
+    BlacklistEntryNotFound,
+    Ident,
+    LaneView,
+    LotChange,
+    LotView,
+    NewLane,
+    NewLot,
+    NewSpace,
+    SpaceView,
+    Verdict,
+)
 from parking.occupancy import keys as occupancy_keys
 from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import plate_flags
@@ -62,21 +74,11 @@ BODY_MAX: Final = 8 * 1024
 _RETRY_AFTER_S: Final = "5"
 
 _PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
-Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 IdentParam = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 PlateParam = Annotated[str, PathParameter(min_length=1, max_length=32)]
 AnomalyIdParam = Annotated[str, PathParameter(min_length=1, max_length=200)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_PRINTABLE)]
 Remark = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_PRINTABLE)]
-Capacity = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
-Minutes = Annotated[int, msgspec.Meta(ge=0, le=525_600)]
-Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
-Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
 PlateText = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
-
-
-class InvalidLot(InvalidInput):
-    """A lot that the database's rules refuse (unknown district, bad values)."""
 
 
 class AnomalyNotFound(NotFound):
@@ -114,189 +116,9 @@ async def audit(
 # ------------------------------------------------------------------ lots
 
 
-class LotView(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    name: str
-    district_code: str
-    kind: str
-    capacity: int
-    latitude: float
-    longitude: float
-    full_policy: str
-    arrears_hold_after_minutes: int
-    exit_window_minutes: int
-
-
 class LotPage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[LotView]
     next_cursor: str | None
-
-
-class NewLot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    id: Ident
-    name: Name
-    district_code: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2,4}$")]
-    kind: Literal["gated", "on_street"]
-    capacity: Capacity
-    latitude: Latitude
-    longitude: Longitude
-    full_policy: Literal["hold", "open"] = "hold"
-    arrears_hold_after_minutes: Minutes = 7 * 24 * 60
-    exit_window_minutes: Minutes = 15
-
-
-class LotChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Only the fields given change."""
-
-    full_policy: Literal["hold", "open"] | None = None
-    arrears_hold_after_minutes: Minutes | None = None
-    exit_window_minutes: Minutes | None = None
-    capacity: Capacity | None = None
-
-
-_LOT_COLUMNS: Final = """id, name, district_code, kind, capacity, latitude::float8 AS latitude,
-    longitude::float8 AS longitude, full_policy,
-    (extract(epoch FROM arrears_hold_after) / 60)::int AS arrears_hold_after_minutes,
-    exit_window_minutes"""
-
-
-def _lot(row: asyncpg.Record) -> LotView:
-    return LotView(**dict(row))
-
-
-@get(
-    "/v1/operator/lots",
-    guards=staff_readers,
-    tags=["operator"],
-    summary="Lots of the city (an operator: its company's), by id",
-    responses=problem_responses(400, 401, 403),
-)
-async def list_lots(
-    request: Request[Any, Any, Any], cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
-) -> LotPage:
-    after = decode_cursor(cursor)
-    company = companies.lot_filter(principal_of(request))
-    async with connection(infra_of(request.app)) as conn:
-        rows = await conn.fetch(
-            f"SELECT {_LOT_COLUMNS} FROM lots WHERE ($1::text IS NULL OR id > $1) "  # noqa: S608
-            "AND ($3::text IS NULL OR company_id = $3) ORDER BY id LIMIT $2",
-            after,
-            limit + 1,
-            company,
-        )
-    items, next_cursor = page([_lot(r) for r in rows], limit, key=lambda lot: lot.id)
-    return LotPage(items=items, next_cursor=next_cursor)
-
-
-@post(
-    "/v1/operator/lots",
-    guards=operator_only,
-    tags=["operator"],
-    summary="Add a lot",
-    status_code=201,
-    request_max_body_size=BODY_MAX,
-    responses=problem_responses(400, 401, 403, 409, 413),
-)
-async def create_lot(request: Request[Any, Any, Any], data: JSONBody[NewLot]) -> LotView:
-    now = clock_of(request).now()
-    async with connection(infra_of(request.app), transaction=True) as conn:
-        try:
-            row = await conn.fetchrow(
-                f"""INSERT INTO lots (id, name, district_code, kind, capacity, latitude, longitude,
-                                     full_policy, arrears_hold_after, exit_window_minutes,
-                                     company_id)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                    RETURNING {_LOT_COLUMNS}""",  # noqa: S608
-                data.id,
-                data.name,
-                data.district_code,
-                data.kind,
-                data.capacity,
-                data.latitude,
-                data.longitude,
-                data.full_policy,
-                timedelta(minutes=data.arrears_hold_after_minutes),
-                data.exit_window_minutes,
-                principal_of(request).company,  # the new lot is its creator's company's
-            )
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(f"lot {data.id} exists") from exc
-        except asyncpg.ForeignKeyViolationError as exc:
-            raise InvalidLot(f"district {data.district_code} does not exist") from exc
-        assert row is not None
-        await audit(
-            conn,
-            request,
-            action="lot.created",
-            target=f"lot:{data.id}",
-            details=msgspec.to_builtins(data),
-            now=now,
-        )
-    return _lot(row)
-
-
-@patch(
-    "/v1/operator/lots/{lot_id:str}",
-    guards=operator_only,
-    tags=["operator"],
-    summary="Change a lot's policies or capacity",
-    request_max_body_size=BODY_MAX,
-    responses=problem_responses(400, 401, 403, 404, 413),
-)
-async def change_lot(
-    request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[LotChange]
-) -> LotView:
-    """Gateways take the new capacity and full policy up at their next directory refresh."""
-    now = clock_of(request).now()
-    changes = {k: v for k, v in msgspec.to_builtins(data).items() if v is not None}
-    async with connection(infra_of(request.app), transaction=True) as conn:
-        await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "lot.change")
-        row = await conn.fetchrow(
-            f"""UPDATE lots SET
-                   full_policy = coalesce($2, full_policy),
-                   arrears_hold_after = coalesce($3, arrears_hold_after),
-                   exit_window_minutes = coalesce($4, exit_window_minutes),
-                   capacity = coalesce($5, capacity)
-                 WHERE id = $1 RETURNING {_LOT_COLUMNS}""",  # noqa: S608
-            lot_id,
-            data.full_policy,
-            None
-            if data.arrears_hold_after_minutes is None
-            else timedelta(minutes=data.arrears_hold_after_minutes),
-            data.exit_window_minutes,
-            data.capacity,
-        )
-        if row is None:
-            raise LotNotFound(f"lot {lot_id} does not exist")
-        await audit(
-            conn, request, action="lot.changed", target=f"lot:{lot_id}", details=changes, now=now
-        )
-    return _lot(row)
-
-
-# ------------------------------------------------------------------ lanes and spaces
-
-
-class LaneView(msgspec.Struct, frozen=True, kw_only=True):
-    lot_id: str
-    lane_id: str
-    direction: str
-
-
-class NewLane(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    lane_id: Ident
-    direction: Literal["in", "out"]
-
-
-class SpaceView(msgspec.Struct, frozen=True, kw_only=True):
-    lot_id: str
-    space_id: str
-    kind: str
-
-
-class NewSpace(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    space_id: Ident
-    kind: Literal["standard", "accessible", "charging", "large"] = "standard"
 
 
 class SpacePage(msgspec.Struct, frozen=True, kw_only=True):
@@ -324,6 +146,62 @@ async def _lot_in_scope(
 
 
 @get(
+    "/v1/operator/lots",
+    guards=staff_readers,
+    tags=["operator"],
+    summary="Lots of the city (an operator: its company's), by id",
+    responses=problem_responses(400, 401, 403),
+)
+async def list_lots(
+    request: Request[Any, Any, Any], cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
+) -> LotPage:
+    after = decode_cursor(cursor)
+    async with connection(infra_of(request.app)) as conn:
+        rows = await lots.list_lots(conn, principal_of(request), after=after, limit=limit + 1)
+    items, next_cursor = page(rows, limit, key=lambda lot: lot.id)
+    return LotPage(items=items, next_cursor=next_cursor)
+
+
+@post(
+    "/v1/operator/lots",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Add a lot",
+    status_code=201,
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 409, 413),
+)
+async def create_lot(request: Request[Any, Any, Any], data: JSONBody[NewLot]) -> LotView:
+    """The new lot is its creator's company's."""
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        return await lots.create_lot(
+            conn, data, by=principal_of(request), now=clock_of(request).now()
+        )
+
+
+@patch(
+    "/v1/operator/lots/{lot_id:str}",
+    guards=operator_only,
+    tags=["operator"],
+    summary="Change a lot's policies or capacity",
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 413),
+)
+async def change_lot(
+    request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[LotChange]
+) -> LotView:
+    """Gateways take the new capacity and full policy up at their next directory refresh."""
+    async with connection(infra_of(request.app), transaction=True) as conn:
+        await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "lot.change")
+        return await lots.change_lot(
+            conn, lot_id, data, by=principal_of(request), now=clock_of(request).now()
+        )
+
+
+# ------------------------------------------------------------------ lanes and spaces
+
+
+@get(
     "/v1/operator/lots/{lot_id:str}/lanes",
     guards=staff_readers,
     tags=["operator"],
@@ -335,11 +213,7 @@ async def list_lanes(
 ) -> list[LaneView]:
     async with connection(infra_of(request.app)) as conn:
         await _lot_in_scope(request, conn, lot_id, Access.READ, "lanes.read")
-        rows = await conn.fetch(
-            "SELECT lot_id, lane_id, direction FROM lanes WHERE lot_id = $1 ORDER BY lane_id",
-            lot_id,
-        )
-    return [LaneView(**dict(r)) for r in rows]
+        return await lots.list_lanes(conn, lot_id)
 
 
 @post(
@@ -354,27 +228,11 @@ async def list_lanes(
 async def add_lane(
     request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[NewLane]
 ) -> LaneView:
-    now = clock_of(request).now()
     async with connection(infra_of(request.app), transaction=True) as conn:
         await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "lane.add")
-        try:
-            await conn.execute(
-                "INSERT INTO lanes (lot_id, lane_id, direction) VALUES ($1, $2, $3)",
-                lot_id,
-                data.lane_id,
-                data.direction,
-            )
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(f"lane {data.lane_id} of lot {lot_id} exists") from exc
-        await audit(
-            conn,
-            request,
-            action="lane.added",
-            target=f"lane:{lot_id}/{data.lane_id}",
-            details={"direction": data.direction},
-            now=now,
+        return await lots.add_lane(
+            conn, lot_id, data, by=principal_of(request), now=clock_of(request).now()
         )
-    return LaneView(lot_id=lot_id, lane_id=data.lane_id, direction=data.direction)
 
 
 @get(
@@ -393,14 +251,8 @@ async def list_spaces(
     after = decode_cursor(cursor)
     async with connection(infra_of(request.app)) as conn:
         await _lot_in_scope(request, conn, lot_id, Access.READ, "spaces.read")
-        rows = await conn.fetch(
-            "SELECT lot_id, space_id, kind FROM spaces WHERE lot_id = $1 "
-            "AND ($2::text IS NULL OR space_id > $2) ORDER BY space_id LIMIT $3",
-            lot_id,
-            after,
-            limit + 1,
-        )
-    items, next_cursor = page([SpaceView(**dict(r)) for r in rows], limit, key=lambda s: s.space_id)
+        rows = await lots.list_spaces(conn, lot_id, after=after, limit=limit + 1)
+    items, next_cursor = page(rows, limit, key=lambda s: s.space_id)
     return SpacePage(items=items, next_cursor=next_cursor)
 
 
@@ -416,27 +268,11 @@ async def list_spaces(
 async def add_space(
     request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[NewSpace]
 ) -> SpaceView:
-    now = clock_of(request).now()
     async with connection(infra_of(request.app), transaction=True) as conn:
         await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "space.add")
-        try:
-            await conn.execute(
-                "INSERT INTO spaces (lot_id, space_id, kind) VALUES ($1, $2, $3)",
-                lot_id,
-                data.space_id,
-                data.kind,
-            )
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(f"space {data.space_id} of lot {lot_id} exists") from exc
-        await audit(
-            conn,
-            request,
-            action="space.added",
-            target=f"space:{lot_id}/{data.space_id}",
-            details={"kind": data.kind},
-            now=now,
+        return await lots.add_space(
+            conn, lot_id, data, by=principal_of(request), now=clock_of(request).now()
         )
-    return SpaceView(lot_id=lot_id, space_id=data.space_id, kind=data.kind)
 
 
 # ------------------------------------------------------------------ devices
@@ -475,7 +311,7 @@ async def list_devices(
             conn,
             lot_id=lot_id,
             live_only=live_only,
-            company_id=companies.lot_filter(principal_of(request)),
+            company_id=lots.lot_filter(principal_of(request)),
         )
     return DevicePage(items=found)
 
@@ -517,11 +353,11 @@ async def _device_in_scope(
     request: Request[Any, Any, Any], conn: asyncpg.Connection, device_id: str
 ) -> None:
     """An unknown device is the registry's own 404; another company's is this one."""
-    lot_id = await companies.device_lot(conn, device_id)
+    lot_id = await lots.device_lot(conn, device_id)
     if lot_id is None:
         return
     who = principal_of(request)
-    if await companies.lot_verdict(conn, who, lot_id, Access.CHANGE) is Verdict.ALLOWED:
+    if await lots.lot_verdict(conn, who, lot_id, Access.CHANGE) is Verdict.ALLOWED:
         return
     await audit_staff_denied(
         infra_of(request.app),
@@ -592,7 +428,7 @@ async def _blacklist_entry_in_scope(
 ) -> None:
     """The list is the city's, an entry its company's: another company's is a 404, audited."""
     who = principal_of(request)
-    if await companies.blacklist_verdict(conn, who, plate) is not Verdict.FOREIGN:
+    if await lots.blacklist_verdict(conn, who, plate) is not Verdict.FOREIGN:
         return
     await audit_staff_denied(
         infra_of(request.app),
@@ -732,7 +568,7 @@ async def anomaly_queue(
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> AnomalyPage:
     after = decode_cursor(cursor)
-    company = companies.lot_filter(principal_of(request))
+    company = lots.lot_filter(principal_of(request))
     async with connection(infra_of(request.app)) as conn:
         rows = await conn.fetch(
             f"""SELECT {_ANOMALY_COLUMNS} FROM anomalies
@@ -995,7 +831,7 @@ async def _anomaly_in_scope(
     lot_id = anomaly["lot_id"]
     if (
         lot_id is not None
-        and await companies.lot_verdict(conn, who, lot_id, Access.CHANGE) is Verdict.ALLOWED
+        and await lots.lot_verdict(conn, who, lot_id, Access.CHANGE) is Verdict.ALLOWED
     ):
         return
     await audit_staff_denied(

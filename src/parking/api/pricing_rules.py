@@ -3,7 +3,7 @@
 Every change is audited and reaches this worker's pricer at once (others
 within the cache's refresh interval). A lot group holds only lots of the
 operator's own company, and a monthly pass is good for such a group: another
-company's lot, group or pass is a 404, audited (parking.companies decides).
+company's lot, group or pass is a 404, audited (parking.lots decides).
 An exemption is the operator's company's: the plate (or kind) parks free at
 that company's lots only, and only that company lifts it.
 """

@@ -2,7 +2,7 @@
 
 A tariff an operator creates is its company's: only that company versions it.
 The city's tariffs (seeded) are read and assigned by every company, versioned by
-none; an operator assigns tariffs to its own company's lots only (parking.companies).
+none; an operator assigns tariffs to its own company's lots only (parking.lots).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from parking.api.infra import connection, infra_of
 from parking.api.rate_limit import RateLimiter, Rule
 from parking.api.routing import clock_of, operator_only
 from parking.auth.model import Forbidden, Role
-from parking.companies import service as companies
-from parking.companies.model import Access
 from parking.errors import InvalidInput
+from parking.lots import service as lots
+from parking.lots.model import Access
 from parking.pricing import service as pricing
 from parking.tariffs import Quote, listed, quote, tariff_from_dict
 
@@ -170,7 +170,7 @@ async def create_tariff(
             by=principal_of(request),
             now=clock_of(request).now(),
         )
-        await companies.own_tariff(conn, principal_of(request), view.tariff_id)
+        await lots.own_tariff(conn, principal_of(request), view.tariff_id)
     request.app.state.pricer_cache.invalidate()
     return view
 

@@ -14,7 +14,7 @@ from parking.accounts import service as accounts
 from parking.auth import tokens
 from parking.auth.model import STAFF_TOKEN_MAX_TTL, NotAuthenticated, Principal, Role
 from parking.clock import SystemClock
-from parking.companies import service as companies
+from parking.lots import service as lots
 
 
 @click.group("tokens")
@@ -25,7 +25,7 @@ def tokens_group() -> None:
 async def _company_exists(database_url: str, company_id: str) -> bool:
     conn = await asyncpg.connect(database_url)
     try:
-        return await companies.company_exists(conn, company_id)
+        return await lots.company_exists(conn, company_id)
     finally:
         await conn.close()
 

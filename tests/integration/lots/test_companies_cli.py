@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from parking.auth import tokens
 from parking.auth.cli import tokens_group
 from parking.auth.model import Role
-from parking.companies.cli import companies_group
 from parking.config import Settings
+from parking.lots.cli import companies_group
 
 
 async def issue(city_db_url: str, *args: str) -> tuple[int, str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 from parking.auth.model import Principal, Role
-from parking.companies.model import Access
+from parking.lots.model import Access
 
 #: roles that read every company's lots and change none
 READ_EVERYTHING: Final = frozenset({Role.CITY, Role.FINANCE})

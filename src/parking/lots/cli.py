@@ -9,7 +9,7 @@ import asyncpg
 import click
 
 from parking import config
-from parking.companies import service
+from parking.lots import service
 
 
 @click.group("companies")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from parking.auth.model import Principal, Role
-from parking.companies import logic
-from parking.companies.model import Access
+from parking.lots import logic
+from parking.lots.model import Access
 
 
 def who(role: Role, company: str | None = None) -> Principal:
