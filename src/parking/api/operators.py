@@ -22,11 +22,12 @@ import asyncpg
 import msgspec
 import structlog
 from litestar import Request, delete, get, patch, post, put
-from litestar.exceptions import ServiceUnavailableException
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from redis.exceptions import RedisError
 
 from parking import audit as audit_log
+from parking.anomalies import service as anomalies
+from parking.anomalies.model import AnomalyNotFound, AnomalyView, Remark, Resolution
 from parking.api.auth import principal_of
 from parking.api.denied import audit_staff_denied, require_lot
 from parking.api.infra import connection, infra_of
@@ -40,7 +41,6 @@ from parking.api.pagination import (
 from parking.api.routing import clock_of, operator_only, problem_responses, staff_readers
 from parking.devices import service as devices
 from parking.devices.model import Device, DeviceKind, DeviceNotFound, Provisioned
-from parking.errors import Conflict, InvalidInput, NotFound
 from parking.lots import service as lots
 from parking.lots.model import (
     Access,
@@ -55,18 +55,12 @@ from parking.lots.model import (
     SpaceView,
     Verdict,
 )
-from parking.occupancy import keys as occupancy_keys
-from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import plate_flags
-from parking.occupancy import store as occupancy_store
-from parking.occupancy.model import AnomalyKind, CoreNotReady
+from parking.occupancy.model import CoreNotReady
 from parking.payments import decisions
 from parking.plates import normalise
-from parking.pricing.model import PricingError
-from parking.sessions import service as sessions
-from parking.sessions.model import SessionChange, SessionStatus
+from parking.pricing import Pricer
 from parking.stack import service as stack_service
-from parking.tariffs import quote_to_json
 
 log = structlog.get_logger("parking.api.operators")
 #: the GET routes: operators see their company's lots, the city every lot
@@ -77,16 +71,6 @@ _PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
 IdentParam = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 PlateParam = Annotated[str, PathParameter(min_length=1, max_length=32)]
 AnomalyIdParam = Annotated[str, PathParameter(min_length=1, max_length=200)]
-Remark = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_PRINTABLE)]
-PlateText = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
-
-
-class AnomalyNotFound(NotFound):
-    pass
-
-
-class AnomalyResolved(Conflict):
-    """The anomaly was resolved already."""
 
 
 # ------------------------------------------------------------------ audit
@@ -510,47 +494,9 @@ async def unblacklist_plate(
 # ------------------------------------------------------------------ anomalies
 
 
-class AnomalyView(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    kind: str
-    lot_id: str | None
-    device_id: str | None
-    plate: str | None
-    session_id: str | None
-    image_ref: str | None
-    details: msgspec.Raw
-    status: str
-    created_at: datetime
-    resolved_at: datetime | None
-    resolution: str | None
-
-
 class AnomalyPage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[AnomalyView]
     next_cursor: str | None
-
-
-class Resolution(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``fix-plate`` (with ``plate``: the plate the camera misread) sets the session's plate;
-    ``add-missed-exit`` (with ``exit_at``) closes the session left open and prices it;
-    ``void`` voids the session (no fee); ``confirm-fee`` confirms the bill of a stay past
-    the lot's review limits (a ``fee_review`` anomaly: until then it is never deducted
-    contactlessly nor shown on the lane as owed). Every action needs a remark."""
-
-    action: Literal["fix-plate", "add-missed-exit", "void", "confirm-fee"]
-    remark: Remark
-    plate: PlateText | None = None
-    exit_at: datetime | None = None
-
-
-_ANOMALY_COLUMNS: Final = """id, kind, lot_id, device_id, plate, session_id, image_ref,
-    details::text AS details, status, created_at, resolved_at, resolution"""
-
-
-def _anomaly(row: asyncpg.Record) -> AnomalyView:
-    values = dict(row)
-    values["details"] = msgspec.Raw(values["details"].encode())
-    return AnomalyView(**values)
 
 
 @get(
@@ -568,267 +514,21 @@ async def anomaly_queue(
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> AnomalyPage:
     after = decode_cursor(cursor)
-    company = lots.lot_filter(principal_of(request))
     async with connection(infra_of(request.app)) as conn:
-        rows = await conn.fetch(
-            f"""SELECT {_ANOMALY_COLUMNS} FROM anomalies
-                 WHERE status = $1 AND ($2::text IS NULL OR kind = $2)
-                   AND ($3::text IS NULL OR id > $3)
-                   AND ($5::text IS NULL
-                        OR lot_id IN (SELECT id FROM lots WHERE company_id = $5))
-                 ORDER BY id LIMIT $4""",  # noqa: S608
-            status,
-            kind,
-            after,
-            limit + 1,
-            company,
+        rows = await anomalies.queue(
+            conn, principal_of(request), status=status, kind=kind, after=after, limit=limit + 1
         )
-    items, next_cursor = page([_anomaly(r) for r in rows], limit, key=lambda a: a.id)
+    items, next_cursor = page(rows, limit, key=lambda a: a.id)
     return AnomalyPage(items=items, next_cursor=next_cursor)
 
 
-async def _session_row(conn: asyncpg.Connection, session_id: str | None) -> asyncpg.Record:
-    if session_id is None:
-        raise InvalidInput("this anomaly names no session; resolve it with 'void'")
-    row = await conn.fetchrow(
-        "SELECT id, lot_id, plate, account_id, status, entry_at, exit_at FROM sessions "
-        "WHERE id = $1 "
-        "FOR UPDATE",
-        session_id,
-    )
-    if row is None:
-        raise InvalidInput(f"session {session_id} is not recorded yet; retry shortly")
-    return row
-
-
-def _field(row: asyncpg.Record) -> str | None:
-    """The session's key in its lot's open sessions: the plate, or the account's
-    field for an unplated car let in by a scan; None when the core never held it."""
-    if row["plate"] is not None:
-        return str(row["plate"])
-    if row["account_id"] is not None:
-        return occupancy_keys.account_field(row["account_id"])
-    return None
-
-
-def _core_down() -> ServiceUnavailableException:
-    return ServiceUnavailableException(
-        detail="the occupancy core did not answer; the decision was not saved, retry",
-        headers={"Retry-After": _RETRY_AFTER_S},
-    )
-
-
-async def _end_live(
-    request: Request[Any, Any, Any], row: asyncpg.Record, *, out_at_ms: int
-) -> dict[str, str]:
-    """End the open session in the occupancy core as well: the lot's live count and the
-    plate's city-wide entry follow the operator's decision now, not at the next rebuild.
-
-    Runs inside the caller's transaction, after its PostgreSQL writes and before the
-    commit: a lot shard being rebuilt or a Redis that does not answer fails the whole
-    decision (503) with nothing written. Both calls are idempotent, so a decision
-    that fails after the first is simply retried. Returns what each call did, for
-    the audit line.
-    """
-    field = _field(row)
-    if field is None:
-        return {}
-    redis = infra_of(request.app).redis
-    try:
-        in_lot = await occupancy_store.end_in_lot(
-            redis, lot_id=row["lot_id"], field=field, session_id=row["id"]
-        )
-        if in_lot == "notready":
-            raise CoreNotReady("the lot's live state is being rebuilt; retry shortly")
-        in_index = "none"
-        if row["plate"] is not None:
-            in_index = await occupancy_store.release_plate(
-                redis, plate=row["plate"], session_id=row["id"], out_at_ms=out_at_ms
-            )
-    except (RedisError, OSError) as exc:
-        raise _core_down() from exc
-    if in_index == "notready":
-        # The plate shard's rebuild reads the sessions table: if it read it before
-        # this commit, the index names this session until the plate's next entry.
-        log.warning("plate_index_not_ready", plate=row["plate"], session_id=row["id"])
-    return {"lot": in_lot, "plate_index": in_index}
-
-
-async def _rekey_live(
-    request: Request[Any, Any, Any], row: asyncpg.Record, right: str
-) -> dict[str, str]:
-    """Move an open session from its misread plate to the right one in the core: the
-    lot's entry (so the exit lane finds it by the plate it reads), then the plate
-    index (released for the wrong plate, claimed for the right one)."""
-    redis = infra_of(request.app).redis
-    wrong, entry_ms = row["plate"], occupancy_logic.to_ms(row["entry_at"])
-    try:
-        moved = await occupancy_store.rekey_in_lot(
-            redis, lot_id=row["lot_id"], wrong=wrong, right=right, session_id=row["id"]
-        )
-        if moved == "notready":
-            raise CoreNotReady("the lot's live state is being rebuilt; retry shortly")
-        if moved == "taken":
-            raise Conflict(f"{right} has an open session in lot {row['lot_id']} already")
-        released = await occupancy_store.release_plate(
-            redis, plate=wrong, session_id=row["id"], out_at_ms=entry_ms
-        )
-        claimed = await occupancy_store.claim_plate(
-            redis,
-            plate=right,
-            session_id=row["id"],
-            lot_id=row["lot_id"],
-            at_ms=entry_ms,
-            op=f"fix-plate:{row['id']}",
-        )
-    except (RedisError, OSError) as exc:
-        raise _core_down() from exc
-    if claimed not in ("claimed", "same"):
-        log.warning("plate_index_not_claimed", plate=right, session_id=row["id"], got=claimed)
-    return {"lot": moved, "wrong_plate_index": released, "right_plate_index": claimed}
-
-
-async def _apply_resolution(
-    request: Request[Any, Any, Any],
-    conn: asyncpg.Connection,
-    anomaly: asyncpg.Record,
-    data: Resolution,
-    now: datetime,
-) -> dict[str, Any]:
-    session_id = anomaly["session_id"]
-    match data.action:
-        case "confirm-fee":
-            # Resolving the anomaly is the confirmation (mqtt.md "Clocks" 4); a wrong
-            # stay is corrected with the other actions (void, fix-plate) instead.
-            if anomaly["kind"] != AnomalyKind.FEE_REVIEW:
-                raise InvalidInput("confirm-fee resolves a fee_review anomaly only")
-            return {"session_id": session_id, "fee_confirmed": True}
-        case "void":
-            if session_id is None:
-                return {}
-            row = await _session_row(conn, session_id)
-            # The merge is an upsert: the row's known facts go along so the insert
-            # half satisfies the table's checks (merging never blanks a field).
-            await sessions.record(
-                conn,
-                [
-                    SessionChange(
-                        id=row["id"],
-                        lot_id=row["lot_id"],
-                        status=SessionStatus.VOIDED,
-                        plate=row["plate"],
-                        entry_at=row["entry_at"],
-                        exit_at=row["exit_at"],
-                    )
-                ],
-            )
-            effect: dict[str, Any] = {"session_id": session_id, "voided": True}
-            effect["money"] = msgspec.to_builtins(
-                await sessions.void_bills(
-                    conn, session_id, by=principal_of(request).subject, remark=data.remark, now=now
-                )
-            )
-            if row["status"] == SessionStatus.OPEN:
-                # A voided stay says nothing about when the car left: the index's mark
-                # moves only just past its entry, so a late claim of this very entry
-                # loses and a later entry of the plate anywhere still wins.
-                entry_ms = occupancy_logic.to_ms(row["entry_at"] or now)
-                effect["live"] = await _end_live(request, row, out_at_ms=entry_ms + 1)
-            return effect
-        case "fix-plate":
-            if data.plate is None:
-                raise InvalidInput("fix-plate needs the plate")
-            plate = normalise(data.plate)
-            row = await _session_row(conn, session_id)
-            if row["plate"] == plate:
-                return {"session_id": session_id, "from": plate, "to": plate}
-            is_open = row["status"] == SessionStatus.OPEN
-            if is_open and (row["plate"] is None or row["entry_at"] is None):
-                raise Conflict("an open session without a plate read is ended, not fixed")
-            try:
-                async with conn.transaction():  # a savepoint: the 409 leaves the rest usable
-                    await conn.execute(
-                        "UPDATE sessions SET plate = $2, updated_at = now() WHERE id = $1",
-                        session_id,
-                        plate,
-                    )
-            except asyncpg.UniqueViolationError as exc:
-                raise Conflict(f"{plate} has an open session already") from exc
-            fixed: dict[str, Any] = {"session_id": session_id, "from": row["plate"], "to": plate}
-            if not is_open:
-                fixed["money"] = msgspec.to_builtins(
-                    await sessions.rebill_plate(
-                        conn,
-                        session_id,
-                        wrong=row["plate"],
-                        right=plate,
-                        by=principal_of(request).subject,
-                        remark=data.remark,
-                        now=now,
-                    )
-                )
-            if is_open:
-                # The core keys an open session by its plate: the exit lane must
-                # find it by the plate it will read.
-                fixed["live"] = await _rekey_live(request, row, plate)
-            return fixed
-        case "add-missed-exit":
-            if data.exit_at is None or data.exit_at.tzinfo is None:
-                raise InvalidInput("add-missed-exit needs exit_at with a UTC offset")
-            if data.exit_at > now:
-                # The plate index takes the exit as proof the car was out from then on.
-                raise InvalidInput("exit_at is in the future")
-            row = await _session_row(conn, session_id)
-            if row["status"] != SessionStatus.OPEN or row["entry_at"] is None:
-                raise Conflict(f"session {session_id} is {row['status']}, not open")
-            if data.exit_at < row["entry_at"]:
-                raise InvalidInput("exit_at is before the entry")
-            pricer = await request.app.state.pricer_cache.get(infra_of(request.app).pool)
-            try:
-                priced = pricer.price(
-                    lot_id=row["lot_id"],
-                    plate=row["plate"],
-                    entry=row["entry_at"],
-                    exit=data.exit_at,
-                )
-            except PricingError as exc:
-                raise InvalidInput(f"the stay cannot be priced: {exc}") from exc
-            await sessions.record(
-                conn,
-                [
-                    SessionChange(
-                        id=row["id"],
-                        lot_id=row["lot_id"],
-                        status=SessionStatus.CLOSED,
-                        plate=row["plate"],
-                        entry_at=row["entry_at"],
-                        exit_at=data.exit_at,
-                        fee_fen=priced.fee_fen,
-                        tariff_id=priced.tariff_id,
-                        tariff_version=priced.tariff_version,
-                        pricing_reason=priced.reason,
-                        quote=quote_to_json(priced.quote) if priced.quote is not None else None,
-                        flags=("operator_exit",),
-                    )
-                ],
-            )
-            live = await _end_live(request, row, out_at_ms=occupancy_logic.to_ms(data.exit_at))
-            return {
-                "session_id": session_id,
-                "exit_at": data.exit_at.isoformat(),
-                "fee_fen": priced.fee_fen,
-                "live": live,
-            }
-    raise AssertionError(data.action)
-
-
 async def _anomaly_in_scope(
-    request: Request[Any, Any, Any], conn: asyncpg.Connection, anomaly: asyncpg.Record
+    request: Request[Any, Any, Any], conn: asyncpg.Connection, anomaly: AnomalyView
 ) -> None:
     """Another company's anomaly (its session, its money) is a 404, audited; one that
     names no lot belongs to no company, so no operator decides it."""
     who = principal_of(request)
-    lot_id = anomaly["lot_id"]
+    lot_id = anomaly.lot_id
     if (
         lot_id is not None
         and await lots.lot_verdict(conn, who, lot_id, Access.CHANGE) is Verdict.ALLOWED
@@ -838,10 +538,10 @@ async def _anomaly_in_scope(
         infra_of(request.app),
         who,
         action="anomaly.resolve",
-        target=f"anomaly:{anomaly['id']}",
+        target=f"anomaly:{anomaly.id}",
         now=clock_of(request).now(),
     )
-    raise AnomalyNotFound(f"anomaly {anomaly['id']} does not exist")
+    raise AnomalyNotFound(f"anomaly {anomaly.id} does not exist")
 
 
 @post(
@@ -860,42 +560,26 @@ async def resolve_anomaly(
 ) -> AnomalyView:
     """A missed exit or a void of an open session also ends it in the live core (the lot's
     count, the plate's city-wide entry); the audit line says what the core did."""
+    infra = infra_of(request.app)
     now = clock_of(request).now()
-    async with connection(infra_of(request.app), transaction=True) as conn:
-        anomaly = await conn.fetchrow(
-            f"SELECT {_ANOMALY_COLUMNS} FROM anomalies WHERE id = $1 FOR UPDATE",  # noqa: S608
-            anomaly_id,
-        )
-        if anomaly is None:
-            raise AnomalyNotFound(f"anomaly {anomaly_id} does not exist")
+
+    async def pricer() -> Pricer:
+        loaded: Pricer = await request.app.state.pricer_cache.get(infra.pool)
+        return loaded
+
+    async with connection(infra, transaction=True) as conn:
+        anomaly = await anomalies.lock(conn, anomaly_id)
         await _anomaly_in_scope(request, conn, anomaly)
-        if anomaly["status"] != "open":
-            raise AnomalyResolved(f"anomaly {anomaly_id} was resolved: {anomaly['resolution']}")
-        effect = await _apply_resolution(request, conn, anomaly, data, now)
-        row = await conn.fetchrow(
-            f"""UPDATE anomalies SET status = 'resolved', resolved_at = $2, resolution = $3
-                 WHERE id = $1 RETURNING {_ANOMALY_COLUMNS}""",  # noqa: S608
-            anomaly_id,
-            now,
-            f"{data.action}: {data.remark}",
+        resolved, effect = await anomalies.resolve(
+            conn, infra.redis, anomaly, data, pricer=pricer, by=principal_of(request), now=now
         )
-        await audit(
-            conn,
-            request,
-            action=f"anomaly.{data.action}",
-            target=f"anomaly:{anomaly_id}",
-            details={"remark": data.remark, **effect},
-            now=now,
-        )
-    assert row is not None
     # Refunds the decision asked for go to the provider only now that it is committed
     # (a provider never waits on our transaction); what fails here the sweeper sends.
     if refunds := effect.get("money", {}).get("refunds"):
-        infra = infra_of(request.app)
         await decisions.submit_refunds(
             infra.pool, infra.providers, refunds, notify_base_url=infra.notify_base_url, now=now
         )
-    return _anomaly(row)
+    return resolved
 
 
 ROUTES = [

@@ -28,6 +28,7 @@ from parking.accounts.model import (
     RefreshRejected,
     TooManyVehicles,
 )
+from parking.anomalies.model import CoreUnreachable
 from parking.auth.model import Forbidden, NotAuthenticated
 from parking.bills.model import (
     AmountMismatch,
@@ -121,6 +122,8 @@ STATUS_FOR: dict[type[Exception], tuple[int, str]] = {
     ProviderRejected: (502, "provider-rejected"),
     ProviderUnavailable: (503, "provider-unavailable"),
     BrokerReloadTimeout: (503, "broker-reload-timeout"),
+    # the same answer as any 503 of a dependency that did not answer: retry
+    CoreUnreachable: (503, "service-unavailable"),
     CoreNotReady: (503, "occupancy-core-loading"),
 }
 

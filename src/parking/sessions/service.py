@@ -292,3 +292,15 @@ async def list_for_plate(
         )
         for r in await store.by_plate(conn, text, limit=limit)
     ]
+
+
+async def lock_session(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
+    """The session's row (id, lot_id, plate, account_id, status, entry_at, exit_at),
+    locked for the caller's transaction; None when it is not recorded (yet)."""
+    return await store.lock_session(conn, session_id)
+
+
+async def set_plate(conn: asyncpg.Connection, session_id: str, plate: str) -> None:
+    """Correct a session's plate (caller's transaction). Raises asyncpg's
+    UniqueViolationError when the plate has an open session already."""
+    await store.set_plate(conn, session_id, plate)

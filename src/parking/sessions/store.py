@@ -183,3 +183,21 @@ async def open_unplated(
         account_id,
         list(flags),
     )
+
+
+async def lock_session(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, lot_id, plate, account_id, status, entry_at, exit_at FROM sessions "
+        "WHERE id = $1 "
+        "FOR UPDATE",
+        session_id,
+    )
+
+
+async def set_plate(conn: asyncpg.Connection, session_id: str, plate: str) -> None:
+    """Raises asyncpg's UniqueViolationError when the plate has an open session already."""
+    await conn.execute(
+        "UPDATE sessions SET plate = $2, updated_at = now() WHERE id = $1",
+        session_id,
+        plate,
+    )
