@@ -722,3 +722,9 @@ async def account_holding(conn: asyncpg.Connection, plate: str) -> str | None:
     for billing, not for moves). An unverified binder is billed nothing, so a bill
     never tells them when the car left (the plate's arrears follow the plate anyway)."""
     return await store.verified_holder(conn, plate)
+
+
+async def held_by_another(conn: asyncpg.Connection, plate: str, account_id: str) -> bool:
+    """Whether another account holds the plate now (verified or not): a driver naming it
+    is probing someone else's car (audited)."""
+    return await store.held_by_another(conn, plate, account_id)

@@ -499,3 +499,12 @@ async def claims(
 
 #: Audit rows are written by parking.audit, the one writer of audit_log.
 audit = record
+
+
+async def held_by_another(conn: asyncpg.Connection, plate: str, account_id: str) -> bool:
+    other: bool | None = await conn.fetchval(
+        "SELECT true FROM vehicles WHERE plate = $1 AND released_at IS NULL AND account_id <> $2",
+        plate,
+        account_id,
+    )
+    return bool(other)

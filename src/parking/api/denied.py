@@ -11,6 +11,7 @@ from datetime import datetime
 import asyncpg
 
 from parking import audit as audit_log
+from parking.accounts import service as accounts
 from parking.api.infra import Infra, connection
 from parking.auth.model import Principal
 from parking.errors import NotFound
@@ -40,13 +41,7 @@ async def audit_if_held_by_another(
     """A driver named a plate that is not theirs: audited when another account holds
     it (an attempt on someone else's car); a plate nobody holds is just a 404."""
     async with connection(infra) as conn:
-        other = await conn.fetchval(
-            "SELECT true FROM vehicles WHERE plate = $1 AND released_at IS NULL "
-            "AND account_id <> $2",
-            plate,
-            actor,
-        )
-        if other:
+        if await accounts.held_by_another(conn, plate, actor):
             await audit_denied(conn, actor=actor, action=action, target=f"plate:{plate}", now=now)
 
 

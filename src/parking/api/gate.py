@@ -33,6 +33,7 @@ from parking.api.infra import Infra, connection, infra_of
 from parking.api.routing import clock_of, problem_responses
 from parking.auth.model import Principal, Role
 from parking.devices import broker, messages
+from parking.devices import service as devices
 from parking.devices.messages import AckTopic, PassageTopic, Rejection, Topics
 from parking.errors import InvalidInput
 from parking.occupancy import batch, rebuild
@@ -131,11 +132,7 @@ async def _authenticate(request: Request[Any, Any, Any], infra: Infra) -> _Gate:
     if not sep or not device_id or len(device_id) > 64:
         raise NotAuthorizedException("malformed Basic credentials", headers=_CHALLENGE)
     async with connection(infra) as conn:
-        row = await conn.fetchrow(
-            "SELECT lot_id, lane_id, kind, password_hash, revoked_at FROM devices "
-            "WHERE device_id = $1",
-            device_id,
-        )
+        row = await devices.gate_login(conn, device_id)
     # One answer for unknown, revoked and wrong secret: nothing to probe for.
     if (
         row is None

@@ -437,24 +437,10 @@ async def blacklist_plate(
 ) -> BlacklistEntry:
     infra = infra_of(request.app)
     text = normalise(plate)
-    who = principal_of(request).subject
     async with connection(infra, transaction=True) as conn:
         await _blacklist_entry_in_scope(request, conn, text, "blacklist.add")
-        await conn.execute(
-            "INSERT INTO plate_blacklist (plate, reason, created_by, company_id) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (plate) DO UPDATE SET reason = EXCLUDED.reason",
-            text,
-            data.reason,
-            who,
-            principal_of(request).company,
-        )
-        await audit(
-            conn,
-            request,
-            action="blacklist.added",
-            target=f"plate:{text}",
-            details={"reason": data.reason},
-            now=clock_of(request).now(),
+        await plate_flags.blacklist(
+            conn, text, data.reason, by=principal_of(request), now=clock_of(request).now()
         )
     held = await _flag(infra.redis, text, data.reason)
     return BlacklistEntry(plate=text, reason=data.reason, held_now=held)
@@ -475,18 +461,9 @@ async def unblacklist_plate(
     text = normalise(plate)
     async with connection(infra, transaction=True) as conn:
         await _blacklist_entry_in_scope(request, conn, text, "blacklist.remove")
-        removed = await conn.fetchval(
-            "DELETE FROM plate_blacklist WHERE plate = $1 RETURNING reason", text
+        await plate_flags.unblacklist(
+            conn, text, by=principal_of(request), now=clock_of(request).now()
         )
-        if removed is not None:
-            await audit(
-                conn,
-                request,
-                action="blacklist.removed",
-                target=f"plate:{text}",
-                details={"reason": removed},
-                now=clock_of(request).now(),
-            )
     cleared = await _flag(infra.redis, text, None)
     return BlacklistEntry(plate=text, reason=None, held_now=not cleared)
 

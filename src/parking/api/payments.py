@@ -274,7 +274,7 @@ async def my_payment(request: Request[Any, Any, Any], payment_id: PaymentIdParam
         try:
             return await pay_flow.payment(conn, payment_id, payer=Payer(account_id=account_id))
         except UnknownAttempt:
-            if await conn.fetchval("SELECT true FROM payment_attempts WHERE id = $1", payment_id):
+            if await pay_flow.exists(conn, payment_id):
                 await audit_denied(
                     conn,
                     actor=account_id,

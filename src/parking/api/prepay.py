@@ -41,6 +41,7 @@ from parking.occupancy import store as occupancy_store
 from parking.occupancy.logic import to_ms
 from parking.plates import normalise
 from parking.pricing import Pricer
+from parking.sessions import service as sessions
 from parking.tariffs import quote_to_json
 
 log = structlog.get_logger("parking.api")
@@ -98,9 +99,7 @@ async def prepay(request: Request[Any, Any, Any], session_id: SessionIdParam) ->
     me = principal_of(request).subject
     now = clock_of(request).now()
     async with connection(infra) as conn:
-        row = await conn.fetchrow(
-            "SELECT account_id, plate, entry_at FROM sessions WHERE id = $1", session_id
-        )
+        row = await sessions.holder_view(conn, session_id)
         if row is None or not await _mine(conn, row, me):
             if row is not None:  # someone else's: audited (matrix A1)
                 await audit_denied(
@@ -149,12 +148,7 @@ async def scan_lot(request: Request[Any, Any, Any], data: JSONBody[LotScanReques
         raise WrongCode("this is not a lot code: scan the code posted in the lot")
     plate = normalise(data.plate)
     async with connection(infra) as conn:
-        session_id = await conn.fetchval(
-            "SELECT id FROM sessions WHERE lot_id = $1 AND plate = $2 AND status = 'open' "
-            "AND entry_at IS NOT NULL",
-            place.lot_id,
-            plate,
-        )
+        session_id = await sessions.open_in_lot(conn, place.lot_id, plate)
     if session_id is None:
         raise NoOpenSession(f"{plate} has no open session in {place.lot_name}")
     return await _prepay(request, session_id, me, clock_of(request).now())
@@ -168,13 +162,7 @@ async def _prepay(
     infra = infra_of(request.app)
     pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
     async with connection(infra, transaction=True) as conn:
-        row = await conn.fetchrow(
-            """SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at,
-                      make_interval(mins => l.exit_window_minutes) AS exit_window
-               FROM sessions s JOIN lots l ON l.id = s.lot_id
-               WHERE s.id = $1 FOR UPDATE OF s""",
-            session_id,
-        )
+        row = await sessions.lock_for_prepay(conn, session_id)
         assert row is not None  # sessions are never deleted
         if row["status"] != "open" or row["entry_at"] is None:
             raise SessionEnded(f"session {session_id} has ended; its bill is in your bills")

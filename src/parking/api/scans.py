@@ -56,7 +56,6 @@ from parking.qr import service as qr
 from parking.qr.model import QrTarget
 from parking.qr.service import Place
 from parking.sessions import service as sessions
-from parking.sessions import store as session_store
 from parking.sessions.model import SessionChange, SessionStatus
 from parking.tariffs import quote_to_json
 
@@ -220,9 +219,7 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
     if outcome == "exists":
         held_sid, entry_ms, *_ = value.split("|")
         async with connection(infra) as conn:
-            still_open = await conn.fetchval(
-                "SELECT status = 'open' FROM sessions WHERE id = $1", held_sid
-            )
+            still_open = await sessions.is_open(conn, held_sid)
         if still_open is False:
             # Ended in PostgreSQL only (an operator voided it): the core's entry
             # is stale; drop it and let this scan in as a new session.
@@ -237,7 +234,7 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
         raise LotFull(f"lot {place.lot_id} is full")
     # opened, or nolot: the core does not know the lot (not loaded yet), PostgreSQL decides.
     try:
-        await session_store.open_unplated(
+        await sessions.open_unplated(
             infra.pool,
             session_id=sid,
             lot_id=place.lot_id,
@@ -248,11 +245,7 @@ async def scan_entry(request: Request[Any, Any, Any], data: JSONBody[ScanRequest
     except asyncpg.UniqueViolationError as exc:
         await _take_out(infra, place, account_id, sid)
         async with connection(infra) as conn:
-            elsewhere = await conn.fetchval(
-                "SELECT lot_id FROM sessions WHERE account_id = $1 AND status = 'open' "
-                "AND plate IS NULL",
-                account_id,
-            )
+            elsewhere = await sessions.unplated_open_lot(conn, account_id)
         raise Conflict(f"you have an open session at lot {elsewhere}; leave it first") from exc
     except BaseException:
         await _take_out(infra, place, account_id, sid)
@@ -282,12 +275,7 @@ async def scan_exit(request: Request[Any, Any, Any], data: JSONBody[ScanRequest]
     now = clock_of(request).now()
     pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
     async with connection(infra, transaction=True) as conn:
-        row = await conn.fetchrow(
-            "SELECT id, lot_id, entry_at FROM sessions WHERE lot_id = $1 AND status = 'open' "
-            "AND plate IS NULL AND account_id = $2 FOR UPDATE",
-            place.lot_id,
-            account_id,
-        )
+        row = await sessions.lock_unplated_open(conn, place.lot_id, account_id)
         if row is None:
             raise NoOpenSession(f"you have no open session at lot {place.lot_id}")
         priced = pricer.price(lot_id=place.lot_id, plate=None, entry=row["entry_at"], exit=now)

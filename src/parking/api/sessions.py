@@ -22,7 +22,6 @@ from typing import Annotated, Any, Final
 
 import asyncpg
 import msgspec
-import redis.asyncio as aioredis
 from litestar import Request, delete, get, put
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from redis.exceptions import RedisError
@@ -46,14 +45,16 @@ from parking.bills import service as bills
 from parking.bills.model import Bill, UnknownBill
 from parking.clock import SHANGHAI
 from parking.errors import NotFound
-from parking.occupancy import keys as occupancy_keys
+from parking.lots import service as lots
 from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import store as occupancy_store
 from parking.payments import contactless as payment_contactless
+from parking.payments import pay as pay_flow
 from parking.payments.model import UnknownProvider
 from parking.plates import normalise
 from parking.pricing import Pricer
 from parking.pricing.model import PricingError
+from parking.sessions import service as sessions
 
 BODY_MAX: Final = 2 * 1024
 
@@ -213,58 +214,10 @@ def _plate_text(raw: str) -> str:
     return normalise(raw)
 
 
-async def _live_open(redis: aioredis.Redis, plates: list[str]) -> dict[str, tuple[str, str, int]]:
-    """plate -> (session id, lot, entry ms) for plates whose shard is loaded.
-
-    A plate whose shard is not loaded is left out: its answer is in PostgreSQL.
-    Raises RedisError when Redis does not answer.
-    """
-    # The core's own light pipeline (occupancy.store.Batch): redis-py's costs
-    # more CPU per command than Redis spends answering it.
-    pipe = occupancy_store.Batch()
-    for plate in plates:
-        tag = occupancy_keys.plate_tag(plate)
-        pipe.command("EXISTS", occupancy_keys.ready(tag))
-        pipe.command("HMGET", occupancy_keys.plate(tag, plate), "sid", "lot", "at")
-    replies = await pipe.execute(redis, deadline_s=2.0)
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    found: dict[str, tuple[str, str, int]] = {}
-    unloaded: list[str] = []
-    for n, plate in enumerate(plates):
-        ready, fields = replies[2 * n], replies[2 * n + 1]
-        assert isinstance(fields, list)
-        sid, lot, at = fields
-        if not ready:
-            unloaded.append(plate)
-            continue
-        if sid and lot and at:
-            found[plate] = (_text(sid), _text(lot), int(_text(at)))
-    if unloaded:
-        raise _Unloaded(unloaded, found)
-    return found
-
-
-class _Unloaded(Exception):
-    def __init__(self, plates: list[str], found: dict[str, tuple[str, str, int]]) -> None:
-        super().__init__("plate shards not loaded")
-        self.plates = plates
-        self.found = found
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def _recorded_open(infra: Infra, plates: list[str]) -> dict[str, tuple[str, str, int]]:
     async with connection(infra) as conn:
-        rows = await conn.fetch(
-            "SELECT id, lot_id, plate, entry_at FROM sessions "
-            "WHERE plate = ANY($1::text[]) AND status = 'open' AND entry_at IS NOT NULL",
-            plates,
-        )
-    return {r["plate"]: (r["id"], r["lot_id"], occupancy_logic.to_ms(r["entry_at"])) for r in rows}
+        found = await sessions.recorded_open(conn, plates)
+    return {p: (sid, lot, occupancy_logic.to_ms(at)) for p, (sid, lot, at) in found.items()}
 
 
 def quote_now(
@@ -338,7 +291,7 @@ async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
     # one for the sessions my scans made (sessions_account_idx); then Redis.
     async with connection(infra) as conn:
         held = {b.plate: b for b in await _verified(conn, account_id)}
-        made = await conn.fetch(_MADE_BY_ME_SQL, account_id)
+        made = await sessions.made_by(conn, account_id)
     unplated = [r for r in made if r["plate"] is None]
     mine = {r["id"] for r in made}
     plates = sorted(set(held) | {r["plate"] for r in made if r["plate"] is not None})
@@ -348,9 +301,9 @@ async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
     open_now: dict[str, tuple[str, str, int]] = {}
     if plates:
         try:
-            open_now = await _live_open(infra.redis, plates)
+            open_now = await occupancy_store.open_stays(infra.redis, plates)
             source = dict.fromkeys(open_now, "live")
-        except _Unloaded as partial:
+        except occupancy_store.ShardsNotLoaded as partial:
             open_now = dict(partial.found)
             source = dict.fromkeys(open_now, "live")
             recorded = await _recorded_open(infra, partial.plates)
@@ -393,38 +346,10 @@ async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
     return CurrentSessions(items=items)
 
 
-#: Open sessions my scans made: my unplated car's (one at most), on-street stays I claimed.
-_MADE_BY_ME_SQL: Final = """
-SELECT id, lot_id, plate, entry_at
-  FROM sessions WHERE account_id = $1 AND status = 'open'
-"""
-
-
-# Sessions my scans made are mine, and those billed to me (a stay is billed to
-# the plate's verified holder at the close); sessions of a plate are mine while I
-# hold it verified, from its binding on ($5 plates, $6 their bound_at:
-# accounts.my_plates), so neither a stranger who typed the plate nor its next
-# holder reads them.
-_HISTORY_SQL: Final = """
-SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at, s.exit_at, s.fee_fen, s.tariff_id,
-       s.tariff_version, s.pricing_reason, b.id AS bill_id, b.status AS bill_status,
-       coalesce(s.entry_at, s.exit_at) AS at
-  FROM sessions s
-  LEFT JOIN bills b ON b.session_id = s.id AND b.kind = 'stay'
- WHERE s.status <> 'superseded'
-   AND (s.account_id = $1 OR b.account_id = $1 OR EXISTS (
-        SELECT 1 FROM unnest($5::text[], $6::timestamptz[]) AS v(plate, bound_at)
-         WHERE v.plate = s.plate AND coalesce(s.entry_at, s.exit_at) >= v.bound_at))
-   AND ($2::timestamptz IS NULL OR (coalesce(s.entry_at, s.exit_at), s.id) < ($2, $3::text))
- ORDER BY coalesce(s.entry_at, s.exit_at) DESC, s.id DESC
- LIMIT $4
-"""
-
-
-def _history_after(cursor: str | None) -> tuple[datetime | None, str | None]:
+def _history_after(cursor: str | None) -> tuple[datetime, str] | None:
     key = decode_cursor(cursor)
     if key is None:
-        return None, None
+        return None
     at, sep, sid = key.partition("|")
     try:
         parsed = datetime.fromisoformat(at)
@@ -445,19 +370,10 @@ def _history_after(cursor: str | None) -> tuple[datetime | None, str | None]:
 async def session_history(
     request: Request[Any, Any, Any], cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
 ) -> SessionPage:
-    at, sid = _history_after(cursor)
+    before = _history_after(cursor)
     account_id = principal_of(request).subject
     async with connection(infra_of(request.app)) as conn:
-        held = await _verified(conn, account_id)
-        rows = await conn.fetch(
-            _HISTORY_SQL,
-            account_id,
-            at,
-            sid,
-            limit + 1,
-            [b.plate for b in held],
-            [b.bound_at for b in held],
-        )
+        rows = await sessions.history(conn, account_id, before=before, limit=limit + 1)
     items = [
         SessionItem(
             id=r["id"],
@@ -534,20 +450,16 @@ async def receipt(request: Request[Any, Any, Any], bill_id: BillIdParam) -> Rece
             raise NotFound(f"no receipt {bill_id}")
         if bill.paid_at is None or bill.provider is None or bill.payment_ref is None:
             raise NotFound(f"bill {bill_id} is not paid, so it has no receipt yet")
-        row = await conn.fetchrow(
-            "SELECT s.entry_at, l.name FROM lots l "
-            "LEFT JOIN sessions s ON s.id = $2 WHERE l.id = $1",
-            bill.lot_id,
-            bill.session_id,
-        )
+        lot_name = (await lots.lot_names(conn, [bill.lot_id])).get(bill.lot_id)
+        entry_at = await sessions.entry_at(conn, bill.session_id)
         times = await _sees_times(conn, bill, account_id)
     return Receipt(
         bill_id=bill.id,
         session_id=bill.session_id,
         lot_id=bill.lot_id,
-        lot_name=row["name"] if row else None,
+        lot_name=lot_name,
         plate=bill.plate,
-        entry_at=row["entry_at"] if row and times else None,
+        entry_at=entry_at if lot_name is not None and times else None,
         exit_at=bill.closed_at if times else None,
         day=bill.closed_at.astimezone(SHANGHAI).date(),
         amount_fen=bill.amount_fen,
@@ -566,13 +478,7 @@ async def _paid_or_billed_to(conn: asyncpg.Connection, bill: Bill, account_id: s
     because its plate is mine now: a plate's earlier holder's payments stay theirs."""
     if bill.account_id == account_id:
         return True
-    paid_by_me = await conn.fetchval(
-        "SELECT true FROM payment_bills pb JOIN payment_attempts pa ON pa.id = pb.attempt_id "
-        "WHERE pb.bill_id = $1 AND pa.payer_account_id = $2 AND pa.status = 'paid' LIMIT 1",
-        bill.id,
-        account_id,
-    )
-    return bool(paid_by_me)
+    return await pay_flow.paid_by(conn, bill.id, account_id)
 
 
 async def _sees_times(conn: asyncpg.Connection, bill: Bill, account_id: str) -> bool:
@@ -690,11 +596,7 @@ async def plate_bills(request: Request[Any, Any, Any], plate: FromPath[PlatePara
     )
     async with connection(infra) as conn:
         owed = await bills.open_bills(conn, plate=text)
-        rows = await conn.fetch(
-            "SELECT id, name FROM lots WHERE id = ANY($1::text[])",
-            sorted({b.lot_id for b in owed}),
-        )
-    names: dict[str, str] = {r["id"]: r["name"] for r in rows}
+        names = await lots.lot_names(conn, sorted({b.lot_id for b in owed}))
     return PlateBills(
         plate=text,
         items=[

@@ -403,3 +403,9 @@ async def provision_city(
         synced = await sync_broker(conn, broker)
         progress(f"broker: {synced.devices} devices written, reloaded in {synced.reload_seconds} s")
     return report
+
+
+async def gate_login(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:
+    """The device's lot, lane, kind, password hash and revocation, for the HTTP gate
+    fallback's Basic login (None: no such device)."""
+    return await store.gate_login(conn, device_id)

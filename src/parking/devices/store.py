@@ -259,3 +259,12 @@ async def fleet(conn: asyncpg.Connection) -> list[FleetLot]:
         )
         for lot in lots
     ]
+
+
+async def gate_login(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:
+    """What a device's HTTP login is checked against: lot_id, lane_id, kind, password_hash,
+    revoked_at."""
+    return await conn.fetchrow(
+        "SELECT lot_id, lane_id, kind, password_hash, revoked_at FROM devices WHERE device_id = $1",
+        device_id,
+    )

@@ -251,3 +251,8 @@ async def add_space(
         now=now,
     )
     return SpaceView(lot_id=lot_id, space_id=space.space_id, kind=space.kind)
+
+
+async def lot_names(conn: asyncpg.Connection, lot_ids: list[str]) -> dict[str, str]:
+    """lot id -> name (what a driver's receipt and a plate's bills show)."""
+    return await store.names(conn, lot_ids)

@@ -211,3 +211,9 @@ async def insert_space(conn: asyncpg.Connection, lot_id: str, space_id: str, kin
         space_id,
         kind,
     )
+
+
+async def names(conn: asyncpg.Connection, lot_ids: list[str]) -> dict[str, str]:
+    """lot id -> name, for those of ``lot_ids`` that exist."""
+    rows = await conn.fetch("SELECT id, name FROM lots WHERE id = ANY($1::text[])", lot_ids)
+    return {r["id"]: r["name"] for r in rows}

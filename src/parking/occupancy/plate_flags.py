@@ -15,6 +15,8 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from parking import audit as audit_log
+from parking.auth.model import Principal
 from parking.bills import logic as bills_logic
 from parking.bills import service as bills
 from parking.occupancy import keys, logic, store
@@ -225,3 +227,45 @@ class FlagSync:
                     raise NotLoaded("a plate shard is not loaded")
         self._last = wanted
         return len(changes)
+
+
+# ------------------------------------------------------------------ the blacklist
+# The table is the system of record (the rebuild and FlagSync put it into the core);
+# the caller sets the plate's flag in the core after its commit (``set_blacklisted``).
+
+
+async def blacklist(
+    conn: asyncpg.Connection, plate: str, reason: str, *, by: Principal, now: datetime
+) -> None:
+    """Blacklist a plate city-wide, the entry its lister's company's (caller's
+    transaction; audited)."""
+    await store.add_to_blacklist(conn, plate, reason, by=by.subject, company_id=by.company)
+    await audit_log.record(
+        conn,
+        at=now,
+        actor=by.subject,
+        role=by.role.value,
+        action="blacklist.added",
+        target=f"plate:{plate}",
+        details={"reason": reason},
+    )
+
+
+async def unblacklist(
+    conn: asyncpg.Connection, plate: str, *, by: Principal, now: datetime
+) -> bool:
+    """Take a plate off the blacklist (caller's transaction; audited when it was on it).
+    Idempotent: False when it was not listed."""
+    removed = await store.remove_from_blacklist(conn, plate)
+    if removed is None:
+        return False
+    await audit_log.record(
+        conn,
+        at=now,
+        actor=by.subject,
+        role=by.role.value,
+        action="blacklist.removed",
+        target=f"plate:{plate}",
+        details={"reason": removed},
+    )
+    return True

@@ -191,3 +191,13 @@ async def payment(conn: asyncpg.Connection, attempt_id: str, *, payer: Payer) ->
     if not mine:
         raise UnknownAttempt(attempt_id)
     return view_of(found)
+
+
+async def paid_by(conn: asyncpg.Connection, bill_id: str, account_id: str) -> bool:
+    """Whether the account paid the bill: a receipt is its payer's."""
+    return await store.paid_by(conn, bill_id, account_id)
+
+
+async def exists(conn: asyncpg.Connection, attempt_id: str) -> bool:
+    """Whether a payment with this id exists, whoever's (for the audit of a refusal)."""
+    return await store.attempt_exists(conn, attempt_id)

@@ -914,3 +914,18 @@ async def update_deduction(
 
 #: Audit rows are written by parking.audit, the one writer of audit_log.
 audit = record
+
+
+async def paid_by(conn: asyncpg.Connection, bill_id: str, account_id: str) -> bool:
+    """Whether the account paid the bill (a payment of it that succeeded)."""
+    paid: bool | None = await conn.fetchval(
+        "SELECT true FROM payment_bills pb JOIN payment_attempts pa ON pa.id = pb.attempt_id "
+        "WHERE pb.bill_id = $1 AND pa.payer_account_id = $2 AND pa.status = 'paid' LIMIT 1",
+        bill_id,
+        account_id,
+    )
+    return bool(paid)
+
+
+async def attempt_exists(conn: asyncpg.Connection, attempt_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM payment_attempts WHERE id = $1", attempt_id))

@@ -304,3 +304,99 @@ async def set_plate(conn: asyncpg.Connection, session_id: str, plate: str) -> No
     """Correct a session's plate (caller's transaction). Raises asyncpg's
     UniqueViolationError when the plate has an open session already."""
     await store.set_plate(conn, session_id, plate)
+
+
+# ------------------------------------------------------------------ a driver's sessions
+
+
+async def made_by(conn: asyncpg.Connection, account_id: str) -> list[asyncpg.Record]:
+    """Open sessions the account's scans made: its unplated car's (one at most), on-street
+    stays it claimed (id, lot_id, plate, entry_at)."""
+    return await store.made_by(conn, account_id)
+
+
+async def recorded_open(
+    conn: asyncpg.Connection, plates: list[str]
+) -> dict[str, tuple[str, str, datetime]]:
+    """plate -> (session id, lot, entry) of the plates' open sessions as recorded."""
+    rows = await store.recorded_open(conn, plates)
+    return {r["plate"]: (r["id"], r["lot_id"], r["entry_at"]) for r in rows}
+
+
+async def history(
+    conn: asyncpg.Connection,
+    account_id: str,
+    *,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The account's sessions, newest first, before ``before`` (time, id): those its scans
+    made, those billed to it, and its verified plates' since it bound them
+    (``accounts.my_plates``), each with its stay bill."""
+    held = await accounts.my_plates(conn, account_id)
+    return await store.history(
+        conn,
+        account_id,
+        before=before,
+        limit=limit,
+        plates=[b.plate for b in held],
+        bound_at=[b.bound_at for b in held],
+    )
+
+
+async def entry_at(conn: asyncpg.Connection, session_id: str) -> datetime | None:
+    return await store.entry_at(conn, session_id)
+
+
+async def is_open(conn: asyncpg.Connection, session_id: str) -> bool | None:
+    """Whether the session is open as recorded; None when it is not recorded."""
+    return await store.is_open(conn, session_id)
+
+
+async def unplated_open_lot(conn: asyncpg.Connection, account_id: str) -> str | None:
+    """The lot of the account's open unplated session (one at most city-wide)."""
+    return await store.unplated_open_lot(conn, account_id)
+
+
+async def lock_unplated_open(
+    conn: asyncpg.Connection, lot_id: str, account_id: str
+) -> asyncpg.Record | None:
+    """The account's open unplated session in the lot (id, lot_id, entry_at), locked."""
+    return await store.lock_unplated_open(conn, lot_id, account_id)
+
+
+async def holder_view(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
+    """What says whose a session is: account_id (a scan's), plate, entry_at."""
+    return await store.holder_view(conn, session_id)
+
+
+async def open_in_lot(conn: asyncpg.Connection, lot_id: str, plate: str) -> str | None:
+    """The plate's open session in the lot, None when it has none there."""
+    return await store.open_in_lot(conn, lot_id, plate)
+
+
+async def lock_for_prepay(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
+    """The session (id, lot_id, plate, status, entry_at) with its lot's exit window,
+    locked for the caller's transaction."""
+    return await store.lock_for_prepay(conn, session_id)
+
+
+async def open_unplated(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    session_id: str,
+    lot_id: str,
+    entry_at: datetime,
+    account_id: str,
+    flags: Sequence[str],
+) -> None:
+    """Record an unplated car let in by the account's scan (on its own when given the
+    pool). A second open one of the account raises asyncpg.UniqueViolationError."""
+    await store.open_unplated(
+        conn,
+        session_id=session_id,
+        lot_id=lot_id,
+        entry_at=entry_at,
+        account_id=account_id,
+        flags=flags,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
@@ -200,4 +200,120 @@ async def set_plate(conn: asyncpg.Connection, session_id: str, plate: str) -> No
         "UPDATE sessions SET plate = $2, updated_at = now() WHERE id = $1",
         session_id,
         plate,
+    )
+
+
+# ------------------------------------------------------------------ a driver's sessions
+
+#: Open sessions my scans made: my unplated car's (one at most), on-street stays I claimed.
+_MADE_BY_SQL: Final = """
+SELECT id, lot_id, plate, entry_at
+  FROM sessions WHERE account_id = $1 AND status = 'open'
+"""
+
+
+# Sessions my scans made are mine, and those billed to me (a stay is billed to
+# the plate's verified holder at the close); sessions of a plate are mine while I
+# hold it verified, from its binding on ($5 plates, $6 their bound_at:
+# accounts.my_plates), so neither a stranger who typed the plate nor its next
+# holder reads them.
+_HISTORY_SQL: Final = """
+SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at, s.exit_at, s.fee_fen, s.tariff_id,
+       s.tariff_version, s.pricing_reason, b.id AS bill_id, b.status AS bill_status,
+       coalesce(s.entry_at, s.exit_at) AS at
+  FROM sessions s
+  LEFT JOIN bills b ON b.session_id = s.id AND b.kind = 'stay'
+ WHERE s.status <> 'superseded'
+   AND (s.account_id = $1 OR b.account_id = $1 OR EXISTS (
+        SELECT 1 FROM unnest($5::text[], $6::timestamptz[]) AS v(plate, bound_at)
+         WHERE v.plate = s.plate AND coalesce(s.entry_at, s.exit_at) >= v.bound_at))
+   AND ($2::timestamptz IS NULL OR (coalesce(s.entry_at, s.exit_at), s.id) < ($2, $3::text))
+ ORDER BY coalesce(s.entry_at, s.exit_at) DESC, s.id DESC
+ LIMIT $4
+"""
+
+
+async def made_by(conn: asyncpg.Connection, account_id: str) -> list[asyncpg.Record]:
+    """Open sessions the account's scans made (id, lot_id, plate, entry_at)."""
+    return await conn.fetch(_MADE_BY_SQL, account_id)
+
+
+async def recorded_open(conn: asyncpg.Connection, plates: list[str]) -> list[asyncpg.Record]:
+    """Open sessions of the plates as recorded (id, lot_id, plate, entry_at)."""
+    return await conn.fetch(
+        "SELECT id, lot_id, plate, entry_at FROM sessions "
+        "WHERE plate = ANY($1::text[]) AND status = 'open' AND entry_at IS NOT NULL",
+        plates,
+    )
+
+
+async def history(
+    conn: asyncpg.Connection,
+    account_id: str,
+    *,
+    before: tuple[datetime, str] | None,
+    limit: int,
+    plates: list[str],
+    bound_at: list[datetime],
+) -> list[asyncpg.Record]:
+    at, sid = before if before is not None else (None, None)
+    return await conn.fetch(_HISTORY_SQL, account_id, at, sid, limit, plates, bound_at)
+
+
+async def entry_at(conn: asyncpg.Connection, session_id: str) -> datetime | None:
+    value: datetime | None = await conn.fetchval(
+        "SELECT entry_at FROM sessions WHERE id = $1", session_id
+    )
+    return value
+
+
+async def is_open(conn: asyncpg.Connection, session_id: str) -> bool | None:
+    value: bool | None = await conn.fetchval(
+        "SELECT status = 'open' FROM sessions WHERE id = $1", session_id
+    )
+    return value
+
+
+async def unplated_open_lot(conn: asyncpg.Connection, account_id: str) -> str | None:
+    lot: str | None = await conn.fetchval(
+        "SELECT lot_id FROM sessions WHERE account_id = $1 AND status = 'open' AND plate IS NULL",
+        account_id,
+    )
+    return lot
+
+
+async def lock_unplated_open(
+    conn: asyncpg.Connection, lot_id: str, account_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, lot_id, entry_at FROM sessions WHERE lot_id = $1 AND status = 'open' "
+        "AND plate IS NULL AND account_id = $2 FOR UPDATE",
+        lot_id,
+        account_id,
+    )
+
+
+async def holder_view(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT account_id, plate, entry_at FROM sessions WHERE id = $1", session_id
+    )
+
+
+async def open_in_lot(conn: asyncpg.Connection, lot_id: str, plate: str) -> str | None:
+    sid: str | None = await conn.fetchval(
+        "SELECT id FROM sessions WHERE lot_id = $1 AND plate = $2 AND status = 'open' "
+        "AND entry_at IS NOT NULL",
+        lot_id,
+        plate,
+    )
+    return sid
+
+
+async def lock_for_prepay(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at,
+                  make_interval(mins => l.exit_window_minutes) AS exit_window
+           FROM sessions s JOIN lots l ON l.id = s.lot_id
+           WHERE s.id = $1 FOR UPDATE OF s""",
+        session_id,
     )
