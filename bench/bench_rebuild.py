@@ -51,7 +51,7 @@ from bench_core_memory import (
 from parking import config
 from parking.devices.messages import Topics
 from parking.occupancy import ingest as core_ingest
-from parking.occupancy import plate_flags, rebuild, store
+from parking.occupancy import plate_flags, rebuild, records
 from parking.stack import service as stack
 
 DB = "bench_rebuild"
@@ -93,9 +93,9 @@ async def persist_all(url: str, conn: asyncpg.Connection, want: int, logs: Path)
 async def bare_reads(conn: asyncpg.Connection, now: datetime) -> tuple[float, int]:
     started = time.perf_counter()
     await core_ingest.load_directory(conn)
-    rows = len(await store.open_sessions(conn))
-    rows += len(await store.space_states(conn))
-    rows += len(await store.device_marks_pg(conn))
+    rows = len(await records.open_sessions(conn))
+    rows += len(await records.space_states(conn))
+    rows += len(await records.device_marks_pg(conn))
     await plate_flags.plate_flags_from_db(conn, now)
     return time.perf_counter() - started, rows
 

@@ -1,5 +1,7 @@
 """A fleet of simulated devices across lots, driven by a real occupancy trace.
 
+Kept whole (over 600 lines): one fleet, its trace-driven schedule and its report.
+
 The Birmingham trace (30 car parks, Oct-Dec 2016, a snapshot about every
 30 minutes from 08:00 to 16:30) gives each simulated lot a day: a car park's
 occupancy fraction, scaled to the lot's capacity, turned into entries and

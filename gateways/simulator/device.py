@@ -1,5 +1,8 @@
 """One simulated gate, sensor or sign: the device side of contracts/mqtt.md, faithfully.
 
+Kept whole (over 600 lines): one device class, driving paho through its external
+loop hooks; the hooks and the outbox share the device's state.
+
 A ``SimulatedDevice`` owns one paho client (client id = username = device id,
 MQTT 5, clean start: the outbox, not a broker session, is what survives) and
 drives it from the asyncio event loop through paho's external-loop hooks

@@ -16,6 +16,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 
+from parking.accounts import claims as plate_claims
 from parking.accounts import logic as account_logic
 from parking.accounts import service as accounts
 from parking.accounts.model import (
@@ -398,7 +399,7 @@ async def claim_plate(
 ) -> ClaimView:
     """Approval leaves the plate bound to you, verified; the holder can also simply unbind it."""
     async with connection(infra_of(request.app), transaction=True) as conn:
-        return await accounts.claim_plate(
+        return await plate_claims.claim_plate(
             conn,
             account_id=principal_of(request).subject,
             plate_raw=plate,
@@ -419,7 +420,7 @@ async def my_claims(
     request: Request[Any, Any, Any], cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
 ) -> ClaimPage:
     async with connection(infra_of(request.app)) as conn:
-        found = await accounts.claims_of(
+        found = await plate_claims.claims_of(
             conn, principal_of(request).subject, after=decode_cursor(cursor), limit=limit + 1
         )
     items, next_cursor = page(found, limit, key=lambda c: c.id)
@@ -449,7 +450,7 @@ async def claim_queue(
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> OperatorClaimPage:
     async with connection(infra_of(request.app)) as conn:
-        found = await accounts.review_queue(
+        found = await plate_claims.review_queue(
             conn, status=status, after=decode_cursor(cursor), limit=limit + 1
         )
     items, next_cursor = page(found, limit, key=lambda c: c.id)
@@ -460,7 +461,7 @@ async def _decide(
     request: Request[Any, Any, Any], claim_id: str, decision: ClaimDecision, note: str | None
 ) -> OperatorClaimView:
     async with connection(infra_of(request.app), transaction=True) as conn:
-        view = await accounts.decide_claim(
+        view = await plate_claims.decide_claim(
             conn,
             claim_id=claim_id,
             decision=decision,

@@ -1,5 +1,8 @@
 """Drivers' sessions, bills, receipts and contactless payment (全市通停: one account, every lot).
 
+Kept as one module (about 600 lines): the driver's sessions, bills and receipts
+routes share the one "is this mine" rule and its audit of refusals.
+
 What is "mine" is answered by one rule, ``accounts.service.my_plates``: a plate
 is typed in by anyone, so where a car is and was (its current session, its
 history, its bills with their times) is shown only to the plate's *verified*

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from parking import config
 from parking.clock import SystemClock
 from parking.occupancy import rebuild as rebuilding
-from parking.occupancy import store
+from parking.occupancy import records, store
 
 
 @click.group()
@@ -104,7 +104,7 @@ def deadletters() -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON array (payload as text and hex)")
 def deadletters_list(limit: int, as_json: bool) -> None:
     """The newest dead letters first."""
-    rows = _rows(asyncio.run(_query(lambda c: store.dead_letters(c, limit=limit))))
+    rows = _rows(asyncio.run(_query(lambda c: records.dead_letters(c, limit=limit))))
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
@@ -129,7 +129,7 @@ def anomalies() -> None:
 def anomalies_list(kind: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """The newest anomalies first."""
     rows = _rows(
-        asyncio.run(_query(lambda c: store.anomalies(c, kind=kind, status=status, limit=limit)))
+        asyncio.run(_query(lambda c: records.anomalies(c, kind=kind, status=status, limit=limit)))
     )
     if as_json:
         for row in rows:

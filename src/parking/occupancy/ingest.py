@@ -43,7 +43,7 @@ from parking.devices.messages import (
     StatusTopic,
     Topics,
 )
-from parking.occupancy import keys, lane, logic, store
+from parking.occupancy import keys, lane, logic, records, store
 from parking.occupancy.batch import (
     Ack,
     BatchReport,
@@ -867,7 +867,7 @@ class Ingest:
 
 async def load_directory(conn: asyncpg.Connection) -> Directory:
     directory = Directory()
-    for r in await store.lots(conn):
+    for r in await records.lots(conn):
         directory.lots[r["id"]] = LotInfo(
             lot_id=r["id"],
             kind=r["kind"],
@@ -878,7 +878,7 @@ async def load_directory(conn: asyncpg.Connection) -> Directory:
             groups=frozenset(r["groups"]),
             review=ReviewLimits(r["review_stay_limit"], r["review_fee_ceiling_fen"]),
         )
-    for r in await store.live_devices(conn):
+    for r in await records.live_devices(conn):
         directory.add_device(
             DeviceInfo(r["device_id"], r["lot_id"], r["kind"], r["lane_id"], r["space_id"])
         )

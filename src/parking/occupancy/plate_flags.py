@@ -19,7 +19,7 @@ from parking import audit as audit_log
 from parking.auth.model import Principal
 from parking.bills import logic as bills_logic
 from parking.bills import service as bills
-from parking.occupancy import keys, logic, store
+from parking.occupancy import keys, logic, records, store
 from parking.occupancy.model import (
     CoreNotReady,
     PassWindow,
@@ -70,7 +70,7 @@ async def refresh_arrears(
     conn: asyncpg.Connection, redis: aioredis.Redis, plates: Sequence[str]
 ) -> None:
     """Set these plates' arrears flags from the bills they owe now (PostgreSQL)."""
-    since = {r["plate"]: r["since"] for r in await store.arrears_since(conn, list(plates))}
+    since = {r["plate"]: r["since"] for r in await records.arrears_since(conn, list(plates))}
     for plate in plates:
         await set_arrears_since(redis, plate, since.get(plate))
 
@@ -82,7 +82,7 @@ async def refresh_prepaid(
 
     Only the display at the exit reads it; the bill at the close is computed
     from the bills themselves (``sessions.service``)."""
-    row = await store.session_with_window(conn, session_id)
+    row = await records.session_with_window(conn, session_id)
     if row is None or row["plate"] is None or row["status"] != "open":
         return
     prepaid = await bills.prepayments(conn, session_id)
@@ -175,10 +175,10 @@ class OwedWatch:
 
 async def plate_flags_from_db(conn: asyncpg.Connection, now: datetime) -> dict[str, PlateFlags]:
     """Every plate's flags as the system of record has them."""
-    black = {r["plate"]: r["reason"] for r in await store.blacklisted_plates(conn)}
-    arrears = {r["plate"]: r["since"] for r in await store.arrears_since(conn)}
+    black = {r["plate"]: r["reason"] for r in await records.blacklisted_plates(conn)}
+    arrears = {r["plate"]: r["since"] for r in await records.arrears_since(conn)}
     passes: dict[str, dict[str, PassWindow]] = {}
-    for r in await store.live_passes(conn, now):
+    for r in await records.live_passes(conn, now):
         current = passes.setdefault(r["plate"], {}).get(r["group_id"])
         # Two passes for one group: keep the one that lasts longer.
         if current is None or current.valid_until < r["valid_until"]:
@@ -239,7 +239,7 @@ async def blacklist(
 ) -> None:
     """Blacklist a plate city-wide, the entry its lister's company's (caller's
     transaction; audited)."""
-    await store.add_to_blacklist(conn, plate, reason, by=by.subject, company_id=by.company)
+    await records.add_to_blacklist(conn, plate, reason, by=by.subject, company_id=by.company)
     await audit_log.record(
         conn,
         at=now,
@@ -256,7 +256,7 @@ async def unblacklist(
 ) -> bool:
     """Take a plate off the blacklist (caller's transaction; audited when it was on it).
     Idempotent: False when it was not listed."""
-    removed = await store.remove_from_blacklist(conn, plate)
+    removed = await records.remove_from_blacklist(conn, plate)
     if removed is None:
         return False
     await audit_log.record(

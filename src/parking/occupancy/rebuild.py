@@ -28,7 +28,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from parking.ids import ulid
-from parking.occupancy import ingest, keys, logic, store
+from parking.occupancy import ingest, keys, logic, records, store
 from parking.occupancy import plate_flags as core_plate_flags
 
 #: Commands per pipeline: big enough to amortise round trips, small enough that
@@ -150,9 +150,9 @@ async def rebuild(
 
     # Read everything first: the shards stay closed for as short a time as possible.
     directory = await ingest.load_directory(conn)
-    sessions = await store.open_sessions(conn)
-    spaces = await store.space_states(conn)
-    marks = await store.device_marks_pg(conn)
+    sessions = await records.open_sessions(conn)
+    spaces = await records.space_states(conn)
+    marks = await records.device_marks_pg(conn)
     flags = await core_plate_flags.plate_flags_from_db(conn, now)
 
     wanted_lots = set(lot_tags)
@@ -275,7 +275,7 @@ async def rebuild(
         commands.append(("sadd", (keys.flagged(tag), plate), {}))
         flagged += 1
     await _flush(commands, redis)
-    for session_id in await store.prepaid_open_sessions(conn):
+    for session_id in await records.prepaid_open_sessions(conn):
         await core_plate_flags.refresh_prepaid(conn, redis, session_id, now)
     generation = ulid(now)
     pipe = redis.pipeline(transaction=False)

@@ -1,5 +1,8 @@
 """Payment flow SQL (and nothing else). Every function runs in the caller's transaction.
 
+Kept whole (over 600 lines): the payment tables are locked together by the flows
+(an attempt, its bills, its refunds, the deduction), so their SQL reads in one place.
+
 Rows of ``payment_attempts`` & co. are decoded with ``msgspec.convert`` into
 the Structs of ``model``: the column names are the field names.
 """

@@ -40,9 +40,9 @@ from parking.config import mqtt_identity
 from parking.devices.messages import Topics, Watermark, encode
 from parking.devices.mqtt import Publisher
 from parking.observability import configure_logging
-from parking.occupancy import keys, persist, store
-from parking.occupancy.logic import StreamEntry
+from parking.occupancy import keys, persist, records, store
 from parking.occupancy.model import AnomalyKind
+from parking.occupancy.plan import StreamEntry
 from parking.payments import contactless as payment_contactless
 from parking.payments import providers as payment_providers
 from parking.payments.port import PaymentProvider
@@ -320,7 +320,7 @@ class Persister:
         ]
         conn = await self._db()
         async with conn.transaction():
-            await store.insert_dead_letters(conn, rows)
+            await records.insert_dead_letters(conn, rows)
         await self._ack([e for e, _ in doomed])
         WRITTEN.labels("poison").inc(len(doomed))
         log.error("poison_dead_lettered", entries=[e.source for e, _ in doomed])

@@ -29,6 +29,7 @@ from parking.config import Settings
 from parking.devices import broker
 from parking.occupancy import keys, persist, rebuild
 from parking.occupancy import logic as occupancy_logic
+from parking.occupancy import plan as occupancy_plan
 from parking.occupancy import store as occupancy_store
 
 Client = AsyncTestClient  # type: ignore[type-arg]
@@ -55,7 +56,7 @@ async def persist_core_events(conn: asyncpg.Connection, redis: aioredis.Redis) -
     stream = keys.events(keys.lot_tag(DEMO))
     items = await redis.xrange(stream)
     entries = [
-        occupancy_logic.StreamEntry(stream, occupancy_store.text(entry_id), fields)
+        occupancy_plan.StreamEntry(stream, occupancy_store.text(entry_id), fields)
         for entry_id, fields in items
     ]
     await persist.persist(conn, entries, datetime.now(UTC))

@@ -36,7 +36,7 @@ from parking.api.prepay import LOT_SCAN_PER_ACCOUNT
 from parking.api.sessions import PLATE_BILLS_PER_ACCOUNT
 from parking.config import Settings
 from parking.occupancy import keys, plate_flags, rebuild
-from parking.occupancy import store as occupancy_store
+from parking.occupancy import records as occupancy_records
 from parking.qr import keys as qr_keys
 from parking.qr import logic as qr_logic
 from parking.qr.model import QrKind
@@ -151,7 +151,7 @@ async def test_an_unpaid_prepayment_never_holds_the_car(
     [offer] = body["due_bill_ids"]
     assert await city_db.fetchval("SELECT kind FROM bills WHERE id = $1", offer) == "prepay"
     # Nobody's arrears: the lanes' flag sync finds nothing, the plate owes nothing.
-    assert await occupancy_store.arrears_since(city_db, [PLATE]) == []
+    assert await occupancy_records.arrears_since(city_db, [PLATE]) == []
     await plate_flags.refresh_arrears(city_db, redis_client, [PLATE])
     flag = await redis_client.hget(keys.plate(keys.plate_tag(PLATE), PLATE), "arrears")
     assert not flag

@@ -14,9 +14,10 @@ import redis.asyncio as aioredis
 from parking.clock import FixedClock
 from parking.devices import service as devices
 from parking.devices.messages import Topics
-from parking.occupancy import batch, keys, logic, rebuild
+from parking.occupancy import batch, keys, rebuild
 from parking.occupancy import ingest as core_ingest
 from parking.occupancy import persist as core_persist
+from parking.occupancy import plan as planning
 from parking.occupancy.batch import Inbound
 from parking.occupancy.ingest import Ingest
 from parking.occupancy.model import Directory
@@ -97,11 +98,11 @@ class Core:
 
     async def persist(self) -> core_persist.Persisted:
         """Write everything the streams hold (as the persister would) and trim them."""
-        entries: list[logic.StreamEntry] = []
+        entries: list[planning.StreamEntry] = []
         for tag in keys.all_lot_tags():
             stream = keys.events(tag)
             for entry_id, fields in await self.redis.xrange(stream):
-                entries.append(logic.StreamEntry(stream, entry_id.decode(), fields))
+                entries.append(planning.StreamEntry(stream, entry_id.decode(), fields))
             await self.redis.delete(stream)
         return await core_persist.persist(self.conn, entries, self.clock.now())
 

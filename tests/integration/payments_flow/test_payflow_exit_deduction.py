@@ -14,7 +14,7 @@ from test_payflow_contactless import mandated
 
 from parking import config
 from parking.clock import SystemClock
-from parking.occupancy import store as occupancy_store
+from parking.occupancy import records as occupancy_records
 from parking.occupancy.model import AnomalyKind
 from parking.payments.providers.wechat import WechatPayProvider
 from parking.sessions import service as sessions
@@ -104,7 +104,7 @@ async def test_a_stay_waiting_for_review_is_never_deducted_until_an_operator_con
     # review anomaly, in one transaction.
     async with city_conn.transaction():
         opened = await sessions.record(city_conn, [closed], now=exit_at)
-        await occupancy_store.insert_anomalies(
+        await occupancy_records.insert_anomalies(
             city_conn,
             [
                 (

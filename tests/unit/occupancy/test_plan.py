@@ -1,4 +1,4 @@
-"""The persister's plan (occupancy.logic.plan), pure: stream entries in, the rows of one
+"""The persister's plan (occupancy.plan.plan), pure: stream entries in, the rows of one
 transaction out; an entry it cannot understand goes to ``poison`` and writes nothing."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from parking.occupancy import logic
-from parking.occupancy.logic import StreamEntry
+from parking.occupancy import plan as planning
 from parking.occupancy.model import (
     AckRecord,
     AnomalyKind,
@@ -17,6 +17,7 @@ from parking.occupancy.model import (
     SpaceRecord,
     StatusRecord,
 )
+from parking.occupancy.plan import StreamEntry
 from parking.sessions.model import SessionStatus
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
@@ -69,7 +70,7 @@ def ms(at: datetime) -> str:
 
 def test_an_opened_entry_plans_its_event_its_passage_and_an_open_session() -> None:
     rec = passage(1)
-    result = logic.plan([passage_entry("1-0", rec, "opened", sid="S1")])
+    result = planning.plan([passage_entry("1-0", rec, "opened", sid="S1")])
     assert result.poison == []
     assert result.device_events == [("gate-1", 1, "passage", NOW, rec.received_at, NOW, None, None)]
     (row,) = result.passages
@@ -91,7 +92,7 @@ def test_a_reentry_supersedes_the_old_session_and_opens_an_anomaly_for_it() -> N
     entry = passage_entry(
         "2-0", passage(2), "opened", sid="S2", sup="S1", cur=open_value("S1", old_entry)
     )
-    result = logic.plan([entry])
+    result = planning.plan([entry])
     opened, superseded = result.sessions
     assert (opened.id, opened.status) == ("S2", SessionStatus.OPEN)
     assert superseded.id == "S1"
@@ -121,7 +122,7 @@ def priced(sid: str, **overrides: object) -> PricedExit:
 def test_a_closed_exit_plans_the_closed_session_with_its_price() -> None:
     entry_at = NOW - timedelta(hours=1)
     rec = passage(7, "out", priced=priced("S1"))
-    result = logic.plan(
+    result = planning.plan(
         [passage_entry("7-0", rec, "closed", sid="S1", cur=open_value("S1", entry_at, seq=3))]
     )
     assert result.poison == []
@@ -136,7 +137,9 @@ def test_a_closed_exit_plans_the_closed_session_with_its_price() -> None:
 
 def test_a_close_whose_pricing_failed_is_recorded_with_a_pricing_anomaly() -> None:
     rec = passage(7, "out", priced=priced("S1", fee_fen=0, error="no tariff for class 5"))
-    result = logic.plan([passage_entry("7-0", rec, "closed", sid="S1", cur=open_value("S1", NOW))])
+    result = planning.plan(
+        [passage_entry("7-0", rec, "closed", sid="S1", cur=open_value("S1", NOW))]
+    )
     (anomaly,) = result.anomalies
     assert anomaly[:2] == (f"{AnomalyKind.PRICING_FAILED}:S1", AnomalyKind.PRICING_FAILED)
     assert msgspec.json.decode(anomaly[7]) == {"error": "no tariff for class 5"}
@@ -145,7 +148,7 @@ def test_a_close_whose_pricing_failed_is_recorded_with_a_pricing_anomaly() -> No
 def test_a_close_without_its_price_is_poison_and_writes_nothing() -> None:
     good = passage_entry("1-0", passage(1), "opened", sid="S9")
     bad = passage_entry("2-0", passage(2, "out"), "closed", sid="S1", cur=open_value("S1", NOW))
-    result = logic.plan([good, bad])
+    result = planning.plan([good, bad])
     assert [e for e, _ in result.poison] == [bad]
     assert "without its price" in result.poison[0][1]
     # the good entry is planned whole, nothing of the bad one is
@@ -163,7 +166,7 @@ def test_an_exit_without_entry_closes_a_new_session_at_the_lots_flat_fee_and_fla
         confidence=0.5,
         anomalies=(AnomalyKind.LOW_CONFIDENCE,),
     )
-    result = logic.plan([passage_entry("4-0", rec, "no_entry")])
+    result = planning.plan([passage_entry("4-0", rec, "no_entry")])
     (session,) = result.sessions
     assert (session.id, session.status, session.fee_fen) == ("N1", SessionStatus.CLOSED, 0)
     assert session.pricing_reason == "no_entry"
@@ -175,10 +178,10 @@ def test_an_exit_without_entry_closes_a_new_session_at_the_lots_flat_fee_and_fla
 
 def test_a_held_entry_records_the_passage_and_its_reason_but_no_session() -> None:
     rec = passage(5, mode="hold", hold_reason="arrears")
-    result = logic.plan([passage_entry("5-0", rec, "held")])
+    result = planning.plan([passage_entry("5-0", rec, "held")])
     assert result.sessions == []
     assert result.passages[0][12:14] == ("held", "arrears")
-    full = logic.plan([passage_entry("6-0", passage(6, hold_reason=None), "full")])
+    full = planning.plan([passage_entry("6-0", passage(6, hold_reason=None), "full")])
     assert full.passages[0][12:14] == ("full", "full")
 
 
@@ -191,7 +194,7 @@ def test_a_fee_review_anomaly_carries_the_stay_and_the_fee() -> None:
         anomalies=(AnomalyKind.FEE_REVIEW,),
         review="stay",
     )
-    result = logic.plan(
+    result = planning.plan(
         [passage_entry("8-0", rec, "closed", sid="S1", cur=open_value("S1", entry_at))]
     )
     (anomaly,) = result.anomalies
@@ -212,7 +215,7 @@ def test_a_corrected_clock_uses_the_event_time_and_opens_a_skew_anomaly() -> Non
         clock_offset_ms=-600_000,
         clock_skew="offset",
     )
-    result = logic.plan([passage_entry("9-0", rec, "opened", sid="S3")])
+    result = planning.plan([passage_entry("9-0", rec, "opened", sid="S3")])
     assert result.sessions[0].entry_at == corrected
     assert result.device_events[0][3:] == (NOW, rec.received_at, corrected, NOW, -600_000)
     (anomaly,) = result.anomalies
@@ -239,7 +242,7 @@ def space(seq: int, occupied: bool) -> bytes:
 
 
 def test_an_applied_space_event_moves_the_space_state_and_a_stale_one_does_not() -> None:
-    result = logic.plan(
+    result = planning.plan(
         [
             stream_entry("1-0", k="space", ev=space(1, True), o="applied"),
             stream_entry("2-0", k="space", ev=space(2, False), o="stale"),
@@ -251,7 +254,7 @@ def test_an_applied_space_event_moves_the_space_state_and_a_stale_one_does_not()
 
 
 def test_a_flapping_sensor_is_flagged() -> None:
-    result = logic.plan([stream_entry("1-0", k="space", ev=space(1, True), o="applied", fl="1")])
+    result = planning.plan([stream_entry("1-0", k="space", ev=space(1, True), o="applied", fl="1")])
     (anomaly,) = result.anomalies
     assert anomaly[:2] == (f"{AnomalyKind.SENSOR_FLAPPING}:sensor-1:1", AnomalyKind.SENSOR_FLAPPING)
 
@@ -260,7 +263,7 @@ def test_a_flapping_sensor_is_flagged() -> None:
 
 
 def test_a_sequence_gap_is_an_anomaly_of_the_device() -> None:
-    result = logic.plan([stream_entry("1-0", k="gap", d="gate-1", f="5", t="9", r=ms(NOW))])
+    result = planning.plan([stream_entry("1-0", k="gap", d="gate-1", f="5", t="9", r=ms(NOW))])
     (anomaly,) = result.anomalies
     assert anomaly[:4] == (f"{AnomalyKind.SEQ_GAP}:gate-1:5", AnomalyKind.SEQ_GAP, None, "gate-1")
     assert msgspec.json.decode(anomaly[7]) == {"from": 5, "to": 9}
@@ -269,7 +272,7 @@ def test_a_sequence_gap_is_an_anomaly_of_the_device() -> None:
 
 def test_a_supersede_from_another_lot_closes_the_old_session_as_superseded() -> None:
     entry_at = NOW - timedelta(hours=3)
-    result = logic.plan(
+    result = planning.plan(
         [
             stream_entry(
                 "1-0",
@@ -293,7 +296,7 @@ def test_a_supersede_from_another_lot_closes_the_old_session_as_superseded() -> 
 
 
 def test_a_dead_letter_is_kept_with_its_payload_and_counts_its_sequence_number() -> None:
-    result = logic.plan(
+    result = planning.plan(
         [
             stream_entry(
                 "1-0",
@@ -326,10 +329,10 @@ def status(online: bool) -> bytes:
 
 
 def test_an_offline_status_opens_an_anomaly_and_an_online_one_resolves_it() -> None:
-    offline = logic.plan([stream_entry("1-0", k="status", ev=status(False), r=ms(NOW))])
+    offline = planning.plan([stream_entry("1-0", k="status", ev=status(False), r=ms(NOW))])
     assert offline.anomalies[0][1] == AnomalyKind.DEVICE_OFFLINE
     assert offline.back_online == []
-    online = logic.plan([stream_entry("1-0", k="status", ev=status(True), r=ms(NOW))])
+    online = planning.plan([stream_entry("1-0", k="status", ev=status(True), r=ms(NOW))])
     assert online.anomalies == []
     assert online.back_online == ["gate-1"]
 
@@ -343,7 +346,7 @@ def test_a_silent_device_a_failed_command_and_an_expired_one_are_anomalies() -> 
     done = msgspec.json.encode(
         AckRecord(command_id="C2", lot_id=LOT, lane_id="IN-1", result="ok", at=NOW, received_at=NOW)
     )
-    result = logic.plan(
+    result = planning.plan(
         [
             stream_entry(
                 "1-0", k="silent", d="gate-1", last=ms(NOW - timedelta(minutes=5)), r=ms(NOW)
@@ -366,7 +369,7 @@ def test_an_unknown_kind_or_a_broken_record_is_poison_and_the_rest_is_planned() 
     broken = stream_entry("2-0", k="passage", ev=b"{not json", o="opened", sid="S1")
     no_time = stream_entry("3-0", k="gap", d="gate-1", f="1", t="2")
     good = passage_entry("4-0", passage(4), "opened", sid="S4")
-    result = logic.plan([unknown, broken, no_time, good])
+    result = planning.plan([unknown, broken, no_time, good])
     assert [e.entry_id for e, _ in result.poison] == ["1-0", "2-0", "3-0"]
     assert "unknown entry kind" in result.poison[0][1]
     assert [s.id for s in result.sessions] == ["S4"]
@@ -385,7 +388,7 @@ def test_clock_went_back_anomalies_name_both_events() -> None:
             "received_at": NOW,
         }
     ]
-    (anomaly,) = logic.went_back(rows, {"gate-1": LOT})
+    (anomaly,) = planning.went_back(rows, {"gate-1": LOT})
     assert anomaly[:4] == (
         f"{AnomalyKind.CLOCK_WENT_BACK}:gate-1:9",
         AnomalyKind.CLOCK_WENT_BACK,

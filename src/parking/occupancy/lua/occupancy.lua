@@ -1,5 +1,8 @@
 #!lua name=occupancy
 --
+-- Kept whole (over 600 lines): Redis loads one function library per FUNCTION LOAD,
+-- and the functions share its local helpers.
+--
 -- The occupancy core: one Redis function call applies one device event,
 -- atomically and at most once per (device_id, seq). Key schema:
 -- parking/occupancy/keys.py.

@@ -1,5 +1,8 @@
 """WeChat Pay API v3 adapter: the port over ``httpx.AsyncClient``.
 
+Kept whole (over 600 lines): one adapter is one class implementing the port for
+one provider; its calls share the signing and verification of every request.
+
 Every request carries the v3 ``Authorization`` header signed with the merchant
 key; every 2xx response is verified with the platform public key (the
 ``Wechatpay-*`` response headers use the notification message format) before a

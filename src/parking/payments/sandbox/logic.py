@@ -1,5 +1,7 @@
 """The sandbox provider's decisions, pure: ``(record, input, now) -> record`` or ``ApiError``.
 
+Kept whole (about 600 lines): the provider's state machine, one decision per API call.
+
 Mirrors what WeChat Pay does as documented (notes/provider-formats.md and the
 v3 API pages); where the docs are silent the choice is written down here.
 """

@@ -1,5 +1,7 @@
 """The sandbox provider's use cases: logic decides, the store keeps, one call each.
 
+Kept whole (over 600 lines): one use case per provider API call, in the API's order.
+
 Every method runs synchronously on the event loop and commits before it
 returns, so an HTTP answer never promises state a crash could lose.
 

@@ -1,5 +1,8 @@
 """Alipay on the wire: RSA2 signatures, async notifications, the trade bill zip.
 
+Kept whole (over 600 lines): one provider's wire format, read beside its spec and
+the bill notes.
+
 Pure: callers pass the form they received, the keys they loaded and the bytes
 they downloaded. The sandbox provider uses the signing/rendering halves, the
 adapters and the payment flow the verifying/parsing halves.

@@ -1,5 +1,8 @@
 """WeChat Pay API v3 on the wire: signatures, AES-GCM resources, messages, trade bills.
 
+Kept whole (over 600 lines): one provider's wire format, read beside its v3 spec
+and the trade bill notes; splitting it would split one protocol across files.
+
 Everything here is pure. Callers pass the raw bytes they received, the keys
 they loaded and the current time; nothing reads a clock, a file or a socket.
 The sandbox provider uses the signing/encrypting/rendering halves, the
