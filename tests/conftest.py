@@ -17,8 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from kits import Client, Login, login_with
+from litestar.testing import AsyncTestClient
 
 from parking import config
+from parking.api.app import create_app
 from parking.config import Settings
 from parking.db import migrate as migrations
 from parking.stack import service as stack
@@ -206,3 +209,25 @@ def token_for(settings: Settings) -> Callable[..., str]:
         )
 
     return make
+
+
+# ------------------------------------------------------------------ the API, as most tests use it
+
+
+@pytest.fixture
+def app_settings(settings: Settings, city_db_url: str) -> Settings:
+    """The platform's settings over a fresh copy of the seeded city."""
+    return config.load({**os.environ, "PARKING_DATABASE_URL": city_db_url})
+
+
+@pytest.fixture
+async def api(app_settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[Client]:
+    """The real app (real PostgreSQL, Redis, broker) over a fresh copy of the seeded city."""
+    async with AsyncTestClient(app=create_app(app_settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def login(api: Client, redis_client: aioredis.Redis) -> Login:
+    """``await login("13812345678")``: that phone's driver's access token."""
+    return login_with(api, redis_client)

@@ -10,6 +10,7 @@ import asyncpg
 import jwt
 import redis.asyncio as aioredis
 from click.testing import CliRunner
+from kits import bearer
 from litestar.testing import AsyncTestClient
 
 from parking.accounts import notifier
@@ -23,10 +24,6 @@ from parking.config import Settings
 Client = AsyncTestClient  # type: ignore[type-arg]
 Login = Callable[[str], Awaitable[dict[str, Any]]]
 PHONE = "13812345678"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_a_first_login_creates_the_account_of_the_phone(api: Client, login: Login) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
+from kits import bearer
 from litestar.testing import AsyncTestClient
 
 from parking.api.drivers import BIND_PER_ACCOUNT, BIND_PER_PHONE
@@ -19,10 +20,6 @@ Login = Callable[[str], Awaitable[dict[str, Any]]]
 ALICE, BOB = "13800000091", "13800000092"
 PLATE = "赣B9T910"
 PHOTO = "upload/xsz-9T910.jpg"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def claims_path(plate: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from click.testing import CliRunner
+from kits import bearer
 from litestar.testing import AsyncTestClient
 
 from parking.auth.model import Role
@@ -20,10 +21,6 @@ from parking.qr.cli import qr
 from parking.qr.model import Keyring, QrKind
 
 Client = AsyncTestClient  # type: ignore[type-arg]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import asyncpg
 import pytest
+from kits import bearer
 from litestar.testing import AsyncTestClient
 
 from parking.auth.model import Role
@@ -14,10 +15,6 @@ from parking.auth.model import Role
 Client = AsyncTestClient  # type: ignore[type-arg]
 Login = Callable[[str], Awaitable[dict[str, Any]]]
 ALICE, BOB = "13800000001", "13800000002"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def bind(api: Client, token: str, plate: str, **extra: object) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from kits import bearer
 from litestar.testing import AsyncTestClient
 
 from parking.auth.model import Role
@@ -40,10 +41,6 @@ NIGHT = {
         }
     ],
 }
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def own(token_for: Callable[..., str]) -> dict[str, str]:

@@ -3,16 +3,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import asyncpg
+from kits import bearer
 from litestar.testing import AsyncTestClient
 
 from parking.auth.model import Role
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 STAY = {"entry": "2026-11-27T08:00:00+08:00", "exit": "2026-11-27T18:00:00+08:00"}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def quote(api: Client, token: str, plate: str) -> dict[str, object]:

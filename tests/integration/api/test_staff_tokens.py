@@ -9,14 +9,11 @@ import sys
 import time
 
 import asyncpg
+from kits import bearer
 from litestar.testing import AsyncTestClient
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 ROUTE = "/v1/operator/tariffs/suizhou-zone1/versions"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def cli(*argv: str, env: dict[str, str]) -> tuple[int, str, str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kits import bearer
 from litestar.testing import AsyncTestClient
 
 from parking import config
@@ -40,10 +41,6 @@ SUIZHOU = {
 }
 
 Client = AsyncTestClient  # type: ignore[type-arg]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def cli_quote(tmp_path: Path, document: dict[str, object], entry: str, exit_: str) -> Any:

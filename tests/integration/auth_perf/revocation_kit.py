@@ -19,10 +19,6 @@ Login = Callable[[Client, str], Awaitable[dict[str, Any]]]
 StartWorker = Callable[..., Awaitable[Client]]
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def denylist_of(client: Client) -> DenylistMirror:
     copy = infra_of(client.app).denylist
     assert copy is not None

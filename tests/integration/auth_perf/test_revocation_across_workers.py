@@ -11,12 +11,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
+from kits import bearer
 from litestar.testing import AsyncTestClient
 from revocation_kit import (
     Login,
     RedisRelay,
     StartWorker,
-    bearer,
     denylist_of,
     until,
     until_current,

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sandboxkit import Client, Login, api, app_settings, bearer, login, sandbox
+from sandboxkit import Client, Login, api, app_settings, bearer, sandbox
 
 from parking.bills import service as bills
 from parking.config import Settings
@@ -26,7 +26,7 @@ from parking.qr.model import QrKind
 from parking.sessions import service as sessions
 from parking.sessions.model import SessionChange, SessionStatus
 
-__all__ = ["api", "app_settings", "login", "sandbox"]
+__all__ = ["api", "app_settings", "sandbox"]
 DEMO = "GZ-DEMO-01"
 ALICE, BOB = "13800000031", "13800000032"
 PLATE = "赣B3A111"

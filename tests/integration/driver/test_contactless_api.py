@@ -18,11 +18,10 @@ from sandboxkit import (
     api,
     app_settings,
     bearer,
-    login,
     sandbox,
 )
 
-__all__ = ["api", "app_settings", "login", "sandbox"]
+__all__ = ["api", "app_settings", "sandbox"]
 ALICE = "13800000041"
 PLATE = "赣B5C222"
 

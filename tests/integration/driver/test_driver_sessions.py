@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import asyncpg
-import pytest
 import redis.asyncio as aioredis
+from kits import bearer
 from litestar.testing import AsyncTestClient
 
-from parking import config
-from parking.accounts import notifier
-from parking.api.app import create_app
 from parking.api.infra import infra_of
 from parking.auth import tokens
 from parking.auth.model import Role
 from parking.bills import service as bills
-from parking.config import Settings
 from parking.occupancy import rebuild
 from parking.seed.city import DEMO_COMPANY
 from parking.sessions import service as sessions
@@ -30,33 +25,6 @@ Client = AsyncTestClient  # type: ignore[type-arg]
 Login = Callable[[str], Awaitable[str]]
 DEMO = "GZ-DEMO-01"
 ALICE, BOB = "13800000011", "13800000012"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-async def api(
-    settings: Settings, city_db_url: str, redis_client: aioredis.Redis
-) -> AsyncIterator[Client]:
-    app_settings = config.load({**os.environ, "PARKING_DATABASE_URL": city_db_url})
-    async with AsyncTestClient(app=create_app(app_settings)) as client:
-        yield client
-
-
-@pytest.fixture
-def login(api: Client, redis_client: aioredis.Redis) -> Login:
-    async def go(phone: str) -> str:
-        sent = await api.post("/v1/auth/otp", json={"phone": phone})
-        assert sent.status_code == 202, sent.text
-        code = await notifier.latest_code(redis_client, sent.json()["phone"])
-        issued = await api.post("/v1/auth/token", json={"phone": phone, "code": code})
-        assert issued.status_code == 200, issued.text
-        token: str = issued.json()["access_token"]
-        return token
-
-    return go
 
 
 async def bind(api: Client, token: str, plate: str, *, verified: bool = True) -> None:

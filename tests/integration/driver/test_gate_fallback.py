@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
-import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
-from parking import config
-from parking.api.app import create_app
 from parking.auth.model import Role
-from parking.config import Settings
 from parking.devices import broker
 from parking.occupancy import keys as occupancy_keys
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 DEMO = "GZ-DEMO-01"
 CST = timezone(timedelta(hours=8))
-
-
-@pytest.fixture
-async def api(
-    settings: Settings, city_db_url: str, redis_client: aioredis.Redis
-) -> AsyncIterator[Client]:
-    app_settings = config.load({**os.environ, "PARKING_DATABASE_URL": city_db_url})
-    async with AsyncTestClient(app=create_app(app_settings)) as client:
-        yield client
 
 
 class Gate:

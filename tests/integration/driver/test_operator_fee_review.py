@@ -16,7 +16,6 @@ from test_operator_review import (
     PLATE,
     Client,
     a_car_in_the_lot,
-    api,
     audit_details,
     operator,
     persist_core_events,
@@ -25,7 +24,7 @@ from test_operator_review import (
 
 from parking.devices import broker
 
-__all__ = ["api", "operator"]  # fixtures
+__all__ = ["operator"]  # fixtures
 
 
 async def exit_gate(conn: asyncpg.Connection) -> tuple[str, str]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,10 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
-from parking import config
-from parking.api.app import create_app
 from parking.auth.model import Role
-from parking.config import Settings
 from parking.devices import broker
 from parking.occupancy import keys, rebuild
 from parking.sessions import service as sessions
@@ -26,15 +22,6 @@ from parking.sessions.model import SessionChange, SessionStatus
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 DEMO = "GZ-DEMO-01"
-
-
-@pytest.fixture
-async def api(
-    settings: Settings, city_db_url: str, redis_client: aioredis.Redis
-) -> AsyncIterator[Client]:
-    app_settings = config.load({**os.environ, "PARKING_DATABASE_URL": city_db_url})
-    async with AsyncTestClient(app=create_app(app_settings)) as client:
-        yield client
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from sandboxkit import (
     api,
     app_settings,
     bearer,
-    login,
     sandbox,
 )
 
@@ -33,7 +32,7 @@ from parking.payments import notifications, providers
 from parking.sessions import service as sessions
 from parking.sessions.model import SessionChange, SessionStatus
 
-__all__ = ["api", "app_settings", "login", "sandbox"]
+__all__ = ["api", "app_settings", "sandbox"]
 DEMO = "GZ-DEMO-01"
 FRIEND, HOLDER = "13800000081", "13800000082"
 PLATE = "赣B8F810"

@@ -21,13 +21,11 @@ from test_driver_sessions import (
     Client,
     Login,
     account_of,
-    api,
     bearer,
     bill_for,
     bind,
     bound_since_yesterday,
     close_session,
-    login,
     open_session,
     verify,
 )
@@ -41,7 +39,6 @@ from parking.qr import keys as qr_keys
 from parking.qr import logic as qr_logic
 from parking.qr.model import QrKind
 
-__all__ = ["api", "login"]
 VICTIM, ATTACKER, FRIEND = "13800000071", "13800000072", "13800000073"
 PLATE = "赣B7V710"
 

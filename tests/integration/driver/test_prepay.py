@@ -12,19 +12,16 @@ from test_driver_sessions import (
     DEMO,
     Client,
     Login,
-    api,
     bearer,
     bind,
     bound_since_yesterday,
     close_session,
-    login,
     open_session,
 )
 
 from parking.bills import service as bills
 from parking.occupancy import keys
 
-__all__ = ["api", "login"]
 PLATE = "赣B7P100"
 
 

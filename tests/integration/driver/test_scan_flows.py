@@ -12,11 +12,11 @@ import asyncpg
 import paho.mqtt.client as mqtt
 import pytest
 import redis.asyncio as aioredis
+from kits import bearer
 from litestar.testing import AsyncTestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
 from parking import config
-from parking.accounts import notifier
 from parking.api.app import create_app
 from parking.config import Settings
 from parking.occupancy import rebuild
@@ -28,10 +28,6 @@ Client = AsyncTestClient  # type: ignore[type-arg]
 Login = Callable[[str], Awaitable[str]]
 DEMO = "GZ-DEMO-01"
 ALICE, BOB = "13800000021", "13800000022"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -52,19 +48,6 @@ async def api(
 @pytest.fixture
 def keyring(app_settings: Settings) -> Keyring:
     return keys.load_or_create(keys.path_in(app_settings.stack_dir))
-
-
-@pytest.fixture
-def login(api: Client, redis_client: aioredis.Redis) -> Login:
-    async def go(phone: str) -> str:
-        sent = await api.post("/v1/auth/otp", json={"phone": phone})
-        code = await notifier.latest_code(redis_client, sent.json()["phone"])
-        issued = await api.post("/v1/auth/token", json={"phone": phone, "code": code})
-        assert issued.status_code == 200, issued.text
-        token: str = issued.json()["access_token"]
-        return token
-
-    return go
 
 
 def lane_code(keyring: Keyring, lane: str) -> str:

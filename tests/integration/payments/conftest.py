@@ -21,6 +21,7 @@ from payment_servers import (
     Receiver,
     SandboxControl,
     SandboxProcess,
+    running_sandbox,
 )
 
 from parking.clock import SystemClock
@@ -30,12 +31,8 @@ from parking.payments.providers import wechat as wechat_adapter
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    process = SandboxProcess(tmp_path_factory.mktemp("sandbox-stack"), SANDBOX_PORT)
-    process.start()
-    try:
+    with running_sandbox(tmp_path_factory.mktemp("sandbox-stack"), SANDBOX_PORT) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

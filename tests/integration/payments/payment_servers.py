@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -126,6 +126,18 @@ class SandboxProcess:
             self.proc.kill()
             self.proc.communicate()
         self.proc = None
+
+
+@contextlib.contextmanager
+def running_sandbox(stack_dir: Path, port: int) -> Iterator[SandboxProcess]:
+    """A ``parking sandbox-pay`` process for the length of the block (every sandbox
+    fixture's body: the folders differ by scope, the ports by suite)."""
+    process = SandboxProcess(stack_dir, port)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 class SandboxControl:

@@ -21,7 +21,7 @@ from litestar import Litestar
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payments"))
 
 from payflow_support import Bridge, build_city, client_forward, serve
-from payment_servers import SandboxControl, SandboxProcess
+from payment_servers import SandboxControl, SandboxProcess, running_sandbox
 
 from parking import config
 from parking.api.app import create_app
@@ -39,12 +39,8 @@ RECEIVER_PORT = 8083 + _PORT_SHIFT
 
 @pytest.fixture(scope="session")
 def flow_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    process = SandboxProcess(tmp_path_factory.mktemp("payflow-sandbox"), FLOW_SANDBOX_PORT)
-    process.start()
-    try:
+    with running_sandbox(tmp_path_factory.mktemp("payflow-sandbox"), FLOW_SANDBOX_PORT) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
