@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from gateways.simulator.cli import simulate
+from counterparts.devices.cli import simulate
+from counterparts.payments.cli import sandbox_pay
 from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
 from parking.db.cli import db
@@ -13,7 +14,6 @@ from parking.ledger.cli import ledger
 from parking.lots.cli import companies_group
 from parking.occupancy.cli import anomalies, deadletters, occupancy
 from parking.payments.cli import payments
-from parking.payments.sandbox.cli import sandbox_pay
 from parking.qr.cli import qr
 from parking.seed.cli import seed
 from parking.sessions.cli import sessions

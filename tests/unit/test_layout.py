@@ -13,7 +13,7 @@ REASONS = ("Kept whole", "Kept as one")
 
 def test_every_long_source_file_says_why_it_is_kept_whole() -> None:
     unexplained = []
-    for folder in ("src", "gateways"):
+    for folder in ("src", "counterparts"):
         for path in sorted((ROOT / folder).rglob("*")):
             if path.suffix not in (".py", ".lua"):
                 continue

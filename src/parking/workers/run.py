@@ -8,11 +8,11 @@ import sys
 import asyncpg
 import click
 
+from counterparts.payments import keys as sandbox_keys
 from parking import config
 from parking.db import migrate as migrations
 from parking.devices import service as devices
 from parking.errors import MigrationError, StackError
-from parking.payments.sandbox import keys as sandbox_keys
 from parking.seed import service as seeding
 from parking.stack import service as stack
 from parking.workers.supervisor import Child, supervise

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pipekit import DEMO, Device, Pipeline, eventually
 
-from gateways.simulator.device import Action, BrokerAddress, Identity, SimulatedDevice
-from gateways.simulator.outbox import Outbox
+from counterparts.devices.device import Action, BrokerAddress, Identity, SimulatedDevice
+from counterparts.devices.outbox import Outbox
 from parking.devices.model import DeviceKind
 from parking.pricing import Pricer
 

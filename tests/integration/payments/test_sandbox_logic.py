@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parking.payments.sandbox import logic
+from counterparts.payments import logic
 from parking.payments.wire import BEIJING
 
 

@@ -20,15 +20,15 @@ import msgspec
 import pytest
 from mqttkit import PlatformClient, prefixed_broker
 
-from gateways.simulator.city import (
+from counterparts.devices.city import (
     CityRunner,
     PlateFactory,
     RunOptions,
     choose_lots,
     load_trace,
 )
-from gateways.simulator.device import BrokerAddress, Identity, SimulatedDevice
-from gateways.simulator.outbox import Outbox
+from counterparts.devices.device import BrokerAddress, Identity, SimulatedDevice
+from counterparts.devices.outbox import Outbox
 from parking.config import Settings
 from parking.devices import messages, service
 from parking.devices.messages import Topics

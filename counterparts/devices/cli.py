@@ -14,9 +14,9 @@ import asyncpg
 import click
 import msgspec
 
-from gateways.simulator.city import CityRunner, RunOptions, Totals, choose_lots, load_trace
-from gateways.simulator.device import PAHO_LOG, BrokerAddress
-from gateways.simulator.outbox import Outbox
+from counterparts.devices.city import CityRunner, RunOptions, Totals, choose_lots, load_trace
+from counterparts.devices.device import PAHO_LOG, BrokerAddress
+from counterparts.devices.outbox import Outbox
 from parking import config
 from parking.devices import service
 from parking.devices.messages import Topics

@@ -22,8 +22,7 @@ from typing import Final
 
 import msgspec
 
-from parking.clock import business_day
-from parking.payments.sandbox.model import (
+from counterparts.payments.model import (
     Attempt,
     Controls,
     Delivery,
@@ -33,6 +32,7 @@ from parking.payments.sandbox.model import (
     Parking,
     Refund,
 )
+from parking.clock import business_day
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS orders (

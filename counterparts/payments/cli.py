@@ -10,9 +10,9 @@ from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
 
+from counterparts.payments import keys as key_files
+from counterparts.payments.service import SETTINGS_ENV, SandboxSettings
 from parking import config
-from parking.payments.sandbox import keys as key_files
-from parking.payments.sandbox.service import SETTINGS_ENV, SandboxSettings
 
 
 @click.command("sandbox-pay")
@@ -74,7 +74,7 @@ def sandbox_pay(
         err=True,
     )
     Granian(
-        "parking.payments.sandbox.app:create_app",
+        "counterparts.payments.app:create_app",
         factory=True,
         interface=Interfaces.ASGI,
         address=host,

@@ -30,8 +30,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Final
 
-from gateways.simulator.device import BrokerAddress, Identity, SimulatedDevice
-from gateways.simulator.outbox import Outbox
+from counterparts.devices.device import BrokerAddress, Identity, SimulatedDevice
+from counterparts.devices.outbox import Outbox
 from parking.clock import SHANGHAI, Clock, SystemClock
 from parking.devices.messages import PlateColor, Topics
 from parking.devices.model import DeviceKind, FleetLot

@@ -24,10 +24,9 @@ from typing import Any, Final
 
 import msgspec
 
-from parking.clock import Clock
-from parking.payments.sandbox import logic
-from parking.payments.sandbox.keys import SandboxKeys
-from parking.payments.sandbox.model import (
+from counterparts.payments import logic
+from counterparts.payments.keys import SandboxKeys
+from counterparts.payments.model import (
     ApiError,
     Attempt,
     BillAddUnknownCommand,
@@ -57,7 +56,8 @@ from parking.payments.sandbox.model import (
     ReleaseCommand,
     ResetCommand,
 )
-from parking.payments.sandbox.store import SandboxStore
+from counterparts.payments.store import SandboxStore
+from parking.clock import Clock
 from parking.payments.wire import BEIJING
 from parking.payments.wire import wechat as wire
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import msgspec
 
-from parking.payments.sandbox.model import (
+from counterparts.payments.model import (
     ApiError,
     Controls,
     DeductRequest,

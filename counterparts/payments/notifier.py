@@ -15,8 +15,8 @@ from typing import Final
 import httpx
 import structlog
 
-from parking.payments.sandbox.model import Delivery
-from parking.payments.sandbox.service import SandboxPay
+from counterparts.payments.model import Delivery
+from counterparts.payments.service import SandboxPay
 
 log = structlog.get_logger("parking.sandbox_pay")
 

@@ -27,10 +27,8 @@ import structlog
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 
-from parking.clock import SystemClock
-from parking.observability import configure_logging
-from parking.payments.sandbox import keys as key_files
-from parking.payments.sandbox.model import (
+from counterparts.payments import keys as key_files
+from counterparts.payments.model import (
     ApiError,
     ClockCommand,
     CloseRequest,
@@ -43,9 +41,11 @@ from parking.payments.sandbox.model import (
     PayCommand,
     RefundRequest,
 )
-from parking.payments.sandbox.notifier import Notifier
-from parking.payments.sandbox.service import SETTINGS_ENV, SandboxPay, SandboxSettings
-from parking.payments.sandbox.store import SandboxStore
+from counterparts.payments.notifier import Notifier
+from counterparts.payments.service import SETTINGS_ENV, SandboxPay, SandboxSettings
+from counterparts.payments.store import SandboxStore
+from parking.clock import SystemClock
+from parking.observability import configure_logging
 from parking.payments.wire import wechat as wire
 
 DATABASE: Final = "sandbox.sqlite3"

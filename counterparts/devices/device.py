@@ -51,7 +51,7 @@ import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from gateways.simulator.outbox import Outbox
+from counterparts.devices.outbox import Outbox
 from parking.clock import SHANGHAI, Clock, SystemClock
 from parking.devices.messages import (
     Command,
@@ -66,9 +66,9 @@ from parking.devices.messages import (
 )
 from parking.devices.model import DeviceKind
 
-log = logging.getLogger("gateways.simulator")
+log = logging.getLogger("counterparts.devices")
 #: paho's own messages; connection resets it logs as errors are counted in DeviceStats
-PAHO_LOG: Final = logging.getLogger("gateways.simulator.paho")
+PAHO_LOG: Final = logging.getLogger("counterparts.devices.paho")
 
 FIRMWARE: Final = "changbo-sim-1.0"
 

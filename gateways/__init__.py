@@ -1,1 +1,0 @@
-"""Edge code that speaks to hardware: MQTT bridge, vendor adapters, device simulators."""
