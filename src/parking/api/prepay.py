@@ -24,7 +24,6 @@ import msgspec
 import structlog
 from litestar import Request, post
 from litestar.params import JSONBody, PathParameter
-from redis.exceptions import RedisError
 
 from parking.accounts import service as accounts
 from parking.api.auth import principal_of
@@ -32,17 +31,14 @@ from parking.api.denied import audit_denied
 from parking.api.infra import connection, infra_of
 from parking.api.rate_limit import RateLimiter, Rule
 from parking.api.routing import clock_of, driver_only, problem_responses
-from parking.api.scans import NoOpenSession, WrongCode, scan_place
-from parking.bills import logic as bills_logic
-from parking.bills import service as bills
-from parking.bills.model import BillKind, BillStatus
-from parking.errors import Conflict, NotFound
-from parking.occupancy import store as occupancy_store
-from parking.occupancy.logic import to_ms
+from parking.api.scans import scan_place
+from parking.errors import NotFound
 from parking.plates import normalise
 from parking.pricing import Pricer
+from parking.scans import prepay as prepaying
+from parking.scans.prepay import Prepayment
+from parking.scans.service import NoOpenSession, WrongCode
 from parking.sessions import service as sessions
-from parking.tariffs import quote_to_json
 
 log = structlog.get_logger("parking.api")
 
@@ -52,32 +48,6 @@ BODY_MAX: Final = 64
 # Typing plates at a lot's code: a driver paying for their own or a friend's car
 # needs a few tries; this stops anyone standing in a lot from sweeping plates.
 LOT_SCAN_PER_ACCOUNT: Final = (Rule("scan-lot-10m", 10, 600), Rule("scan-lot-1d", 50, 86400))
-
-
-class Prepayment(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a stay stands after paying in the lot."""
-
-    session_id: str
-    lot_id: str
-    plate: str | None
-    entry_at: datetime
-    quoted_at: datetime
-    #: the whole stay's fee up to ``quoted_at``
-    stay_fen: int
-    #: what the prepay bills of the stay billed together
-    billed_fen: int
-    #: of which paid
-    paid_fen: int
-    #: prepay bills still to pay (pay them with POST /v1/bills/pay)
-    due_bill_ids: list[str]
-    due_fen: int
-    #: leave free until then (every prepayment paid); null until paid
-    leave_by: datetime | None
-    exit_window_s: int
-
-
-class SessionEnded(Conflict):
-    """The session is no longer open: its bill (if any) is in my bills."""
 
 
 @post(
@@ -157,88 +127,9 @@ async def scan_lot(request: Request[Any, Any, Any], data: JSONBody[LotScanReques
 async def _prepay(
     request: Request[Any, Any, Any], session_id: str, me: str, now: datetime
 ) -> Prepayment:
-    """Bill the open stay up to now, once per exit window. A new offer replaces the
-    session's earlier unpaid ones (they lapse, written off), so there is one to pay."""
     infra = infra_of(request.app)
     pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
-    async with connection(infra, transaction=True) as conn:
-        row = await sessions.lock_for_prepay(conn, session_id)
-        assert row is not None  # sessions are never deleted
-        if row["status"] != "open" or row["entry_at"] is None:
-            raise SessionEnded(f"session {session_id} has ended; its bill is in your bills")
-        window = row["exit_window"]
-        owed = await bills.prepayments(conn, session_id)
-        stand = bills_logic.standing(bills_logic.live(owed), at=now, window=window)
-        priced = pricer.price(
-            lot_id=row["lot_id"], plate=row["plate"], entry=row["entry_at"], exit=now
-        )
-        in_window = stand.leave_by is not None and now <= stand.leave_by
-        if not in_window and priced.fee_fen > stand.billed_fen:
-            for offer in owed:
-                if (
-                    offer.status is not BillStatus.WRITTEN_OFF
-                    and bills_logic.Prepayment.of(offer).offer
-                ):
-                    await bills.write_off(
-                        conn,
-                        offer.id,
-                        actor=f"driver:{me}",
-                        remark="prepay offer replaced by a newer one",
-                        now=now,
-                    )
-            owed = await bills.prepayments(conn, session_id)
-            stand = bills_logic.standing(bills_logic.live(owed), at=now, window=window)
-        more = priced.fee_fen - stand.billed_fen
-        if not in_window and more > 0 and priced.tariff_id and priced.tariff_version:
-            quote = msgspec.json.decode(quote_to_json(priced.quote)) if priced.quote else {}
-            await bills.open_bill(
-                conn,
-                session_id=session_id,
-                lot_id=row["lot_id"],
-                plate=row["plate"],
-                account_id=me,
-                amount_fen=more,
-                tariff_id=priced.tariff_id,
-                tariff_version=priced.tariff_version,
-                quote=msgspec.json.encode(
-                    {**quote, "stay_fen": priced.fee_fen, "prepaid_fen": stand.billed_fen}
-                ),
-                closed_at=now,
-                now=now,
-                actor=f"driver:{me}",
-                kind=BillKind.PREPAY,
-            )
-            owed = await bills.prepayments(conn, session_id)
-            stand = bills_logic.standing(bills_logic.live(owed), at=now, window=window)
-    if row["plate"] is not None:
-        try:
-            await occupancy_store.set_prepaid(
-                infra.redis,
-                lot_id=row["lot_id"],
-                plate=row["plate"],
-                session_id=session_id,
-                billed_fen=stand.settled_fen,
-                leave_by_ms=None if stand.leave_by is None else to_ms(stand.leave_by),
-            )
-        except RedisError as exc:  # only the exit's display reads it; the bill is right anyway
-            log.warning("prepaid_hint_failed", session_id=session_id, error=repr(exc))
-    due = [
-        b for b in owed if b.paid_at is None and b.status in (BillStatus.OPEN, BillStatus.PAYING)
-    ]
-    return Prepayment(
-        session_id=session_id,
-        lot_id=row["lot_id"],
-        plate=row["plate"],
-        entry_at=row["entry_at"],
-        quoted_at=now,
-        stay_fen=priced.fee_fen,
-        billed_fen=stand.billed_fen,
-        paid_fen=sum(b.amount_fen for b in owed if b.paid_at is not None),
-        due_bill_ids=[b.id for b in due],
-        due_fen=sum(b.amount_fen for b in due),
-        leave_by=stand.leave_by,
-        exit_window_s=int(window.total_seconds()),
-    )
+    return await prepaying.prepay(infra.pool, infra.redis, session_id, me, now, pricer)
 
 
 ROUTES = [prepay, scan_lot]

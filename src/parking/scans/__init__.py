@@ -1,0 +1,1 @@
+"""Scan flows (一次扫码): a driver's scan of a lane, space or lot code."""
