@@ -400,3 +400,11 @@ async def open_unplated(
         account_id=account_id,
         flags=flags,
     )
+
+
+async def stay_of_bill(
+    conn: asyncpg.Connection, bill_id: str, *, review: str
+) -> asyncpg.Record | None:
+    """The stay a bill is for, as a contactless deduction names it: entry_at, the lot's
+    name, and needs_review (an open ``review`` anomaly holds the deduction back)."""
+    return await store.stay_of_bill(conn, bill_id, review=review)

@@ -317,3 +317,19 @@ async def lock_for_prepay(conn: asyncpg.Connection, session_id: str) -> asyncpg.
            WHERE s.id = $1 FOR UPDATE OF s""",
         session_id,
     )
+
+
+async def stay_of_bill(
+    conn: asyncpg.Connection, bill_id: str, *, review: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT s.entry_at, l.name,
+                  EXISTS (SELECT 1 FROM anomalies a
+                           WHERE a.session_id = s.id AND a.kind = $2
+                             AND a.status = 'open') AS needs_review
+           FROM bills b
+           JOIN sessions s ON s.id = b.session_id
+           JOIN lots l ON l.id = b.lot_id WHERE b.id = $1""",
+        bill_id,
+        review,
+    )

@@ -23,7 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import asyncpg
 import click
@@ -46,6 +46,7 @@ from parking.occupancy.plan import StreamEntry
 from parking.payments import contactless as payment_contactless
 from parking.payments import providers as payment_providers
 from parking.payments.port import PaymentProvider
+from parking.sessions import service as sessions
 
 log = structlog.get_logger("parking.persister")
 
@@ -513,17 +514,9 @@ class ContactlessHook:
             )
         for bill_id in bill_ids:
             try:
-                async with self._pool.acquire() as conn:
-                    row = await conn.fetchrow(
-                        """SELECT s.entry_at, l.name,
-                                  EXISTS (SELECT 1 FROM anomalies a
-                                           WHERE a.session_id = s.id AND a.kind = $2
-                                             AND a.status = 'open') AS needs_review
-                           FROM bills b
-                           JOIN sessions s ON s.id = b.session_id
-                           JOIN lots l ON l.id = b.lot_id WHERE b.id = $1""",
-                        bill_id,
-                        AnomalyKind.FEE_REVIEW,
+                async with self._pool.acquire() as proxy:
+                    row = await sessions.stay_of_bill(
+                        cast(asyncpg.Connection, proxy), bill_id, review=AnomalyKind.FEE_REVIEW
                     )
                 if row is None or row["entry_at"] is None:
                     continue
