@@ -35,6 +35,7 @@ from parking.anomalies.model import (
 from parking.auth.model import Principal
 from parking.errors import Conflict, InvalidInput
 from parking.lots import logic as tenancy
+from parking.lots import service as lots
 from parking.occupancy import keys as occupancy_keys
 from parking.occupancy import logic as occupancy_logic
 from parking.occupancy import store as occupancy_store
@@ -59,13 +60,14 @@ async def queue(
     limit: int,
 ) -> list[AnomalyView]:
     """Anomalies of the lots ``who`` may read, oldest first."""
+    company = tenancy.lot_filter(who)
     return await store.queue(
         conn,
         status=status,
         kind=kind,
         after=after,
         limit=limit,
-        company=tenancy.lot_filter(who),
+        lot_ids=None if company is None else await lots.lot_ids_of(conn, company),
     )
 
 

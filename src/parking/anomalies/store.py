@@ -27,20 +27,20 @@ async def queue(
     kind: str | None,
     after: str | None,
     limit: int,
-    company: str | None,
+    lot_ids: list[str] | None,
 ) -> list[AnomalyView]:
+    """``lot_ids`` None: every lot's (and those of no lot)."""
     rows = await conn.fetch(
         f"""SELECT {_COLUMNS} FROM anomalies
              WHERE status = $1 AND ($2::text IS NULL OR kind = $2)
                AND ($3::text IS NULL OR id > $3)
-               AND ($5::text IS NULL
-                    OR lot_id IN (SELECT id FROM lots WHERE company_id = $5))
+               AND ($5::text[] IS NULL OR lot_id = ANY($5::text[]))
              ORDER BY id LIMIT $4""",  # noqa: S608
         status,
         kind,
         after,
         limit,
-        company,
+        lot_ids,
     )
     return [_view(r) for r in rows]
 

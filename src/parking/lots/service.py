@@ -256,3 +256,13 @@ async def add_space(
 async def lot_names(conn: asyncpg.Connection, lot_ids: list[str]) -> dict[str, str]:
     """lot id -> name (what a driver's receipt and a plate's bills show)."""
     return await store.names(conn, lot_ids)
+
+
+async def exit_window(conn: asyncpg.Connection, lot_id: str) -> timedelta | None:
+    """How long after paying in the lot its driver may leave without paying more."""
+    return await store.exit_window(conn, lot_id)
+
+
+async def lot_ids_of(conn: asyncpg.Connection, company_id: str) -> list[str]:
+    """The ids of a company's lots."""
+    return await store.lot_ids_of(conn, company_id)

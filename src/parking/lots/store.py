@@ -217,3 +217,15 @@ async def names(conn: asyncpg.Connection, lot_ids: list[str]) -> dict[str, str]:
     """lot id -> name, for those of ``lot_ids`` that exist."""
     rows = await conn.fetch("SELECT id, name FROM lots WHERE id = ANY($1::text[])", lot_ids)
     return {r["id"]: r["name"] for r in rows}
+
+
+async def exit_window(conn: asyncpg.Connection, lot_id: str) -> timedelta | None:
+    minutes: int | None = await conn.fetchval(
+        "SELECT exit_window_minutes FROM lots WHERE id = $1", lot_id
+    )
+    return None if minutes is None else timedelta(minutes=minutes)
+
+
+async def lot_ids_of(conn: asyncpg.Connection, company_id: str) -> list[str]:
+    rows = await conn.fetch("SELECT id FROM lots WHERE company_id = $1 ORDER BY id", company_id)
+    return [r["id"] for r in rows]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -15,6 +16,7 @@ from parking.accounts import service as accounts
 from parking.bills import logic as bills_logic
 from parking.bills import service as bills
 from parking.bills.model import BillKind, BillStatus, IllegalBillTransition
+from parking.lots import service as lots
 from parking.payments import decisions
 from parking.plates import PlateError, normalise
 from parking.sessions import store
@@ -375,10 +377,14 @@ async def open_in_lot(conn: asyncpg.Connection, lot_id: str, plate: str) -> str 
     return await store.open_in_lot(conn, lot_id, plate)
 
 
-async def lock_for_prepay(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
-    """The session (id, lot_id, plate, status, entry_at) with its lot's exit window,
-    locked for the caller's transaction."""
-    return await store.lock_for_prepay(conn, session_id)
+async def lock_for_prepay(conn: asyncpg.Connection, session_id: str) -> dict[str, Any] | None:
+    """The session (id, lot_id, plate, status, entry_at, exit_window: its lot's), locked
+    for the caller's transaction."""
+    row = await store.lock_for_prepay(conn, session_id)
+    if row is None:
+        return None
+    window = await lots.exit_window(conn, row["lot_id"])
+    return {**dict(row), "exit_window": window}
 
 
 async def open_unplated(
@@ -404,7 +410,13 @@ async def open_unplated(
 
 async def stay_of_bill(
     conn: asyncpg.Connection, bill_id: str, *, review: str
-) -> asyncpg.Record | None:
+) -> dict[str, Any] | None:
     """The stay a bill is for, as a contactless deduction names it: entry_at, the lot's
     name, and needs_review (an open ``review`` anomaly holds the deduction back)."""
-    return await store.stay_of_bill(conn, bill_id, review=review)
+    row = await store.stay_of_bill(conn, bill_id, review=review)
+    if row is None:
+        return None
+    names = await lots.lot_names(conn, [row["lot_id"]])
+    if row["lot_id"] not in names:
+        return None
+    return {**dict(row), "name": names[row["lot_id"]]}

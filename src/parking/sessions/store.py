@@ -311,10 +311,7 @@ async def open_in_lot(conn: asyncpg.Connection, lot_id: str, plate: str) -> str 
 
 async def lock_for_prepay(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        """SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at,
-                  make_interval(mins => l.exit_window_minutes) AS exit_window
-           FROM sessions s JOIN lots l ON l.id = s.lot_id
-           WHERE s.id = $1 FOR UPDATE OF s""",
+        "SELECT id, lot_id, plate, status, entry_at FROM sessions WHERE id = $1 FOR UPDATE",
         session_id,
     )
 
@@ -323,13 +320,12 @@ async def stay_of_bill(
     conn: asyncpg.Connection, bill_id: str, *, review: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        """SELECT s.entry_at, l.name,
+        """SELECT s.entry_at, b.lot_id,
                   EXISTS (SELECT 1 FROM anomalies a
                            WHERE a.session_id = s.id AND a.kind = $2
                              AND a.status = 'open') AS needs_review
            FROM bills b
-           JOIN sessions s ON s.id = b.session_id
-           JOIN lots l ON l.id = b.lot_id WHERE b.id = $1""",
+           JOIN sessions s ON s.id = b.session_id WHERE b.id = $1""",
         bill_id,
         review,
     )
