@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
@@ -29,4 +30,35 @@ async def record(
         action,
         target,
         msgspec.json.encode(details).decode(),
+    )
+
+
+class Actor(Protocol):
+    """Who acts: a signed-in caller (``parking.auth.model.Principal``)."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def role(self) -> Enum: ...
+
+
+async def record_by(
+    conn: asyncpg.Connection,
+    by: Actor,
+    *,
+    action: str,
+    target: str,
+    details: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Append the audit row of what ``by`` did, in the caller's transaction."""
+    await record(
+        conn,
+        at=now,
+        actor=by.subject,
+        role=str(by.role.value),
+        action=action,
+        target=target,
+        details=details,
     )

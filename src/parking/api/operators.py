@@ -15,7 +15,6 @@ GET routes admit it) and changes none (the others do not: 403).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 import asyncpg
@@ -47,8 +46,8 @@ from parking.lots.model import (
     BlacklistEntryNotFound,
     Ident,
     LaneView,
+    Lot,
     LotChange,
-    LotView,
     NewLane,
     NewLot,
     NewSpace,
@@ -73,35 +72,11 @@ PlateParam = Annotated[str, PathParameter(min_length=1, max_length=32)]
 AnomalyIdParam = Annotated[str, PathParameter(min_length=1, max_length=200)]
 
 
-# ------------------------------------------------------------------ audit
-
-
-async def audit(
-    conn: asyncpg.Connection,
-    request: Request[Any, Any, Any],
-    *,
-    action: str,
-    target: str,
-    details: dict[str, Any],
-    now: datetime,
-) -> None:
-    who = principal_of(request)
-    await audit_log.record(
-        conn,
-        at=now,
-        actor=who.subject,
-        role=who.role.value,
-        action=action,
-        target=target,
-        details=details,
-    )
-
-
 # ------------------------------------------------------------------ lots
 
 
 class LotPage(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[LotView]
+    items: list[Lot]
     next_cursor: str | None
 
 
@@ -155,7 +130,7 @@ async def list_lots(
     request_max_body_size=BODY_MAX,
     responses=problem_responses(400, 401, 403, 409, 413),
 )
-async def create_lot(request: Request[Any, Any, Any], data: JSONBody[NewLot]) -> LotView:
+async def create_lot(request: Request[Any, Any, Any], data: JSONBody[NewLot]) -> Lot:
     """The new lot is its creator's company's."""
     async with connection(infra_of(request.app), transaction=True) as conn:
         return await lots.create_lot(
@@ -173,7 +148,7 @@ async def create_lot(request: Request[Any, Any, Any], data: JSONBody[NewLot]) ->
 )
 async def change_lot(
     request: Request[Any, Any, Any], lot_id: FromPath[IdentParam], data: JSONBody[LotChange]
-) -> LotView:
+) -> Lot:
     """Gateways take the new capacity and full policy up at their next directory refresh."""
     async with connection(infra_of(request.app), transaction=True) as conn:
         await _lot_in_scope(request, conn, lot_id, Access.CHANGE, "lot.change")
@@ -322,9 +297,9 @@ async def add_device(request: Request[Any, Any, Any], data: JSONBody[NewDevice])
             device_id=data.device_id,
             broker=stack_service.mosquitto_broker(infra.settings),
         )
-        await audit(
+        await audit_log.record_by(
             conn,
-            request,
+            principal_of(request),
             action="device.added",
             target=f"device:{made.device_id}",
             details={"lot_id": made.lot_id, "lane_id": made.lane_id, "space_id": made.space_id},
@@ -369,9 +344,9 @@ async def revoke_device(request: Request[Any, Any, Any], device_id: FromPath[Ide
         device = await devices.revoke_device(
             conn, device_id, at=now, broker=stack_service.mosquitto_broker(infra.settings)
         )
-        await audit(
+        await audit_log.record_by(
             conn,
-            request,
+            principal_of(request),
             action="device.revoked",
             target=f"device:{device_id}",
             details={},

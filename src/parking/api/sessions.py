@@ -1,7 +1,7 @@
 """Drivers' sessions, bills, receipts and contactless payment (全市通停: one account, every lot).
 
-Kept as one module (about 600 lines): the driver's sessions, bills and receipts
-routes share the one "is this mine" rule and its audit of refusals.
+The driver's sessions, bills and receipts routes share the one "is this mine"
+rule and its audit of refusals.
 
 What is "mine" is answered by one rule, ``accounts.service.my_plates``: a plate
 is typed in by anyone, so where a car is and was (its current session, its
@@ -11,11 +11,10 @@ nor a plate's earlier holder learns it. Paying a plate's bills is open to
 anyone who names the plate (先离后缴 for a friend's car): they see the amount,
 the lot and the day, never the times (``GET /v1/plates/{plate}/bills``).
 
-The current session of each plate is read from the occupancy core in Redis
-(the lane's own state, so it is there the moment the barrier opens) and falls
-back to PostgreSQL when the plate's shard is not loaded or Redis does not
-answer. Anything not mine is a 404, the same as something that does not exist,
-and the attempt is written to the audit log (reliability matrix A1).
+The current sessions, live from the occupancy core with PostgreSQL behind it,
+are ``parking.occupancy.stays``. Anything not mine is a 404, the same as
+something that does not exist, and the attempt is written to the audit log
+(reliability matrix A1).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import asyncpg
 import msgspec
 from litestar import Request, delete, get, put
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
-from redis.exceptions import RedisError
 
 from parking.accounts import service as accounts
 from parking.accounts.model import Binding
@@ -49,14 +47,13 @@ from parking.bills.model import Bill, UnknownBill
 from parking.clock import SHANGHAI
 from parking.errors import NotFound
 from parking.lots import service as lots
-from parking.occupancy import logic as occupancy_logic
-from parking.occupancy import store as occupancy_store
+from parking.occupancy import stays
+from parking.occupancy.model import CurrentSessions
 from parking.payments import contactless as payment_contactless
 from parking.payments import pay as pay_flow
 from parking.payments.model import UnknownProvider
 from parking.plates import normalise
 from parking.pricing import Pricer
-from parking.pricing.model import PricingError
 from parking.sessions import service as sessions
 
 BODY_MAX: Final = 2 * 1024
@@ -81,31 +78,6 @@ ProviderQuery = Annotated[
 
 
 # ------------------------------------------------------------------ views
-
-
-class CurrentSession(msgspec.Struct, frozen=True, kw_only=True):
-    """An open session with what it would cost to leave now.
-
-    ``fee_fen`` is None when the lot cannot price the stay (no tariff in force):
-    ``pricing_reason`` then says why. ``source`` is ``live`` (the lanes' state
-    in Redis) or ``record`` (PostgreSQL, when the live state is unavailable).
-    """
-
-    session_id: str
-    #: None for an unplated car let in by my scan of an entry lane code
-    plate: str | None
-    lot_id: str
-    entry_at: datetime
-    quoted_at: datetime
-    fee_fen: int | None
-    tariff_id: str | None
-    tariff_version: int | None
-    pricing_reason: str
-    source: str
-
-
-class CurrentSessions(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[CurrentSession]
 
 
 class SessionItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -217,51 +189,6 @@ def _plate_text(raw: str) -> str:
     return normalise(raw)
 
 
-async def _recorded_open(infra: Infra, plates: list[str]) -> dict[str, tuple[str, str, int]]:
-    async with connection(infra) as conn:
-        found = await sessions.recorded_open(conn, plates)
-    return {p: (sid, lot, occupancy_logic.to_ms(at)) for p, (sid, lot, at) in found.items()}
-
-
-def quote_now(
-    pricer: Pricer,
-    *,
-    session_id: str,
-    plate: str | None,
-    lot_id: str,
-    entry: datetime,
-    now: datetime,
-    source: str,
-) -> CurrentSession:
-    try:
-        priced = pricer.price(lot_id=lot_id, plate=plate, entry=entry, exit=max(entry, now))
-    except PricingError as exc:
-        return CurrentSession(
-            session_id=session_id,
-            plate=plate,
-            lot_id=lot_id,
-            entry_at=entry,
-            quoted_at=now,
-            fee_fen=None,
-            tariff_id=None,
-            tariff_version=None,
-            pricing_reason=f"cannot price: {exc}",
-            source=source,
-        )
-    return CurrentSession(
-        session_id=session_id,
-        plate=plate,
-        lot_id=lot_id,
-        entry_at=entry,
-        quoted_at=now,
-        fee_fen=priced.fee_fen,
-        tariff_id=priced.tariff_id,
-        tariff_version=priced.tariff_version,
-        pricing_reason=priced.reason,
-        source=source,
-    )
-
-
 def _bill_item(bill: Bill) -> BillItem:
     return BillItem(
         id=bill.id,
@@ -288,64 +215,14 @@ def _bill_item(bill: Bill) -> BillItem:
 )
 async def current_sessions(request: Request[Any, Any, Any]) -> CurrentSessions:
     infra = infra_of(request.app)
-    account_id = principal_of(request).subject
-    # The hot path of the app's home screen: one indexed read for my verified
-    # plates (not the vehicle views, which also derive each plate's class) and
-    # one for the sessions my scans made (sessions_account_idx); then Redis.
-    async with connection(infra) as conn:
-        held = {b.plate: b for b in await _verified(conn, account_id)}
-        made = await sessions.made_by(conn, account_id)
-    unplated = [r for r in made if r["plate"] is None]
-    mine = {r["id"] for r in made}
-    plates = sorted(set(held) | {r["plate"] for r in made if r["plate"] is not None})
-    if not plates and not unplated:
-        return CurrentSessions(items=[])
-    source: dict[str, str] = {}
-    open_now: dict[str, tuple[str, str, int]] = {}
-    if plates:
-        try:
-            open_now = await occupancy_store.open_stays(infra.redis, plates)
-            source = dict.fromkeys(open_now, "live")
-        except occupancy_store.ShardsNotLoaded as partial:
-            open_now = dict(partial.found)
-            source = dict.fromkeys(open_now, "live")
-            recorded = await _recorded_open(infra, partial.plates)
-            open_now.update(recorded)
-            source.update(dict.fromkeys(recorded, "record"))
-        except (RedisError, OSError, TimeoutError):
-            open_now = await _recorded_open(infra, plates)
-            source = dict.fromkeys(open_now, "record")
     pricer: Pricer = await request.app.state.pricer_cache.get(infra.pool)
-    now = clock_of(request).now()
-    items = [
-        quote_now(
-            pricer,
-            session_id=sid,
-            plate=plate,
-            lot_id=lot_id,
-            entry=occupancy_logic.from_ms(entry_ms),
-            now=now,
-            source=source[plate],
-        )
-        for plate, (sid, lot_id, entry_ms) in sorted(open_now.items())
-        # a stay my scan claimed, or my verified plate's since I bound it (one that
-        # began before is the earlier holder's)
-        if sid in mine
-        or (plate in held and occupancy_logic.from_ms(entry_ms) >= held[plate].bound_at)
-    ]
-    # An unplated car's session is written to PostgreSQL by the scan itself.
-    items += [
-        quote_now(
-            pricer,
-            session_id=r["id"],
-            plate=None,
-            lot_id=r["lot_id"],
-            entry=r["entry_at"],
-            now=now,
-            source="record",
-        )
-        for r in unplated
-    ]
+    items = await stays.current(
+        infra.pool,
+        infra.redis,
+        pricer,
+        principal_of(request).subject,
+        now=clock_of(request).now(),
+    )
     return CurrentSessions(items=items)
 
 

@@ -17,6 +17,7 @@ import msgspec
 
 from parking.devices.messages import Topics
 from parking.errors import Conflict, InvalidInput, NotFound, ParkingError
+from parking.lots.model import Lot
 
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -90,10 +91,22 @@ class FleetDevice(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FleetLot(msgspec.Struct, frozen=True, kw_only=True):
-    lot_id: str
-    kind: str
-    capacity: int
+    """A lot (``parking.lots``) and its live devices."""
+
+    lot: Lot
     devices: tuple[FleetDevice, ...]
+
+    @property
+    def lot_id(self) -> str:
+        return self.lot.id
+
+    @property
+    def kind(self) -> str:
+        return self.lot.kind
+
+    @property
+    def capacity(self) -> int:
+        return self.lot.capacity
 
 
 class ProvisionReport(msgspec.Struct, frozen=True, kw_only=True):

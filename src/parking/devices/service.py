@@ -44,6 +44,7 @@ from parking.devices.model import (
     id_candidates,
     resolve_kind,
 )
+from parking.lots import service as lots
 
 SECRETS_FILE: Final = "device-secrets.json"
 
@@ -225,11 +226,11 @@ async def add_device(
     resolved = resolve_kind(kind, lane_id=lane_id, space_id=space_id)
     if device_id is not None:
         check_id(device_id)
-    if not await store.lot_exists(conn, lot_id):
+    if not await lots.lot_exists(conn, lot_id):
         raise PlacementNotFound(f"lot {lot_id!r} does not exist")
-    if lane_id is not None and not await store.lane_exists(conn, lot_id, lane_id):
+    if lane_id is not None and await lots.find_lane(conn, lot_id, lane_id) is None:
         raise PlacementNotFound(f"lane {lane_id!r} of lot {lot_id!r} does not exist")
-    if space_id is not None and not await store.space_exists(conn, lot_id, space_id):
+    if space_id is not None and await lots.find_space(conn, lot_id, space_id) is None:
         raise PlacementNotFound(f"space {space_id!r} of lot {lot_id!r} does not exist")
     if device_id is None:
         candidates = id_candidates(
@@ -297,12 +298,20 @@ async def list_devices(
     company_id: str | None = None,
 ) -> list[Device]:
     """The registry's devices (of one lot; of one operator company's lots)."""
-    return await store.list_devices(conn, lot_id=lot_id, live_only=live_only, company_id=company_id)
+    lot_ids = None if company_id is None else await lots.lot_ids_of(conn, company_id)
+    return await store.list_devices(conn, lot_id=lot_id, live_only=live_only, lot_ids=lot_ids)
 
 
 async def fleet(conn: asyncpg.Connection) -> list[FleetLot]:
-    """Every lot with live devices, and those devices (what a simulator drives)."""
-    return await store.fleet(conn)
+    """Every lot with live devices, and those devices (what a simulator drives), by lot id."""
+    directions = {
+        (lane.lot_id, lane.lane_id): lane.direction for lane in await lots.every_lane(conn)
+    }
+    by_lot = await store.live_devices_by_lot(conn, directions)
+    return [
+        FleetLot(lot=lot, devices=tuple(by_lot[lot.id]))
+        for lot in await lots.lots_by_id(conn, sorted(by_lot))
+    ]
 
 
 # --------------------------------------------------------- the seeded city
@@ -361,8 +370,18 @@ async def provision_city(
     _require_no_transaction(conn)
     known = read_secrets(secrets_file)
     async with conn.transaction():
-        lanes = await store.lanes_without_gate(conn)
-        spaces = await store.street_spaces_without_sensor(conn)
+        gated = await store.placements(conn, "gate")
+        sensed = await store.placements(conn, "sensor")
+        lanes = [
+            (lane.lot_id, lane.lane_id)
+            for lane in await lots.every_lane(conn)
+            if (lane.lot_id, lane.lane_id) not in gated
+        ]
+        spaces = [
+            (space.lot_id, space.space_id)
+            for space in await lots.spaces_of(conn, await lots.street_lot_ids(conn))
+            if (space.lot_id, space.space_id) not in sensed
+        ]
         taken = await store.all_ids(conn)
         planned: list[tuple[DeviceKind, str, str | None, str | None]] = [
             (DeviceKind.GATE, lot_id, lane_id, None) for lot_id, lane_id in lanes

@@ -14,7 +14,6 @@ from parking.devices.model import (
     DeviceClock,
     DeviceKind,
     FleetDevice,
-    FleetLot,
 )
 
 _DEVICE_COLUMNS = "device_id, kind, lot_id, lane_id, space_id, created_at, revoked_at"
@@ -42,30 +41,6 @@ def _with_clock(row: asyncpg.Record) -> Device:
             open_anomaly=row["clock_anomaly"],
         )
     return msgspec.structs.replace(_device(row), clock=clock)
-
-
-async def lot_exists(conn: asyncpg.Connection, lot_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM lots WHERE id = $1)", lot_id))
-
-
-async def lane_exists(conn: asyncpg.Connection, lot_id: str, lane_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM lanes WHERE lot_id = $1 AND lane_id = $2)",
-            lot_id,
-            lane_id,
-        )
-    )
-
-
-async def space_exists(conn: asyncpg.Connection, lot_id: str, space_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM spaces WHERE lot_id = $1 AND space_id = $2)",
-            lot_id,
-            space_id,
-        )
-    )
 
 
 async def taken_ids(conn: asyncpg.Connection, candidates: Sequence[str]) -> set[str]:
@@ -153,8 +128,9 @@ async def revoke(conn: asyncpg.Connection, device_id: str, at: datetime) -> Devi
 
 
 async def list_devices(
-    conn: asyncpg.Connection, *, lot_id: str | None, live_only: bool, company_id: str | None
+    conn: asyncpg.Connection, *, lot_id: str | None, live_only: bool, lot_ids: list[str] | None
 ) -> list[Device]:
+    """Devices of ``lot_id`` (every lot if None), among ``lot_ids`` unless None."""
     # device_clocks and anomalies belong to the occupancy core; read-only here.
     rows = await conn.fetch(
         f"""SELECT {_DEVICE_COLUMNS},
@@ -166,12 +142,11 @@ async def list_devices(
             FROM devices d LEFT JOIN device_clocks c USING (device_id)
             WHERE ($1::text IS NULL OR lot_id = $1)
               AND (NOT $2 OR revoked_at IS NULL)
-              AND ($3::text IS NULL
-                   OR lot_id IN (SELECT id FROM lots WHERE company_id = $3))
+              AND ($3::text[] IS NULL OR lot_id = ANY($3::text[]))
             ORDER BY lot_id, device_id""",  # noqa: S608
         lot_id,
         live_only,
-        company_id,
+        lot_ids,
     )
     return [_with_clock(row) for row in rows]
 
@@ -199,44 +174,26 @@ async def live_ids(conn: asyncpg.Connection) -> list[str]:
     return [row["device_id"] for row in rows]
 
 
-async def lanes_without_gate(conn: asyncpg.Connection) -> list[tuple[str, str]]:
-    """(lot_id, lane_id) of every lane that never had a gate (a revoked one counts as had)."""
+async def placements(conn: asyncpg.Connection, kind: str) -> set[tuple[str, str]]:
+    """(lot_id, lane or space id) of every place that ever had a device of ``kind``
+    (a revoked one counts)."""
+    column = "lane_id" if kind == "gate" else "space_id"
     rows = await conn.fetch(
-        """SELECT l.lot_id, l.lane_id FROM lanes l
-           WHERE NOT EXISTS (SELECT 1 FROM devices d
-                             WHERE d.kind = 'gate' AND d.lot_id = l.lot_id
-                               AND d.lane_id = l.lane_id)
-           ORDER BY l.lot_id, l.lane_id"""
+        f"SELECT DISTINCT lot_id, {column} AS place FROM devices "  # noqa: S608
+        f"WHERE kind = $1 AND {column} IS NOT NULL",
+        kind,
     )
-    return [(row["lot_id"], row["lane_id"]) for row in rows]
+    return {(row["lot_id"], row["place"]) for row in rows}
 
 
-async def street_spaces_without_sensor(conn: asyncpg.Connection) -> list[tuple[str, str]]:
-    """(lot_id, space_id) of every on-street space that never had a sensor."""
+async def live_devices_by_lot(
+    conn: asyncpg.Connection, directions: dict[tuple[str, str], str]
+) -> dict[str, list[FleetDevice]]:
+    """lot id -> its live devices, by lot and device id (``directions``: (lot, lane) ->
+    the lane's direction, from ``parking.lots``)."""
     rows = await conn.fetch(
-        """SELECT s.lot_id, s.space_id FROM spaces s JOIN lots lo ON lo.id = s.lot_id
-           WHERE lo.kind = 'on_street'
-             AND NOT EXISTS (SELECT 1 FROM devices d
-                             WHERE d.kind = 'sensor' AND d.lot_id = s.lot_id
-                               AND d.space_id = s.space_id)
-           ORDER BY s.lot_id, s.space_id"""
-    )
-    return [(row["lot_id"], row["space_id"]) for row in rows]
-
-
-async def fleet(conn: asyncpg.Connection) -> list[FleetLot]:
-    """Every lot that has live devices, with them, ordered by lot id."""
-    lots = await conn.fetch(
-        """SELECT id, kind, capacity FROM lots lo
-           WHERE EXISTS (SELECT 1 FROM devices d WHERE d.lot_id = lo.id AND d.revoked_at IS NULL)
-           ORDER BY id"""
-    )
-    rows = await conn.fetch(
-        """SELECT d.device_id, d.kind, d.lot_id, d.lane_id, d.space_id, l.direction
-           FROM devices d
-           LEFT JOIN lanes l ON l.lot_id = d.lot_id AND l.lane_id = d.lane_id
-           WHERE d.revoked_at IS NULL
-           ORDER BY d.lot_id, d.device_id"""
+        """SELECT device_id, kind, lot_id, lane_id, space_id FROM devices
+           WHERE revoked_at IS NULL ORDER BY lot_id, device_id"""
     )
     by_lot: dict[str, list[FleetDevice]] = {}
     for row in rows:
@@ -247,18 +204,12 @@ async def fleet(conn: asyncpg.Connection) -> list[FleetLot]:
                 lot_id=row["lot_id"],
                 lane_id=row["lane_id"],
                 space_id=row["space_id"],
-                direction=row["direction"],
+                direction=directions.get((row["lot_id"], row["lane_id"]))
+                if row["lane_id"] is not None
+                else None,
             )
         )
-    return [
-        FleetLot(
-            lot_id=lot["id"],
-            kind=lot["kind"],
-            capacity=lot["capacity"],
-            devices=tuple(by_lot.get(lot["id"], ())),
-        )
-        for lot in lots
-    ]
+    return by_lot
 
 
 async def gate_login(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:

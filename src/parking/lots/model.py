@@ -67,7 +67,11 @@ class InvalidLot(InvalidInput):
 # ------------------------------------------------------------------ lots, lanes, spaces
 
 
-class LotView(msgspec.Struct, frozen=True, kw_only=True):
+class Lot(msgspec.Struct, frozen=True, kw_only=True):
+    """A lot as stored: the one shape every package uses (the API's answer, the
+    occupancy core's directory, the device fleet, the seeded city). The policies
+    default to the database's defaults."""
+
     id: str
     name: str
     district_code: str
@@ -75,9 +79,14 @@ class LotView(msgspec.Struct, frozen=True, kw_only=True):
     capacity: int
     latitude: float
     longitude: float
-    full_policy: str
-    arrears_hold_after_minutes: int
-    exit_window_minutes: int
+    full_policy: str = "hold"
+    arrears_hold_after_minutes: int = 7 * 24 * 60
+    exit_window_minutes: int = 15
+    #: past these a stay's bill waits for an operator (mqtt.md "Clocks" 4)
+    review_stay_limit_minutes: int = 7 * 24 * 60
+    review_fee_ceiling_fen: int = 20_000
+    #: the operator company that owns the lot (None: none yet)
+    company_id: str | None = None
 
 
 class NewLot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

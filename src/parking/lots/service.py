@@ -8,6 +8,7 @@ audits ``foreign`` (parking.api.denied.require_lot).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -22,9 +23,9 @@ from parking.lots.model import (
     Company,
     InvalidLot,
     LaneView,
+    Lot,
     LotChange,
     LotNotFound,
-    LotView,
     NewLane,
     NewLot,
     NewSpace,
@@ -121,36 +122,14 @@ async def lot_counts(conn: asyncpg.Connection) -> list[tuple[str, str, int]]:
 # (which lots the caller may act on) are the caller's, before these.
 
 
-async def _audit(
-    conn: asyncpg.Connection,
-    by: Principal,
-    *,
-    action: str,
-    target: str,
-    details: dict[str, object],
-    now: datetime,
-) -> None:
-    await audit_log.record(
-        conn,
-        at=now,
-        actor=by.subject,
-        role=by.role.value,
-        action=action,
-        target=target,
-        details=details,
-    )
-
-
 async def list_lots(
     conn: asyncpg.Connection, who: Principal, *, after: str | None, limit: int
-) -> list[LotView]:
+) -> list[Lot]:
     """The lots ``who`` may read, by id after ``after``, at most ``limit``."""
     return await store.lots(conn, company=logic.lot_filter(who), after=after, limit=limit)
 
 
-async def create_lot(
-    conn: asyncpg.Connection, lot: NewLot, *, by: Principal, now: datetime
-) -> LotView:
+async def create_lot(conn: asyncpg.Connection, lot: NewLot, *, by: Principal, now: datetime) -> Lot:
     """Add a lot, owned by its creator's company (caller's transaction; audited).
     Raises Conflict (the id exists) or InvalidLot (no such district)."""
     try:
@@ -172,7 +151,7 @@ async def create_lot(
         raise Conflict(f"lot {lot.id} exists") from exc
     except asyncpg.ForeignKeyViolationError as exc:
         raise InvalidLot(f"district {lot.district_code} does not exist") from exc
-    await _audit(
+    await audit_log.record_by(
         conn,
         by,
         action="lot.created",
@@ -185,7 +164,7 @@ async def create_lot(
 
 async def change_lot(
     conn: asyncpg.Connection, lot_id: str, change: LotChange, *, by: Principal, now: datetime
-) -> LotView:
+) -> Lot:
     """Change a lot's policies or capacity (caller's transaction; audited); gateways take
     them up at their next directory refresh. Raises LotNotFound."""
     view = await store.update_lot(
@@ -201,7 +180,9 @@ async def change_lot(
     if view is None:
         raise LotNotFound(f"lot {lot_id} does not exist")
     changes = {k: v for k, v in msgspec.to_builtins(change).items() if v is not None}
-    await _audit(conn, by, action="lot.changed", target=f"lot:{lot_id}", details=changes, now=now)
+    await audit_log.record_by(
+        conn, by, action="lot.changed", target=f"lot:{lot_id}", details=changes, now=now
+    )
     return view
 
 
@@ -217,7 +198,7 @@ async def add_lane(
         await store.insert_lane(conn, lot_id, lane.lane_id, lane.direction)
     except asyncpg.UniqueViolationError as exc:
         raise Conflict(f"lane {lane.lane_id} of lot {lot_id} exists") from exc
-    await _audit(
+    await audit_log.record_by(
         conn,
         by,
         action="lane.added",
@@ -242,7 +223,7 @@ async def add_space(
         await store.insert_space(conn, lot_id, space.space_id, space.kind)
     except asyncpg.UniqueViolationError as exc:
         raise Conflict(f"space {space.space_id} of lot {lot_id} exists") from exc
-    await _audit(
+    await audit_log.record_by(
         conn,
         by,
         action="space.added",
@@ -266,3 +247,97 @@ async def exit_window(conn: asyncpg.Connection, lot_id: str) -> timedelta | None
 async def lot_ids_of(conn: asyncpg.Connection, company_id: str) -> list[str]:
     """The ids of a company's lots."""
     return await store.lot_ids_of(conn, company_id)
+
+
+# ------------------------------------------------------------------ the lot record
+# What other packages read about lots: they ask here instead of reading the table.
+
+
+async def every_lot(conn: asyncpg.Connection) -> list[Lot]:
+    """Every lot of the city, by id (the occupancy core's directory load)."""
+    return await store.every_lot(conn)
+
+
+async def lots_by_id(conn: asyncpg.Connection, lot_ids: Sequence[str]) -> list[Lot]:
+    """Those of ``lot_ids`` that exist, by id."""
+    return await store.lots_by_id(conn, lot_ids)
+
+
+async def find_lot(conn: asyncpg.Connection, lot_id: str) -> Lot | None:
+    found = await store.lots_by_id(conn, [lot_id])
+    return found[0] if found else None
+
+
+async def lot_exists(conn: asyncpg.Connection, lot_id: str) -> bool:
+    return await store.exists(conn, lot_id)
+
+
+async def missing_lots(conn: asyncpg.Connection, lot_ids: Sequence[str]) -> list[str]:
+    """Those of ``lot_ids`` that are no lot, in the order given."""
+    return await store.missing(conn, lot_ids)
+
+
+async def owners(conn: asyncpg.Connection) -> dict[str, str]:
+    """lot id -> owning company, for every owned lot."""
+    return await store.owners(conn)
+
+
+async def street_lot_ids(conn: asyncpg.Connection) -> list[str]:
+    """The on-street lots (their spaces carry sensors)."""
+    return await store.ids_of_kind(conn, "on_street")
+
+
+async def groups_of_lots(conn: asyncpg.Connection) -> dict[str, frozenset[str]]:
+    """lot id -> the lot groups (a monthly pass's scope) it belongs to."""
+    return await store.groups_of_lots(conn)
+
+
+async def exit_windows(conn: asyncpg.Connection, lot_ids: Sequence[str]) -> dict[str, timedelta]:
+    """lot id -> how long after paying in it its driver may leave, for lots that exist."""
+    return await store.exit_windows(conn, lot_ids)
+
+
+async def any_lot(conn: asyncpg.Connection) -> bool:
+    return await store.any_lot(conn)
+
+
+async def place_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    """How many lots, spaces and lanes the city has, and the lots' summed capacity."""
+    return await store.place_counts(conn)
+
+
+async def add_missing(conn: asyncpg.Connection, lots: Sequence[Lot]) -> None:
+    """Add the lots not stored yet; give an ownerless stored lot its owner (the seed;
+    idempotent, caller's transaction)."""
+    await store.add_missing(conn, lots)
+
+
+async def find_lane(conn: asyncpg.Connection, lot_id: str, lane_id: str) -> LaneView | None:
+    return await store.lane(conn, lot_id, lane_id)
+
+
+async def find_space(conn: asyncpg.Connection, lot_id: str, space_id: str) -> SpaceView | None:
+    return await store.space(conn, lot_id, space_id)
+
+
+async def every_lane(conn: asyncpg.Connection) -> list[LaneView]:
+    """Every lane of the city, by lot and lane."""
+    return await store.every_lane(conn)
+
+
+async def spaces_of(conn: asyncpg.Connection, lot_ids: Sequence[str]) -> list[SpaceView]:
+    """Every space of ``lot_ids``, by lot and space."""
+    return await store.spaces_of(conn, lot_ids)
+
+
+async def add_missing_lanes(conn: asyncpg.Connection, lanes: Sequence[LaneView]) -> None:
+    """Add the lanes not stored yet (the seed; idempotent, caller's transaction)."""
+    await store.add_missing_lanes(conn, lanes)
+
+
+async def add_missing_spaces(
+    conn: asyncpg.Connection, spaces: Iterable[tuple[str, str]], *, progress: Callable[[int], None]
+) -> None:
+    """Add the (lot_id, space_id) standard spaces not stored yet (the seed; idempotent,
+    caller's transaction); ``progress`` hears how many were sent so far."""
+    await store.add_missing_spaces(conn, spaces, progress=progress)

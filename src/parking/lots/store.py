@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Final
 
 import asyncpg
 
-from parking.lots.model import Company, LaneView, LotView, SpaceView
+from parking.lots.model import Company, LaneView, Lot, SpaceView
 
 
 async def companies(conn: asyncpg.Connection) -> list[Company]:
@@ -86,16 +87,104 @@ async def pass_group(conn: asyncpg.Connection, pass_id: str) -> str | None:
 _LOT_COLUMNS: Final = """id, name, district_code, kind, capacity, latitude::float8 AS latitude,
     longitude::float8 AS longitude, full_policy,
     (extract(epoch FROM arrears_hold_after) / 60)::int AS arrears_hold_after_minutes,
-    exit_window_minutes"""
+    exit_window_minutes,
+    (extract(epoch FROM review_stay_limit) / 60)::int AS review_stay_limit_minutes,
+    review_fee_ceiling_fen, company_id"""
 
 
-def _lot(row: asyncpg.Record) -> LotView:
-    return LotView(**dict(row))
+def _lot(row: asyncpg.Record) -> Lot:
+    return Lot(**dict(row))
+
+
+async def every_lot(conn: asyncpg.Connection) -> list[Lot]:
+    rows = await conn.fetch(f"SELECT {_LOT_COLUMNS} FROM lots ORDER BY id")  # noqa: S608
+    return [_lot(r) for r in rows]
+
+
+async def lots_by_id(conn: asyncpg.Connection, lot_ids: Sequence[str]) -> list[Lot]:
+    """Those of ``lot_ids`` that exist, by id."""
+    rows = await conn.fetch(
+        f"SELECT {_LOT_COLUMNS} FROM lots WHERE id = ANY($1::text[]) ORDER BY id",  # noqa: S608
+        list(lot_ids),
+    )
+    return [_lot(r) for r in rows]
+
+
+async def exists(conn: asyncpg.Connection, lot_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM lots WHERE id = $1)", lot_id))
+
+
+async def missing(conn: asyncpg.Connection, lot_ids: Sequence[str]) -> list[str]:
+    """Those of ``lot_ids`` no lot has, in the order given."""
+    rows = await conn.fetch(
+        "SELECT l FROM unnest($1::text[]) WITH ORDINALITY AS u(l, n) "
+        "WHERE NOT EXISTS (SELECT 1 FROM lots WHERE id = u.l) ORDER BY n",
+        list(lot_ids),
+    )
+    return [r["l"] for r in rows]
+
+
+async def owners(conn: asyncpg.Connection) -> dict[str, str]:
+    """lot id -> owning company, for every lot that has one."""
+    rows = await conn.fetch("SELECT id, company_id FROM lots WHERE company_id IS NOT NULL")
+    return {r["id"]: r["company_id"] for r in rows}
+
+
+async def ids_of_kind(conn: asyncpg.Connection, kind: str) -> list[str]:
+    rows = await conn.fetch("SELECT id FROM lots WHERE kind = $1 ORDER BY id", kind)
+    return [r["id"] for r in rows]
+
+
+async def groups_of_lots(conn: asyncpg.Connection) -> dict[str, frozenset[str]]:
+    """lot id -> the lot groups it is in, for every lot in one."""
+    rows = await conn.fetch(
+        "SELECT lot_id, array_agg(group_id) AS groups FROM lot_group_members GROUP BY lot_id"
+    )
+    return {r["lot_id"]: frozenset(r["groups"]) for r in rows}
+
+
+async def exit_windows(conn: asyncpg.Connection, lot_ids: Sequence[str]) -> dict[str, timedelta]:
+    rows = await conn.fetch(
+        "SELECT id, exit_window_minutes FROM lots WHERE id = ANY($1::text[])", list(lot_ids)
+    )
+    return {r["id"]: timedelta(minutes=r["exit_window_minutes"]) for r in rows}
+
+
+async def any_lot(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM lots)"))
+
+
+async def add_missing(conn: asyncpg.Connection, lots: Sequence[Lot]) -> None:
+    """Insert the lots that do not exist (identity, place, owner; policies take the
+    database's defaults); a lot that exists keeps everything, except that one with no
+    owner yet gets the one given."""
+    await conn.executemany(
+        """INSERT INTO lots (id, name, district_code, kind, capacity, latitude, longitude,
+                             company_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
+        [
+            (
+                lot.id,
+                lot.name,
+                lot.district_code,
+                lot.kind,
+                lot.capacity,
+                lot.latitude,
+                lot.longitude,
+                lot.company_id,
+            )
+            for lot in lots
+        ],
+    )
+    await conn.executemany(
+        "UPDATE lots SET company_id = $2 WHERE id = $1 AND company_id IS NULL",
+        [(lot.id, lot.company_id) for lot in lots if lot.company_id is not None],
+    )
 
 
 async def lots(
     conn: asyncpg.Connection, *, company: str | None, after: str | None, limit: int
-) -> list[LotView]:
+) -> list[Lot]:
     """Lots by id after ``after`` (of ``company`` only, unless None)."""
     rows = await conn.fetch(
         f"SELECT {_LOT_COLUMNS} FROM lots WHERE ($1::text IS NULL OR id > $1) "  # noqa: S608
@@ -121,7 +210,7 @@ async def insert_lot(
     arrears_hold_after: timedelta,
     exit_window_minutes: int,
     company_id: str | None,
-) -> LotView:
+) -> Lot:
     """Raises asyncpg's UniqueViolationError (the id exists) or ForeignKeyViolationError
     (no such district)."""
     row = await conn.fetchrow(
@@ -154,7 +243,7 @@ async def update_lot(
     arrears_hold_after: timedelta | None,
     exit_window_minutes: int | None,
     capacity: int | None,
-) -> LotView | None:
+) -> Lot | None:
     """Change the given (not None) fields; None when there is no such lot."""
     row = await conn.fetchrow(
         f"""UPDATE lots SET
@@ -229,3 +318,81 @@ async def exit_window(conn: asyncpg.Connection, lot_id: str) -> timedelta | None
 async def lot_ids_of(conn: asyncpg.Connection, company_id: str) -> list[str]:
     rows = await conn.fetch("SELECT id FROM lots WHERE company_id = $1 ORDER BY id", company_id)
     return [r["id"] for r in rows]
+
+
+async def lane(conn: asyncpg.Connection, lot_id: str, lane_id: str) -> LaneView | None:
+    row = await conn.fetchrow(
+        "SELECT lot_id, lane_id, direction FROM lanes WHERE lot_id = $1 AND lane_id = $2",
+        lot_id,
+        lane_id,
+    )
+    return None if row is None else LaneView(**dict(row))
+
+
+async def space(conn: asyncpg.Connection, lot_id: str, space_id: str) -> SpaceView | None:
+    row = await conn.fetchrow(
+        "SELECT lot_id, space_id, kind FROM spaces WHERE lot_id = $1 AND space_id = $2",
+        lot_id,
+        space_id,
+    )
+    return None if row is None else SpaceView(**dict(row))
+
+
+async def every_lane(conn: asyncpg.Connection) -> list[LaneView]:
+    rows = await conn.fetch("SELECT lot_id, lane_id, direction FROM lanes ORDER BY lot_id, lane_id")
+    return [LaneView(**dict(r)) for r in rows]
+
+
+async def spaces_of(conn: asyncpg.Connection, lot_ids: Sequence[str]) -> list[SpaceView]:
+    rows = await conn.fetch(
+        "SELECT lot_id, space_id, kind FROM spaces WHERE lot_id = ANY($1::text[]) "
+        "ORDER BY lot_id, space_id",
+        list(lot_ids),
+    )
+    return [SpaceView(**dict(r)) for r in rows]
+
+
+async def add_missing_lanes(conn: asyncpg.Connection, lanes: Sequence[LaneView]) -> None:
+    await conn.executemany(
+        "INSERT INTO lanes (lot_id, lane_id, direction) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        [(lane.lot_id, lane.lane_id, lane.direction) for lane in lanes],
+    )
+
+
+async def add_missing_spaces(
+    conn: asyncpg.Connection, spaces: Iterable[tuple[str, str]], *, progress: Callable[[int], None]
+) -> None:
+    """(lot_id, space_id) pairs, standard spaces; those that exist are skipped. A city's
+    112k rows: COPY into a temporary table, then one INSERT that skips what exists, so a
+    re-run stays a no-op instead of failing on the primary key. Caller's transaction."""
+    await conn.execute("CREATE TEMP TABLE new_spaces (lot_id text, space_id text) ON COMMIT DROP")
+    written = 0
+    batch: list[tuple[str, str]] = []
+    for pair in spaces:
+        batch.append(pair)
+        if len(batch) >= 20_000:
+            await conn.copy_records_to_table("new_spaces", records=batch)
+            written += len(batch)
+            progress(written)
+            batch = []
+    if batch:
+        await conn.copy_records_to_table("new_spaces", records=batch)
+        written += len(batch)
+        progress(written)
+    await conn.execute(
+        "INSERT INTO spaces (lot_id, space_id) SELECT lot_id, space_id FROM new_spaces "
+        "ON CONFLICT DO NOTHING"
+    )
+    await conn.execute("DROP TABLE new_spaces")
+
+
+async def place_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    """lots, spaces, capacity (summed over lots), lanes."""
+    row = await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM lots) AS lots,
+                  (SELECT count(*) FROM spaces) AS spaces,
+                  (SELECT coalesce(sum(capacity), 0) FROM lots) AS capacity,
+                  (SELECT count(*) FROM lanes) AS lanes"""
+    )
+    assert row is not None
+    return {key: int(value) for key, value in row.items()}

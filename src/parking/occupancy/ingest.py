@@ -43,6 +43,7 @@ from parking.devices.messages import (
     StatusTopic,
     Topics,
 )
+from parking.lots import service as lots
 from parking.occupancy import keys, lane, logic, records, store
 from parking.occupancy.batch import (
     Ack,
@@ -78,7 +79,6 @@ from parking.occupancy.model import (
     PlateFlags,
     Prepaid,
     PricedExit,
-    ReviewLimits,
     SpaceRecord,
     StatusRecord,
 )
@@ -867,17 +867,9 @@ class Ingest:
 
 async def load_directory(conn: asyncpg.Connection) -> Directory:
     directory = Directory()
-    for r in await records.lots(conn):
-        directory.lots[r["id"]] = LotInfo(
-            lot_id=r["id"],
-            kind=r["kind"],
-            capacity=r["capacity"],
-            full_policy=r["full_policy"],
-            arrears_hold_after=r["arrears_hold_after"],
-            district_code=r["district_code"],
-            groups=frozenset(r["groups"]),
-            review=ReviewLimits(r["review_stay_limit"], r["review_fee_ceiling_fen"]),
-        )
+    groups = await lots.groups_of_lots(conn)
+    for lot in await lots.every_lot(conn):
+        directory.lots[lot.id] = LotInfo(lot, groups.get(lot.id, frozenset()))
     for r in await records.live_devices(conn):
         directory.add_device(
             DeviceInfo(r["device_id"], r["lot_id"], r["kind"], r["lane_id"], r["space_id"])

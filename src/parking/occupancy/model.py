@@ -17,6 +17,7 @@ import msgspec
 
 from parking.bills.logic import Standing
 from parking.errors import ParkingError
+from parking.lots.model import Lot
 
 
 class CoreNotReady(ParkingError):
@@ -168,14 +169,41 @@ class ReviewLimits:
 
 @dataclass(frozen=True, slots=True)
 class LotInfo:
-    lot_id: str
-    kind: str
-    capacity: int
-    full_policy: str
-    arrears_hold_after: timedelta
-    district_code: str
+    """A lot as the core decides with it: the lot's record (``parking.lots``) and the
+    lot groups it belongs to (a monthly pass's scope)."""
+
+    lot: Lot
     groups: frozenset[str] = frozenset()
-    review: ReviewLimits = ReviewLimits()
+
+    @property
+    def lot_id(self) -> str:
+        return self.lot.id
+
+    @property
+    def kind(self) -> str:
+        return self.lot.kind
+
+    @property
+    def capacity(self) -> int:
+        return self.lot.capacity
+
+    @property
+    def full_policy(self) -> str:
+        return self.lot.full_policy
+
+    @property
+    def district_code(self) -> str:
+        return self.lot.district_code
+
+    @property
+    def arrears_hold_after(self) -> timedelta:
+        return timedelta(minutes=self.lot.arrears_hold_after_minutes)
+
+    @property
+    def review(self) -> ReviewLimits:
+        return ReviewLimits(
+            timedelta(minutes=self.lot.review_stay_limit_minutes), self.lot.review_fee_ceiling_fen
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,3 +361,31 @@ class ExitDecision:
     hold_reason: HoldReason | None
     display_hold: str
     anomalies: tuple[str, ...]
+
+
+# ------------------------------------------------------------------ a driver's open stays
+
+
+class CurrentSession(msgspec.Struct, frozen=True, kw_only=True):
+    """An open session with what it would cost to leave now.
+
+    ``fee_fen`` is None when the lot cannot price the stay (no tariff in force):
+    ``pricing_reason`` then says why. ``source`` is ``live`` (the lanes' state
+    in Redis) or ``record`` (PostgreSQL, when the live state is unavailable).
+    """
+
+    session_id: str
+    #: None for an unplated car let in by my scan of an entry lane code
+    plate: str | None
+    lot_id: str
+    entry_at: datetime
+    quoted_at: datetime
+    fee_fen: int | None
+    tariff_id: str | None
+    tariff_version: int | None
+    pricing_reason: str
+    source: str
+
+
+class CurrentSessions(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[CurrentSession]

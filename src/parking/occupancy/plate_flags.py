@@ -19,6 +19,7 @@ from parking import audit as audit_log
 from parking.auth.model import Principal
 from parking.bills import logic as bills_logic
 from parking.bills import service as bills
+from parking.lots import service as lots
 from parking.occupancy import keys, logic, records, store
 from parking.occupancy.model import (
     CoreNotReady,
@@ -82,11 +83,14 @@ async def refresh_prepaid(
 
     Only the display at the exit reads it; the bill at the close is computed
     from the bills themselves (``sessions.service``)."""
-    row = await records.session_with_window(conn, session_id)
+    row = await records.session_head(conn, session_id)
     if row is None or row["plate"] is None or row["status"] != "open":
         return
+    window = await lots.exit_window(conn, row["lot_id"])
+    if window is None:
+        return
     prepaid = await bills.prepayments(conn, session_id)
-    stand = bills_logic.standing(bills_logic.live(prepaid), at=now, window=row["exit_window"])
+    stand = bills_logic.standing(bills_logic.live(prepaid), at=now, window=window)
     await store.set_prepaid(
         redis,
         lot_id=row["lot_id"],

@@ -19,17 +19,6 @@ Reply = list[Any] | bytes | int | Exception | None
 Arg = bytes | str | int
 
 
-async def lots(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        """SELECT l.id, l.kind, l.capacity, l.full_policy, l.arrears_hold_after,
-                  l.district_code, l.review_stay_limit, l.review_fee_ceiling_fen,
-                  coalesce(array_agg(m.group_id) FILTER (WHERE m.group_id IS NOT NULL), '{}')
-                      AS groups
-           FROM lots l LEFT JOIN lot_group_members m ON m.lot_id = l.id
-           GROUP BY l.id"""
-    )
-
-
 async def live_devices(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     # The device registry's table (parking.devices owns it); read-only here.
     return await conn.fetch(
@@ -399,11 +388,9 @@ async def anomalies(
     )
 
 
-async def session_with_window(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
+async def session_head(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        """SELECT s.lot_id, s.plate, s.status, s.entry_at, s.account_id,
-                  make_interval(mins => l.exit_window_minutes) AS exit_window
-           FROM sessions s JOIN lots l ON l.id = s.lot_id WHERE s.id = $1""",
+        "SELECT lot_id, plate, status, entry_at, account_id FROM sessions WHERE id = $1",
         session_id,
     )
 

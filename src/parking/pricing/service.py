@@ -11,8 +11,10 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from parking import audit as audit_log
 from parking.auth.model import Principal
 from parking.errors import Conflict, InvalidInput, NotFound
+from parking.lots import service as lots_service
 from parking.plates import Plate, PlateError, PlateKind, parse_plate
 from parking.pricing import logic, store
 from parking.pricing.model import MonthlyPass, PricedStay, PricingError, Rules, TariffVersion
@@ -52,7 +54,7 @@ async def load_rules(conn: asyncpg.Connection) -> Rules:
         rules.exempt_plates.setdefault(r["plate"], {})[r["company_id"]] = r["reason"]
     for r in await store.exempt_kinds(conn):
         rules.exempt_kinds.setdefault(r["kind"], {})[r["company_id"]] = r["reason"]
-    rules.lot_companies.update({r["id"]: r["company_id"] for r in await store.lot_companies(conn)})
+    rules.lot_companies.update(await lots_service.owners(conn))
     rules.class_overrides.update(
         {r["plate"]: r["vehicle_class"] for r in await store.class_overrides(conn)}
     )
@@ -157,11 +159,10 @@ async def create_tariff(
         document=canonical,
         created_by=by.subject,
     )
-    await store.audit(
+    await audit_log.record_by(
         conn,
-        at=now,
-        actor=by.subject,
-        role=by.role.value,
+        by,
+        now=now,
         action="tariff.create",
         target=f"tariff:{tariff.id}",
         details={"version": 1, "effective_from": effective_from.isoformat()},
@@ -211,11 +212,10 @@ async def add_version(
         document=msgspec.json.encode(tariff).decode(),
         created_by=by.subject,
     )
-    await store.audit(
+    await audit_log.record_by(
         conn,
-        at=now,
-        actor=by.subject,
-        role=by.role.value,
+        by,
+        now=now,
         action="tariff.version",
         target=f"tariff:{tariff_id}",
         details={"version": version, "effective_from": effective_from.isoformat()},
@@ -255,16 +255,15 @@ async def assign_tariff(
     now: datetime,
 ) -> None:
     """Price ``vehicle_class`` at ``lot_id`` by ``tariff_id`` from now on (audited)."""
-    if not await store.lot_exists(conn, lot_id):
+    if not await lots_service.lot_exists(conn, lot_id):
         raise LotNotFound(f"no lot {lot_id}")
     if not await store.tariff_exists(conn, tariff_id):
         raise TariffNotFound(f"no tariff {tariff_id}")
     await store.assign(conn, lot_id, vehicle_class, tariff_id)
-    await store.audit(
+    await audit_log.record_by(
         conn,
-        at=now,
-        actor=by.subject,
-        role=by.role.value,
+        by,
+        now=now,
         action="lot.tariff",
         target=f"lot:{lot_id}",
         details={"vehicle_class": vehicle_class, "tariff_id": tariff_id},
@@ -291,7 +290,14 @@ async def set_plate_exemption(
     quotes); returns the normalised plate."""
     text = _plate_text(plate)
     await store.upsert_plate_exemption(conn, text, reason, by.subject, by.company)
-    await _audit(conn, by, now, "exemption.plate.set", f"plate:{text}", {"reason": reason})
+    await audit_log.record_by(
+        conn,
+        by,
+        now=now,
+        action="exemption.plate.set",
+        target=f"plate:{text}",
+        details={"reason": reason},
+    )
     return text
 
 
@@ -302,7 +308,9 @@ async def remove_plate_exemption(
     # Only the caller's company's exemption: another's (or the city's) is not its to lift.
     if not await store.delete_plate_exemption(conn, text, by.company):
         raise ExemptionNotFound(f"plate {text} is not exempt")
-    await _audit(conn, by, now, "exemption.plate.remove", f"plate:{text}", {})
+    await audit_log.record_by(
+        conn, by, now=now, action="exemption.plate.remove", target=f"plate:{text}", details={}
+    )
 
 
 async def set_kind_exemption(
@@ -316,7 +324,14 @@ async def set_kind_exemption(
             f"unknown plate kind {kind!r}; one of {', '.join(k.value for k in PlateKind)}"
         ) from exc
     await store.upsert_exempt_kind(conn, kind, reason, by.subject, by.company)
-    await _audit(conn, by, now, "exemption.kind.set", f"plate_kind:{kind}", {"reason": reason})
+    await audit_log.record_by(
+        conn,
+        by,
+        now=now,
+        action="exemption.kind.set",
+        target=f"plate_kind:{kind}",
+        details={"reason": reason},
+    )
 
 
 async def remove_kind_exemption(
@@ -324,7 +339,9 @@ async def remove_kind_exemption(
 ) -> None:
     if not await store.delete_exempt_kind(conn, kind, by.company):
         raise ExemptionNotFound(f"plate kind {kind} is not exempt")
-    await _audit(conn, by, now, "exemption.kind.remove", f"plate_kind:{kind}", {})
+    await audit_log.record_by(
+        conn, by, now=now, action="exemption.kind.remove", target=f"plate_kind:{kind}", details={}
+    )
 
 
 async def set_lot_group(
@@ -337,11 +354,18 @@ async def set_lot_group(
     now: datetime,
 ) -> None:
     """Create or replace a lot group (the lots a monthly pass is good for)."""
-    missing = await store.missing_lots(conn, lots)
+    missing = await lots_service.missing_lots(conn, lots)
     if missing:
         raise LotNotFound(f"no lots {', '.join(missing)}")
     await store.upsert_lot_group(conn, group_id, name, sorted(set(lots)))
-    await _audit(conn, by, now, "lot_group.set", f"lot_group:{group_id}", {"lots": sorted(lots)})
+    await audit_log.record_by(
+        conn,
+        by,
+        now=now,
+        action="lot_group.set",
+        target=f"lot_group:{group_id}",
+        details={"lots": sorted(lots)},
+    )
 
 
 async def issue_pass(
@@ -369,13 +393,13 @@ async def issue_pass(
         valid_until=valid_until,
         by=by.subject,
     )
-    await _audit(
+    await audit_log.record_by(
         conn,
         by,
-        now,
-        "pass.issue",
-        f"pass:{pass_id}",
-        {
+        now=now,
+        action="pass.issue",
+        target=f"pass:{pass_id}",
+        details={
             "plate": text,
             "group_id": group_id,
             "valid_from": valid_from.isoformat(),
@@ -392,25 +416,8 @@ async def revoke_pass(
 ) -> None:
     if not await store.revoke_pass(conn, pass_id, now):
         raise PassNotFound(f"no live pass {pass_id}")
-    await _audit(conn, by, now, "pass.revoke", f"pass:{pass_id}", {})
-
-
-async def _audit(
-    conn: asyncpg.Connection,
-    by: Principal,
-    now: datetime,
-    action: str,
-    target: str,
-    details: dict[str, object],
-) -> None:
-    await store.audit(
-        conn,
-        at=now,
-        actor=by.subject,
-        role=by.role.value,
-        action=action,
-        target=target,
-        details=dict(details),
+    await audit_log.record_by(
+        conn, by, now=now, action="pass.revoke", target=f"pass:{pass_id}", details={}
     )
 
 

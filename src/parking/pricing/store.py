@@ -6,8 +6,6 @@ from datetime import datetime
 
 import asyncpg
 
-from parking.audit import record
-
 
 async def lot_tariffs(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT lot_id, vehicle_class, tariff_id FROM lot_tariffs")
@@ -26,10 +24,6 @@ async def exempt_plates(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def exempt_kinds(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT kind, reason, company_id FROM exempt_plate_kinds")
-
-
-async def lot_companies(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT id, company_id FROM lots WHERE company_id IS NOT NULL")
 
 
 async def class_overrides(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -95,10 +89,6 @@ async def versions_of(conn: asyncpg.Connection, tariff_id: str) -> list[asyncpg.
         "FROM tariff_versions WHERE tariff_id = $1 ORDER BY version",
         tariff_id,
     )
-
-
-async def lot_exists(conn: asyncpg.Connection, lot_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM lots WHERE id = $1)", lot_id))
 
 
 async def assign(conn: asyncpg.Connection, lot_id: str, vehicle_class: int, tariff_id: str) -> None:
@@ -180,14 +170,6 @@ async def upsert_lot_group(
     )
 
 
-async def missing_lots(conn: asyncpg.Connection, lots: list[str]) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT l FROM unnest($1::text[]) AS l WHERE NOT EXISTS (SELECT 1 FROM lots WHERE id = l)",
-        lots,
-    )
-    return [r["l"] for r in rows]
-
-
 async def group_exists(conn: asyncpg.Connection, group_id: str) -> bool:
     return bool(
         await conn.fetchval("SELECT EXISTS (SELECT 1 FROM lot_groups WHERE id = $1)", group_id)
@@ -225,7 +207,3 @@ async def revoke_pass(conn: asyncpg.Connection, pass_id: str, at: datetime) -> b
             at,
         )
     )
-
-
-#: Audit rows are written by parking.audit, the one writer of audit_log.
-audit = record

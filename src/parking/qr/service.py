@@ -10,7 +10,8 @@ import msgspec
 import segno
 
 from parking.errors import InvalidInput
-from parking.qr import logic, store
+from parking.lots import service as lots
+from parking.qr import logic
 from parking.qr.model import Keyring, QrKind, QrTarget, QrTargetNotFound
 
 
@@ -44,28 +45,28 @@ class Issued(msgspec.Struct, frozen=True, kw_only=True):
 
 async def place_of(conn: asyncpg.Connection, target: QrTarget) -> Place:
     """The place as it is now; QrTargetNotFound if the lot, lane or space is gone."""
-    lot = await store.lot(conn, target.lot_id)
+    lot = await lots.find_lot(conn, target.lot_id)
     if lot is None:
         raise QrTargetNotFound(f"no lot {target.lot_id}")
     place = Place(
         kind=target.kind.label,
-        lot_id=lot["id"],
-        lot_name=lot["name"],
-        lot_kind=lot["kind"],
-        full_policy=lot["full_policy"],
+        lot_id=lot.id,
+        lot_name=lot.name,
+        lot_kind=lot.kind,
+        full_policy=lot.full_policy,
     )
     if target.kind is QrKind.LANE:
         assert target.lane_id is not None
-        lane = await store.lane(conn, target.lot_id, target.lane_id)
+        lane = await lots.find_lane(conn, target.lot_id, target.lane_id)
         if lane is None:
             raise QrTargetNotFound(f"lot {target.lot_id} has no lane {target.lane_id}")
-        return msgspec.structs.replace(place, lane_id=lane["lane_id"], direction=lane["direction"])
+        return msgspec.structs.replace(place, lane_id=lane.lane_id, direction=lane.direction)
     if target.kind is QrKind.SPACE:
         assert target.space_id is not None
-        space = await store.space(conn, target.lot_id, target.space_id)
+        space = await lots.find_space(conn, target.lot_id, target.space_id)
         if space is None:
             raise QrTargetNotFound(f"lot {target.lot_id} has no space {target.space_id}")
-        return msgspec.structs.replace(place, space_id=space["space_id"], space_kind=space["kind"])
+        return msgspec.structs.replace(place, space_id=space.space_id, space_kind=space.kind)
     return place
 
 

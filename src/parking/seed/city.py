@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from parking.lots.model import LaneView, Lot, NewLane
+
 TOTAL_LOTS = 651
 TOTAL_SPACES = 112_000
 DEMO_LOT = "GZ-DEMO-01"
@@ -73,29 +75,27 @@ DISTRICTS: tuple[District, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class Lane:
-    lane_id: str
-    direction: str
+class PlannedLot:
+    """A lot of the synthetic city: its record, lanes and tariffs."""
 
-
-@dataclass(frozen=True, slots=True)
-class Lot:
-    id: str
-    name: str
-    district_code: str
-    kind: str
-    capacity: int
-    latitude: float
-    longitude: float
-    lanes: tuple[Lane, ...]
+    lot: Lot
+    lanes: tuple[NewLane, ...]
     #: tariff id per vehicle class 1..5
     tariffs: tuple[str, str, str, str, str]
-    #: the operator company that owns the lot
-    company_id: str
+
+    @property
+    def id(self) -> str:
+        return self.lot.id
+
+    def lane_views(self) -> list[LaneView]:
+        return [
+            LaneView(lot_id=self.lot.id, lane_id=x.lane_id, direction=x.direction)
+            for x in self.lanes
+        ]
 
     def space_ids(self) -> list[str]:
-        prefix = "P" if self.kind == "gated" else "S"
-        return [f"{prefix}{n:04d}" for n in range(1, self.capacity + 1)]
+        prefix = "P" if self.lot.kind == "gated" else "S"
+        return [f"{prefix}{n:04d}" for n in range(1, self.lot.capacity + 1)]
 
 
 _GATED_NAMES = ("停车场", "地下停车场", "立体停车库", "广场停车场", "医院停车场", "商业中心停车场")
@@ -111,10 +111,10 @@ _STREETS = (
 )
 
 
-def _lanes_for(capacity: int) -> tuple[Lane, ...]:
+def _lanes_for(capacity: int) -> tuple[NewLane, ...]:
     pairs = min(4, 1 + capacity // 400)
-    lanes = [Lane(f"in{i}", "in") for i in range(1, pairs + 1)]
-    lanes += [Lane(f"out{i}", "out") for i in range(1, pairs + 1)]
+    lanes = [NewLane(lane_id=f"in{i}", direction="in") for i in range(1, pairs + 1)]
+    lanes += [NewLane(lane_id=f"out{i}", direction="out") for i in range(1, pairs + 1)]
     return tuple(lanes)
 
 
@@ -135,7 +135,7 @@ def _company_for(district: District) -> str:
     return "gz-south" if district.code in ("NK", "JK") else "gz-urban"
 
 
-def build(seed: int) -> list[Lot]:
+def build(seed: int) -> list[PlannedLot]:
     """Every lot of the city; the same seed always gives the same city."""
     rng = random.Random(seed)
     weights = [d.weight for d in DISTRICTS]
@@ -160,15 +160,21 @@ def build(seed: int) -> list[Lot]:
         i += 1
 
     lots = [
-        Lot(
-            id=DEMO_LOT,
-            name="畅泊演示停车场 (章贡区)",
-            district_code="ZG",
-            kind="gated",
-            capacity=DEMO_CAPACITY,
-            latitude=25.8322,
-            longitude=114.9336,
-            lanes=(Lane("in1", "in"), Lane("out1", "out")),
+        PlannedLot(
+            Lot(
+                id=DEMO_LOT,
+                name="畅泊演示停车场 (章贡区)",
+                district_code="ZG",
+                kind="gated",
+                capacity=DEMO_CAPACITY,
+                latitude=25.8322,
+                longitude=114.9336,
+                company_id=DEMO_COMPANY,
+            ),
+            lanes=(
+                NewLane(lane_id="in1", direction="in"),
+                NewLane(lane_id="out1", direction="out"),
+            ),
             tariffs=(
                 "suizhou-zone1",
                 "ganzhou-large",
@@ -176,7 +182,6 @@ def build(seed: int) -> list[Lot]:
                 "ganzhou-large",
                 "ganzhou-large",
             ),
-            company_id=DEMO_COMPANY,
         )
     ]
     street_iter = iter(street_caps)
@@ -192,17 +197,19 @@ def build(seed: int) -> list[Lot]:
             name = f"{district.name}{rng.choice(_STREETS)}路段{n}"
         spread = 0.05 if district.core else 0.03
         lots.append(
-            Lot(
-                id=f"GZ-{district.code}-{n:04d}",
-                name=name,
-                district_code=district.code,
-                kind=kind,
-                capacity=capacity,
-                latitude=round(district.latitude + rng.uniform(-spread, spread), 6),
-                longitude=round(district.longitude + rng.uniform(-spread, spread), 6),
+            PlannedLot(
+                Lot(
+                    id=f"GZ-{district.code}-{n:04d}",
+                    name=name,
+                    district_code=district.code,
+                    kind=kind,
+                    capacity=capacity,
+                    latitude=round(district.latitude + rng.uniform(-spread, spread), 6),
+                    longitude=round(district.longitude + rng.uniform(-spread, spread), 6),
+                    company_id=_company_for(district),
+                ),
                 lanes=_lanes_for(capacity) if kind == "gated" else (),
                 tariffs=_tariffs_for(district, kind),
-                company_id=_company_for(district),
             )
         )
     return lots

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
+from parking.lots import service as lots
 from parking.seed import city, store
 
 # Seeded tariff versions apply to every stay since the start of 2026 (local time).
@@ -37,13 +38,25 @@ async def seed(
     conn: asyncpg.Connection, *, city_seed: int, progress: store.Progress
 ) -> dict[str, int]:
     """Write the city (idempotent: a re-run changes nothing) and return the counts."""
-    lots = city.build(city_seed)
+    planned = city.build(city_seed)
     async with conn.transaction():
-        await store.write_city(
-            conn, lots, seed_tariffs(), effective_from=EFFECTIVE_FROM, progress=progress
+        await store.write_registers(
+            conn, seed_tariffs(), effective_from=EFFECTIVE_FROM, progress=progress
         )
-    return await store.city_counts(conn)
+        # A seeded lot stored before companies existed has no owner yet: it gets
+        # its seeded one. A lot that has an owner keeps it (the seed never moves a lot).
+        await lots.add_missing(conn, [p.lot for p in planned])
+        progress(f"lots: {len(planned)}")
+        await lots.add_missing_lanes(conn, [lane for p in planned for lane in p.lane_views()])
+        await store.write_tariff_assignments(conn, planned)
+        progress("lanes and tariff assignments written")
+        await lots.add_missing_spaces(
+            conn,
+            ((p.id, space) for p in planned for space in p.space_ids()),
+            progress=lambda n: progress(f"spaces: {n}"),
+        )
+    return {**await lots.place_counts(conn), "tariffs": await store.tariff_count(conn)}
 
 
 async def is_empty(conn: asyncpg.Connection) -> bool:
-    return not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM lots)")
+    return not await lots.any_lot(conn)

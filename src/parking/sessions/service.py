@@ -6,8 +6,8 @@ Writes run in the caller's transaction and never commit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -88,6 +88,8 @@ async def record(
 
 
 _NO_QUOTE = '{{"total_fen": {fee}, "itemised": false}}'
+#: a session of a lot that is gone (the lots' default)
+_DEFAULT_EXIT_WINDOW: Final = timedelta(minutes=15)
 
 
 async def _closed(
@@ -106,7 +108,9 @@ async def _closed(
     if not closed:
         return []
     opened: list[str] = []
-    for row in await store.closed_for_billing(conn, [c.id for c in closed]):
+    rows = await store.closed_for_billing(conn, [c.id for c in closed])
+    windows = await lots.exit_windows(conn, sorted({row["lot_id"] for row in rows}))
+    for row in rows:
         plate = row["plate"]
         account = row["account_id"]
         if account is None and plate:
@@ -130,7 +134,10 @@ async def _closed(
         standing = bills_logic.live(prepaid)
         if standing:
             amount = bills_logic.due_at_exit(
-                row["fee_fen"], standing, exit_at=row["exit_at"], window=row["exit_window"]
+                row["fee_fen"],
+                standing,
+                exit_at=row["exit_at"],
+                window=windows.get(row["lot_id"], _DEFAULT_EXIT_WINDOW),
             )
             settled = sum(p.amount_fen for p in standing if not p.offer)
             quote = _with_prepaid(quote, settled, row["fee_fen"])

@@ -147,16 +147,13 @@ async def open_by_lot(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def closed_for_billing(conn: asyncpg.Connection, ids: Sequence[str]) -> list[asyncpg.Record]:
-    """Merged rows of sessions that are closed with a fee, among ``ids``, with their
-    lot's exit window (paying in the lot)."""
+    """Merged rows of sessions that are closed with a fee, among ``ids``."""
     return await conn.fetch(
-        """SELECT s.id, s.lot_id, s.plate, s.account_id, s.exit_at, s.fee_fen, s.tariff_id,
-                  s.tariff_version, s.quote::text AS quote,
-                  coalesce(make_interval(mins => l.exit_window_minutes), interval '15 minutes')
-                    AS exit_window
-           FROM sessions s LEFT JOIN lots l ON l.id = s.lot_id
-           WHERE s.id = ANY($1::text[]) AND s.status = 'closed' AND s.fee_fen > 0
-           ORDER BY s.id""",
+        """SELECT id, lot_id, plate, account_id, exit_at, fee_fen, tariff_id,
+                  tariff_version, quote::text AS quote
+           FROM sessions
+           WHERE id = ANY($1::text[]) AND status = 'closed' AND fee_fen > 0
+           ORDER BY id""",
         list(ids),
     )
 

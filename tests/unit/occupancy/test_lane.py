@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from parking.lots.model import Lot
 from parking.occupancy import lane
 from parking.occupancy.model import (
     NO_FLAGS,
@@ -22,15 +23,26 @@ from parking.plates import parse_plate
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 PLATE = parse_plate("赣B12345")
-LOT = LotInfo(
-    lot_id="GZ-DEMO-01",
-    kind="garage",
-    capacity=100,
-    full_policy="hold",
-    arrears_hold_after=timedelta(days=3),
-    district_code="360702",
-    groups=frozenset({"G-CENTRE"}),
-)
+
+
+def lot_info(*, kind: str = "garage", capacity: int = 100, full_policy: str = "hold") -> LotInfo:
+    return LotInfo(
+        Lot(
+            id="GZ-DEMO-01",
+            name="演示",
+            district_code="360702",
+            kind=kind,
+            capacity=capacity,
+            latitude=25.8,
+            longitude=114.9,
+            full_policy=full_policy,
+            arrears_hold_after_minutes=int(timedelta(days=3).total_seconds()) // 60,
+        ),
+        groups=frozenset({"G-CENTRE"}),
+    )
+
+
+LOT = lot_info()
 
 
 def entry(
@@ -141,14 +153,7 @@ def test_a_pass_that_has_not_started_ended_or_is_for_another_lot_is_no_pass() ->
 
 
 def test_a_lot_whose_full_policy_is_open_lets_every_plate_in() -> None:
-    lot = LotInfo(
-        lot_id=LOT.lot_id,
-        kind="street",
-        capacity=10,
-        full_policy="open",
-        arrears_hold_after=timedelta(days=3),
-        district_code="360702",
-    )
+    lot = lot_info(kind="street", capacity=10, full_policy="open")
     decision = entry(lot=lot)
     assert decision.mode == "open_any"
     assert decision.display_open == "赣B12345 欢迎光临"
