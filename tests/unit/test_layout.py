@@ -3,6 +3,7 @@ kept whole (docs/architecture.md, "The rule")."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,3 +22,25 @@ def test_every_long_source_file_says_why_it_is_kept_whole() -> None:
             if len(lines) > LIMIT and not any(r in "\n".join(lines[:12]) for r in REASONS):
                 unexplained.append(f"{path.relative_to(ROOT)} ({len(lines)} lines)")
     assert unexplained == []
+
+
+#: SQL that reads or writes a table of the lots domain
+_LOTS_SQL = re.compile(r"\b(FROM|JOIN|INTO|UPDATE)\s+(lots|lanes|spaces)\b")
+
+
+def test_only_the_lots_package_touches_the_lots_lanes_and_spaces_tables() -> None:
+    """Every other package asks ``parking.lots`` (docs/architecture.md, the layout)."""
+    outside = []
+    for folder in ("src", "counterparts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if (ROOT / "src/parking/lots") in path.parents:
+                continue
+            text = path.read_text(encoding="utf-8")
+            outside += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in _LOTS_SQL.finditer(text)]
+    assert outside == []
+
+
+def test_the_rule_sees_a_table_read() -> None:
+    assert _LOTS_SQL.search("SELECT id FROM lots WHERE id = $1")
+    assert _LOTS_SQL.search("LEFT JOIN lanes l ON l.lot_id = d.lot_id")
+    assert not _LOTS_SQL.search("SELECT lot_id FROM lot_tariffs")
