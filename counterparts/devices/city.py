@@ -412,10 +412,10 @@ def choose_lots(
     """
     if only:
         wanted = set(only)
-        return [lot for lot in fleet if lot.lot_id in wanted]
-    order = sorted(fleet, key=lambda lot: lot.lot_id)
+        return [lot for lot in fleet if lot.lot.id in wanted]
+    order = sorted(fleet, key=lambda lot: lot.lot.id)
     random.Random(seed).shuffle(order)
-    order.sort(key=lambda lot: lot.lot_id != "GZ-DEMO-01")
+    order.sort(key=lambda lot: lot.lot.id != "GZ-DEMO-01")
     return order[offset : offset + count]
 
 
@@ -555,7 +555,7 @@ class CityRunner:
         rng: random.Random,
     ) -> Lot | None:
         mine = [by_id[d.device_id] for d in lot.devices if d.device_id in by_id]
-        if lot.kind == "gated":
+        if lot.lot.kind == "gated":
             directions = {d.device_id: d.direction for d in lot.devices}
             gates = [d for d in mine if d.identity.kind is DeviceKind.GATE]
             gates_in = [g for g in gates if directions.get(g.device_id) == "in"]
@@ -563,8 +563,8 @@ class CityRunner:
             if not gates_in or not gates_out:
                 return None
             return GatedLot(
-                lot.lot_id,
-                lot.capacity,
+                lot.lot.id,
+                lot.lot.capacity,
                 gates_in,
                 gates_out,
                 plates=plates,
@@ -572,7 +572,7 @@ class CityRunner:
                 clock=self._clock,
             )
         sensors = [d for d in mine if d.identity.kind is DeviceKind.SENSOR]
-        return StreetLot(lot.lot_id, sensors, rng=rng) if sensors else None
+        return StreetLot(lot.lot.id, sensors, rng=rng) if sensors else None
 
     # ------------------------------------------------------------- stepping
 

@@ -96,18 +96,6 @@ class FleetLot(msgspec.Struct, frozen=True, kw_only=True):
     lot: Lot
     devices: tuple[FleetDevice, ...]
 
-    @property
-    def lot_id(self) -> str:
-        return self.lot.id
-
-    @property
-    def kind(self) -> str:
-        return self.lot.kind
-
-    @property
-    def capacity(self) -> int:
-        return self.lot.capacity
-
 
 class ProvisionReport(msgspec.Struct, frozen=True, kw_only=True):
     gates_created: int

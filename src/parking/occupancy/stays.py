@@ -116,27 +116,18 @@ def quote_now(
     try:
         priced = pricer.price(lot_id=lot_id, plate=plate, entry=entry, exit=max(entry, now))
     except PricingError as exc:
-        return CurrentSession(
-            session_id=session_id,
-            plate=plate,
-            lot_id=lot_id,
-            entry_at=entry,
-            quoted_at=now,
-            fee_fen=None,
-            tariff_id=None,
-            tariff_version=None,
-            pricing_reason=f"cannot price: {exc}",
-            source=source,
-        )
+        fee, tariff, reason = None, None, f"cannot price: {exc}"
+    else:
+        fee, tariff, reason = priced.fee_fen, priced, priced.reason
     return CurrentSession(
         session_id=session_id,
         plate=plate,
         lot_id=lot_id,
         entry_at=entry,
         quoted_at=now,
-        fee_fen=priced.fee_fen,
-        tariff_id=priced.tariff_id,
-        tariff_version=priced.tariff_version,
-        pricing_reason=priced.reason,
+        fee_fen=fee,
+        tariff_id=tariff.tariff_id if tariff is not None else None,
+        tariff_version=tariff.tariff_version if tariff is not None else None,
+        pricing_reason=reason,
         source=source,
     )
