@@ -336,6 +336,37 @@ CREATE TABLE public.devices (
     CONSTRAINT devices_kind_check CHECK ((kind = ANY (ARRAY['gate'::text, 'sensor'::text, 'sign'::text]))),
     CONSTRAINT devices_placement_check CHECK ((((kind = 'gate'::text) AND (lane_id IS NOT NULL) AND (space_id IS NULL)) OR ((kind = 'sensor'::text) AND (space_id IS NOT NULL) AND (lane_id IS NULL)) OR ((kind = 'sign'::text) AND (space_id IS NULL))))
 );
+CREATE TABLE public.discrepancies (
+    id text NOT NULL,
+    provider text NOT NULL,
+    business_date date NOT NULL,
+    kind text NOT NULL,
+    dedup_key text NOT NULL,
+    status text DEFAULT 'open'::text NOT NULL,
+    out_trade_no text,
+    out_refund_no text,
+    transaction_id text,
+    refund_id text,
+    attempt_id text,
+    refund_request_id text,
+    ours_fen bigint,
+    provider_fen bigint,
+    line_no integer,
+    line text,
+    detail text DEFAULT ''::text NOT NULL,
+    found_at timestamp with time zone NOT NULL,
+    last_run_id text NOT NULL,
+    resolution text,
+    remark text,
+    resolved_by text,
+    resolved_at timestamp with time zone,
+    CONSTRAINT discrepancies_id_check CHECK ((id ~ '^dc-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT discrepancies_kind_check CHECK ((kind = ANY (ARRAY['missing_at_provider'::text, 'missing_internally'::text, 'amount_mismatch'::text, 'status_mismatch'::text, 'duplicate'::text, 'fee_mismatch'::text]))),
+    CONSTRAINT discrepancies_remark_check CHECK (((length(remark) >= 1) AND (length(remark) <= 2000))),
+    CONSTRAINT discrepancies_resolution_check CHECK ((resolution = ANY (ARRAY['apply_payment'::text, 'accept_provider'::text, 'accept_ours'::text, 'write_off'::text]))),
+    CONSTRAINT discrepancies_resolved_check CHECK ((((status = 'resolved'::text) = (resolved_at IS NOT NULL)) AND ((resolved_at IS NULL) = (resolution IS NULL)) AND ((resolved_at IS NULL) = (resolved_by IS NULL)))),
+    CONSTRAINT discrepancies_status_check CHECK ((status = ANY (ARRAY['open'::text, 'resolved'::text, 'withdrawn'::text])))
+);
 CREATE TABLE public.disputes (
     id text NOT NULL,
     bill_id text NOT NULL,
@@ -1159,6 +1190,39 @@ CREATE TABLE public.plate_exemptions (
     company_id text,
     CONSTRAINT plate_exemptions_reason_check CHECK ((reason <> ''::text))
 );
+CREATE TABLE public.reconciliation_pool (
+    provider text NOT NULL,
+    kind text NOT NULL,
+    match_key text NOT NULL,
+    business_date date NOT NULL,
+    ours_fen bigint NOT NULL,
+    status text NOT NULL,
+    cleared_on date,
+    CONSTRAINT reconciliation_pool_cleared_check CHECK (((status = 'cleared'::text) = (cleared_on IS NOT NULL))),
+    CONSTRAINT reconciliation_pool_kind_check CHECK ((kind = ANY (ARRAY['payment'::text, 'refund'::text]))),
+    CONSTRAINT reconciliation_pool_status_check CHECK ((status = ANY (ARRAY['waiting'::text, 'cleared'::text, 'missing'::text])))
+);
+CREATE TABLE public.reconciliation_runs (
+    id text NOT NULL,
+    provider text NOT NULL,
+    business_date date NOT NULL,
+    import_id text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone NOT NULL,
+    duration_ms integer NOT NULL,
+    lines integer NOT NULL,
+    matched integer NOT NULL,
+    matched_fen bigint NOT NULL,
+    fees_fen bigint NOT NULL,
+    refunds integer NOT NULL,
+    refunds_fen bigint NOT NULL,
+    discrepancies integer NOT NULL,
+    pending integer NOT NULL,
+    settled boolean NOT NULL,
+    run_by text NOT NULL,
+    CONSTRAINT reconciliation_runs_duration_ms_check CHECK ((duration_ms >= 0)),
+    CONSTRAINT reconciliation_runs_id_check CHECK ((id ~ '^rc-[0-9A-HJKMNP-TV-Z]{26}$'::text))
+);
 CREATE TABLE public.refresh_tokens (
     jti text NOT NULL,
     session_id text NOT NULL,
@@ -1582,6 +1646,48 @@ CREATE TABLE public.spaces (
     CONSTRAINT spaces_kind_check CHECK ((kind = ANY (ARRAY['standard'::text, 'accessible'::text, 'charging'::text, 'large'::text]))),
     CONSTRAINT spaces_space_id_check CHECK ((space_id ~ '^[A-Za-z0-9_-]{1,64}$'::text))
 );
+CREATE TABLE public.statement_imports (
+    id text NOT NULL,
+    provider text NOT NULL,
+    business_date date NOT NULL,
+    kind text NOT NULL,
+    sha256 text NOT NULL,
+    size_bytes bigint NOT NULL,
+    source text NOT NULL,
+    path text NOT NULL,
+    lines integer NOT NULL,
+    imported_by text NOT NULL,
+    imported_at timestamp with time zone NOT NULL,
+    replaced_at timestamp with time zone,
+    replaced_by text,
+    CONSTRAINT statement_imports_id_check CHECK ((id ~ '^si-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT statement_imports_imported_by_check CHECK (((length(imported_by) >= 1) AND (length(imported_by) <= 200))),
+    CONSTRAINT statement_imports_kind_check CHECK ((kind = ANY (ARRAY['wechat-tradebill'::text, 'alipay-bill-zip'::text]))),
+    CONSTRAINT statement_imports_lines_check CHECK ((lines >= 0)),
+    CONSTRAINT statement_imports_provider_check CHECK ((provider ~ '^[a-z][a-z0-9_-]{0,31}$'::text)),
+    CONSTRAINT statement_imports_sha256_check CHECK ((sha256 ~ '^[0-9a-f]{64}$'::text)),
+    CONSTRAINT statement_imports_size_bytes_check CHECK ((size_bytes >= 0)),
+    CONSTRAINT statement_imports_source_check CHECK ((source = ANY (ARRAY['fetched'::text, 'imported'::text])))
+);
+CREATE TABLE public.statement_lines (
+    import_id text NOT NULL,
+    line_no integer NOT NULL,
+    kind text NOT NULL,
+    match_key text NOT NULL,
+    out_trade_no text NOT NULL,
+    out_refund_no text,
+    transaction_id text NOT NULL,
+    refund_id text,
+    state text NOT NULL,
+    succeeded boolean NOT NULL,
+    amount_fen bigint NOT NULL,
+    fee_milli_fen bigint NOT NULL,
+    trade_time timestamp with time zone NOT NULL,
+    line text NOT NULL,
+    CONSTRAINT statement_lines_amount_fen_check CHECK ((amount_fen >= 0)),
+    CONSTRAINT statement_lines_kind_check CHECK ((kind = ANY (ARRAY['payment'::text, 'refund'::text]))),
+    CONSTRAINT statement_lines_line_no_check CHECK ((line_no >= 1))
+);
 CREATE TABLE public.tariff_versions (
     tariff_id text NOT NULL,
     version integer NOT NULL,
@@ -1707,6 +1813,10 @@ ALTER TABLE ONLY public.device_watermarks
     ADD CONSTRAINT device_watermarks_pkey PRIMARY KEY (device_id);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_pkey PRIMARY KEY (device_id);
+ALTER TABLE ONLY public.discrepancies
+    ADD CONSTRAINT discrepancies_dedup_key UNIQUE (provider, dedup_key);
+ALTER TABLE ONLY public.discrepancies
+    ADD CONSTRAINT discrepancies_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.disputes
     ADD CONSTRAINT disputes_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.districts
@@ -1813,6 +1923,10 @@ ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.plate_exemptions
     ADD CONSTRAINT plate_exemptions_company_plate_key UNIQUE NULLS NOT DISTINCT (company_id, plate);
+ALTER TABLE ONLY public.reconciliation_pool
+    ADD CONSTRAINT reconciliation_pool_pkey PRIMARY KEY (provider, kind, match_key);
+ALTER TABLE ONLY public.reconciliation_runs
+    ADD CONSTRAINT reconciliation_runs_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.refresh_tokens
     ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (jti);
 ALTER TABLE ONLY public.refund_requests
@@ -1877,6 +1991,10 @@ ALTER TABLE ONLY public.space_states
     ADD CONSTRAINT space_states_pkey PRIMARY KEY (lot_id, space_id);
 ALTER TABLE ONLY public.spaces
     ADD CONSTRAINT spaces_pkey PRIMARY KEY (lot_id, space_id);
+ALTER TABLE ONLY public.statement_imports
+    ADD CONSTRAINT statement_imports_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.statement_lines
+    ADD CONSTRAINT statement_lines_pkey PRIMARY KEY (import_id, line_no);
 ALTER TABLE ONLY public.tariff_versions
     ADD CONSTRAINT tariff_versions_effective_unique UNIQUE (tariff_id, effective_from);
 ALTER TABLE ONLY public.tariff_versions
@@ -1907,6 +2025,8 @@ CREATE INDEX dead_letters_received_idx ON public.dead_letters USING btree (recei
 CREATE INDEX devices_lot_idx ON public.devices USING btree (lot_id);
 CREATE UNIQUE INDEX devices_one_gate_per_lane ON public.devices USING btree (lot_id, lane_id) WHERE ((kind = 'gate'::text) AND (revoked_at IS NULL));
 CREATE UNIQUE INDEX devices_one_sensor_per_space ON public.devices USING btree (lot_id, space_id) WHERE ((kind = 'sensor'::text) AND (revoked_at IS NULL));
+CREATE INDEX discrepancies_day_idx ON public.discrepancies USING btree (provider, business_date, kind);
+CREATE INDEX discrepancies_open_idx ON public.discrepancies USING btree (status, found_at) WHERE (status = 'open'::text);
 CREATE UNIQUE INDEX disputes_one_open_per_bill_idx ON public.disputes USING btree (bill_id) WHERE (status = 'open'::text);
 CREATE INDEX disputes_open_idx ON public.disputes USING btree (opened_at) WHERE (status = 'open'::text);
 CREATE INDEX idempotency_keys_created_idx ON public.idempotency_keys USING btree (created_at);
@@ -1969,16 +2089,20 @@ CREATE INDEX passages_2027_12_lot_id_received_at_idx ON public.passages_2027_12 
 CREATE INDEX passages_2027_12_plate_received_at_idx ON public.passages_2027_12 USING btree (plate, received_at) WHERE (plate IS NOT NULL);
 CREATE INDEX payment_anomalies_open_idx ON public.payment_anomalies USING btree (created_at) WHERE (status = 'open'::text);
 CREATE INDEX payment_anomalies_order_idx ON public.payment_anomalies USING btree (provider, out_trade_no);
+CREATE INDEX payment_attempts_settled_idx ON public.payment_attempts USING btree (provider, settled_at) WHERE (status = 'paid'::text);
 CREATE INDEX payment_attempts_sweep_idx ON public.payment_attempts USING btree (created_at) WHERE ((status = 'pending'::text) OR recheck);
 CREATE INDEX payment_bills_bill_idx ON public.payment_bills USING btree (bill_id);
 CREATE INDEX payment_notifications_order_idx ON public.payment_notifications USING btree (provider, out_trade_no);
 CREATE INDEX plate_claims_claimant_idx ON public.plate_claims USING btree (claimant_account_id, id);
 CREATE UNIQUE INDEX plate_claims_one_pending ON public.plate_claims USING btree (plate, claimant_account_id) WHERE (status = 'pending'::text);
 CREATE INDEX plate_claims_status_idx ON public.plate_claims USING btree (status, id);
+CREATE INDEX reconciliation_pool_waiting_idx ON public.reconciliation_pool USING btree (provider, business_date) WHERE (status = 'waiting'::text);
+CREATE INDEX reconciliation_runs_day_idx ON public.reconciliation_runs USING btree (provider, business_date, started_at);
 CREATE UNIQUE INDEX refresh_tokens_access_jti_idx ON public.refresh_tokens USING btree (access_jti);
 CREATE INDEX refresh_tokens_session_idx ON public.refresh_tokens USING btree (session_id);
 CREATE INDEX refund_requests_bill_idx ON public.refund_requests USING btree (bill_id) WHERE (bill_id IS NOT NULL);
 CREATE INDEX refund_requests_pending_idx ON public.refund_requests USING btree (created_at) WHERE (status = 'approved'::text);
+CREATE INDEX refund_requests_refunded_idx ON public.refund_requests USING btree (provider, refunded_at) WHERE (status = 'refunded'::text);
 CREATE INDEX sessions_account_idx ON public.sessions USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
 CREATE INDEX sessions_lot_open_idx ON public.sessions USING btree (lot_id) WHERE (status = 'open'::text);
 CREATE UNIQUE INDEX sessions_one_open_per_plate ON public.sessions USING btree (plate) WHERE (status = 'open'::text);
@@ -2009,6 +2133,7 @@ CREATE INDEX space_events_2027_09_lot_id_space_id_received_at_idx ON public.spac
 CREATE INDEX space_events_2027_10_lot_id_space_id_received_at_idx ON public.space_events_2027_10 USING btree (lot_id, space_id, received_at);
 CREATE INDEX space_events_2027_11_lot_id_space_id_received_at_idx ON public.space_events_2027_11 USING btree (lot_id, space_id, received_at);
 CREATE INDEX space_events_2027_12_lot_id_space_id_received_at_idx ON public.space_events_2027_12 USING btree (lot_id, space_id, received_at);
+CREATE UNIQUE INDEX statement_imports_current_idx ON public.statement_imports USING btree (provider, business_date) WHERE (replaced_at IS NULL);
 CREATE INDEX vehicles_account_idx ON public.vehicles USING btree (account_id, bound_at) WHERE (released_at IS NULL);
 CREATE UNIQUE INDEX vehicles_one_holder_per_plate ON public.vehicles USING btree (plate) WHERE (released_at IS NULL);
 ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_01_lot_id_received_at_idx;
@@ -2168,6 +2293,8 @@ ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_lane_id_fkey FOREIGN KEY (lot_id, lane_id) REFERENCES public.lanes(lot_id, lane_id);
 ALTER TABLE ONLY public.devices
     ADD CONSTRAINT devices_lot_id_space_id_fkey FOREIGN KEY (lot_id, space_id) REFERENCES public.spaces(lot_id, space_id);
+ALTER TABLE ONLY public.discrepancies
+    ADD CONSTRAINT discrepancies_last_run_id_fkey FOREIGN KEY (last_run_id) REFERENCES public.reconciliation_runs(id);
 ALTER TABLE ONLY public.disputes
     ADD CONSTRAINT disputes_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
 ALTER TABLE ONLY public.exempt_plate_kinds
@@ -2210,6 +2337,8 @@ ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_holder_account_id_fkey FOREIGN KEY (holder_account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.plate_exemptions
     ADD CONSTRAINT plate_exemptions_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
+ALTER TABLE ONLY public.reconciliation_runs
+    ADD CONSTRAINT reconciliation_runs_import_id_fkey FOREIGN KEY (import_id) REFERENCES public.statement_imports(id);
 ALTER TABLE ONLY public.refresh_tokens
     ADD CONSTRAINT refresh_tokens_session_id_fkey FOREIGN KEY (session_id) REFERENCES public.auth_sessions(id);
 ALTER TABLE ONLY public.refund_requests
@@ -2224,6 +2353,10 @@ ALTER TABLE ONLY public.sessions
     ADD CONSTRAINT sessions_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.spaces
     ADD CONSTRAINT spaces_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
+ALTER TABLE ONLY public.statement_imports
+    ADD CONSTRAINT statement_imports_replaced_by_fkey FOREIGN KEY (replaced_by) REFERENCES public.statement_imports(id);
+ALTER TABLE ONLY public.statement_lines
+    ADD CONSTRAINT statement_lines_import_id_fkey FOREIGN KEY (import_id) REFERENCES public.statement_imports(id);
 ALTER TABLE ONLY public.tariff_versions
     ADD CONSTRAINT tariff_versions_tariff_id_fkey FOREIGN KEY (tariff_id) REFERENCES public.tariffs(id);
 ALTER TABLE ONLY public.tariffs

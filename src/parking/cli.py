@@ -15,6 +15,7 @@ from parking.lots.cli import companies_group
 from parking.occupancy.cli import anomalies, deadletters, occupancy
 from parking.payments.cli import payments
 from parking.qr.cli import qr
+from parking.reconciliation.cli import reconcile
 from parking.seed.cli import seed
 from parking.sessions.cli import sessions
 from parking.stack.cli import stack
@@ -51,3 +52,4 @@ main.add_command(sessions)
 main.add_command(drivers)
 main.add_command(qr)
 main.add_command(payments)
+main.add_command(reconcile)

@@ -128,7 +128,24 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "(unset)",
         "fault-injection tests only: the persister exits after this many written entries",
     ),
+    (
+        "PARKING_FEE_RATES",
+        "wechat=0.60%,alipay=0.60%",
+        "each provider's contracted fee rate; a statement fee off it by over 1 fen is a "
+        "`fee_mismatch`",
+    ),
+    (
+        "PARKING_RECONCILE_AT",
+        "10:00",
+        "time of day (Asia/Shanghai) after which `parking run`'s reconciler fetches and "
+        "reconciles the day before",
+    ),
 )
+
+
+class ConfigError(ValueError):
+    """A setting (an environment variable) has a value the platform cannot use."""
+
 
 DB_NAME = "parking"
 #: The cluster's superuser and owner of the schema: migrations, and the test
@@ -195,6 +212,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: fault injection for tests: exit after this many events (None: never)
     gateway_crash_after: int | None = None
     persister_crash_after: int | None = None
+    #: provider -> contracted fee rate in parts per million (0.60 % is 6000)
+    fee_rates: tuple[tuple[str, int], ...] = (("wechat", 6000), ("alipay", 6000))
+    #: (hour, minute), Asia/Shanghai: the reconciler's daily start
+    reconcile_at: tuple[int, int] = (10, 0)
+
+    def fee_rate_ppm(self, provider: str) -> int:
+        """The provider's contracted fee rate; ConfigError when none is configured."""
+        rates = dict(self.fee_rates)
+        if provider not in rates:
+            raise ConfigError(
+                f"no fee rate for {provider!r} in PARKING_FEE_RATES ({_rates_text(self.fee_rates)})"
+            )
+        return rates[provider]
 
     @property
     def secrets_path(self) -> Path:
@@ -274,7 +304,42 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         run_only=tuple(n for n in env.get("PARKING_RUN_ONLY", "").split(",") if n.strip()),
         gateway_crash_after=_count(env.get("PARKING_GATEWAY_CRASH_AFTER")),
         persister_crash_after=_count(env.get("PARKING_PERSISTER_CRASH_AFTER")),
+        fee_rates=_fee_rates(get("PARKING_FEE_RATES")),
+        reconcile_at=_time_of_day(get("PARKING_RECONCILE_AT")),
     )
+
+
+def _fee_rates(text: str) -> tuple[tuple[str, int], ...]:
+    """``wechat=0.60%,alipay=0.55%`` -> ((provider, parts per million), ...)."""
+    rates = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        provider, sep, rate = part.partition("=")
+        whole, _, fraction = rate.strip().removesuffix("%").partition(".")
+        if (
+            not sep
+            or not provider.strip()
+            or not whole.isdigit()
+            or len(fraction) > 4
+            or (fraction and not fraction.isdigit())
+        ):
+            raise ConfigError(f"PARKING_FEE_RATES: {part!r} is not provider=rate% (e.g. 0.60%)")
+        rates.append((provider.strip(), int(whole) * 10_000 + int((fraction + "0000")[:4])))
+    return tuple(rates)
+
+
+def _rates_text(rates: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"{p}={r / 10_000:g}%" for p, r in rates) or "none"
+
+
+def _time_of_day(text: str) -> tuple[int, int]:
+    hour, sep, minute = text.strip().partition(":")
+    if not sep or not hour.isdigit() or not minute.isdigit():
+        raise ConfigError(f"PARKING_RECONCILE_AT: {text!r} is not HH:MM")
+    if not (0 <= int(hour) < 24 and 0 <= int(minute) < 60):
+        raise ConfigError(f"PARKING_RECONCILE_AT: {text!r} is not a time of day")
+    return int(hour), int(minute)
 
 
 def _count(text: str | None) -> int | None:

@@ -12,3 +12,10 @@ def format_yuan(fen: Fen) -> str:
     sign = "-" if fen < 0 else ""
     yuan, rest = divmod(abs(fen), 100)
     return f"{sign}{yuan}.{rest:02d}"
+
+
+def milli_fen_to_fen(milli_fen: int) -> Fen:
+    """Thousandths of a fen (a provider's fee, 5 decimals of yuan) rounded half up to the fen,
+    symmetric about zero."""
+    sign = -1 if milli_fen < 0 else 1
+    return sign * ((abs(milli_fen) + 500) // 1000)

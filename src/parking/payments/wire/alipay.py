@@ -360,6 +360,9 @@ class AlipayBill(msgspec.Struct, frozen=True, kw_only=True):
     trade_totals: AlipayBillTotals
     #: None only when the file has no refund footer and no refund rows.
     refund_totals: AlipayBillTotals | None
+    #: each row's line number in the detail file, and the line as written
+    line_numbers: tuple[int, ...] = ()
+    lines: tuple[str, ...] = ()
 
 
 _HEADER = (
@@ -585,6 +588,8 @@ def _parse_detail(text: str, name: str) -> AlipayBill:
         rows=tuple(rows),
         trade_totals=trade_totals,
         refund_totals=refund_totals,
+        line_numbers=tuple(number for number, _ in table[1:]),
+        lines=tuple(line for _, line in table[1:]),
     )
 
 

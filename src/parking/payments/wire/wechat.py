@@ -19,10 +19,10 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -959,32 +959,15 @@ def _bill_type(index: Mapping[str, int]) -> TradeBillType:
     return TradeBillType.SUCCESS
 
 
-def _optional_sum(values: Iterable[int | None]) -> int | None:
-    total = 0
-    for value in values:
-        if value is None:
-            return None
-        total += value
-    return total
-
-
 def _summarise(rows: Sequence[TradeBillRow]) -> TradeBillSummary:
     """What the summary row must say about these rows (``None``: column absent)."""
-    return TradeBillSummary(
-        trade_count=len(rows),
-        settlement_total_fen=sum(row.settlement_total_fen for row in rows),
-        fee_total_milli_fen=sum(row.fee_milli_fen for row in rows),
-        refund_total_fen=_optional_sum(row.refund_fen for row in rows),
-        recharge_coupon_refund_total_fen=_optional_sum(
-            row.recharge_coupon_refund_fen for row in rows
-        ),
-        order_total_fen=_optional_sum(row.order_amount_fen for row in rows),
-        requested_refund_total_fen=_optional_sum(row.requested_refund_fen for row in rows),
-    )
+    totals = _RunningTotals()
+    for row in rows:
+        totals.add(row)
+    return totals.summary()
 
 
-def _cross_check(rows: Sequence[TradeBillRow], summary: TradeBillSummary) -> None:
-    expected = _summarise(rows)
+def _check_summary(expected: TradeBillSummary, summary: TradeBillSummary) -> None:
     problems = []
     for field in summary.__struct_fields__:
         stated = getattr(summary, field)
@@ -996,36 +979,134 @@ def _cross_check(rows: Sequence[TradeBillRow], summary: TradeBillSummary) -> Non
         raise BillMismatch("; ".join(problems))
 
 
+class _RunningTotals:
+    """The summary row's sums, kept while the rows stream past."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.settlement = 0
+        self.fee = 0
+        self.optional: dict[str, int | None] = dict.fromkeys(_OPTIONAL_SUMS, 0)
+
+    def add(self, row: TradeBillRow) -> None:
+        self.count += 1
+        self.settlement += row.settlement_total_fen
+        self.fee += row.fee_milli_fen
+        for field, column in _OPTIONAL_SUMS.items():
+            total = self.optional[field]
+            value = getattr(row, column)
+            self.optional[field] = None if total is None or value is None else total + value
+
+    def summary(self) -> TradeBillSummary:
+        return TradeBillSummary(
+            trade_count=self.count,
+            settlement_total_fen=self.settlement,
+            fee_total_milli_fen=self.fee,
+            **self.optional,
+        )
+
+
+#: summary field -> the row field it sums (None when some row lacks the column)
+_OPTIONAL_SUMS: Final[Mapping[str, str]] = {
+    "refund_total_fen": "refund_fen",
+    "recharge_coupon_refund_total_fen": "recharge_coupon_refund_fen",
+    "order_total_fen": "order_amount_fen",
+    "requested_refund_total_fen": "requested_refund_fen",
+}
+
+
+class TradeBillReader:
+    """Reads a trade bill line by line, so a file of a million rows is never held whole.
+
+    ``rows()`` yields ``(line number, the line as written, parsed row)``; when it
+    is exhausted the summary has been read and checked (``summary``,
+    ``bill_type``). Every error is a ``MalformedBill`` (``BillMismatch`` for a
+    summary that disagrees with the rows) whose message names the line.
+    Lines are decoded text with or without their line ends; a leading BOM is
+    ignored.
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = lines
+        self.summary: TradeBillSummary | None = None
+        self.bill_type: TradeBillType | None = None
+
+    def _numbered(self) -> Iterator[tuple[int, str]]:
+        for number, raw in enumerate(self._lines, start=1):
+            line = raw.rstrip("\r\n")
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+            if line.strip():
+                yield number, line
+
+    def rows(self) -> Iterator[tuple[int, str, TradeBillRow]]:
+        lines = self._numbered()
+        first = next(lines, None)
+        if first is None:
+            raise MalformedBill("the file is empty: a trade bill starts with its column header")
+        index = _at_line(
+            first[0], _header_index, first[1], _DETAIL_ALIASES, _REQUIRED_DETAIL, "detail"
+        )
+        self.bill_type = _bill_type(index)
+        totals = _RunningTotals()
+        tail: list[tuple[int, str]] = []
+        for number, line in lines:
+            if not tail and line.startswith("`"):
+                values = _at_line(number, _split_row, line, len(index), "detail")
+                row = _detail_row(_Cells(values, index, number))
+                totals.add(row)
+                yield number, line, row
+                continue
+            tail.append((number, line))
+            if len(tail) > 2:
+                raise MalformedBill(f"line {number}: nothing may follow the summary row")
+        if len(tail) != 2:
+            last = tail[-1][0] if tail else "the end"
+            raise MalformedBill(
+                f"line {last}: expected a summary header and one summary row after the rows, "
+                f"found {len(tail)} lines (is the file truncated?)"
+            )
+        (head_no, head), (row_no, row_line) = tail
+        summary_index = _at_line(
+            head_no, _header_index, head, _SUMMARY_ALIASES, _REQUIRED_SUMMARY, "summary"
+        )
+        values = _at_line(row_no, _split_row, row_line, len(summary_index), "summary")
+        summary = _summary_row(_Cells(values, summary_index, row_no))
+        try:
+            _check_summary(totals.summary(), summary)
+        except BillMismatch as exc:
+            raise BillMismatch(f"line {row_no} (summary): {exc}") from exc
+        self.summary = summary
+
+
+_R = TypeVar("_R")
+
+
+def _at_line(number: int, parse: Callable[..., _R], *args: Any) -> _R:
+    """``parse(*args)``, its MalformedBill naming line ``number``."""
+    try:
+        return parse(*args)
+    except BillMismatch:
+        raise
+    except MalformedBill as exc:
+        if str(exc).startswith("line "):
+            raise
+        raise MalformedBill(f"line {number}: {exc}") from exc
+
+
 def parse_trade_bill(text: str) -> TradeBill:
     """Parse a downloaded trade bill (ALL, SUCCESS or REFUND; current or legacy header).
 
     ``text`` is the decoded file (UTF-8). CRLF or LF line ends; a leading BOM is
     ignored. The variant is recognised from the header. Raises
     ``MalformedBill``, or ``BillMismatch`` when the summary's count or any
-    sum disagrees with the detail rows.
+    sum disagrees with the detail rows. (``TradeBillReader`` streams.)
     """
-    lines = [line.removesuffix("\r") for line in text.removeprefix("\ufeff").split("\n")]
-    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
-    if len(numbered) < 3:
-        raise MalformedBill("a trade bill has a header, a summary header and a summary row")
-    detail_index = _header_index(numbered[0][1], _DETAIL_ALIASES, _REQUIRED_DETAIL, "detail")
-    rows: list[TradeBillRow] = []
-    position = 1
-    while position < len(numbered) and numbered[position][1].startswith("`"):
-        number, line = numbered[position]
-        values = _split_row(line, len(detail_index), "detail")
-        rows.append(_detail_row(_Cells(values, detail_index, number)))
-        position += 1
-    tail = numbered[position:]
-    if len(tail) != 2:
-        raise MalformedBill(
-            f"expected a summary header and one summary row after the rows, found {len(tail)} lines"
-        )
-    summary_index = _header_index(tail[0][1], _SUMMARY_ALIASES, _REQUIRED_SUMMARY, "summary")
-    summary_values = _split_row(tail[1][1], len(summary_index), "summary")
-    summary = _summary_row(_Cells(summary_values, summary_index, tail[1][0]))
-    _cross_check(rows, summary)
-    return TradeBill(bill_type=_bill_type(detail_index), rows=tuple(rows), summary=summary)
+    reader = TradeBillReader(text.split("\n"))
+    rows = tuple(row for _, _, row in reader.rows())
+    assert reader.summary is not None
+    assert reader.bill_type is not None
+    return TradeBill(bill_type=reader.bill_type, rows=rows, summary=reader.summary)
 
 
 def _render_value(value: str) -> str:

@@ -1,0 +1,1 @@
+"""Reconciliation and settlement: the providers' statements against our ledger, every day."""
