@@ -97,7 +97,9 @@ async def set_line_count(conn: asyncpg.Connection, import_id: str, lines: int) -
     await conn.execute("UPDATE statement_imports SET lines = $2 WHERE id = $1", import_id, lines)
 
 
-async def mark_replaced(conn: asyncpg.Connection, import_id: str, *, by: str, at: datetime) -> None:
+async def mark_replaced(
+    conn: asyncpg.Connection, import_id: str, *, by: str | None, at: datetime
+) -> None:
     await conn.execute(
         "UPDATE statement_imports SET replaced_at = $3, replaced_by = $2 WHERE id = $1",
         import_id,
