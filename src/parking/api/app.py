@@ -105,9 +105,16 @@ class Metrics(PrometheusController):
     guards = [_metrics_reader]  # noqa: RUF012 - Litestar reads the class attribute
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    signature_clock: Clock | None = None,
+) -> Litestar:
     """The API app; ``clock`` is the one clock every route reads (the system clock by
-    default), on ``app.state.clock`` and ``Infra.clock``."""
+    default), on ``app.state.clock`` and ``Infra.clock``. ``signature_clock`` (``clock``
+    unless given) is what the payment adapters check a signature's freshness against:
+    a provider stamps its signatures with wall time, so a replay or a test that moves
+    business time keeps this one on the wall."""
     settings = settings or config.load()
     clock = clock or SystemClock()
     configure_logging(settings.log_level, settings.log_format, process="api")
@@ -134,7 +141,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     document_problems(handlers)
     return Litestar(
         route_handlers=handlers,
-        lifespan=[lifespan_for(settings, clock)],
+        lifespan=[lifespan_for(settings, clock, signature_clock)],
         middleware=[
             prometheus.middleware,
             AccessLog(),

@@ -38,6 +38,13 @@ class Infra:
     denylist: DenylistMirror | None = None
     #: how login codes reach drivers ($PARKING_NOTIFIER, parking.accounts.notifier)
     notifier: notifiers.Notifier | None = None
+    #: the wall clock a provider signature's freshness is checked against (``clock``
+    #: unless ``create_app(signature_clock=...)``)
+    signature_clock: Clock | None = None
+
+    @property
+    def wall_clock(self) -> Clock:
+        return self.signature_clock or self.clock
 
 
 @asynccontextmanager
@@ -74,7 +81,9 @@ async def _session_kept(conn: asyncpg.Connection) -> None:
     """
 
 
-def lifespan_for(settings: Settings, clock: Clock):  # type: ignore[no-untyped-def]
+def lifespan_for(  # type: ignore[no-untyped-def]
+    settings: Settings, clock: Clock, signature_clock: Clock | None = None
+):
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # The pool is created lazily-tolerant: min_size=0 lets the API start (and
@@ -114,10 +123,13 @@ def lifespan_for(settings: Settings, clock: Clock):  # type: ignore[no-untyped-d
             redis=client,
             publisher=publisher,
             clock=clock,
-            providers=payment_providers.build_providers(settings, http=payments_http, clock=clock),
+            providers=payment_providers.build_providers(
+                settings, http=payments_http, clock=signature_clock or clock
+            ),
             notify_base_url=settings.notify_base_url,
             denylist=denied,
             notifier=notifier,
+            signature_clock=signature_clock,
         )
         try:
             yield

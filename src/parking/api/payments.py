@@ -116,6 +116,7 @@ async def provider_notification(
         body,
         clock_of(request).now(),
         refund_notify_url=logic.notify_url(infra.notify_base_url, adapter.name),
+        received_at=infra.wall_clock.now(),
     )
     headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-type"}
     media_type = next(

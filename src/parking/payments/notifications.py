@@ -68,8 +68,12 @@ async def handle_notification(
     now: datetime,
     *,
     refund_notify_url: str | None = None,
+    received_at: datetime | None = None,
 ) -> NotificationReply:
     """Verify, record once and apply one provider notification; the exact reply to send back.
+
+    ``received_at`` is the wall time the signature's freshness is checked against
+    (``now``, the business time it is applied at, unless given).
 
     - Not authentic (bad signature, tampered body, foreign merchant): failure
       as a 401 (`PaymentProvider.rejection_reply`), nothing recorded (the
@@ -87,7 +91,7 @@ async def handle_notification(
       failure: the provider re-sends and the retry applies it (P2).
     """
     try:
-        event = provider.parse_notification(headers, body, now)
+        event = provider.parse_notification(headers, body, received_at or now)
     except StaleNotification as exc:
         try:
             async with connection(pool) as conn:

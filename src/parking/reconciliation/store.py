@@ -185,7 +185,6 @@ WITH keys AS (
                 SELECT match_key FROM cleared_elsewhere WHERE kind = 'refund'))
         OR r.out_refund_no IN (SELECT match_key FROM keys WHERE kind = 'refund')
         OR r.out_refund_no IN (SELECT match_key FROM pool WHERE kind = 'refund'))
-)
 ), ours AS (
     SELECT * FROM payments UNION ALL SELECT * FROM refunds
 ), lines AS (
@@ -201,7 +200,8 @@ SELECT coalesce(l.kind, o.kind) AS g_kind, coalesce(l.match_key, o.match_key) AS
        o.succeeded AS o_succeeded, o.status AS o_status, o.amount_fen AS o_amount_fen,
        o.business_date AS o_business_date, o.transaction_id AS o_transaction_id
   FROM lines l FULL JOIN ours o ON o.kind = l.kind AND o.match_key = l.match_key
- ORDER BY g_kind COLLATE "C", g_key COLLATE "C", l.line_no
+ ORDER BY coalesce(l.kind, o.kind) COLLATE "C", coalesce(l.match_key, o.match_key) COLLATE "C",
+          l.line_no
 """
 
 _LINE_FIELDS: Final = Line.__struct_fields__
