@@ -23,6 +23,7 @@ from parking.api import drivers, payments, pricing_rules, tariffs
 from parking.api import gate as gate_fallback
 from parking.api import operators as operator_routes
 from parking.api import prepay as prepay_routes
+from parking.api import reconciliation as reconciliation_routes
 from parking.api import scans as scan_flows
 from parking.api import sessions as driver_sessions
 from parking.api.auth import BearerAuth
@@ -137,6 +138,7 @@ def create_app(
         *operator_routes.ROUTES,
         *scan_flows.ROUTES,
         *prepay_routes.ROUTES,
+        *reconciliation_routes.ROUTES,
     ]
     document_problems(handlers)
     return Litestar(

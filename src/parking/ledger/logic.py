@@ -279,8 +279,13 @@ def settlement(
     fee_fen: Fen,
     occurred_at: datetime,
     memo: str = "",
+    correlation_ref: str | None = None,
 ) -> NewTransaction:
-    """A provider paid out its clearing balance less its fee: bank + provider_fees / clearing."""
+    """A provider paid out its clearing balance less its fee: bank + provider_fees / clearing.
+
+    ``correlation_ref`` ties several settlements of one statement day together (a
+    later tranche settles what a resolution made matchable); ``settlement_ref`` by default.
+    """
     if fee_fen < 0 or fee_fen >= gross_fen:
         raise UnbalancedTransaction(f"a fee of {fee_fen} fen on {gross_fen} fen settled")
     postings = [
@@ -292,7 +297,7 @@ def settlement(
     return NewTransaction(
         kind=TransactionKind.SETTLEMENT,
         idempotency_key=f"{provider}:{settlement_ref}",
-        correlation_id=f"{provider}:{settlement_ref}",
+        correlation_id=f"{provider}:{correlation_ref or settlement_ref}",
         postings=tuple(postings),
         occurred_at=occurred_at,
         memo=memo,

@@ -27,7 +27,7 @@ from parking.clock import SystemClock
 from parking.errors import ParkingError
 from parking.payments.port import ProviderError, TradeBillFile
 from parking.payments.providers import build_providers
-from parking.reconciliation import service
+from parking.reconciliation import service, statements
 from parking.reconciliation.model import ImportResult, Run, StatementKind
 
 
@@ -183,7 +183,7 @@ def fetch(provider: str, day: date, out: Path | None, replace: bool) -> None:
     """Download a day's statement from the provider and import it."""
     try:
         downloaded = asyncio.run(_download(provider, day))
-        kind = service.statement_kind(downloaded.kind)
+        kind = statements.statement_kind(downloaded.kind)
         if out is not None:
             out.write_bytes(downloaded.content)
         with tempfile.TemporaryDirectory() as folder:

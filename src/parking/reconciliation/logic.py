@@ -24,7 +24,11 @@ from datetime import date, datetime
 from itertools import groupby
 from typing import Final
 
+import msgspec
+
 from parking.clock import SHANGHAI
+from parking.ledger import logic as ledger_logic
+from parking.ledger.model import Transaction
 from parking.payments.wire.alipay import AlipayBill, BusinessType
 from parking.payments.wire.wechat import TradeBillRow, TradeState
 from parking.reconciliation.model import (
@@ -366,3 +370,19 @@ def parse_rate(text: str) -> int:
     if not whole.isdigit() or (fraction and not fraction.isdigit()) or len(fraction) > 4:
         raise ValueError(f"not a percentage with up to 4 decimals: {text!r}")
     return int(whole) * 10_000 + int((fraction + "0000")[:4])
+
+
+class Settled(msgspec.Struct, frozen=True, kw_only=True):
+    gross_fen: int
+    fee_fen: int
+
+
+def settled_so_far(transactions: Iterable[Transaction], provider: str) -> Settled:
+    """What a day's settlement transactions took out of clearing, and the fees in them."""
+    clearing = ledger_logic.clearing(provider)
+    fees = ledger_logic.provider_fees(provider)
+    postings = [p for tx in transactions for p in tx.postings]
+    return Settled(
+        gross_fen=-sum(p.amount_fen for p in postings if p.account == clearing),
+        fee_fen=sum(p.amount_fen for p in postings if p.account == fees),
+    )

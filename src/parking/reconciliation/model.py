@@ -273,6 +273,10 @@ class NoStatement(NotFound):
     """No statement was imported for this provider and day."""
 
 
+class UnknownRun(NotFound):
+    """No such reconciliation run."""
+
+
 class UnknownDiscrepancy(NotFound):
     """No such discrepancy."""
 

@@ -7,14 +7,15 @@ transaction commits, so nothing of it is imported.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
+import csv
+import io
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Final
+from typing import Final, cast
 
 import asyncpg
 import msgspec
@@ -24,12 +25,11 @@ from parking.auth.model import Principal
 from parking.ids import new_id
 from parking.ledger import logic as ledger_logic
 from parking.ledger import service as ledger
-from parking.ledger.model import TransactionKind
-from parking.money import milli_fen_to_fen
-from parking.payments.wire import MalformedBill
-from parking.payments.wire.alipay import parse_bill_zip
-from parking.payments.wire.wechat import TradeBillReader
-from parking.reconciliation import logic, store
+from parking.payments import logic as payments_logic
+from parking.payments import notifications
+from parking.payments.model import UnknownProvider
+from parking.payments.port import OrderState, OrderStatus, PaymentProvider
+from parking.reconciliation import logic, statements, store
 from parking.reconciliation.model import (
     Discrepancy,
     DiscrepancyClosed,
@@ -45,93 +45,9 @@ from parking.reconciliation.model import (
     StatementExists,
     StatementImport,
     StatementKind,
-    StatementRefused,
     Totals,
     UnknownDiscrepancy,
 )
-
-#: Where kept statement files live, under the stack folder.
-STATEMENTS_DIR: Final = "statements"
-_CHUNK: Final = 1 << 20
-#: report progress every this many lines
-PROGRESS_EVERY: Final = 50_000
-
-Progress = Callable[[int], None]
-
-
-def _no_progress(_: int) -> None:
-    return None
-
-
-# ------------------------------------------------------------------ the file
-
-
-def digest(path: Path) -> tuple[str, int]:
-    """(SHA-256 hex, size in bytes) of the file, read in chunks."""
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-    return sha.hexdigest(), size
-
-
-def _is_gzip(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
-
-
-def kept_path(stack_dir: Path, provider: str, day: date, sha256: str, kind: StatementKind) -> Path:
-    suffix = ".zip" if kind is StatementKind.ALIPAY else ".csv"
-    return stack_dir / STATEMENTS_DIR / provider / day.isoformat() / f"{sha256}{suffix}"
-
-
-def _text_lines(handle: IO[str], progress: Progress) -> Iterator[str]:
-    """The file's lines; a byte that is not UTF-8 is refused naming the line it is on."""
-    number = 0
-    try:
-        for number, line in enumerate(handle, start=1):
-            if number % PROGRESS_EVERY == 0:
-                progress(number)
-            yield line
-    except UnicodeDecodeError as exc:
-        raise StatementRefused(
-            f"line {number + 1}: not UTF-8 text ({exc.reason} at byte {exc.start} of a "
-            "read block); a WeChat bill is UTF-8, was it saved in another encoding?"
-        ) from exc
-    progress(number)
-
-
-def wechat_lines(path: Path, day: date, progress: Progress = _no_progress) -> Iterator[Line]:
-    """The detail lines of a WeChat trade bill file (gzip or not), streamed."""
-    opener = gzip.open if _is_gzip(path) else open
-    with opener(path, "rt", encoding="utf-8", newline="") as handle:
-        reader = TradeBillReader(_text_lines(handle, progress))
-        try:
-            for number, text, row in reader.rows():
-                yield logic.wechat_line(number, text, row, day)
-        except MalformedBill as exc:
-            raise StatementRefused(str(exc)) from exc
-        except (OSError, EOFError) as exc:  # a truncated gzip
-            raise StatementRefused(f"the file cannot be read to its end: {exc}") from exc
-
-
-def alipay_lines(path: Path, day: date) -> list[Line]:
-    """The detail lines of an Alipay bill zip (its detail CSV is read whole: GBK text)."""
-    try:
-        bill = parse_bill_zip(path.read_bytes())
-    except MalformedBill as exc:
-        raise StatementRefused(str(exc)) from exc
-    return logic.alipay_lines(bill, day)
-
-
-def statement_kind(provider_kind: str) -> StatementKind:
-    try:
-        return StatementKind(provider_kind)
-    except ValueError as exc:
-        raise StatementRefused(f"no parser for statements of kind {provider_kind!r}") from exc
-
 
 # ------------------------------------------------------------------ import
 
@@ -148,7 +64,7 @@ async def import_statement(
     by: str,
     now: datetime,
     replace: bool = False,
-    progress: Progress = _no_progress,
+    progress: statements.Progress = statements.no_progress,
 ) -> ImportResult:
     """Import a day's statement file (caller's transaction; one import of a day at a time).
 
@@ -159,7 +75,7 @@ async def import_statement(
     is, under the stack folder.
     """
     ledger.require_transaction(conn, "reconciliation.import_statement")
-    sha256, size = digest(file)
+    sha256, size = statements.digest(file)
     await store.lock_day(conn, provider, day)
     current = await store.current_import(conn, provider, day)
     if current is not None and current.sha256 == sha256:
@@ -169,7 +85,7 @@ async def import_statement(
             f"{provider} {day} has a different statement (import {current.id}); "
             "import with --replace to replace it"
         )
-    keep = kept_path(stack_dir, provider, day, sha256, kind)
+    keep = statements.kept_path(stack_dir, provider, day, sha256, kind)
     existed = keep.exists()
     if not existed:
         keep.parent.mkdir(parents=True, exist_ok=True)
@@ -202,9 +118,9 @@ async def import_statement(
             # a day without trades, which still reconciles our side.
             found: Iterator[Line] = iter(())
         elif kind is StatementKind.WECHAT:
-            found = wechat_lines(keep, day, progress)
+            found = statements.wechat_lines(keep, day, progress)
         else:
-            found = iter(alipay_lines(keep, day))
+            found = iter(statements.alipay_lines(keep, day))
         await store.copy_lines(conn, statement.id, counted.through(found))
     except BaseException:
         if not existed:
@@ -239,7 +155,7 @@ async def run(
     fee_rate_ppm: int,
     by: str,
     now: datetime,
-    progress: Progress = _no_progress,
+    progress: statements.Progress = statements.no_progress,
 ) -> Run:
     """Match the day's current statement against our records, keep what differs, update
     the holding pool and settle what matched (caller's transaction). Running a day again
@@ -258,7 +174,7 @@ async def run(
     async for group, mine in store.paired(conn, statement.id, provider, day):
         matcher.add(group, mine)
         groups += 1
-        if groups % PROGRESS_EVERY == 0:
+        if groups % statements.PROGRESS_EVERY == 0:
             progress(matcher.totals.lines)
     progress(matcher.totals.lines)
     outcome = matcher.outcome()
@@ -302,19 +218,25 @@ async def _settle(
     conn: asyncpg.Connection, provider: str, day: date, totals: Totals, now: datetime
 ) -> bool:
     """Move what matched out of clearing into the bank, less the provider's fees: one
-    ledger transaction per provider and day. False when nothing can be settled (no net
-    payment, or fees that eat it)."""
-    key = f"{provider}:{settlement_ref(day)}"
-    if await ledger.find(conn, TransactionKind.SETTLEMENT, key) is not None:
-        return True
-    gross, fee = totals.matched_fen, totals.fees_fen
-    if gross <= 0 or fee < 0 or fee >= gross:
+    ledger transaction per provider and day, and a further tranche when a later run
+    matches more (a resolution applied a payment). True when everything matched is
+    settled; False when nothing can be (no net payment, or fees that eat it)."""
+    correlation = f"{provider}:{settlement_ref(day)}"
+    done = await ledger.transactions_of(conn, correlation)
+    settled = logic.settled_so_far(done, provider)
+    gross = totals.matched_fen - settled.gross_fen
+    fee = totals.fees_fen - settled.fee_fen
+    if gross == 0:
+        return bool(done)
+    if gross < 0 or fee < 0 or fee >= gross:
         return False
+    tranche = settlement_ref(day) if not done else f"{settlement_ref(day)}#{len(done) + 1}"
     await ledger.post(
         conn,
         ledger_logic.settlement(
             provider=provider,
-            settlement_ref=settlement_ref(day),
+            settlement_ref=tranche,
+            correlation_ref=settlement_ref(day),
             gross_fen=gross,
             fee_fen=fee,
             occurred_at=now,
@@ -434,27 +356,10 @@ async def resolve(
     *,
     by: Principal,
     now: datetime,
-    fee_milli_fen: int | None = None,
 ) -> Discrepancy:
     """Close the discrepancy with the person's resolution and remark (caller's transaction;
-    audited). After ``apply_payment`` applied the line's money (``payments``), the money
-    sits in clearing: it is settled into the bank at once, keyed by the discrepancy."""
+    audited)."""
     check_resolution(found, decision.resolution)
-    if decision.resolution is Resolution.APPLY_PAYMENT:
-        assert found.provider_fen is not None
-        fee = max(0, milli_fen_to_fen(fee_milli_fen or 0))
-        if found.provider_fen > fee:
-            await ledger.post(
-                conn,
-                ledger_logic.settlement(
-                    provider=found.provider,
-                    settlement_ref=f"{settlement_ref(found.business_date)}:{found.id}",
-                    gross_fen=found.provider_fen,
-                    fee_fen=fee,
-                    occurred_at=now,
-                    memo=f"applied by finance: {found.out_trade_no}",
-                ),
-            )
     resolved = await store.resolve(
         conn,
         found.id,
@@ -474,8 +379,136 @@ async def resolve(
     return resolved
 
 
-async def line_fee(conn: asyncpg.Connection, found: Discrepancy) -> int | None:
-    """The provider's fee on the discrepancy's statement line (milli-fen)."""
-    if found.line_no is None:
-        return None
-    return await store.line_fee(conn, found.provider, found.business_date, found.line_no)
+async def resolve_discrepancy(
+    pool: asyncpg.Pool,
+    providers: Mapping[str, PaymentProvider],
+    discrepancy_id: str,
+    decision: Resolve,
+    *,
+    by: Principal,
+    now: datetime,
+    notify_base_url: str | None = None,
+    fee_rates: Mapping[str, int] | None = None,
+) -> Discrepancy:
+    """Finance's resolution of one discrepancy. ``apply_payment`` first applies the
+    statement line's payment through the payment path, exactly as the provider's lost
+    notification would have (its bills become paid, once; money no bill can take goes to
+    suspense), closes the discrepancy and runs the day again which
+    settles the money now matched (its provider's rate in ``fee_rates``); the other
+    resolutions only close it. Raises
+    UnknownDiscrepancy, DiscrepancyClosed, ResolutionRefused or UnknownProvider."""
+    async with _transaction(pool) as conn:
+        found = await open_discrepancy(conn, discrepancy_id)
+        check_resolution(found, decision.resolution)
+    if decision.resolution is Resolution.APPLY_PAYMENT:
+        provider = providers.get(found.provider)
+        if provider is None:
+            raise UnknownProvider(found.provider)
+        assert found.out_trade_no is not None
+        assert found.provider_fen is not None
+        await notifications.settle_from_status(
+            pool,
+            provider,
+            OrderStatus(
+                provider=found.provider,
+                out_trade_no=found.out_trade_no,
+                state=OrderState.PAID,
+                provider_state="SUCCESS",
+                amount_fen=found.provider_fen,
+                paid_fen=found.provider_fen,
+                transaction_id=found.transaction_id,
+            ),
+            now=now,
+            refund_notify_url=(
+                payments_logic.notify_url(notify_base_url, provider.name)
+                if notify_base_url
+                else None
+            ),
+        )
+    async with _transaction(pool) as conn:
+        found = await open_discrepancy(conn, discrepancy_id)
+        resolved = await resolve(conn, found, decision, by=by, now=now)
+    fee_rate_ppm = (fee_rates or {}).get(found.provider)
+    if decision.resolution is Resolution.APPLY_PAYMENT and fee_rate_ppm is not None:
+        # the applied payment now matches its line: the day runs again and settles it
+        async with _transaction(pool) as conn:
+            await run(
+                conn,
+                provider=found.provider,
+                day=found.business_date,
+                fee_rate_ppm=fee_rate_ppm,
+                by=f"resolution:{by.subject}",
+                now=now,
+            )
+    return resolved
+
+
+@asynccontextmanager
+async def _transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    async with pool.acquire() as proxy:
+        conn = cast(asyncpg.Connection, proxy)
+        async with conn.transaction():
+            yield conn
+
+
+def export_csv(run: Run, found: Sequence[Discrepancy]) -> str:
+    """A run as finance opens it in a spreadsheet: one row per discrepancy, after a header
+    row; the run's totals in the first columns of every row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(
+        [
+            "run",
+            "provider",
+            "business_date",
+            "lines",
+            "matched",
+            "matched_fen",
+            "fees_fen",
+            "settled",
+            "discrepancy",
+            "kind",
+            "status",
+            "out_trade_no",
+            "out_refund_no",
+            "transaction_id",
+            "ours_fen",
+            "provider_fen",
+            "line_no",
+            "line",
+            "resolution",
+            "remark",
+        ]
+    )
+    head = [
+        run.id,
+        run.provider,
+        run.business_date.isoformat(),
+        run.lines,
+        run.matched,
+        run.matched_fen,
+        run.fees_fen,
+        "yes" if run.settled else "no",
+    ]
+    if not found:
+        writer.writerow([*head, *[""] * 12])
+    for d in found:
+        writer.writerow(
+            [
+                *head,
+                d.id,
+                d.kind,
+                d.status,
+                d.out_trade_no or "",
+                d.out_refund_no or "",
+                d.transaction_id or "",
+                "" if d.ours_fen is None else d.ours_fen,
+                "" if d.provider_fen is None else d.provider_fen,
+                "" if d.line_no is None else d.line_no,
+                # a leading quote keeps a spreadsheet from reading the line as a formula
+                "'" + d.line if d.line and d.line[0] in "=+-@" else (d.line or ""),
+                d.resolution or "",
+                d.remark or "",
+            ]
+        )
+    return out.getvalue()

@@ -517,17 +517,3 @@ async def open_kinds(conn: asyncpg.Connection, provider: str, day: date) -> list
         day,
     )
     return [dict(r) for r in rows]
-
-
-async def line_fee(conn: asyncpg.Connection, provider: str, day: date, line_no: int) -> int | None:
-    """The fee (milli-fen) on a line of the day's current statement."""
-    fee: int | None = await conn.fetchval(
-        """SELECT l.fee_milli_fen FROM statement_lines l
-             JOIN statement_imports i ON i.id = l.import_id
-            WHERE i.provider = $1 AND i.business_date = $2 AND i.replaced_at IS NULL
-              AND l.line_no = $3""",
-        provider,
-        day,
-        line_no,
-    )
-    return fee

@@ -437,3 +437,104 @@ async def test_a_payment_at_235959_waits_in_pending_and_clears_the_next_day(
     # running the first day again leaves it cleared
     await run_day(conn, clock, day)
     assert (await reconcile.report(conn, "wechat", day)).pending == []
+
+
+async def test_finance_applies_a_payment_whose_notification_was_lost_through_the_payment_path(
+    api: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    control: SandboxControl,
+    wechat: wechat_adapter.WechatPayProvider,
+    settings: Settings,
+    clock: FollowingClock,
+    tmp_path: Path,
+) -> None:
+    clock.set(await control.now())
+    day = business_day(clock)
+    await control.control("notifications", mode="drop")
+    _, bill_id, late = await order(api, conn, settings, clock, 700)
+    await control.pay(late)
+    attempt = await conn.fetchval("SELECT id FROM payment_attempts WHERE out_trade_no = $1", late)
+    assert await notifications.end_attempt(
+        pool, attempt, AttemptStatus.EXPIRED, reason="expired unpaid", now=clock.now()
+    )
+    await statement_ready(control, clock, day)
+    await fetch_and_import(conn, wechat, clock, tmp_path, day)
+    run = await run_day(conn, clock, day)
+    assert (run.discrepancies, run.settled) == (1, False)
+    finance = headers(settings, clock, Role.FINANCE, FINANCE)
+
+    runs = await api.get(
+        "/v1/finance/reconciliations",
+        params={"provider": "wechat", "from": day.isoformat(), "to": day.isoformat()},
+        headers=finance,
+    )
+    assert runs.status_code == 200, runs.text
+    assert [(r["id"], r["lines"], r["discrepancies"]) for r in runs.json()["items"]] == [
+        (run.id, 1, 1)
+    ]
+    listed = await api.get(
+        "/v1/finance/discrepancies",
+        params={"status": "open", "kind": "status_mismatch", "date": day.isoformat()},
+        headers=finance,
+    )
+    assert listed.status_code == 200, listed.text
+    [found] = listed.json()["items"]
+    assert (found["out_trade_no"], found["ours_fen"], found["provider_fen"]) == (late, 700, 700)
+    path = f"/v1/finance/discrepancies/{found['id']}/resolve"
+
+    no_remark = await api.post(path, json={"resolution": "apply_payment"}, headers=finance)
+    assert no_remark.status_code == 400
+    blank = await api.post(
+        path, json={"resolution": "apply_payment", "remark": "   "}, headers=finance
+    )
+    assert blank.status_code == 400
+    resolved = await api.post(
+        path, json={"resolution": "apply_payment", "remark": "通知丢失，款已到账"}, headers=finance
+    )
+    assert resolved.status_code == 200, resolved.text
+    body = resolved.json()
+    assert (body["status"], body["resolution"], body["resolved_by"]) == (
+        "resolved",
+        "apply_payment",
+        FINANCE,
+    )
+    assert await bill_status(conn, bill_id) == "paid"
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM ledger_transactions "
+            "WHERE kind = 'bill_paid' AND correlation_id = $1",
+            bill_id,
+        )
+        == 1
+    )
+    audit = await conn.fetchrow(
+        "SELECT actor, role, details FROM audit_log WHERE action = 'discrepancy.apply_payment'"
+    )
+    assert (audit["actor"], audit["role"]) == (FINANCE, "finance")
+    assert "通知丢失，款已到账" in audit["details"]
+    # the applied money is settled too: clearing drained, the bank has it less the fee
+    assert await balance(conn, "clearing:wechat") == 0
+    assert await balance(conn, "bank") == 700 - 4
+    assert (await ledger.trial_balance(conn)).total_fen == 0
+
+    again = await api.post(
+        path, json={"resolution": "write_off", "remark": "再来一次"}, headers=finance
+    )
+    assert again.status_code == 409
+    # the day again: ours is paid now, the line matches, nothing settles twice
+    rerun = await run_day(conn, clock, day)
+    assert (rerun.discrepancies, rerun.matched) == (0, 1)
+    assert await balance(conn, "bank") == 700 - 4
+    assert (
+        await conn.fetchval("SELECT status FROM discrepancies WHERE id = $1", found["id"])
+        == "resolved"
+    )
+
+    exported = await api.get(f"/v1/finance/reconciliations/{run.id}/export.csv", headers=finance)
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = exported.text.splitlines()
+    assert rows[0].startswith("run,provider,business_date,lines,matched")
+    assert found["id"] in rows[1]
+    assert late in rows[1]
