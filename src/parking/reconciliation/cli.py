@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ import msgspec
 from parking import config
 from parking.clock import SystemClock
 from parking.errors import ParkingError
+from parking.observability import configure_logging
 from parking.payments.port import ProviderError, TradeBillFile
 from parking.payments.providers import build_providers
-from parking.reconciliation import service, statements
+from parking.reconciliation import daily, service, statements
 from parking.reconciliation.model import ImportResult, Run, StatementKind
 
 
@@ -289,3 +291,57 @@ def report(provider: str, day: date, as_json: bool) -> None:
         click.echo(
             f"  pending {p.kind} {p.out_trade_no} {p.out_refund_no or ''} since {p.business_date}"
         )
+
+
+async def _daily(once: bool, interval: float) -> list[daily.DayDone]:
+    settings = config.load()
+    clock = SystemClock()
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+    try:
+        async with httpx.AsyncClient(timeout=60.0, trust_env=False) as http:
+            providers = build_providers(settings, http=http, clock=clock)
+            rates = dict(settings.fee_rates)
+            if once:
+                return await daily.reconcile_due(
+                    pool,
+                    providers,
+                    fee_rates=rates,
+                    at=settings.reconcile_at,
+                    stack_dir=settings.stack_dir,
+                    now=clock.now(),
+                )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await daily.run_forever(
+                pool,
+                providers,
+                clock=clock,
+                stop=stop,
+                fee_rates=rates,
+                at=settings.reconcile_at,
+                stack_dir=settings.stack_dir,
+                interval=timedelta(seconds=interval),
+            )
+            return []
+    finally:
+        await pool.close()
+
+
+@reconcile.command("daily")
+@click.option("--once", is_flag=True, help="Look once, print what was done and exit.")
+@click.option(
+    "--interval",
+    type=float,
+    default=daily.INTERVAL.total_seconds(),
+    show_default=True,
+    help="seconds between looks",
+)
+def daily_command(once: bool, interval: float) -> None:
+    """Each day after PARKING_RECONCILE_AT, fetch and reconcile yesterday for every provider."""
+    settings = config.load()
+    configure_logging(settings.log_level, settings.log_format, process="reconciler")
+    done = asyncio.run(_daily(once, interval))
+    if once:
+        click.echo(msgspec.json.encode(done).decode())

@@ -293,6 +293,11 @@ async def runs(
     return await store.runs(conn, provider=provider, first=first, last=last, limit=limit)
 
 
+async def find_last_run(conn: asyncpg.Connection, provider: str, day: date) -> Run | None:
+    """The day's newest run, if it ever ran."""
+    return await store.last_run(conn, provider, day)
+
+
 async def find_run(conn: asyncpg.Connection, run_id: str) -> Run | None:
     return await store.run_by_id(conn, run_id)
 

@@ -84,6 +84,8 @@ def run() -> None:
         Child("sandbox-pay", [*me, "sandbox-pay", "--port", str(settings.sandbox_port)]),
         # Settles payments whose notification never came (P7) and expires the rest.
         Child("payments-sweeper", [*me, "payments", "sweep"]),
+        # Each morning after PARKING_RECONCILE_AT: yesterday's statements, matched and settled.
+        Child("reconciler", [*me, "reconcile", "daily"]),
         Child("gateway", [*me, "gateway"]),
         Child("persister", [*me, "persister"]),
         # A gentle city so the dashboard is alive: 20 lots, 5 events/s.

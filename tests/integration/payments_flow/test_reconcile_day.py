@@ -33,6 +33,7 @@ from parking.payments import notifications
 from parking.payments.model import AttemptStatus
 from parking.payments.providers import wechat as wechat_adapter
 from parking.payments.wire import wechat as wx
+from parking.reconciliation import daily
 from parking.reconciliation import service as reconcile
 from parking.reconciliation.model import ImportResult, Run, StatementKind
 
@@ -538,3 +539,41 @@ async def test_finance_applies_a_payment_whose_notification_was_lost_through_the
     assert rows[0].startswith("run,provider,business_date,lines,matched")
     assert found["id"] in rows[1]
     assert late in rows[1]
+
+
+async def test_the_daily_reconciler_runs_yesterday_once_after_ten(
+    api: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    control: SandboxControl,
+    wechat: wechat_adapter.WechatPayProvider,
+    settings: Settings,
+    clock: FollowingClock,
+    tmp_path: Path,
+) -> None:
+    clock.set(await control.now())
+    await paid(api, conn, control, settings, clock, 900)
+    day = business_day(clock)
+    providers = {"wechat": wechat}
+
+    async def tick(now: datetime) -> list[tuple[str, date, str, int, int]]:
+        done = await daily.reconcile_due(
+            pool,
+            providers,
+            fee_rates={"wechat": RATE},
+            at=(10, 0),
+            stack_dir=tmp_path / "stack",
+            now=now,
+        )
+        return [(d.provider, d.day, d.outcome, d.lines, d.discrepancies) for d in done]
+
+    next_morning = datetime.combine(day + timedelta(days=1), time(9, 59), tzinfo=SHANGHAI)
+    assert await tick(next_morning) == []
+    # due by our clock, but the provider is still making the statement
+    assert await tick(next_morning + timedelta(minutes=5)) == [("wechat", day, "not_ready", 0, 0)]
+    await statement_ready(control, clock, day)
+    assert await tick(clock.now()) == [("wechat", day, "ran", 1, 0)]
+    assert await tick(clock.now()) == [("wechat", day, "already", 0, 0)]
+    report = await reconcile.report(conn, "wechat", day)
+    assert (report.matched, report.matched_fen, report.settled) == (1, 900, True)
+    assert await conn.fetchval("SELECT count(*) FROM reconciliation_runs") == 1
