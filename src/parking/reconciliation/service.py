@@ -226,9 +226,11 @@ async def _settle(
     settled = logic.settled_so_far(done, provider)
     gross = totals.matched_fen - settled.gross_fen
     fee = totals.fees_fen - settled.fee_fen
-    if gross == 0:
+    if gross <= 0:
+        # all of it settled before (a replaced statement that matches less leaves what
+        # was paid out as it is: its lines are discrepancies now)
         return bool(done)
-    if gross < 0 or fee < 0 or fee >= gross:
+    if fee < 0 or fee >= gross:
         return False
     tranche = settlement_ref(day) if not done else f"{settlement_ref(day)}#{len(done) + 1}"
     await ledger.post(

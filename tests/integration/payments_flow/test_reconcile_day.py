@@ -8,7 +8,10 @@ Each test has its own sandbox (its own business clock, moved forward to the next
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -577,3 +580,105 @@ async def test_the_daily_reconciler_runs_yesterday_once_after_ten(
     report = await reconcile.report(conn, "wechat", day)
     assert (report.matched, report.matched_fen, report.settled) == (1, 900, True)
     assert await conn.fetchval("SELECT count(*) FROM reconciliation_runs") == 1
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "parking", "reconcile", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = run_cli(env, *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_the_finance_walkthrough_with_the_command_line(
+    api: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    control: SandboxControl,
+    flow_sandbox: SandboxProcess,
+    settings: Settings,
+    clock: FollowingClock,
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    """README "Finance": pay two bills, fetch the day's statement, reconcile (none differ,
+    settled), import a tampered copy with --replace, see the discrepancy, resolve it."""
+    clock.set(await control.now())
+    _, _, first = await paid(api, conn, control, settings, clock, 500)
+    await paid(api, conn, control, settings, clock, 1200)
+    day = business_day(clock)
+    await statement_ready(control, clock, day)
+    env = {
+        **os.environ,
+        "PARKING_DATABASE_URL": db_url,
+        "PARKING_WECHATPAY_CONFIG": str(flow_sandbox.config_path),
+        "PARKING_STACK_DIR": str(tmp_path / "stack"),
+    }
+    statement = tmp_path / "statement.csv"
+    fetched = cli(env, "fetch", "--provider", "wechat", "--date", str(day), "--out", str(statement))
+    assert f"wechat {day}: imported 2 lines" in fetched
+    ran = cli(env, "run", "--provider", "wechat", "--date", str(day))
+    assert "2 lines, 2 matched (1700 fen, fees 10 fen, 0 refunds), 0 discrepancies" in ran
+    assert ", settled" in ran
+
+    bill = wx.parse_trade_bill(read(statement).decode("utf-8"))
+    rows = [
+        wx.TradeBillRow(**{**_fields(r), "settlement_total_fen": 50, "order_amount_fen": 50})
+        if r.out_trade_no == first
+        else r
+        for r in bill.rows
+    ]
+    tampered = tmp_path / "tampered.csv"
+    write(tampered, wx.render_trade_bill(rows, wx.TradeBillType.ALL).encode("utf-8"))
+    refused = run_cli(
+        env, "import", "--provider", "wechat", "--date", str(day), "--file", str(tampered)
+    )
+    assert refused.returncode == 1
+    assert "--replace" in refused.stderr
+    replaced = cli(
+        env,
+        "import",
+        "--provider",
+        "wechat",
+        "--date",
+        str(day),
+        "--file",
+        str(tampered),
+        "--replace",
+    )
+    assert "imported 2 lines" in replaced
+    assert "replacing si-" in replaced
+    cli(env, "run", "--provider", "wechat", "--date", str(day))
+    report = json.loads(cli(env, "report", "--provider", "wechat", "--date", str(day), "--json"))
+    assert {k: report[k] for k in ("provider", "date", "lines", "settled")} == {
+        "provider": "wechat",
+        "date": str(day),
+        "lines": 2,
+        "settled": True,
+    }
+    [found] = report["discrepancies"]
+    assert (found["kind"], found["out_trade_no"], found["ours_fen"], found["provider_fen"]) == (
+        "amount_mismatch",
+        first,
+        500,
+        50,
+    )
+    assert found["out_refund_no"] is None
+    assert found["line"].startswith("`")
+    assert report["pending"] == []
+
+    resolved = await api.post(
+        f"/v1/finance/discrepancies/{found['id']}/resolve",
+        json={"resolution": "accept_ours", "remark": "对账单被改过，以我方为准"},
+        headers=headers(settings, clock, Role.FINANCE, FINANCE),
+    )
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["status"] == "resolved"
