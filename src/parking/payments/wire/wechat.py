@@ -1190,19 +1190,28 @@ def render_trade_bill(
     value containing a line break or ``,```. The caller chooses which rows
     belong to ``bill_type``.
     """
+    return "".join(trade_bill_lines(rows, bill_type, line_end=line_end))
+
+
+def trade_bill_lines(
+    rows: Iterable[TradeBillRow], bill_type: TradeBillType, *, line_end: str = "\r\n"
+) -> Iterator[str]:
+    """``render_trade_bill`` a line at a time (each with its line end), for a bill too
+    big to hold: the summary is summed as the rows go by."""
     detail_header = _DETAIL_HEADERS[bill_type]
     summary_header = _SUMMARY_HEADERS[bill_type]
-    lines = [",".join(detail_header)]
+    yield ",".join(detail_header) + line_end
+    totals = _RunningTotals()
     for row in rows:
         values = _row_values(row)
         for column, field in _ROW_AMOUNTS.items():
             if column in detail_header:
                 values[column] = _need_fen(getattr(row, field), column)
-        lines.append(",".join(_render_value(values[column]) for column in detail_header))
-    summary = _summary_values(_summarise(rows))
-    lines.append(",".join(summary_header))
-    lines.append(",".join(_render_value(summary[column]) for column in summary_header))
-    return line_end.join(lines) + line_end
+        totals.add(row)
+        yield ",".join(_render_value(values[column]) for column in detail_header) + line_end
+    summary = _summary_values(totals.summary())
+    yield ",".join(summary_header) + line_end
+    yield ",".join(_render_value(summary[column]) for column in summary_header) + line_end
 
 
 def bill_hash_ok(data: bytes, hash_value: str) -> bool:
