@@ -28,6 +28,7 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 
 from counterparts.payments import keys as key_files
+from counterparts.payments.alipay import AlipayGateway
 from counterparts.payments.model import (
     ApiError,
     ClockCommand,
@@ -355,6 +356,13 @@ def create_app(settings: SandboxSettings | None = None) -> Litestar:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         # Notify URLs are the merchant's; never follow redirects or read
         # proxy settings from the environment for them.
+        alipay = (
+            AlipayGateway(settings.alipay_port, folder, host=settings.host)
+            if settings.alipay_port is not None
+            else None
+        )
+        if alipay is not None:
+            alipay.start()
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
             notifier = Notifier(service, http)
             loop = asyncio.create_task(notifier.run())
@@ -366,6 +374,8 @@ def create_app(settings: SandboxSettings | None = None) -> Litestar:
                     await loop
                 await notifier.stop()
                 store.close()
+                if alipay is not None:
+                    alipay.stop()
 
     return Litestar(
         route_handlers=ROUTES,

@@ -40,6 +40,12 @@ from parking import config
     help="chance that an acknowledged notification is sent once more",
 )
 @click.option("--delivery-timeout", type=float, default=5.0, show_default=True)
+@click.option(
+    "--alipay-port",
+    type=int,
+    default=None,
+    help="also serve the Alipay side (its OpenAPI gateway) on this port",
+)
 def sandbox_pay(
     host: str,
     port: int,
@@ -47,8 +53,10 @@ def sandbox_pay(
     settle_delay: float,
     duplicate_rate: float,
     delivery_timeout: float,
+    alipay_port: int | None,
 ) -> None:
-    """Serve a WeChat Pay v3 sandbox provider with keys under {stack_dir}/sandbox-pay/."""
+    """Serve a WeChat Pay v3 sandbox provider (and, with --alipay-port, an Alipay gateway)
+    with keys under {stack_dir}/sandbox-pay/."""
     settings = config.load()
     folder = settings.stack_dir / "sandbox-pay"
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
@@ -64,6 +72,7 @@ def sandbox_pay(
         delivery_timeout=delivery_timeout,
         log_level=settings.log_level,
         log_format=settings.log_format,
+        alipay_port=alipay_port,
     )
     # Keys and merchant.json exist before the port opens, so whoever waits for
     # the port can load the adapter's configuration right away.

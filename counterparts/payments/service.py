@@ -89,6 +89,8 @@ class SandboxSettings(msgspec.Struct, frozen=True, kw_only=True):
     delivery_timeout: float = 5.0
     log_level: str = "info"
     log_format: str = "json"
+    #: where the Alipay side listens (``counterparts.payments.alipay``); None: no Alipay
+    alipay_port: int | None = None
 
 
 def _digits(count: int) -> str:

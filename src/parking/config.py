@@ -62,7 +62,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "(the sandbox's merchant.json)",
         "WeChat Pay merchant config file (JSON: mchid, keys, base_url)",
     ),
-    ("PARKING_ALIPAY_CONFIG", "(unset: no Alipay)", "Alipay app config file (JSON)"),
+    (
+        "PARKING_ALIPAY_CONFIG",
+        "(the sandbox's alipay.json)",
+        "Alipay app config file (JSON: app_id, keys, gateway_url); no Alipay when it is missing",
+    ),
     (
         "PARKING_NOTIFY_BASE_URL",
         "(http://API host:port)",
@@ -198,7 +202,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     quote_limit_per_minute: int = 60
     #: WeChat Pay merchant config; the local sandbox's ``merchant.json`` unless set
     wechatpay_config: Path = Path("sandbox-pay/merchant.json")
-    #: Alipay app config; no Alipay when None (there is no local Alipay sandbox)
+    #: Alipay app config; the local sandbox's ``alipay.json`` unless set (no Alipay when
+    #: the file is missing)
     alipay_config: Path | None = None
     #: where providers post notifications ("" means the API's own address)
     notify_base_url: str = ""
@@ -293,7 +298,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         wechatpay_config=Path(
             env.get("PARKING_WECHATPAY_CONFIG") or stack_dir / "sandbox-pay" / "merchant.json"
         ),
-        alipay_config=Path(alipay) if (alipay := env.get("PARKING_ALIPAY_CONFIG")) else None,
+        alipay_config=Path(
+            env.get("PARKING_ALIPAY_CONFIG") or stack_dir / "sandbox-pay" / "alipay.json"
+        ),
         notify_base_url=env.get("PARKING_NOTIFY_BASE_URL")
         or f"http://{get('PARKING_API_HOST')}:{get('PARKING_API_PORT')}",
         gateway_client_id=get("PARKING_GATEWAY_CLIENT_ID"),

@@ -48,7 +48,9 @@ def test_defaults_of_the_worker_settings_are_the_workers_own() -> None:
     assert settings.gateway_crash_after is None
     assert settings.run_only == ()
     assert settings.wechatpay_config == Path("/nonexistent-stack/sandbox-pay/merchant.json")
-    assert settings.alipay_config is None
+    assert settings.alipay_config == Path("/nonexistent-stack/sandbox-pay/alipay.json")
+    assert settings.fee_rates == (("wechat", 6000), ("alipay", 6000))
+    assert settings.reconcile_at == (10, 0)
     assert settings.notify_base_url == "http://127.0.0.1:8000"
 
 

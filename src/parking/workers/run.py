@@ -8,6 +8,7 @@ import sys
 import asyncpg
 import click
 
+from counterparts.payments import alipay as sandbox_alipay
 from counterparts.payments import keys as sandbox_keys
 from parking import config
 from parking.db import migrate as migrations
@@ -69,7 +70,8 @@ def run() -> None:
         f"  OpenAPI    {base}/schema  (JSON: {base}/schema/openapi.json)\n"
         f"  health     {base}/healthz  {base}/readyz\n"
         f"  metrics    {base}/metrics\n"
-        f"  sandbox    http://127.0.0.1:{settings.sandbox_port}  (payment provider, WeChat v3)\n"
+        f"  sandbox    http://127.0.0.1:{settings.sandbox_port}  (payment provider, WeChat v3;"
+        f" Alipay gateway on {settings.sandbox_port + 1})\n"
         f"  PostgreSQL 127.0.0.1:{settings.pg_port}   Redis 127.0.0.1:{settings.redis_port}"
         f"   MQTT 127.0.0.1:{settings.mqtt_port} (platform {settings.mqtt_platform_port})\n"
         '  shell      eval "$(uv run parking stack env)"   then psql, redis-cli, mosquitto_sub\n'
@@ -79,9 +81,20 @@ def run() -> None:
     sandbox_keys.ensure(
         settings.stack_dir / "sandbox-pay", base_url=f"http://127.0.0.1:{settings.sandbox_port}"
     )
+    sandbox_alipay.ensure(settings.stack_dir / "sandbox-pay", settings.sandbox_port + 1)
     children = [
         Child("api", [*me, "api"]),
-        Child("sandbox-pay", [*me, "sandbox-pay", "--port", str(settings.sandbox_port)]),
+        Child(
+            "sandbox-pay",
+            [
+                *me,
+                "sandbox-pay",
+                "--port",
+                str(settings.sandbox_port),
+                "--alipay-port",
+                str(settings.sandbox_port + 1),
+            ],
+        ),
         # Settles payments whose notification never came (P7) and expires the rest.
         Child("payments-sweeper", [*me, "payments", "sweep"]),
         # Each morning after PARKING_RECONCILE_AT: yesterday's statements, matched and settled.

@@ -34,6 +34,7 @@ from parking.config import Settings
 from parking.ledger import service as ledger
 from parking.payments import notifications
 from parking.payments.model import AttemptStatus
+from parking.payments.providers import alipay as alipay_adapter
 from parking.payments.providers import wechat as wechat_adapter
 from parking.payments.wire import wechat as wx
 from parking.reconciliation import daily
@@ -42,6 +43,7 @@ from parking.reconciliation.model import ImportResult, Run, StatementKind
 
 _PORT_SHIFT = int(os.environ.get("PARKING_SANDBOX_PORT", "8020")) - 8020
 RECONCILE_SANDBOX_PORT = 8084 + _PORT_SHIFT
+RECONCILE_ALIPAY_PORT = 8085 + _PORT_SHIFT
 RATE = 6000
 FINANCE = "li.finance"
 
@@ -62,7 +64,9 @@ class FollowingClock:
 @pytest.fixture
 def flow_sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
     """This module's own sandbox, fresh for each test: its business clock starts now."""
-    with running_sandbox(tmp_path / "sandbox", RECONCILE_SANDBOX_PORT) as process:
+    with running_sandbox(
+        tmp_path / "sandbox", RECONCILE_SANDBOX_PORT, alipay_port=RECONCILE_ALIPAY_PORT
+    ) as process:
         yield process
 
 
@@ -81,6 +85,7 @@ def api_app(
     clock: FollowingClock,
 ) -> Litestar:
     monkeypatch.setenv("PARKING_WECHATPAY_CONFIG", str(flow_sandbox.config_path))
+    monkeypatch.setenv("PARKING_ALIPAY_CONFIG", str(flow_sandbox.alipay_config_path))
     monkeypatch.setenv("PARKING_NOTIFY_BASE_URL", bridge.base_url)
     settings_ = config.load({**os.environ, "PARKING_DATABASE_URL": db_url})
     # The sandbox signs with wall time; business time follows its business clock.
@@ -105,13 +110,14 @@ async def order(
     settings: Settings,
     clock: FollowingClock,
     amount: int,
+    provider: str = "wechat",
 ) -> tuple[str, str, str]:
     """A driver's bill and the order that pays it: (account, bill id, out_trade_no)."""
     account = new_account()
     bill = await open_bill(conn, amount, account_id=account, now=clock.now())
     response = await api.post(
         "/v1/bills/pay",
-        json={"bill_ids": [bill.id]},
+        json={"bill_ids": [bill.id], "provider": provider},
         headers={
             **headers(settings, clock, Role.DRIVER, account),
             "Idempotency-Key": uuid.uuid4().hex,
@@ -682,3 +688,80 @@ async def test_the_finance_walkthrough_with_the_command_line(
     )
     assert resolved.status_code == 200, resolved.text
     assert resolved.json()["status"] == "resolved"
+
+
+async def test_a_day_through_both_providers_reconciles_and_settles_each(
+    api: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    control: SandboxControl,
+    flow_sandbox: SandboxProcess,
+    http: httpx.AsyncClient,
+    wechat: wechat_adapter.WechatPayProvider,
+    settings: Settings,
+    clock: FollowingClock,
+    tmp_path: Path,
+) -> None:
+    """WeChat Pay and Alipay, both played by the sandbox process: payments and a refund
+    through each, each provider's statement fetched, matched with nothing differing,
+    and each settled; the books balance and both clearing accounts are empty."""
+    clock.set(await control.now())
+    await paid(api, conn, control, settings, clock, 500)
+    alipay_base = f"http://127.0.0.1:{RECONCILE_ALIPAY_PORT}/sandbox/alipay"
+    ali_account, ali_bill, ali_order = await order(api, conn, settings, clock, 800, "alipay")
+    assert (await http.post(f"{alipay_base}/pay/{ali_order}")).status_code == 200
+
+    async def ali_paid() -> bool:
+        return await bill_status(conn, ali_bill) == "paid"
+
+    await eventually(ali_paid, what="the Alipay bill paid")
+    _, second_bill, second_order = await order(api, conn, settings, clock, 1500, "alipay")
+    assert (await http.post(f"{alipay_base}/pay/{second_order}")).status_code == 200
+
+    async def second_paid() -> bool:
+        return await bill_status(conn, second_bill) == "paid"
+
+    await eventually(second_paid, what="the second Alipay bill paid")
+    await refunded(api, conn, settings, clock, ali_account, ali_bill, 300)
+    day = business_day(clock)
+
+    # Alipay: the day's bill zip, through the adapter the platform uses
+    alipay = alipay_adapter.AlipayProvider.from_config(
+        alipay_adapter.load_config(flow_sandbox.alipay_config_path), http=http, clock=SystemClock()
+    )
+    downloaded = await alipay.download_trade_bill(day)
+    assert downloaded.kind == StatementKind.ALIPAY.value
+    file = tmp_path / "alipay.zip"
+    write(file, downloaded.content)
+    async with conn.transaction():
+        imported = await reconcile.import_statement(
+            conn,
+            provider="alipay",
+            day=day,
+            kind=StatementKind.ALIPAY,
+            file=file,
+            source="fetched",
+            stack_dir=tmp_path / "stack",
+            by="test",
+            now=clock.now(),
+        )
+    assert imported.statement.lines == 3
+    async with conn.transaction():
+        ali_run = await reconcile.run(
+            conn, provider="alipay", day=day, fee_rate_ppm=RATE, by="test", now=clock.now()
+        )
+    assert (ali_run.lines, ali_run.matched, ali_run.discrepancies, ali_run.pending) == (3, 3, 0, 0)
+    assert (ali_run.matched_fen, ali_run.refunds_fen) == (800 + 1500 - 300, 300)
+    # 0.60 %: 5 + 9 fen on the payments, 2 fen given back with the refund
+    assert ali_run.fees_fen == 5 + 9 - 2
+    assert ali_run.settled
+
+    # WeChat: the next morning's statement
+    await statement_ready(control, clock, day)
+    await fetch_and_import(conn, wechat, clock, tmp_path, day)
+    wx_run = await run_day(conn, clock, day)
+    assert (wx_run.matched, wx_run.discrepancies, wx_run.settled) == (1, 0, True)
+
+    assert (await ledger.trial_balance(conn)).total_fen == 0
+    assert await balance(conn, "clearing:alipay") == 0
+    assert await balance(conn, "clearing:wechat") == 0
+    assert await balance(conn, "bank") == (2000 - 12) + (500 - 3)

@@ -24,7 +24,8 @@ def build_providers(
 
     This (with the API's lifespan that calls it) is where adapters are
     constructed: WeChat Pay from ``settings.wechatpay_config`` (``$PARKING_WECHATPAY_CONFIG``,
-    else the local sandbox's ``merchant.json``); Alipay only from ``settings.alipay_config``.
+    else the local sandbox's ``merchant.json``); Alipay from ``settings.alipay_config``
+    (``$PARKING_ALIPAY_CONFIG``, else the local sandbox's ``alipay.json``).
     A missing file leaves the provider out (logged); a broken one raises.
     """
     providers: dict[str, PaymentProvider] = {}
@@ -36,9 +37,11 @@ def build_providers(
         providers[adapter.name] = adapter
     else:
         log.warning("no WeChat Pay configuration; start the sandbox or set it", path=str(path))
-    if settings.alipay_config is not None:
+    if settings.alipay_config is not None and settings.alipay_config.exists():
         ali = alipay.AlipayProvider.from_config(
             alipay.load_config(settings.alipay_config), http=http, clock=clock
         )
         providers[ali.name] = ali
+    else:
+        log.info("no Alipay configuration; Alipay is off", path=str(settings.alipay_config))
     return providers

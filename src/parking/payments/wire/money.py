@@ -15,6 +15,7 @@ appears.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from parking.payments.wire import WireError
@@ -39,7 +40,9 @@ class MalformedAmount(WireError, ValueError):
     """An amount string is not a plain decimal with at most the allowed places."""
 
 
+@functools.lru_cache(maxsize=8192)
 def _parse(text: str, places: int) -> int:
+    # Cached: a statement of a million lines repeats a few hundred fees and amounts.
     match = _DECIMAL.fullmatch(text)
     if match is None:
         raise MalformedAmount(f"not a decimal yuan amount: {text!r}")
