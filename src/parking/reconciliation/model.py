@@ -50,9 +50,11 @@ class StatementKind(StrEnum):
 # ------------------------------------------------------------------ the two sides
 
 
-class Line(msgspec.Struct, frozen=True, kw_only=True):
+class Line(msgspec.Struct, frozen=True):
     """One detail line of a statement, as matched. Amounts are positive fen; a refund's
-    fee is the fee given back (negative milli-fen as the provider writes it)."""
+    fee is the fee given back (negative milli-fen as the provider writes it). Matching
+    reads lines without their time and text (a day's run fetches the text of the lines
+    it finds a discrepancy on)."""
 
     line_no: int
     kind: Kind
@@ -67,11 +69,11 @@ class Line(msgspec.Struct, frozen=True, kw_only=True):
     succeeded: bool
     amount_fen: int
     fee_milli_fen: int
-    trade_time: datetime
-    line: str
+    trade_time: datetime | None = None
+    line: str | None = None
 
 
-class Ours(msgspec.Struct, frozen=True, kw_only=True):
+class Ours(msgspec.Struct, frozen=True):
     """A payment attempt or refund request of ours, as matched."""
 
     kind: Kind

@@ -34,6 +34,7 @@ from parking.reconciliation.model import (
     Discrepancy,
     DiscrepancyClosed,
     DiscrepancyKind,
+    Found,
     ImportResult,
     Line,
     NoStatement,
@@ -178,6 +179,7 @@ async def run(
             progress(matcher.totals.lines)
     progress(matcher.totals.lines)
     outcome = matcher.outcome()
+    found = await _with_lines(conn, statement.id, outcome.found)
     await store.pool_wait(conn, provider, outcome.waiting)
     await store.pool_settle(conn, provider, outcome.cleared, status="cleared", on=day)
     await store.pool_settle(conn, provider, outcome.missing, status="missing", on=None)
@@ -204,10 +206,24 @@ async def run(
     )
     await store.insert_run(conn, done)
     await store.upsert_discrepancies(
-        conn, provider, [(new_id("dc", now), f) for f in outcome.found], run_id=done.id, now=now
+        conn, provider, [(new_id("dc", now), f) for f in found], run_id=done.id, now=now
     )
     await store.withdraw_unfound(conn, provider, day, run_id=done.id)
     return done
+
+
+async def _with_lines(conn: asyncpg.Connection, import_id: str, found: list[Found]) -> list[Found]:
+    """The discrepancies with their statement lines, verbatim (matching reads none)."""
+    wanted = [f.line_no for f in found if f.line_no is not None and f.line is None]
+    if not wanted:
+        return found
+    texts = await store.line_texts(conn, import_id, wanted)
+    return [
+        msgspec.structs.replace(f, line=texts.get(f.line_no))
+        if f.line_no is not None and f.line is None
+        else f
+        for f in found
+    ]
 
 
 def settlement_ref(day: date) -> str:

@@ -26,7 +26,7 @@ from parking.reconciliation.model import (
     Waiting,
 )
 
-_FETCH: Final = 5000
+_FETCH: Final = 20_000
 _LINE_COLUMNS: Final = (
     "import_id",
     "line_no",
@@ -189,23 +189,22 @@ WITH keys AS (
     SELECT * FROM payments UNION ALL SELECT * FROM refunds
 ), lines AS (
     SELECT line_no, kind, match_key, out_trade_no, out_refund_no, transaction_id, refund_id,
-           state, succeeded, amount_fen, fee_milli_fen, trade_time, line
+           state, succeeded, amount_fen, fee_milli_fen
       FROM statement_lines WHERE import_id = $1
 )
-SELECT coalesce(l.kind, o.kind) AS g_kind, coalesce(l.match_key, o.match_key) AS g_key,
-       l.line_no, l.kind, l.match_key, l.out_trade_no, l.out_refund_no, l.transaction_id,
-       l.refund_id, l.state, l.succeeded, l.amount_fen, l.fee_milli_fen, l.trade_time, l.line,
-       o.kind AS o_kind, o.match_key AS o_match_key, o.out_trade_no AS o_out_trade_no,
-       o.out_refund_no AS o_out_refund_no, o.record_id AS o_record_id,
-       o.succeeded AS o_succeeded, o.status AS o_status, o.amount_fen AS o_amount_fen,
-       o.business_date AS o_business_date, o.transaction_id AS o_transaction_id
+SELECT l.line_no, l.kind, l.match_key, l.out_trade_no, l.out_refund_no, l.transaction_id,
+       l.refund_id, l.state, l.succeeded, l.amount_fen, l.fee_milli_fen,
+       o.kind, o.match_key, o.out_trade_no, o.out_refund_no, o.record_id, o.succeeded,
+       o.status, o.amount_fen, o.business_date, o.transaction_id,
+       coalesce(l.kind, o.kind), coalesce(l.match_key, o.match_key)
   FROM lines l FULL JOIN ours o ON o.kind = l.kind AND o.match_key = l.match_key
  ORDER BY coalesce(l.kind, o.kind) COLLATE "C", coalesce(l.match_key, o.match_key) COLLATE "C",
           l.line_no
 """
 
-_LINE_FIELDS: Final = Line.__struct_fields__
-_OURS_FIELDS: Final = Ours.__struct_fields__
+#: where a paired row's parts are: the line's fields, ours, then the group's key
+_LINE_END: Final = 11
+_OURS_END: Final = 21
 
 
 async def paired(
@@ -218,21 +217,33 @@ async def paired(
     start, end = _day_bounds(day)
     group: list[Line] = []
     mine: Ours | None = None
-    current: tuple[str, str] | None = None
-    async for row in conn.cursor(
+    current: tuple[object, ...] | None = None
+    async for record in conn.cursor(
         _OURS, import_id, provider, start, end, day, HOLDING_DAYS, prefetch=_FETCH
     ):
-        key = (row["g_kind"], row["g_key"])
+        row = tuple(record)
+        key = row[_OURS_END:]
         if key != current:
             if current is not None:
                 yield group, mine
-            current, group, mine = key, [], None
-            if row["o_kind"] is not None:
-                mine = Ours(**{f: row[f"o_{f}"] for f in _OURS_FIELDS})
-        if row["line_no"] is not None:
-            group.append(Line(**{f: row[f] for f in _LINE_FIELDS}))
+            current, group = key, []
+            mine = Ours(*row[_LINE_END:_OURS_END]) if row[_LINE_END] is not None else None
+        if row[0] is not None:
+            group.append(Line(*row[:_LINE_END]))
     if current is not None:
         yield group, mine
+
+
+async def line_texts(
+    conn: asyncpg.Connection, import_id: str, line_nos: Sequence[int]
+) -> dict[int, str]:
+    rows = await conn.fetch(
+        "SELECT line_no, line FROM statement_lines WHERE import_id = $1 "
+        "AND line_no = ANY($2::int[])",
+        import_id,
+        list(line_nos),
+    )
+    return {r["line_no"]: r["line"] for r in rows}
 
 
 async def pooled_keys(conn: asyncpg.Connection, provider: str, day: date) -> set[tuple[str, str]]:
