@@ -363,15 +363,6 @@ def _waiting(mine: Ours) -> Waiting:
     )
 
 
-def parse_rate(text: str) -> int:
-    """``0.60%`` -> 6000 parts per million. Raises ValueError."""
-    value = text.strip().removesuffix("%").strip()
-    whole, _, fraction = value.partition(".")
-    if not whole.isdigit() or (fraction and not fraction.isdigit()) or len(fraction) > 4:
-        raise ValueError(f"not a percentage with up to 4 decimals: {text!r}")
-    return int(whole) * 10_000 + int((fraction + "0000")[:4])
-
-
 class Settled(msgspec.Struct, frozen=True, kw_only=True):
     gross_fen: int
     fee_fen: int

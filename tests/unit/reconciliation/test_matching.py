@@ -111,10 +111,7 @@ def test_the_provider_paid_what_we_expired_is_a_status_mismatch() -> None:
     assert outcome.totals.matched == 0
 
 
-def test_the_rate_is_parsed_exactly() -> None:
-    assert logic.parse_rate("0.60%") == 6000
-    assert logic.parse_rate("0.6") == 6000
-    assert logic.parse_rate("1.2345%") == 12345
+def test_the_contracted_fee_rounds_half_up_to_the_fen() -> None:
     assert logic.expected_fee_fen(1000, 6000) == 6
     assert logic.expected_fee_fen(250, 6000) == 2  # 1.5 fen rounds half up
 
