@@ -145,6 +145,28 @@ async def paid(
     return account, bill_id, no
 
 
+async def paid_unheard(
+    api: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    control: SandboxControl,
+    settings: Settings,
+    clock: FollowingClock,
+    amount: int,
+) -> tuple[str, str]:
+    """An order the driver paid whose notification never came, and that the sweeper then
+    expired: (bill id, out_trade_no)."""
+    await control.control("notifications", mode="drop")
+    _, bill_id, no = await order(api, conn, settings, clock, amount)
+    await control.pay(no)
+    attempt = await conn.fetchval("SELECT id FROM payment_attempts WHERE out_trade_no = $1", no)
+    assert await notifications.end_attempt(
+        pool, attempt, AttemptStatus.EXPIRED, reason="expired unpaid", now=clock.now()
+    )
+    await control.control("notifications", mode="deliver")
+    return bill_id, no
+
+
 async def refunded(
     api: httpx.AsyncClient,
     conn: asyncpg.Connection,
@@ -307,14 +329,7 @@ async def test_each_discrepancy_kind_injected_once_is_found_once(
     _, _, wrong_fee = await paid(api, conn, control, settings, clock, 1500)
     _, _, fine = await paid(api, conn, control, settings, clock, 2000)
     # the sweeper gave up on an order whose notification never came; the money did
-    await control.control("notifications", mode="drop")
-    _, late_bill, late = await order(api, conn, settings, clock, 700)
-    await control.pay(late)
-    attempt = await conn.fetchval("SELECT id FROM payment_attempts WHERE out_trade_no = $1", late)
-    assert await notifications.end_attempt(
-        pool, attempt, AttemptStatus.EXPIRED, reason="expired unpaid", now=clock.now()
-    )
-    await control.control("notifications", mode="deliver")
+    late_bill, late = await paid_unheard(api, conn, pool, control, settings, clock, 700)
     await control.control("bill_wrong_amount", out_trade_no=wrong_amount, amount_fen=880)
     await control.control("bill_omit", out_trade_no=omitted)
     await control.control(
@@ -461,13 +476,7 @@ async def test_finance_applies_a_payment_whose_notification_was_lost_through_the
 ) -> None:
     clock.set(await control.now())
     day = business_day(clock)
-    await control.control("notifications", mode="drop")
-    _, bill_id, late = await order(api, conn, settings, clock, 700)
-    await control.pay(late)
-    attempt = await conn.fetchval("SELECT id FROM payment_attempts WHERE out_trade_no = $1", late)
-    assert await notifications.end_attempt(
-        pool, attempt, AttemptStatus.EXPIRED, reason="expired unpaid", now=clock.now()
-    )
+    bill_id, late = await paid_unheard(api, conn, pool, control, settings, clock, 700)
     await statement_ready(control, clock, day)
     await fetch_and_import(conn, wechat, clock, tmp_path, day)
     run = await run_day(conn, clock, day)
