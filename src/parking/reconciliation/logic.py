@@ -8,6 +8,8 @@ whole. For each key:
 - a record but no line: it waits in the holding pool for ``HOLDING_DAYS``
   business days (it may be on a later day's statement), then it is
   ``missing_at_provider`` (dated the day it succeeded with us);
+- a line for ours of an earlier day that was already reconciled (and is not
+  waiting in the pool): a ``duplicate`` of that day's line;
 - both: the provider's state against ours (``status_mismatch``), then the
   amounts (``amount_mismatch``), then the provider's fee against the contracted
   rate (``fee_mismatch``); every line after the first for the same key is a
@@ -215,10 +217,20 @@ class DayMatcher:
     entries the day re-checks: a line for one of them clears it.
     """
 
-    def __init__(self, day: date, *, fee_rate_ppm: int, pooled: Iterable[tuple[str, str]] = ()):
+    def __init__(
+        self,
+        day: date,
+        *,
+        fee_rate_ppm: int,
+        pooled: Iterable[tuple[str, str]] = (),
+        reconciled: Iterable[date] = (),
+    ):
         self.day = day
         self.fee_rate_ppm = fee_rate_ppm
         self.pooled = set(pooled)
+        #: earlier days already run: ours of such a day, not waiting in the pool, was on
+        #: that day's statement, so a line for it today is that payment again
+        self.reconciled = set(reconciled)
         self.totals = Totals()
         self.found: list[Found] = []
         self.waiting: list[Waiting] = []
@@ -263,6 +275,17 @@ class DayMatcher:
                 )
             )
             return
+        if self._listed_before(mine):
+            self.found.append(
+                _found(
+                    DiscrepancyKind.DUPLICATE,
+                    self.day,
+                    line=first,
+                    ours=mine,
+                    detail=f"the same {first.kind} was on the statement of {mine.business_date}",
+                )
+            )
+            return
         difference = _difference(first, mine, self.fee_rate_ppm)
         if difference is not None:
             self.found.append(
@@ -281,6 +304,15 @@ class DayMatcher:
             self.totals.refunds_fen += first.amount_fen
         if _key(mine) in self.pooled:
             self.cleared.append(_waiting(mine))
+
+    def _listed_before(self, mine: Ours) -> bool:
+        return (
+            mine.succeeded
+            and mine.business_date is not None
+            and mine.business_date < self.day
+            and mine.business_date in self.reconciled
+            and _key(mine) not in self.pooled
+        )
 
     def _unlisted(self, mine: Ours) -> None:
         """Ours, on no line of the day: it waits, or it has waited long enough."""
@@ -338,6 +370,7 @@ def match(
     *,
     fee_rate_ppm: int,
     pooled: Iterable[tuple[str, str]] = (),
+    reconciled: Iterable[date] = (),
 ) -> Outcome:
     """Match a day's statement ``lines`` against ``ours``, both sorted by (kind, match_key).
 
@@ -345,7 +378,7 @@ def match(
     those waiting in the pool (``pooled`` names their (kind, key)), and any record a
     line names.
     """
-    matcher = DayMatcher(day, fee_rate_ppm=fee_rate_ppm, pooled=pooled)
+    matcher = DayMatcher(day, fee_rate_ppm=fee_rate_ppm, pooled=pooled, reconciled=reconciled)
     for group, mine in pairs(lines, ours):
         matcher.add(group, mine)
     return matcher.outcome()

@@ -169,7 +169,10 @@ async def run(
     if statement is None:
         raise NoStatement(f"no {provider} statement for {day} was imported")
     matcher = logic.DayMatcher(
-        day, fee_rate_ppm=fee_rate_ppm, pooled=await store.pooled_keys(conn, provider, day)
+        day,
+        fee_rate_ppm=fee_rate_ppm,
+        pooled=await store.pooled_keys(conn, provider, day),
+        reconciled=await store.reconciled_days(conn, provider, before=day),
     )
     groups = 0
     async for group, mine in store.paired(conn, statement.id, provider, day):

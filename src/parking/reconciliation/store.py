@@ -261,6 +261,16 @@ async def pooled_keys(conn: asyncpg.Connection, provider: str, day: date) -> set
     return {(r["kind"], r["match_key"]) for r in rows}
 
 
+async def reconciled_days(conn: asyncpg.Connection, provider: str, *, before: date) -> set[date]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT business_date FROM reconciliation_runs "
+        "WHERE provider = $1 AND business_date < $2",
+        provider,
+        before,
+    )
+    return {r["business_date"] for r in rows}
+
+
 # ------------------------------------------------------------------ the pool
 
 

@@ -104,6 +104,19 @@ def test_ours_not_on_the_statement_waits_then_is_missing_at_provider() -> None:
     assert next_day.totals.matched_fen == 800
 
 
+def test_ours_of_a_reconciled_day_listed_again_is_a_duplicate_not_paid_twice() -> None:
+    earlier = ours("payment", "P4", 1200, on=DAY - timedelta(days=1))
+    outcome = logic.match(
+        DAY, [line_of(earlier, 2)], [earlier], fee_rate_ppm=RATE, reconciled={earlier.business_date}
+    )
+    assert kinds(outcome) == {(DiscrepancyKind.DUPLICATE, "P4")}
+    assert (outcome.totals.matched, outcome.totals.matched_fen) == (0, 0)
+    # the day before was never run: a late listing of ours is simply matched
+    late = logic.match(DAY, [line_of(earlier, 2)], [earlier], fee_rate_ppm=RATE)
+    assert late.found == []
+    assert late.totals.matched_fen == 1200
+
+
 def test_the_provider_paid_what_we_expired_is_a_status_mismatch() -> None:
     expired = ours("payment", "P3", 500, succeeded=False)
     outcome = run([line_of(expired, 2)], [expired])
