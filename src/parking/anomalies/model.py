@@ -7,7 +7,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from parking.errors import Conflict, NotFound, ParkingError
+from parking.errors import Conflict, NotFound
+from parking.occupancy.model import CoreUnreachable as CoreUnreachable
 
 _PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
 Remark = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_PRINTABLE)]
@@ -20,10 +21,6 @@ class AnomalyNotFound(NotFound):
 
 class AnomalyResolved(Conflict):
     """The anomaly was resolved already."""
-
-
-class CoreUnreachable(ParkingError):
-    """The occupancy core did not answer while a decision changed it: nothing was saved."""
 
 
 class AnomalyView(msgspec.Struct, frozen=True, kw_only=True):

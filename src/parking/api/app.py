@@ -19,6 +19,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, ControllerRouterHandler, Receive, Scope, Send
 
 from parking import config
+from parking.api import city as city_routes
 from parking.api import drivers, payments, pricing_rules, tariffs
 from parking.api import gate as gate_fallback
 from parking.api import operators as operator_routes
@@ -139,6 +140,7 @@ def create_app(
         *scan_flows.ROUTES,
         *prepay_routes.ROUTES,
         *reconciliation_routes.ROUTES,
+        *city_routes.ROUTES,
     ]
     document_problems(handlers)
     return Litestar(

@@ -17,6 +17,16 @@ Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
 
 
+class District(msgspec.Struct, frozen=True, kw_only=True):
+    """A district, development zone, county or county-level city of Ganzhou."""
+
+    code: str
+    name: str
+    kind: str
+    latitude: float
+    longitude: float
+
+
 class Company(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     name: str

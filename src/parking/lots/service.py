@@ -21,6 +21,7 @@ from parking.lots import logic, store
 from parking.lots.model import (
     Access,
     Company,
+    District,
     InvalidLot,
     LaneView,
     Lot,
@@ -341,3 +342,14 @@ async def add_missing_spaces(
     """Add the (lot_id, space_id) standard spaces not stored yet (the seed; idempotent,
     caller's transaction); ``progress`` hears how many were sent so far."""
     await store.add_missing_spaces(conn, spaces, progress=progress)
+
+
+async def districts(conn: asyncpg.Connection) -> list[District]:
+    """Every district of the city, by code."""
+    return await store.districts(conn)
+
+
+def readable_by(who: Principal, lots: Sequence[Lot]) -> list[Lot]:
+    """Those of ``lots`` the caller may read (the tenancy rule's filter)."""
+    company = logic.lot_filter(who)
+    return [lot for lot in lots if company is None or lot.company_id == company]

@@ -8,7 +8,7 @@ from typing import Final
 
 import asyncpg
 
-from parking.lots.model import Company, LaneView, Lot, SpaceView
+from parking.lots.model import Company, District, LaneView, Lot, SpaceView
 
 
 async def companies(conn: asyncpg.Connection) -> list[Company]:
@@ -396,3 +396,11 @@ async def place_counts(conn: asyncpg.Connection) -> dict[str, int]:
     )
     assert row is not None
     return {key: int(value) for key, value in row.items()}
+
+
+async def districts(conn: asyncpg.Connection) -> list[District]:
+    rows = await conn.fetch(
+        "SELECT code, name, kind, latitude::float8 AS latitude, longitude::float8 AS longitude "
+        "FROM districts ORDER BY code"
+    )
+    return [District(**dict(r)) for r in rows]

@@ -611,21 +611,8 @@ class Ingest:
     async def free_counts(self, lot_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         """lot -> (capacity, free): capacity minus open sessions (gated lots) or minus
         occupied spaces (on-street lots), never below 0. Lots the core lacks are left out."""
-        if not lot_ids:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for lot_id in lot_ids:
-            pipe.hmget(
-                keys.lot(keys.lot_tag(lot_id), lot_id), "capacity", "kind", "sessions", "occupied"
-            )
-        out = {}
-        for lot_id, (capacity, kind, open_sessions, occupied) in zip(
-            lot_ids, await pipe.execute(), strict=True
-        ):
-            if capacity is not None:
-                used = open_sessions if kind in (b"gated", "gated") else occupied
-                out[lot_id] = (int(capacity), max(0, int(capacity) - int(used or 0)))
-        return out
+        counts = await store.live_counts(self.redis, lot_ids)
+        return {lot_id: (count.capacity, count.free) for lot_id, count in counts.items()}
 
     def availability(self, lot_id: str, capacity: int, free: int, now: datetime) -> Publish:
         """The retained QoS 0 ``availability`` message of a lot (contracts/mqtt.md)."""

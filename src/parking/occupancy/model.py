@@ -24,6 +24,11 @@ class CoreNotReady(ParkingError):
     """A shard of the core has not been loaded (Redis lost its state): rebuild from PostgreSQL."""
 
 
+class CoreUnreachable(ParkingError):
+    """The occupancy core (Redis) did not answer: a decision that would change it saved
+    nothing; a figure read from it cannot be given now (503)."""
+
+
 class Outcome(StrEnum):
     """What a passage did at the lane."""
 
@@ -233,6 +238,27 @@ class Directory:
 
 
 # ------------------------------------------------------------- plate flags
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCount:
+    """A lot as the core counts it now."""
+
+    capacity: int
+    kind: str
+    #: open sessions (a gated lot's cars; an on-street lot's claimed stays)
+    sessions: int
+    #: occupied spaces (on-street lots' sensors)
+    occupied_spaces: int
+
+    @property
+    def occupied(self) -> int:
+        """Cars in the lot: open sessions of a gated lot, occupied spaces on the street."""
+        return self.sessions if self.kind == "gated" else self.occupied_spaces
+
+    @property
+    def free(self) -> int:
+        return max(0, self.capacity - self.occupied)
 
 
 @dataclass(frozen=True, slots=True)

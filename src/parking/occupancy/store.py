@@ -1,5 +1,8 @@
 """Access to the occupancy core (Redis functions) and its tables (PostgreSQL). No decisions.
 
+Kept whole (over 600 lines): every Redis call of the core sits here, one per Lua
+function or key, read beside ``lua/occupancy.lua`` and ``keys.py``.
+
 Redis calls are queued on a `Batch` by the ``queue_*`` functions and sent in
 one round trip by the caller: the gateway applies a whole batch of events with
 one `Batch` per phase. Each queued call is one single-slot function call.
@@ -20,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from parking.occupancy import keys
+from parking.occupancy.model import LiveCount
 
 LIBRARY: Final = (
     resources.files("parking.occupancy").joinpath("lua/occupancy.lua").read_text("utf-8")
@@ -401,6 +405,29 @@ async def set_plate_flag(redis: aioredis.Redis, plate: str, field: str, value: s
 
 async def flagged_plates(redis: aioredis.Redis, tag: str) -> set[str]:
     return {text(p) for p in await redis.smembers(keys.flagged(tag))}
+
+
+async def live_counts(redis: aioredis.Redis, lot_ids: Sequence[str]) -> dict[str, LiveCount]:
+    """lot -> its counts in the core now, for the lots the core has (one pipeline)."""
+    if not lot_ids:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for lot_id in lot_ids:
+        pipe.hmget(
+            keys.lot(keys.lot_tag(lot_id), lot_id), "capacity", "kind", "sessions", "occupied"
+        )
+    out = {}
+    for lot_id, (capacity, kind, sessions, occupied) in zip(
+        lot_ids, await pipe.execute(), strict=True
+    ):
+        if capacity is not None:
+            out[lot_id] = LiveCount(
+                capacity=int(capacity),
+                kind=text(kind) if kind is not None else "",
+                sessions=int(sessions or 0),
+                occupied_spaces=int(occupied or 0),
+            )
+    return out
 
 
 async def lot_counts(redis: aioredis.Redis, lot_id: str) -> dict[str, str]:

@@ -1,0 +1,123 @@
+"""City management's figures now (GET /v1/city/...), checked against ground truth this test
+computes itself: the cars it drove through the lanes over MQTT (real gates, the real
+gateway) and the seeded city's plan (parking.seed.city.build), never the same SQL."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kits import Client
+from pipekit import DEMO, Device, Pipeline, eventually
+from test_gateway_walkthrough import _pub, _settle, _watch
+
+from parking.auth.model import Role
+from parking.seed import city as plan
+
+PLATES = ("赣B7C1T1", "赣B7C1T2", "赣B7C1T3")
+
+
+async def _drive(pipe: Pipeline, gate: Device, seq: int, plate: str, direction: str) -> None:
+    """One passage published as the gate; returns once the lane got its command."""
+    assert gate.lane_id is not None
+    at = datetime.now(UTC) - timedelta(seconds=30 - seq)
+    watch = _watch(pipe, gate, pipe.topics.commands(DEMO, gate.lane_id))
+    await _settle()
+    payload = {
+        "device_id": gate.device_id,
+        "seq": seq,
+        "observed_at": at.isoformat(),
+        "direction": direction,
+        "plate": plate,
+        "plate_color": "blue",
+        "confidence": 0.97,
+        "image_ref": f"gz-demo-01/{gate.lane_id}/{seq}.jpg",
+    }
+    _pub(
+        pipe,
+        gate,
+        pipe.topics.passages(DEMO, gate.lane_id),
+        json.dumps(payload, ensure_ascii=False),
+    )
+    _, err = watch.communicate(timeout=40)
+    assert watch.returncode == 0, err
+
+
+async def test_the_city_figures_follow_cars_through_the_lanes(
+    pipeline: Pipeline, api: Client, token_for: Any
+) -> None:
+    entry = await pipeline.add_gate("in1")
+    exit_gate = await pipeline.add_gate("out1")
+    pipeline.gateway().start()
+    await pipeline.subscribed()
+    for seq, plate in enumerate(PLATES, start=1):
+        await _drive(pipeline, entry, seq, plate, "in")
+    await _drive(pipeline, exit_gate, 1, PLATES[0], "out")
+    inside = len(PLATES) - 1
+
+    lots = plan.build(pipeline.settings.city_seed)
+    by_district = Counter[str]()
+    for planned in lots:
+        by_district[planned.lot.district_code] += planned.lot.capacity
+    demo = next(p.lot for p in lots if p.id == DEMO)
+    city_staff = {"Authorization": f"Bearer {token_for(Role.CITY, 'zhao.city')}"}
+
+    async def counted() -> bool:
+        got = await api.get("/v1/city/lots/" + DEMO, headers=city_staff)
+        return got.status_code == 200 and got.json()["occupied"] == inside
+
+    await eventually(counted, within=10, what="the lot's count")
+    lot = (await api.get("/v1/city/lots/" + DEMO, headers=city_staff)).json()
+    assert (lot["capacity"], lot["occupied"], lot["free"], lot["full"], lot["live"]) == (
+        plan.DEMO_CAPACITY,
+        inside,
+        plan.DEMO_CAPACITY - inside,
+        False,
+        True,
+    )
+    assert lot["occupancy_pct"] == round(100 * inside / plan.DEMO_CAPACITY, 1)
+
+    overview = (await api.get("/v1/city/overview", headers=city_staff)).json()
+    assert {k: overview[k] for k in ("lots", "capacity", "occupied", "free", "full_lots")} == {
+        "lots": plan.TOTAL_LOTS,
+        "capacity": plan.TOTAL_SPACES,
+        "occupied": inside,
+        "free": plan.TOTAL_SPACES - inside,
+        "full_lots": 0,
+    }
+    assert overview["open_sessions"] == inside
+    assert overview["lots_not_live"] == 0
+    assert overview["districts"] == len(by_district)
+
+    districts = {
+        d["code"]: d
+        for d in (await api.get("/v1/city/districts", headers=city_staff)).json()["items"]
+    }
+    assert {code: d["capacity"] for code, d in districts.items()} == dict(by_district)
+    home = districts[demo.district_code]
+    assert (home["occupied"], home["free"]) == (inside, by_district[demo.district_code] - inside)
+    assert sum(d["occupied"] for d in districts.values()) == inside
+
+    fullest = await api.get(
+        "/v1/city/lots",
+        params={"district": demo.district_code, "sort": "fullest"},
+        headers=city_staff,
+    )
+    items = fullest.json()["items"]
+    assert items[0]["lot_id"] == DEMO
+    assert {i["district_code"] for i in items} == {demo.district_code}
+    assert len(items) == sum(1 for p in lots if p.lot.district_code == demo.district_code)
+
+    # an operator of another company sees its own lots only; the demo lot is a 404
+    county = {"Authorization": f"Bearer {token_for(Role.OPERATOR, 'sun.op', company='gz-county')}"}
+    theirs = (await api.get("/v1/city/overview", headers=county)).json()
+    assert theirs["capacity"] == sum(
+        p.lot.capacity for p in lots if p.lot.company_id == "gz-county"
+    )
+    assert theirs["occupied"] == 0
+    assert (await api.get("/v1/city/lots/" + DEMO, headers=county)).status_code == 404
+    # a driver is not city management
+    driver = {"Authorization": f"Bearer {token_for(Role.DRIVER, 'acc-1')}"}
+    assert (await api.get("/v1/city/overview", headers=driver)).status_code == 403
