@@ -22,6 +22,7 @@ from parking import config
 from parking.api import city as city_routes
 from parking.api import drivers, payments, pricing_rules, tariffs
 from parking.api import gate as gate_fallback
+from parking.api import opendata as opendata_routes
 from parking.api import operators as operator_routes
 from parking.api import prepay as prepay_routes
 from parking.api import reconciliation as reconciliation_routes
@@ -141,6 +142,7 @@ def create_app(
         *prepay_routes.ROUTES,
         *reconciliation_routes.ROUTES,
         *city_routes.ROUTES,
+        *opendata_routes.ROUTES,
     ]
     document_problems(handlers)
     return Litestar(

@@ -298,9 +298,13 @@ TENANT: dict[str, Callable[[Things], Request]] = {
         f"/v1/operator/blacklist/{t.plate}",
         None,
     ),
+    "GET /v1/city/lots/{lot_id:str}": lambda t: (f"/v1/city/lots/{t.lot}", None),
 }
 NOT_ONE_LOT: dict[str, str] = {
     "GET /v1/operator/lots": "lists the caller's company's lots only",
+    "GET /v1/city/overview": "sums the caller's company's lots only",
+    "GET /v1/city/districts": "sums the caller's company's lots only",
+    "GET /v1/city/lots": "lists the caller's company's lots only",
     "POST /v1/operator/lots": "the new lot is the creator's company's",
     "GET /v1/operator/anomalies": "lists the anomalies of the caller's company's lots only",
     "POST /v1/operator/tariffs": "the new tariff is the creator's company's",

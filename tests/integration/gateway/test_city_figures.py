@@ -121,3 +121,43 @@ async def test_the_city_figures_follow_cars_through_the_lanes(
     # a driver is not city management
     driver = {"Authorization": f"Bearer {token_for(Role.DRIVER, 'acc-1')}"}
     assert (await api.get("/v1/city/overview", headers=driver)).status_code == 403
+
+    # open data, no login: the same lot's free spaces, every other lot empty, no plate
+    public = await api.get("/open/v1/availability")
+    assert public.status_code == 200, public.text
+    sites = {s["uid"]: s for s in public.json()["items"]}
+    assert public.json()["total_count"] == plan.TOTAL_LOTS == len(sites)
+    assert sites[DEMO]["realtime_free_capacity"] == plan.DEMO_CAPACITY - inside
+    assert sites[DEMO]["realtime_opening_status"] == "OPEN"
+    assert {uid: s["realtime_free_capacity"] for uid, s in sites.items() if uid != DEMO} == {
+        p.id: p.lot.capacity for p in lots if p.id != DEMO
+    }
+    assert not any(plate in public.text for plate in PLATES)
+    assert public.headers["RateLimit-Limit"]
+    unchanged = await api.get(
+        "/open/v1/availability", headers={"If-None-Match": public.headers["ETag"]}
+    )
+    assert unchanged.status_code == 304
+    assert unchanged.content == b""
+
+    static = await api.get("/open/v1/lots")
+    assert static.status_code == 200
+    assert static.headers["Last-Modified"].endswith("GMT")
+    by_uid = {s["uid"]: s for s in static.json()["items"]}
+    assert {uid: (s["capacity"], s["lat"], s["lon"]) for uid, s in by_uid.items()} == {
+        p.id: (p.lot.capacity, p.lot.latitude, p.lot.longitude) for p in lots
+    }
+    assert by_uid[DEMO]["type"] == "CAR_PARK"
+    assert {s["type"] for s in by_uid.values()} == {"CAR_PARK", "ON_STREET"}
+    assert set(by_uid[DEMO]) == {
+        "uid",
+        "name",
+        "lat",
+        "lon",
+        "capacity",
+        "purpose",
+        "type",
+        "operator_name",
+        "has_fee",
+        "has_realtime_data",
+    }

@@ -1,0 +1,85 @@
+"""Open data, public (no login): every lot and its free spaces now, as ParkAPI v3 JSON.
+
+Rate limited per client address; each answer carries an ``ETag`` (a hash of the body)
+and ``Last-Modified``, and a request whose ``If-None-Match`` names the current ETag is
+answered 304 without a body. Nothing personal is ever here: no plates, no sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any, Final
+
+import msgspec
+from litestar import Request, Response, get
+
+from parking.api.infra import connection, infra_of
+from parking.api.rate_limit import RateLimiter, Rule
+from parking.api.routing import clock_of, problem_responses
+from parking.opendata import service as opendata
+
+#: a city app or a map polls every few seconds; a scraper gets no more than this
+OPEN_PER_CLIENT: Final = (Rule("open-data-1m", 120, 60), Rule("open-data-1h", 3600, 3600))
+_PUBLIC: Final = {"exclude_from_auth": True}
+
+
+def _client(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _cached(
+    request: Request[Any, Any, Any], body: bytes, modified: datetime, extra: dict[str, str]
+) -> Response[bytes]:
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {
+        **extra,
+        "ETag": etag,
+        "Last-Modified": format_datetime(modified.astimezone(UTC), usegmt=True),
+        "Cache-Control": "public, max-age=5",
+    }
+    wanted = request.headers.get("if-none-match", "")
+    if etag in (tag.strip() for tag in wanted.split(",")) or wanted.strip() == "*":
+        return Response(b"", status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def _admit(request: Request[Any, Any, Any]) -> dict[str, str]:
+    decision = await RateLimiter(infra_of(request.app).redis).enforce(
+        [(f"open-data:client:{_client(request)}", OPEN_PER_CLIENT)]
+    )
+    return decision.headers
+
+
+@get(
+    "/open/v1/lots",
+    opt=_PUBLIC,
+    tags=["open data"],
+    summary="Every car park and on-street section: id, name, place, capacity (ParkAPI v3)",
+    responses=problem_responses(429, 503),
+)
+async def open_lots(request: Request[Any, Any, Any]) -> Response[bytes]:
+    limits = await _admit(request)
+    async with connection(infra_of(request.app)) as conn:
+        sites = await opendata.sites(conn)
+    return _cached(request, msgspec.json.encode(sites), clock_of(request).now(), limits)
+
+
+@get(
+    "/open/v1/availability",
+    opt=_PUBLIC,
+    tags=["open data"],
+    summary="Free spaces per lot now, from the live core (ParkAPI v3 realtime)",
+    responses=problem_responses(429, 503),
+)
+async def open_availability(request: Request[Any, Any, Any]) -> Response[bytes]:
+    limits = await _admit(request)
+    infra = infra_of(request.app)
+    now = clock_of(request).now()
+    async with connection(infra) as conn:
+        sites = await opendata.availability(conn, infra.redis, now=now)
+    return _cached(request, msgspec.json.encode(sites), now, limits)
+
+
+ROUTES: Final = [open_lots, open_availability]

@@ -1,0 +1,1 @@
+"""Open data: where to park, for everyone (ParkAPI v3 JSON); nothing personal."""

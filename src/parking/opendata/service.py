@@ -1,0 +1,31 @@
+"""The public feed's use cases: every lot of the city, and its free spaces now."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from parking.lots import service as lots
+from parking.occupancy import store as core
+from parking.occupancy.model import CoreUnreachable
+from parking.opendata import logic
+from parking.opendata.model import RealtimeSites, StaticSites
+
+
+async def sites(conn: asyncpg.Connection) -> StaticSites:
+    return logic.static_sites(await lots.every_lot(conn), await lots.companies(conn))
+
+
+async def availability(
+    conn: asyncpg.Connection, redis: aioredis.Redis, *, now: datetime
+) -> RealtimeSites:
+    """Free spaces per lot from the live core. Raises CoreUnreachable when it does not answer."""
+    every = await lots.every_lot(conn)
+    try:
+        counts = await core.live_counts(redis, [lot.id for lot in every])
+    except (RedisError, OSError) as exc:
+        raise CoreUnreachable("the live occupancy core does not answer; try again") from exc
+    return logic.realtime_sites(every, counts, now.replace(microsecond=0))
