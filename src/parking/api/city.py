@@ -3,11 +3,14 @@ occupancy now, from the live core, per lot, district and city."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Request, get
 from litestar.params import PathParameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from parking.api.auth import principal_of
 from parking.api.denied import require_lot
@@ -15,7 +18,9 @@ from parking.api.infra import connection, infra_of
 from parking.api.routing import clock_of, problem_responses, staff_readers
 from parking.city import service as city
 from parking.city.model import DistrictNow, LotNow, LotOrder, Overview
-from parking.lots.model import Access
+from parking.lots import service as lots_service
+from parking.lots.model import Access, Lot
+from parking.occupancy.model import CoreUnreachable
 
 LotIdParam = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 DistrictQuery = Annotated[str | None, QueryParameter(pattern=r"^[A-Z]{2,4}$")]
@@ -100,4 +105,63 @@ async def lot(request: Request[Any, Any, Any], lot_id: LotIdParam) -> LotNow:
         return await city.lot_now(conn, infra.redis, who, lot_id)
 
 
-ROUTES: Final = [overview, districts, lots, lot]
+#: how often a subscriber's lots are looked at in the core (an event shows within 2 s)
+STREAM_TICK_S: Final = 1.0
+#: a comment line this often keeps proxies from closing a quiet stream
+KEEPALIVE_TICKS: Final = 15
+
+
+async def _events(request: Request[Any, Any, Any]) -> AsyncIterator[ServerSentEventMessage]:
+    infra = infra_of(request.app)
+    clock = clock_of(request)
+    watch = city.Watch(principal_of(request))
+
+    async def every_lot() -> list[Lot]:
+        async with connection(infra) as conn:
+            return await lots_service.every_lot(conn)
+
+    sequence = 0
+    quiet = 0
+    while True:
+        try:
+            found, moved = await watch.tick(every_lot, infra.redis)
+        except CoreUnreachable as exc:
+            yield ServerSentEventMessage(event="unavailable", data=str(exc), retry=5000)
+            return
+        at = clock.now()
+        if moved:
+            sequence += 1
+            kind = "snapshot" if sequence == 1 else "lots"
+            yield ServerSentEventMessage(
+                event=kind, id=sequence, data=msgspec.json.encode(moved).decode()
+            )
+            yield ServerSentEventMessage(
+                event="overview",
+                id=sequence,
+                data=msgspec.json.encode(watch.overview(found, at)).decode(),
+            )
+            quiet = 0
+        else:
+            quiet += 1
+            if quiet % KEEPALIVE_TICKS == 0:
+                yield ServerSentEventMessage(comment="keep-alive")
+        await asyncio.sleep(STREAM_TICK_S)
+
+
+@get(
+    "/v1/city/stream",
+    guards=staff_readers,
+    tags=["city"],
+    summary="Server-Sent Events: a snapshot of the lots, then the lots whose counts change",
+    description=(
+        "Events: `snapshot` (every lot the caller may read, once), `lots` (the lots whose "
+        "count changed, within 2 s), `overview` (the city's totals after each), "
+        "`unavailable` (the live core does not answer; reconnect)."
+    ),
+    responses=problem_responses(401, 403),
+)
+async def stream(request: Request[Any, Any, Any]) -> ServerSentEvent:
+    return ServerSentEvent(_events(request), headers={"Cache-Control": "no-store"})
+
+
+ROUTES: Final = [overview, districts, lots, lot, stream]

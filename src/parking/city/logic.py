@@ -88,3 +88,17 @@ def ordered(lots: Iterable[LotNow], order: LotOrder) -> list[LotNow]:
     if order is LotOrder.FREE:
         return sorted(lots, key=lambda x: (-x.free, x.lot_id))
     return sorted(lots, key=lambda x: x.lot_id)
+
+
+def changed(previous: Mapping[str, LotNow], current: Iterable[LotNow]) -> list[LotNow]:
+    """The lots whose count or size differs from ``previous`` (new ones included)."""
+    out = []
+    for lot in current:
+        before = previous.get(lot.lot_id)
+        if before is None or (before.occupied, before.capacity, before.live) != (
+            lot.occupied,
+            lot.capacity,
+            lot.live,
+        ):
+            out.append(lot)
+    return out

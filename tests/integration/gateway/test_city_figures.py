@@ -5,10 +5,13 @@ gateway) and the seeded city's plan (parking.seed.city.build), never the same SQ
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from kits import Client
 from pipekit import DEMO, Device, Pipeline, eventually
 from test_gateway_walkthrough import _pub, _settle, _watch
@@ -161,3 +164,61 @@ async def test_the_city_figures_follow_cars_through_the_lanes(
         "has_fee",
         "has_realtime_data",
     }
+
+
+async def _events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) of a Server-Sent Events stream."""
+    event, data = "message", []
+    async for line in lines:
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            data.append(line.removeprefix("data:").strip())
+
+
+async def test_the_city_stream_shows_a_cars_entry_within_seconds(
+    pipeline: Pipeline, token_for: Any
+) -> None:
+    """A real API process; the stream read over TCP as a browser's EventSource would."""
+    entry = await pipeline.add_gate("in1")
+    pipeline.gateway().start()
+    await pipeline.subscribed()
+    port = pipeline.settings.api_port + 3
+    pipeline.process("api", "api", PARKING_API_PORT=str(port)).start()
+    base = f"http://127.0.0.1:{port}"
+    city_staff = {"Authorization": f"Bearer {token_for(Role.CITY, 'zhao.city')}"}
+    async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as http:
+
+        async def ready() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(ready, within=60, what="the API to be ready")
+        async with http.stream("GET", "/v1/city/stream", headers=city_staff) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = _events(response.aiter_lines())
+            kind, data = await anext(events)
+            assert kind == "snapshot"
+            snapshot = {lot["lot_id"]: lot for lot in json.loads(data)}
+            assert len(snapshot) == plan.TOTAL_LOTS
+            assert snapshot[DEMO]["occupied"] == 0
+            await _drive(pipeline, entry, 1, PLATES[0], "in")
+            entered = time.monotonic()
+            async for kind, data in events:
+                if kind == "lots":
+                    moved = {lot["lot_id"]: lot for lot in json.loads(data)}
+                    if DEMO in moved:
+                        assert moved[DEMO]["occupied"] == 1
+                        assert set(moved) == {DEMO}
+                        break
+                assert time.monotonic() - entered < 5, "no change within 5 s"
+            kind, data = await anext(events)
+            assert kind == "overview"
+            assert json.loads(data)["occupied"] == 1
