@@ -36,6 +36,8 @@ for _key, _value in {
     "PARKING_API_PORT": "8010",
     "PARKING_SANDBOX_PORT": "8020",
     "PARKING_LOG_FORMAT": "console",
+    # a city stream ends soon, so a test that reads a route's whole answer gets one
+    "PARKING_STREAM_MAX_SECONDS": "1",
 }.items():
     os.environ.setdefault(_key, _value)
 

@@ -139,6 +139,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "`fee_mismatch`",
     ),
     (
+        "PARKING_STREAM_MAX_SECONDS",
+        "300",
+        "a `/v1/city/stream` connection ends after this long (the browser reconnects at once)",
+    ),
+    (
         "PARKING_RECONCILE_AT",
         "10:00",
         "time of day (Asia/Shanghai) after which `parking run`'s reconciler fetches and "
@@ -221,6 +226,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fee_rates: tuple[tuple[str, int], ...] = (("wechat", 6000), ("alipay", 6000))
     #: (hour, minute), Asia/Shanghai: the reconciler's daily start
     reconcile_at: tuple[int, int] = (10, 0)
+    #: seconds a city stream connection lives before the client reconnects
+    stream_max_seconds: float = 300.0
 
     def fee_rate_ppm(self, provider: str) -> int:
         """The provider's contracted fee rate; ConfigError when none is configured."""
@@ -313,6 +320,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         persister_crash_after=_count(env.get("PARKING_PERSISTER_CRASH_AFTER")),
         fee_rates=_fee_rates(get("PARKING_FEE_RATES")),
         reconcile_at=_time_of_day(get("PARKING_RECONCILE_AT")),
+        stream_max_seconds=float(get("PARKING_STREAM_MAX_SECONDS")),
     )
 
 

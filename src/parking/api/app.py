@@ -34,6 +34,7 @@ from parking.api.infra import lifespan_for
 from parking.api.pricing_state import PricerCache
 from parking.api.problems import EXCEPTION_HANDLERS, document_problems
 from parking.auth.tokens import VerifiedTokens
+from parking.city import service as city_service
 from parking.clock import Clock, SystemClock
 from parking.config import Settings
 from parking.errors import NotFound
@@ -165,6 +166,7 @@ def create_app(
                 "jwt_key": settings.jwt_key,
                 "verified_tokens": VerifiedTokens(settings.jwt_key),
                 "pricer_cache": PricerCache(),
+                "city_snapshots": city_service.Snapshots(),
                 "metrics_allow": tuple(ipaddress.ip_network(n) for n in settings.metrics_allow),
             }
         ),

@@ -4,6 +4,7 @@ occupancy now, from the live core, per lot, district and city."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
 
@@ -18,12 +19,23 @@ from parking.api.infra import connection, infra_of
 from parking.api.routing import clock_of, problem_responses, staff_readers
 from parking.city import service as city
 from parking.city.model import DistrictNow, LotNow, LotOrder, Overview
-from parking.lots import service as lots_service
-from parking.lots.model import Access, Lot
+from parking.lots.model import Access, District, Lot
 from parking.occupancy.model import CoreUnreachable
 
 LotIdParam = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 DistrictQuery = Annotated[str | None, QueryParameter(pattern=r"^[A-Z]{2,4}$")]
+
+
+async def _snapshot(request: Request[Any, Any, Any]) -> city.Snapshot:
+    """The app's one-second snapshot of the city (shared by every request)."""
+    infra = infra_of(request.app)
+    snapshots: city.Snapshots = request.app.state.city_snapshots
+
+    async def registers() -> tuple[list[Lot], list[District]]:
+        async with connection(infra) as conn:
+            return await city.registers(conn)
+
+    return await snapshots.get(registers, infra.redis)
 
 
 class Districts(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,11 +54,8 @@ class Lots(msgspec.Struct, frozen=True, kw_only=True):
     responses=problem_responses(401, 403, 503),
 )
 async def overview(request: Request[Any, Any, Any]) -> Overview:
-    infra = infra_of(request.app)
-    async with connection(infra) as conn:
-        return await city.overview(
-            conn, infra.redis, principal_of(request), now=clock_of(request).now()
-        )
+    snapshot = await _snapshot(request)
+    return city.overview(snapshot, principal_of(request), now=clock_of(request).now())
 
 
 @get(
@@ -57,9 +66,8 @@ async def overview(request: Request[Any, Any, Any]) -> Overview:
     responses=problem_responses(401, 403, 503),
 )
 async def districts(request: Request[Any, Any, Any]) -> Districts:
-    infra = infra_of(request.app)
-    async with connection(infra) as conn:
-        return Districts(items=await city.districts(conn, infra.redis, principal_of(request)))
+    snapshot = await _snapshot(request)
+    return Districts(items=city.districts(snapshot, principal_of(request)))
 
 
 @get(
@@ -74,12 +82,8 @@ async def lots(
     district: DistrictQuery = None,
     sort: Annotated[LotOrder, QueryParameter()] = LotOrder.ID,
 ) -> Lots:
-    infra = infra_of(request.app)
-    async with connection(infra) as conn:
-        found = await city.lots_now(
-            conn, infra.redis, principal_of(request), district=district, order=sort
-        )
-    return Lots(items=found)
+    snapshot = await _snapshot(request)
+    return Lots(items=city.lots_now(snapshot, principal_of(request), district=district, order=sort))
 
 
 @get(
@@ -112,33 +116,33 @@ KEEPALIVE_TICKS: Final = 15
 
 
 async def _events(request: Request[Any, Any, Any]) -> AsyncIterator[ServerSentEventMessage]:
-    infra = infra_of(request.app)
     clock = clock_of(request)
     watch = city.Watch(principal_of(request))
-
-    async def every_lot() -> list[Lot]:
-        async with connection(infra) as conn:
-            return await lots_service.every_lot(conn)
-
+    # A connection lives a bounded time (proxies, load balancers, a worker's
+    # restart); the client reconnects at once and gets a fresh snapshot.
+    ends = time.monotonic() + infra_of(request.app).settings.stream_max_seconds
     sequence = 0
     quiet = 0
-    while True:
+    while time.monotonic() < ends:
         try:
-            found, moved = await watch.tick(every_lot, infra.redis)
+            snapshot = await _snapshot(request)
         except CoreUnreachable as exc:
             yield ServerSentEventMessage(event="unavailable", data=str(exc), retry=5000)
             return
-        at = clock.now()
+        moved = watch.tick(snapshot)
         if moved:
             sequence += 1
             kind = "snapshot" if sequence == 1 else "lots"
             yield ServerSentEventMessage(
-                event=kind, id=sequence, data=msgspec.json.encode(moved).decode()
-            )
-            yield ServerSentEventMessage(
-                event="overview",
+                event=kind,
                 id=sequence,
-                data=msgspec.json.encode(watch.overview(found, at)).decode(),
+                data=msgspec.json.encode(moved).decode(),
+                # reconnect at once when a connection's time is up
+                retry=1000 if sequence == 1 else None,
+            )
+            totals = city.overview(snapshot, watch.who, now=clock.now())
+            yield ServerSentEventMessage(
+                event="overview", id=sequence, data=msgspec.json.encode(totals).decode()
             )
             quiet = 0
         else:
@@ -151,6 +155,7 @@ async def _events(request: Request[Any, Any, Any]) -> AsyncIterator[ServerSentEv
 @get(
     "/v1/city/stream",
     guards=staff_readers,
+    media_type="text/event-stream",
     tags=["city"],
     summary="Server-Sent Events: a snapshot of the lots, then the lots whose counts change",
     description=(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 from litestar import Request, Response, get
@@ -19,6 +19,9 @@ from parking.api.infra import connection, infra_of
 from parking.api.rate_limit import RateLimiter, Rule
 from parking.api.routing import clock_of, problem_responses
 from parking.opendata import service as opendata
+from parking.opendata.model import RealtimeSites, StaticSites
+
+T = TypeVar("T", StaticSites, RealtimeSites)
 
 #: a city app or a map polls every few seconds; a scraper gets no more than this
 OPEN_PER_CLIENT: Final = (Rule("open-data-1m", 120, 60), Rule("open-data-1h", 3600, 3600))
@@ -30,8 +33,9 @@ def _client(request: Request[Any, Any, Any]) -> str:
 
 
 def _cached(
-    request: Request[Any, Any, Any], body: bytes, modified: datetime, extra: dict[str, str]
-) -> Response[bytes]:
+    request: Request[Any, Any, Any], content: T, modified: datetime, extra: dict[str, str]
+) -> Response[T]:
+    body = msgspec.json.encode(content)
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {
         **extra,
@@ -41,8 +45,9 @@ def _cached(
     }
     wanted = request.headers.get("if-none-match", "")
     if etag in (tag.strip() for tag in wanted.split(",")) or wanted.strip() == "*":
-        return Response(b"", status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+        # no body with a 304
+        return cast(Response[T], Response(content=b"", status_code=304, headers=headers))
+    return Response(content, headers=headers)
 
 
 async def _admit(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -59,11 +64,11 @@ async def _admit(request: Request[Any, Any, Any]) -> dict[str, str]:
     summary="Every car park and on-street section: id, name, place, capacity (ParkAPI v3)",
     responses=problem_responses(429, 503),
 )
-async def open_lots(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def open_lots(request: Request[Any, Any, Any]) -> Response[StaticSites]:
     limits = await _admit(request)
     async with connection(infra_of(request.app)) as conn:
         sites = await opendata.sites(conn)
-    return _cached(request, msgspec.json.encode(sites), clock_of(request).now(), limits)
+    return _cached(request, sites, clock_of(request).now(), limits)
 
 
 @get(
@@ -73,13 +78,13 @@ async def open_lots(request: Request[Any, Any, Any]) -> Response[bytes]:
     summary="Free spaces per lot now, from the live core (ParkAPI v3 realtime)",
     responses=problem_responses(429, 503),
 )
-async def open_availability(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def open_availability(request: Request[Any, Any, Any]) -> Response[RealtimeSites]:
     limits = await _admit(request)
     infra = infra_of(request.app)
     now = clock_of(request).now()
     async with connection(infra) as conn:
         sites = await opendata.availability(conn, infra.redis, now=now)
-    return _cached(request, msgspec.json.encode(sites), now, limits)
+    return _cached(request, sites, now, limits)
 
 
 ROUTES: Final = [open_lots, open_availability]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -13,45 +17,79 @@ from parking.auth.model import Principal
 from parking.city import logic
 from parking.city.model import DistrictNow, LotNow, LotOrder, Overview
 from parking.lots import service as lots
-from parking.lots.model import Lot, LotNotFound
+from parking.lots.model import District, Lot, LotNotFound
 from parking.occupancy import store as core
 from parking.occupancy.model import CoreUnreachable, LiveCount
 
 
-async def _now(
-    conn: asyncpg.Connection, redis: aioredis.Redis, who: Principal
-) -> tuple[list[LotNow], dict[str, LiveCount]]:
-    mine = lots.readable_by(who, await lots.every_lot(conn))
-    counts = await _counts(redis, [lot.id for lot in mine])
-    return [logic.lot_now(lot, counts.get(lot.id)) for lot in mine], counts
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every lot of the city, its districts and the core's counts, as of one read."""
+
+    lots: list[Lot]
+    districts: list[District]
+    counts: dict[str, LiveCount]
+
+    def lots_now(self, who: Principal) -> list[LotNow]:
+        """The lots ``who`` may read, now."""
+        return [
+            logic.lot_now(lot, self.counts.get(lot.id)) for lot in lots.readable_by(who, self.lots)
+        ]
 
 
-async def overview(
-    conn: asyncpg.Connection, redis: aioredis.Redis, who: Principal, *, now: datetime
-) -> Overview:
-    """The city (an operator: its company's lots) now. Raises CoreUnreachable when the
-    live core does not answer."""
-    found, counts = await _now(conn, redis, who)
+class Snapshots:
+    """One read of the city for everyone who asks within ``max_age`` seconds: a
+    dashboard's many viewers and a city app's polls cost one read a second, not one
+    each (an event still shows within 2 s). Reads are single-flight."""
+
+    def __init__(self, max_age: float = 1.0) -> None:
+        self.max_age = max_age
+        self._snapshot: Snapshot | None = None
+        self._read_at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def get(
+        self,
+        registers: Callable[[], Awaitable[tuple[list[Lot], list[District]]]],
+        redis: aioredis.Redis,
+    ) -> Snapshot:
+        """Raises CoreUnreachable when the live core does not answer."""
+        if self._snapshot is not None and time.monotonic() - self._read_at < self.max_age:
+            return self._snapshot
+        async with self._lock:
+            if self._snapshot is not None and time.monotonic() - self._read_at < self.max_age:
+                return self._snapshot
+            every, districts = await registers()
+            counts = await _counts(redis, [lot.id for lot in every])
+            self._snapshot = Snapshot(lots=every, districts=districts, counts=counts)
+            self._read_at = time.monotonic()
+            return self._snapshot
+
+
+async def registers(conn: asyncpg.Connection) -> tuple[list[Lot], list[District]]:
+    """Every lot and district (what a snapshot reads from PostgreSQL)."""
+    return await lots.every_lot(conn), await lots.districts(conn)
+
+
+def overview(snapshot: Snapshot, who: Principal, *, now: datetime) -> Overview:
+    """The city (an operator: its company's lots) now."""
+    found = snapshot.lots_now(who)
     districts = {lot.district_code for lot in found}
-    return logic.overview(found, counts, len(districts), now)
+    return logic.overview(found, snapshot.counts, len(districts), now)
 
 
-async def districts(
-    conn: asyncpg.Connection, redis: aioredis.Redis, who: Principal
-) -> list[DistrictNow]:
-    found, _ = await _now(conn, redis, who)
-    return logic.districts_now(found, await lots.districts(conn))
+def districts(snapshot: Snapshot, who: Principal) -> list[DistrictNow]:
+    return logic.districts_now(snapshot.lots_now(who), snapshot.districts)
 
 
-async def lots_now(
-    conn: asyncpg.Connection,
-    redis: aioredis.Redis,
+def lots_now(
+    snapshot: Snapshot,
     who: Principal,
     *,
     district: str | None = None,
     order: LotOrder = LotOrder.ID,
 ) -> list[LotNow]:
-    found, _ = await _now(conn, redis, who)
+    found = snapshot.lots_now(who)
     if district is not None:
         found = [lot for lot in found if lot.district_code == district]
     return logic.ordered(found, order)
@@ -76,32 +114,16 @@ async def _counts(redis: aioredis.Redis, lot_ids: list[str]) -> dict[str, LiveCo
 
 
 class Watch:
-    """What one ``/v1/city/stream`` subscriber sees: the lots it may read (re-read every
-    ``refresh_every`` ticks) and, each tick, the lots whose counts changed."""
+    """What one ``/v1/city/stream`` subscriber sees: each tick, the lots it may read
+    whose counts changed since its last tick (all of them the first time)."""
 
-    def __init__(self, who: Principal, *, refresh_every: int = 60) -> None:
+    def __init__(self, who: Principal) -> None:
         self.who = who
-        self.refresh_every = refresh_every
-        self._lots: list[Lot] = []
         self._seen: dict[str, LotNow] = {}
-        self._ticks = 0
-        self._counts: dict[str, LiveCount] = {}
 
-    async def tick(
-        self, conn_for_lots: Callable[[], Awaitable[list[Lot]]], redis: aioredis.Redis
-    ) -> tuple[list[LotNow], list[LotNow]]:
-        """(every lot now, those that changed since the last tick: all of them the first
-        time). Raises CoreUnreachable when the core does not answer."""
-        if self._ticks % self.refresh_every == 0:
-            self._lots = lots.readable_by(self.who, await conn_for_lots())
-        self._ticks += 1
-        counts = await _counts(redis, [lot.id for lot in self._lots])
-        now = [logic.lot_now(lot, counts.get(lot.id)) for lot in self._lots]
+    def tick(self, snapshot: Snapshot) -> list[LotNow]:
+        """The lots whose counts changed since the last tick."""
+        now = snapshot.lots_now(self.who)
         moved = logic.changed(self._seen, now)
         self._seen = {lot.lot_id: lot for lot in now}
-        self._counts = counts
-        return now, moved
-
-    def overview(self, found: list[LotNow], at: datetime) -> Overview:
-        districts = {lot.district_code for lot in found}
-        return logic.overview(found, self._counts, len(districts), at)
+        return moved

@@ -305,6 +305,7 @@ NOT_ONE_LOT: dict[str, str] = {
     "GET /v1/city/overview": "sums the caller's company's lots only",
     "GET /v1/city/districts": "sums the caller's company's lots only",
     "GET /v1/city/lots": "lists the caller's company's lots only",
+    "GET /v1/city/stream": "streams the caller's company's lots only",
     "POST /v1/operator/lots": "the new lot is the creator's company's",
     "GET /v1/operator/anomalies": "lists the anomalies of the caller's company's lots only",
     "POST /v1/operator/tariffs": "the new tariff is the creator's company's",

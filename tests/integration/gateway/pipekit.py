@@ -9,6 +9,7 @@ and ACL files and reloads it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,11 +51,15 @@ class Proc:
         log = self.log_path.open("ab")
         log.write(f"\n===== start {self.starts} =====\n".encode())
         log.flush()
+        # Its own process group: a process with children (the API's granian
+        # workers) is stopped or killed whole, never leaving a worker serving a
+        # port after the test.
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "parking", *self.argv],
             env={**self.env, **extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         return self
@@ -63,21 +68,30 @@ class Proc:
         return self.popen is not None and self.popen.poll() is None
 
     def kill(self) -> None:
-        """kill -9."""
+        """kill -9, the process and its children."""
         if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
+            self._signal_group(signal.SIGKILL)
             self.popen.wait(timeout=10)
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> None:
+        if self.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signum)
 
     def stop(self) -> int | None:
         if self.popen is None:
             return None
         if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
+            self._signal_group(signal.SIGTERM)
             try:
                 self.popen.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
+                self._signal_group(signal.SIGKILL)
                 self.popen.wait(timeout=10)
+        # children the process left behind go with it
+        self._signal_group(signal.SIGKILL)
         return self.popen.returncode
 
     def wait(self, timeout: float) -> int:

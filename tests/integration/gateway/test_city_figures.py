@@ -188,7 +188,9 @@ async def test_the_city_stream_shows_a_cars_entry_within_seconds(
     pipeline.gateway().start()
     await pipeline.subscribed()
     port = pipeline.settings.api_port + 3
-    pipeline.process("api", "api", PARKING_API_PORT=str(port)).start()
+    pipeline.process(
+        "api", "api", PARKING_API_PORT=str(port), PARKING_STREAM_MAX_SECONDS="300"
+    ).start()
     base = f"http://127.0.0.1:{port}"
     city_staff = {"Authorization": f"Bearer {token_for(Role.CITY, 'zhao.city')}"}
     async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as http:

@@ -31,7 +31,9 @@ async def test_the_dashboard_shows_the_city_and_follows_an_entry_live(
     pipeline.gateway().start()
     await pipeline.subscribed()
     port = pipeline.settings.api_port + 4
-    pipeline.process("api", "api", PARKING_API_PORT=str(port)).start()
+    pipeline.process(
+        "api", "api", PARKING_API_PORT=str(port), PARKING_STREAM_MAX_SECONDS="300"
+    ).start()
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=10) as http:
 

@@ -106,8 +106,10 @@ async function stream() {
 }
 
 async function keepStreaming() {
+  // A stream that ends normally (the server bounds each connection) reconnects at
+  // once; one that fails waits a little first.
   for (;;) {
-    try { await stream(); } catch (e) {
+    try { await stream(); continue; } catch (e) {
       if (e.name === "AbortError") { return; }
       $("live").textContent = e.message + "，重连中…"; $("live").classList.add("down");
     }
