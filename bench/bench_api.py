@@ -26,11 +26,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import redis.asyncio as aioredis
 
 from parking import config
 from parking.auth import tokens
 from parking.auth.model import Role
 from parking.db import migrate
+from parking.occupancy import rebuild
 from parking.seed import service as seeding
 
 HERE = Path(__file__).resolve().parent
@@ -68,11 +70,15 @@ async def prepare(settings: config.Settings) -> None:
     finally:
         await owner.close()
     conn = await asyncpg.connect(settings.database_url)
+    redis = aioredis.Redis.from_url(settings.redis_url)
     try:
         if await seeding.is_empty(conn):
             await seeding.seed(conn, city_seed=settings.city_seed, progress=lambda _: None)
+        # the live core holds the city, so the city's figures read real counts
+        await rebuild.rebuild(conn, redis, now=datetime.now(UTC), force=True)
     finally:
         await conn.close()
+        await redis.aclose()
 
 
 LUA_TEMPLATE = """
@@ -202,8 +208,16 @@ def main() -> int:
                 "exit": "2026-11-27T11:10:00+08:00",
             }
         )
+        city = tokens.issue(
+            settings.jwt_key,
+            subject="bench-city",
+            role=Role.CITY,
+            now=datetime.now(UTC),
+            ttl=timedelta(hours=1),
+        )
         runs = [
             run_wrk(wrk, "hello-world (baseline)", "/bench/hello"),
+            run_wrk(wrk, "city overview (651 lots, live core)", "/v1/city/overview", token=city),
             run_wrk(
                 wrk,
                 "quote at a lot (auth + pricer)",
