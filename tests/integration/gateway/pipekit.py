@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -140,6 +141,24 @@ class Pipeline:
             return proc.log().count("mqtt_subscribed") >= times
 
         await eventually(check, what=f"{name} to subscribe")
+
+    async def api(self, port: int, **extra_env: str) -> str:
+        """A ``parking api`` process on ``port`` (city streams live 300 s), once ready;
+        returns its base URL."""
+        self.process(
+            "api", "api", PARKING_API_PORT=str(port), PARKING_STREAM_MAX_SECONDS="300", **extra_env
+        ).start()
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=10) as http:
+
+            async def ready() -> bool:
+                try:
+                    return (await http.get("/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await eventually(ready, within=60, what="the API to be ready")
+        return base
 
     def persister(self, consumer: str = "persister-1", **extra_env: str) -> Proc:
         return self.process(consumer, "persister", "--consumer", consumer, **extra_env)

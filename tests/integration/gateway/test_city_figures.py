@@ -187,40 +187,30 @@ async def test_the_city_stream_shows_a_cars_entry_within_seconds(
     entry = await pipeline.add_gate("in1")
     pipeline.gateway().start()
     await pipeline.subscribed()
-    port = pipeline.settings.api_port + 3
-    pipeline.process(
-        "api", "api", PARKING_API_PORT=str(port), PARKING_STREAM_MAX_SECONDS="300"
-    ).start()
-    base = f"http://127.0.0.1:{port}"
+    base = await pipeline.api(pipeline.settings.api_port + 3)
     city_staff = {"Authorization": f"Bearer {token_for(Role.CITY, 'zhao.city')}"}
-    async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as http:
-
-        async def ready() -> bool:
-            try:
-                return (await http.get("/readyz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(ready, within=60, what="the API to be ready")
-        async with http.stream("GET", "/v1/city/stream", headers=city_staff) as response:
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/event-stream")
-            events = _events(response.aiter_lines())
-            kind, data = await anext(events)
-            assert kind == "snapshot"
-            snapshot = {lot["lot_id"]: lot for lot in json.loads(data)}
-            assert len(snapshot) == plan.TOTAL_LOTS
-            assert snapshot[DEMO]["occupied"] == 0
-            await _drive(pipeline, entry, 1, PLATES[0], "in")
-            entered = time.monotonic()
-            async for kind, data in events:
-                if kind == "lots":
-                    moved = {lot["lot_id"]: lot for lot in json.loads(data)}
-                    if DEMO in moved:
-                        assert moved[DEMO]["occupied"] == 1
-                        assert set(moved) == {DEMO}
-                        break
-                assert time.monotonic() - entered < 5, "no change within 5 s"
-            kind, data = await anext(events)
-            assert kind == "overview"
-            assert json.loads(data)["occupied"] == 1
+    async with (
+        httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as http,
+        http.stream("GET", "/v1/city/stream", headers=city_staff) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = _events(response.aiter_lines())
+        kind, data = await anext(events)
+        assert kind == "snapshot"
+        snapshot = {lot["lot_id"]: lot for lot in json.loads(data)}
+        assert len(snapshot) == plan.TOTAL_LOTS
+        assert snapshot[DEMO]["occupied"] == 0
+        await _drive(pipeline, entry, 1, PLATES[0], "in")
+        entered = time.monotonic()
+        async for kind, data in events:
+            if kind == "lots":
+                moved = {lot["lot_id"]: lot for lot in json.loads(data)}
+                if DEMO in moved:
+                    assert moved[DEMO]["occupied"] == 1
+                    assert set(moved) == {DEMO}
+                    break
+            assert time.monotonic() - entered < 5, "no change within 5 s"
+        kind, data = await anext(events)
+        assert kind == "overview"
+        assert json.loads(data)["occupied"] == 1

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from browserkit import chromium
 from pipekit import DEMO, Pipeline, eventually
 from selenium.webdriver.common.by import By
@@ -30,20 +29,7 @@ async def test_the_dashboard_shows_the_city_and_follows_an_entry_live(
     entry = await pipeline.add_gate("in1")
     pipeline.gateway().start()
     await pipeline.subscribed()
-    port = pipeline.settings.api_port + 4
-    pipeline.process(
-        "api", "api", PARKING_API_PORT=str(port), PARKING_STREAM_MAX_SECONDS="300"
-    ).start()
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=10) as http:
-
-        async def ready() -> bool:
-            try:
-                return (await http.get("/readyz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(ready, within=60, what="the API to be ready")
+    base = await pipeline.api(pipeline.settings.api_port + 4)
     token = token_for(Role.CITY, "zhao.city")
     with chromium() as browser:
         browser.get(f"{base}/dashboard")
