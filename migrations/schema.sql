@@ -106,6 +106,52 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+CREATE FUNCTION public.rollups_mark_bills() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO rollup_changes (hour)
+    SELECT DISTINCT h FROM (
+        SELECT date_trunc('hour', created_at, 'UTC') AS h FROM new_rows
+        UNION SELECT date_trunc('hour', paid_at, 'UTC') FROM new_rows WHERE paid_at IS NOT NULL
+        UNION SELECT date_trunc('hour', closed_at, 'UTC') FROM new_rows
+        UNION SELECT date_trunc('hour', closed_at, 'UTC') + interval '1 hour' FROM new_rows
+    ) AS touched;
+    IF TG_OP = 'UPDATE' THEN
+        INSERT INTO rollup_changes (hour)
+        SELECT DISTINCT date_trunc('hour', paid_at, 'UTC') FROM old_rows WHERE paid_at IS NOT NULL;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE FUNCTION public.rollups_mark_disputes() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO rollup_changes (hour)
+    SELECT DISTINCT date_trunc('hour', opened_at, 'UTC') FROM new_rows;
+    RETURN NULL;
+END;
+$$;
+CREATE FUNCTION public.rollups_mark_sessions() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO rollup_changes (hour)
+    SELECT DISTINCT h FROM (
+        SELECT date_trunc('hour', entry_at, 'UTC') AS h FROM new_rows WHERE entry_at IS NOT NULL
+        UNION SELECT date_trunc('hour', exit_at, 'UTC') FROM new_rows WHERE exit_at IS NOT NULL
+    ) AS touched;
+    IF TG_OP = 'UPDATE' THEN
+        INSERT INTO rollup_changes (hour)
+        SELECT DISTINCT h FROM (
+            SELECT date_trunc('hour', entry_at, 'UTC') AS h FROM old_rows WHERE entry_at IS NOT NULL
+            UNION SELECT date_trunc('hour', exit_at, 'UTC') FROM old_rows WHERE exit_at IS NOT NULL
+        ) AS touched;
+    END IF;
+    RETURN NULL;
+END;
+$$;
 CREATE FUNCTION public.session_status_rank(status text) RETURNS integer
     LANGUAGE sql IMMUTABLE
     AS $$
@@ -247,6 +293,42 @@ CASE status
     WHEN 'refunded'::text THEN ((paid_at IS NOT NULL) AND (refunded_fen > 0))
     ELSE true
 END)
+);
+CREATE TABLE public.city_rollups (
+    scope text NOT NULL,
+    step text NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    capacity integer DEFAULT 0 NOT NULL,
+    entries integer DEFAULT 0 NOT NULL,
+    exits integer DEFAULT 0 NOT NULL,
+    stays integer DEFAULT 0 NOT NULL,
+    stay_seconds double precision DEFAULT 0 NOT NULL,
+    stay_median_s double precision,
+    prepaid_exits integer DEFAULT 0 NOT NULL,
+    billed_fen bigint DEFAULT 0 NOT NULL,
+    bills integer DEFAULT 0 NOT NULL,
+    collected_fen bigint DEFAULT 0 NOT NULL,
+    paid_bills integer DEFAULT 0 NOT NULL,
+    contactless_bills integer DEFAULT 0 NOT NULL,
+    arrears_fen bigint DEFAULT 0 NOT NULL,
+    arrears_bills integer DEFAULT 0 NOT NULL,
+    recovered_fen bigint DEFAULT 0 NOT NULL,
+    recovered_bills integer DEFAULT 0 NOT NULL,
+    disputes integer DEFAULT 0 NOT NULL,
+    occupied_peak integer,
+    occupied_last integer,
+    devices integer,
+    devices_online integer,
+    lane_buckets bigint[],
+    refreshed_at timestamp with time zone NOT NULL,
+    CONSTRAINT city_rollups_capacity_check CHECK ((capacity >= 0)),
+    CONSTRAINT city_rollups_disputes_check CHECK ((disputes >= 0)),
+    CONSTRAINT city_rollups_entries_check CHECK ((entries >= 0)),
+    CONSTRAINT city_rollups_exits_check CHECK ((exits >= 0)),
+    CONSTRAINT city_rollups_prepaid_exits_check CHECK ((prepaid_exits >= 0)),
+    CONSTRAINT city_rollups_scope_check CHECK ((scope ~ '^(city|district:[A-Z]{2,4}|company:[A-Za-z0-9_-]{1,64}|lot:[A-Za-z0-9_-]{1,64})$'::text)),
+    CONSTRAINT city_rollups_stays_check CHECK ((stays >= 0)),
+    CONSTRAINT city_rollups_step_check CHECK ((step = ANY (ARRAY['hour'::text, 'day'::text])))
 );
 CREATE TABLE public.contactless_deductions (
     id text NOT NULL,
@@ -1269,6 +1351,9 @@ CREATE TABLE public.refund_requests (
     CONSTRAINT refund_requests_status_check CHECK ((status = ANY (ARRAY['requested'::text, 'approved'::text, 'rejected'::text, 'refunded'::text, 'failed'::text]))),
     CONSTRAINT refund_requests_subject_check CHECK (((bill_id IS NOT NULL) OR (anomaly_id IS NOT NULL)))
 );
+CREATE TABLE public.rollup_changes (
+    hour timestamp with time zone NOT NULL
+);
 CREATE TABLE public.schema_migrations (
     version integer NOT NULL,
     name text NOT NULL,
@@ -1791,6 +1876,8 @@ ALTER TABLE ONLY public.bill_events
     ADD CONSTRAINT bill_events_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.city_rollups
+    ADD CONSTRAINT city_rollups_pkey PRIMARY KEY (scope, step, bucket);
 ALTER TABLE ONLY public.contactless_deductions
     ADD CONSTRAINT contactless_deductions_attempt_unique UNIQUE (attempt_id);
 ALTER TABLE ONLY public.contactless_deductions
@@ -2013,12 +2100,16 @@ CREATE INDEX audit_log_target_idx ON public.audit_log USING btree (target, at);
 CREATE INDEX auth_sessions_account_idx ON public.auth_sessions USING btree (account_id) WHERE (revoked_at IS NULL);
 CREATE INDEX bill_events_bill_idx ON public.bill_events USING btree (bill_id, id);
 CREATE INDEX bill_events_ledger_idx ON public.bill_events USING btree (ledger_transaction_id) WHERE (ledger_transaction_id IS NOT NULL);
+CREATE INDEX bills_arrears_idx ON public.bills USING btree (closed_at) WHERE (kind <> 'prepay'::text);
+CREATE INDEX bills_created_at_idx ON public.bills USING btree (created_at);
 CREATE INDEX bills_lot_idx ON public.bills USING btree (lot_id);
 CREATE UNIQUE INDEX bills_one_stay_bill_per_session ON public.bills USING btree (session_id) WHERE (kind = 'stay'::text);
 CREATE INDEX bills_owed_by_account_idx ON public.bills USING btree (account_id, closed_at) WHERE ((paid_at IS NULL) AND (status = ANY (ARRAY['open'::text, 'paying'::text, 'disputed'::text])) AND (account_id IS NOT NULL));
 CREATE INDEX bills_owed_by_plate_idx ON public.bills USING btree (plate, closed_at) WHERE ((paid_at IS NULL) AND (status = ANY (ARRAY['open'::text, 'paying'::text, 'disputed'::text])) AND (plate IS NOT NULL));
+CREATE INDEX bills_paid_at_idx ON public.bills USING btree (paid_at) WHERE (paid_at IS NOT NULL);
 CREATE INDEX bills_prepay_idx ON public.bills USING btree (session_id) WHERE (kind = 'prepay'::text);
 CREATE INDEX bills_tariff_idx ON public.bills USING btree (tariff_id, tariff_version);
+CREATE INDEX contactless_deductions_bill_idx ON public.contactless_deductions USING btree (bill_id) WHERE (status = 'succeeded'::text);
 CREATE INDEX contactless_mandates_account_idx ON public.contactless_mandates USING btree (account_id) WHERE (account_id IS NOT NULL);
 CREATE UNIQUE INDEX contactless_mandates_live_idx ON public.contactless_mandates USING btree (provider, plate) WHERE (state <> 'revoked'::text);
 CREATE INDEX dead_letters_received_idx ON public.dead_letters USING btree (received_at);
@@ -2029,6 +2120,7 @@ CREATE INDEX discrepancies_day_idx ON public.discrepancies USING btree (provider
 CREATE INDEX discrepancies_open_idx ON public.discrepancies USING btree (status, found_at) WHERE (status = 'open'::text);
 CREATE UNIQUE INDEX disputes_one_open_per_bill_idx ON public.disputes USING btree (bill_id) WHERE (status = 'open'::text);
 CREATE INDEX disputes_open_idx ON public.disputes USING btree (opened_at) WHERE (status = 'open'::text);
+CREATE INDEX disputes_opened_at_idx ON public.disputes USING btree (opened_at);
 CREATE INDEX idempotency_keys_created_idx ON public.idempotency_keys USING btree (created_at);
 CREATE INDEX ledger_postings_account_idx ON public.ledger_postings USING btree (account_code, currency);
 CREATE INDEX ledger_transactions_correlation_idx ON public.ledger_transactions USING btree (correlation_id);
@@ -2104,6 +2196,8 @@ CREATE INDEX refund_requests_bill_idx ON public.refund_requests USING btree (bil
 CREATE INDEX refund_requests_pending_idx ON public.refund_requests USING btree (created_at) WHERE (status = 'approved'::text);
 CREATE INDEX refund_requests_refunded_idx ON public.refund_requests USING btree (provider, refunded_at) WHERE (status = 'refunded'::text);
 CREATE INDEX sessions_account_idx ON public.sessions USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_entry_at_idx ON public.sessions USING btree (entry_at);
+CREATE INDEX sessions_exit_at_idx ON public.sessions USING btree (exit_at) WHERE (status = 'closed'::text);
 CREATE INDEX sessions_lot_open_idx ON public.sessions USING btree (lot_id) WHERE (status = 'open'::text);
 CREATE UNIQUE INDEX sessions_one_open_per_plate ON public.sessions USING btree (plate) WHERE (status = 'open'::text);
 CREATE UNIQUE INDEX sessions_one_open_unplated_per_account ON public.sessions USING btree (account_id) WHERE ((status = 'open'::text) AND (plate IS NULL) AND (account_id IS NOT NULL));
@@ -2259,6 +2353,9 @@ ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_1
 CREATE TRIGGER bill_events_append_only BEFORE DELETE OR UPDATE ON public.bill_events FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER bill_events_no_truncate BEFORE TRUNCATE ON public.bill_events FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER bills_notify_owed AFTER INSERT OR UPDATE ON public.bills FOR EACH ROW EXECUTE FUNCTION public.bills_notify_owed();
+CREATE TRIGGER bills_rollups_insert AFTER INSERT ON public.bills REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_bills();
+CREATE TRIGGER bills_rollups_update AFTER UPDATE ON public.bills REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_bills();
+CREATE TRIGGER disputes_rollups_insert AFTER INSERT ON public.disputes REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_disputes();
 CREATE TRIGGER ledger_accounts_append_only BEFORE DELETE OR UPDATE ON public.ledger_accounts FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER ledger_accounts_no_truncate BEFORE TRUNCATE ON public.ledger_accounts FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER ledger_postings_append_only BEFORE DELETE OR UPDATE ON public.ledger_postings FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
@@ -2270,6 +2367,8 @@ CREATE TRIGGER ledger_transactions_no_truncate BEFORE TRUNCATE ON public.ledger_
 CREATE CONSTRAINT TRIGGER payment_attempts_shares AFTER INSERT ON public.payment_attempts DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.payment_attempt_check_shares();
 CREATE TRIGGER payment_bills_append_only BEFORE DELETE OR UPDATE ON public.payment_bills FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE CONSTRAINT TRIGGER payment_bills_shares AFTER INSERT ON public.payment_bills DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.payment_attempt_check_shares();
+CREATE TRIGGER sessions_rollups_insert AFTER INSERT ON public.sessions REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_sessions();
+CREATE TRIGGER sessions_rollups_update AFTER UPDATE ON public.sessions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_sessions();
 CREATE TRIGGER vehicles_per_account_limit BEFORE INSERT OR UPDATE ON public.vehicles FOR EACH ROW EXECUTE FUNCTION public.vehicles_check_per_account();
 ALTER TABLE ONLY public.auth_sessions
     ADD CONSTRAINT auth_sessions_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.accounts(id);

@@ -13,7 +13,7 @@ import hmac
 import ipaddress
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -144,6 +144,17 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "a `/v1/city/stream` connection ends after this long (the browser reconnects at once)",
     ),
     (
+        "PARKING_DEVICE_SILENT_AFTER_S",
+        "1800",
+        "a device not heard from for this many seconds is silent: reported as an anomaly "
+        "and counted offline in the city's device online rate",
+    ),
+    (
+        "PARKING_ROLLUP_EVERY_S",
+        "30",
+        "how often `parking run`'s rollup job refreshes the city's hourly and daily figures",
+    ),
+    (
         "PARKING_RECONCILE_AT",
         "10:00",
         "time of day (Asia/Shanghai) after which `parking run`'s reconciler fetches and "
@@ -228,6 +239,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_at: tuple[int, int] = (10, 0)
     #: seconds a city stream connection lives before the client reconnects
     stream_max_seconds: float = 300.0
+    #: a device not heard from for this long is silent (anomaly; offline in the figures)
+    device_silent_after_s: float = 1800.0
+    #: the rollup job's period
+    rollup_every_s: float = 30.0
 
     def fee_rate_ppm(self, provider: str) -> int:
         """The provider's contracted fee rate; ConfigError when none is configured."""
@@ -321,7 +336,20 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         fee_rates=_fee_rates(get("PARKING_FEE_RATES")),
         reconcile_at=_time_of_day(get("PARKING_RECONCILE_AT")),
         stream_max_seconds=float(get("PARKING_STREAM_MAX_SECONDS")),
+        device_silent_after_s=_positive("PARKING_DEVICE_SILENT_AFTER_S", get),
+        rollup_every_s=_positive("PARKING_ROLLUP_EVERY_S", get),
     )
+
+
+def _positive(name: str, get: Callable[[str], str]) -> float:
+    text = get(name)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ConfigError(f"{name}: {text!r} must be above 0")
+    return value
 
 
 def _fee_rates(text: str) -> tuple[tuple[str, int], ...]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Final
 
+import asyncpg
 import msgspec
 from litestar import Request, get
 from litestar.params import PathParameter, QueryParameter
@@ -18,12 +20,25 @@ from parking.api.denied import require_lot
 from parking.api.infra import connection, infra_of
 from parking.api.routing import clock_of, problem_responses, staff_readers
 from parking.city import service as city
-from parking.city.model import DistrictNow, LotNow, LotOrder, Overview
+from parking.city.model import (
+    UNITS,
+    DayFigures,
+    DeviceHealth,
+    DistrictNow,
+    LotNow,
+    LotOrder,
+    Metric,
+    Overview,
+    Series,
+    Step,
+)
+from parking.errors import InvalidInput
 from parking.lots.model import Access, District, Lot
 from parking.occupancy.model import CoreUnreachable
 
 LotIdParam = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 DistrictQuery = Annotated[str | None, QueryParameter(pattern=r"^[A-Z]{2,4}$")]
+LotQuery = Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 async def _snapshot(request: Request[Any, Any, Any]) -> city.Snapshot:
@@ -169,4 +184,106 @@ async def stream(request: Request[Any, Any, Any]) -> ServerSentEvent:
     return ServerSentEvent(_events(request), headers={"Cache-Control": "no-store"})
 
 
-ROUTES: Final = [overview, districts, lots, lot, stream]
+async def _lot_readable(
+    request: Request[Any, Any, Any], conn: asyncpg.Connection, lot_id: str | None, action: str
+) -> None:
+    """One lot's figures: 404 (and an audit line) when it is another company's."""
+    if lot_id is not None:
+        await require_lot(
+            infra_of(request.app),
+            conn,
+            principal_of(request),
+            lot_id,
+            access=Access.READ,
+            action=action,
+            now=clock_of(request).now(),
+        )
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise InvalidInput(f"`{name}` needs its UTC offset, e.g. 2026-12-01T00:00:00+08:00")
+    return value
+
+
+@get(
+    "/v1/city/timeseries",
+    guards=staff_readers,
+    tags=["city"],
+    summary="One figure over time, per hour or per business day, from the rollups",
+    description=(
+        "`metric`: " + ", ".join(f"`{m.value}` ({UNITS[m]})" for m in Metric) + ". "
+        "`from`/`to` with their offset; `step=day` buckets are business days (00:00 "
+        "Asia/Shanghai). The city for city staff (or `district=`), the company for an "
+        "operator; `lot=` one lot. A quiet bucket is a zero; a rate over nothing is null."
+    ),
+    responses=problem_responses(400, 401, 403, 404),
+)
+async def timeseries(
+    request: Request[Any, Any, Any],
+    metric: Annotated[Metric, QueryParameter()],
+    start: Annotated[datetime, QueryParameter(name="from")],
+    end: Annotated[datetime, QueryParameter(name="to")],
+    step: Annotated[Step, QueryParameter()] = Step.HOUR,
+    district: DistrictQuery = None,
+    lot: LotQuery = None,
+) -> Series:
+    infra = infra_of(request.app)
+    async with connection(infra) as conn:
+        await _lot_readable(request, conn, lot, "city.timeseries")
+        return await city.timeseries(
+            conn,
+            principal_of(request),
+            metric=metric,
+            step=step,
+            start=_aware(start, "from"),
+            end=_aware(end, "to"),
+            district=district,
+            lot_id=lot,
+        )
+
+
+@get(
+    "/v1/city/days/{day:date}",
+    guards=staff_readers,
+    tags=["city"],
+    summary="A business day's figures: cars, stays, money, arrears, devices, lanes, "
+    "the fullest and emptiest lots, reconciliation per provider",
+    responses=problem_responses(400, 401, 403, 404),
+)
+async def day(
+    request: Request[Any, Any, Any],
+    day: Annotated[date, PathParameter()],
+    district: DistrictQuery = None,
+    lot: LotQuery = None,
+) -> DayFigures:
+    async with connection(infra_of(request.app)) as conn:
+        await _lot_readable(request, conn, lot, "city.day")
+        return await city.day_figures(
+            conn, principal_of(request), day, district=district, lot_id=lot
+        )
+
+
+@get(
+    "/v1/city/devices",
+    guards=staff_readers,
+    tags=["city"],
+    summary="Devices now (of one lot with `lot=`): heard from within their heartbeat "
+    "window (PARKING_DEVICE_SILENT_AFTER_S), of those registered",
+    responses=problem_responses(401, 403, 404, 503),
+)
+async def devices(request: Request[Any, Any, Any], lot: LotQuery = None) -> DeviceHealth:
+    infra = infra_of(request.app)
+    async with connection(infra) as conn:
+        await _lot_readable(request, conn, lot, "city.devices")
+        return await city.devices_now(
+            conn,
+            infra.redis,
+            principal_of(request),
+            now=clock_of(request).now(),
+            silent_after=timedelta(seconds=infra.settings.device_silent_after_s),
+            lot_id=lot,
+        )
+
+
+ROUTES: Final = [overview, districts, lots, lot, stream, timeseries, day, devices]

@@ -51,6 +51,8 @@ class Received:
     qos: int
     topic: str
     payload: bytes
+    #: time.monotonic() when paho handed it over (the lane latency's start)
+    arrived: float = 0.0
 
 
 class SessionClient:
@@ -136,7 +138,14 @@ class SessionClient:
         topic = bytes(message._topic).decode("utf-8", "replace")
         with self._lock:
             self._inbox.append(
-                Received(self._generation, message.mid, message.qos, topic, bytes(message.payload))
+                Received(
+                    self._generation,
+                    message.mid,
+                    message.qos,
+                    topic,
+                    bytes(message.payload),
+                    time.monotonic(),
+                )
             )
             if self._waiting:
                 self._waiting = False

@@ -65,6 +65,14 @@ Plate shards: a plate's city-wide entry lives in shard
 ``{pN}:flagged``             set    plates of the shard that have any flag
 ===========================  =====  ==================================================
 
+Gateway statistics, outside the shards:
+
+===========================  =====  ==================================================
+``{stats}:lanelat:<hour>``   hash   lane decision latency histogram of one UTC hour
+                                    (``<hour>``: epoch seconds): bucket index -> count;
+                                    kept three days, read by the city's rollup job
+===========================  =====  ==================================================
+
 Plates are normalised (``parking.plates.normalise``) before they become keys.
 """
 
@@ -104,6 +112,10 @@ def shard_tag(shard: int) -> str:
 
 def plate_shard_tag(shard: int) -> str:
     return f"{{p{shard}}}"
+
+
+def lane_latency(hour_epoch_s: int) -> str:
+    return f"{{stats}}:lanelat:{hour_epoch_s}"
 
 
 def all_lot_tags() -> list[str]:

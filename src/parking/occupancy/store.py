@@ -627,3 +627,47 @@ class ShardsNotLoaded(Exception):
 
 def _decoded(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def heard(redis: aioredis.Redis) -> dict[str, int]:
+    """device -> when the core last heard it (ms), over every lot shard (a device
+    reported silent is absent until heard again)."""
+    pipe = redis.pipeline(transaction=False)
+    for tag in keys.all_lot_tags():
+        pipe.zrange(keys.seen(tag), 0, -1, withscores=True)
+    out: dict[str, int] = {}
+    for pairs in await pipe.execute():
+        for member, score in pairs:
+            out[text(member)] = int(score)
+    return out
+
+
+#: how long an hour's lane latency histogram is kept
+LANE_LATENCY_TTL_S: Final = 3 * 24 * 3600
+
+
+async def count_lane_latency(
+    redis: aioredis.Redis, hour_epoch_s: int, counts: dict[int, int]
+) -> None:
+    """Add one batch's lane decisions to the hour's histogram (bucket index -> count)."""
+    if not counts:
+        return
+    key = keys.lane_latency(hour_epoch_s)
+    pipe = redis.pipeline(transaction=False)
+    for bucket, n in counts.items():
+        pipe.hincrby(key, str(bucket), n)
+    pipe.expire(key, LANE_LATENCY_TTL_S)
+    await pipe.execute()
+
+
+async def lane_latency(redis: aioredis.Redis, hour_epoch_s: int, width: int) -> list[int] | None:
+    """The hour's histogram as ``width`` counts (None: no decision in the hour)."""
+    raw = await redis.hgetall(keys.lane_latency(hour_epoch_s))
+    if not raw:
+        return None
+    counts = [0] * width
+    for field, value in raw.items():
+        index = int(text(field))
+        if 0 <= index < width:
+            counts[index] = int(text(value))
+    return counts

@@ -29,10 +29,12 @@ from prometheus_client import Counter, Histogram, start_http_server
 from redis.exceptions import RedisError
 
 from parking import config
+from parking.city import logic as city_logic
+from parking.city.model import LANE_BOUNDS_MS
 from parking.clock import Clock, SystemClock
 from parking.config import mqtt_identity, mqtt_share_group
 from parking.devices.messages import Topics
-from parking.devices.mqtt import SessionClient
+from parking.devices.mqtt import Received, SessionClient
 from parking.observability import configure_logging
 from parking.occupancy import ingest as core_ingest
 from parking.occupancy import plate_flags, rebuild, store
@@ -80,10 +82,10 @@ REFRESH_EVERY_S: Final = 30.0
 AVAILABILITY_EVERY_S: Final = 1.0
 #: How often plate flags are re-synced from their tables (one gateway at a time).
 FLAG_SYNC_EVERY_S: Final = 60.0
-#: A device not heard of for this long is reported silent. Sensors report at
-#: least every 10 minutes and gates send a status heartbeat; 30 minutes leaves
-#: room for a flaky 4G link without hiding a dead device for a shift.
-SILENT_AFTER: Final = timedelta(minutes=30)
+#: A device not heard of for PARKING_DEVICE_SILENT_AFTER_S (30 minutes) is
+#: reported silent. Sensors report at least every 10 minutes and gates send a
+#: status heartbeat; 30 minutes leaves room for a flaky 4G link without hiding
+#: a dead device for a shift. The city's device online rate uses the same window.
 #: Follow-ups older than this were left by a crashed gateway.
 FOLLOWUP_GRACE: Final = timedelta(seconds=30)
 
@@ -99,6 +101,11 @@ BATCH_SIZE = Histogram(
 BATCH_SECONDS = Histogram("gateway_batch_seconds", "Time to apply a batch to Redis")
 RETRIES = Counter("gateway_batch_retries_total", "Batches retried", ["reason"])
 PUBLISHED = Counter("gateway_published_total", "Messages published", ["kind"])
+LANE_DECISION_SECONDS = Histogram(
+    "gateway_lane_decision_seconds",
+    "From a passage reaching the gateway to its lane decision going out",
+    buckets=tuple(b / 1000 for b in LANE_BOUNDS_MS),
+)
 
 
 # ------------------------------------------------------------------ the process
@@ -251,6 +258,7 @@ class Gateway:
                     publish.topic, publish.payload, qos=publish.qos, retain=publish.retain
                 )
                 PUBLISHED.labels("watermark" if publish.retain else "command").inc()
+            await self._lane_latency(items)
             self._handled += len(items)
             if self._crash_after is not None and self._handled >= self._crash_after:
                 # Test hook (matrix M1): die between the Redis write and the MQTT ack.
@@ -269,6 +277,26 @@ class Gateway:
                 # re-sending what its watermark did not cover yet.
                 log.info("duplicates_recognised", count=report.duplicates)
             self._idle.set()
+
+    async def _lane_latency(self, items: list[Received]) -> None:
+        """Each passage's lane decision latency: the Prometheus histogram, and the
+        hour's histogram in Redis that the city's figures read (best effort: a
+        statistic is never a reason to hold a batch)."""
+        done = time.monotonic()
+        counts: dict[int, int] = {}
+        for item in items:
+            if "/passages" not in item.topic or not item.arrived:
+                continue
+            seconds = max(0.0, done - item.arrived)
+            LANE_DECISION_SECONDS.observe(seconds)
+            bucket = city_logic.bucket_of_ms(seconds * 1000)
+            counts[bucket] = counts.get(bucket, 0) + 1
+        if counts:
+            hour = int(city_logic.hour_of(self.clock.now()).timestamp())
+            try:
+                await store.count_lane_latency(self.redis, hour, counts)
+            except (RedisError, OSError) as exc:
+                log.warning("lane_latency_not_counted", error=str(exc))
 
     async def _every(self, period: float, what: str, action: Callable[[], Any]) -> None:
         while not self._stopping.is_set():
@@ -355,6 +383,7 @@ class Gateway:
         )
         adapter.start()
         log.info("gateway_started", client_id=self.client_id, share_group=self.share_group)
+        silent_after = timedelta(seconds=self.settings.device_silent_after_s)
         tasks = [
             asyncio.create_task(self._consume(adapter, ingest)),
             asyncio.create_task(self._every(1.0, "resend", lambda: self._resend(adapter, ingest))),
@@ -376,9 +405,9 @@ class Gateway:
             ),
             asyncio.create_task(
                 self._every(
-                    30.0,
+                    min(30.0, silent_after.total_seconds()),
                     "silence",
-                    lambda: ingest.report_silent(self.clock.now(), silent_after=SILENT_AFTER),
+                    lambda: ingest.report_silent(self.clock.now(), silent_after=silent_after),
                 )
             ),
             asyncio.create_task(

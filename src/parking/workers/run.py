@@ -99,6 +99,8 @@ def run() -> None:
         Child("payments-sweeper", [*me, "payments", "sweep"]),
         # Each morning after PARKING_RECONCILE_AT: yesterday's statements, matched and settled.
         Child("reconciler", [*me, "reconcile", "daily"]),
+        # The city's hourly and daily figures, refreshed every PARKING_ROLLUP_EVERY_S.
+        Child("city-rollups", [*me, "city", "rollup"]),
         Child("gateway", [*me, "gateway"]),
         Child("persister", [*me, "persister"]),
         # A gentle city so the dashboard is alive: 20 lots, 5 events/s.

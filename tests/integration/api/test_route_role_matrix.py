@@ -19,7 +19,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -39,7 +39,7 @@ from parking.seed.city import DEMO_COMPANY, DEMO_LOT
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 ROLE_GUARD_DETAIL = "this route is not for your role"
-_SAMPLES = {int: "1", float: "1.5"}
+_SAMPLES = {int: "1", float: "1.5", date: "2026-12-01"}
 _PARAM = re.compile(r"\{(\w+):(\w+)\}")
 
 
@@ -299,6 +299,13 @@ TENANT: dict[str, Callable[[Things], Request]] = {
         None,
     ),
     "GET /v1/city/lots/{lot_id:str}": lambda t: (f"/v1/city/lots/{t.lot}", None),
+    "GET /v1/city/days/{day:date}": lambda t: (f"/v1/city/days/2026-12-01?lot={t.lot}", None),
+    "GET /v1/city/devices": lambda t: (f"/v1/city/devices?lot={t.lot}", None),
+    "GET /v1/city/timeseries": lambda t: (
+        f"/v1/city/timeseries?metric=entries&from=2026-12-01T00:00:00%2B08:00"
+        f"&to=2026-12-02T00:00:00%2B08:00&lot={t.lot}",
+        None,
+    ),
 }
 NOT_ONE_LOT: dict[str, str] = {
     "GET /v1/operator/lots": "lists the caller's company's lots only",
