@@ -1,4 +1,5 @@
-"""Open data, public (no login): every lot and its free spaces now, as ParkAPI v3 JSON.
+"""Open data, public (no login): every lot and its free spaces now, as ParkAPI v3 JSON
+and as DATEX II v3 Parking Publications (XML).
 
 Rate limited per client address; each answer carries an ``ETag`` (a hash of the body)
 and ``Last-Modified``, and a request whose ``If-None-Match`` names the current ETag is
@@ -18,6 +19,7 @@ from litestar import Request, Response, get
 from parking.api.infra import connection, infra_of
 from parking.api.rate_limit import RateLimiter, Rule
 from parking.api.routing import clock_of, problem_responses
+from parking.opendata import datex2
 from parking.opendata import service as opendata
 from parking.opendata.model import RealtimeSites, StaticSites
 
@@ -32,10 +34,10 @@ def _client(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _cached(
-    request: Request[Any, Any, Any], content: T, modified: datetime, extra: dict[str, str]
-) -> Response[T]:
-    body = msgspec.json.encode(content)
+def _validators(
+    request: Request[Any, Any, Any], body: bytes, modified: datetime, extra: dict[str, str]
+) -> tuple[dict[str, str], bool]:
+    """The caching headers of ``body``, and whether the client has it already."""
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {
         **extra,
@@ -44,7 +46,24 @@ def _cached(
         "Cache-Control": "public, max-age=5",
     }
     wanted = request.headers.get("if-none-match", "")
-    if etag in (tag.strip() for tag in wanted.split(",")) or wanted.strip() == "*":
+    fresh = etag in (tag.strip() for tag in wanted.split(",")) or wanted.strip() == "*"
+    return headers, fresh
+
+
+def _cached_xml(
+    request: Request[Any, Any, Any], body: bytes, modified: datetime, extra: dict[str, str]
+) -> Response[bytes]:
+    headers, fresh = _validators(request, body, modified, extra)
+    if fresh:
+        return Response(content=b"", status_code=304, headers=headers)
+    return Response(content=body, headers=headers, media_type=datex2.MEDIA_TYPE)
+
+
+def _cached(
+    request: Request[Any, Any, Any], content: T, modified: datetime, extra: dict[str, str]
+) -> Response[T]:
+    headers, fresh = _validators(request, msgspec.json.encode(content), modified, extra)
+    if fresh:
         # no body with a 304
         return cast(Response[T], Response(content=b"", status_code=304, headers=headers))
     return Response(content, headers=headers)
@@ -87,4 +106,37 @@ async def open_availability(request: Request[Any, Any, Any]) -> Response[Realtim
     return _cached(request, sites, now, limits)
 
 
-ROUTES: Final = [open_lots, open_availability]
+@get(
+    "/open/datex2/parking-sites",
+    opt=_PUBLIC,
+    media_type=datex2.MEDIA_TYPE,
+    tags=["open data"],
+    summary="Every lot as a DATEX II v3 ParkingTablePublication (UrbanParkingSite records)",
+    responses=problem_responses(429, 503),
+)
+async def datex2_sites(request: Request[Any, Any, Any]) -> Response[bytes]:
+    limits = await _admit(request)
+    now = clock_of(request).now()
+    async with connection(infra_of(request.app)) as conn:
+        body = await opendata.datex2_sites(conn, now=now)
+    return _cached_xml(request, body, now, limits)
+
+
+@get(
+    "/open/datex2/parking-status",
+    opt=_PUBLIC,
+    media_type=datex2.MEDIA_TYPE,
+    tags=["open data"],
+    summary="Free and occupied spaces per lot now as a DATEX II v3 ParkingStatusPublication",
+    responses=problem_responses(429, 503),
+)
+async def datex2_status(request: Request[Any, Any, Any]) -> Response[bytes]:
+    limits = await _admit(request)
+    infra = infra_of(request.app)
+    now = clock_of(request).now()
+    async with connection(infra) as conn:
+        body = await opendata.datex2_status(conn, infra.redis, now=now)
+    return _cached_xml(request, body, now, limits)
+
+
+ROUTES: Final = [open_lots, open_availability, datex2_sites, datex2_status]

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from parking.lots import service as lots
 from parking.occupancy import store as core
 from parking.occupancy.model import CoreUnreachable
-from parking.opendata import logic
+from parking.opendata import datex2, logic
 from parking.opendata.model import RealtimeSites, StaticSites
 
 
@@ -29,3 +29,19 @@ async def availability(
     except (RedisError, OSError) as exc:
         raise CoreUnreachable("the live occupancy core does not answer; try again") from exc
     return logic.realtime_sites(every, counts, now.replace(microsecond=0))
+
+
+async def datex2_sites(conn: asyncpg.Connection, *, now: datetime) -> bytes:
+    """Every lot as a DATEX II v3 ParkingTablePublication (XML)."""
+    return datex2.parking_sites(await lots.every_lot(conn), now)
+
+
+async def datex2_status(conn: asyncpg.Connection, redis: aioredis.Redis, *, now: datetime) -> bytes:
+    """Free spaces per lot as a DATEX II v3 ParkingStatusPublication (XML). Raises
+    CoreUnreachable when the live core does not answer."""
+    every = await lots.every_lot(conn)
+    try:
+        counts = await core.live_counts(redis, [lot.id for lot in every])
+    except (RedisError, OSError) as exc:
+        raise CoreUnreachable("the live occupancy core does not answer; try again") from exc
+    return datex2.parking_status(every, counts, now)

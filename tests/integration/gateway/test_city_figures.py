@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import datex2_shape
 import httpx
 from kits import Client
 from pipekit import DEMO, Device, Pipeline, eventually
@@ -164,6 +165,77 @@ async def test_the_city_figures_follow_cars_through_the_lanes(
         "has_fee",
         "has_realtime_data",
     }
+
+    # the same as DATEX II v3 Parking Publications, in the structure the schema requires
+    sites_xml = await api.get("/open/datex2/parking-sites")
+    assert sites_xml.status_code == 200, sites_xml.text
+    assert sites_xml.headers["content-type"].startswith("application/xml")
+    root, problems = datex2_shape.check_payload(sites_xml.content)
+    assert problems == []
+    records = {r.get("id"): r for r in root.iter(datex2_shape.q("prk:parkingRecord"))}
+    assert {
+        uid: int(r.findtext(datex2_shape.q("prk:parkingNumberOfSpaces")) or -1)
+        for uid, r in records.items()
+    } == {p.id: p.lot.capacity for p in lots}
+    status_xml = await api.get("/open/datex2/parking-status")
+    root, problems = datex2_shape.check_payload(status_xml.content)
+    assert problems == []
+    counted = {
+        s.find(datex2_shape.q("prk:parkingRecordReference")).get("id"): s  # type: ignore[union-attr]
+        for s in root.iter(datex2_shape.q("prk:parkingRecordStatus"))
+    }
+    assert set(counted) == set(records)
+    demo_status = counted[DEMO]
+    occupancy = demo_status.find(datex2_shape.q("prk:parkingOccupancy"))
+    assert occupancy is not None
+    assert occupancy.findtext(datex2_shape.q("prk:parkingNumberOfVacantSpaces")) == str(
+        plan.DEMO_CAPACITY - inside
+    )
+    assert occupancy.findtext(datex2_shape.q("prk:parkingNumberOfOccupiedSpaces")) == str(inside)
+    assert not any(plate.encode() in status_xml.content for plate in PLATES)
+    again = await api.get(
+        "/open/datex2/parking-status", headers={"If-None-Match": status_xml.headers["ETag"]}
+    )
+    assert again.status_code == 304
+
+
+def test_the_structure_check_refuses_a_document_the_schema_would() -> None:
+    """The checker above can fail: a payload without its creator, a site without its
+    place and an unknown enum value are each reported."""
+    good = (
+        b'<d2:payload xmlns:d2="http://datex2.eu/schema/3/d2Payload" '
+        b'xmlns:com="http://datex2.eu/schema/3/common" '
+        b'xmlns:prk="http://datex2.eu/schema/3/parking" '
+        b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        b'xsi:type="prk:ParkingTablePublication" lang="zh" modelBaseVersion="3">'
+        b"<com:publicationTime>2026-12-04T10:00:00+08:00</com:publicationTime>"
+        b"<com:publicationCreator><com:country>cn</com:country>"
+        b"<com:nationalIdentifier>x</com:nationalIdentifier></com:publicationCreator>"
+        b'<prk:parkingTable id="t" version="1">'
+        b'<prk:parkingRecord xsi:type="prk:UrbanParkingSite" id="L1" version="1">'
+        b'<prk:parkingName><com:values><com:value lang="zh">L</com:value></com:values>'
+        b"</prk:parkingName>"
+        b"<prk:parkingRecordVersionTime>2026-12-04T10:00:00+08:00</prk:parkingRecordVersionTime>"
+        b'<prk:parkingLocation xsi:type="loc:PointLocation" '
+        b'xmlns:loc="http://datex2.eu/schema/3/locationReferencing"/>'
+        b"<prk:urbanParkingSiteType>onStreetParking</prk:urbanParkingSiteType>"
+        b"</prk:parkingRecord></prk:parkingTable></d2:payload>"
+    )
+    assert datex2_shape.check_payload(good)[1] == []
+    no_creator = good.replace(
+        b"<com:publicationCreator><com:country>cn</com:country>"
+        b"<com:nationalIdentifier>x</com:nationalIdentifier></com:publicationCreator>",
+        b"",
+    )
+    assert any("publicationCreator" in p for p in datex2_shape.check_payload(no_creator)[1])
+    nowhere = good.replace(
+        b'<prk:parkingLocation xsi:type="loc:PointLocation" '
+        b'xmlns:loc="http://datex2.eu/schema/3/locationReferencing"/>',
+        b"",
+    )
+    assert any("parkingLocation" in p for p in datex2_shape.check_payload(nowhere)[1])
+    odd = good.replace(b"onStreetParking", b"rooftop")
+    assert any("rooftop" in p for p in datex2_shape.check_payload(odd)[1])
 
 
 async def _events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
