@@ -30,8 +30,10 @@ async def test_the_dashboard_shows_the_city_and_follows_an_entry_live(
     pipeline.gateway().start()
     await pipeline.subscribed()
     base = await pipeline.api(pipeline.settings.api_port + 4)
+    rolled = pipeline.cli("city", "rollup", "--once")
+    assert rolled.returncode == 0, rolled.stderr
     token = token_for(Role.CITY, "zhao.city")
-    with chromium() as browser:
+    with chromium(1600, 1400) as browser:
         browser.get(f"{base}/dashboard")
         assert "城市停车驾驶舱" in browser.title
         browser.find_element(By.ID, "token").send_keys(token)
@@ -48,6 +50,20 @@ async def test_the_dashboard_shows_the_city_and_follows_an_entry_live(
         assert len(rows) == len(districts)
         assert browser.find_element(By.CSS_SELECTOR, "#map canvas").is_displayed()
         assert browser.execute_script("return document.body.dataset.lots") == str(plan.TOTAL_LOTS)
+
+        # the hourly curves, the money, reconciliation and device panels, from the rollups
+        async def figures() -> bool:
+            return browser.execute_script("return document.body.dataset.figures") == "ready"
+
+        await eventually(figures, within=15, what="the day's figures")
+        assert browser.execute_script("return document.body.dataset.hours") == "24"
+        assert browser.find_element(By.CSS_SELECTOR, "#hourly canvas").is_displayed()
+        assert browser.find_element(By.ID, "money-billed").text.startswith("¥")
+        assert browser.find_element(By.ID, "money-rate").text != ""
+        providers = browser.find_elements(By.CSS_SELECTOR, "#reconciliation tbody tr")
+        assert [r.get_attribute("data-provider") for r in providers] == ["alipay", "wechat"]
+        online, registered = browser.find_element(By.ID, "devices-online").text.split(" / ")
+        assert int(online.replace(",", "")) <= int(registered.replace(",", ""))
 
         async def live() -> bool:
             return browser.find_element(By.ID, "live").text == "实时"

@@ -5,6 +5,8 @@
 const TOKEN_KEY = "changbo.city.token";
 const lots = new Map();
 let chart = null;
+let hourly = null;
+const FIGURES_EVERY_MS = 30000;
 let streamAbort = null;
 
 const $ = (id) => document.getElementById(id);
@@ -68,6 +70,91 @@ function applyLots(items) {
   drawMap();
 }
 
+const yuan = (fen) => "¥" + (fen / 100).toLocaleString("zh-CN", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const pct = (ratio) => (ratio === null || ratio === undefined) ? "—" : (100 * ratio).toFixed(1) + "%";
+const minutes = (s) => (s === null || s === undefined) ? "—" : Math.round(s / 60) + " 分钟";
+const ms = (v) => (v === null || v === undefined) ? "—" : v.toFixed(1) + " ms";
+const STATUS = { settled: "已结算", open: "有差错", not_run: "未对账" };
+
+// The business day (Asia/Shanghai) of a moment, as YYYY-MM-DD.
+function businessDay(at) { return new Date(at.getTime() + 8 * 3600 * 1000).toISOString().slice(0, 10); }
+
+function showDay(d) {
+  $("money-billed").textContent = yuan(d.billed_fen);
+  $("money-collected").textContent = yuan(d.collected_fen);
+  $("money-rate").textContent = pct(d.collection_rate);
+  $("money-arrears").textContent = yuan(d.arrears_fen);
+  $("money-recovered").textContent = yuan(d.arrears_recovered_fen);
+  $("money-outstanding").textContent = yuan(d.arrears_outstanding_fen);
+  $("money-contactless").textContent = pct(d.contactless_share);
+  $("money-turnover").textContent = d.turnover === null ? "—" : d.turnover.toFixed(2) + " 次/位";
+  $("money-stay").textContent = minutes(d.stay_avg_s) + " / " + minutes(d.stay_median_s);
+  $("devices-latency").textContent = ms(d.lane_p50_ms) + " / " + ms(d.lane_p99_ms);
+  $("fullest").replaceChildren(...d.fullest.slice(0, 5).map((l) => {
+    const item = document.createElement("li");
+    item.textContent = l.name + "　峰值 " + (l.peak_pct === null ? "—" : l.peak_pct.toFixed(1) + "%");
+    return item;
+  }));
+}
+
+function showReconciliation(d) {
+  const body = $("reconciliation").querySelector("tbody");
+  body.replaceChildren(...d.reconciliation.map((r) => {
+    const row = document.createElement("tr");
+    row.dataset.provider = r.provider;
+    for (const value of [r.provider === "wechat" ? "微信支付" : r.provider === "alipay" ? "支付宝" : r.provider,
+                         STATUS[r.status] || r.status, yuan(r.matched_fen), fmt(r.discrepancies), fmt(r.pending)]) {
+      const cell = document.createElement("td");
+      cell.textContent = value;
+      row.appendChild(cell);
+    }
+    return row;
+  }));
+}
+
+function showDevices(h) {
+  $("devices-rate").textContent = pct(h.online_rate);
+  $("devices-online").textContent = fmt(h.online) + " / " + fmt(h.devices);
+  const kind = (k) => h.by_kind[k] ? fmt(h.by_kind[k][0]) + " / " + fmt(h.by_kind[k][1]) : "—";
+  $("devices-gate").textContent = kind("gate");
+  $("devices-sensor").textContent = kind("sensor");
+}
+
+function showHourly(entries, exits) {
+  const hours = entries.points.map((p) => new Date(p.at).toLocaleTimeString("zh-CN", { hour: "2-digit", minute: "2-digit", timeZone: "Asia/Shanghai" }));
+  hourly.setOption({
+    tooltip: { trigger: "axis" },
+    legend: { data: ["入场", "出场"], top: 0, right: 10, textStyle: { color: "#c7d6e6" } },
+    color: ["#4fc3f7", "#ffb74d"],
+    grid: { left: 40, right: 16, top: 30, bottom: 24 },
+    xAxis: { type: "category", data: hours, axisLabel: { color: "#9fb3c8" } },
+    yAxis: { type: "value", minInterval: 1, axisLabel: { color: "#9fb3c8" }, splitLine: { lineStyle: { color: "#23405f" } } },
+    series: [
+      { name: "入场", type: "line", smooth: true, data: entries.points.map((p) => p.value) },
+      { name: "出场", type: "line", smooth: true, data: exits.points.map((p) => p.value) },
+    ],
+  });
+  document.body.dataset.hours = String(hours.length);
+}
+
+async function refreshFigures() {
+  // The hourly and daily figures come from the rollups (refreshed every 30 s).
+  const now = new Date();
+  const today = businessDay(now);
+  const yesterday = businessDay(new Date(now.getTime() - 24 * 3600 * 1000));
+  const from = today + "T00:00:00+08:00";
+  const to = businessDay(new Date(now.getTime() + 24 * 3600 * 1000)) + "T00:00:00+08:00";
+  const span = "&from=" + encodeURIComponent(from) + "&to=" + encodeURIComponent(to) + "&step=hour";
+  try {
+    const [day, before, devices, entries, exits] = await Promise.all([
+      api("/v1/city/days/" + today), api("/v1/city/days/" + yesterday), api("/v1/city/devices"),
+      api("/v1/city/timeseries?metric=entries" + span), api("/v1/city/timeseries?metric=exits" + span),
+    ]);
+    showDay(day); showReconciliation(before); showDevices(devices); showHourly(entries, exits);
+    document.body.dataset.figures = day.refreshed_at ? "ready" : "waiting";
+  } catch (e) { /* shown again at the next refresh; the stream says when the platform is down */ }
+}
+
 async function refreshDistricts() {
   try { showDistricts((await api("/v1/city/districts")).items); } catch (e) { /* the stream says when down */ }
 }
@@ -120,10 +207,13 @@ async function keepStreaming() {
 async function open() {
   $("login").hidden = true; $("board").hidden = false;
   chart = echarts.init($("map"), null, { renderer: "canvas" });
-  window.addEventListener("resize", () => chart.resize());
+  hourly = echarts.init($("hourly"), null, { renderer: "canvas" });
+  window.addEventListener("resize", () => { chart.resize(); hourly.resize(); });
   showOverview(await api("/v1/city/overview"));
   showDistricts((await api("/v1/city/districts")).items);
   applyLots((await api("/v1/city/lots")).items);
+  await refreshFigures();
+  setInterval(refreshFigures, FIGURES_EVERY_MS);
   keepStreaming();
 }
 
