@@ -6,11 +6,12 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Final
+from typing import Any, Final, cast
 
 import asyncpg
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -43,17 +44,35 @@ PROVIDERS: Final = ("alipay", "wechat")
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Every lot of the city, its districts and the core's counts, as of one read."""
+    """Every lot of the city, its districts and the core's counts, as of one read.
+
+    What is computed from it is kept per tenancy filter (the city; one company's lots):
+    every request and stream tick within the snapshot's second shares one computation."""
 
     lots: list[Lot]
     districts: list[District]
     counts: dict[str, LiveCount]
+    _memo: dict[tuple[str, str | None], Any] = field(default_factory=dict, compare=False)
 
     def lots_now(self, who: Principal) -> list[LotNow]:
-        """The lots ``who`` may read, now."""
-        return [
-            logic.lot_now(lot, self.counts.get(lot.id)) for lot in lots.readable_by(who, self.lots)
-        ]
+        """The lots ``who`` may read, now (do not change the list: it is shared)."""
+        key = ("lots", lots_logic.lot_filter(who))
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = [
+                logic.lot_now(lot, self.counts.get(lot.id))
+                for lot in lots.readable_by(who, self.lots)
+            ]
+        return cast(list[LotNow], found)
+
+    def overview(self, who: Principal, now: datetime) -> Overview:
+        key = ("overview", lots_logic.lot_filter(who))
+        found = self._memo.get(key)
+        if found is None:
+            mine = self.lots_now(who)
+            districts = {lot.district_code for lot in mine}
+            found = self._memo[key] = logic.overview(mine, self.counts, len(districts), now)
+        return msgspec.structs.replace(cast(Overview, found), at=now)
 
 
 class Snapshots:
@@ -92,9 +111,7 @@ async def registers(conn: asyncpg.Connection) -> tuple[list[Lot], list[District]
 
 def overview(snapshot: Snapshot, who: Principal, *, now: datetime) -> Overview:
     """The city (an operator: its company's lots) now."""
-    found = snapshot.lots_now(who)
-    districts = {lot.district_code for lot in found}
-    return logic.overview(found, snapshot.counts, len(districts), now)
+    return snapshot.overview(who, now)
 
 
 def districts(snapshot: Snapshot, who: Principal) -> list[DistrictNow]:
