@@ -35,10 +35,17 @@ def _client(request: Request[Any, Any, Any]) -> str:
 
 
 def _validators(
-    request: Request[Any, Any, Any], body: bytes, modified: datetime, extra: dict[str, str]
+    request: Request[Any, Any, Any],
+    body: bytes,
+    modified: datetime,
+    extra: dict[str, str],
+    identity: bytes | None = None,
 ) -> tuple[dict[str, str], bool]:
-    """The caching headers of ``body``, and whether the client has it already."""
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    """The caching headers of ``body``, and whether the client has it already. A live
+    answer names its own time, so its ETag is weak and hashes ``identity`` (the counts):
+    the same counts a second later are the same answer."""
+    digest = hashlib.sha256(body if identity is None else identity).hexdigest()[:32]
+    etag = ('"' if identity is None else 'W/"') + digest + '"'
     headers = {
         **extra,
         "ETag": etag,
@@ -51,18 +58,26 @@ def _validators(
 
 
 def _cached_xml(
-    request: Request[Any, Any, Any], body: bytes, modified: datetime, extra: dict[str, str]
+    request: Request[Any, Any, Any],
+    body: bytes,
+    modified: datetime,
+    extra: dict[str, str],
+    identity: bytes | None = None,
 ) -> Response[bytes]:
-    headers, fresh = _validators(request, body, modified, extra)
+    headers, fresh = _validators(request, body, modified, extra, identity)
     if fresh:
         return Response(content=b"", status_code=304, headers=headers)
     return Response(content=body, headers=headers, media_type=datex2.MEDIA_TYPE)
 
 
 def _cached(
-    request: Request[Any, Any, Any], content: T, modified: datetime, extra: dict[str, str]
+    request: Request[Any, Any, Any],
+    content: T,
+    modified: datetime,
+    extra: dict[str, str],
+    identity: bytes | None = None,
 ) -> Response[T]:
-    headers, fresh = _validators(request, msgspec.json.encode(content), modified, extra)
+    headers, fresh = _validators(request, msgspec.json.encode(content), modified, extra, identity)
     if fresh:
         # no body with a 304
         return cast(Response[T], Response(content=b"", status_code=304, headers=headers))
@@ -103,7 +118,8 @@ async def open_availability(request: Request[Any, Any, Any]) -> Response[Realtim
     now = clock_of(request).now()
     async with connection(infra) as conn:
         sites = await opendata.availability(conn, infra.redis, now=now)
-    return _cached(request, sites, now, limits)
+    counts = [(i.uid, i.realtime_capacity, i.realtime_free_capacity) for i in sites.items]
+    return _cached(request, sites, now, limits, msgspec.json.encode(counts))
 
 
 @get(
@@ -118,8 +134,8 @@ async def datex2_sites(request: Request[Any, Any, Any]) -> Response[bytes]:
     limits = await _admit(request)
     now = clock_of(request).now()
     async with connection(infra_of(request.app)) as conn:
-        body = await opendata.datex2_sites(conn, now=now)
-    return _cached_xml(request, body, now, limits)
+        body, register = await opendata.datex2_sites(conn, now=now)
+    return _cached_xml(request, body, now, limits, register)
 
 
 @get(
@@ -135,8 +151,8 @@ async def datex2_status(request: Request[Any, Any, Any]) -> Response[bytes]:
     infra = infra_of(request.app)
     now = clock_of(request).now()
     async with connection(infra) as conn:
-        body = await opendata.datex2_status(conn, infra.redis, now=now)
-    return _cached_xml(request, body, now, limits)
+        body, counts = await opendata.datex2_status(conn, infra.redis, now=now)
+    return _cached_xml(request, body, now, limits, counts)
 
 
 ROUTES: Final = [open_lots, open_availability, datex2_sites, datex2_status]

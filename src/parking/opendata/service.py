@@ -31,17 +31,26 @@ async def availability(
     return logic.realtime_sites(every, counts, now.replace(microsecond=0))
 
 
-async def datex2_sites(conn: asyncpg.Connection, *, now: datetime) -> bytes:
-    """Every lot as a DATEX II v3 ParkingTablePublication (XML)."""
-    return datex2.parking_sites(await lots.every_lot(conn), now)
+async def datex2_sites(conn: asyncpg.Connection, *, now: datetime) -> tuple[bytes, bytes]:
+    """Every lot as a DATEX II v3 ParkingTablePublication (XML), and the register it
+    tells (what makes two answers the same)."""
+    every = await lots.every_lot(conn)
+    told = [
+        (lot.id, lot.name, lot.kind, lot.capacity, lot.latitude, lot.longitude) for lot in every
+    ]
+    return datex2.parking_sites(every, now), repr(told).encode()
 
 
-async def datex2_status(conn: asyncpg.Connection, redis: aioredis.Redis, *, now: datetime) -> bytes:
-    """Free spaces per lot as a DATEX II v3 ParkingStatusPublication (XML). Raises
-    CoreUnreachable when the live core does not answer."""
+async def datex2_status(
+    conn: asyncpg.Connection, redis: aioredis.Redis, *, now: datetime
+) -> tuple[bytes, bytes]:
+    """Free spaces per lot as a DATEX II v3 ParkingStatusPublication (XML), and the
+    counts it tells (what makes two answers the same). Raises CoreUnreachable when the
+    live core does not answer."""
     every = await lots.every_lot(conn)
     try:
         counts = await core.live_counts(redis, [lot.id for lot in every])
     except (RedisError, OSError) as exc:
         raise CoreUnreachable("the live occupancy core does not answer; try again") from exc
-    return datex2.parking_status(every, counts, now)
+    told = sorted((lot_id, c.capacity, c.occupied) for lot_id, c in counts.items())
+    return datex2.parking_status(every, counts, now), repr(told).encode()

@@ -4,6 +4,7 @@ gateway) and the seeded city's plan (parking.seed.city.build), never the same SQ
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -197,6 +198,17 @@ async def test_the_city_figures_follow_cars_through_the_lanes(
         "/open/datex2/parking-status", headers={"If-None-Match": status_xml.headers["ETag"]}
     )
     assert again.status_code == 304
+    # the answer names its own time; the same counts a second later are the same answer
+    assert status_xml.headers["ETag"].startswith('W/"')
+    await asyncio.sleep(1.1)
+    later = await api.get(
+        "/open/datex2/parking-status", headers={"If-None-Match": status_xml.headers["ETag"]}
+    )
+    assert later.status_code == 304
+    sites_again = await api.get(
+        "/open/datex2/parking-sites", headers={"If-None-Match": sites_xml.headers["ETag"]}
+    )
+    assert sites_again.status_code == 304
 
 
 def test_the_structure_check_refuses_a_document_the_schema_would() -> None:
