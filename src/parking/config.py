@@ -144,6 +144,12 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "a `/v1/city/stream` connection ends after this long (the browser reconnects at once)",
     ),
     (
+        "PARKING_PUBLIC_BASE_URL",
+        "(http://API host:port)",
+        "where the platform is reached from a phone: printed QR codes are "
+        "`<this>/q/<token>` and open the driver's page there",
+    ),
+    (
         "PARKING_DEVICE_SILENT_AFTER_S",
         "1800",
         "a device not heard from for this many seconds is silent: reported as an anomaly "
@@ -239,6 +245,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_at: tuple[int, int] = (10, 0)
     #: seconds a city stream connection lives before the client reconnects
     stream_max_seconds: float = 300.0
+    #: printed codes are <public_base_url>/q/<token> (default: the API's own address)
+    public_base_url: str = ""
     #: a device not heard from for this long is silent (anomaly; offline in the figures)
     device_silent_after_s: float = 1800.0
     #: the rollup job's period
@@ -336,9 +344,23 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         fee_rates=_fee_rates(get("PARKING_FEE_RATES")),
         reconcile_at=_time_of_day(get("PARKING_RECONCILE_AT")),
         stream_max_seconds=float(get("PARKING_STREAM_MAX_SECONDS")),
+        public_base_url=_public_base_url(
+            env.get("PARKING_PUBLIC_BASE_URL"), get("PARKING_API_HOST"), get("PARKING_API_PORT")
+        ),
         device_silent_after_s=_positive("PARKING_DEVICE_SILENT_AFTER_S", get),
         rollup_every_s=_positive("PARKING_ROLLUP_EVERY_S", get),
     )
+
+
+def _public_base_url(text: str | None, host: str, port: str) -> str:
+    if not text:
+        return f"http://{host}:{port}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f"PARKING_PUBLIC_BASE_URL: {text!r} is not an http(s) URL without query or fragment"
+        )
+    return text.rstrip("/")
 
 
 def _positive(name: str, get: Callable[[str], str]) -> float:

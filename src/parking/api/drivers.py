@@ -47,6 +47,7 @@ from parking.auth.model import Role
 from parking.payments import contactless as payment_contactless
 from parking.plates import normalise
 from parking.qr import keys as qr_keys
+from parking.qr import logic as qr_logic
 from parking.qr import service as qr
 from parking.qr.model import Keyring
 
@@ -529,7 +530,11 @@ async def resolve_code(
     keyring = _keyring(infra)
     async with connection(infra) as conn:
         return await qr.resolve(
-            conn, keyring=keyring, scanned=data.code, now=clock_of(request).now()
+            conn,
+            keyring=keyring,
+            scanned=data.code,
+            now=clock_of(request).now(),
+            prefix=qr_logic.prefix_of(infra.settings.public_base_url),
         )
 
 

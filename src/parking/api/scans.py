@@ -55,7 +55,12 @@ _places: dict[QrTarget, tuple[float, Place]] = {}
 
 async def scan_place(infra: Infra, code: str) -> Place:
     """What a scanned code points at; the signature is checked on every scan."""
-    token = qr_logic.verify(code, keyring=_keyring(infra), now=infra.clock.now())
+    token = qr_logic.verify(
+        code,
+        keyring=_keyring(infra),
+        now=infra.clock.now(),
+        prefix=qr_logic.prefix_of(infra.settings.public_base_url),
+    )
     cached = _places.get(token.target)
     if cached is not None and time.monotonic() - cached[0] < _PLACE_TTL_S:
         return cached[1]

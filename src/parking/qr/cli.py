@@ -16,7 +16,7 @@ import msgspec
 from parking import config
 from parking.clock import SystemClock
 from parking.errors import ParkingError
-from parking.qr import keys, service
+from parking.qr import keys, logic, service
 
 T = TypeVar("T")
 
@@ -82,7 +82,12 @@ def render_command(
         raise click.ClickException(str(error)) from error
     issued = _with_db(
         lambda conn: service.issue(
-            conn, keyring=keyring, target=target, now=now, expires_at=expires_at
+            conn,
+            keyring=keyring,
+            target=target,
+            now=now,
+            prefix=logic.prefix_of(config.load().public_base_url),
+            expires_at=expires_at,
         )
     )
     service.render(issued.url, out, scale=scale)
@@ -95,7 +100,13 @@ def decode_command(code: str) -> None:
     """Verify a scanned code (URL or token) and print what it points at."""
     keyring = keys.load_or_create(_keyring_path())
     resolved = _with_db(
-        lambda conn: service.resolve(conn, keyring=keyring, scanned=code, now=SystemClock().now())
+        lambda conn: service.resolve(
+            conn,
+            keyring=keyring,
+            scanned=code,
+            now=SystemClock().now(),
+            prefix=logic.prefix_of(config.load().public_base_url),
+        )
     )
     _echo_json(resolved)
 

@@ -13,10 +13,10 @@ from typing import Annotated, Final
 import msgspec
 
 from parking.qr.model import (
-    BASE_URL,
     MAC_BYTES,
     MAC_CONTEXT,
     MAX_TOKEN_LENGTH,
+    PATH,
     VERSION,
     ExpiredQr,
     ForgedQr,
@@ -91,28 +91,35 @@ def sign(
     return _b64(body + _mac(keyring.keys[keyring.signing], body))
 
 
-def url_for(token: str) -> str:
-    return BASE_URL + token
+def prefix_of(public_base_url: str) -> str:
+    """What a printed code starts with: ``<public base URL>/q/``."""
+    return public_base_url.rstrip("/") + PATH
 
 
-def token_of(scanned: str) -> str:
-    """The token in what a scanner read: the printed URL, or the bare token."""
+def url_for(token: str, *, prefix: str) -> str:
+    return prefix + token
+
+
+def token_of(scanned: str, *, prefix: str | None = None) -> str:
+    """The token in what a scanner read: a URL printed under ``prefix``, or the bare
+    token (``prefix`` None: only a bare token)."""
     text = scanned.strip()
-    if text.startswith(BASE_URL):
-        text = text[len(BASE_URL) :]
+    if prefix is not None and text.startswith(prefix):
+        text = text[len(prefix) :]
     elif "://" in text or "/" in text:
         raise MalformedQr("not a Changbo parking code")
     return text
 
 
-def verify(scanned: str, *, keyring: Keyring, now: datetime) -> QrToken:
-    """Decode and check a scanned code: shape, key, signature, expiry, in that order.
+def verify(scanned: str, *, keyring: Keyring, now: datetime, prefix: str | None = None) -> QrToken:
+    """Decode and check a scanned code (a URL under ``prefix``, or the bare token):
+    shape, key, signature, expiry, in that order.
 
     Raises MalformedQr, UnknownQrKey, ForgedQr or ExpiredQr (all 400s).
     """
-    if len(scanned) > MAX_TOKEN_LENGTH + len(BASE_URL):
+    if len(scanned) > MAX_TOKEN_LENGTH + len(prefix or ""):
         raise MalformedQr("code too long")
-    token = token_of(scanned)
+    token = token_of(scanned, prefix=prefix)
     if not token or len(token) > MAX_TOKEN_LENGTH or not _TOKEN.fullmatch(token):
         raise MalformedQr("not a Changbo parking code")
     try:

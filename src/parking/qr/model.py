@@ -25,9 +25,10 @@ import msgspec
 
 from parking.errors import InvalidInput, NotFound, ParkingError
 
-#: Printed codes point here; the driver app (or a browser, which the landing
-#: page sends to the mini-program) recognises the prefix.
-BASE_URL: Final = "https://changbo.example/q/"
+#: Printed codes are ``<PARKING_PUBLIC_BASE_URL>/q/<token>``: a phone's camera opens
+#: the platform's own page for the code there (``GET /q/<token>``); a driver app
+#: that scans one sends the whole URL (or the bare token) to the API.
+PATH: Final = "/q/"
 #: Longest token accepted before any decoding (a version-1 code is < 200).
 MAX_TOKEN_LENGTH: Final = 512
 MAC_BYTES: Final = 16

@@ -86,20 +86,27 @@ async def issue(
     keyring: Keyring,
     target: QrTarget,
     now: datetime,
+    prefix: str,
     expires_at: datetime | None = None,
 ) -> Issued:
-    """Sign a code for a place that exists (QrTargetNotFound otherwise)."""
+    """Sign a code for a place that exists (QrTargetNotFound otherwise); its URL is
+    ``prefix`` (``logic.prefix_of(PARKING_PUBLIC_BASE_URL)``) and the token."""
     place = await place_of(conn, target)
     token = logic.sign(target, keyring=keyring, now=now, expires_at=expires_at)
-    return Issued(place=place, token=token, url=logic.url_for(token))
+    return Issued(place=place, token=token, url=logic.url_for(token, prefix=prefix))
 
 
 async def resolve(
-    conn: asyncpg.Connection, *, keyring: Keyring, scanned: str, now: datetime
+    conn: asyncpg.Connection,
+    *,
+    keyring: Keyring,
+    scanned: str,
+    now: datetime,
+    prefix: str | None = None,
 ) -> Resolved:
     """What a scanned code points at. A forged, altered, unknown-key, expired or
     malformed code is a QrError (400); a genuine code for a place that is gone, a 404."""
-    token = logic.verify(scanned, keyring=keyring, now=now)
+    token = logic.verify(scanned, keyring=keyring, now=now, prefix=prefix)
     return Resolved(
         place=await place_of(conn, token.target),
         key_id=token.key_id,

@@ -30,13 +30,14 @@ def keyring(app_settings: Settings) -> Keyring:
 
 
 async def test_a_lane_code_resolves_to_the_lane_and_its_direction(
-    api: Client, keyring: Keyring, token_for: Callable[..., str]
+    api: Client, keyring: Keyring, token_for: Callable[..., str], app_settings: Settings
 ) -> None:
     now = datetime.now(UTC)
     driver = token_for(Role.DRIVER, "acc-x")
     for lane, direction in (("in1", "in"), ("out1", "out")):
         code = logic.url_for(
-            logic.sign(logic.target(QrKind.LANE, "GZ-DEMO-01", lane), keyring=keyring, now=now)
+            logic.sign(logic.target(QrKind.LANE, "GZ-DEMO-01", lane), keyring=keyring, now=now),
+            prefix=logic.prefix_of(app_settings.public_base_url),
         )
         answer = await api.post("/v1/qr/resolve", json={"code": code}, headers=bearer(driver))
         assert answer.status_code == 200, answer.text

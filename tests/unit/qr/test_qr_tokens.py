@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from parking.qr import keys, logic
 from parking.qr.model import (
-    BASE_URL,
     ExpiredQr,
     ForgedQr,
     Keyring,
@@ -25,6 +24,7 @@ from parking.qr.model import (
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 KEYRING = Keyring(signing="k2", keys={"k1": b"1" * 32, "k2": b"2" * 32})
 LANE = logic.target(QrKind.LANE, "GZ-DEMO-01", "in1")
+BASE_URL = logic.prefix_of("https://park.example.cn/")
 
 
 def b64(data: bytes) -> str:
@@ -37,7 +37,12 @@ def unb64(token: str) -> bytes:
 
 def test_a_signed_code_verifies_to_its_place() -> None:
     token = logic.sign(LANE, keyring=KEYRING, now=NOW)
-    verified = logic.verify(logic.url_for(token), keyring=KEYRING, now=NOW + timedelta(days=900))
+    verified = logic.verify(
+        logic.url_for(token, prefix=BASE_URL),
+        keyring=KEYRING,
+        now=NOW + timedelta(days=900),
+        prefix=BASE_URL,
+    )
     assert verified.target == LANE
     assert (verified.key_id, verified.issued_at, verified.expires_at) == ("k2", NOW, None)
 
@@ -57,7 +62,8 @@ def test_lot_and_space_codes_round_trip() -> None:
 
 def test_a_code_is_compact_enough_for_a_small_symbol() -> None:
     url = logic.url_for(
-        logic.sign(LANE, keyring=KEYRING, now=NOW, expires_at=NOW + timedelta(days=365))
+        logic.sign(LANE, keyring=KEYRING, now=NOW, expires_at=NOW + timedelta(days=365)),
+        prefix=BASE_URL,
     )
     assert url.startswith(BASE_URL)
     assert len(url) < 110
@@ -130,7 +136,7 @@ def test_an_expired_code_is_refused() -> None:
 )
 def test_junk_is_malformed_never_a_crash(scanned: str) -> None:
     with pytest.raises(MalformedQr):
-        logic.verify(scanned, keyring=KEYRING, now=NOW)
+        logic.verify(scanned, keyring=KEYRING, now=NOW, prefix=BASE_URL)
 
 
 @given(st.text(max_size=300) | st.binary(max_size=200).map(b64))
