@@ -16,7 +16,7 @@ import msgspec
 from parking import config
 from parking.clock import SystemClock
 from parking.errors import ParkingError
-from parking.qr import keys, logic, service
+from parking.qr import keys, logic, service, signs
 
 T = TypeVar("T")
 
@@ -58,7 +58,8 @@ def qr() -> None:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="FILE.png or FILE.svg",
+    help="FILE.svg, FILE.png (the code with the lot's name and the place under it) or "
+    "FILE.pdf (an A6 sign)",
 )
 @click.option("--expires-days", type=click.IntRange(min=1), help="default: never expires")
 @click.option("--scale", type=click.IntRange(1, 50), default=10, show_default=True)
@@ -71,8 +72,8 @@ def render_command(
     scale: int,
 ) -> None:
     """Sign a code for a place that exists in the database and write it as an image."""
-    if out.suffix.lower() not in (".png", ".svg"):
-        raise click.BadParameter("must end in .png or .svg", param_hint="--out")
+    if out.suffix.lower() not in signs.FORMATS:
+        raise click.BadParameter("must end in .svg, .png or .pdf", param_hint="--out")
     keyring = keys.load_or_create(_keyring_path())
     now = SystemClock().now()
     expires_at = None if expires_days is None else now + timedelta(days=expires_days)
@@ -90,8 +91,40 @@ def render_command(
             expires_at=expires_at,
         )
     )
-    service.render(issued.url, out, scale=scale)
+    try:
+        signs.write([service.sign_of(issued)], out, module=scale)
+    except ParkingError as error:
+        raise click.ClickException(str(error)) from error
     _echo_json({"out": str(out), "url": issued.url, "place": issued.place})
+
+
+@qr.command("sheet")
+@click.option("--lot", "lot_id", required=True, help="lot id, e.g. GZ-ST-001")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="FILE.pdf"
+)
+@click.option("--expires-days", type=click.IntRange(min=1), help="default: never expires")
+def sheet_command(lot_id: str, out: Path, expires_days: int | None) -> None:
+    """Sign a code for every space of a lot and write them on A4 sheets, 12 a page."""
+    if out.suffix.lower() != ".pdf":
+        raise click.BadParameter("must end in .pdf", param_hint="--out")
+    keyring = keys.load_or_create(_keyring_path())
+    now = SystemClock().now()
+    expires_at = None if expires_days is None else now + timedelta(days=expires_days)
+    issued = _with_db(
+        lambda conn: service.issue_spaces(
+            conn,
+            keyring=keyring,
+            lot_id=lot_id,
+            now=now,
+            prefix=logic.prefix_of(config.load().public_base_url),
+            expires_at=expires_at,
+        )
+    )
+    if not issued:
+        raise click.ClickException(f"lot {lot_id} has no spaces")
+    signs.write([service.sign_of(i) for i in issued], out)
+    _echo_json({"out": str(out), "codes": len(issued), "pages": -(-len(issued) // 12)})
 
 
 @qr.command("decode")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 import asyncpg
 import msgspec
-import segno
 
 from parking.errors import InvalidInput
 from parking.lots import service as lots
-from parking.qr import logic
+from parking.qr import logic, signs
 from parking.qr.model import Keyring, QrKind, QrTarget, QrTargetNotFound
 
 
@@ -115,14 +113,51 @@ async def resolve(
     )
 
 
-def render(url: str, out: Path, *, scale: int = 10) -> None:
-    """Write a printable QR symbol (PNG or SVG by the file's suffix).
+def sign_of(issued: Issued) -> signs.Sign:
+    """What is printed for an issued code: the lot's name and the place under it."""
+    place = issued.place
+    return signs.Sign(
+        url=issued.url,
+        title=place.lot_name,
+        place=signs.caption(
+            place.lot_name,
+            place.kind,
+            lane_id=place.lane_id,
+            direction=place.direction,
+            space_id=place.space_id,
+        ),
+    )
 
-    Error correction M (15%) survives scuffs and rain on a lane sign without
-    making the symbol dense; the 4-module quiet zone is what scanners need.
-    """
-    suffix = out.suffix.lower()
-    if suffix not in (".png", ".svg"):
-        raise InvalidInput("the output file must end in .png or .svg")
-    symbol = segno.make(url, error="m", micro=False)
-    symbol.save(str(out), scale=scale, border=4)
+
+async def issue_spaces(
+    conn: asyncpg.Connection,
+    *,
+    keyring: Keyring,
+    lot_id: str,
+    now: datetime,
+    prefix: str,
+    expires_at: datetime | None = None,
+) -> list[Issued]:
+    """A code for every space of a lot, in space order (a sheet to print)."""
+    if await lots.find_lot(conn, lot_id) is None:
+        raise QrTargetNotFound(f"no lot {lot_id}")
+    out: list[Issued] = []
+    after: str | None = None
+    while True:
+        page = await lots.list_spaces(conn, lot_id, after=after, limit=500)
+        out.extend(
+            [
+                await issue(
+                    conn,
+                    keyring=keyring,
+                    target=logic.target(QrKind.SPACE, lot_id, space.space_id),
+                    now=now,
+                    prefix=prefix,
+                    expires_at=expires_at,
+                )
+                for space in page
+            ]
+        )
+        if len(page) < 500:
+            return out
+        after = page[-1].space_id

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 from collections.abc import Callable
@@ -10,13 +11,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import segno
 from click.testing import CliRunner
 from kits import bearer
 from litestar.testing import AsyncTestClient
+from PIL import Image
 
 from parking.auth.model import Role
 from parking.config import Settings
-from parking.qr import keys, logic
+from parking.qr import keys, logic, signs
 from parking.qr.cli import qr
 from parking.qr.model import Keyring, QrKind
 
@@ -148,3 +151,94 @@ async def test_the_cli_renders_printable_codes_that_the_api_resolves(
         render, "--lot", "GZ-DEMO-01", "--out", str(tmp_path / "x.jpg")
     )
     assert bad_suffix.exit_code == 2
+
+
+def _modules_of(png: bytes, url: str, module: int) -> tuple[list[list[bool]], list[list[bool]]]:
+    """The dark modules a PNG shows (sampled at each module's centre) and the ones the
+    URL's symbol has: equal when the printed code is the URL's."""
+    image = Image.open(io.BytesIO(png)).convert("L")
+    symbol = segno.make(url, error="m", micro=False)
+    size = len(symbol.matrix)
+    border = signs.BORDER
+    seen = [
+        [
+            image.getpixel(
+                ((border + c) * module + module // 2, (border + r) * module + module // 2)
+            )
+            < 128
+            for c in range(size)
+        ]
+        for r in range(size)
+    ]
+    return seen, [[bool(v) for v in row] for row in symbol.matrix]
+
+
+async def test_a_printed_sign_carries_the_code_the_lot_and_the_place(
+    app_settings: Settings, tmp_path: Path
+) -> None:
+    """The PNG's modules are the URL's symbol, with the lot's name and the place drawn
+    under it (pixels below the code); the SVG names them in text; the A6 PDF and the
+    sheet of a lot's spaces are PDFs of the right page count."""
+    runner = CliRunner()
+    env = {"PARKING_DATABASE_URL": app_settings.database_url}
+    png, svg, sign = tmp_path / "lane.png", tmp_path / "lane.svg", tmp_path / "lane.pdf"
+    done = await asyncio.to_thread(
+        runner.invoke,
+        qr,
+        ["render", "--lot", "GZ-DEMO-01", "--lane", "out1", "--out", str(png)],
+        env=env,
+    )
+    assert done.exit_code == 0, done.output
+    url = json.loads(done.output)["url"]
+    assert url.startswith(app_settings.public_base_url + "/q/")
+    seen, wanted = _modules_of(png.read_bytes(), url, 10)
+    assert seen == wanted
+    image = Image.open(png).convert("L")
+    code_side = (len(wanted) + 2 * signs.BORDER) * 10
+    caption = image.crop((0, code_side, image.width, image.height))
+    assert caption.getextrema()[0] < 100  # text is drawn under the code
+
+    done = await asyncio.to_thread(
+        runner.invoke,
+        qr,
+        ["render", "--lot", "GZ-DEMO-01", "--lane", "out1", "--out", str(svg)],
+        env=env,
+    )
+    text = svg.read_text(encoding="utf-8")
+    conn = await asyncpg.connect(app_settings.database_url)
+    try:
+        name = await conn.fetchval("SELECT name FROM lots WHERE id = 'GZ-DEMO-01'")
+        street, spaces = (
+            await conn.fetchrow(
+                "SELECT s.lot_id, count(*) FROM spaces s JOIN lots l ON l.id = s.lot_id "
+                "WHERE l.kind = 'on_street' GROUP BY s.lot_id ORDER BY s.lot_id LIMIT 1"
+            )
+        ).values()
+    finally:
+        await conn.close()
+    assert name in text
+    assert "出口 out1" in text
+
+    done = await asyncio.to_thread(
+        runner.invoke,
+        qr,
+        ["render", "--lot", "GZ-DEMO-01", "--lane", "out1", "--out", str(sign)],
+        env=env,
+    )
+    assert done.exit_code == 0, done.output
+    assert sign.read_bytes().startswith(b"%PDF")
+    assert sign.read_bytes().count(b"/Type /Page\n") + sign.read_bytes().count(b"/Type /Page ") >= 1
+
+    sheet = tmp_path / "spaces.pdf"
+    done = await asyncio.to_thread(
+        runner.invoke, qr, ["sheet", "--lot", street, "--out", str(sheet)], env=env
+    )
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    assert report["codes"] == spaces
+    assert report["pages"] == -(-spaces // 12)
+    assert sheet.read_bytes().startswith(b"%PDF")
+    wrong = await asyncio.to_thread(
+        runner.invoke, qr, ["sheet", "--lot", street, "--out", str(tmp_path / "x.png")], env=env
+    )
+    assert wrong.exit_code != 0
