@@ -40,3 +40,14 @@ if [ ! -f "$vendor/echarts.min.js" ] || [ frontend/package-lock.json -nt "$vendo
   cp frontend/node_modules/echarts/dist/echarts.min.js "$vendor/echarts.min.js"
   cp frontend/node_modules/echarts/LICENSE "$vendor/echarts.LICENSE.txt"
 fi
+
+# A Chinese font for the printed codes' PNG captions (`parking qr render`) and the
+# pages' screenshots: Debian's WenQuanYi Micro Hei.
+if [ ! -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[bootstrap] installing fonts-wqy-microhei with apt-get" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-wqy-microhei >/dev/null
+  else
+    echo "[bootstrap] no Chinese font: install fonts-wqy-microhei for PNG codes (SVG and PDF need none)" >&2
+  fi
+fi
