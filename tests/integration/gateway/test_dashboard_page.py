@@ -50,6 +50,10 @@ async def test_the_dashboard_shows_the_city_and_follows_an_entry_live(
         assert len(rows) == len(districts)
         assert browser.find_element(By.CSS_SELECTOR, "#map canvas").is_displayed()
         assert browser.execute_script("return document.body.dataset.lots") == str(plan.TOTAL_LOTS)
+        # each district drawn as the region its lots imply
+        assert browser.execute_script("return document.body.dataset.outlines") == str(
+            len(districts)
+        )
 
         # the hourly curves, the money, reconciliation and device panels, from the rollups
         async def figures() -> bool:

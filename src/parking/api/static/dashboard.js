@@ -35,6 +35,7 @@ function showOverview(o) {
 }
 
 function showDistricts(items) {
+  for (const d of items) { districtNames.set(d.code, d.name); }
   const body = $("districts").querySelector("tbody");
   body.replaceChildren(...items.map((d) => {
     const row = document.createElement("tr");
@@ -49,18 +50,75 @@ function showDistricts(items) {
   }));
 }
 
+// No district boundary data with a licence that allows it ships with the platform
+// (the npm package that has Ganzhou's outlines carries AMap's data, whose terms
+// transfer no rights), so the map draws the districts the lots imply: each
+// district's region is the part of the map nearer its lots' centre than any other
+// district's (a Voronoi cell, cut to the city's extent), named at its centre.
+let districtNames = new Map();
+
+function clip(polygon, a, b, c) {
+  // keep the part of the polygon where a*x + b*y <= c (Sutherland-Hodgman, one edge)
+  const out = [];
+  for (let i = 0; i < polygon.length; i++) {
+    const p = polygon[i], q = polygon[(i + 1) % polygon.length];
+    const fp = a * p[0] + b * p[1] - c, fq = a * q[0] + b * q[1] - c;
+    if (fp <= 0) { out.push(p); }
+    if ((fp < 0 && fq > 0) || (fp > 0 && fq < 0)) {
+      const t = fp / (fp - fq);
+      out.push([p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1])]);
+    }
+  }
+  return out;
+}
+
+function districtOutlines() {
+  const byDistrict = new Map();
+  let minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
+  for (const l of lots.values()) {
+    if (!byDistrict.has(l.district_code)) { byDistrict.set(l.district_code, []); }
+    byDistrict.get(l.district_code).push([l.longitude, l.latitude]);
+    minX = Math.min(minX, l.longitude); maxX = Math.max(maxX, l.longitude);
+    minY = Math.min(minY, l.latitude); maxY = Math.max(maxY, l.latitude);
+  }
+  const pad = 0.08;
+  const box = [[minX - pad, minY - pad], [maxX + pad, minY - pad], [maxX + pad, maxY + pad], [minX - pad, maxY + pad]];
+  const centres = [...byDistrict].map(([code, points]) => [code,
+    points.reduce((s, q) => s + q[0], 0) / points.length, points.reduce((s, q) => s + q[1], 0) / points.length]);
+  const outlines = [], labels = [];
+  for (const [code, x, y] of centres) {
+    let cell = box;
+    for (const [other, ox, oy] of centres) {
+      if (other === code || cell.length === 0) { continue; }
+      // nearer (x, y) than (ox, oy): 2(ox-x)X + 2(oy-y)Y <= ox^2+oy^2-x^2-y^2
+      cell = clip(cell, 2 * (ox - x), 2 * (oy - y), ox * ox + oy * oy - x * x - y * y);
+    }
+    if (cell.length >= 3) { outlines.push({ coords: cell.concat([cell[0]]) }); }
+    labels.push({ name: districtNames.get(code) || code, value: [x, y] });
+  }
+  document.body.dataset.outlines = String(outlines.length);
+  return { outlines, labels };
+}
+
 function drawMap() {
   const points = [...lots.values()].map((l) => ({
     name: l.name, value: [l.longitude, l.latitude, l.occupancy_pct, l.occupied, l.capacity, l.lot_id],
   }));
+  const { outlines, labels } = districtOutlines();
   chart.setOption({
     tooltip: { formatter: (p) => p.name + "<br>" + p.value[3] + " / " + p.value[4] + "（" + p.value[2] + "%）" },
     grid: { left: 40, right: 20, top: 10, bottom: 30 },
     xAxis: { type: "value", scale: true, name: "经度", axisLabel: { color: "#9fb3c8" }, splitLine: { show: false } },
     yAxis: { type: "value", scale: true, name: "纬度", axisLabel: { color: "#9fb3c8" }, splitLine: { show: false } },
-    visualMap: { min: 0, max: 100, dimension: 2, calculable: true, orient: "horizontal", left: "center", bottom: 0,
+    visualMap: { seriesIndex: 2, min: 0, max: 100, dimension: 2, calculable: true, orient: "horizontal", left: "center", bottom: 0,
                  text: ["满", "空"], textStyle: { color: "#9fb3c8" }, inRange: { color: ["#2ecc71", "#f1c40f", "#e74c3c"] } },
-    series: [{ type: "scatter", symbolSize: 7, data: points }],
+    series: [
+      { type: "lines", coordinateSystem: "cartesian2d", polyline: true, silent: true, z: 1,
+        lineStyle: { color: "#4f7dab", width: 1, opacity: 0.7, type: "dashed" }, data: outlines },
+      { type: "scatter", symbolSize: 0, silent: true, z: 3, data: labels,
+        label: { show: true, formatter: (p) => p.name, color: "#c7d6e6", fontSize: 11 } },
+      { type: "scatter", symbolSize: 7, z: 2, data: points },
+    ],
   });
 }
 
