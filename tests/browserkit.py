@@ -39,7 +39,11 @@ def ensure_chromium() -> tuple[str, str]:
 
 
 @contextmanager
-def chromium(width: int = 1600, height: int = 1000) -> Iterator[webdriver.Chrome]:
+def chromium(
+    width: int = 1600, height: int = 1000, *, performance_log: bool = False
+) -> Iterator[webdriver.Chrome]:
+    """Debian's Chromium, headless; ``performance_log`` records the network requests
+    (``browser.get_log("performance")``)."""
     browser, driver = ensure_chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
@@ -52,6 +56,8 @@ def chromium(width: int = 1600, height: int = 1000) -> Iterator[webdriver.Chrome
         "--lang=zh-CN",
     ):
         options.add_argument(flag)
+    if performance_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     session = webdriver.Chrome(options=options, service=Service(executable_path=driver))
     try:
         yield session

@@ -20,7 +20,7 @@ from litestar.types import ASGIApp, ControllerRouterHandler, Receive, Scope, Sen
 
 from parking import config
 from parking.api import city as city_routes
-from parking.api import drivers, pages, payments, pricing_rules, tariffs
+from parking.api import driver_page, drivers, pages, payments, pricing_rules, tariffs
 from parking.api import gate as gate_fallback
 from parking.api import opendata as opendata_routes
 from parking.api import operators as operator_routes
@@ -145,6 +145,7 @@ def create_app(
         *city_routes.ROUTES,
         *opendata_routes.ROUTES,
         *pages.ROUTES,
+        *driver_page.ROUTES,
     ]
     document_problems(handlers)
     return Litestar(

@@ -43,4 +43,13 @@ static_files = create_static_files_router(
     name="dashboard-static",
 )
 
-ROUTES: Final[list[HTTPRouteHandler | Router]] = [dashboard, static_files]
+#: the driver's page (``/q/<token>``) loads its script and style from here
+page_files = create_static_files_router(
+    path="/page/static",
+    directories=[STATIC],
+    opt=_PUBLIC,
+    cache_control=CacheControlHeader(max_age=300),
+    name="page-static",
+)
+
+ROUTES: Final[list[HTTPRouteHandler | Router]] = [dashboard, static_files, page_files]

@@ -431,3 +431,18 @@ class GroupNotFound(NotFound, PricingError):
 
 class PassNotFound(NotFound, PricingError):
     """No live monthly pass with that id."""
+
+
+async def tariff_in_force(
+    conn: asyncpg.Connection, lot_id: str, *, now: datetime, vehicle_class: int = 1
+) -> Tariff | None:
+    """The tariff a car of ``vehicle_class`` (1: a small car) pays at the lot now; None
+    when the lot has none for it or no version is in force yet."""
+    tariff_id = await store.tariff_of_lot(conn, lot_id, vehicle_class)
+    if tariff_id is None:
+        return None
+    in_force = [r for r in await store.versions_of(conn, tariff_id) if r["effective_from"] <= now]
+    if not in_force:
+        return None
+    latest = max(in_force, key=lambda r: r["effective_from"])
+    return decode_tariff(latest["document"])

@@ -207,3 +207,12 @@ async def revoke_pass(conn: asyncpg.Connection, pass_id: str, at: datetime) -> b
             at,
         )
     )
+
+
+async def tariff_of_lot(conn: asyncpg.Connection, lot_id: str, vehicle_class: int) -> str | None:
+    value = await conn.fetchval(
+        "SELECT tariff_id FROM lot_tariffs WHERE lot_id = $1 AND vehicle_class = $2",
+        lot_id,
+        vehicle_class,
+    )
+    return value if isinstance(value, str) else None

@@ -62,9 +62,9 @@ def _day(at: datetime) -> date:
     return at.astimezone(SHANGHAI).date()
 
 
-async def _make_lot(pipe: Pipeline) -> str:
+async def _make_lot(pipe: Pipeline, capacity: int = CAPACITY, tag: str = "T13") -> str:
     """A gated lot of the demo company, priced as the demo lot, with two lanes."""
-    lot_id = f"T13-{pipe.run}".upper()
+    lot_id = f"{tag}-{pipe.run}".upper()
     owner = Principal(subject="t13", role=Role.OPERATOR, token_id="t13", company=DEMO_COMPANY)
     now = datetime.now(UTC)
     demo = await lots.find_lot(pipe.conn, DEMO)
@@ -77,7 +77,7 @@ async def _make_lot(pipe: Pipeline) -> str:
                 name="测试停车场",
                 district_code=demo.district_code,
                 kind="gated",
-                capacity=CAPACITY,
+                capacity=capacity,
                 latitude=demo.latitude,
                 longitude=demo.longitude,
             ),

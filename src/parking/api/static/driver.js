@@ -1,0 +1,239 @@
+// 畅泊虔城 · the page a scanned code opens. No framework, nothing from outside.
+// The access token lives in this script's memory only; the refresh token is an
+// HttpOnly cookie the script never sees (POST /q/auth/*). Every error is shown as
+// a sentence, never as raw JSON.
+"use strict";
+
+const CODE = decodeURIComponent(location.pathname.split("/")[2] || "");
+const PAGE = { "X-Changbo-Page": "1" };
+const state = { access: null, about: null, timer: null };
+const $ = (id) => document.getElementById(id);
+
+const SENTENCES = {
+  "qr-expired": "这个二维码已过期，请扫描现场张贴的最新二维码。",
+  "qr-forged": "这不是有效的畅泊二维码。",
+  "qr-malformed": "这不是有效的畅泊二维码。",
+  "qr-unknown-key": "这个二维码已停用，请扫描现场张贴的最新二维码。",
+  "invalid-phone": "请输入正确的11位手机号。",
+  "invalid-code": "验证码不正确或已过期，请重新获取。",
+  "invalid-plate": "车牌号格式不正确，例如：赣B12345。",
+  "plate-held": "这个车牌已被其他账户绑定，如有疑问请联系管理员。",
+  "plate-already-yours": "这个车牌已经在您的账户里了。",
+  "too-many-vehicles": "每个账户最多绑定5辆车。",
+  "account-suspended": "您的账户已被暂停使用，请联系管理员。",
+  "already-paid": "这笔费用已经支付过了。",
+  "payment-in-progress": "这笔费用正在支付中，请稍候刷新。",
+  "provider-unavailable": "支付渠道暂时不可用，请稍后再试。",
+  "provider-rejected": "支付未成功，请稍后再试或更换支付方式。",
+  "service-unavailable": "服务暂时不可用，请稍后再试。",
+  "occupancy-core-loading": "系统正在恢复，请稍后再试。",
+  "lot-full": "停车场车位已满，请稍候或前往附近停车场。",
+};
+const BY_STATUS = {
+  400: "输入有误，请检查后重试。",
+  401: "请重新登录。",
+  403: "没有权限进行这个操作。",
+  404: "没有找到相关信息。",
+  409: "状态已变化，请刷新页面后重试。",
+  413: "提交的内容太长。",
+  422: "无法处理这个请求。",
+  429: "操作太频繁，请稍后再试。",
+  502: "支付渠道出错，请稍后再试。",
+  503: "服务暂时不可用，请稍后再试。",
+};
+
+class PageError extends Error {
+  constructor(sentence, status) { super(sentence); this.status = status; }
+}
+
+async function call(path, { method = "GET", body, auth = true, headers = {} } = {}, retried = false) {
+  const h = { Accept: "application/json", ...headers };
+  if (body !== undefined) { h["Content-Type"] = "application/json"; }
+  if (auth && state.access) { h.Authorization = "Bearer " + state.access; }
+  let response;
+  try {
+    response = await fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), credentials: "same-origin" });
+  } catch (e) {
+    throw new PageError("网络连接失败，请检查网络后重试。", 0);
+  }
+  if (response.status === 401 && auth && state.access && !retried && await refresh()) {
+    return call(path, { method, body, auth, headers }, true);
+  }
+  if (response.status === 204) { return null; }
+  let payload = null;
+  try { payload = await response.json(); } catch (e) { payload = null; }
+  if (!response.ok) {
+    const slug = payload && typeof payload.type === "string" ? payload.type.split("/").pop() : "";
+    throw new PageError(SENTENCES[slug] || BY_STATUS[response.status] || "出了点问题，请稍后再试。", response.status);
+  }
+  return payload;
+}
+
+function say(text, ok = false) {
+  const box = $("message");
+  box.textContent = text; box.hidden = !text; box.classList.toggle("ok", ok);
+}
+
+const yuan = (fen) => (fen / 100).toFixed(2) + " 元";
+const time = (at) => new Date(at).toLocaleString("zh-CN", { timeZone: "Asia/Shanghai", month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit" });
+
+function li(left, right, cls) {
+  const item = document.createElement("li");
+  const a = document.createElement("span"); a.textContent = left; item.appendChild(a);
+  if (right !== undefined) { const b = document.createElement("span"); b.textContent = right; if (cls) { b.className = cls; } item.appendChild(b); }
+  return item;
+}
+
+function placeText(a) {
+  if (a.kind === "lane") { return (a.direction === "in" ? "入口 " : "出口 ") + a.lane_id; }
+  if (a.kind === "space") { return "泊位 " + a.space_id; }
+  return a.lot_kind === "on_street" ? "路内停车" : "停车场";
+}
+
+async function loadAbout() {
+  const a = await call("/q/" + encodeURIComponent(CODE) + "/about", { auth: false });
+  state.about = a;
+  $("lot-name").textContent = a.lot_name;
+  $("lot-where").textContent = a.district + " · 共 " + a.capacity + " 个车位";
+  $("place").textContent = placeText(a);
+  $("hours").textContent = "开放时间：" + a.opening_hours;
+  const header = document.querySelector("header.lot");
+  header.classList.toggle("full", a.full);
+  $("free").textContent = a.free === null ? "—" : a.full ? "已满" : String(a.free);
+  $("free-label").textContent = a.free === null ? "空余车位暂不可查" : a.full ? "车位已满，请稍候或前往附近停车场" : "空余车位";
+  document.body.dataset.free = a.free === null ? "" : String(a.free);
+  $("tariff-name").textContent = a.tariff_name || "";
+  $("tariff").replaceChildren(...(a.tariff.length ? a.tariff : ["暂无收费标准，请以现场公示为准。"]).map((t) => { const i = document.createElement("li"); i.textContent = t; return i; }));
+}
+
+async function refresh() {
+  try {
+    const got = await call("/q/auth/refresh", { method: "POST", auth: false, headers: PAGE });
+    state.access = got.access_token;
+    return true;
+  } catch (e) {
+    state.access = null;
+    return false;
+  }
+}
+
+function showLoggedIn(on) {
+  $("login").hidden = on; $("me").hidden = !on;
+  document.body.dataset.loggedIn = on ? "yes" : "no";
+  if (state.timer) { clearInterval(state.timer); state.timer = null; }
+  if (on) { state.timer = setInterval(() => { loadSessions().catch(() => {}); loadAbout().catch(() => {}); }, 10000); }
+}
+
+async function loadPlates() {
+  const page = await call("/v1/me/vehicles");
+  $("plate-list").replaceChildren(...page.items.map((v) => li(v.plate, v.trust === "verified" ? "已核验" : "待核验", "muted")));
+  $("space-plate").replaceChildren(...page.items.map((v) => { const o = document.createElement("option"); o.value = v.plate; o.textContent = v.plate; return o; }));
+  return page.items;
+}
+
+async function loadSessions() {
+  const got = await call("/v1/me/sessions/current");
+  const here = got.items.filter((s) => !state.about || s.lot_id === state.about.lot_id);
+  $("session-list").replaceChildren(...here.map((s) => {
+    const fee = s.fee_fen === null ? "暂无法计费" : "当前费用 " + yuan(s.fee_fen);
+    const item = li((s.plate || "无牌车") + " · " + time(s.entry_at) + " 入场", fee, "fee");
+    item.dataset.session = s.session_id;
+    return item;
+  }));
+  $("no-session").hidden = here.length > 0;
+  document.body.dataset.sessions = String(here.length);
+}
+
+async function loadBills() {
+  const got = await call("/v1/me/bills");
+  $("bill-list").replaceChildren(...got.items.map((b) => li(time(b.closed_at) + " · " + b.lot_id + (b.plate ? " · " + b.plate : ""), yuan(b.amount_fen), "fee")));
+  $("owed").textContent = got.items.length ? "合计欠费 " + yuan(got.arrears_fen) : "没有欠费，谢谢！";
+}
+
+function setUpAction() {
+  const a = state.about;
+  const box = $("action");
+  if (!a || a.kind === "lot") { box.hidden = true; return; }
+  box.hidden = false;
+  $("space-form").hidden = a.kind !== "space";
+  if (a.kind === "lane" && a.direction === "in") {
+    $("action-title").textContent = "无牌车扫码入场";
+    $("action-text").textContent = "车牌未被识别时，点击下方按钮开闸入场，离场时扫描出口二维码。";
+    $("action-button").textContent = "开闸入场";
+  } else if (a.kind === "lane") {
+    $("action-title").textContent = "无牌车扫码出场";
+    $("action-text").textContent = "点击下方按钮结算并开闸，费用计入您的账户，可先离场后缴费。";
+    $("action-button").textContent = "结算出场";
+  } else {
+    $("action-title").textContent = "认领泊位 " + a.space_id;
+    $("action-text").textContent = "选择您停在这个泊位的车辆，从车辆到达时开始计费。";
+    $("action-button").textContent = "认领泊位";
+  }
+}
+
+async function act() {
+  const a = state.about;
+  try {
+    if (a.kind === "lane" && a.direction === "in") {
+      await call("/v1/scans/entry", { method: "POST", body: { code: CODE } });
+      say("道闸已开启，欢迎光临。", true);
+    } else if (a.kind === "lane") {
+      const got = await call("/v1/scans/exit", { method: "POST", body: { code: CODE } });
+      say("道闸已开启，本次停车费 " + yuan(got.fee_fen || 0) + "，可稍后在“我的欠费”中缴纳。一路顺风！", true);
+    } else {
+      await call("/v1/scans/space", { method: "POST", body: { code: CODE, plate: $("space-plate").value } });
+      say("已认领泊位 " + a.space_id + "。", true);
+    }
+    await Promise.all([loadSessions(), loadBills(), loadAbout()]);
+  } catch (e) { say(e.message); }
+}
+
+async function enter() {
+  showLoggedIn(true);
+  setUpAction();
+  await Promise.all([loadPlates(), loadSessions(), loadBills()]);
+}
+
+$("otp-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await call("/v1/auth/otp", { method: "POST", auth: false, body: { phone: $("phone").value.trim() } });
+    $("login-form").hidden = false;
+    say("验证码已发送，请查收短信。", true);
+    $("code").focus();
+  } catch (e) { say(e.message); }
+});
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const got = await call("/q/auth/login", { method: "POST", auth: false, headers: PAGE, body: { phone: $("phone").value.trim(), code: $("code").value.trim() } });
+    state.access = got.access_token;
+    say("");
+    await enter();
+  } catch (e) { say(e.message); }
+});
+
+$("plate-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await call("/v1/me/vehicles", { method: "POST", body: { plate: $("plate").value.trim() } });
+    $("plate").value = "";
+    say("车辆已添加。", true);
+    await loadPlates();
+  } catch (e) { say(e.message); }
+});
+
+$("action-button").addEventListener("click", act);
+
+$("logout").addEventListener("click", async () => {
+  try { await call("/q/auth/logout", { method: "POST", headers: PAGE }); } catch (e) { /* logged out here anyway */ }
+  state.access = null;
+  showLoggedIn(false);
+  say("已退出登录。", true);
+});
+
+(async () => {
+  try { await loadAbout(); } catch (e) { say(e.message); return; }
+  if (await refresh()) { await enter().catch((e) => say(e.message)); } else { showLoggedIn(false); }
+})();

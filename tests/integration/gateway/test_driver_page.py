@@ -1,0 +1,229 @@
+"""The page a scanned code opens (issue 14), in Debian's headless Chromium at a phone's
+size (375 x 812): the code printed by `parking qr render`, the lot and its tariff
+before login, the OTP login, a plate bound, the car entering over MQTT (real gate,
+gateway, persister) shown with its fee; forged, expired and retired codes answer a
+page a driver understands; a full lot says so. Every request the page makes goes to
+the platform's own origin (the browser's performance log), and the CSP is there.
+Screenshots are saved with the test's output."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from browserkit import chromium
+from pipekit import DEMO, Device, Pipeline, eventually
+from selenium.webdriver.common.by import By
+from test_city_days import _make_lot
+from test_gateway_walkthrough import _pub, _settle, _watch
+
+from parking.accounts import notifier
+from parking.auth.model import Role
+from parking.qr import keys, logic
+from parking.qr.model import QrKind
+from parking.seed.city import DEMO_COMPANY
+
+PHONE = "13800000141"
+PLATE = "赣B14P01"
+PHONE_SIZE = (375, 812)
+
+
+def _requests(browser: Any) -> list[str]:
+    """Every URL the page asked the network for (Chrome's performance log)."""
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+async def _code(pipeline: Pipeline, tmp_path: Path, *extra: str) -> str:
+    made = pipeline.cli("qr", "render", "--lot", DEMO, *extra, "--out", str(tmp_path / "c.svg"))
+    assert made.returncode == 0, made.stderr
+    url: str = json.loads(made.stdout)["url"]
+    return url
+
+
+async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_car_inside(
+    pipeline: Pipeline, token_for: Any, tmp_path: Path
+) -> None:
+    entry = await pipeline.add_gate("in1")
+    pipeline.gateway().start()
+    pipeline.persister().start()
+    await pipeline.subscribed()
+    port = pipeline.settings.api_port + 6
+    base = await pipeline.api(port, PARKING_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+    pipeline.env["PARKING_PUBLIC_BASE_URL"] = base
+    url = await _code(pipeline, tmp_path)
+    assert url.startswith(base + "/q/")
+
+    with chromium(*PHONE_SIZE, performance_log=True) as browser:
+        browser.get(url)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            page = await http.get(url)
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+
+        async def shown() -> bool:
+            return browser.find_element(By.ID, "lot-name").text != "正在读取…"
+
+        await eventually(shown, within=15, what="the lot")
+        assert "畅泊演示停车场" in browser.find_element(By.ID, "lot-name").text
+        tariff = browser.find_elements(By.CSS_SELECTOR, "#tariff li")
+        assert tariff
+        assert "元" in " ".join(t.text for t in tariff)
+        assert browser.find_element(By.ID, "hours").text == "开放时间：全天24小时开放"
+        browser.save_screenshot(str(tmp_path / "1-code.png"))
+
+        browser.find_element(By.ID, "phone").send_keys(PHONE)
+        browser.find_element(By.ID, "send-code").click()
+
+        async def code_sent() -> bool:
+            return await notifier.latest_code(pipeline.redis, "+86" + PHONE) is not None
+
+        await eventually(code_sent, within=10, what="the OTP")
+        code = await notifier.latest_code(pipeline.redis, "+86" + PHONE)
+        assert code is not None
+        browser.find_element(By.ID, "code").send_keys(code)
+        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+
+        async def logged_in() -> bool:
+            return browser.execute_script("return document.body.dataset.loggedIn") == "yes"
+
+        await eventually(logged_in, within=10, what="the login")
+        # the cookie is scoped to /q/auth: ask the browser for all of its cookies
+        every = browser.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]
+        cookies = {c["name"]: c for c in every}
+        assert cookies["changbo_refresh"]["httpOnly"] is True
+        assert cookies["changbo_refresh"]["sameSite"] == "Strict"
+        assert browser.execute_script("return document.cookie") == ""  # nothing readable
+
+        browser.find_element(By.ID, "plate").send_keys(PLATE)
+        browser.find_element(By.CSS_SELECTOR, "#plate-form button").click()
+
+        async def bound() -> bool:
+            return PLATE in browser.find_element(By.ID, "plate-list").text
+
+        await eventually(bound, within=10, what="the plate")
+        # An operator verifies the plate from its 行驶证 (the driver sees a verified
+        # plate's stays only): the claim is made with the account's own token.
+        account = await pipeline.fetchval("SELECT id FROM accounts WHERE phone = $1", "+86" + PHONE)
+        async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as http:
+            claim = await http.post(
+                f"/v1/me/vehicles/{PLATE}/claims",
+                json={"evidence": "行驶证 360702141414", "photo_ref": "upload/xsz-14.jpg"},
+                headers={"Authorization": f"Bearer {token_for(Role.DRIVER, account)}"},
+            )
+            assert claim.status_code == 201, claim.text
+            approved = await http.post(
+                f"/v1/operator/plate-claims/{claim.json()['id']}/approve",
+                json={},
+                headers={"Authorization": f"Bearer {token_for(Role.OPERATOR, 'op', DEMO_COMPANY)}"},
+            )
+            assert approved.status_code == 200, approved.text
+
+        # The car enters at the demo lot's gate over MQTT; the page shows it with its fee.
+        await _drive_at(pipeline, entry, DEMO, PLATE)
+
+        async def inside() -> bool:
+            return browser.execute_script("return document.body.dataset.sessions") == "1"
+
+        await eventually(inside, within=20, what="the session on the page")
+        listed = browser.find_element(By.CSS_SELECTOR, "#session-list li").text
+        assert PLATE in listed
+        assert "当前费用" in listed or "暂无法计费" in listed
+        browser.save_screenshot(str(tmp_path / "2-inside.png"))
+
+        # A reload keeps the login (the HttpOnly cookie), no token stored by the page.
+        browser.refresh()
+        await eventually(logged_in, within=10, what="the login after a reload")
+        assert browser.execute_script("return window.sessionStorage.length") == 0
+        assert browser.execute_script("return window.localStorage.length") == 0
+
+        own = urlsplit(base).netloc
+        elsewhere = [u for u in _requests(browser) if urlsplit(u).netloc not in (own, "")]
+        assert elsewhere == [], elsewhere
+        print(f"screenshots: {tmp_path}")
+
+
+async def test_forged_and_expired_codes_and_a_full_lot_say_what_happened(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # a lot of one space, filled by a car through its gate over MQTT
+    small = await _make_lot(pipeline, capacity=1, tag="T14")
+    gate = await pipeline.add_gate("in1", lot=small)
+    pipeline.gateway().start()
+    await pipeline.subscribed()
+    port = pipeline.settings.api_port + 7
+    base = await pipeline.api(port, PARKING_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+    keyring = keys.load_or_create(keys.path_in(pipeline.settings.stack_dir))
+    prefix = logic.prefix_of(base)
+    lot = logic.target(QrKind.LOT, DEMO)
+    genuine = logic.sign(lot, keyring=keyring, now=datetime.now(UTC))
+    forged = genuine[:-4] + ("AAAA" if not genuine.endswith("AAAA") else "BBBB")
+    expired = logic.sign(
+        lot,
+        keyring=keyring,
+        now=datetime.now(UTC) - timedelta(days=2),
+        expires_at=datetime.now(UTC) - timedelta(days=1),
+    )
+    with chromium(*PHONE_SIZE) as browser:
+        for name, token, status, words in (
+            ("forged", forged, 404, "无法识别的二维码"),
+            ("expired", expired, 410, "二维码已过期"),
+        ):
+            async with httpx.AsyncClient(trust_env=False) as http:
+                answer = await http.get(prefix + token)
+            assert answer.status_code == status
+            assert "default-src 'self'" in answer.headers["content-security-policy"]
+            browser.get(prefix + token)
+            assert browser.find_element(By.TAG_NAME, "h1").text == words
+            assert "{" not in browser.find_element(By.TAG_NAME, "body").text
+            browser.save_screenshot(str(tmp_path / f"{name}.png"))
+
+        # The lot fills up: the page says so before anyone logs in.
+        await _drive_at(pipeline, gate, small, "赣B14F01")
+        browser.get(
+            prefix
+            + logic.sign(logic.target(QrKind.LOT, small), keyring=keyring, now=datetime.now(UTC))
+        )
+
+        async def full() -> bool:
+            return browser.execute_script("return document.body.dataset.free") == "0"
+
+        await eventually(full, within=15, what="the full lot")
+        assert browser.find_element(By.ID, "free").text == "已满"
+        assert "车位已满" in browser.find_element(By.ID, "free-label").text
+        browser.save_screenshot(str(tmp_path / "full.png"))
+    print(f"screenshots: {tmp_path}")
+
+
+async def _drive_at(pipeline: Pipeline, gate: Device, lot_id: str, plate: str) -> None:
+    """One entry published as the gate of ``lot_id``; returns once the lane got its command."""
+    assert gate.lane_id is not None
+    watch = _watch(pipeline, gate, pipeline.topics.commands(lot_id, gate.lane_id))
+    await _settle()
+    _pub(
+        pipeline,
+        gate,
+        pipeline.topics.passages(lot_id, gate.lane_id),
+        json.dumps(
+            {
+                "device_id": gate.device_id,
+                "seq": 1,
+                "observed_at": datetime.now(UTC).isoformat(),
+                "direction": "in",
+                "plate": plate,
+                "plate_color": "blue",
+                "confidence": 0.97,
+                "image_ref": "t14/in1/1.jpg",
+            },
+            ensure_ascii=False,
+        ),
+    )
+    _, err = watch.communicate(timeout=40)
+    assert watch.returncode == 0, err
