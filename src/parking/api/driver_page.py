@@ -31,7 +31,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.params import PathParameter
+from litestar.params import JSONBody, PathParameter
 
 from parking.accounts import logic as account_logic
 from parking.accounts import service as accounts
@@ -189,7 +189,9 @@ def _with_cookie(request: Request[Any, Any, Any], issued: Any) -> Response[PageT
     request_max_body_size=drivers.AUTH_BODY_MAX,
     responses=problem_responses(400, 401, 403, 413, 429, 503),
 )
-async def page_login(request: Request[Any, Any, Any], data: PageLogin) -> Response[PageTokens]:
+async def page_login(
+    request: Request[Any, Any, Any], data: JSONBody[PageLogin]
+) -> Response[PageTokens]:
     _same_origin(request)
     infra = infra_of(request.app)
     phone = accounts.phone_of(data.phone)

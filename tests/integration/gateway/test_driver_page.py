@@ -9,6 +9,8 @@ Screenshots are saved with the test's output."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,31 @@ from parking.seed.city import DEMO_COMPANY
 PHONE = "13800000141"
 PLATE = "赣B14P01"
 PHONE_SIZE = (375, 812)
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+
+
+def _shot(browser: Any, tmp_path: Path, name: str) -> None:
+    """A screenshot with the test's output (and under docs/ when PARKING_SCREENSHOTS asks)."""
+    path = tmp_path / f"{name}.png"
+    browser.save_screenshot(str(path))
+    if os.environ.get("PARKING_SCREENSHOTS"):
+        shutil.copyfile(path, DOCS / f"driver-page-{name}.png")
+
+
+def _passage(gate: Device, seq: int, direction: str, plate: str, at: datetime) -> str:
+    return json.dumps(
+        {
+            "device_id": gate.device_id,
+            "seq": seq,
+            "observed_at": at.isoformat(),
+            "direction": direction,
+            "plate": plate,
+            "plate_color": "blue",
+            "confidence": 0.97,
+            "image_ref": f"t14/{gate.lane_id}/{seq}.jpg",
+        },
+        ensure_ascii=False,
+    )
 
 
 def _requests(browser: Any) -> list[str]:
@@ -53,6 +80,7 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
     pipeline: Pipeline, token_for: Any, tmp_path: Path
 ) -> None:
     entry = await pipeline.add_gate("in1")
+    leaving = await pipeline.add_gate("out1")
     pipeline.gateway().start()
     pipeline.persister().start()
     await pipeline.subscribed()
@@ -77,7 +105,7 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
         assert tariff
         assert "元" in " ".join(t.text for t in tariff)
         assert browser.find_element(By.ID, "hours").text == "开放时间：全天24小时开放"
-        browser.save_screenshot(str(tmp_path / "1-code.png"))
+        _shot(browser, tmp_path, "1-code")
 
         browser.find_element(By.ID, "phone").send_keys(PHONE)
         browser.find_element(By.ID, "send-code").click()
@@ -95,6 +123,7 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
             return browser.execute_script("return document.body.dataset.loggedIn") == "yes"
 
         await eventually(logged_in, within=10, what="the login")
+        _shot(browser, tmp_path, "2-logged-in")
         # the cookie is scoped to /q/auth: ask the browser for all of its cookies
         every = browser.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]
         cookies = {c["name"]: c for c in every}
@@ -125,9 +154,14 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
                 headers={"Authorization": f"Bearer {token_for(Role.OPERATOR, 'op', DEMO_COMPANY)}"},
             )
             assert approved.status_code == 200, approved.text
+        # A driver of long standing: the plate was theirs before this stay.
+        await pipeline.conn.execute(
+            "UPDATE vehicles SET bound_at = bound_at - interval '1 day' WHERE plate = $1", PLATE
+        )
 
-        # The car enters at the demo lot's gate over MQTT; the page shows it with its fee.
-        await _drive_at(pipeline, entry, DEMO, PLATE)
+        # The car entered 65 minutes ago at the demo lot's gate (over MQTT); the page
+        # shows it with its fee so far.
+        await _drive_at(pipeline, entry, DEMO, PLATE, at=datetime.now(UTC) - timedelta(minutes=65))
 
         async def inside() -> bool:
             return browser.execute_script("return document.body.dataset.sessions") == "1"
@@ -135,14 +169,38 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
         await eventually(inside, within=20, what="the session on the page")
         listed = browser.find_element(By.CSS_SELECTOR, "#session-list li").text
         assert PLATE in listed
-        assert "当前费用" in listed or "暂无法计费" in listed
-        browser.save_screenshot(str(tmp_path / "2-inside.png"))
+        assert "当前费用" in listed
+        assert "0.00 元" not in listed  # 65 minutes is past the free time
+        _shot(browser, tmp_path, "3-inside")
 
         # A reload keeps the login (the HttpOnly cookie), no token stored by the page.
         browser.refresh()
         await eventually(logged_in, within=10, what="the login after a reload")
         assert browser.execute_script("return window.sessionStorage.length") == 0
         assert browser.execute_script("return window.localStorage.length") == 0
+
+        # The car leaves (先离后缴): the stay is billed; the driver disputes the bill.
+        await _drive_at(pipeline, leaving, DEMO, PLATE, "out")
+
+        async def billed() -> bool:
+            return bool(browser.find_elements(By.CSS_SELECTOR, "#history-list li[data-bill^='b-']"))
+
+        await eventually(billed, within=30, what="the bill in the history")
+        row = browser.find_element(By.CSS_SELECTOR, "#history-list li[data-bill^='b-']")
+        bill_id = row.get_attribute("data-bill")
+        row.find_element(By.XPATH, ".//button[text()='申诉']").click()
+        browser.find_element(By.ID, "dispute-reason").send_keys("我只停了几分钟，收费不对")
+        browser.find_element(By.CSS_SELECTOR, "#dispute-form button[type=submit]").click()
+
+        async def disputed() -> bool:
+            return "申诉已提交" in browser.find_element(By.ID, "message").text
+
+        await eventually(disputed, within=10, what="the dispute")
+        status = await pipeline.fetchval("SELECT status FROM bills WHERE id = $1", bill_id)
+        assert status == "disputed"
+        reason = await pipeline.fetchval("SELECT reason FROM disputes WHERE bill_id = $1", bill_id)
+        assert reason == "我只停了几分钟，收费不对"
+        _shot(browser, tmp_path, "6-disputed")
 
         own = urlsplit(base).netloc
         elsewhere = [u for u in _requests(browser) if urlsplit(u).netloc not in (own, "")]
@@ -183,7 +241,7 @@ async def test_forged_and_expired_codes_and_a_full_lot_say_what_happened(
             browser.get(prefix + token)
             assert browser.find_element(By.TAG_NAME, "h1").text == words
             assert "{" not in browser.find_element(By.TAG_NAME, "body").text
-            browser.save_screenshot(str(tmp_path / f"{name}.png"))
+            _shot(browser, tmp_path, f"4-{name}")
 
         # The lot fills up: the page says so before anyone logs in.
         await _drive_at(pipeline, gate, small, "赣B14F01")
@@ -198,32 +256,37 @@ async def test_forged_and_expired_codes_and_a_full_lot_say_what_happened(
         await eventually(full, within=15, what="the full lot")
         assert browser.find_element(By.ID, "free").text == "已满"
         assert "车位已满" in browser.find_element(By.ID, "free-label").text
-        browser.save_screenshot(str(tmp_path / "full.png"))
+        _shot(browser, tmp_path, "5-full")
     print(f"screenshots: {tmp_path}")
 
 
-async def _drive_at(pipeline: Pipeline, gate: Device, lot_id: str, plate: str) -> None:
-    """One entry published as the gate of ``lot_id``; returns once the lane got its command."""
+async def _drive_at(
+    pipeline: Pipeline,
+    gate: Device,
+    lot_id: str,
+    plate: str,
+    direction: str = "in",
+    seq: int = 1,
+    at: datetime | None = None,
+) -> None:
+    """One passage published as the gate of ``lot_id``; returns once the lane got its
+    command (a passage ``at`` long ago gets none: the barrier opened long since)."""
     assert gate.lane_id is not None
+    if at is not None:
+        _pub(
+            pipeline,
+            gate,
+            pipeline.topics.passages(lot_id, gate.lane_id),
+            _passage(gate, seq, direction, plate, at),
+        )
+        return
     watch = _watch(pipeline, gate, pipeline.topics.commands(lot_id, gate.lane_id))
     await _settle()
     _pub(
         pipeline,
         gate,
         pipeline.topics.passages(lot_id, gate.lane_id),
-        json.dumps(
-            {
-                "device_id": gate.device_id,
-                "seq": 1,
-                "observed_at": datetime.now(UTC).isoformat(),
-                "direction": "in",
-                "plate": plate,
-                "plate_color": "blue",
-                "confidence": 0.97,
-                "image_ref": "t14/in1/1.jpg",
-            },
-            ensure_ascii=False,
-        ),
+        _passage(gate, seq, direction, plate, datetime.now(UTC)),
     )
     _, err = watch.communicate(timeout=40)
     assert watch.returncode == 0, err

@@ -121,7 +121,7 @@ function showLoggedIn(on) {
   $("login").hidden = on; $("me").hidden = !on;
   document.body.dataset.loggedIn = on ? "yes" : "no";
   if (state.timer) { clearInterval(state.timer); state.timer = null; }
-  if (on) { state.timer = setInterval(() => { loadSessions().catch(() => {}); loadAbout().catch(() => {}); }, 10000); }
+  if (on) { state.timer = setInterval(() => { for (const load of [loadSessions, loadAbout, loadHistory, loadBills]) { load().catch(() => {}); } }, 10000); }
 }
 
 async function loadPlates() {
@@ -148,6 +148,50 @@ async function loadBills() {
   const got = await call("/v1/me/bills");
   $("bill-list").replaceChildren(...got.items.map((b) => li(time(b.closed_at) + " · " + b.lot_id + (b.plate ? " · " + b.plate : ""), yuan(b.amount_fen), "fee")));
   $("owed").textContent = got.items.length ? "合计欠费 " + yuan(got.arrears_fen) : "没有欠费，谢谢！";
+}
+
+const BILL_STATUS = { open: "待缴", paying: "支付中", paid: "已缴", refunded: "已退款", written_off: "已核销", disputed: "申诉中" };
+
+function button(text, onClick) {
+  const b = document.createElement("button");
+  b.type = "button"; b.className = "small"; b.textContent = text;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+async function loadHistory() {
+  const got = await call("/v1/me/sessions?limit=10");
+  const closed = got.items.filter((s) => s.status === "closed");
+  $("history-list").replaceChildren(...closed.map((s) => {
+    const status = s.bill_status ? BILL_STATUS[s.bill_status] || s.bill_status : (s.fee_fen ? "" : "免费");
+    const item = li((s.plate || "无牌车") + " · " + time(s.exit_at) + " 离场 · " + (s.fee_fen === null ? "待核实" : yuan(s.fee_fen)) + (status ? " · " + status : ""));
+    item.dataset.bill = s.bill_id || "";
+    const actions = document.createElement("span"); actions.className = "actions";
+    if (s.bill_id && (s.bill_status === "paid" || s.bill_status === "refunded")) { actions.appendChild(button("票据", () => showReceipt(s.bill_id))); }
+    if (s.bill_id && s.bill_status !== "disputed" && s.bill_status !== "written_off") { actions.appendChild(button("申诉", () => startDispute(s.bill_id))); }
+    item.appendChild(actions);
+    return item;
+  }));
+  $("no-history").hidden = closed.length > 0;
+}
+
+async function showReceipt(billId) {
+  try {
+    const r = await call("/v1/me/receipts/" + encodeURIComponent(billId));
+    const rows = [["停车场", r.lot_name || r.lot_id], ["车牌", r.plate || "无牌车"], ["日期", r.day],
+      ["入场", r.entry_at ? time(r.entry_at) : "—"], ["离场", r.exit_at ? time(r.exit_at) : "—"],
+      ["金额", yuan(r.amount_fen)], ["已退款", yuan(r.refunded_fen)], ["支付方式", r.provider === "alipay" ? "支付宝" : "微信支付"], ["票据号", r.bill_id]];
+    $("receipt-body").replaceChildren(...rows.flatMap(([k, v]) => { const dt = document.createElement("dt"); dt.textContent = k; const dd = document.createElement("dd"); dd.textContent = v; return [dt, dd]; }));
+    $("receipt").hidden = false;
+  } catch (e) { say(e.message); }
+}
+
+let disputing = null;
+function startDispute(billId) {
+  disputing = billId;
+  $("dispute-title").textContent = "对这笔费用提出申诉";
+  $("dispute-form").hidden = false;
+  $("dispute-reason").focus();
 }
 
 function setUpAction() {
@@ -184,15 +228,27 @@ async function act() {
       await call("/v1/scans/space", { method: "POST", body: { code: CODE, plate: $("space-plate").value } });
       say("已认领泊位 " + a.space_id + "。", true);
     }
-    await Promise.all([loadSessions(), loadBills(), loadAbout()]);
+    await Promise.all([loadSessions(), loadBills(), loadAbout(), loadHistory()]);
   } catch (e) { say(e.message); }
 }
 
 async function enter() {
   showLoggedIn(true);
   setUpAction();
-  await Promise.all([loadPlates(), loadSessions(), loadBills()]);
+  await Promise.all([loadPlates(), loadSessions(), loadBills(), loadHistory()]);
 }
+
+$("receipt-close").addEventListener("click", () => { $("receipt").hidden = true; });
+$("dispute-cancel").addEventListener("click", () => { $("dispute-form").hidden = true; disputing = null; });
+$("dispute-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await call("/v1/bills/" + encodeURIComponent(disputing) + "/dispute", { method: "POST", body: { reason: $("dispute-reason").value.trim() } });
+    $("dispute-form").hidden = true; $("dispute-reason").value = ""; disputing = null;
+    say("申诉已提交，我们会尽快处理并通知您。", true);
+    await Promise.all([loadHistory(), loadBills()]);
+  } catch (e) { say(e.message); }
+});
 
 $("otp-form").addEventListener("submit", async (event) => {
   event.preventDefault();
