@@ -107,22 +107,7 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
         assert browser.find_element(By.ID, "hours").text == "开放时间：全天24小时开放"
         _shot(browser, tmp_path, "1-code")
 
-        browser.find_element(By.ID, "phone").send_keys(PHONE)
-        browser.find_element(By.ID, "send-code").click()
-
-        async def code_sent() -> bool:
-            return await notifier.latest_code(pipeline.redis, "+86" + PHONE) is not None
-
-        await eventually(code_sent, within=10, what="the OTP")
-        code = await notifier.latest_code(pipeline.redis, "+86" + PHONE)
-        assert code is not None
-        browser.find_element(By.ID, "code").send_keys(code)
-        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-
-        async def logged_in() -> bool:
-            return browser.execute_script("return document.body.dataset.loggedIn") == "yes"
-
-        await eventually(logged_in, within=10, what="the login")
+        await _log_in(browser, pipeline, PHONE)
         _shot(browser, tmp_path, "2-logged-in")
         # the cookie is scoped to /q/auth: ask the browser for all of its cookies
         every = browser.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]
@@ -175,6 +160,10 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
 
         # A reload keeps the login (the HttpOnly cookie), no token stored by the page.
         browser.refresh()
+
+        async def logged_in() -> bool:
+            return browser.execute_script("return document.body.dataset.loggedIn") == "yes"
+
         await eventually(logged_in, within=10, what="the login after a reload")
         assert browser.execute_script("return window.sessionStorage.length") == 0
         assert browser.execute_script("return window.localStorage.length") == 0
@@ -290,3 +279,89 @@ async def _drive_at(
     )
     _, err = watch.communicate(timeout=40)
     assert watch.returncode == 0, err
+
+
+async def _log_in(browser: Any, pipeline: Pipeline, phone: str) -> None:
+    browser.find_element(By.ID, "phone").send_keys(phone)
+    browser.find_element(By.ID, "send-code").click()
+
+    async def code_sent() -> bool:
+        return await notifier.latest_code(pipeline.redis, "+86" + phone) is not None
+
+    await eventually(code_sent, within=10, what="the OTP")
+    code = await notifier.latest_code(pipeline.redis, "+86" + phone)
+    assert code is not None
+    browser.find_element(By.ID, "code").send_keys(code)
+    browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+
+    async def logged_in() -> bool:
+        return browser.execute_script("return document.body.dataset.loggedIn") == "yes"
+
+    await eventually(logged_in, within=10, what="the login")
+
+
+async def test_a_car_without_a_plate_scans_in_and_out_at_the_lanes(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """(b) without the payment: the entry lane's code opens the barrier (its MQTT
+    command goes out), the exit lane's code closes the stay and opens the exit."""
+    entry = await pipeline.add_gate("in1")
+    leaving = await pipeline.add_gate("out1")
+    pipeline.gateway().start()
+    await pipeline.subscribed()
+    port = pipeline.settings.api_port + 8
+    base = await pipeline.api(port, PARKING_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+    pipeline.env["PARKING_PUBLIC_BASE_URL"] = base
+    lane_in = await _code(pipeline, tmp_path, "--lane", "in1")
+    lane_out = await _code(pipeline, tmp_path, "--lane", "out1")
+    with chromium(*PHONE_SIZE) as browser:
+        browser.get(lane_in)
+
+        async def shown() -> bool:
+            return browser.find_element(By.ID, "place").text == "入口 in1"
+
+        await eventually(shown, within=15, what="the entry lane")
+        await _log_in(browser, pipeline, "13800000142")
+        assert browser.find_element(By.ID, "action-title").text == "无牌车扫码入场"
+        watch = _watch(pipeline, entry, pipeline.topics.commands(DEMO, "in1"))
+        await _settle()
+        browser.find_element(By.ID, "action-button").click()
+        out, err = watch.communicate(timeout=40)
+        assert watch.returncode == 0, err
+        assert json.loads(out)["action"] == "open"
+
+        async def opened() -> bool:
+            return "道闸已开启" in browser.find_element(By.ID, "message").text
+
+        await eventually(opened, within=10, what="the page to say the barrier opened")
+        assert browser.execute_script("return document.body.dataset.sessions") == "1"
+        assert "无牌车" in browser.find_element(By.ID, "session-list").text
+        _shot(browser, tmp_path, "7-lane-in")
+
+        browser.get(lane_out)  # still logged in: the HttpOnly cookie
+        await eventually(
+            lambda: _is(browser, "place", "出口 out1"), within=15, what="the exit lane"
+        )
+
+        async def back() -> bool:
+            return browser.execute_script("return document.body.dataset.loggedIn") == "yes"
+
+        await eventually(back, within=10, what="the login kept across pages")
+        watch = _watch(pipeline, leaving, pipeline.topics.commands(DEMO, "out1"))
+        await _settle()
+        browser.find_element(By.ID, "action-button").click()
+        out, err = watch.communicate(timeout=40)
+        assert watch.returncode == 0, err
+        assert json.loads(out)["action"] == "open"
+
+        async def left() -> bool:
+            return "一路顺风" in browser.find_element(By.ID, "message").text
+
+        await eventually(left, within=10, what="the page to say the car may leave")
+        assert browser.execute_script("return document.body.dataset.sessions") == "0"
+        _shot(browser, tmp_path, "8-lane-out")
+    print(f"screenshots: {tmp_path}")
+
+
+async def _is(browser: Any, element: str, text: str) -> bool:
+    return bool(browser.find_element(By.ID, element).text == text)
