@@ -133,8 +133,9 @@ def run_wrk(
 
 
 @contextlib.contextmanager
-def serve_app() -> Iterator[None]:
-    """The app under test (with /bench/hello) under one granian worker, until the block ends."""
+def serve_app(port: int = PORT, **overrides: str) -> Iterator[None]:
+    """The app under test (with /bench/hello) under one granian worker on ``port``, until
+    the block ends; ``overrides`` are extra environment variables."""
     env = {
         **os.environ,
         "PYTHONPATH": f"{HERE}:{os.environ.get('PYTHONPATH', '')}",
@@ -142,6 +143,7 @@ def serve_app() -> Iterator[None]:
         # wrk sends every request with one token: measure the route, not the
         # per-caller quote limit (which would answer 429 after 60).
         "PARKING_QUOTE_LIMIT_PER_MINUTE": str(10**9),
+        **overrides,
     }
     server = subprocess.Popen(
         [
@@ -156,7 +158,7 @@ def serve_app() -> Iterator[None]:
             "--host",
             "127.0.0.1",
             "--port",
-            str(PORT),
+            str(port),
             "--log-level",
             "warning",
             "api_under_test:make",
@@ -167,7 +169,7 @@ def serve_app() -> Iterator[None]:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                     if r.status == 200:
                         break
             except OSError:

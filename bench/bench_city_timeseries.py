@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +31,7 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_api import serve_app
 from bench_core_memory import db_url, drop_db
 
 from parking import config
@@ -165,52 +163,6 @@ async def roll_up(url: str, now: datetime) -> tuple[float, int, int, float]:
         await pool.close()
 
 
-@contextlib.contextmanager
-def serve(settings: config.Settings) -> Iterator[str]:
-    url = urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{DB}"))
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{HERE}:{os.environ.get('PYTHONPATH', '')}",
-        "PARKING_LOG_LEVEL": "warning",
-        # the platform's own role, on the scratch database
-        "PARKING_DATABASE_URL": url,
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--factory",
-            "--workers",
-            "1",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(PORT),
-            "--log-level",
-            "warning",
-            "api_under_test:make",
-        ],
-        env=env,
-    )
-    base = f"http://127.0.0.1:{PORT}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
 def measure(http: httpx.Client, path: str, token: str | None) -> tuple[float, float, int]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     for _ in range(20):  # warm up
@@ -305,7 +257,12 @@ def main() -> int:
             city,
         ),
     ]
-    with serve(settings) as base, httpx.Client(base_url=base, trust_env=False, timeout=30) as http:
+    app_url = urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{DB}"))
+    base = f"http://127.0.0.1:{PORT}"
+    with (
+        serve_app(PORT, PARKING_DATABASE_URL=app_url),
+        httpx.Client(base_url=base, trust_env=False, timeout=30) as http,
+    ):
         results = [(name, *measure(http, path, token)) for name, path, token in cases]
     hello_p99 = results[0][2]
     print(f"sequential requests, {REQUESTS} each, one granian worker, {wanted:,} sessions behind")

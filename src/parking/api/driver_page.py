@@ -33,8 +33,8 @@ from litestar.datastructures import Cookie
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.params import JSONBody, PathParameter
 
-from parking.accounts import logic as account_logic
 from parking.accounts import service as accounts
+from parking.accounts.model import IssuedTokens
 from parking.api import drivers
 from parking.api.infra import connection, infra_of
 from parking.api.pages import STATIC
@@ -84,7 +84,7 @@ def _sorry(status: int, title: str, sentence: str) -> Response[bytes]:
 
 def _verify(request: Request[Any, Any, Any], token: str) -> QrToken:
     infra = infra_of(request.app)
-    return qr_logic.verify(token, keyring=drivers._keyring(infra), now=clock_of(request).now())
+    return qr_logic.verify(token, keyring=drivers.keyring_of(infra), now=clock_of(request).now())
 
 
 @get("/q/{token:str}", opt=_PUBLIC, include_in_schema=False)
@@ -122,7 +122,7 @@ async def code_page(request: Request[Any, Any, Any], token: TokenParam) -> Respo
 async def about(request: Request[Any, Any, Any], token: TokenParam) -> Response[CodeAbout]:
     infra = infra_of(request.app)
     decision = await RateLimiter(infra.redis).enforce(
-        [(f"code-about:client:{drivers._client(request)}", ABOUT_PER_CLIENT)]
+        [(f"code-about:client:{drivers.client_of(request)}", ABOUT_PER_CLIENT)]
     )
     verified = _verify(request, token)
     async with connection(infra) as conn:
@@ -157,7 +157,7 @@ class PageTokens(msgspec.Struct, frozen=True, kw_only=True):
     account_id: str
 
 
-def _with_cookie(request: Request[Any, Any, Any], issued: Any) -> Response[PageTokens]:
+def _with_cookie(request: Request[Any, Any, Any], issued: IssuedTokens) -> Response[PageTokens]:
     secure = infra_of(request.app).settings.public_base_url.startswith("https://")
     return Response(
         PageTokens(
@@ -193,24 +193,7 @@ async def page_login(
     request: Request[Any, Any, Any], data: JSONBody[PageLogin]
 ) -> Response[PageTokens]:
     _same_origin(request)
-    infra = infra_of(request.app)
-    phone = accounts.phone_of(data.phone)
-    await drivers._limiter(infra).enforce(
-        [
-            (f"otp-verify:client:{drivers._client(request)}", drivers.VERIFY_PER_CLIENT),
-            (f"otp-verify:phone:{phone}", drivers.VERIFY_PER_PHONE),
-        ]
-    )
-    async with connection(infra, transaction=True) as conn:
-        issued = await accounts.log_in(
-            conn,
-            infra.redis,
-            key=infra.settings.jwt_key,
-            pepper=account_logic.code_pepper(infra.settings.jwt_key),
-            phone=phone,
-            code=data.code,
-            now=clock_of(request).now(),
-        )
+    issued, _ = await drivers.log_in(request, data.phone, data.code)
     return _with_cookie(request, issued)
 
 
@@ -224,24 +207,10 @@ async def page_login(
 )
 async def page_refresh(request: Request[Any, Any, Any]) -> Response[PageTokens]:
     _same_origin(request)
-    infra = infra_of(request.app)
     refresh_token = request.cookies.get(REFRESH_COOKIE)
     if not refresh_token:
         raise NotAuthorizedException("not logged in on this page")
-    await drivers._limiter(infra).enforce(
-        [(f"refresh:client:{drivers._client(request)}", drivers.REFRESH_PER_CLIENT)]
-    )
-    async with connection(infra, transaction=True) as conn:
-        outcome = await accounts.refresh(
-            conn,
-            infra.redis,
-            key=infra.settings.jwt_key,
-            refresh_token=refresh_token,
-            now=clock_of(request).now(),
-        )
-    if isinstance(outcome, Exception):
-        raise outcome
-    return _with_cookie(request, outcome)
+    return _with_cookie(request, await drivers.refresh(request, refresh_token))
 
 
 @post(

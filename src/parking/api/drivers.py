@@ -98,7 +98,7 @@ PhotoRef = Annotated[
 # ------------------------------------------------------------------ guards
 
 
-def _client(request: Request[Any, Any, Any]) -> str:
+def client_of(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
@@ -115,7 +115,7 @@ def _notifier(infra: Infra) -> Notifier:
 _keyrings: dict[Path, qr_keys.KeyringFile] = {}
 
 
-def _keyring(infra: Infra) -> Keyring:
+def keyring_of(infra: Infra) -> Keyring:
     path = qr_keys.path_in(infra.settings.stack_dir)
     holder = _keyrings.get(path)
     if holder is None:
@@ -156,7 +156,7 @@ async def send_code(
     phone = accounts.phone_of(data.phone)
     decision = await _limiter(infra).enforce(
         [
-            (f"otp-send:client:{_client(request)}", SEND_PER_CLIENT),
+            (f"otp-send:client:{client_of(request)}", SEND_PER_CLIENT),
             (f"otp-send:phone:{phone}", SEND_PER_PHONE),
         ]
     )
@@ -182,11 +182,20 @@ async def issue_tokens(
     request: Request[Any, Any, Any], data: JSONBody[TokenRequest]
 ) -> Response[IssuedTokens]:
     """The first login of a phone creates its account."""
+    issued, limits = await log_in(request, data.phone, data.code)
+    return Response(issued, headers={**limits, "Cache-Control": "no-store"})
+
+
+async def log_in(
+    request: Request[Any, Any, Any], phone_text: str, code: str
+) -> tuple[IssuedTokens, dict[str, str]]:
+    """Check the one-time code (rate limited per client and phone) and issue a token
+    pair; with the rate limit's headers. The app's login and the page's share it."""
     infra = infra_of(request.app)
-    phone = accounts.phone_of(data.phone)
+    phone = accounts.phone_of(phone_text)
     decision = await _limiter(infra).enforce(
         [
-            (f"otp-verify:client:{_client(request)}", VERIFY_PER_CLIENT),
+            (f"otp-verify:client:{client_of(request)}", VERIFY_PER_CLIENT),
             (f"otp-verify:phone:{phone}", VERIFY_PER_PHONE),
         ]
     )
@@ -197,10 +206,10 @@ async def issue_tokens(
             key=infra.settings.jwt_key,
             pepper=account_logic.code_pepper(infra.settings.jwt_key),
             phone=phone,
-            code=data.code,
+            code=code,
             now=clock_of(request).now(),
         )
-    return Response(issued, headers={**decision.headers, "Cache-Control": "no-store"})
+    return issued, decision.headers
 
 
 @post(
@@ -216,20 +225,28 @@ async def refresh_tokens(
     request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]
 ) -> Response[IssuedTokens]:
     """Presenting a refresh token a second time revokes the whole login."""
+    return Response(
+        await refresh(request, data.refresh_token), headers={"Cache-Control": "no-store"}
+    )
+
+
+async def refresh(request: Request[Any, Any, Any], refresh_token: str) -> IssuedTokens:
+    """A new token pair for a refresh token (rate limited per client); a reused one
+    revokes the whole login. The app's refresh and the page's share it."""
     infra = infra_of(request.app)
-    await _limiter(infra).enforce([(f"refresh:client:{_client(request)}", REFRESH_PER_CLIENT)])
+    await _limiter(infra).enforce([(f"refresh:client:{client_of(request)}", REFRESH_PER_CLIENT)])
     async with connection(infra, transaction=True) as conn:
         outcome = await accounts.refresh(
             conn,
             infra.redis,
             key=infra.settings.jwt_key,
-            refresh_token=data.refresh_token,
+            refresh_token=refresh_token,
             now=clock_of(request).now(),
         )
     # Raised only now, after the revocation of a reused token's login committed.
     if isinstance(outcome, Exception):
         raise outcome
-    return Response(outcome, headers={"Cache-Control": "no-store"})
+    return outcome
 
 
 @post(
@@ -527,7 +544,7 @@ async def resolve_code(
     request: Request[Any, Any, Any], data: JSONBody[ResolveRequest]
 ) -> qr.Resolved:
     infra = infra_of(request.app)
-    keyring = _keyring(infra)
+    keyring = keyring_of(infra)
     async with connection(infra) as conn:
         return await qr.resolve(
             conn,

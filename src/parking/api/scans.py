@@ -15,7 +15,7 @@ from litestar.params import JSONBody
 from parking.accounts import service as accounts
 from parking.api.auth import principal_of
 from parking.api.denied import audit_if_held_by_another
-from parking.api.drivers import _keyring
+from parking.api.drivers import keyring_of
 from parking.api.infra import Infra, connection, infra_of
 from parking.api.routing import clock_of, driver_only, problem_responses
 from parking.devices.messages import Topics
@@ -57,7 +57,7 @@ async def scan_place(infra: Infra, code: str) -> Place:
     """What a scanned code points at; the signature is checked on every scan."""
     token = qr_logic.verify(
         code,
-        keyring=_keyring(infra),
+        keyring=keyring_of(infra),
         now=infra.clock.now(),
         prefix=qr_logic.prefix_of(infra.settings.public_base_url),
     )

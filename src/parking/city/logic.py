@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Final
+from typing import Any
 
 from parking.city.model import (
+    ADDED,
     LANE_BOUNDS_MS,
     DeviceHealth,
     DistrictNow,
@@ -165,25 +166,6 @@ def capacities(lots: Iterable[Lot]) -> dict[str, int]:
     return dict(out)
 
 
-_ADDED: Final = (
-    "entries",
-    "exits",
-    "stays",
-    "stay_seconds",
-    "prepaid_exits",
-    "billed_fen",
-    "bills",
-    "collected_fen",
-    "paid_bills",
-    "contactless_bills",
-    "arrears_fen",
-    "arrears_bills",
-    "recovered_fen",
-    "recovered_bills",
-    "disputes",
-)
-
-
 def roll_up_hour(
     per_lot: Iterable[Mapping[str, Any]],
     lots: Sequence[Lot],
@@ -207,7 +189,7 @@ def roll_up_hour(
                 row = rows[scope] = Rollup(
                     scope=scope, step=Step.HOUR, bucket=bucket, capacity=space.get(scope, 0)
                 )
-            for name in _ADDED:
+            for name in ADDED:
                 setattr(row, name, getattr(row, name) + counted[name])
     for scope, row in rows.items():
         row.stay_median_s = medians.get(scope)
@@ -227,7 +209,7 @@ def roll_up_day(
         if row is None:
             row = rows[hour.scope] = Rollup(scope=hour.scope, step=Step.DAY, bucket=bucket)
         row.capacity = max(row.capacity, hour.capacity)
-        for name in _ADDED:
+        for name in ADDED:
             setattr(row, name, getattr(row, name) + getattr(hour, name))
         if hour.occupied_peak is not None:
             row.occupied_peak = max(row.occupied_peak or 0, hour.occupied_peak)

@@ -131,6 +131,27 @@ ARREARS_AFTER: Final = timedelta(minutes=15)
 LANE_BOUNDS_MS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
+#: The figures of a bucket that add up: a day's are its hours' sums, a district's its
+#: lots' (medians, samples and capacity do not add).
+ADDED: Final = (
+    "entries",
+    "exits",
+    "stays",
+    "stay_seconds",
+    "prepaid_exits",
+    "billed_fen",
+    "bills",
+    "collected_fen",
+    "paid_bills",
+    "contactless_bills",
+    "arrears_fen",
+    "arrears_bills",
+    "recovered_fen",
+    "recovered_bills",
+    "disputes",
+)
+
+
 class Rollup(msgspec.Struct, kw_only=True):
     """One scope's figures for one hour or day, as kept in ``city_rollups``."""
 
@@ -159,6 +180,8 @@ class Rollup(msgspec.Struct, kw_only=True):
     devices: int | None = None
     devices_online: int | None = None
     lane_buckets: list[int] | None = None
+    #: when the job last wrote the row (None: not rolled up)
+    refreshed_at: datetime | None = None
 
 
 class Point(msgspec.Struct, frozen=True, kw_only=True):

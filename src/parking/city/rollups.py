@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, cast
 
@@ -40,7 +40,6 @@ class Refreshed:
     lane_hours: int = 0
     seconds: float = 0.0
     marked: int = 0
-    refreshed: list[datetime] = field(default_factory=list)
 
 
 async def refresh(
@@ -66,7 +65,6 @@ async def refresh(
             if progress is not None:
                 progress(done, len(hours))
         report.hours = len(hours)
-        report.refreshed = hours
         if redis is not None:
             report.sampled = await _sample(conn, redis, every, now=now, silent_after=silent_after)
             report.lane_hours = await _lane(conn, redis, now=now)

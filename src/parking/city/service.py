@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Final, cast
@@ -171,17 +171,17 @@ class Watch:
 MAX_POINTS: Final = 24 * 62
 
 
-async def scope_for(
-    conn: asyncpg.Connection, who: Principal, *, district: str | None, lot_id: str | None
+def scope_for(
+    readable: Sequence[Lot], who: Principal, *, district: str | None, lot_id: str | None
 ) -> tuple[str, int]:
-    """The rollup scope ``who`` asks for and may read, with its capacity: a lot (404 if
-    not theirs), a district (city staff), the city (city staff) or the operator's company."""
+    """The rollup scope ``who`` asks for among the lots it may read, with its capacity: a
+    lot (404 if not theirs), a district (city staff), the city (city staff) or the
+    operator's company."""
     if lot_id is not None:
-        lot = await lots.find_lot(conn, lot_id)
-        if lot is None or not lots.readable_by(who, [lot]):
+        lot = next((lot for lot in readable if lot.id == lot_id), None)
+        if lot is None:
             raise LotNotFound(f"lot {lot_id} does not exist")
         return f"lot:{lot.id}", lot.capacity
-    readable = lots.readable_by(who, await lots.every_lot(conn))
     company = lots_logic.lot_filter(who)
     if company is not None:
         if district is not None:
@@ -215,7 +215,8 @@ async def timeseries(
         raise InvalidInput(
             f"{len(wanted)} {step.value}s asked for; at most {MAX_POINTS} points a request"
         )
-    scope, capacity = await scope_for(conn, who, district=district, lot_id=lot_id)
+    readable = lots.readable_by(who, await lots.every_lot(conn))
+    scope, capacity = scope_for(readable, who, district=district, lot_id=lot_id)
     rows = await store.series(conn, scope, step, start, end) if wanted else []
     outstanding = (
         await store.outstanding_before(conn, scope, wanted[0])
@@ -249,19 +250,20 @@ async def day_figures(
 ) -> DayFigures:
     """One business day of the scope ``who`` asks for, with the day's fullest and
     emptiest lots (of those it may read) and each provider's reconciliation."""
-    scope, capacity = await scope_for(conn, who, district=district, lot_id=lot_id)
+    readable = lots.readable_by(who, await lots.every_lot(conn))
+    scope, capacity = scope_for(readable, who, district=district, lot_id=lot_id)
     bucket = logic.day_bucket(day)
     row = await store.day_of(conn, scope, bucket) or Rollup(
         scope=scope, step=Step.DAY, bucket=bucket, capacity=capacity
     )
     outstanding = await store.outstanding_before(conn, scope, bucket + timedelta(days=1))
-    readable = {
+    ranked = {
         lot.id: lot
-        for lot in lots.readable_by(who, await lots.every_lot(conn))
+        for lot in readable
         if (district is None or lot.district_code == district)
         and (lot_id is None or lot.id == lot_id)
     }
-    fullest, emptiest = logic.ranked_lots(await store.lot_days(conn, bucket), readable)
+    fullest, emptiest = logic.ranked_lots(await store.lot_days(conn, bucket), ranked)
     runs = {r["provider"]: r for r in await store.reconciliation_of(conn, day)}
     reconciliation = [
         ProviderDay(provider=name, status="not_run")
@@ -306,7 +308,7 @@ async def day_figures(
         fullest=fullest,
         emptiest=emptiest,
         reconciliation=reconciliation,
-        refreshed_at=await store.refreshed_at(conn, scope, bucket),
+        refreshed_at=row.refreshed_at,
     )
 
 

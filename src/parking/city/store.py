@@ -9,30 +9,12 @@ from typing import Any, Final
 
 import asyncpg
 
-from parking.city.model import Rollup, Step
+from parking.city.model import ADDED, Rollup, Step
 from parking.lots.model import Lot
 
 #: The columns the job recomputes from the source tables (the sampled ones,
 #: occupied_* and devices*, are written by sample() only).
-COUNTED: Final = (
-    "capacity",
-    "entries",
-    "exits",
-    "stays",
-    "stay_seconds",
-    "stay_median_s",
-    "prepaid_exits",
-    "billed_fen",
-    "bills",
-    "collected_fen",
-    "paid_bills",
-    "contactless_bills",
-    "arrears_fen",
-    "arrears_bills",
-    "recovered_fen",
-    "recovered_bills",
-    "disputes",
-)
+COUNTED: Final = ("capacity", *ADDED, "stay_median_s")
 _TYPES: Final = {
     "capacity": "int",
     "entries": "int",
@@ -369,15 +351,6 @@ async def lot_days(conn: asyncpg.Connection, bucket: datetime) -> list[Rollup]:
     ]
 
 
-async def refreshed_at(conn: asyncpg.Connection, scope: str, bucket: datetime) -> datetime | None:
-    value = await conn.fetchval(
-        "SELECT refreshed_at FROM city_rollups WHERE scope = $1 AND step = 'day' AND bucket = $2",
-        scope,
-        bucket,
-    )
-    return value if isinstance(value, datetime) else None
-
-
 async def reconciliation_of(conn: asyncpg.Connection, day: date) -> list[asyncpg.Record]:
     """Each provider's latest reconciliation run of ``day``."""
     return list(
@@ -403,4 +376,10 @@ def _rollup(r: asyncpg.Record) -> Rollup:
     values: dict[str, Any] = {c: r[c] for c in (*COUNTED, *_SAMPLED)}
     if values["lane_buckets"] is not None:
         values["lane_buckets"] = list(values["lane_buckets"])
-    return Rollup(scope=r["scope"], step=Step(r["step"]), bucket=r["bucket"], **values)
+    return Rollup(
+        scope=r["scope"],
+        step=Step(r["step"]),
+        bucket=r["bucket"],
+        refreshed_at=r["refreshed_at"],
+        **values,
+    )

@@ -20,7 +20,7 @@ import httpx
 from browserkit import chromium
 from pipekit import DEMO, Device, Pipeline, eventually
 from selenium.webdriver.common.by import By
-from test_city_days import _make_lot
+from test_city_days import _make_lot, _passage
 from test_gateway_walkthrough import _pub, _settle, _watch
 
 from parking.accounts import notifier
@@ -41,22 +41,6 @@ def _shot(browser: Any, tmp_path: Path, name: str) -> None:
     browser.save_screenshot(str(path))
     if os.environ.get("PARKING_SCREENSHOTS"):
         shutil.copyfile(path, DOCS / f"driver-page-{name}.png")
-
-
-def _passage(gate: Device, seq: int, direction: str, plate: str, at: datetime) -> str:
-    return json.dumps(
-        {
-            "device_id": gate.device_id,
-            "seq": seq,
-            "observed_at": at.isoformat(),
-            "direction": direction,
-            "plate": plate,
-            "plate_color": "blue",
-            "confidence": 0.97,
-            "image_ref": f"t14/{gate.lane_id}/{seq}.jpg",
-        },
-        ensure_ascii=False,
-    )
 
 
 def _requests(browser: Any) -> list[str]:

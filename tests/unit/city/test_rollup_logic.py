@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from parking.city import logic
-from parking.city.model import LANE_BOUNDS_MS, Metric, Rollup, Step
+from parking.city.model import ADDED, LANE_BOUNDS_MS, Metric, Rollup, Step
 from parking.lots.model import Lot
 
 
@@ -60,7 +60,7 @@ def test_a_business_day_starts_at_midnight_in_shanghai() -> None:
 
 def _counted(lot_id: str, **figures: float) -> dict[str, float | str]:
     row: dict[str, float | str] = {"lot_id": lot_id}
-    for name in logic._ADDED:
+    for name in ADDED:
         row[name] = figures.get(name, 0)
     return row
 
