@@ -1197,7 +1197,7 @@ CREATE TABLE public.payment_attempts (
     CONSTRAINT payment_attempts_failure_check CHECK ((length(failure) <= 500)),
     CONSTRAINT payment_attempts_id_check CHECK ((id ~ '^pa-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
     CONSTRAINT payment_attempts_idempotency_check CHECK (((idempotency_scope IS NULL) = (idempotency_key IS NULL))),
-    CONSTRAINT payment_attempts_kind_check CHECK ((kind = ANY (ARRAY['native'::text, 'contactless'::text]))),
+    CONSTRAINT payment_attempts_kind_check CHECK ((kind = ANY (ARRAY['native'::text, 'h5'::text, 'contactless'::text]))),
     CONSTRAINT payment_attempts_out_trade_no_check CHECK ((out_trade_no ~ '^[0-9A-Za-z_-]{6,32}$'::text)),
     CONSTRAINT payment_attempts_paid_check CHECK (((status <> 'paid'::text) OR (transaction_id IS NOT NULL))),
     CONSTRAINT payment_attempts_payer_account_id_check CHECK (((length(payer_account_id) >= 1) AND (length(payer_account_id) <= 64))),

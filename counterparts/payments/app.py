@@ -27,6 +27,7 @@ import structlog
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 
+from counterparts.payments import cashier
 from counterparts.payments import keys as key_files
 from counterparts.payments.alipay import AlipayGateway
 from counterparts.payments.model import (
@@ -36,6 +37,7 @@ from counterparts.payments.model import (
     ControlCommand,
     DeductRequest,
     FailCommand,
+    H5OrderRequest,
     MandateCommand,
     NativeOrderRequest,
     ParkingEntryRequest,
@@ -132,6 +134,17 @@ async def create_native(request: _Req) -> Response[bytes]:
     service, body, mchid = await _v3(request)
     code_url = service.create_native(_decode(body, NativeOrderRequest), auth_mchid=mchid)
     return _signed(service, 200, {"code_url": code_url})
+
+
+@post("/v3/pay/transactions/h5")
+async def create_h5(request: _Req) -> Response[bytes]:
+    service, body, mchid = await _v3(request)
+    h5_url = service.create_h5(
+        _decode(body, H5OrderRequest),
+        auth_mchid=mchid,
+        cashier=service.settings.public_url + cashier.CASHIER_PATH,
+    )
+    return _signed(service, 200, {"h5_url": h5_url})
 
 
 @get("/v3/pay/transactions/out-trade-no/{out_trade_no:str}")
@@ -278,6 +291,45 @@ async def authorize(request: _Req) -> Response[bytes]:
     return _plain(200, msgspec.to_builtins(_service(request).set_mandate(command)))
 
 
+def _html(status: int, text: str) -> Response[bytes]:
+    return Response(
+        content=text.encode(),
+        status_code=status,
+        media_type="text/html; charset=utf-8",
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+@get(cashier.CASHIER_PATH)
+async def cashier_page(request: _Req) -> Response[bytes]:
+    """What WeChat's ``h5_url`` opens: the cashier standing in for the WeChat app."""
+    service = _service(request)
+    try:
+        back = cashier.return_address(request.query_params.get("redirect_url"))
+        prepay_id = _param(request, "prepay_id")
+        order = service.h5_order(prepay_id)
+    except ApiError as exc:
+        return _html(exc.status, cashier.sorry(exc.message))
+    return _html(200, cashier.page(order, prepay_id, back))
+
+
+@post(cashier.PAY_PATH)
+async def cashier_pay(request: _Req) -> Response[bytes]:
+    """The payer confirmed: pay the order (the notification goes out), then back."""
+    service = _service(request)
+    form = await request.form()
+    try:
+        back = cashier.return_address(str(form.get("redirect_url") or ""))
+        order = service.h5_order(str(form.get("prepay_id") or ""))
+        if order.state is wire.TradeState.NOTPAY:
+            service.pay(order.out_trade_no, PayCommand())
+    except ApiError as exc:
+        return _html(exc.status, cashier.sorry(exc.message))
+    if back is None:
+        return _html(200, cashier.sorry("支付成功"))
+    return Response(content=b"", status_code=303, headers={"Location": back})
+
+
 @get("/sandbox/notifications")
 async def notifications(request: _Req) -> Response[bytes]:
     out_trade_no = request.query_params.get("out_trade_no")
@@ -310,6 +362,7 @@ async def move_clock(request: _Req) -> Response[bytes]:
 
 ROUTES: Final = [
     create_native,
+    create_h5,
     query_native,
     close_native,
     create_refund,
@@ -327,6 +380,8 @@ ROUTES: Final = [
     repay,
     set_mandate,
     authorize,
+    cashier_page,
+    cashier_pay,
     notifications,
     controls,
     control,

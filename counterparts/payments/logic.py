@@ -81,6 +81,9 @@ def check_merchant(mchid: str | None, appid: str | None, *, ours: tuple[str, str
 
 # --------------------------------------------------------------------------- orders
 
+#: Orders the payer pays themselves (a QR code, the H5 cashier): same states, same queries.
+BASIC: Final = frozenset({OrderKind.NATIVE, OrderKind.H5})
+
 
 def effective(order: Order, now: datetime) -> Order:
     """An unpaid native order past its ``time_expire`` can no longer be paid: CLOSED.
@@ -89,7 +92,7 @@ def effective(order: Order, now: datetime) -> Order:
     CLOSED is the sandbox's choice, so a sweeper sees a final state.
     """
     if (
-        order.kind is OrderKind.NATIVE
+        order.kind in BASIC
         and order.state is wire.TradeState.NOTPAY
         and order.expires_at is not None
         and now >= order.expires_at
@@ -104,11 +107,16 @@ def create_native(
     *,
     now: datetime,
     code_url: str,
+    kind: OrderKind = OrderKind.NATIVE,
 ) -> Order:
-    """A new NOTPAY order, or the existing one for a repeat of the same request."""
+    """A new NOTPAY order, or the existing one for a repeat of the same request.
+
+    ``kind`` H5: ``request`` is an ``H5OrderRequest`` and ``code_url`` the cashier
+    page's URL (WeChat's ``h5_url``)."""
+    assert kind in BASIC
     request_print = fingerprint(request)
     if existing is not None:
-        if existing.fingerprint != request_print or existing.kind is not OrderKind.NATIVE:
+        if existing.fingerprint != request_print or existing.kind is not kind:
             raise ApiError(400, "INVALID_REQUEST", "商户订单号重复")
         if existing.state in wire.PAID_TRADE_STATES:
             raise ApiError(400, "ORDERPAID", "该订单已支付")
@@ -117,7 +125,7 @@ def create_native(
         return existing
     return Order(
         out_trade_no=request.out_trade_no,
-        kind=OrderKind.NATIVE,
+        kind=kind,
         appid=request.appid,
         mchid=request.mchid,
         description=request.description,
@@ -136,7 +144,7 @@ def create_native(
 def close(order: Order) -> Order:
     if order.state in wire.PAID_TRADE_STATES:
         raise ApiError(400, "ORDERPAID", "订单已支付，不能关闭")
-    if order.kind is not OrderKind.NATIVE:
+    if order.kind not in BASIC:
         raise ApiError(400, "INVALID_REQUEST", "停车服务订单不能关闭")
     # Closing twice is accepted: a merchant retrying after a timeout must not
     # see an error for what it asked for.
@@ -147,6 +155,7 @@ def pay(order: Order, *, now: datetime, transaction_id: str, openid: str) -> Ord
     """The driver paid (native) or the accepted deduction went through (parking)."""
     payable = {
         OrderKind.NATIVE: wire.TradeState.NOTPAY,
+        OrderKind.H5: wire.TradeState.NOTPAY,
         OrderKind.PARKING: wire.TradeState.ACCEPTED,
     }[order.kind]
     if order.state is not payable:
@@ -165,6 +174,7 @@ def fail(order: Order, *, reason: str) -> Order:
     """The payment failed: PAYERROR (native), PAY_FAIL (parking; may be repaid later)."""
     failed = {
         OrderKind.NATIVE: (wire.TradeState.NOTPAY, wire.TradeState.PAYERROR),
+        OrderKind.H5: (wire.TradeState.NOTPAY, wire.TradeState.PAYERROR),
         OrderKind.PARKING: (wire.TradeState.ACCEPTED, wire.TradeState.PAY_FAIL),
     }
     before, after = failed[order.kind]
@@ -365,7 +375,7 @@ def transaction(order: Order, *, notify_amount_fen: int | None = None) -> wire.T
         mchid=None if parking else order.mchid,
         sp_mchid=order.mchid if parking else None,
         appid=order.appid,
-        trade_type=None if parking else "NATIVE",
+        trade_type=None if parking else _trade_type(order),
         trade_state_desc=order.state_desc,
         bank_type="OTHERS" if paid else None,
         attach=order.attach,
@@ -467,8 +477,9 @@ def fee_milli_fen(amount_fen: int) -> int:
 
 
 def _trade_type(order: Order) -> str:
-    # 委托代扣 deductions appear as PAP in WeChat bills; QR payments as NATIVE.
-    return "PAP" if order.kind is OrderKind.PARKING else "NATIVE"
+    # 委托代扣 deductions appear as PAP in WeChat bills; QR payments as NATIVE,
+    # payments in a phone's browser as MWEB.
+    return {OrderKind.PARKING: "PAP", OrderKind.H5: "MWEB"}.get(order.kind, "NATIVE")
 
 
 def _payment_row(order: Order, amount_fen: int, mchid: str) -> wire.TradeBillRow:

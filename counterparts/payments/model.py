@@ -35,6 +35,8 @@ class ApiError(Exception):
 
 class OrderKind(StrEnum):
     NATIVE = "native"
+    #: Paid in the phone's browser (WeChat H5, trade type MWEB): the cashier page.
+    H5 = "h5"
     #: A parking-service (contactless) deduction.
     PARKING = "parking"
 
@@ -313,6 +315,28 @@ class NativeOrderRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     attach: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     time_expire: _Aware | None = None
     goods_tag: str | None = None
+
+
+class H5Info(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    type: Literal["Wap", "iOS", "Android"]
+    app_name: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    app_url: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    bundle_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    package_name: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+
+
+class SceneInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the payer is: the H5 API requires the payer's IP and the H5 scene."""
+
+    payer_client_ip: Annotated[str, msgspec.Meta(min_length=1, max_length=45)]
+    h5_info: H5Info
+    device_id: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+
+
+class H5OrderRequest(NativeOrderRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v3/pay/transactions/h5``: a native order's fields and the payer's scene."""
+
+    scene_info: SceneInfo
 
 
 class CloseRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

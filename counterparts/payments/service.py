@@ -21,6 +21,7 @@ import string
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import msgspec
 
@@ -42,6 +43,7 @@ from counterparts.payments.model import (
     DeliveryState,
     ExtraBillRow,
     FailCommand,
+    H5OrderRequest,
     Mandate,
     MandateCommand,
     NativeOrderRequest,
@@ -175,9 +177,12 @@ class SandboxPay:
 
     # ----------------------------------------------------------------- native orders
 
-    def _order(self, out_trade_no: str, kind: OrderKind | None = None) -> Order:
+    def _order(
+        self, out_trade_no: str, kind: OrderKind | frozenset[OrderKind] | None = None
+    ) -> Order:
         order = self.store.order(out_trade_no)
-        if order is None or (kind is not None and order.kind is not kind):
+        kinds = frozenset({kind}) if isinstance(kind, OrderKind) else kind
+        if order is None or (kinds is not None and order.kind not in kinds):
             raise ApiError(404, "ORDER_NOT_EXIST", "订单不存在")
         current = logic.effective(order, self.business_now())
         if current is not order:
@@ -201,13 +206,43 @@ class SandboxPay:
         assert order.code_url is not None
         return order.code_url
 
+    def create_h5(self, request: H5OrderRequest, *, auth_mchid: str, cashier: str) -> str:
+        """WeChat's ``h5_url``: the cashier page (``cashier`` is its address here) with
+        the order's ``prepay_id``; the merchant appends ``&redirect_url=...``."""
+        logic.check_merchant(request.mchid, request.appid, ours=self._ours)
+        logic.check_merchant(auth_mchid, None, ours=self._ours)
+        existing = self.store.order(request.out_trade_no)
+        if existing is not None:
+            existing = logic.effective(existing, self.business_now())
+        prepay_id = "wx" + self.business_now().strftime("%d%H%M%S") + secrets.token_hex(12)
+        order = logic.create_native(
+            request,
+            existing,
+            now=self.business_now(),
+            code_url=f"{cashier}?{urlencode({'prepay_id': prepay_id, 'package': _digits(10)})}",
+            kind=OrderKind.H5,
+        )
+        if order is not existing:
+            with self.store.transaction():
+                self.store.save_order(order)
+                self.store.save_prepay(prepay_id, order.out_trade_no)
+        assert order.code_url is not None
+        return order.code_url
+
+    def h5_order(self, prepay_id: str) -> Order:
+        """The H5 order behind a cashier page's ``prepay_id``."""
+        out_trade_no = self.store.prepay(prepay_id)
+        if out_trade_no is None:
+            raise ApiError(404, "ORDER_NOT_EXIST", "订单不存在或已过期")
+        return self._order(out_trade_no, OrderKind.H5)
+
     def query_native(self, out_trade_no: str, *, mchid: str | None) -> dict[str, Any]:
         logic.check_merchant(mchid, None, ours=self._ours)
-        return logic.order_payload(self._order(out_trade_no, OrderKind.NATIVE))
+        return logic.order_payload(self._order(out_trade_no, logic.BASIC))
 
     def close_native(self, out_trade_no: str, request: CloseRequest) -> None:
         logic.check_merchant(request.mchid, None, ours=self._ours)
-        order = logic.close(self._order(out_trade_no, OrderKind.NATIVE))
+        order = logic.close(self._order(out_trade_no, logic.BASIC))
         self.store.save_order(order)
 
     # ----------------------------------------------------------------- refunds

@@ -416,3 +416,11 @@ class SandboxStore:
 
     def save_clock_offset(self, seconds: float) -> None:
         self._set_meta("clock_offset", repr(seconds).encode())
+
+    def prepay(self, prepay_id: str) -> str | None:
+        """The ``out_trade_no`` of the H5 order a cashier page's ``prepay_id`` names."""
+        raw = self._meta(f"prepay:{prepay_id}")
+        return None if raw is None else raw.decode()
+
+    def save_prepay(self, prepay_id: str, out_trade_no: str) -> None:
+        self._set_meta(f"prepay:{prepay_id}", out_trade_no.encode())

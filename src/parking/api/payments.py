@@ -51,7 +51,7 @@ from parking.payments.model import (
     UnknownAttempt,
     UnknownProvider,
 )
-from parking.payments.port import PaymentProvider, ProviderUnavailable
+from parking.payments.port import H5Scene, PaymentProvider, ProviderUnavailable
 from parking.plates import normalise
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -64,6 +64,10 @@ _PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
 
 BillId = Annotated[str, msgspec.Meta(pattern=r"^b-[0-9A-HJKMNP-TV-Z]{26}$")]
 ProviderName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+#: a page a scanned code opened, with at most a short query (``?payment=pa-...``)
+ReturnPath = Annotated[
+    str, msgspec.Meta(pattern=r"^/q/[A-Za-z0-9_-]{1,512}(\?[A-Za-z0-9_=&-]{1,128})?$")
+]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_PRINTABLE)]
 Remark = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=_PRINTABLE)]
 BillIdParam = Annotated[str, PathParameter(pattern=r"^b-[0-9A-HJKMNP-TV-Z]{26}$")]
@@ -153,6 +157,11 @@ class PayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     ]
     provider: ProviderName = "wechat"
     plate: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    #: ``h5``: pay in this phone's browser at the provider's cashier page (WeChat H5),
+    #: which sends the browser back to ``return_to``; ``native``: a QR code to scan.
+    channel: Literal["native", "h5"] = "native"
+    #: for ``h5``: the page on this platform to come back to (a path under ``/q/``)
+    return_to: ReturnPath | None = None
 
 
 class DisputeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -195,7 +204,8 @@ async def pay_bills(
     plate = None if data.plate is None else normalise(data.plate)
     payer = Payer(account_id=principal_of(request).subject, plate=plate)
     now = clock_of(request).now()
-    canonical = PayRequest(bill_ids=sorted(set(data.bill_ids)), provider=data.provider, plate=plate)
+    canonical = msgspec.structs.replace(data, bill_ids=sorted(set(data.bill_ids)), plate=plate)
+    h5 = _h5_scene(request, infra, data)
     async with connection(infra) as conn:
         claim = await payment_idempotency.claim_idempotency_key(
             conn,
@@ -217,6 +227,7 @@ async def pay_bills(
             idempotency_key=key,
             notify_url=logic.notify_url(infra.notify_base_url, provider.name),
             now=now,
+            h5=h5,
         )
     except ProviderUnavailable as exc:
         await _release(infra, payer, key)
@@ -242,6 +253,21 @@ async def pay_bills(
     body = msgspec.json.encode(view)
     await _complete(infra, payer, key, 201, body, now)
     return Response(content=body, status_code=201, media_type=MediaType.JSON)
+
+
+def _h5_scene(request: Request[Any, Any, Any], infra: Infra, data: PayRequest) -> H5Scene | None:
+    """An ``h5`` payment comes back to the page it started on, at the platform's public
+    address (what the printed codes carry)."""
+    if data.channel == "native":
+        if data.return_to is not None:
+            raise InvalidInput("return_to is for a payment in the browser (channel h5)")
+        return None
+    if data.return_to is None:
+        raise InvalidInput("a payment in the browser (channel h5) needs return_to")
+    client = request.client.host if request.client is not None else "127.0.0.1"
+    return H5Scene(
+        client_ip=client, return_url=infra.settings.public_base_url.rstrip("/") + data.return_to
+    )
 
 
 async def _complete(

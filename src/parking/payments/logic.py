@@ -123,8 +123,18 @@ def blocking_attempt(
     return None
 
 
-def same_request(attempt: Attempt, *, provider: str, bill_ids: Sequence[str]) -> bool:
-    return attempt.provider == provider and sorted(attempt.bill_ids) == sorted(bill_ids)
+def same_request(
+    attempt: Attempt,
+    *,
+    provider: str,
+    bill_ids: Sequence[str],
+    kind: AttemptKind = AttemptKind.NATIVE,
+) -> bool:
+    return (
+        attempt.provider == provider
+        and attempt.kind is kind
+        and sorted(attempt.bill_ids) == sorted(bill_ids)
+    )
 
 
 # --------------------------------------------------------------------------- idempotency keys
@@ -188,7 +198,7 @@ def settlement(attempt: Attempt, *, amount_fen: int) -> Settlement:
     # A failed contactless deduction that is repaid later (TRANSACTION.PAY_BACK)
     # is the parking service working as designed, not a late payment.
     gave_up = attempt.status in (AttemptStatus.EXPIRED, AttemptStatus.CLOSED) or (
-        attempt.status is AttemptStatus.FAILED and attempt.kind is AttemptKind.NATIVE
+        attempt.status is AttemptStatus.FAILED and attempt.kind.by_payer
     )
     return Settlement(mismatch=amount_fen != attempt.amount_fen, late=gave_up)
 
@@ -225,7 +235,7 @@ SweepDecision = Settle | Expire | Fail | Leave
 
 def sweep_decision(attempt: Attempt, status: OrderStatus | None, now: datetime) -> SweepDecision:
     """What to do with a stuck attempt given the provider's view (``None``: no such order)."""
-    native = attempt.kind is AttemptKind.NATIVE
+    native = attempt.kind.by_payer
     if status is None:
         # Never created (a crash before create_order, or a refused request).
         if native and now >= attempt.expires_at:

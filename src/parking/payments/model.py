@@ -19,8 +19,17 @@ from parking.money import Fen
 
 
 class AttemptKind(StrEnum):
+    #: paid by scanning the provider's QR code
     NATIVE = "native"
+    #: paid in the phone's browser at the provider's cashier page (WeChat H5)
+    H5 = "h5"
     CONTACTLESS = "contactless"
+
+    @property
+    def by_payer(self) -> bool:
+        """The payer pays it (a QR code or the cashier) before it expires; else the
+        provider deducts it (contactless)."""
+        return self is not AttemptKind.CONTACTLESS
 
 
 class AttemptStatus(StrEnum):
@@ -98,7 +107,8 @@ class PaymentView(msgspec.Struct, frozen=True, kw_only=True):
     out_trade_no: str
     amount_fen: Fen
     status: AttemptStatus
-    #: what the QR code encodes; None until the provider has answered
+    #: what the payer opens: the QR code's content (native), the provider's cashier
+    #: page (h5); None until the provider has answered
     code_url: str | None
     bill_ids: list[str]
     created_at: datetime

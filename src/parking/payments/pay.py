@@ -31,6 +31,7 @@ from parking.payments.model import (
 )
 from parking.payments.notifications import give_up, settle_from_status
 from parking.payments.port import (
+    H5Scene,
     OrderNotFound,
     PaymentProvider,
     ProviderRejected,
@@ -48,8 +49,11 @@ async def pay(
     notify_url: str,
     now: datetime,
     ttl: timedelta = logic.ORDER_TTL,
+    h5: H5Scene | None = None,
 ) -> PaymentView:
-    """Create (or return again) the provider order paying ``bill_ids``: its code_url is the QR code.
+    """Create (or return again) the provider order paying ``bill_ids``: its code_url is the QR code,
+    or with ``h5`` (a payment in the phone's browser) the provider's cashier page,
+    which sends the browser back to ``h5.return_url``.
 
     Idempotent on (payer, idempotency_key): the same request again returns the
     same attempt and asks the provider for the same out_trade_no (another
@@ -63,6 +67,9 @@ async def pay(
     ids = sorted(set(bill_ids))
     if not ids or len(ids) > logic.MAX_BILLS_PER_PAYMENT:
         raise InvalidInput(f"pay 1 to {logic.MAX_BILLS_PER_PAYMENT} bills at a time")
+    if h5 is not None and not provider.pays_in_browser:
+        raise InvalidInput(f"{provider.name} cannot be paid in the browser here: pay by QR code")
+    kind = AttemptKind.NATIVE if h5 is None else AttemptKind.H5
     scope = payer.scope
     async with transaction(pool) as conn:
         attempt = await store.attempt_by_idempotency_key(conn, scope, idempotency_key)
@@ -73,11 +80,11 @@ async def pay(
                 ids,
                 payer=payer,
                 idempotency=(scope, idempotency_key),
-                kind=AttemptKind.NATIVE,
+                kind=kind,
                 expires_at=now.replace(microsecond=0) + ttl,
                 now=now,
             )
-        elif not logic.same_request(attempt, provider=provider.name, bill_ids=ids):
+        elif not logic.same_request(attempt, provider=provider.name, bill_ids=ids, kind=kind):
             raise IdempotencyKeyReused(
                 f"idempotency key {idempotency_key!r} was used to pay other bills"
             )
@@ -94,6 +101,7 @@ async def pay(
             notify_url,
             attach=attempt.id,
             expires_at=attempt.expires_at,
+            h5=h5,
         )
     except ProviderRejected as exc:
         await _order_refused(pool, provider, attempt, exc, now=now)

@@ -41,6 +41,7 @@ __all__ = [
     "ContactlessProvider",
     "Deduction",
     "ForeignNotification",
+    "H5Scene",
     "MandateInvitation",
     "MandateState",
     "MandateStatus",
@@ -176,8 +177,22 @@ class MandateState(StrEnum):
 # --------------------------------------------------------------------------- results
 
 
+class H5Scene(msgspec.Struct, frozen=True, kw_only=True):
+    """An order paid in the payer's phone browser (WeChat H5 / MWEB) rather than by a QR code.
+
+    ``client_ip``: the payer's address, which the provider requires and checks;
+    ``return_url``: where the provider sends the browser back after paying or
+    cancelling (WeChat's ``redirect_url``).
+    """
+
+    client_ip: str
+    return_url: str
+
+
 class ProviderOrder(msgspec.Struct, frozen=True, kw_only=True):
-    """A payable order: ``code_url`` is what the driver's QR code encodes."""
+    """A payable order: ``code_url`` is what the payer opens: the QR code's content,
+    or for an order with an ``H5Scene`` the provider's cashier page (which returns to
+    the scene's ``return_url``)."""
 
     provider: str
     out_trade_no: str
@@ -399,6 +414,8 @@ class PaymentProvider(abc.ABC):
 
     #: The provider's name in the ledger and logs (``wechat``, ``alipay``...).
     name: str
+    #: Whether ``create_order`` takes an ``H5Scene`` (a payment in the phone's browser).
+    pays_in_browser: bool = False
 
     @abc.abstractmethod
     async def create_order(
@@ -410,8 +427,10 @@ class PaymentProvider(abc.ABC):
         *,
         attach: str | None = None,
         expires_at: datetime | None = None,
+        h5: H5Scene | None = None,
     ) -> ProviderOrder:
-        """Create (or, for the same arguments, return again) a QR-code order."""
+        """Create (or, for the same arguments, return again) a QR-code order, or with
+        ``h5`` an order paid in the phone's browser (only if ``pays_in_browser``)."""
 
     @abc.abstractmethod
     async def query_order(self, out_trade_no: str) -> OrderStatus:

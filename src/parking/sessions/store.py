@@ -219,7 +219,14 @@ SELECT s.id, s.lot_id, s.plate, s.status, s.entry_at, s.exit_at, s.fee_fen, s.ta
        s.tariff_version, s.pricing_reason, b.id AS bill_id, b.status AS bill_status,
        coalesce(s.entry_at, s.exit_at) AS at
   FROM sessions s
-  LEFT JOIN bills b ON b.session_id = s.id AND b.kind = 'stay'
+  -- the stay's bill; a stay paid in the lot before the exit has none, its (latest
+  -- standing) prepay bill stands for it
+  LEFT JOIN LATERAL (
+        SELECT x.id, x.status, x.account_id FROM bills x
+         WHERE x.session_id = s.id
+           AND (x.kind = 'stay' OR x.status <> 'written_off')
+         ORDER BY x.kind = 'stay' DESC, x.closed_at DESC, x.id DESC
+         LIMIT 1) b ON true
  WHERE s.status <> 'superseded'
    AND (s.account_id = $1 OR b.account_id = $1 OR EXISTS (
         SELECT 1 FROM unnest($5::text[], $6::timestamptz[]) AS v(plate, bound_at)

@@ -1,16 +1,24 @@
 """The page a scanned code opens (issue 14), in Debian's headless Chromium at a phone's
 size (375 x 812): the code printed by `parking qr render`, the lot and its tariff
 before login, the OTP login, a plate bound, the car entering over MQTT (real gate,
-gateway, persister) shown with its fee; forged, expired and retired codes answer a
-page a driver understands; a full lot says so. Every request the page makes goes to
-the platform's own origin (the browser's performance log), and the CSP is there.
-Screenshots are saved with the test's output."""
+gateway, persister) shown with its fee; paying hands the browser over to the provider's
+cashier (the sandbox provider's page standing in for the WeChat app, WeChat H5) and
+back to a receipt: (a) prepaid in the lot, the exit within the window bills nothing
+more; (b) a car without a plate scans in and out at the lanes, then pays; (c) an old
+bill of another lot is paid from the same page; (d) forged and expired codes answer a
+page a driver understands, a full lot says so. Every request the page makes goes to
+the platform's own origin (the browser's performance log; the one way out is the
+handover to the provider's cashier, a navigation), and the CSP is there. Screenshots
+are saved with the test's output."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +30,9 @@ from pipekit import DEMO, Device, Pipeline, eventually
 from selenium.webdriver.common.by import By
 from test_city_days import _make_lot, _passage
 from test_gateway_walkthrough import _pub, _settle, _watch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payments"))
+from payment_servers import SandboxProcess
 
 from parking.accounts import notifier
 from parking.auth.model import Role
@@ -43,14 +54,96 @@ def _shot(browser: Any, tmp_path: Path, name: str) -> None:
         shutil.copyfile(path, DOCS / f"driver-page-{name}.png")
 
 
-def _requests(browser: Any) -> list[str]:
-    """Every URL the page asked the network for (Chrome's performance log)."""
-    urls = []
+def _requests(browser: Any) -> list[tuple[str, str, str]]:
+    """Every request the browser made (Chrome's performance log): ``(the page that
+    made it, its type, its URL)``."""
+    made = []
     for entry in browser.get_log("performance"):
         message = json.loads(entry["message"])["message"]
         if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
+            params = message["params"]
+            made.append((params["documentURL"], params.get("type", ""), params["request"]["url"]))
+    return made
+
+
+def _only_own_origin(made: list[tuple[str, str, str]], base: str, cashier: str) -> None:
+    """The platform's page asks only its own origin; it leaves only by navigating to the
+    provider's cashier (a document, never a script, style, image or fetch)."""
+    own, provider = urlsplit(base).netloc, urlsplit(cashier).netloc
+    mine = [(kind, url) for page, kind, url in made if urlsplit(page).netloc == own]
+    assert mine, made
+    elsewhere = [
+        (kind, url)
+        for kind, url in mine
+        if urlsplit(url).netloc not in (own, "")
+        and not (kind == "Document" and urlsplit(url).netloc == provider)
+    ]
+    assert elsewhere == [], elsewhere
+
+
+@asynccontextmanager
+async def _platform(
+    pipeline: Pipeline, tmp_path: Path, api_offset: int, sandbox_offset: int
+) -> AsyncIterator[tuple[str, SandboxProcess]]:
+    """An API process whose printed codes carry its own address, paying through a sandbox
+    provider (WeChat Pay v3 and its cashier page) of its own: ``(base URL, sandbox)``."""
+    sandbox = SandboxProcess(
+        tmp_path / "sandbox-stack", pipeline.settings.sandbox_port + sandbox_offset
+    )
+    sandbox.start()
+    try:
+        port = pipeline.settings.api_port + api_offset
+        base = await pipeline.api(
+            port,
+            PARKING_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+            PARKING_WECHATPAY_CONFIG=str(sandbox.config_path),
+        )
+        pipeline.env["PARKING_PUBLIC_BASE_URL"] = base
+        yield base, sandbox
+    finally:
+        sandbox.stop()
+
+
+async def _pay_at_the_cashier(
+    browser: Any, tmp_path: Path, shot: str, sandbox: SandboxProcess
+) -> str:
+    """At the provider's cashier (the sandbox's page for the WeChat app): confirm; back on
+    the platform's page once it has the payment's result. Returns the amount shown."""
+
+    async def at_cashier() -> bool:
+        return bool(browser.find_elements(By.ID, "confirm"))
+
+    await eventually(at_cashier, within=20, what="the provider's cashier page")
+    assert browser.current_url.startswith(sandbox.base_url + "/sandbox/h5/checkmweb?")
+    amount: str = browser.find_element(By.ID, "amount").text
+    assert amount.startswith("¥")
+    _shot(browser, tmp_path, shot)
+    browser.find_element(By.ID, "confirm").click()
+
+    async def back() -> bool:
+        if not browser.current_url.startswith("http://127.0.0.1") or "/q/" not in (
+            browser.current_url
+        ):
+            return False
+        return bool(browser.execute_script("return document.body.dataset.paid || ''"))
+
+    await eventually(back, within=40, what="the page back from the cashier, paid")
+    assert "?" not in browser.current_url  # nothing left in the address
+    assert browser.execute_script("return window.sessionStorage.length") == 0
+    return amount
+
+
+async def _receipt(browser: Any) -> dict[str, str]:
+    async def shown() -> bool:
+        return not browser.find_element(By.ID, "receipt").get_attribute("hidden")
+
+    await eventually(shown, within=10, what="the receipt")
+    terms = browser.find_elements(By.CSS_SELECTOR, "#receipt-body dt")
+    values = browser.find_elements(By.CSS_SELECTOR, "#receipt-body dd")
+    return {
+        t.get_attribute("textContent"): v.get_attribute("textContent")
+        for t, v in zip(terms, values, strict=True)
+    }
 
 
 async def _code(pipeline: Pipeline, tmp_path: Path, *extra: str) -> str:
@@ -68,9 +161,21 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
     pipeline.gateway().start()
     pipeline.persister().start()
     await pipeline.subscribed()
-    port = pipeline.settings.api_port + 6
-    base = await pipeline.api(port, PARKING_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
-    pipeline.env["PARKING_PUBLIC_BASE_URL"] = base
+    async with _platform(pipeline, tmp_path, 6, 6) as (base, sandbox):
+        await _scan_log_in_prepay_and_leave(
+            pipeline, token_for, tmp_path, base, sandbox, entry, leaving
+        )
+
+
+async def _scan_log_in_prepay_and_leave(
+    pipeline: Pipeline,
+    token_for: Any,
+    tmp_path: Path,
+    base: str,
+    sandbox: SandboxProcess,
+    entry: Device,
+    leaving: Device,
+) -> None:
     url = await _code(pipeline, tmp_path)
     assert url.startswith(base + "/q/")
 
@@ -100,33 +205,7 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
         assert cookies["changbo_refresh"]["sameSite"] == "Strict"
         assert browser.execute_script("return document.cookie") == ""  # nothing readable
 
-        browser.find_element(By.ID, "plate").send_keys(PLATE)
-        browser.find_element(By.CSS_SELECTOR, "#plate-form button").click()
-
-        async def bound() -> bool:
-            return PLATE in browser.find_element(By.ID, "plate-list").text
-
-        await eventually(bound, within=10, what="the plate")
-        # An operator verifies the plate from its 行驶证 (the driver sees a verified
-        # plate's stays only): the claim is made with the account's own token.
-        account = await pipeline.fetchval("SELECT id FROM accounts WHERE phone = $1", "+86" + PHONE)
-        async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as http:
-            claim = await http.post(
-                f"/v1/me/vehicles/{PLATE}/claims",
-                json={"evidence": "行驶证 360702141414", "photo_ref": "upload/xsz-14.jpg"},
-                headers={"Authorization": f"Bearer {token_for(Role.DRIVER, account)}"},
-            )
-            assert claim.status_code == 201, claim.text
-            approved = await http.post(
-                f"/v1/operator/plate-claims/{claim.json()['id']}/approve",
-                json={},
-                headers={"Authorization": f"Bearer {token_for(Role.OPERATOR, 'op', DEMO_COMPANY)}"},
-            )
-            assert approved.status_code == 200, approved.text
-        # A driver of long standing: the plate was theirs before this stay.
-        await pipeline.conn.execute(
-            "UPDATE vehicles SET bound_at = bound_at - interval '1 day' WHERE plate = $1", PLATE
-        )
+        await _bind_verified(browser, pipeline, token_for, base, PHONE, PLATE)
 
         # The car entered 65 minutes ago at the demo lot's gate (over MQTT); the page
         # shows it with its fee so far.
@@ -152,9 +231,43 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
         assert browser.execute_script("return window.sessionStorage.length") == 0
         assert browser.execute_script("return window.localStorage.length") == 0
 
-        # The car leaves (先离后缴): the stay is billed; the driver disputes the bill.
-        await _drive_at(pipeline, leaving, DEMO, PLATE, "out")
+        # Pay now and leave (场内缴费): the stay is billed up to now and the page hands
+        # over to the provider's cashier, then comes back to the receipt.
+        browser.find_element(
+            By.XPATH, "//ul[@id='session-list']/li//button[text()='立即缴费离场']"
+        ).click()
+        amount = await _pay_at_the_cashier(browser, tmp_path, "4-cashier", sandbox)
+        assert "前离场" in browser.find_element(By.ID, "message").text
+        receipt = await _receipt(browser)
+        assert receipt["车牌"] == PLATE
+        assert receipt["金额"] == amount.removeprefix("¥") + " 元"
+        assert receipt["支付方式"] == "微信支付"
+        _shot(browser, tmp_path, "5-prepaid")
+        prepaid = await pipeline.conn.fetch(
+            "SELECT id, status, amount_fen FROM bills WHERE plate = $1", PLATE
+        )
+        assert [(r["status"], f"¥{r['amount_fen'] / 100:.2f}") for r in prepaid] == [
+            ("paid", amount)
+        ]
 
+        # The car leaves within the exit window: the barrier opens, nothing more is billed.
+        command = await _drive_at(pipeline, leaving, DEMO, PLATE, "out")
+        assert command is not None
+        assert command["action"] == "open"
+
+        async def closed() -> bool:
+            status = await pipeline.fetchval(
+                "SELECT status FROM sessions WHERE plate = $1 AND lot_id = $2", PLATE, DEMO
+            )
+            return status == "closed"
+
+        await eventually(closed, within=30, what="the stay closed at the exit")
+        after = await pipeline.conn.fetch(
+            "SELECT id, status, amount_fen FROM bills WHERE plate = $1", PLATE
+        )
+        assert [tuple(r) for r in after] == [tuple(r) for r in prepaid]
+
+        # The driver disputes the paid bill from the history.
         async def billed() -> bool:
             return bool(browser.find_elements(By.CSS_SELECTOR, "#history-list li[data-bill^='b-']"))
 
@@ -175,9 +288,7 @@ async def test_a_driver_scans_the_lot_code_logs_in_binds_a_plate_and_sees_the_ca
         assert reason == "我只停了几分钟，收费不对"
         _shot(browser, tmp_path, "6-disputed")
 
-        own = urlsplit(base).netloc
-        elsewhere = [u for u in _requests(browser) if urlsplit(u).netloc not in (own, "")]
-        assert elsewhere == [], elsewhere
+        _only_own_origin(_requests(browser), base, sandbox.base_url)
         print(f"screenshots: {tmp_path}")
 
 
@@ -214,7 +325,7 @@ async def test_forged_and_expired_codes_and_a_full_lot_say_what_happened(
             browser.get(prefix + token)
             assert browser.find_element(By.TAG_NAME, "h1").text == words
             assert "{" not in browser.find_element(By.TAG_NAME, "body").text
-            _shot(browser, tmp_path, f"4-{name}")
+            _shot(browser, tmp_path, f"d-{name}")
 
         # The lot fills up: the page says so before anyone logs in.
         await _drive_at(pipeline, gate, small, "赣B14F01")
@@ -229,7 +340,7 @@ async def test_forged_and_expired_codes_and_a_full_lot_say_what_happened(
         await eventually(full, within=15, what="the full lot")
         assert browser.find_element(By.ID, "free").text == "已满"
         assert "车位已满" in browser.find_element(By.ID, "free-label").text
-        _shot(browser, tmp_path, "5-full")
+        _shot(browser, tmp_path, "d-full")
     print(f"screenshots: {tmp_path}")
 
 
@@ -241,9 +352,9 @@ async def _drive_at(
     direction: str = "in",
     seq: int = 1,
     at: datetime | None = None,
-) -> None:
-    """One passage published as the gate of ``lot_id``; returns once the lane got its
-    command (a passage ``at`` long ago gets none: the barrier opened long since)."""
+) -> dict[str, Any] | None:
+    """One passage published as the gate of ``lot_id``; returns the lane's command once
+    it got it (a passage ``at`` long ago gets none: the barrier opened long since)."""
     assert gate.lane_id is not None
     if at is not None:
         _pub(
@@ -252,7 +363,7 @@ async def _drive_at(
             pipeline.topics.passages(lot_id, gate.lane_id),
             _passage(gate, seq, direction, plate, at),
         )
-        return
+        return None
     watch = _watch(pipeline, gate, pipeline.topics.commands(lot_id, gate.lane_id))
     await _settle()
     _pub(
@@ -261,8 +372,42 @@ async def _drive_at(
         pipeline.topics.passages(lot_id, gate.lane_id),
         _passage(gate, seq, direction, plate, datetime.now(UTC)),
     )
-    _, err = watch.communicate(timeout=40)
+    out, err = watch.communicate(timeout=40)
     assert watch.returncode == 0, err
+    command: dict[str, Any] = json.loads(out)
+    return command
+
+
+async def _bind_verified(
+    browser: Any, pipeline: Pipeline, token_for: Any, base: str, phone: str, plate: str
+) -> None:
+    """The driver adds ``plate`` on the page; an operator verifies it from its 行驶证 (the
+    driver sees a verified plate's stays and bills only); the plate was theirs since
+    yesterday (a driver of long standing)."""
+    browser.find_element(By.ID, "plate").send_keys(plate)
+    browser.find_element(By.CSS_SELECTOR, "#plate-form button").click()
+
+    async def bound() -> bool:
+        return plate in browser.find_element(By.ID, "plate-list").text
+
+    await eventually(bound, within=10, what="the plate")
+    account = await pipeline.fetchval("SELECT id FROM accounts WHERE phone = $1", "+86" + phone)
+    async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as http:
+        claim = await http.post(
+            f"/v1/me/vehicles/{plate}/claims",
+            json={"evidence": "行驶证 360702141414", "photo_ref": "upload/xsz-14.jpg"},
+            headers={"Authorization": f"Bearer {token_for(Role.DRIVER, account)}"},
+        )
+        assert claim.status_code == 201, claim.text
+        approved = await http.post(
+            f"/v1/operator/plate-claims/{claim.json()['id']}/approve",
+            json={},
+            headers={"Authorization": f"Bearer {token_for(Role.OPERATOR, 'op', DEMO_COMPANY)}"},
+        )
+        assert approved.status_code == 200, approved.text
+    await pipeline.conn.execute(
+        "UPDATE vehicles SET bound_at = bound_at - interval '1 day' WHERE plate = $1", plate
+    )
 
 
 async def _log_in(browser: Any, pipeline: Pipeline, phone: str) -> None:
@@ -284,21 +429,31 @@ async def _log_in(browser: Any, pipeline: Pipeline, phone: str) -> None:
     await eventually(logged_in, within=10, what="the login")
 
 
-async def test_a_car_without_a_plate_scans_in_and_out_at_the_lanes(
+async def test_a_car_without_a_plate_scans_in_and_out_at_the_lanes_then_pays(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    """(b) without the payment: the entry lane's code opens the barrier (its MQTT
-    command goes out), the exit lane's code closes the stay and opens the exit."""
+    """(b) the entry lane's code opens the barrier (its MQTT command goes out), the exit
+    lane's code closes the stay and opens the exit (先离后缴); the driver pays the bill at
+    the provider's cashier and reads the receipt."""
     entry = await pipeline.add_gate("in1")
     leaving = await pipeline.add_gate("out1")
     pipeline.gateway().start()
     await pipeline.subscribed()
-    port = pipeline.settings.api_port + 8
-    base = await pipeline.api(port, PARKING_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
-    pipeline.env["PARKING_PUBLIC_BASE_URL"] = base
+    async with _platform(pipeline, tmp_path, 8, 7) as (base, sandbox):
+        await _in_and_out_without_a_plate(pipeline, tmp_path, base, sandbox, entry, leaving)
+
+
+async def _in_and_out_without_a_plate(
+    pipeline: Pipeline,
+    tmp_path: Path,
+    base: str,
+    sandbox: SandboxProcess,
+    entry: Device,
+    leaving: Device,
+) -> None:
     lane_in = await _code(pipeline, tmp_path, "--lane", "in1")
     lane_out = await _code(pipeline, tmp_path, "--lane", "out1")
-    with chromium(*PHONE_SIZE) as browser:
+    with chromium(*PHONE_SIZE, performance_log=True) as browser:
         browser.get(lane_in)
 
         async def shown() -> bool:
@@ -321,6 +476,15 @@ async def test_a_car_without_a_plate_scans_in_and_out_at_the_lanes(
         assert browser.execute_script("return document.body.dataset.sessions") == "1"
         assert "无牌车" in browser.find_element(By.ID, "session-list").text
         _shot(browser, tmp_path, "7-lane-in")
+        # Two hours pass (moved, not waited for): the stay has a fee past the free time.
+        moved = await pipeline.conn.execute(
+            "UPDATE sessions SET entry_at = entry_at - interval '2 hours' "
+            "WHERE lot_id = $1 AND status = 'open' AND plate IS NULL AND account_id = "
+            "(SELECT id FROM accounts WHERE phone = $2)",
+            DEMO,
+            "+8613800000142",
+        )
+        assert moved == "UPDATE 1"
 
         browser.get(lane_out)  # still logged in: the HttpOnly cookie
         await eventually(
@@ -344,6 +508,88 @@ async def test_a_car_without_a_plate_scans_in_and_out_at_the_lanes(
         await eventually(left, within=10, what="the page to say the car may leave")
         assert browser.execute_script("return document.body.dataset.sessions") == "0"
         _shot(browser, tmp_path, "8-lane-out")
+
+        # The bill is owed; the driver pays it at the provider's cashier: the receipt.
+        async def owed() -> bool:
+            return browser.find_element(By.ID, "pay-bills").is_displayed()
+
+        await eventually(owed, within=15, what="the bill to pay")
+        bill_id = browser.find_element(By.CSS_SELECTOR, "#bill-list li").get_attribute("data-bill")
+        browser.find_element(By.ID, "pay-bills").click()
+        amount = await _pay_at_the_cashier(browser, tmp_path, "9-lane-cashier", sandbox)
+        assert "支付成功" in browser.find_element(By.ID, "message").text
+        receipt = await _receipt(browser)
+        assert receipt["车牌"] == "无牌车"
+        assert receipt["票据号"] == bill_id
+        assert receipt["金额"] == amount.removeprefix("¥") + " 元"
+        assert browser.find_element(By.ID, "owed").text == "没有欠费，谢谢！"
+        assert not browser.find_element(By.ID, "pay-bills").is_displayed()
+        status = await pipeline.fetchval("SELECT status FROM bills WHERE id = $1", bill_id)
+        assert status == "paid"
+        _shot(browser, tmp_path, "10-lane-receipt")
+        _only_own_origin(_requests(browser), base, sandbox.base_url)
+    print(f"screenshots: {tmp_path}")
+
+
+async def test_an_old_bill_from_another_lot_is_paid_from_the_same_page(
+    pipeline: Pipeline, token_for: Any, tmp_path: Path
+) -> None:
+    """(c) the driver's car left another lot unpaid (先离后缴); standing at the demo lot,
+    the page lists the city-wide bills and pays the old one at the provider's cashier."""
+    other = await _make_lot(pipeline, tag="T14C")
+    entry = await pipeline.add_gate("in1", lot=other)
+    leaving = await pipeline.add_gate("out1", lot=other)
+    pipeline.gateway().start()
+    pipeline.persister().start()
+    await pipeline.subscribed()
+    async with _platform(pipeline, tmp_path, 9, 8) as (base, sandbox):
+        url = await _code(pipeline, tmp_path)
+        plate, phone = "赣B14C01", "13800000143"
+        with chromium(*PHONE_SIZE, performance_log=True) as browser:
+            browser.get(url)
+            await eventually(
+                lambda: _is(browser, "hours", "开放时间：全天24小时开放"), within=15, what="the lot"
+            )
+            await _log_in(browser, pipeline, phone)
+            await _bind_verified(browser, pipeline, token_for, base, phone, plate)
+            # Three hours at the other lot, left without paying.
+            await _drive_at(
+                pipeline, entry, other, plate, at=datetime.now(UTC) - timedelta(hours=3)
+            )
+
+            async def inside() -> bool:
+                return bool(
+                    await pipeline.fetchval(
+                        "SELECT count(*) FROM sessions WHERE plate = $1 AND status = 'open'", plate
+                    )
+                )
+
+            await eventually(inside, within=30, what="the stay at the other lot")
+            await _drive_at(pipeline, leaving, other, plate, "out")
+
+            async def owed() -> bool:
+                return browser.find_element(By.ID, "pay-bills").is_displayed()
+
+            await eventually(owed, within=30, what="the other lot's bill on the page")
+            row = browser.find_element(By.CSS_SELECTOR, "#bill-list li")
+            assert other in row.text
+            bill_id = row.get_attribute("data-bill")
+            assert browser.find_element(By.ID, "lot-name").text.startswith("畅泊演示停车场")
+            _shot(browser, tmp_path, "11-other-lot-owed")
+            browser.find_element(By.ID, "pay-bills").click()
+            amount = await _pay_at_the_cashier(browser, tmp_path, "12-other-lot-cashier", sandbox)
+            receipt = await _receipt(browser)
+            assert receipt["停车场"] == "测试停车场"
+            assert receipt["车牌"] == plate
+            assert receipt["金额"] == amount.removeprefix("¥") + " 元"
+            assert browser.find_element(By.ID, "owed").text == "没有欠费，谢谢！"
+            paid = await pipeline.conn.fetchrow(
+                "SELECT status, lot_id FROM bills WHERE id = $1", bill_id
+            )
+            assert paid is not None
+            assert tuple(paid) == ("paid", other)
+            _shot(browser, tmp_path, "13-other-lot-receipt")
+            _only_own_origin(_requests(browser), base, sandbox.base_url)
     print(f"screenshots: {tmp_path}")
 
 

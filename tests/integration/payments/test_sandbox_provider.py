@@ -25,6 +25,7 @@ from payment_servers import (
 
 from parking.clock import SystemClock
 from parking.payments.port import (
+    H5Scene,
     OrderState,
     PaymentSucceeded,
     ProviderRejected,
@@ -335,6 +336,92 @@ async def test_unpaid_order_past_its_deadline_reads_closed_and_cannot_be_paid(
     assert (await wechat.query_order(no)).state is OrderState.CLOSED
     refused = await http.post(f"{sandbox.base_url}/sandbox/orders/{no}/pay")
     assert refused.status_code == 409
+
+
+# --------------------------------------------------------------------------- H5: the cashier page
+
+
+async def test_an_h5_order_is_paid_at_the_cashier_page_which_sends_the_browser_back(
+    wechat: WechatPayProvider,
+    sandbox_control: SandboxControl,
+    receiver: Receiver,
+    http: httpx.AsyncClient,
+    sandbox: SandboxProcess,
+) -> None:
+    """WeChat H5 (MWEB): the adapter sends the payer's scene, appends ``redirect_url`` to
+    the ``h5_url``; the cashier (the WeChat app's stand-in) pays and redirects back; the
+    notification, the query and the day's bill (trade type MWEB) follow."""
+    no, path = new_trade_no(), receiver.new_path()
+    back = "http://127.0.0.1:9/q/abc_DEF-1?paid=1"
+    order = await wechat.create_order(
+        no,
+        1234,
+        "停车费 赣B00001",
+        receiver.url(path),
+        h5=H5Scene(client_ip="10.1.2.3", return_url=back),
+    )
+    url = httpx.URL(order.code_url)
+    assert str(url).startswith(f"{sandbox.base_url}/sandbox/h5/checkmweb?prepay_id=wx")
+    assert url.params["redirect_url"] == back
+    # the same request again is the same order (WeChat: same out_trade_no, same body)
+    again = await wechat.create_order(
+        no,
+        1234,
+        "停车费 赣B00001",
+        receiver.url(path),
+        h5=H5Scene(client_ip="10.1.2.3", return_url=back),
+    )
+    assert httpx.URL(again.code_url).params["prepay_id"] == url.params["prepay_id"]
+    assert (await wechat.query_order(no)).state is OrderState.PENDING
+
+    page = await http.get(url)
+    assert page.status_code == 200
+    assert "¥12.34" in page.text
+    assert 'id="confirm"' in page.text
+    paid_back = await http.post(
+        f"{sandbox.base_url}/sandbox/h5/pay",
+        data={"prepay_id": url.params["prepay_id"], "redirect_url": back},
+    )
+    assert paid_back.status_code == 303
+    assert paid_back.headers["location"] == back
+    [record] = await receiver.wait_for(path, 1)
+    event = wechat.parse_notification(record.headers, record.body, now())
+    assert isinstance(event, PaymentSucceeded)
+    assert (event.out_trade_no, event.amount_fen) == (no, 1234)
+    assert (await wechat.query_order(no)).state is OrderState.PAID
+    # paid already: the cashier says so and pays nothing twice
+    assert 'id="confirm"' not in (await http.get(url)).text
+    again_paid = await http.post(
+        f"{sandbox.base_url}/sandbox/h5/pay",
+        data={"prepay_id": url.params["prepay_id"], "redirect_url": back},
+    )
+    assert again_paid.status_code == 303
+    assert len(await sandbox_control.notifications(no)) == 1
+
+    today = (await sandbox_control.now()).astimezone(BEIJING)
+    midnight = datetime.combine(today.date() + timedelta(days=1), datetime.min.time(), BEIJING)
+    await sandbox_control.move_to(midnight + timedelta(hours=10, seconds=1))
+    assert (await download_entries(wechat, today))[no].trade_type == "MWEB"
+
+
+async def test_the_cashier_refuses_an_unknown_order_and_a_return_address_that_is_not_a_page(
+    wechat: WechatPayProvider, receiver: Receiver, http: httpx.AsyncClient, sandbox: SandboxProcess
+) -> None:
+    unknown = await http.get(f"{sandbox.base_url}/sandbox/h5/checkmweb?prepay_id=wx0&package=1")
+    assert unknown.status_code == 404
+    assert "订单不存在" in unknown.text
+    no = new_trade_no()
+    order = await wechat.create_order(
+        no,
+        100,
+        "停车费",
+        receiver.url(receiver.new_path()),
+        h5=H5Scene(client_ip="127.0.0.1", return_url="javascript:alert(1)"),
+    )
+    refused = await http.get(order.code_url)
+    assert refused.status_code == 400
+    assert "redirect_url" in refused.text
+    assert (await wechat.query_order(no)).state is OrderState.PENDING
 
 
 # --------------------------------------------------------------------------- restarts

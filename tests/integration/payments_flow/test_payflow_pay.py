@@ -183,6 +183,55 @@ async def test_same_key_with_another_body_is_422(
     assert await bill_status(city_conn, second.id) == "open"
 
 
+async def test_a_bill_paid_in_the_browser_gets_the_cashier_page_which_comes_back_to_the_page(
+    api: Client,
+    city_conn: asyncpg.Connection,
+    control: SandboxControl,
+    token_for: Callable[..., str],
+) -> None:
+    """channel h5 (the page a scanned code opens): the provider's cashier page, which
+    returns to ``return_to`` on the platform's public address; paid like any order."""
+    account = new_account()
+    bill = await open_bill(city_conn, 700, account_id=account)
+    body = {"bill_ids": [bill.id], "channel": "h5", "return_to": "/q/tok_EN-1?paid=1"}
+    for wrong, why in (
+        ({"bill_ids": [bill.id], "channel": "h5"}, "needs return_to"),
+        ({"bill_ids": [bill.id], "return_to": "/q/tok"}, "channel h5"),
+        ({**body, "return_to": "https://evil.example/q/x"}, "return_to"),
+        ({**body, "return_to": "/v1/me"}, "return_to"),
+    ):
+        refused = await api.post(
+            "/v1/bills/pay",
+            json=wrong,
+            headers=driver(token_for, account, f"h5-{why.replace(' ', '-')}"),
+        )
+        assert refused.status_code == 400, refused.text
+        assert why in refused.text
+    assert await attempts_of(city_conn, bill.id) == 0
+
+    headers = driver(token_for, account, "h5-ok")
+    response = await api.post("/v1/bills/pay", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    view = response.json()
+    assert view["kind"] == "h5"
+    cashier = httpx.URL(view["code_url"])
+    assert cashier.path == "/sandbox/h5/checkmweb"
+    assert cashier.params["redirect_url"].startswith("http")
+    assert cashier.params["redirect_url"].endswith("/q/tok_EN-1?paid=1")
+    # the same key for a QR code instead is another request
+    other = await api.post("/v1/bills/pay", json={"bill_ids": [bill.id]}, headers=headers)
+    assert other.status_code == 422
+    await control.pay(view["out_trade_no"])
+
+    async def paid() -> bool:
+        return await bill_status(city_conn, bill.id) == "paid"
+
+    await eventually(paid, what="the bill paid")
+    assert await ledger_count(city_conn, "bill_paid", bill.id) == 1
+    kind = await city_conn.fetchval("SELECT kind FROM payment_attempts WHERE id = $1", view["id"])
+    assert kind == "h5"
+
+
 async def test_an_open_bill_with_a_live_order_cannot_be_paid_again_under_another_key(
     api: Client, city_conn: asyncpg.Connection, token_for: Callable[..., str]
 ) -> None:

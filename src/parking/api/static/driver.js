@@ -6,7 +6,7 @@
 
 const CODE = decodeURIComponent(location.pathname.split("/")[2] || "");
 const PAGE = { "X-Changbo-Page": "1" };
-const state = { access: null, about: null, timer: null };
+const state = { access: null, about: null, timer: null, owed: [] };
 const $ = (id) => document.getElementById(id);
 
 const SENTENCES = {
@@ -138,6 +138,11 @@ async function loadSessions() {
     const fee = s.fee_fen === null ? "暂无法计费" : "当前费用 " + yuan(s.fee_fen);
     const item = li((s.plate || "无牌车") + " · " + time(s.entry_at) + " 入场", fee, "fee");
     item.dataset.session = s.session_id;
+    if (s.fee_fen) {
+      const actions = document.createElement("span"); actions.className = "actions";
+      actions.appendChild(button("立即缴费离场", () => payNow(s.session_id)));
+      item.appendChild(actions);
+    }
     return item;
   }));
   $("no-session").hidden = here.length > 0;
@@ -146,8 +151,83 @@ async function loadSessions() {
 
 async function loadBills() {
   const got = await call("/v1/me/bills");
-  $("bill-list").replaceChildren(...got.items.map((b) => li(time(b.closed_at) + " · " + b.lot_id + (b.plate ? " · " + b.plate : ""), yuan(b.amount_fen), "fee")));
+  $("bill-list").replaceChildren(...got.items.map((b) => {
+    const item = li(time(b.closed_at) + " · " + b.lot_id + (b.plate ? " · " + b.plate : "") + (b.status === "open" ? "" : " · " + (BILL_STATUS[b.status] || b.status)), yuan(b.amount_fen), "fee");
+    item.dataset.bill = b.id;
+    return item;
+  }));
   $("owed").textContent = got.items.length ? "合计欠费 " + yuan(got.arrears_fen) : "没有欠费，谢谢！";
+  state.owed = got.items.filter((b) => b.status === "open").map((b) => b.id);
+  $("pay-bills").hidden = state.owed.length === 0;
+}
+
+// Paying hands the phone over to the provider's cashier (WeChat H5) and comes back
+// here; what is being paid is remembered in this tab's sessionStorage (an id, never
+// a token or anything personal) so the page can show the receipt when it returns.
+const PAYING = "changbo-paying";
+
+function idempotencyKey() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function handOver(billIds, sessionId) {
+  const back = "/q/" + encodeURIComponent(CODE) + "?paid=1";
+  const got = await call("/v1/bills/pay", { method: "POST", headers: { "Idempotency-Key": idempotencyKey() }, body: { bill_ids: billIds, provider: "wechat", channel: "h5", return_to: back } });
+  if (!got.code_url) { throw new PageError("支付渠道暂时不可用，请稍后再试。", 502); }
+  sessionStorage.setItem(PAYING, JSON.stringify({ payment: got.id, session: sessionId || null }));
+  say("正在前往微信支付…", true);
+  location.assign(got.code_url);
+}
+
+async function payNow(sessionId) {
+  try {
+    const p = await call("/v1/me/sessions/" + encodeURIComponent(sessionId) + "/prepay", { method: "POST" });
+    if (!p.due_bill_ids.length) { say(leaveText(p), true); return; }
+    await handOver(p.due_bill_ids, sessionId);
+  } catch (e) { say(e.message); }
+}
+
+function leaveText(p) {
+  return p.leave_by ? "已缴费 " + yuan(p.paid_fen) + "，请在 " + time(p.leave_by) + " 前离场，出口将自动抬杆。" : "这次停车暂不需要缴费。";
+}
+
+async function payBills() {
+  try { await handOver(state.owed, null); } catch (e) { say(e.message); }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function returnedFromPaying() {
+  const raw = sessionStorage.getItem(PAYING);
+  sessionStorage.removeItem(PAYING);
+  if (location.search) { history.replaceState(null, "", location.pathname); }
+  if (!raw) { return; }
+  const { payment, session } = JSON.parse(raw);
+  say("正在确认支付结果…", true);
+  let view = null;
+  for (let i = 0; i < 20; i += 1) {
+    view = await call("/v1/payments/" + encodeURIComponent(payment));
+    if (view.status !== "pending") { break; }
+    await sleep(1000);
+  }
+  await Promise.all([loadSessions(), loadBills(), loadHistory()]);
+  if (view.status === "paid") {
+    if (session) {
+      const p = await call("/v1/me/sessions/" + encodeURIComponent(session) + "/prepay", { method: "POST" }).catch(() => null);
+      say(p ? leaveText(p) : "支付成功，谢谢！", true);
+    } else {
+      say("支付成功，已缴清 " + view.bill_ids.length + " 笔费用，谢谢！", true);
+    }
+    await showReceipt(view.bill_ids[0]);
+    $("receipt").scrollIntoView({ block: "center" });
+    document.body.dataset.paid = payment;
+  } else if (view.status === "pending") {
+    say("支付结果确认中。如已付款，请稍后刷新页面查看。");
+  } else {
+    say("支付未完成，费用仍待缴纳，可以再次支付。");
+  }
 }
 
 const BILL_STATUS = { open: "待缴", paying: "支付中", paid: "已缴", refunded: "已退款", written_off: "已核销", disputed: "申诉中" };
@@ -236,6 +316,7 @@ async function enter() {
   showLoggedIn(true);
   setUpAction();
   await Promise.all([loadPlates(), loadSessions(), loadBills(), loadHistory()]);
+  await returnedFromPaying();
 }
 
 $("receipt-close").addEventListener("click", () => { $("receipt").hidden = true; });
@@ -281,6 +362,7 @@ $("plate-form").addEventListener("submit", async (event) => {
 });
 
 $("action-button").addEventListener("click", act);
+$("pay-bills").addEventListener("click", payBills);
 
 $("logout").addEventListener("click", async () => {
   try { await call("/q/auth/logout", { method: "POST", headers: PAGE }); } catch (e) { /* logged out here anyway */ }
@@ -291,5 +373,9 @@ $("logout").addEventListener("click", async () => {
 
 (async () => {
   try { await loadAbout(); } catch (e) { say(e.message); return; }
-  if (await refresh()) { await enter().catch((e) => say(e.message)); } else { showLoggedIn(false); }
+  if (await refresh()) { await enter().catch((e) => say(e.message)); } else {
+    showLoggedIn(false);
+    if (sessionStorage.getItem(PAYING)) { sessionStorage.removeItem(PAYING); say("请重新登录后查看支付结果。"); }
+    if (location.search) { history.replaceState(null, "", location.pathname); }
+  }
 })();

@@ -40,6 +40,7 @@ from parking.clock import Clock
 from parking.payments.port import (
     BillNotReady,
     ForeignNotification,
+    H5Scene,
     NotificationReply,
     OrderNotFound,
     OrderState,
@@ -348,7 +349,11 @@ class AlipayProvider(PaymentProvider):
         *,
         attach: str | None = None,
         expires_at: datetime | None = None,
+        h5: H5Scene | None = None,
     ) -> ProviderOrder:
+        if h5 is not None:
+            # alipay.trade.wap.pay is not spoken yet (pays_in_browser is False).
+            raise ValueError("the Alipay adapter takes QR-code orders only")
         if type(amount_fen) is not int or amount_fen <= 0:
             raise ValueError(f"amount must be a positive int of fen, got {amount_fen!r}")
         biz: dict[str, Any] = {

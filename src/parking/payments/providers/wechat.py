@@ -48,6 +48,7 @@ from parking.payments.port import (
     ContactlessProvider,
     Deduction,
     ForeignNotification,
+    H5Scene,
     MandateInvitation,
     MandateState,
     MandateStatus,
@@ -189,6 +190,10 @@ class _NativeCreated(msgspec.Struct, frozen=True):
     code_url: str
 
 
+class _H5Created(msgspec.Struct, frozen=True):
+    h5_url: str
+
+
 class _RefundAmount(msgspec.Struct, frozen=True):
     total: int
     refund: int
@@ -276,6 +281,7 @@ class WechatPayProvider(ContactlessProvider):
         nonce: Callable[[], str] = _nonce,
     ) -> None:
         self.name = config.provider
+        self.pays_in_browser = True
         self._config = config
         self._keys = keys
         self._http = http
@@ -398,6 +404,7 @@ class WechatPayProvider(ContactlessProvider):
         *,
         attach: str | None = None,
         expires_at: datetime | None = None,
+        h5: H5Scene | None = None,
     ) -> ProviderOrder:
         if type(amount_fen) is not int or amount_fen <= 0:
             raise ValueError(f"amount must be a positive int of fen, got {amount_fen!r}")
@@ -413,13 +420,25 @@ class WechatPayProvider(ContactlessProvider):
             payload["attach"] = attach
         if expires_at is not None:
             payload["time_expire"] = rfc3339(expires_at)
-        body = await self._call("POST", "/v3/pay/transactions/native", payload)
-        created = self._decode(body, _NativeCreated, "native order")
+        if h5 is not None:
+            # H5 (MWEB): the payer's IP is required; the merchant appends the
+            # address to come back to as ``redirect_url`` (URL-encoded).
+            payload["scene_info"] = {
+                "payer_client_ip": h5.client_ip,
+                "h5_info": {"type": "Wap"},
+            }
+            body = await self._call("POST", "/v3/pay/transactions/h5", payload)
+            h5_url = self._decode(body, _H5Created, "H5 order").h5_url
+            separator = "&" if "?" in h5_url else "?"
+            url = f"{h5_url}{separator}{urlencode({'redirect_url': h5.return_url})}"
+        else:
+            body = await self._call("POST", "/v3/pay/transactions/native", payload)
+            url = self._decode(body, _NativeCreated, "native order").code_url
         return ProviderOrder(
             provider=self.name,
             out_trade_no=out_trade_no,
             amount_fen=amount_fen,
-            code_url=created.code_url,
+            code_url=url,
             expires_at=expires_at,
         )
 
