@@ -587,6 +587,8 @@ CREATE TABLE public.lots (
     review_stay_limit interval DEFAULT '7 days'::interval NOT NULL,
     review_fee_ceiling_fen integer DEFAULT 20000 NOT NULL,
     company_id text,
+    address text,
+    CONSTRAINT lots_address_check CHECK (((address IS NULL) OR ((length(address) >= 1) AND (length(address) <= 200)))),
     CONSTRAINT lots_arrears_hold_after_check CHECK ((arrears_hold_after >= '00:00:00'::interval)),
     CONSTRAINT lots_capacity_check CHECK ((capacity > 0)),
     CONSTRAINT lots_exit_window_minutes_check CHECK ((exit_window_minutes >= 0)),

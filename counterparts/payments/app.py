@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import date
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import msgspec
@@ -280,15 +282,95 @@ async def set_mandate(request: _Req) -> Response[bytes]:
     return _plain(200, msgspec.to_builtins(_service(request).set_mandate(command)))
 
 
+@get("/sandbox/mandates/authorize")
+async def authorize_page(request: _Req) -> Response[bytes]:
+    """The page ``create_mandate`` links to, standing in for the 停车服务 mini program."""
+    try:
+        fields = {name: _param(request, name) for name in ("openid", "plate_number", "plate_color")}
+        back = cashier.return_address(request.query_params.get("return_url"))
+    except ApiError as exc:
+        return _html(exc.status, cashier.sorry(exc.message))
+    if back is not None:
+        fields["return_url"] = back
+    page = cashier.mandate_page(
+        fields["plate_number"], fields["plate_color"], "/sandbox/mandates/authorize", fields
+    )
+    return _html(200, page)
+
+
 @post("/sandbox/mandates/authorize")
 async def authorize(request: _Req) -> Response[bytes]:
-    """The page ``create_mandate`` links to: the driver agrees, with the URL's parameters."""
+    """The driver agrees: with the URL's parameters (an API caller), or with the page's
+    form, which then goes back to its ``return_url``."""
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        form = await request.form()
+        values = {k: str(form.get(k) or "") for k in ("openid", "plate_number", "plate_color")}
+        try:
+            back = cashier.return_address(str(form.get("return_url") or ""))
+            if not all(values.values()):
+                raise ApiError(400, "PARAM_ERROR", "缺少参数")
+        except ApiError as exc:
+            return _html(exc.status, cashier.sorry(exc.message))
+        _service(request).set_mandate(
+            MandateCommand(
+                openid=values["openid"],
+                plate_number=values["plate_number"],
+                plate_color=values["plate_color"],
+            )
+        )
+        if back is None:
+            return _html(200, cashier.sorry("已开通"))
+        return Response(content=b"", status_code=303, headers={"Location": back})
     command = MandateCommand(
         openid=_param(request, "openid"),
         plate_number=_param(request, "plate_number"),
         plate_color=_param(request, "plate_color"),
     )
     return _plain(200, msgspec.to_builtins(_service(request).set_mandate(command)))
+
+
+# --------------------------------------------------------------------------- 网页授权
+
+
+@get("/connect/oauth2/authorize")
+async def oauth_authorize(request: _Req) -> Response[bytes]:
+    """WeChat's 网页授权 (snsapi_base: silent): this browser is one WeChat user (a cookie
+    on the sandbox's origin), sent back to ``redirect_uri`` with ``code`` and ``state``."""
+    service = _service(request)
+    try:
+        back = cashier.return_address(_param(request, "redirect_uri"))
+        if request.query_params.get("response_type") != "code":
+            raise ApiError(400, "PARAM_ERROR", "response_type 必须是 code")
+        if request.query_params.get("scope") not in ("snsapi_base", "snsapi_userinfo"):
+            raise ApiError(400, "PARAM_ERROR", "scope 参数错误")
+        openid = request.cookies.get(cashier.WECHAT_USER_COOKIE) or (
+            "oSbx" + secrets.token_urlsafe(18)
+        )
+        code = service.oauth_code(_param(request, "appid"), openid)
+    except ApiError as exc:
+        return _html(exc.status, cashier.sorry(exc.message))
+    assert back is not None
+    query = urlencode({"code": code, "state": request.query_params.get("state", "")})
+    response: Response[bytes] = Response(
+        content=b"",
+        status_code=302,
+        headers={"Location": f"{back}{'&' if '?' in back else '?'}{query}"},
+    )
+    response.set_cookie(
+        cashier.WECHAT_USER_COOKIE, openid, httponly=True, samesite="lax", max_age=86400 * 365
+    )
+    return response
+
+
+@get("/sns/oauth2/access_token")
+async def oauth_token(request: _Req) -> Response[bytes]:
+    """The code for the openid (once); WeChat's ``errcode``/``errmsg`` otherwise."""
+    answer = _service(request).oauth_token(
+        appid=request.query_params.get("appid", ""),
+        secret=request.query_params.get("secret", ""),
+        code=request.query_params.get("code", ""),
+    )
+    return _plain(200, answer)
 
 
 def _html(status: int, text: str) -> Response[bytes]:
@@ -379,7 +461,10 @@ ROUTES: Final = [
     fail,
     repay,
     set_mandate,
+    authorize_page,
     authorize,
+    oauth_authorize,
+    oauth_token,
     cashier_page,
     cashier_pay,
     notifications,

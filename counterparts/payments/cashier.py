@@ -88,3 +88,41 @@ def sorry(message: str) -> str:
 <body><main><p class="top">微信支付 · 沙箱</p>
 <section class="card"><p id="done">{escape(message)}</p></section></main></body></html>
 """
+
+
+#: The cookie that makes this browser one WeChat user for the sandbox's 网页授权.
+WECHAT_USER_COOKIE: Final = "sandbox_wechat_openid"
+_PLATE_COLORS: Final = {"BLUE": "蓝牌", "GREEN": "绿牌", "YELLOW": "黄牌", "WHITE": "白牌"}
+
+
+def mandate_page(plate: str, plate_color: str, action: str, fields: dict[str, str]) -> str:
+    """The stand-in for the 微信支付分停车服务 mini program: the driver agrees that the
+    merchant deducts parking fees for ``plate`` after each exit."""
+    hidden = "".join(
+        f'<input type="hidden" name="{escape(k, quote=True)}" value="{escape(v, quote=True)}">'
+        for k, v in fields.items()
+    )
+    back = fields.get("return_url", "")
+    cancel = (
+        f'<a id="cancel" class="cancel" href="{escape(back, quote=True)}">暂不开通</a>'
+        if back
+        else ""
+    )
+    colour = _PLATE_COLORS.get(plate_color, plate_color)
+    return f"""<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>微信支付分停车服务</title><style>{_STYLE}</style></head>
+<body><main>
+<p class="top">微信支付分 · 停车服务 · 沙箱</p>
+<section class="card">
+<p class="merchant">畅泊虔城 申请为以下车辆开通无感支付</p>
+<p id="plate" class="amount">{escape(plate)}</p>
+<p class="what">{escape(colour)} · 离场后自动从微信支付扣除停车费</p>
+<form method="post" action="{escape(action, quote=True)}">{hidden}
+<button id="confirm" type="submit">同意并开通</button></form>
+{cancel}
+</section>
+<p class="note">本页面由支付沙箱提供，代替微信支付分停车服务小程序完成授权。</p>
+</main></body></html>
+"""

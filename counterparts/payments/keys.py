@@ -34,6 +34,8 @@ MERCHANT_PUBLIC: Final = "merchant_public_key.pem"
 API_V3_KEY: Final = "apiv3_key"
 IDENTITY: Final = "identity.json"
 MERCHANT_CONFIG: Final = "merchant.json"
+#: The official account's AppSecret (网页授权's token exchange).
+APP_SECRET: Final = "app_secret"  # noqa: S105 - the file's name
 
 
 class Identity(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -51,11 +53,13 @@ class SandboxKeys:
         platform_private_key: RSAPrivateKey,
         merchant_public_key: RSAPublicKey,
         api_v3_key: bytes,
+        app_secret: str = "",
     ) -> None:
         self.identity = identity
         self.platform_private_key = platform_private_key
         self.merchant_public_key = merchant_public_key
         self.api_v3_key = api_v3_key
+        self.app_secret = app_secret
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -108,6 +112,8 @@ def ensure(folder: Path, *, base_url: str, provider: str = "wechat") -> SandboxK
     folder.chmod(0o700)
     if not (folder / IDENTITY).exists():
         _generate(folder)
+    if not (folder / APP_SECRET).exists():  # folders made before 网页授权 was spoken
+        _write_private(folder / APP_SECRET, secrets.token_hex(16).encode())
     identity = msgspec.json.decode((folder / IDENTITY).read_bytes(), type=Identity)
     platform = serialization.load_pem_private_key(
         (folder / PLATFORM_PRIVATE).read_bytes(), password=None
@@ -126,6 +132,9 @@ def ensure(folder: Path, *, base_url: str, provider: str = "wechat") -> SandboxK
         platform_public_key_path=str((folder / PLATFORM_PUBLIC).resolve()),
         api_v3_key_path=str((folder / API_V3_KEY).resolve()),
         mandate_page_url=f"{base_url}/sandbox/mandates/authorize",
+        oauth_authorize_url=f"{base_url}/connect/oauth2/authorize",
+        oauth_token_url=f"{base_url}/sns/oauth2/access_token",
+        app_secret_path=str((folder / APP_SECRET).resolve()),
     )
     _write_private(
         folder / MERCHANT_CONFIG, msgspec.json.format(msgspec.json.encode(config), indent=2)
@@ -135,4 +144,5 @@ def ensure(folder: Path, *, base_url: str, provider: str = "wechat") -> SandboxK
         platform_private_key=platform,
         merchant_public_key=merchant,
         api_v3_key=(folder / API_V3_KEY).read_bytes().strip(),
+        app_secret=(folder / APP_SECRET).read_text().strip(),
     )

@@ -487,6 +487,33 @@ class SandboxPay:
             )
         return logic.order_payload(repaid)
 
+    # ----------------------------------------------------------------- 网页授权 (OAuth 2.0)
+
+    def oauth_code(self, appid: str, openid: str) -> str:
+        """A one-time ``code`` for the WeChat user ``openid`` (snsapi_base is silent)."""
+        if appid != self.keys.identity.appid:
+            raise ApiError(400, "40013", "invalid appid")
+        code = secrets.token_urlsafe(24)
+        self.store.save_oauth_code(code, openid, expires_at=self.real_now() + 300)
+        return code
+
+    def oauth_token(self, *, appid: str, secret: str, code: str) -> dict[str, Any]:
+        """The ``sns/oauth2/access_token`` answer: the openid behind a ``code``, once."""
+        if appid != self.keys.identity.appid or not secrets.compare_digest(
+            secret, self.keys.app_secret
+        ):
+            return {"errcode": 40125, "errmsg": "invalid appsecret"}
+        openid = self.store.take_oauth_code(code, now=self.real_now())
+        if openid is None:
+            return {"errcode": 40029, "errmsg": "invalid code"}
+        return {
+            "access_token": secrets.token_urlsafe(32),
+            "expires_in": 7200,
+            "refresh_token": secrets.token_urlsafe(32),
+            "openid": openid,
+            "scope": "snsapi_base",
+        }
+
     def set_mandate(self, command: MandateCommand) -> Mandate:
         previous = self.store.mandate(command.plate_number, command.plate_color)
         mandate = Mandate(

@@ -424,3 +424,15 @@ class SandboxStore:
 
     def save_prepay(self, prepay_id: str, out_trade_no: str) -> None:
         self._set_meta(f"prepay:{prepay_id}", out_trade_no.encode())
+
+    def save_oauth_code(self, code: str, openid: str, *, expires_at: float) -> None:
+        self._set_meta(f"oauth:{code}", f"{expires_at}|{openid}".encode())
+
+    def take_oauth_code(self, code: str, *, now: float) -> str | None:
+        """The openid a 网页授权 ``code`` stands for: once, within its five minutes."""
+        raw = self._meta(f"oauth:{code}")
+        if raw is None:
+            return None
+        self._db.execute("DELETE FROM meta WHERE key = ?", (f"oauth:{code}",))
+        expires_at, openid = raw.decode().split("|", 1)
+        return openid if now < float(expires_at) else None

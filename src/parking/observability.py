@@ -48,4 +48,7 @@ def configure_logging(level: str = "info", fmt: str = "json", *, process: str) -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS.get(level, logging.INFO))
+    # httpx logs every request's full URL at INFO; some provider calls carry a secret
+    # or a one-time code in the query (WeChat 网页授权's token exchange): never logged.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     structlog.contextvars.bind_contextvars(process=process)

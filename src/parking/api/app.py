@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, ControllerRouterHandler, Receive, Scope, Sen
 
 from parking import config
 from parking.api import city as city_routes
+from parking.api import contactless as contactless_routes
 from parking.api import driver_page, drivers, pages, payments, pricing_rules, tariffs
 from parking.api import gate as gate_fallback
 from parking.api import opendata as opendata_routes
@@ -45,7 +46,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class AccessLog(ASGIMiddleware):
-    """One structured line per request: method, path, status, duration."""
+    """One structured line per request: method, route, status, duration.
+
+    The route as declared (``/v1/me/vehicles/{plate:str}``), never the path as sent:
+    a path may carry a plate (personal data) or a code's token, and neither belongs
+    in a log. A request no route matched logs ``-``.
+    """
 
     scopes = ("http",)  # type: ignore[assignment]
 
@@ -70,7 +76,7 @@ class AccessLog(ASGIMiddleware):
             access_log.info(
                 "request",
                 method=scope.get("method"),
-                path=scope.get("path"),
+                path=scope.get("path_template") or "-",
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
@@ -137,6 +143,7 @@ def create_app(
         *drivers.ROUTES,
         *payments.ROUTES,
         *driver_sessions.ROUTES,
+        *contactless_routes.ROUTES,
         *gate_fallback.ROUTES,
         *operator_routes.ROUTES,
         *scan_flows.ROUTES,

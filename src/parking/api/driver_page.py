@@ -19,6 +19,14 @@ logout) are the only ones a cookie authenticates; each requires the page's own
 header (``X-Changbo-Page``, which a cross-site form cannot send and a cross-site
 script cannot send without a CORS preflight this server never grants) and, when the
 browser names one, an ``Origin`` equal to the platform's own.
+
+Leaving and coming back. Paying hands the browser to the provider's cashier (WeChat
+H5: ``POST /v1/bills/pay`` with ``channel`` h5 and the page's path as ``return_to``),
+and turning contactless payment on to the provider's sign-in and authorising page
+(``api/contactless.py``). Both are top-level navigations, not requests of the page;
+the provider sends the browser back to ``/q/<token>?paid=1`` or ``?contactless=on``,
+which the page reads once and removes from the address. What is being paid (the
+payment's id, nothing personal) waits in the tab's ``sessionStorage`` meanwhile.
 """
 
 from __future__ import annotations
@@ -68,7 +76,8 @@ def _headers() -> dict[str, str]:
     }
 
 
-def _sorry(status: int, title: str, sentence: str) -> Response[bytes]:
+def sorry_page(status: int, title: str, sentence: str) -> Response[bytes]:
+    """A page a driver understands, never the app (a bad code, an expired link)."""
     body = f"""<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -94,13 +103,15 @@ async def code_page(request: Request[Any, Any, Any], token: TokenParam) -> Respo
         async with connection(infra_of(request.app)) as conn:
             await qr.place_of(conn, verified.target)
     except ExpiredQr:
-        return _sorry(410, "二维码已过期", "这个二维码已过期，请扫描现场张贴的最新二维码。")
+        return sorry_page(410, "二维码已过期", "这个二维码已过期，请扫描现场张贴的最新二维码。")
     except UnknownQrKey:
-        return _sorry(410, "二维码已停用", "这个二维码已停用，请扫描现场张贴的最新二维码。")
+        return sorry_page(410, "二维码已停用", "这个二维码已停用，请扫描现场张贴的最新二维码。")
     except QrTargetNotFound:
-        return _sorry(404, "停车场或车道已不存在", "这个二维码对应的停车场、车道或泊位已不存在。")
+        return sorry_page(
+            404, "停车场或车道已不存在", "这个二维码对应的停车场、车道或泊位已不存在。"
+        )
     except QrError:
-        return _sorry(
+        return sorry_page(
             404,
             "无法识别的二维码",
             "这不是畅泊的停车二维码，或二维码已被涂改。请勿扫描来历不明的二维码。",

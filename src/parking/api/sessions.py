@@ -24,14 +24,14 @@ from typing import Annotated, Any, Final
 
 import asyncpg
 import msgspec
-from litestar import Request, delete, get, put
-from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
+from litestar import Request, get
+from litestar.params import FromPath, PathParameter
 
 from parking.accounts import service as accounts
 from parking.accounts.model import Binding
 from parking.api.auth import principal_of
 from parking.api.denied import audit_denied
-from parking.api.infra import Infra, connection, infra_of
+from parking.api.infra import connection, infra_of
 from parking.api.pagination import (
     DEFAULT_LIMIT,
     CursorParam,
@@ -49,9 +49,7 @@ from parking.errors import NotFound
 from parking.lots import service as lots
 from parking.occupancy import stays
 from parking.occupancy.model import CurrentSessions
-from parking.payments import contactless as payment_contactless
 from parking.payments import pay as pay_flow
-from parking.payments.model import UnknownProvider
 from parking.plates import normalise
 from parking.pricing import Pricer
 from parking.sessions import service as sessions
@@ -67,16 +65,6 @@ PLATE_BILLS_PER_ACCOUNT: Final = (
 
 BillIdParam = Annotated[str, PathParameter(pattern=r"^b-[0-9A-HJKMNP-TV-Z]{26}$")]
 PlateParam = Annotated[str, PathParameter(min_length=1, max_length=32)]
-ProviderName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
-ProviderQuery = Annotated[
-    str | None,
-    QueryParameter(
-        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
-        description="only this provider's mandate; omit to turn off every provider's",
-    ),
-]
-
-
 # ------------------------------------------------------------------ views
 
 
@@ -159,22 +147,6 @@ class PlateBills(msgspec.Struct, frozen=True, kw_only=True):
     plate: str
     items: list[PlateBill]
     owed_fen: int
-
-
-class MandateRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The provider the driver authorised deductions at, and their id there (openid / user id)."""
-
-    provider: ProviderName
-    payer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
-    plate_color: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{1,16}$")] = "BLUE"
-
-
-class MandateView(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    provider: str
-    plate: str
-    state: str
-    updated_at: datetime
 
 
 # ------------------------------------------------------------------ helpers
@@ -372,92 +344,6 @@ async def _sees_times(conn: asyncpg.Connection, bill: Bill, account_id: str) -> 
     return any(bill.closed_at >= b.bound_at for b in held)
 
 
-async def _own_plate(infra: Infra, account_id: str, raw: str, action: str) -> str:
-    """A plate bound to me, verified or not (acting on it reveals nothing); else 404."""
-    plate = _plate_text(raw)
-    async with connection(infra) as conn:
-        if not await accounts.my_plates(conn, account_id, plate=plate, verified=False):
-            await audit_denied(
-                conn,
-                actor=account_id,
-                action=action,
-                target=f"plate:{plate}",
-                now=infra.clock.now(),
-            )
-            raise NotFound(f"plate {plate} is not bound to your account")
-    return plate
-
-
-@put(
-    "/v1/me/contactless/{plate:str}",
-    guards=driver_only,
-    tags=["bills"],
-    summary="Turn contactless payment (无感支付) on for one of my plates",
-    request_max_body_size=BODY_MAX,
-    responses=problem_responses(400, 401, 403, 404, 409, 413, 502, 503),
-)
-async def enable_contactless(
-    request: Request[Any, Any, Any], plate: FromPath[PlateParam], data: JSONBody[MandateRequest]
-) -> MandateView:
-    """The driver authorises deductions at the provider first; the provider is asked
-    before the mandate is stored (409 if it does not show the plate as authorised).
-    The provider's confirmation of the plate verifies my binding of it."""
-    infra = infra_of(request.app)
-    account_id = principal_of(request).subject
-    text = await _own_plate(infra, account_id, plate, "denied:contactless")
-    provider = infra.providers.get(data.provider)
-    if provider is None:
-        raise UnknownProvider(data.provider)
-    mandate = await payment_contactless.enable_mandate(
-        infra.pool,
-        provider,
-        plate=text,
-        payer_id=data.payer_id,
-        account_id=account_id,
-        by=account_id,
-        now=clock_of(request).now(),
-        plate_color=data.plate_color,
-    )
-    async with connection(infra, transaction=True) as conn:
-        await accounts.confirm_plate(
-            conn,
-            account_id=account_id,
-            plate=text,
-            provider=provider.name,
-            now=clock_of(request).now(),
-        )
-    return MandateView(
-        id=mandate.id,
-        provider=mandate.provider,
-        plate=mandate.plate,
-        state=str(mandate.state),
-        updated_at=mandate.updated_at,
-    )
-
-
-@delete(
-    "/v1/me/contactless/{plate:str}",
-    guards=driver_only,
-    tags=["bills"],
-    summary="Turn contactless payment off for one of my plates (idempotent)",
-    responses=problem_responses(400, 401, 403, 404),
-)
-async def disable_contactless(
-    request: Request[Any, Any, Any], plate: FromPath[PlateParam], provider: ProviderQuery = None
-) -> None:
-    infra = infra_of(request.app)
-    account_id = principal_of(request).subject
-    text = await _own_plate(infra, account_id, plate, "denied:contactless")
-    if provider is not None and provider not in infra.providers:
-        raise UnknownProvider(provider)
-    names = [provider] if provider is not None else sorted(infra.providers)
-    async with connection(infra, transaction=True) as conn:
-        for name in names:
-            await payment_contactless.disable_mandate(
-                conn, provider=name, plate=text, by=account_id, now=clock_of(request).now()
-            )
-
-
 @get(
     "/v1/plates/{plate:str}/bills",
     guards=driver_only,
@@ -500,6 +386,4 @@ ROUTES = [
     session_history,
     my_bills,
     receipt,
-    enable_contactless,
-    disable_contactless,
 ]

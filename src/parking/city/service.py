@@ -210,6 +210,11 @@ async def timeseries(
 ) -> Series:
     if end <= start:
         raise InvalidInput("`to` must be after `from`")
+    # The span is checked before the buckets are made: a span of centuries in hours
+    # would be millions of them (a bucket is at least an hour, a day at least 23 h).
+    longest = timedelta(hours=MAX_POINTS) if step is Step.HOUR else timedelta(days=MAX_POINTS)
+    if end - start > longest + timedelta(days=1):
+        raise InvalidInput(f"at most {MAX_POINTS} {step.value}s a request: ask for a shorter span")
     wanted = logic.buckets(step, start, end)
     if len(wanted) > MAX_POINTS:
         raise InvalidInput(

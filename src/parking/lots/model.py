@@ -10,6 +10,7 @@ from parking.errors import InvalidInput, NotFound
 _PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
 #: ids of lots, lanes, spaces and devices
 Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Address = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_PRINTABLE)]
 Capacity = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 Minutes = Annotated[int, msgspec.Meta(ge=0, le=525_600)]
@@ -97,6 +98,8 @@ class Lot(msgspec.Struct, frozen=True, kw_only=True):
     review_fee_ceiling_fen: int = 20_000
     #: the operator company that owns the lot (None: none yet)
     company_id: str | None = None
+    #: the street address a driver reads (None: not given yet)
+    address: str | None = None
 
 
 class NewLot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -110,6 +113,7 @@ class NewLot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     full_policy: Literal["hold", "open"] = "hold"
     arrears_hold_after_minutes: Minutes = 7 * 24 * 60
     exit_window_minutes: Minutes = 15
+    address: Address | None = None
 
 
 class LotChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -119,6 +123,7 @@ class LotChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     arrears_hold_after_minutes: Minutes | None = None
     exit_window_minutes: Minutes | None = None
     capacity: Capacity | None = None
+    address: Address | None = None
 
 
 class LaneView(msgspec.Struct, frozen=True, kw_only=True):

@@ -147,6 +147,7 @@ async def create_lot(conn: asyncpg.Connection, lot: NewLot, *, by: Principal, no
             arrears_hold_after=timedelta(minutes=lot.arrears_hold_after_minutes),
             exit_window_minutes=lot.exit_window_minutes,
             company_id=by.company,
+            address=lot.address,
         )
     except asyncpg.UniqueViolationError as exc:
         raise Conflict(f"lot {lot.id} exists") from exc
@@ -177,6 +178,7 @@ async def change_lot(
         else timedelta(minutes=change.arrears_hold_after_minutes),
         exit_window_minutes=change.exit_window_minutes,
         capacity=change.capacity,
+        address=change.address,
     )
     if view is None:
         raise LotNotFound(f"lot {lot_id} does not exist")

@@ -89,7 +89,7 @@ _LOT_COLUMNS: Final = """id, name, district_code, kind, capacity, latitude::floa
     (extract(epoch FROM arrears_hold_after) / 60)::int AS arrears_hold_after_minutes,
     exit_window_minutes,
     (extract(epoch FROM review_stay_limit) / 60)::int AS review_stay_limit_minutes,
-    review_fee_ceiling_fen, company_id"""
+    review_fee_ceiling_fen, company_id, address"""
 
 
 def _lot(row: asyncpg.Record) -> Lot:
@@ -157,11 +157,11 @@ async def any_lot(conn: asyncpg.Connection) -> bool:
 async def add_missing(conn: asyncpg.Connection, lots: Sequence[Lot]) -> None:
     """Insert the lots that do not exist (identity, place, owner; policies take the
     database's defaults); a lot that exists keeps everything, except that one with no
-    owner yet gets the one given."""
+    owner or address yet gets the one given."""
     await conn.executemany(
         """INSERT INTO lots (id, name, district_code, kind, capacity, latitude, longitude,
-                             company_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
+                             company_id, address)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING""",
         [
             (
                 lot.id,
@@ -172,6 +172,7 @@ async def add_missing(conn: asyncpg.Connection, lots: Sequence[Lot]) -> None:
                 lot.latitude,
                 lot.longitude,
                 lot.company_id,
+                lot.address,
             )
             for lot in lots
         ],
@@ -179,6 +180,10 @@ async def add_missing(conn: asyncpg.Connection, lots: Sequence[Lot]) -> None:
     await conn.executemany(
         "UPDATE lots SET company_id = $2 WHERE id = $1 AND company_id IS NULL",
         [(lot.id, lot.company_id) for lot in lots if lot.company_id is not None],
+    )
+    await conn.executemany(
+        "UPDATE lots SET address = $2 WHERE id = $1 AND address IS NULL",
+        [(lot.id, lot.address) for lot in lots if lot.address is not None],
     )
 
 
@@ -210,14 +215,15 @@ async def insert_lot(
     arrears_hold_after: timedelta,
     exit_window_minutes: int,
     company_id: str | None,
+    address: str | None = None,
 ) -> Lot:
     """Raises asyncpg's UniqueViolationError (the id exists) or ForeignKeyViolationError
     (no such district)."""
     row = await conn.fetchrow(
         f"""INSERT INTO lots (id, name, district_code, kind, capacity, latitude, longitude,
                              full_policy, arrears_hold_after, exit_window_minutes,
-                             company_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                             company_id, address)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             RETURNING {_LOT_COLUMNS}""",  # noqa: S608
         lot_id,
         name,
@@ -230,6 +236,7 @@ async def insert_lot(
         arrears_hold_after,
         exit_window_minutes,
         company_id,
+        address,
     )
     assert row is not None
     return _lot(row)
@@ -243,6 +250,7 @@ async def update_lot(
     arrears_hold_after: timedelta | None,
     exit_window_minutes: int | None,
     capacity: int | None,
+    address: str | None = None,
 ) -> Lot | None:
     """Change the given (not None) fields; None when there is no such lot."""
     row = await conn.fetchrow(
@@ -250,13 +258,15 @@ async def update_lot(
                full_policy = coalesce($2, full_policy),
                arrears_hold_after = coalesce($3, arrears_hold_after),
                exit_window_minutes = coalesce($4, exit_window_minutes),
-               capacity = coalesce($5, capacity)
+               capacity = coalesce($5, capacity),
+               address = coalesce($6, address)
              WHERE id = $1 RETURNING {_LOT_COLUMNS}""",  # noqa: S608
         lot_id,
         full_policy,
         arrears_hold_after,
         exit_window_minutes,
         capacity,
+        address,
     )
     return None if row is None else _lot(row)
 

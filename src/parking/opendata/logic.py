@@ -32,6 +32,7 @@ def static_sites(lots: Sequence[Lot], companies: Sequence[Company]) -> StaticSit
             purpose="CAR",
             type=_TYPES.get(lot.kind, SiteType.OTHER),
             operator_name=names.get(lot.company_id) if lot.company_id else None,
+            address=lot.address,
             has_fee=True,
             has_realtime_data=True,
         )

@@ -33,6 +33,8 @@ class StaticSite(msgspec.Struct, frozen=True, kw_only=True):
     purpose: str
     type: SiteType
     operator_name: str | None
+    #: the street address (ParkAPI v3 ``address``), when the operator gave one
+    address: str | None
     has_fee: bool
     has_realtime_data: bool
 

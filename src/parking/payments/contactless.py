@@ -96,6 +96,11 @@ async def enable_mandate(
     return mandate
 
 
+async def mandates_of_account(conn: asyncpg.Connection, account_id: str) -> list[Mandate]:
+    """Which of the account's plates have contactless payment on (or paused)."""
+    return await store.mandates_of_account(conn, account_id)
+
+
 async def disable_mandate(
     conn: asyncpg.Connection, *, provider: str, plate: str, by: str, now: datetime
 ) -> Mandate | None:

@@ -501,10 +501,21 @@ class ContactlessProvider(PaymentProvider):
     """A provider with a contactless rail (无感支付): deduct at exit, result later."""
 
     @abc.abstractmethod
+    def payer_login_url(self, redirect_uri: str, state: str) -> str | None:
+        """Where a page sends the browser to learn who the payer is at the provider
+        (WeChat 网页授权, ``snsapi_base``): the provider comes back to ``redirect_uri``
+        with ``code`` and ``state``. ``None`` when this deployment cannot do it."""
+
+    @abc.abstractmethod
+    async def payer_id_of(self, code: str) -> str:
+        """The payer's id (openid) for the ``code`` the provider came back with."""
+
+    @abc.abstractmethod
     async def create_mandate(
-        self, plate: str, plate_color: str, payer_id: str
+        self, plate: str, plate_color: str, payer_id: str, *, return_url: str | None = None
     ) -> MandateInvitation:
-        """Where the driver authorises contactless payment for the plate."""
+        """Where the driver authorises contactless payment for the plate (and, from a
+        page, the address the authorising page sends the browser back to)."""
 
     @abc.abstractmethod
     async def mandate_status(self, plate: str, plate_color: str, payer_id: str) -> MandateStatus:

@@ -785,6 +785,16 @@ async def live_mandates_of_account(
     return [_decode(r, Mandate) for r in rows]
 
 
+async def mandates_of_account(conn: asyncpg.Connection, account_id: str) -> list[Mandate]:
+    """The account's mandates that are not revoked (active or paused), by plate."""
+    rows = await conn.fetch(
+        "SELECT * FROM contactless_mandates WHERE account_id = $1 AND state <> 'revoked' "
+        "ORDER BY plate, provider",
+        account_id,
+    )
+    return [_decode(r, Mandate) for r in rows]
+
+
 async def insert_mandate(
     conn: asyncpg.Connection,
     *,

@@ -28,6 +28,8 @@ class CodeAbout(msgspec.Struct, frozen=True, kw_only=True):
     lot_id: str
     lot_name: str
     district: str
+    #: the lot's street address (None: its operator has not given one)
+    address: str | None
     #: gated or on_street
     lot_kind: str
     capacity: int
@@ -64,6 +66,7 @@ async def about(
         lot_id=lot.id,
         lot_name=lot.name,
         district=names.get(lot.district_code, lot.district_code),
+        address=lot.address,
         lot_kind=lot.kind,
         capacity=count.capacity if count is not None else lot.capacity,
         free=free,

@@ -170,6 +170,7 @@ def build(seed: int) -> list[PlannedLot]:
                 latitude=25.8322,
                 longitude=114.9336,
                 company_id=DEMO_COMPANY,
+                address="赣州市章贡区文清路88号",
             ),
             lanes=(
                 NewLane(lane_id="in1", direction="in"),
@@ -186,6 +187,8 @@ def build(seed: int) -> list[PlannedLot]:
     ]
     street_iter = iter(street_caps)
     gated_iter = iter(gated_caps)
+    # Addresses draw from their own generator: the city of a seed stays what it was.
+    places = random.Random(seed * 7919 + 1)
     counters: dict[str, int] = {}
     for district, kind in zip(picks, kinds, strict=True):
         counters[district.code] = counters.get(district.code, 0) + 1
@@ -207,6 +210,8 @@ def build(seed: int) -> list[PlannedLot]:
                     latitude=round(district.latitude + rng.uniform(-spread, spread), 6),
                     longitude=round(district.longitude + rng.uniform(-spread, spread), 6),
                     company_id=_company_for(district),
+                    address=f"赣州市{district.name}{places.choice(_STREETS)}"
+                    + (f"{places.randint(1, 399)}号" if kind == "gated" else ""),
                 ),
                 lanes=_lanes_for(capacity) if kind == "gated" else (),
                 tariffs=_tariffs_for(district, kind),

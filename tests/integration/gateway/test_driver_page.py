@@ -194,6 +194,7 @@ async def _scan_log_in_prepay_and_leave(
         assert tariff
         assert "元" in " ".join(t.text for t in tariff)
         assert browser.find_element(By.ID, "hours").text == "开放时间：全天24小时开放"
+        assert browser.find_element(By.ID, "lot-where").text.startswith("赣州市章贡区文清路88号")
         _shot(browser, tmp_path, "1-code")
 
         await _log_in(browser, pipeline, PHONE)
@@ -410,6 +411,52 @@ async def _bind_verified(
     )
 
 
+async def _contactless_on_and_off(
+    browser: Any, pipeline: Pipeline, tmp_path: Path, sandbox: SandboxProcess, plate: str
+) -> None:
+    """无感支付 from the page: the provider's sign-in (WeChat 网页授权, silent), its
+    authorising page (the sandbox's, for the 停车服务 mini program): declined once, then
+    agreed (the mandate stored, the provider asked first), then turned off."""
+    row = f"//ul[@id='plate-list']/li[@data-plate='{plate}']"
+
+    async def at_authorising_page() -> bool:
+        return browser.current_url.startswith(sandbox.base_url + "/sandbox/mandates/authorize")
+
+    async def said(words: str) -> bool:
+        here = browser.current_url.startswith("http://127.0.0.1") and "/q/" in browser.current_url
+        return here and words in browser.find_element(By.ID, "message").text
+
+    browser.find_element(By.XPATH, f"{row}//button[text()='开通无感支付']").click()
+    await eventually(at_authorising_page, within=20, what="the provider's authorising page")
+    assert browser.find_element(By.ID, "plate").text == plate
+    browser.find_element(By.ID, "cancel").click()
+    await eventually(lambda: said("未开通无感支付"), within=20, what="the page: declined")
+    assert browser.find_element(By.XPATH, row).get_attribute("data-contactless") == "off"
+
+    browser.find_element(By.XPATH, f"{row}//button[text()='开通无感支付']").click()
+    await eventually(at_authorising_page, within=20, what="the provider's authorising page")
+    _shot(browser, tmp_path, "14-contactless-authorise")
+    browser.find_element(By.ID, "confirm").click()
+    await eventually(lambda: said("无感支付已开通"), within=20, what="the page: contactless on")
+    assert "?" not in browser.current_url
+    assert browser.find_element(By.XPATH, row).get_attribute("data-contactless") == "on"
+    mandate = await pipeline.conn.fetchrow(
+        "SELECT state, payer_id FROM contactless_mandates WHERE plate = $1", plate
+    )
+    assert mandate is not None
+    assert mandate["state"] == "active"
+    assert mandate["payer_id"].startswith("oSbx")  # the openid the provider's sign-in gave
+    _shot(browser, tmp_path, "15-contactless-on")
+
+    browser.find_element(By.XPATH, f"{row}//button[text()='关闭']").click()
+    await eventually(lambda: said("无感支付已关闭"), within=10, what="the page: contactless off")
+    assert browser.find_element(By.XPATH, row).get_attribute("data-contactless") == "off"
+    state = await pipeline.fetchval(
+        "SELECT state FROM contactless_mandates WHERE plate = $1", plate
+    )
+    assert state == "revoked"
+
+
 async def _log_in(browser: Any, pipeline: Pipeline, phone: str) -> None:
     browser.find_element(By.ID, "phone").send_keys(phone)
     browser.find_element(By.ID, "send-code").click()
@@ -589,6 +636,7 @@ async def test_an_old_bill_from_another_lot_is_paid_from_the_same_page(
             assert paid is not None
             assert tuple(paid) == ("paid", other)
             _shot(browser, tmp_path, "13-other-lot-receipt")
+            await _contactless_on_and_off(browser, pipeline, tmp_path, sandbox, plate)
             _only_own_origin(_requests(browser), base, sandbox.base_url)
     print(f"screenshots: {tmp_path}")
 

@@ -5,6 +5,10 @@
 "use strict";
 
 const CODE = decodeURIComponent(location.pathname.split("/")[2] || "");
+// What the provider's page sent back (?paid=1, ?contactless=on): read once, then
+// taken out of the address so a reload or a shared link carries nothing.
+const RETURNED = new URLSearchParams(location.search);
+if (location.search) { history.replaceState(null, "", location.pathname); }
 const PAGE = { "X-Changbo-Page": "1" };
 const state = { access: null, about: null, timer: null, owed: [] };
 const $ = (id) => document.getElementById(id);
@@ -94,7 +98,7 @@ async function loadAbout() {
   const a = await call("/q/" + encodeURIComponent(CODE) + "/about", { auth: false });
   state.about = a;
   $("lot-name").textContent = a.lot_name;
-  $("lot-where").textContent = a.district + " · 共 " + a.capacity + " 个车位";
+  $("lot-where").textContent = (a.address || a.district) + " · 共 " + a.capacity + " 个车位";
   $("place").textContent = placeText(a);
   $("hours").textContent = "开放时间：" + a.opening_hours;
   const header = document.querySelector("header.lot");
@@ -125,8 +129,22 @@ function showLoggedIn(on) {
 }
 
 async function loadPlates() {
-  const page = await call("/v1/me/vehicles");
-  $("plate-list").replaceChildren(...page.items.map((v) => li(v.plate, v.trust === "verified" ? "已核验" : "待核验", "muted")));
+  const [page, mandates] = await Promise.all([call("/v1/me/vehicles"), call("/v1/me/contactless")]);
+  const on = new Set(mandates.items.filter((m) => m.state === "active").map((m) => m.plate));
+  $("plate-list").replaceChildren(...page.items.map((v) => {
+    const item = li(v.plate, v.trust === "verified" ? "已核验" : "待核验", "muted");
+    item.dataset.plate = v.plate;
+    item.dataset.contactless = on.has(v.plate) ? "on" : "off";
+    const actions = document.createElement("span"); actions.className = "actions";
+    if (on.has(v.plate)) {
+      const badge = document.createElement("span"); badge.className = "badge"; badge.textContent = "无感支付已开通";
+      actions.append(badge, button("关闭", () => contactlessOff(v.plate)));
+    } else {
+      actions.appendChild(button("开通无感支付", () => contactlessOn(v.plate)));
+    }
+    item.appendChild(actions);
+    return item;
+  }));
   $("space-plate").replaceChildren(...page.items.map((v) => { const o = document.createElement("option"); o.value = v.plate; o.textContent = v.plate; return o; }));
   return page.items;
 }
@@ -193,6 +211,30 @@ function leaveText(p) {
   return p.leave_by ? "已缴费 " + yuan(p.paid_fen) + "，请在 " + time(p.leave_by) + " 前离场，出口将自动抬杆。" : "这次停车暂不需要缴费。";
 }
 
+// 无感支付 on: the provider's sign-in, then its authorising page, then back here with
+// ?contactless=on|declined|failed (the platform stores the mandate in between).
+async function contactlessOn(plate) {
+  try {
+    const got = await call("/v1/me/contactless/" + encodeURIComponent(plate) + "/authorisation", { method: "POST", body: { provider: "wechat", return_to: "/q/" + encodeURIComponent(CODE) } });
+    say("正在前往微信开通无感支付…", true);
+    location.assign(got.url);
+  } catch (e) { say(e.message); }
+}
+
+async function contactlessOff(plate) {
+  try {
+    await call("/v1/me/contactless/" + encodeURIComponent(plate), { method: "DELETE" });
+    say(plate + " 的无感支付已关闭，离场后请扫码缴费。", true);
+    await loadPlates();
+  } catch (e) { say(e.message); }
+}
+
+const CONTACTLESS = {
+  on: ["无感支付已开通：离场时自动从微信支付扣费，无需扫码。", true],
+  declined: ["未开通无感支付：您没有在微信中确认授权。", false],
+  failed: ["暂时无法开通无感支付，请稍后再试。", false],
+};
+
 async function payBills() {
   try { await handOver(state.owed, null); } catch (e) { say(e.message); }
 }
@@ -202,7 +244,6 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function returnedFromPaying() {
   const raw = sessionStorage.getItem(PAYING);
   sessionStorage.removeItem(PAYING);
-  if (location.search) { history.replaceState(null, "", location.pathname); }
   if (!raw) { return; }
   const { payment, session } = JSON.parse(raw);
   say("正在确认支付结果…", true);
@@ -316,6 +357,8 @@ async function enter() {
   showLoggedIn(true);
   setUpAction();
   await Promise.all([loadPlates(), loadSessions(), loadBills(), loadHistory()]);
+  const back = CONTACTLESS[RETURNED.get("contactless")];
+  if (back) { say(...back); }
   await returnedFromPaying();
 }
 
@@ -376,6 +419,5 @@ $("logout").addEventListener("click", async () => {
   if (await refresh()) { await enter().catch((e) => say(e.message)); } else {
     showLoggedIn(false);
     if (sessionStorage.getItem(PAYING)) { sessionStorage.removeItem(PAYING); say("请重新登录后查看支付结果。"); }
-    if (location.search) { history.replaceState(null, "", location.pathname); }
   }
 })();

@@ -117,6 +117,13 @@ class WechatPayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     #: A web page where a driver authorises contactless payment (the sandbox
     #: has one); unset for real WeChat, where the mini program does it.
     mandate_page_url: str | None = None
+    #: 网页授权 (OAuth 2.0, ``snsapi_base``): how a page opened in WeChat learns the
+    #: payer's openid for this appid; all three set, or the page cannot turn
+    #: contactless payment on (an app passes the openid itself).
+    oauth_authorize_url: str | None = None
+    oauth_token_url: str | None = None
+    #: File holding the official account's AppSecret (the token exchange needs it).
+    app_secret_path: str | None = None
     timeout_seconds: float = 10.0
 
 
@@ -133,6 +140,7 @@ def load_config(path: Path) -> WechatPayConfig:
         merchant_private_key_path=resolve(config.merchant_private_key_path),
         platform_public_key_path=resolve(config.platform_public_key_path),
         api_v3_key_path=resolve(config.api_v3_key_path),
+        app_secret_path=None if config.app_secret_path is None else resolve(config.app_secret_path),
     )
 
 
@@ -145,12 +153,14 @@ class WechatPayKeys:
         merchant_private_key: RSAPrivateKey,
         platform_public_keys: Mapping[str, RSAPublicKey],
         api_v3_key: bytes,
+        app_secret: str | None = None,
     ) -> None:
         if len(api_v3_key) != 32:
             raise ValueError("the APIv3 key is 32 bytes")
         self.merchant_private_key = merchant_private_key
         self.platform_public_keys = dict(platform_public_keys)
         self.api_v3_key = api_v3_key
+        self.app_secret = app_secret
 
     @classmethod
     def load(cls, config: WechatPayConfig) -> WechatPayKeys:
@@ -167,6 +177,9 @@ class WechatPayKeys:
             merchant_private_key=private,
             platform_public_keys={config.platform_public_key_id: public},
             api_v3_key=api_v3_key,
+            app_secret=None
+            if config.app_secret_path is None
+            else Path(config.app_secret_path).read_text(encoding="ascii").strip(),
         )
 
 
@@ -192,6 +205,18 @@ class _NativeCreated(msgspec.Struct, frozen=True):
 
 class _H5Created(msgspec.Struct, frozen=True):
     h5_url: str
+
+
+class _OauthToken(msgspec.Struct, frozen=True):
+    """网页授权 access_token answer (or its ``errcode``/``errmsg`` error)."""
+
+    openid: str | None = None
+    access_token: str | None = None
+    expires_in: int | None = None
+    refresh_token: str | None = None
+    scope: str | None = None
+    errcode: int | None = None
+    errmsg: str | None = None
 
 
 class _RefundAmount(msgspec.Struct, frozen=True):
@@ -669,8 +694,50 @@ class WechatPayProvider(ContactlessProvider):
 
     # ----------------------------------------------------------------- contactless
 
+    def payer_login_url(self, redirect_uri: str, state: str) -> str | None:
+        config = self._config
+        if not (config.oauth_authorize_url and config.oauth_token_url and self._keys.app_secret):
+            return None
+        query = urlencode(
+            {
+                "appid": config.appid,
+                "redirect_uri": redirect_uri,
+                "response_type": "code",
+                "scope": "snsapi_base",
+                "state": state,
+            }
+        )
+        return f"{config.oauth_authorize_url}?{query}#wechat_redirect"
+
+    async def payer_id_of(self, code: str) -> str:
+        config = self._config
+        if not (config.oauth_token_url and self._keys.app_secret):
+            raise ProviderRejected(self.name, "NO_OAUTH", "网页授权 is not configured")
+        query = {
+            "appid": config.appid,
+            "secret": self._keys.app_secret,
+            "code": code,
+            "grant_type": "authorization_code",
+        }
+        try:
+            response = await self._http.get(
+                config.oauth_token_url, params=query, timeout=config.timeout_seconds
+            )
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(self.name, "NETWORK", str(exc)) from exc
+        if response.status_code >= 500:
+            raise ProviderUnavailable(self.name, "SYSTEM_ERROR", f"HTTP {response.status_code}")
+        try:
+            answer = msgspec.json.decode(response.content, type=_OauthToken)
+        except msgspec.DecodeError as exc:
+            raise ProviderRejected(self.name, "MALFORMED_RESPONSE", f"oauth: {exc}") from exc
+        if answer.openid is None:
+            code_text = str(answer.errcode or response.status_code)
+            raise ProviderRejected(self.name, code_text, answer.errmsg or "no openid")
+        return answer.openid
+
     async def create_mandate(
-        self, plate: str, plate_color: str, payer_id: str
+        self, plate: str, plate_color: str, payer_id: str, *, return_url: str | None = None
     ) -> MandateInvitation:
         params = {
             "appid": self._config.appid,
@@ -681,12 +748,14 @@ class WechatPayProvider(ContactlessProvider):
             "trade_scene": "PARKING",
         }
         page = self._config.mandate_page_url
+        # Where the authorising page sends the browser back (a page's flow only).
+        extra = {} if return_url is None else {"return_url": return_url}
         return MandateInvitation(
             provider=self.name,
             plate=plate,
             plate_color=plate_color,
             payer_id=payer_id,
-            url=f"{page}?{urlencode(params)}" if page else None,
+            url=f"{page}?{urlencode({**params, **extra})}" if page else None,
             params=params,
         )
 
