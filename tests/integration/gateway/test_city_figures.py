@@ -163,9 +163,11 @@ async def test_the_city_figures_follow_cars_through_the_lanes(
         "purpose",
         "type",
         "operator_name",
+        "address",
         "has_fee",
         "has_realtime_data",
     }
+    assert by_uid[DEMO]["address"] == "赣州市章贡区文清路88号"
 
     # the same as DATEX II v3 Parking Publications, in the structure the schema requires
     sites_xml = await api.get("/open/datex2/parking-sites")
