@@ -294,6 +294,124 @@ CASE status
     ELSE true
 END)
 );
+CREATE TABLE public.case_events (
+    id bigint NOT NULL,
+    case_id text NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    action text NOT NULL,
+    from_state text,
+    to_state text NOT NULL,
+    level text NOT NULL,
+    holder text NOT NULL,
+    note text
+);
+ALTER TABLE public.case_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.case_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+CREATE TABLE public.case_notifications (
+    id bigint NOT NULL,
+    case_id text NOT NULL,
+    at timestamp with time zone NOT NULL,
+    recipient text NOT NULL,
+    kind text NOT NULL,
+    message text NOT NULL
+);
+ALTER TABLE public.case_notifications ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.case_notifications_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+CREATE TABLE public.case_photos (
+    case_id text NOT NULL,
+    ref text NOT NULL,
+    content_type text NOT NULL,
+    bytes integer NOT NULL,
+    kind text NOT NULL,
+    added_by text NOT NULL,
+    at timestamp with time zone NOT NULL,
+    CONSTRAINT case_photos_bytes_check CHECK ((bytes > 0)),
+    CONSTRAINT case_photos_content_type_check CHECK ((content_type = ANY (ARRAY['image/jpeg'::text, 'image/png'::text, 'image/webp'::text]))),
+    CONSTRAINT case_photos_kind_check CHECK ((kind = ANY (ARRAY['report'::text, 'resolution'::text]))),
+    CONSTRAINT case_photos_ref_check CHECK ((ref ~ '^[0-9a-f]{2}/[0-9a-f]{64}[.](jpg|png|webp)$'::text))
+);
+CREATE TABLE public.case_reports (
+    id bigint NOT NULL,
+    case_id text NOT NULL,
+    account_id text NOT NULL,
+    text text NOT NULL,
+    at timestamp with time zone NOT NULL,
+    CONSTRAINT case_reports_text_check CHECK (((length(text) >= 1) AND (length(text) <= 1000)))
+);
+ALTER TABLE public.case_reports ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.case_reports_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+CREATE TABLE public.case_rule_sets (
+    version integer NOT NULL,
+    rules jsonb NOT NULL,
+    created_by text NOT NULL,
+    remark text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    CONSTRAINT case_rule_sets_created_by_check CHECK (((length(created_by) >= 1) AND (length(created_by) <= 64))),
+    CONSTRAINT case_rule_sets_remark_check CHECK (((length(remark) >= 1) AND (length(remark) <= 500))),
+    CONSTRAINT case_rule_sets_version_check CHECK ((version >= 1))
+);
+CREATE TABLE public.case_tasks (
+    case_id text NOT NULL,
+    holder text NOT NULL,
+    state text NOT NULL,
+    accepted_at timestamp with time zone,
+    done_at timestamp with time zone,
+    note text,
+    CONSTRAINT case_tasks_note_check CHECK (((length(note) >= 1) AND (length(note) <= 500))),
+    CONSTRAINT case_tasks_state_check CHECK ((state = ANY (ARRAY['dispatched'::text, 'accepted'::text, 'done'::text])))
+);
+CREATE TABLE public.cases (
+    id text NOT NULL,
+    source text NOT NULL,
+    source_ref text,
+    category text NOT NULL,
+    level text NOT NULL,
+    state text NOT NULL,
+    lot_id text NOT NULL,
+    district_code text NOT NULL,
+    lane_id text,
+    space_id text,
+    text text NOT NULL,
+    holder text NOT NULL,
+    rule_version integer NOT NULL,
+    reports integer DEFAULT 1 NOT NULL,
+    reporter_account_id text,
+    received_at timestamp with time zone NOT NULL,
+    accept_due_at timestamp with time zone NOT NULL,
+    resolve_due_at timestamp with time zone NOT NULL,
+    accepted_at timestamp with time zone,
+    resolved_at timestamp with time zone,
+    closed_at timestamp with time zone,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT cases_category_check CHECK ((category = ANY (ARRAY['space_blocked'::text, 'illegal_parking'::text, 'gate_fault'::text, 'sensor_fault'::text, 'wrong_charge'::text, 'payment_problem'::text, 'facility_damage'::text, 'safety_hazard'::text, 'other'::text]))),
+    CONSTRAINT cases_check CHECK (((source = 'report'::text) = (reporter_account_id IS NOT NULL))),
+    CONSTRAINT cases_id_check CHECK ((id ~ '^cs-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT cases_level_check CHECK ((level = ANY (ARRAY['small'::text, 'middle'::text, 'big'::text]))),
+    CONSTRAINT cases_reports_check CHECK ((reports >= 1)),
+    CONSTRAINT cases_source_check CHECK ((source = ANY (ARRAY['report'::text, 'device_silent'::text, 'gate_failing'::text, 'lot_full'::text, 'payment_anomaly'::text, 'dispute'::text, 'device_clock'::text]))),
+    CONSTRAINT cases_source_ref_check CHECK (((length(source_ref) >= 1) AND (length(source_ref) <= 128))),
+    CONSTRAINT cases_state_check CHECK ((state = ANY (ARRAY['received'::text, 'dispatched'::text, 'accepted'::text, 'in_progress'::text, 'resolved'::text, 'closed'::text, 'reopened'::text]))),
+    CONSTRAINT cases_text_check CHECK (((length(text) >= 1) AND (length(text) <= 1000)))
+);
 CREATE TABLE public.city_rollups (
     scope text NOT NULL,
     step text NOT NULL,
@@ -1878,6 +1996,20 @@ ALTER TABLE ONLY public.bill_events
     ADD CONSTRAINT bill_events_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.case_events
+    ADD CONSTRAINT case_events_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.case_notifications
+    ADD CONSTRAINT case_notifications_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.case_photos
+    ADD CONSTRAINT case_photos_pkey PRIMARY KEY (case_id, ref);
+ALTER TABLE ONLY public.case_reports
+    ADD CONSTRAINT case_reports_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.case_rule_sets
+    ADD CONSTRAINT case_rule_sets_pkey PRIMARY KEY (version);
+ALTER TABLE ONLY public.case_tasks
+    ADD CONSTRAINT case_tasks_pkey PRIMARY KEY (case_id, holder);
+ALTER TABLE ONLY public.cases
+    ADD CONSTRAINT cases_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.city_rollups
     ADD CONSTRAINT city_rollups_pkey PRIMARY KEY (scope, step, bucket);
 ALTER TABLE ONLY public.contactless_deductions
@@ -2111,6 +2243,18 @@ CREATE INDEX bills_owed_by_plate_idx ON public.bills USING btree (plate, closed_
 CREATE INDEX bills_paid_at_idx ON public.bills USING btree (paid_at) WHERE (paid_at IS NOT NULL);
 CREATE INDEX bills_prepay_idx ON public.bills USING btree (session_id) WHERE (kind = 'prepay'::text);
 CREATE INDEX bills_tariff_idx ON public.bills USING btree (tariff_id, tariff_version);
+CREATE INDEX case_events_case ON public.case_events USING btree (case_id, id);
+CREATE INDEX case_notifications_case ON public.case_notifications USING btree (case_id);
+CREATE INDEX case_reports_account ON public.case_reports USING btree (account_id, at);
+CREATE INDEX case_reports_case ON public.case_reports USING btree (case_id);
+CREATE INDEX case_tasks_holder ON public.case_tasks USING btree (holder) WHERE (state <> 'done'::text);
+CREATE INDEX cases_holder_open ON public.cases USING btree (holder, received_at) WHERE (state <> ALL (ARRAY['resolved'::text, 'closed'::text]));
+CREATE UNIQUE INDEX cases_one_open_per_source ON public.cases USING btree (source, source_ref) WHERE ((source_ref IS NOT NULL) AND (state <> ALL (ARRAY['resolved'::text, 'closed'::text])));
+CREATE INDEX cases_open_clocks ON public.cases USING btree (LEAST(accept_due_at, resolve_due_at)) WHERE (state <> ALL (ARRAY['resolved'::text, 'closed'::text]));
+CREATE INDEX cases_place ON public.cases USING btree (lot_id, category, received_at);
+CREATE INDEX cases_received ON public.cases USING btree (received_at);
+CREATE INDEX cases_reporter ON public.cases USING btree (reporter_account_id, received_at) WHERE (reporter_account_id IS NOT NULL);
+CREATE INDEX cases_resolved ON public.cases USING btree (resolved_at) WHERE (state = 'resolved'::text);
 CREATE INDEX contactless_deductions_bill_idx ON public.contactless_deductions USING btree (bill_id) WHERE (status = 'succeeded'::text);
 CREATE INDEX contactless_mandates_account_idx ON public.contactless_mandates USING btree (account_id) WHERE (account_id IS NOT NULL);
 CREATE UNIQUE INDEX contactless_mandates_live_idx ON public.contactless_mandates USING btree (provider, plate) WHERE (state <> 'revoked'::text);
@@ -2357,6 +2501,8 @@ CREATE TRIGGER bill_events_no_truncate BEFORE TRUNCATE ON public.bill_events FOR
 CREATE TRIGGER bills_notify_owed AFTER INSERT OR UPDATE ON public.bills FOR EACH ROW EXECUTE FUNCTION public.bills_notify_owed();
 CREATE TRIGGER bills_rollups_insert AFTER INSERT ON public.bills REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_bills();
 CREATE TRIGGER bills_rollups_update AFTER UPDATE ON public.bills REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_bills();
+CREATE TRIGGER case_events_append_only BEFORE DELETE OR UPDATE ON public.case_events FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
+CREATE TRIGGER case_rule_sets_append_only BEFORE DELETE OR UPDATE ON public.case_rule_sets FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER disputes_rollups_insert AFTER INSERT ON public.disputes REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_disputes();
 CREATE TRIGGER ledger_accounts_append_only BEFORE DELETE OR UPDATE ON public.ledger_accounts FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER ledger_accounts_no_truncate BEFORE TRUNCATE ON public.ledger_accounts FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
@@ -2382,6 +2528,16 @@ ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_tariff_id_tariff_version_fkey FOREIGN KEY (tariff_id, tariff_version) REFERENCES public.tariff_versions(tariff_id, version);
+ALTER TABLE ONLY public.case_events
+    ADD CONSTRAINT case_events_case_id_fkey FOREIGN KEY (case_id) REFERENCES public.cases(id);
+ALTER TABLE ONLY public.case_notifications
+    ADD CONSTRAINT case_notifications_case_id_fkey FOREIGN KEY (case_id) REFERENCES public.cases(id);
+ALTER TABLE ONLY public.case_photos
+    ADD CONSTRAINT case_photos_case_id_fkey FOREIGN KEY (case_id) REFERENCES public.cases(id);
+ALTER TABLE ONLY public.case_reports
+    ADD CONSTRAINT case_reports_case_id_fkey FOREIGN KEY (case_id) REFERENCES public.cases(id);
+ALTER TABLE ONLY public.case_tasks
+    ADD CONSTRAINT case_tasks_case_id_fkey FOREIGN KEY (case_id) REFERENCES public.cases(id);
 ALTER TABLE ONLY public.contactless_deductions
     ADD CONSTRAINT contactless_deductions_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES public.payment_attempts(id);
 ALTER TABLE ONLY public.contactless_deductions

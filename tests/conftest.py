@@ -195,12 +195,18 @@ def token_for(settings: Settings) -> Callable[..., str]:
     from datetime import UTC, datetime, timedelta
 
     from parking.auth import tokens
-    from parking.auth.model import Role
+    from parking.auth.model import FIELD_ROLES, Role
     from parking.seed.city import DEMO_COMPANY
 
-    def make(role: Role, subject: str = "tester", company: str | None = None) -> str:
+    def make(
+        role: Role, subject: str = "tester", company: str | None = None, scope: str | None = None
+    ) -> str:
         if role is Role.OPERATOR and company is None:
             company = DEMO_COMPANY
+        if role in FIELD_ROLES and scope is None:
+            scope = {"lot_staff": "GZ-DEMO-01", "district_team": "ZG"}.get(
+                role.value, "traffic_police"
+            )
         return tokens.issue(
             settings.jwt_key,
             subject=subject,
@@ -208,6 +214,7 @@ def token_for(settings: Settings) -> Callable[..., str]:
             now=datetime.now(UTC),
             ttl=timedelta(minutes=10),
             company=company,
+            scope=scope,
         )
 
     return make

@@ -8,6 +8,7 @@ from counterparts.devices.cli import simulate
 from counterparts.payments.cli import sandbox_pay
 from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
+from parking.cases.cli import cases
 from parking.city.cli import city
 from parking.db.cli import db
 from parking.devices.cli import devices
@@ -34,6 +35,7 @@ def main() -> None:
 
 main.add_command(stack)
 main.add_command(city)
+main.add_command(cases)
 main.add_command(db)
 main.add_command(seed)
 main.add_command(api)

@@ -161,6 +161,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "how often `parking run`'s rollup job refreshes the city's hourly and daily figures",
     ),
     (
+        "PARKING_CASES_EVERY_S",
+        "30",
+        "how often `parking run`'s clock job escalates 码上反映 cases whose clocks ran out",
+    ),
+    (
         "PARKING_RECONCILE_AT",
         "10:00",
         "time of day (Asia/Shanghai) after which `parking run`'s reconciler fetches and "
@@ -251,6 +256,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     device_silent_after_s: float = 1800.0
     #: the rollup job's period
     rollup_every_s: float = 30.0
+    cases_every_s: float = 30.0
 
     def fee_rate_ppm(self, provider: str) -> int:
         """The provider's contracted fee rate; ConfigError when none is configured."""
@@ -349,6 +355,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         device_silent_after_s=_positive("PARKING_DEVICE_SILENT_AFTER_S", get),
         rollup_every_s=_positive("PARKING_ROLLUP_EVERY_S", get),
+        cases_every_s=_positive("PARKING_CASES_EVERY_S", get),
     )
 
 

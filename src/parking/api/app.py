@@ -19,6 +19,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, ControllerRouterHandler, Receive, Scope, Send
 
 from parking import config
+from parking.api import cases as case_routes
 from parking.api import city as city_routes
 from parking.api import contactless as contactless_routes
 from parking.api import driver_page, drivers, pages, payments, pricing_rules, tariffs
@@ -35,6 +36,7 @@ from parking.api.infra import lifespan_for
 from parking.api.pricing_state import PricerCache
 from parking.api.problems import EXCEPTION_HANDLERS, document_problems
 from parking.auth.tokens import VerifiedTokens
+from parking.cases import service as cases_service
 from parking.city import service as city_service
 from parking.clock import Clock, SystemClock
 from parking.config import Settings
@@ -144,6 +146,7 @@ def create_app(
         *payments.ROUTES,
         *driver_sessions.ROUTES,
         *contactless_routes.ROUTES,
+        *case_routes.ROUTES,
         *gate_fallback.ROUTES,
         *operator_routes.ROUTES,
         *scan_flows.ROUTES,
@@ -175,6 +178,8 @@ def create_app(
                 "verified_tokens": VerifiedTokens(settings.jwt_key),
                 "pricer_cache": PricerCache(),
                 "city_snapshots": city_service.Snapshots(),
+                # 码上反映's notifier port: the local one (a table and the log)
+                "case_notifier": cases_service.LocalNotifier(),
                 "metrics_allow": tuple(ipaddress.ip_network(n) for n in settings.metrics_allow),
             }
         ),

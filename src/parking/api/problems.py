@@ -42,6 +42,7 @@ from parking.bills.model import (
     RefundProviderMismatch,
     UnknownBill,
 )
+from parking.cases.photos import NotAnImage, PhotoTooLarge, TooManyPhotos
 from parking.devices.model import BrokerReloadTimeout
 from parking.errors import Conflict, InvalidInput, NotFound, ParkingError
 from parking.ledger.model import IdempotencyConflict
@@ -119,6 +120,9 @@ STATUS_FOR: dict[type[Exception], tuple[int, str]] = {
     UnknownProvider: (400, "unknown-provider"),
     DisputeClosed: (409, "dispute-closed"),
     MandateNotAuthorised: (409, "mandate-not-authorised"),
+    NotAnImage: (415, "not-an-image"),
+    PhotoTooLarge: (413, "photo-too-large"),
+    TooManyPhotos: (409, "too-many-photos"),
     ProviderRejected: (502, "provider-rejected"),
     ProviderUnavailable: (503, "provider-unavailable"),
     BrokerReloadTimeout: (503, "broker-reload-timeout"),
@@ -162,6 +166,7 @@ _TITLES = {
     405: "Method not allowed",
     409: "Conflict",
     413: "Request body too large",
+    415: "Unsupported media type",
     422: "Unprocessable content",
     502: "Bad gateway",
     429: "Too many requests",

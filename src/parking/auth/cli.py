@@ -12,7 +12,13 @@ import redis.asyncio as aioredis
 from parking import audit, config
 from parking.accounts import service as accounts
 from parking.auth import tokens
-from parking.auth.model import STAFF_TOKEN_MAX_TTL, NotAuthenticated, Principal, Role
+from parking.auth.model import (
+    FIELD_ROLES,
+    STAFF_TOKEN_MAX_TTL,
+    NotAuthenticated,
+    Principal,
+    Role,
+)
 from parking.clock import SystemClock
 from parking.lots import service as lots
 
@@ -38,13 +44,18 @@ async def _company_exists(database_url: str, company_id: str) -> bool:
     help="operators only: the operator company whose lots they act on (`parking companies list`)",
 )
 @click.option(
+    "--scope",
+    help="field roles only (lot_staff: a lot id, district_team: a district code, "
+    "department: its name such as traffic_police)",
+)
+@click.option(
     "--ttl",
     type=click.IntRange(min=1),
     default=3600,
     show_default=True,
     help=f"lifetime in seconds (staff roles: at most {int(STAFF_TOKEN_MAX_TTL.total_seconds())})",
 )
-def issue(role: str, subject: str, company: str | None, ttl: int) -> None:
+def issue(role: str, subject: str, company: str | None, scope: str | None, ttl: int) -> None:
     """Print a signed access token (use it as `Authorization: Bearer <token>`)."""
     settings = config.load()
     if not settings.jwt_key:
@@ -53,6 +64,8 @@ def issue(role: str, subject: str, company: str | None, ttl: int) -> None:
         raise click.UsageError("--company is required for an operator, and only for one")
     if company is not None and not asyncio.run(_company_exists(settings.database_url, company)):
         raise click.ClickException(f"no operator company {company!r} (`parking companies list`)")
+    if (Role(role) in FIELD_ROLES) != (scope is not None):
+        raise click.UsageError("--scope is required for lot_staff, district_team, department")
     try:
         token = tokens.issue(
             settings.jwt_key,
@@ -61,6 +74,7 @@ def issue(role: str, subject: str, company: str | None, ttl: int) -> None:
             now=SystemClock().now(),
             ttl=timedelta(seconds=ttl),
             company=company,
+            scope=scope,
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from error

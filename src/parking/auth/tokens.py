@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 
 from parking.auth.model import (
+    FIELD_ROLES,
     STAFF_ROLES,
     STAFF_TOKEN_MAX_TTL,
     NotAuthenticated,
@@ -35,6 +36,8 @@ _ALGORITHMS = ["HS256"]
 _LEEWAY = timedelta(seconds=5)
 #: operator_companies.id's rule (migration 0014)
 _COMPANY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+#: a lot id, a district code or a department's name
+_SCOPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def issue(
@@ -46,12 +49,17 @@ def issue(
     ttl: timedelta,
     audience: str = ACCESS_AUDIENCE,
     company: str | None = None,
+    scope: str | None = None,
 ) -> str:
     """A signed token. ``company`` is required for an operator (the company they act
     for), refused for every other role; a staff token may not outlive
     `STAFF_TOKEN_MAX_TTL` (ValueError)."""
     if (role is Role.OPERATOR) != (company is not None):
         raise ValueError("an operator token names its company; no other role's does")
+    if (role in FIELD_ROLES) != (scope is not None):
+        raise ValueError(f"a {role.value} token names its scope; only field roles' do")
+    if scope is not None and _SCOPE.fullmatch(scope) is None:
+        raise ValueError(f"not a scope: {scope!r}")
     if role in STAFF_ROLES and ttl > STAFF_TOKEN_MAX_TTL:
         raise ValueError(
             f"a {role.value} token lives at most {_hours(STAFF_TOKEN_MAX_TTL)} h, "
@@ -69,6 +77,8 @@ def issue(
     }
     if company is not None:
         claims["company"] = company
+    if scope is not None:
+        claims["scope"] = scope
     return jwt.encode(claims, key, algorithm="HS256")
 
 
@@ -123,8 +133,19 @@ def _checked(
             raise NotAuthenticated("an operator token must name its company")
     else:
         company = None
+    scope = claims.get("scope")
+    if role in FIELD_ROLES:
+        # Like an operator's company: a field token without its scope is refused.
+        if not isinstance(scope, str) or _SCOPE.fullmatch(scope) is None:
+            raise NotAuthenticated(f"a {role.value} token must name its scope")
+    else:
+        scope = None
     principal = Principal(
-        subject=str(claims["sub"]), role=role, token_id=str(claims["jti"]), company=company
+        subject=str(claims["sub"]),
+        role=role,
+        token_id=str(claims["jti"]),
+        company=company,
+        scope=scope,
     )
     return principal, valid_from, valid_until
 

@@ -7,8 +7,6 @@ span of hours for the next run (after an import of old sessions, say)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import sys
 from datetime import date, datetime, timedelta
 
@@ -22,6 +20,7 @@ from parking import config
 from parking.city import logic, rollups
 from parking.clock import SystemClock
 from parking.observability import configure_logging
+from parking.periodic import repeat
 
 log = structlog.get_logger("parking.city")
 
@@ -47,28 +46,22 @@ async def _rollup(once: bool, every: float) -> rollups.Refreshed | None:
             return await rollups.refresh(
                 pool, redis, now=clock.now(), silent_after=silent_after, progress=_progress
             )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        while not stop.is_set():
-            try:
-                done = await rollups.refresh(
-                    pool, redis, now=clock.now(), silent_after=silent_after, progress=_progress
-                )
-                log.info(
-                    "rollup",
-                    hours=done.hours,
-                    days=done.days,
-                    marked=done.marked,
-                    sampled=done.sampled,
-                    seconds=round(done.seconds, 3),
-                )
-            except (asyncpg.PostgresError, OSError) as exc:
-                # PostgreSQL away: the marks stay (the run rolled back); try next tick.
-                log.warning("rollup_failed", error=f"{type(exc).__name__}: {exc}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
+
+        async def run() -> None:
+            # PostgreSQL away: the marks stay (the run rolled back); tried next time.
+            done = await rollups.refresh(
+                pool, redis, now=clock.now(), silent_after=silent_after, progress=_progress
+            )
+            log.info(
+                "rollup",
+                hours=done.hours,
+                days=done.days,
+                marked=done.marked,
+                sampled=done.sampled,
+                seconds=round(done.seconds, 3),
+            )
+
+        await repeat(run, every=every, name="city-rollups")
         return None
     finally:
         await redis.aclose()

@@ -101,6 +101,8 @@ def run() -> None:
         Child("reconciler", [*me, "reconcile", "daily"]),
         # The city's hourly and daily figures, refreshed every PARKING_ROLLUP_EVERY_S.
         Child("city-rollups", [*me, "city", "rollup"]),
+        # 码上反映's clocks: a case not accepted in time goes up a level.
+        Child("cases-clock", [*me, "cases", "tick"]),
         Child("gateway", [*me, "gateway"]),
         Child("persister", [*me, "persister"]),
         # A gentle city so the dashboard is alive: 20 lots, 5 events/s.

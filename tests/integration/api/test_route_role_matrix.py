@@ -325,6 +325,14 @@ NOT_ONE_LOT: dict[str, str] = {
     "POST /v1/operator/plate-claims/{claim_id:str}/reject": "a plate's holder, not a lot's",
     "POST /v1/qr/resolve": "reads what a printed code names; changes nothing",
     "POST /v1/tariffs/quote": "prices a stay; changes nothing",
+    "GET /v1/cases": "the cases of the caller's company's teams only (its tasks, its lots' staff)",
+    "GET /v1/cases/{case_id:str}": "a case its company's teams hold or have a task in; else 404",
+    "POST /v1/cases/{case_id:str}/{action:str}": "a case its company's teams hold; else 404",
+    "POST /v1/cases/{case_id:str}/tasks/{action:str}": "its company's task in a case; else 404",
+    "POST /v1/cases/{case_id:str}/photos": "a case its company's teams hold; else 404",
+    "GET /v1/cases/{case_id:str}/photos/{name:str}": "a case its company's teams see; else 404",
+    "GET /v1/case-rules": "the city's triage rules: one table, no lot's",
+    "PUT /v1/case-rules": "the city's triage rules: one table, no lot's",
 }
 
 
@@ -441,10 +449,17 @@ async def test_the_city_passes_every_operator_read_and_no_operator_write(api: Cl
     reads = {label for label, e in routes.items() if e.method == "GET"} - not_lot_data
     assert len(reads) >= 6
     assert {label for label in reads if Role.CITY not in routes[label].admitted} == set()
+    # 码上反映 is city management's own work: it moves any case and sets the triage rules.
+    cases_work = (
+        "POST /v1/cases/{case_id:str}/{action:str}",
+        "POST /v1/cases/{case_id:str}/tasks/{action:str}",
+        "POST /v1/cases/{case_id:str}/photos",
+        "PUT /v1/case-rules",
+    )
     writes = {
         label
         for label, e in routes.items()
-        if e.method != "GET" and label not in ("POST /v1/tariffs/quote",)
+        if e.method != "GET" and label not in ("POST /v1/tariffs/quote", *cases_work)
     }
     assert {label for label in writes if Role.CITY in routes[label].admitted} == set()
 

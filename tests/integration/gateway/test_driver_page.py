@@ -28,6 +28,7 @@ import httpx
 from browserkit import chromium
 from pipekit import DEMO, Device, Pipeline, eventually
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 from test_city_days import _make_lot, _passage
 from test_gateway_walkthrough import _pub, _settle, _watch
 
@@ -457,6 +458,32 @@ async def _contactless_on_and_off(
     assert state == "revoked"
 
 
+async def _report_a_problem_here(browser: Any, pipeline: Pipeline, tmp_path: Path) -> None:
+    """码上反映 starts here: the code's place, a kind of problem, the driver's words; the
+    case is triaged (a blocked space: the lot's own staff) and listed on the page."""
+    Select(browser.find_element(By.ID, "report-category")).select_by_value("space_blocked")
+    browser.find_element(By.ID, "report-text").send_keys("入口旁的车位被杂物占了")
+    browser.find_element(By.CSS_SELECTOR, "#report-form button[type=submit]").click()
+
+    async def reported() -> bool:
+        return bool(browser.execute_script("return document.body.dataset.reported || ''"))
+
+    await eventually(reported, within=10, what="the report")
+    case_id = browser.execute_script("return document.body.dataset.reported")
+    case = await pipeline.conn.fetchrow(
+        "SELECT lot_id, category, level, holder, text FROM cases WHERE id = $1", case_id
+    )
+    assert case is not None
+    assert (case["lot_id"], case["category"], case["level"]) == (DEMO, "space_blocked", "small")
+    assert case["holder"] == f"lot_staff:{DEMO}"
+    assert case["text"] == "入口旁的车位被杂物占了"
+    assert "30分钟内响应" in browser.find_element(By.ID, "message").text
+    listed = browser.find_element(By.CSS_SELECTOR, f"#report-list li[data-report='{case_id}']")
+    assert "已派单" in listed.text
+    browser.execute_script("document.getElementById('report-list').scrollIntoView()")
+    _shot(browser, tmp_path, "16-reported")
+
+
 async def _log_in(browser: Any, pipeline: Pipeline, phone: str) -> None:
     browser.find_element(By.ID, "phone").send_keys(phone)
     browser.find_element(By.ID, "send-code").click()
@@ -637,6 +664,7 @@ async def test_an_old_bill_from_another_lot_is_paid_from_the_same_page(
             assert tuple(paid) == ("paid", other)
             _shot(browser, tmp_path, "13-other-lot-receipt")
             await _contactless_on_and_off(browser, pipeline, tmp_path, sandbox, plate)
+            await _report_a_problem_here(browser, pipeline, tmp_path)
             _only_own_origin(_requests(browser), base, sandbox.base_url)
     print(f"screenshots: {tmp_path}")
 

@@ -356,7 +356,7 @@ async function act() {
 async function enter() {
   showLoggedIn(true);
   setUpAction();
-  await Promise.all([loadPlates(), loadSessions(), loadBills(), loadHistory()]);
+  await Promise.all([loadPlates(), loadSessions(), loadBills(), loadHistory(), loadReports()]);
   const back = CONTACTLESS[RETURNED.get("contactless")];
   if (back) { say(...back); }
   await returnedFromPaying();
@@ -371,6 +371,28 @@ $("dispute-form").addEventListener("submit", async (event) => {
     $("dispute-form").hidden = true; $("dispute-reason").value = ""; disputing = null;
     say("申诉已提交，我们会尽快处理并通知您。", true);
     await Promise.all([loadHistory(), loadBills()]);
+  } catch (e) { say(e.message); }
+});
+
+const CASE_STATE = { received: "已受理", dispatched: "已派单", accepted: "已签收", in_progress: "处理中", resolved: "已处理，待您确认", closed: "已办结", reopened: "已退回重办" };
+
+async function loadReports() {
+  const got = await call("/v1/reports");
+  $("report-list").replaceChildren(...got.items.slice(0, 5).map((r) => {
+    const item = li(time(r.received_at) + " · " + ($("report-category").querySelector("option[value='" + r.category + "']") || { textContent: r.category }).textContent, CASE_STATE[r.state] || r.state, "muted");
+    item.dataset.report = r.id;
+    return item;
+  }));
+}
+
+$("report-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const got = await call("/v1/reports", { method: "POST", body: { code: CODE, category: $("report-category").value, text: $("report-text").value.trim() } });
+    $("report-text").value = "";
+    say(got.merged ? "已收到，这个问题已有人反映，我们正在处理。" : "已收到您的反映，工作人员会在30分钟内响应。", true);
+    await loadReports();
+    document.body.dataset.reported = got.id;
   } catch (e) { say(e.message); }
 });
 

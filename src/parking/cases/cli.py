@@ -1,0 +1,78 @@
+"""``parking cases``: the clock job of 码上反映.
+
+``tick`` escalates every case whose clock ran out and closes resolved cases nobody
+answered, every PARKING_CASES_EVERY_S (``parking run`` supervises it); ``--once``
+runs once and prints what it did."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+import asyncpg
+import click
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from parking import config
+from parking.cases import clocks, service
+from parking.clock import SystemClock
+from parking.observability import configure_logging
+from parking.periodic import repeat
+
+log = structlog.get_logger("parking.cases")
+
+
+@click.group("cases")
+def cases() -> None:
+    """码上反映: the cases' clocks."""
+
+
+async def _tick_once(pool: asyncpg.Pool, redis: aioredis.Redis) -> dict[str, int]:
+    notifier = service.LocalNotifier()
+    async with pool.acquire() as proxy:
+        conn = cast(asyncpg.Connection, proxy)
+        done = await clocks.tick(conn, notifier, now=SystemClock().now())
+        try:
+            devices = await clocks.watch_devices(conn, redis, notifier, now=SystemClock().now())
+        except (RedisError, OSError) as exc:
+            log.warning("cases_devices_unwatched", error=f"{type(exc).__name__}: {exc}")
+            devices = {"opened": 0, "closed": 0}
+    return {**done, **{f"devices_{k}": v for k, v in devices.items()}}
+
+
+async def _ticks(once: bool, every: float) -> dict[str, int] | None:
+    settings = config.load()
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    try:
+        if once:
+            return await _tick_once(pool, redis)
+
+        async def run() -> None:
+            done = await _tick_once(pool, redis)
+            if any(done.values()):
+                log.info("cases_tick", **done)
+
+        await repeat(run, every=every, name="cases-clock")
+        return None
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+@cases.command("tick")
+@click.option("--once", is_flag=True, help="Run once, print what was done and exit.")
+@click.option(
+    "--every", type=float, default=None, help="seconds between runs (default PARKING_CASES_EVERY_S)"
+)
+def tick(once: bool, every: float | None) -> None:
+    """Escalate the cases whose clocks ran out; close resolved ones after 72 hours; open a
+    case for a device reported silent, close it when the device is heard again."""
+    settings = config.load()
+    configure_logging(settings.log_level, settings.log_format, process="cases-clock")
+    done = asyncio.run(_ticks(once, every or settings.cases_every_s))
+    if once and done is not None:
+        click.echo(msgspec.json.encode(done).decode())

@@ -1,0 +1,211 @@
+"""码上反映's clocks and numbers: the clock job that escalates what ran out and closes
+what nobody answered (``parking cases tick``), and the response-time figures."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Final
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from parking.anomalies import service as anomalies
+from parking.auth.model import Principal, Role
+from parking.cases import logic, service, store
+from parking.cases.model import Case, Category, Level, Place, ResponseFigures, Source, State
+from parking.cases.service import SYSTEM, Notifier, call_in, locked, rules_in_force
+from parking.clock import SHANGHAI
+from parking.devices import service as registry
+from parking.lots import service as lots
+from parking.occupancy import store as core
+
+# --------------------------------------------------------------------------- clocks
+
+
+async def place_of_case(conn: asyncpg.Connection, case: Case) -> Place:
+    """The place a case is about, as it is now (its lot's owner may have changed)."""
+    lot = await lots.find_lot(conn, case.lot_id)
+    return Place(
+        lot_id=case.lot_id,
+        district_code=case.district_code,
+        company_id=None if lot is None else lot.company_id,
+        lane_id=case.lane_id,
+        space_id=case.space_id,
+    )
+
+
+async def tick(conn: asyncpg.Connection, notifier: Notifier, *, now: datetime) -> dict[str, int]:
+    """Escalate every case whose clock ran out (one level up, to the next holder, with
+    a fresh accept clock; a big one reminds its holders and sets the clock again), and
+    close resolved cases nobody answered. One transaction per case."""
+    escalated = reminded = closed = 0
+    rules = (await rules_in_force(conn, now)).rules
+    for case_id in await store.cases_due(conn, now, limit=500):
+        async with conn.transaction():
+            case = await locked(conn, case_id)
+            breach = logic.breach(case, now)
+            if breach is None:
+                continue
+            place = await place_of_case(conn, case)
+            level = breach.to_level or case.level
+            holder = str(logic.holder_for(level, place)) if breach.to_level else case.holder
+            span = (
+                logic.accept_due(rules, level, now) - now
+                if breach.clock == "accept"
+                else logic.resolve_due(rules, case.category, now) - now
+            )
+            updated = await store.update_case(
+                conn,
+                case.id,
+                state=State.DISPATCHED if breach.to_level else case.state,
+                level=level,
+                holder=holder,
+                now=now,
+                accept_due_at=now + span if breach.clock == "accept" else None,
+                resolve_due_at=now + span if breach.clock == "resolve" else None,
+            )
+            await store.add_event(
+                conn, case.id, at=now, actor=SYSTEM, action="breach", from_state=case.state,
+                to_state=updated.state, level=level, holder=holder,
+                note=f"{breach.clock} clock ran out at {breach.due_at.isoformat()}",
+            )  # fmt: skip
+            if breach.to_level is not None:
+                escalated += 1
+                await call_in(conn, notifier, rules, updated, place, now)
+            else:
+                reminded += 1
+                for recipient in [updated.holder] + [
+                    t.holder for t in await store.tasks(conn, case.id) if t.state != "done"
+                ]:
+                    await notifier.notify(
+                        conn, updated, recipient=recipient, kind="overdue",
+                        message=f"case {case.id}: the {breach.clock} clock ran out", now=now,
+                    )  # fmt: skip
+    horizon = now - timedelta(minutes=rules.close_after_minutes)
+    for case_id in await store.resolved_before(conn, horizon, limit=500):
+        async with conn.transaction():
+            case = await locked(conn, case_id)
+            if not logic.closes_by_itself(case, rules, now):
+                continue
+            await store.update_case(
+                conn, case.id, state=State.CLOSED, level=case.level, holder=case.holder,
+                now=now, closed_at=now,
+            )  # fmt: skip
+            await store.add_event(
+                conn, case.id, at=now, actor=SYSTEM, action="auto_close",
+                from_state=case.state, to_state=State.CLOSED, level=case.level,
+                holder=case.holder, note="no answer from the reporter",
+            )  # fmt: skip
+            closed += 1
+    return {"escalated": escalated, "reminded": reminded, "closed": closed}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+async def response_figures(
+    conn: asyncpg.Connection, *, since: datetime, until: datetime, now: datetime
+) -> ResponseFigures:
+    """Response time (received -> accepted) p50 / p90 per level, district and business
+    day, the share within the target, breaches and cases by category, for the cases
+    received in [since, until)."""
+    rules = (await rules_in_force(conn, now)).rules
+    target = rules.accept_minutes[Level.SMALL]
+    rows = [
+        logic.Response(
+            level=r["level"],
+            district=r["district_code"],
+            day=r["received_at"].astimezone(SHANGHAI).date().isoformat(),
+            category=r["category"],
+            minutes=None
+            if r["accepted_at"] is None
+            else logic.response_minutes(r["received_at"], r["accepted_at"]),
+        )
+        for r in await store.responses(conn, since=since, until=until)
+    ]
+    categories: dict[str, int] = {}
+    for row in rows:
+        categories[row.category] = categories.get(row.category, 0) + 1
+    return ResponseFigures(
+        since=since,
+        until=until,
+        target_minutes=target,
+        overall=logic.group("city", rows, target),
+        by_level=logic.grouped(rows, "level", target),
+        by_district=logic.grouped(rows, "district", target),
+        by_day=logic.grouped(rows, "day", target),
+        by_category=dict(sorted(categories.items())),
+        breaches=await store.breaches(conn, since=since, until=until),
+        waiting=sum(1 for r in rows if r.minutes is None),
+    )
+
+
+# --------------------------------------------------------------------------- devices
+
+#: the platform's own view, for reading every lot's anomalies
+_WATCHER: Final = Principal(subject=SYSTEM, role=Role.CITY, token_id="cases-clock")  # noqa: S106
+
+
+async def watch_devices(
+    conn: asyncpg.Connection, redis: aioredis.Redis, notifier: Notifier, *, now: datetime
+) -> dict[str, int]:
+    """A device the gateway reported silent (an open ``device_silent`` anomaly) and not
+    heard since opens a case (a sensor's: sensor_fault; a gate's: gate_fault), once; a
+    device heard again after its case was opened closes it."""
+    heard = await core.heard(redis)
+    reported = await anomalies.queue(
+        conn, _WATCHER, status="open", kind="device_silent", after=None, limit=1000
+    )
+    devices = {d.device_id: d for d in await registry.list_devices(conn, live_only=True)}
+    opened = closed = 0
+    for anomaly in reported:
+        device = devices.get(anomaly.device_id or "")
+        if device is None or heard.get(device.device_id, -1) > _ms(anomaly.created_at):
+            continue
+        place = await _device_place(conn, device.lot_id, device.lane_id, device.space_id)
+        if place is None:
+            continue
+        kind = Category.SENSOR_FAULT if device.kind == "sensor" else Category.GATE_FAULT
+        made = await service.open_by_platform(
+            conn,
+            notifier,
+            source=Source.DEVICE_SILENT,
+            source_ref=device.device_id,
+            place=place,
+            category=kind,
+            text=f"设备 {device.device_id} 自 {anomaly.created_at.isoformat()} 起没有消息",
+            now=now,
+        )
+        opened += made is not None
+    for case in await store.open_cases_of_source(conn, Source.DEVICE_SILENT.value):
+        assert case.source_ref is not None
+        if heard.get(case.source_ref, -1) > _ms(case.received_at):
+            async with conn.transaction():
+                done = await service.close_by_platform(
+                    conn,
+                    source=Source.DEVICE_SILENT,
+                    source_ref=case.source_ref,
+                    note="the device was heard again",
+                    now=now,
+                )
+            closed += done is not None
+    return {"opened": opened, "closed": closed}
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+async def _device_place(
+    conn: asyncpg.Connection, lot_id: str, lane_id: str | None, space_id: str | None
+) -> Place | None:
+    lot = await lots.find_lot(conn, lot_id)
+    if lot is None:
+        return None
+    return Place(
+        lot_id=lot.id,
+        district_code=lot.district_code,
+        company_id=lot.company_id,
+        lane_id=lane_id,
+        space_id=space_id,
+    )
