@@ -40,7 +40,12 @@ async def _tick_once(pool: asyncpg.Pool, redis: aioredis.Redis) -> dict[str, int
         except (RedisError, OSError) as exc:
             log.warning("cases_devices_unwatched", error=f"{type(exc).__name__}: {exc}")
             devices = {"opened": 0, "closed": 0}
-    return {**done, **{f"devices_{k}": v for k, v in devices.items()}}
+        disputes = await clocks.watch_disputes(conn, notifier, now=SystemClock().now())
+    return {
+        **done,
+        **{f"devices_{k}": v for k, v in devices.items()},
+        **{f"disputes_{k}": v for k, v in disputes.items()},
+    }
 
 
 async def _ticks(once: bool, every: float) -> dict[str, int] | None:
@@ -70,7 +75,8 @@ async def _ticks(once: bool, every: float) -> dict[str, int] | None:
 )
 def tick(once: bool, every: float | None) -> None:
     """Escalate the cases whose clocks ran out; close resolved ones after 72 hours; open a
-    case for a device reported silent, close it when the device is heard again."""
+    case for a device reported silent (closed when it is heard again) and for a disputed
+    bill (closed when finance decides)."""
     settings = config.load()
     configure_logging(settings.log_level, settings.log_format, process="cases-clock")
     done = asyncio.run(_ticks(once, every or settings.cases_every_s))

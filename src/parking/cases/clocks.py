@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from parking.anomalies import service as anomalies
 from parking.auth.model import Principal, Role
+from parking.bills import service as bills
 from parking.cases import logic, service, store
 from parking.cases.model import Case, Category, Level, Place, ResponseFigures, Source, State
 from parking.cases.service import SYSTEM, Notifier, call_in, locked, rules_in_force
@@ -18,6 +19,8 @@ from parking.clock import SHANGHAI
 from parking.devices import service as registry
 from parking.lots import service as lots
 from parking.occupancy import store as core
+from parking.payments import disputes as payment_disputes
+from parking.payments.model import DisputeStatus
 
 # --------------------------------------------------------------------------- clocks
 
@@ -209,3 +212,48 @@ async def _device_place(
         lane_id=lane_id,
         space_id=space_id,
     )
+
+
+# --------------------------------------------------------------------------- disputes
+
+
+async def watch_disputes(
+    conn: asyncpg.Connection, notifier: Notifier, *, now: datetime
+) -> dict[str, int]:
+    """A driver's dispute of a bill opens a case at the bill's lot (``wrong_charge``:
+    the district's team, with its clocks), once; the case closes when finance decides
+    the dispute (approved or rejected)."""
+    opened = closed = 0
+    open_disputes = await payment_disputes.disputes(conn, status=DisputeStatus.OPEN, limit=1000)
+    for dispute in open_disputes:
+        bill = await bills.get(conn, dispute.bill_id)
+        place = await _device_place(conn, bill.lot_id, None, None)
+        if place is None:
+            continue
+        made = await service.open_by_platform(
+            conn,
+            notifier,
+            source=Source.DISPUTE,
+            source_ref=dispute.id,
+            place=place,
+            category=Category.WRONG_CHARGE,
+            text=f"票据 {dispute.bill_id} 被申诉：{dispute.reason}"[:1000],
+            now=now,
+        )
+        opened += made is not None
+    still_open = {d.id for d in open_disputes}
+    for case in await store.open_cases_of_source(conn, Source.DISPUTE.value):
+        assert case.source_ref is not None
+        if case.source_ref in still_open:
+            continue
+        decided = await payment_disputes.dispute_view(conn, case.source_ref)
+        async with conn.transaction():
+            done = await service.close_by_platform(
+                conn,
+                source=Source.DISPUTE,
+                source_ref=case.source_ref,
+                note=f"the dispute was {decided.status.value} by finance",
+                now=now,
+            )
+        closed += done is not None
+    return {"opened": opened, "closed": closed}

@@ -21,10 +21,12 @@ from PIL import Image
 from parking.api.app import create_app
 from parking.auth import tokens
 from parking.auth.model import Role
+from parking.bills import service as bills
 from parking.cases import clocks, logic
 from parking.cases import service as cases
 from parking.clock import SHANGHAI, FixedClock
 from parking.config import Settings
+from parking.payments import disputes as payment_disputes
 from parking.seed.city import DEMO_COMPANY, DEMO_LOT
 
 T0 = datetime(2026, 12, 4, 1, 0, tzinfo=UTC)
@@ -460,3 +462,62 @@ async def test_photos_are_checked_cleaned_of_their_location_and_stored_by_conten
         headers={**grace, "Content-Type": "image/png"},
     )
     assert too_many.status_code == 409
+
+
+async def test_a_disputed_bill_opens_a_case_which_closes_when_finance_decides(
+    app: Client,
+    redis_client: Any,
+    app_settings: Settings,
+    clock: FixedClock,
+    city_db: asyncpg.Connection,
+) -> None:
+    ivy = await driver(app, redis_client, "13800000173")
+    account = (await app.get("/v1/me", headers=ivy)).json()["id"]
+    async with city_db.transaction():
+        bill = await bills.open_bill(
+            city_db,
+            session_id="cs-test-dispute-1",
+            lot_id=DEMO_LOT,
+            plate="赣B15D01",
+            account_id=account,
+            amount_fen=1200,
+            tariff_id="suizhou-zone1",
+            tariff_version=1,
+            quote=b"{}",
+            closed_at=clock.now(),
+            now=clock.now(),
+        )
+    assert bill is not None
+    disputed = await app.post(
+        f"/v1/bills/{bill.id}/dispute", json={"reason": "我只停了十分钟"}, headers=ivy
+    )
+    assert disputed.status_code in (200, 201), disputed.text
+    notifier = cases.LocalNotifier()
+    assert await clocks.watch_disputes(city_db, notifier, now=clock.now()) == {
+        "opened": 1, "closed": 0,
+    }  # fmt: skip
+    assert await clocks.watch_disputes(city_db, notifier, now=clock.now()) == {
+        "opened": 0, "closed": 0,
+    }  # fmt: skip
+    case = await city_db.fetchrow(
+        "SELECT id, category, level, holder, lot_id, text FROM cases "
+        "WHERE source = 'dispute' AND source_ref = $1",
+        disputed.json()["id"],
+    )
+    assert case is not None
+    assert (case["category"], case["level"], case["lot_id"]) == ("wrong_charge", "middle", DEMO_LOT)
+    assert case["holder"] == "district_team:ZG"
+    assert "我只停了十分钟" in case["text"]
+    async with city_db.transaction():
+        await payment_disputes.reject_dispute(
+            city_db,
+            disputed.json()["id"],
+            by="qian.finance",
+            remark="停车时长无误",
+            now=clock.now(),
+        )
+    assert await clocks.watch_disputes(city_db, notifier, now=clock.now()) == {
+        "opened": 0, "closed": 1,
+    }  # fmt: skip
+    state = await city_db.fetchval("SELECT state FROM cases WHERE id = $1", case["id"])
+    assert state == "closed"
