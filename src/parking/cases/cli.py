@@ -41,10 +41,12 @@ async def _tick_once(pool: asyncpg.Pool, redis: aioredis.Redis) -> dict[str, int
             log.warning("cases_devices_unwatched", error=f"{type(exc).__name__}: {exc}")
             devices = {"opened": 0, "closed": 0}
         disputes = await clocks.watch_disputes(conn, notifier, now=SystemClock().now())
+        recorded = await clocks.watch_anomalies(conn, notifier, now=SystemClock().now())
     return {
         **done,
         **{f"devices_{k}": v for k, v in devices.items()},
         **{f"disputes_{k}": v for k, v in disputes.items()},
+        **{f"anomalies_{k}": v for k, v in recorded.items()},
     }
 
 

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 import asyncpg
+import msgspec
 import redis.asyncio as aioredis
 
 from parking.anomalies import service as anomalies
@@ -19,8 +20,9 @@ from parking.clock import SHANGHAI
 from parking.devices import service as registry
 from parking.lots import service as lots
 from parking.occupancy import store as core
+from parking.payments import anomalies as payment_anomalies
 from parking.payments import disputes as payment_disputes
-from parking.payments.model import DisputeStatus
+from parking.payments.model import AnomalyStatus, DisputeStatus
 
 # --------------------------------------------------------------------------- clocks
 
@@ -242,6 +244,8 @@ async def watch_disputes(
         )
         opened += made is not None
     still_open = {d.id for d in open_disputes}
+    if len(open_disputes) >= 1000:  # not the whole list: decide nothing closed this time
+        return {"opened": opened, "closed": 0}
     for case in await store.open_cases_of_source(conn, Source.DISPUTE.value):
         assert case.source_ref is not None
         if case.source_ref in still_open:
@@ -257,3 +261,110 @@ async def watch_disputes(
             )
         closed += done is not None
     return {"opened": opened, "closed": closed}
+
+
+# --------------------------------------------------------------------------- other watchers
+
+#: a lane whose commands failed this often within the hour opens a gate_fault case
+GATE_FAILURES: Final = 3
+
+
+async def watch_anomalies(
+    conn: asyncpg.Connection, notifier: Notifier, *, now: datetime
+) -> dict[str, int]:
+    """Cases the platform opens from what it recorded: a payment anomaly with a bill (at
+    the bill's lot, ``payment_problem``, closed when finance resolves it), a device clock
+    out of line (``gate_fault``/``sensor_fault`` at the device, closed when the anomaly
+    is resolved), a lane whose gate failed ``GATE_FAILURES`` commands within the hour
+    (``gate_fault``, for staff to close)."""
+    opened = closed = 0
+    money = await payment_anomalies.anomalies(conn, status=AnomalyStatus.OPEN, limit=1000)
+    for found in money:
+        if found.bill_id is None:
+            continue  # an order of nobody's bill: finance's alone, no place to send anyone
+        bill = await bills.get(conn, found.bill_id)
+        opened += await _open_for(
+            conn, notifier, Source.PAYMENT_ANOMALY, found.id, bill.lot_id, None, None,
+            Category.PAYMENT_PROBLEM, f"支付异常 {found.kind.value}：{found.detail}", now,
+        )  # fmt: skip
+    if len(money) < 1000:  # the whole list: a cause not in it is resolved
+        closed += await _close_gone(conn, Source.PAYMENT_ANOMALY, {a.id for a in money}, now)
+
+    skewed = await anomalies.queue(
+        conn, _WATCHER, status="open", kind="device_clock_skew", after=None, limit=1000
+    )
+    devices = {d.device_id: d for d in await registry.list_devices(conn, live_only=True)}
+    refs = set()
+    for skew in skewed:
+        device = devices.get(skew.device_id or "")
+        if device is None:
+            continue
+        refs.add(device.device_id)
+        kind = Category.SENSOR_FAULT if device.kind == "sensor" else Category.GATE_FAULT
+        opened += await _open_for(
+            conn, notifier, Source.DEVICE_CLOCK, device.device_id, device.lot_id,
+            device.lane_id, device.space_id, kind, f"设备 {device.device_id} 的时钟偏差过大", now,
+        )  # fmt: skip
+    if len(skewed) < 1000:
+        closed += await _close_gone(conn, Source.DEVICE_CLOCK, refs, now)
+
+    failed = await anomalies.queue(
+        conn, _WATCHER, status="open", kind="command_failed", after=None, limit=1000
+    )
+    per_lane: dict[tuple[str, str], int] = {}
+    for fail in failed:
+        lane = msgspec.json.decode(fail.details).get("lane_id")
+        if fail.lot_id and lane and now - fail.created_at <= timedelta(hours=1):
+            per_lane[(fail.lot_id, lane)] = per_lane.get((fail.lot_id, lane), 0) + 1
+    for (lot_id, lane), count in sorted(per_lane.items()):
+        if count >= GATE_FAILURES:
+            opened += await _open_for(
+                conn, notifier, Source.GATE_FAILING, f"{lot_id}:{lane}", lot_id, lane, None,
+                Category.GATE_FAULT, f"车道 {lane} 的道闸一小时内 {count} 次未执行指令", now,
+            )  # fmt: skip
+    return {"opened": opened, "closed": closed}
+
+
+async def _open_for(
+    conn: asyncpg.Connection,
+    notifier: Notifier,
+    source: Source,
+    ref: str,
+    lot_id: str,
+    lane_id: str | None,
+    space_id: str | None,
+    category: Category,
+    text: str,
+    now: datetime,
+) -> int:
+    place = await _device_place(conn, lot_id, lane_id, space_id)
+    if place is None:
+        return 0
+    made = await service.open_by_platform(
+        conn,
+        notifier,
+        source=source,
+        source_ref=ref,
+        place=place,
+        category=category,
+        text=text[:1000],
+        now=now,
+    )
+    return int(made is not None)
+
+
+async def _close_gone(
+    conn: asyncpg.Connection, source: Source, still: set[str], now: datetime
+) -> int:
+    """Close the open cases of ``source`` whose cause is no longer open."""
+    closed = 0
+    for case in await store.open_cases_of_source(conn, source.value):
+        if case.source_ref is None or case.source_ref in still:
+            continue
+        async with conn.transaction():
+            done = await service.close_by_platform(
+                conn, source=source, source_ref=case.source_ref, note="its cause was resolved",
+                now=now,
+            )  # fmt: skip
+        closed += done is not None
+    return closed

@@ -26,6 +26,8 @@ from parking.cases import clocks, logic
 from parking.cases import service as cases
 from parking.clock import SHANGHAI, FixedClock
 from parking.config import Settings
+from parking.ids import new_id
+from parking.payments import anomalies as payment_anomalies
 from parking.payments import disputes as payment_disputes
 from parking.seed.city import DEMO_COMPANY, DEMO_LOT
 
@@ -521,3 +523,72 @@ async def test_a_disputed_bill_opens_a_case_which_closes_when_finance_decides(
     }  # fmt: skip
     state = await city_db.fetchval("SELECT state FROM cases WHERE id = $1", case["id"])
     assert state == "closed"
+
+
+async def test_what_the_platform_recorded_opens_cases_and_their_resolution_closes_them(
+    app_settings: Settings, clock: FixedClock, city_db: asyncpg.Connection
+) -> None:
+    """A payment anomaly of a bill, a device clock out of line, a gate failing three
+    commands in the hour: one case each at the place; resolved causes close theirs."""
+    now = clock.now()
+    async with city_db.transaction():
+        bill = await bills.open_bill(
+            city_db, session_id="cs-test-anomaly-1", lot_id=DEMO_LOT, plate="赣B15A01",
+            account_id=None, amount_fen=800, tariff_id="suizhou-zone1", tariff_version=1,
+            quote=b"{}", closed_at=now, now=now,
+        )  # fmt: skip
+    assert bill is not None
+    pan = new_id("pan", now)
+    await city_db.execute(
+        "INSERT INTO payment_anomalies (id, kind, dedup_key, provider, bill_id, amount_fen, "
+        "expected_fen, detail, created_at) VALUES ($1, 'amount_mismatch', $1, 'wechat', $2, "
+        "700, 800, 'paid 700 of 800', $3)",
+        pan,
+        bill.id,
+        now,
+    )
+    await city_db.execute(
+        "INSERT INTO devices (device_id, kind, lot_id, lane_id, password_hash) "
+        "VALUES ('cases-gate', 'gate', $1, 'out1', 'x')",
+        DEMO_LOT,
+    )
+    await city_db.execute(
+        "INSERT INTO anomalies (id, kind, lot_id, device_id, created_at) "
+        "VALUES ('device_clock_skew:cases-gate:1', 'device_clock_skew', $1, 'cases-gate', $2)",
+        DEMO_LOT,
+        now,
+    )
+    for n in range(3):
+        await city_db.execute(
+            "INSERT INTO anomalies (id, kind, lot_id, details, created_at) "
+            "VALUES ($1, 'command_failed', $2, '{\"lane_id\": \"in1\"}', $3)",
+            f"command_failed:cases-{n}",
+            DEMO_LOT,
+            now - timedelta(minutes=10 * n),
+        )
+    notifier = cases.LocalNotifier()
+    assert await clocks.watch_anomalies(city_db, notifier, now=now) == {"opened": 3, "closed": 0}
+    assert await clocks.watch_anomalies(city_db, notifier, now=now) == {"opened": 0, "closed": 0}
+    opened = {
+        r["source"]: (r["category"], r["lane_id"], r["holder"])
+        for r in await city_db.fetch(
+            "SELECT source, category, lane_id, holder FROM cases WHERE source <> 'report'"
+        )
+    }
+    assert opened == {
+        "payment_anomaly": ("payment_problem", None, "district_team:ZG"),
+        "device_clock": ("gate_fault", "out1", "district_team:ZG"),
+        "gate_failing": ("gate_fault", "in1", "district_team:ZG"),
+    }
+    async with city_db.transaction():
+        await payment_anomalies.resolve_anomaly(
+            city_db, pan, by="qian.finance", remark="差额已退", now=now
+        )
+    await city_db.execute(
+        "UPDATE anomalies SET status = 'resolved', resolved_at = $1, resolution = 'clock set' "
+        "WHERE kind = 'device_clock_skew'",
+        now,
+    )
+    assert await clocks.watch_anomalies(city_db, notifier, now=now) == {"opened": 0, "closed": 2}
+    still = await city_db.fetch("SELECT source FROM cases WHERE state <> 'closed'")
+    assert [r["source"] for r in still] == ["gate_failing"]  # staff close that one
