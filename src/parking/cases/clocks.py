@@ -29,14 +29,16 @@ from parking.payments.model import AnomalyStatus, DisputeStatus
 
 async def place_of_case(conn: asyncpg.Connection, case: Case) -> Place:
     """The place a case is about, as it is now (its lot's owner may have changed)."""
-    lot = await lots.find_lot(conn, case.lot_id)
-    return Place(
-        lot_id=case.lot_id,
-        district_code=case.district_code,
-        company_id=None if lot is None else lot.company_id,
-        lane_id=case.lane_id,
-        space_id=case.space_id,
-    )
+    place = await place_at(conn, case.lot_id, case.lane_id, case.space_id)
+    if place is None:  # the lot is gone: the case keeps its district, no owner
+        return Place(
+            lot_id=case.lot_id,
+            district_code=case.district_code,
+            company_id=None,
+            lane_id=case.lane_id,
+            space_id=case.space_id,
+        )
+    return place
 
 
 async def tick(conn: asyncpg.Connection, notifier: Notifier, *, now: datetime) -> dict[str, int]:
@@ -167,7 +169,7 @@ async def watch_devices(
         device = devices.get(anomaly.device_id or "")
         if device is None or heard.get(device.device_id, -1) > _ms(anomaly.created_at):
             continue
-        place = await _device_place(conn, device.lot_id, device.lane_id, device.space_id)
+        place = await place_at(conn, device.lot_id, device.lane_id, device.space_id)
         if place is None:
             continue
         kind = Category.SENSOR_FAULT if device.kind == "sensor" else Category.GATE_FAULT
@@ -201,7 +203,7 @@ def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-async def _device_place(
+async def place_at(
     conn: asyncpg.Connection, lot_id: str, lane_id: str | None, space_id: str | None
 ) -> Place | None:
     lot = await lots.find_lot(conn, lot_id)
@@ -229,7 +231,7 @@ async def watch_disputes(
     open_disputes = await payment_disputes.disputes(conn, status=DisputeStatus.OPEN, limit=1000)
     for dispute in open_disputes:
         bill = await bills.get(conn, dispute.bill_id)
-        place = await _device_place(conn, bill.lot_id, None, None)
+        place = await place_at(conn, bill.lot_id, None, None)
         if place is None:
             continue
         made = await service.open_by_platform(
@@ -337,7 +339,7 @@ async def _open_for(
     text: str,
     now: datetime,
 ) -> int:
-    place = await _device_place(conn, lot_id, lane_id, space_id)
+    place = await place_at(conn, lot_id, lane_id, space_id)
     if place is None:
         return 0
     made = await service.open_by_platform(

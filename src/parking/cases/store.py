@@ -26,6 +26,10 @@ _COLUMNS: Final = """id, source, source_ref, category, level, state, lot_id, dis
     received_at, accept_due_at, resolve_due_at, accepted_at, resolved_at, closed_at,
     updated_at"""
 _RULES: Final = msgspec.json.Decoder(RuleSet)
+#: reports of one place ($1 lot, $2 lane, $3 space) and category ($4) since $5
+_SAME_PLACE: Final = """lot_id = $1 AND lane_id IS NOT DISTINCT FROM $2
+    AND space_id IS NOT DISTINCT FROM $3 AND category = $4
+    AND received_at >= $5 AND source = 'report'"""
 
 
 def _case(row: asyncpg.Record) -> Case:
@@ -147,10 +151,7 @@ async def merge_target(
 ) -> Case | None:
     """An open case of the same place and category received since ``since``, locked."""
     row = await conn.fetchrow(
-        f"""SELECT {_COLUMNS} FROM cases
-             WHERE lot_id = $1 AND lane_id IS NOT DISTINCT FROM $2
-               AND space_id IS NOT DISTINCT FROM $3 AND category = $4
-               AND received_at >= $5 AND source = 'report'
+        f"""SELECT {_COLUMNS} FROM cases WHERE {_SAME_PLACE}
                AND state NOT IN ('resolved', 'closed')
              ORDER BY received_at LIMIT 1 FOR UPDATE""",  # noqa: S608
         lot_id,
@@ -196,10 +197,7 @@ async def recent_reports(
 ) -> int:
     """Reports of the place and category since ``since`` (merged ones counted)."""
     value = await conn.fetchval(
-        """SELECT coalesce(sum(reports), 0) FROM cases
-            WHERE lot_id = $1 AND lane_id IS NOT DISTINCT FROM $2
-              AND space_id IS NOT DISTINCT FROM $3 AND category = $4
-              AND received_at >= $5 AND source = 'report'""",
+        f"SELECT coalesce(sum(reports), 0) FROM cases WHERE {_SAME_PLACE}",  # noqa: S608
         lot_id,
         lane_id,
         space_id,
