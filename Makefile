@@ -6,9 +6,11 @@ UV := uv
 
 # The test stack has its own ports and data folder, so `make test` runs
 # beside a `make run` without touching its data.
-# The ports can be moved (e.g. TEST_PORT_BASE=1 make test) to run two checkouts at once.
+# The ports can be moved (e.g. TEST_PORT_BASE=1 make test) to run two test stacks at
+# once, in one checkout or two: a moved stack keeps its data in .parking/test-<base>.
 TEST_PORT_BASE ?= 0
-TEST_ENV := PARKING_STACK_DIR=.parking/test \
+TEST_STACK_DIR := .parking/test$(if $(filter 0,$(TEST_PORT_BASE)),,-$(TEST_PORT_BASE))
+TEST_ENV := PARKING_STACK_DIR=$(TEST_STACK_DIR) \
 	PARKING_PG_PORT=$(shell echo $$((55442 + $(TEST_PORT_BASE)))) \
 	PARKING_REDIS_PORT=$(shell echo $$((56389 + $(TEST_PORT_BASE)))) \
 	PARKING_MQTT_PORT=$(shell echo $$((51893 + $(TEST_PORT_BASE)))) \

@@ -314,6 +314,10 @@ ALTER TABLE public.case_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY 
     NO MAXVALUE
     CACHE 1
 );
+CREATE TABLE public.case_full_lots (
+    lot_id text NOT NULL,
+    full_since timestamp with time zone NOT NULL
+);
 CREATE TABLE public.case_notifications (
     id bigint NOT NULL,
     case_id text NOT NULL,
@@ -349,6 +353,8 @@ CREATE TABLE public.case_reports (
     account_id text NOT NULL,
     text text NOT NULL,
     at timestamp with time zone NOT NULL,
+    plate text,
+    CONSTRAINT case_reports_plate_check CHECK (((length(plate) >= 2) AND (length(plate) <= 16))),
     CONSTRAINT case_reports_text_check CHECK (((length(text) >= 1) AND (length(text) <= 1000)))
 );
 ALTER TABLE public.case_reports ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
@@ -402,10 +408,12 @@ CREATE TABLE public.cases (
     resolved_at timestamp with time zone,
     closed_at timestamp with time zone,
     updated_at timestamp with time zone NOT NULL,
+    plate text,
     CONSTRAINT cases_category_check CHECK ((category = ANY (ARRAY['space_blocked'::text, 'illegal_parking'::text, 'gate_fault'::text, 'sensor_fault'::text, 'wrong_charge'::text, 'payment_problem'::text, 'facility_damage'::text, 'safety_hazard'::text, 'other'::text]))),
     CONSTRAINT cases_check CHECK (((source = 'report'::text) = (reporter_account_id IS NOT NULL))),
     CONSTRAINT cases_id_check CHECK ((id ~ '^cs-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
     CONSTRAINT cases_level_check CHECK ((level = ANY (ARRAY['small'::text, 'middle'::text, 'big'::text]))),
+    CONSTRAINT cases_plate_check CHECK (((length(plate) >= 2) AND (length(plate) <= 16))),
     CONSTRAINT cases_reports_check CHECK ((reports >= 1)),
     CONSTRAINT cases_source_check CHECK ((source = ANY (ARRAY['report'::text, 'device_silent'::text, 'gate_failing'::text, 'lot_full'::text, 'payment_anomaly'::text, 'dispute'::text, 'device_clock'::text]))),
     CONSTRAINT cases_source_ref_check CHECK (((length(source_ref) >= 1) AND (length(source_ref) <= 128))),
@@ -1392,6 +1400,31 @@ CREATE TABLE public.plate_exemptions (
     company_id text,
     CONSTRAINT plate_exemptions_reason_check CHECK ((reason <> ''::text))
 );
+CREATE TABLE public.plate_violations (
+    id bigint NOT NULL,
+    plate text NOT NULL,
+    case_id text NOT NULL,
+    lot_id text NOT NULL,
+    at timestamp with time zone NOT NULL,
+    found text NOT NULL,
+    outcome text NOT NULL,
+    repeat_of bigint,
+    holder_account_id text,
+    by_actor text NOT NULL,
+    CONSTRAINT plate_violations_check CHECK (((found = 'not_found'::text) = (outcome = 'none'::text))),
+    CONSTRAINT plate_violations_check1 CHECK (((outcome <> 'referred'::text) OR (found = 'serious'::text) OR (repeat_of IS NOT NULL))),
+    CONSTRAINT plate_violations_found_check CHECK ((found = ANY (ARRAY['minor'::text, 'serious'::text, 'not_found'::text]))),
+    CONSTRAINT plate_violations_outcome_check CHECK ((outcome = ANY (ARRAY['reminder'::text, 'referred'::text, 'none'::text]))),
+    CONSTRAINT plate_violations_plate_check CHECK (((length(plate) >= 2) AND (length(plate) <= 16)))
+);
+ALTER TABLE public.plate_violations ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.plate_violations_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 CREATE TABLE public.reconciliation_pool (
     provider text NOT NULL,
     kind text NOT NULL,
@@ -1998,6 +2031,8 @@ ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.case_events
     ADD CONSTRAINT case_events_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.case_full_lots
+    ADD CONSTRAINT case_full_lots_pkey PRIMARY KEY (lot_id);
 ALTER TABLE ONLY public.case_notifications
     ADD CONSTRAINT case_notifications_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.case_photos
@@ -2144,6 +2179,10 @@ ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.plate_exemptions
     ADD CONSTRAINT plate_exemptions_company_plate_key UNIQUE NULLS NOT DISTINCT (company_id, plate);
+ALTER TABLE ONLY public.plate_violations
+    ADD CONSTRAINT plate_violations_case_id_key UNIQUE (case_id);
+ALTER TABLE ONLY public.plate_violations
+    ADD CONSTRAINT plate_violations_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.reconciliation_pool
     ADD CONSTRAINT reconciliation_pool_pkey PRIMARY KEY (provider, kind, match_key);
 ALTER TABLE ONLY public.reconciliation_runs
@@ -2247,6 +2286,7 @@ CREATE INDEX case_events_case ON public.case_events USING btree (case_id, id);
 CREATE INDEX case_notifications_case ON public.case_notifications USING btree (case_id);
 CREATE INDEX case_reports_account ON public.case_reports USING btree (account_id, at);
 CREATE INDEX case_reports_case ON public.case_reports USING btree (case_id);
+CREATE INDEX case_reports_plate ON public.case_reports USING btree (plate, at) WHERE (plate IS NOT NULL);
 CREATE INDEX case_tasks_holder ON public.case_tasks USING btree (holder) WHERE (state <> 'done'::text);
 CREATE INDEX cases_holder_open ON public.cases USING btree (holder, received_at) WHERE (state <> ALL (ARRAY['resolved'::text, 'closed'::text]));
 CREATE UNIQUE INDEX cases_one_open_per_source ON public.cases USING btree (source, source_ref) WHERE ((source_ref IS NOT NULL) AND (state <> ALL (ARRAY['resolved'::text, 'closed'::text])));
@@ -2334,6 +2374,7 @@ CREATE INDEX payment_notifications_order_idx ON public.payment_notifications USI
 CREATE INDEX plate_claims_claimant_idx ON public.plate_claims USING btree (claimant_account_id, id);
 CREATE UNIQUE INDEX plate_claims_one_pending ON public.plate_claims USING btree (plate, claimant_account_id) WHERE (status = 'pending'::text);
 CREATE INDEX plate_claims_status_idx ON public.plate_claims USING btree (status, id);
+CREATE INDEX plate_violations_plate ON public.plate_violations USING btree (plate, at);
 CREATE INDEX reconciliation_pool_waiting_idx ON public.reconciliation_pool USING btree (provider, business_date) WHERE (status = 'waiting'::text);
 CREATE INDEX reconciliation_runs_day_idx ON public.reconciliation_runs USING btree (provider, business_date, started_at);
 CREATE UNIQUE INDEX refresh_tokens_access_jti_idx ON public.refresh_tokens USING btree (access_jti);
@@ -2515,6 +2556,7 @@ CREATE TRIGGER ledger_transactions_no_truncate BEFORE TRUNCATE ON public.ledger_
 CREATE CONSTRAINT TRIGGER payment_attempts_shares AFTER INSERT ON public.payment_attempts DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.payment_attempt_check_shares();
 CREATE TRIGGER payment_bills_append_only BEFORE DELETE OR UPDATE ON public.payment_bills FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE CONSTRAINT TRIGGER payment_bills_shares AFTER INSERT ON public.payment_bills DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.payment_attempt_check_shares();
+CREATE TRIGGER plate_violations_append_only BEFORE DELETE OR UPDATE ON public.plate_violations FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER sessions_rollups_insert AFTER INSERT ON public.sessions REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_sessions();
 CREATE TRIGGER sessions_rollups_update AFTER UPDATE ON public.sessions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_sessions();
 CREATE TRIGGER vehicles_per_account_limit BEFORE INSERT OR UPDATE ON public.vehicles FOR EACH ROW EXECUTE FUNCTION public.vehicles_check_per_account();
@@ -2594,6 +2636,10 @@ ALTER TABLE ONLY public.plate_claims
     ADD CONSTRAINT plate_claims_holder_account_id_fkey FOREIGN KEY (holder_account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.plate_exemptions
     ADD CONSTRAINT plate_exemptions_company_id_fkey FOREIGN KEY (company_id) REFERENCES public.operator_companies(id);
+ALTER TABLE ONLY public.plate_violations
+    ADD CONSTRAINT plate_violations_case_id_fkey FOREIGN KEY (case_id) REFERENCES public.cases(id);
+ALTER TABLE ONLY public.plate_violations
+    ADD CONSTRAINT plate_violations_repeat_of_fkey FOREIGN KEY (repeat_of) REFERENCES public.plate_violations(id);
 ALTER TABLE ONLY public.reconciliation_runs
     ADD CONSTRAINT reconciliation_runs_import_id_fkey FOREIGN KEY (import_id) REFERENCES public.statement_imports(id);
 ALTER TABLE ONLY public.refresh_tokens

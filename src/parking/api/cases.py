@@ -35,6 +35,7 @@ from parking.cases.model import (
     CaseNotFound,
     CaseView,
     Category,
+    Found,
     Holder,
     Note,
     PhotoView,
@@ -48,6 +49,7 @@ from parking.cases.model import (
 from parking.cases.photos import NotAnImage
 from parking.errors import InvalidInput, NotFound
 from parking.lots import service as lots
+from parking.plates import parse_plate
 
 BODY_MAX: Final = 4 * 1024
 CaseIdParam = Annotated[str, PathParameter(pattern=r"^cs-[0-9A-HJKMNP-TV-Z]{26}$")]
@@ -73,6 +75,13 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     lot_id: Ident | None = None
     lane_id: Ident | None = None
     space_id: Ident | None = None
+    #: the car an illegal-parking or blocked-space report is about (轻微首违不罚 is
+    #: decided per plate when staff resolve it)
+    plate: Annotated[str, msgspec.Meta(min_length=2, max_length=32)] | None = None
+
+
+#: the categories a report may name a plate in
+PLATE_CATEGORIES: Final = frozenset({Category.ILLEGAL_PARKING, Category.SPACE_BLOCKED})
 
 
 class Reported(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +106,8 @@ class StaffMove(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     note: Note
     to_role: Literal["lot_staff", "district_team", "department", "operator"] | None = None
     to_scope: Ident | None = None
+    #: resolving a case about a plate: what was found on the spot
+    violation: Found | None = None
 
 
 class Queue(msgspec.Struct, frozen=True, kw_only=True):
@@ -163,6 +174,13 @@ async def report(request: Request[Any, Any, Any], data: JSONBody[ReportRequest])
     joins that case (``merged``). Rate limited per phone and per place."""
     infra = infra_of(request.app)
     me = principal_of(request).subject
+    plate = None
+    if data.plate is not None:
+        if data.category not in PLATE_CATEGORIES:
+            raise InvalidInput(
+                "a plate is named only in an illegal_parking or space_blocked report"
+            )
+        plate = parse_plate(data.plate).text
     place = await _place(infra, data)
     where = f"{place.lot_id}/{place.lane_id or ''}/{place.space_id or ''}"
     await RateLimiter(infra.redis).enforce(
@@ -181,6 +199,7 @@ async def report(request: Request[Any, Any, Any], data: JSONBody[ReportRequest])
             text=data.text.strip() or data.text,
             account_id=me,
             now=now,
+            plate=plate,
         )
     return Reported(
         id=case.id, state=case.state.value, level=case.level.value, merged=case.reports > 1
@@ -468,6 +487,7 @@ async def move(
             now=now,
             place=await clocks.place_of_case(conn, case),
             to=to,
+            found=data.violation,
         )
         return await cases.view(conn, case_id)
 

@@ -37,14 +37,17 @@ async def _tick_once(pool: asyncpg.Pool, redis: aioredis.Redis) -> dict[str, int
         done = await clocks.tick(conn, notifier, now=SystemClock().now())
         try:
             devices = await clocks.watch_devices(conn, redis, notifier, now=SystemClock().now())
+            full = await clocks.watch_full_lots(conn, redis, notifier, now=SystemClock().now())
         except (RedisError, OSError) as exc:
             log.warning("cases_devices_unwatched", error=f"{type(exc).__name__}: {exc}")
             devices = {"opened": 0, "closed": 0}
+            full = {"opened": 0, "closed": 0, "full": 0}
         disputes = await clocks.watch_disputes(conn, notifier, now=SystemClock().now())
         recorded = await clocks.watch_anomalies(conn, notifier, now=SystemClock().now())
     return {
         **done,
         **{f"devices_{k}": v for k, v in devices.items()},
+        **{f"full_lots_{k}": v for k, v in full.items()},
         **{f"disputes_{k}": v for k, v in disputes.items()},
         **{f"anomalies_{k}": v for k, v in recorded.items()},
     }

@@ -18,6 +18,7 @@ from parking.cases.model import Case, Category, Level, Place, ResponseFigures, S
 from parking.cases.service import SYSTEM, Notifier, call_in, locked, rules_in_force
 from parking.clock import SHANGHAI
 from parking.devices import service as registry
+from parking.devices.model import Device
 from parking.lots import service as lots
 from parking.occupancy import store as core
 from parking.payments import anomalies as payment_anomalies
@@ -156,47 +157,106 @@ _WATCHER: Final = Principal(subject=SYSTEM, role=Role.CITY, token_id="cases-cloc
 async def watch_devices(
     conn: asyncpg.Connection, redis: aioredis.Redis, notifier: Notifier, *, now: datetime
 ) -> dict[str, int]:
-    """A device the gateway reported silent (an open ``device_silent`` anomaly) and not
-    heard since opens a case (a sensor's: sensor_fault; a gate's: gate_fault), once; a
-    device heard again after its case was opened closes it."""
+    """Devices the gateway reported silent (an open ``device_silent`` anomaly) and not
+    heard since open cases, once: a gate's its own (``gate_fault`` at its lane), a lot's
+    silent sensors one together (``sensor_fault`` at the lot, ref ``sensors:<lot>``,
+    for the district's team to send one person round). A case closes when none of its
+    devices is silent any more."""
     heard = await core.heard(redis)
     reported = await anomalies.queue(
         conn, _WATCHER, status="open", kind="device_silent", after=None, limit=1000
     )
     devices = {d.device_id: d for d in await registry.list_devices(conn, live_only=True)}
-    opened = closed = 0
+    silent: dict[str, list[Device]] = {}
     for anomaly in reported:
         device = devices.get(anomaly.device_id or "")
         if device is None or heard.get(device.device_id, -1) > _ms(anomaly.created_at):
             continue
-        place = await place_at(conn, device.lot_id, device.lane_id, device.space_id)
+        ref = f"sensors:{device.lot_id}" if device.kind == "sensor" else device.device_id
+        silent.setdefault(ref, []).append(device)
+    opened = closed = 0
+    for ref, members in sorted(silent.items()):
+        first = members[0]
+        sensors = ref.startswith("sensors:")
+        place = await place_at(
+            conn,
+            first.lot_id,
+            None if sensors else first.lane_id,
+            None if sensors else first.space_id,
+        )
         if place is None:
             continue
-        kind = Category.SENSOR_FAULT if device.kind == "sensor" else Category.GATE_FAULT
+        names = sorted(d.device_id for d in members)
+        text = (
+            f"{len(names)} 个地磁设备没有消息：{'、'.join(names[:20])}"
+            + ("等" if len(names) > 20 else "")
+            if sensors
+            else f"设备 {first.device_id} 没有消息"
+        )
         made = await service.open_by_platform(
             conn,
             notifier,
             source=Source.DEVICE_SILENT,
-            source_ref=device.device_id,
+            source_ref=ref,
             place=place,
-            category=kind,
-            text=f"设备 {device.device_id} 自 {anomaly.created_at.isoformat()} 起没有消息",
+            category=Category.SENSOR_FAULT if sensors else Category.GATE_FAULT,
+            text=text[:1000],
             now=now,
         )
         opened += made is not None
-    for case in await store.open_cases_of_source(conn, Source.DEVICE_SILENT.value):
-        assert case.source_ref is not None
-        if heard.get(case.source_ref, -1) > _ms(case.received_at):
+    if len(reported) < 1000:  # the whole list: a case none of whose devices is in it closes
+        for case in await store.open_cases_of_source(conn, Source.DEVICE_SILENT.value):
+            if case.source_ref is None or case.source_ref in silent:
+                continue
             async with conn.transaction():
                 done = await service.close_by_platform(
                     conn,
                     source=Source.DEVICE_SILENT,
                     source_ref=case.source_ref,
-                    note="the device was heard again",
+                    note="its devices were heard again",
                     now=now,
                 )
             closed += done is not None
     return {"opened": opened, "closed": closed}
+
+
+#: a lot full this long opens a case (``other`` at the lot: traffic to send elsewhere)
+FULL_FOR: Final = timedelta(hours=1)
+
+
+async def watch_full_lots(
+    conn: asyncpg.Connection, redis: aioredis.Redis, notifier: Notifier, *, now: datetime
+) -> dict[str, int]:
+    """A lot the core counts full (no free space) since the clock job first saw it so,
+    for ``FULL_FOR`` or more, opens a case at the lot, once; the case closes when the lot
+    has a free space again. Since when a lot is full is kept in ``case_full_lots``."""
+    every = await lots.every_lot(conn)
+    counts = await core.live_counts(redis, [lot.id for lot in every])
+    full = sorted(lot_id for lot_id, c in counts.items() if c.capacity > 0 and c.free == 0)
+    since = await store.full_lots(conn)
+    not_full = sorted(set(since) - set(full))
+    async with conn.transaction():
+        await store.mark_not_full(conn, not_full)
+        await store.mark_full(conn, [lot_id for lot_id in full if lot_id not in since], now)
+    opened = closed = 0
+    for lot_id in full:
+        began = since.get(lot_id, now)
+        if now - began < FULL_FOR:
+            continue
+        minutes = int((now - began).total_seconds() // 60)
+        opened += await _open_for(
+            conn, notifier, Source.LOT_FULL, lot_id, lot_id, None, None, Category.OTHER,
+            f"车场已满 {minutes} 分钟（自 {began.astimezone(SHANGHAI):%H:%M} 起），"
+            "请引导车辆到附近车场", now,
+        )  # fmt: skip
+    for lot_id in not_full:
+        async with conn.transaction():
+            done = await service.close_by_platform(
+                conn, source=Source.LOT_FULL, source_ref=lot_id,
+                note="the lot has a free space again", now=now,
+            )  # fmt: skip
+        closed += done is not None
+    return {"opened": opened, "closed": closed, "full": len(full)}
 
 
 def _ms(at: datetime) -> int:

@@ -15,8 +15,10 @@ from parking.cases.model import (
     OPEN_STATES,
     Case,
     Category,
+    Found,
     Holder,
     Level,
+    Outcome,
     Place,
     PlaceKind,
     ResponseGroup,
@@ -175,6 +177,19 @@ def closes_by_itself(case: Case, rules: RuleSet, now: datetime) -> bool:
         and case.resolved_at is not None
         and now >= case.resolved_at + timedelta(minutes=rules.close_after_minutes)
     )
+
+
+# --------------------------------------------------------------------------- plates
+
+
+def violation_outcome(found: Found, *, repeat: bool) -> Outcome:
+    """轻微首违不罚: a minor violation is a reminder unless the plate had one counted in
+    the 12 months before; a serious one, or a repeat, is referred for a penalty."""
+    if found is Found.NOT_FOUND:
+        return Outcome.NONE
+    if found is Found.SERIOUS or repeat:
+        return Outcome.REFERRED
+    return Outcome.REMINDER
 
 
 # --------------------------------------------------------------------------- figures

@@ -202,6 +202,8 @@ class Case(msgspec.Struct, frozen=True, kw_only=True):
     resolved_at: datetime | None
     closed_at: datetime | None
     updated_at: datetime
+    #: the plate an illegal-parking report names (its first report's)
+    plate: str | None = None
 
 
 class CaseEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -224,6 +226,38 @@ class PhotoView(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime
 
 
+class Found(StrEnum):
+    """What staff found of a reported plate's violation on the spot."""
+
+    MINOR = "minor"
+    SERIOUS = "serious"
+    NOT_FOUND = "not_found"
+
+
+class Outcome(StrEnum):
+    """What followed: 轻微首违不罚 (a reminder to the plate's holder, no penalty), a
+    referral to the traffic police for a penalty (a repeat within 12 months or a
+    serious one), or nothing."""
+
+    REMINDER = "reminder"
+    REFERRED = "referred"
+    NONE = "none"
+
+
+class Violation(msgspec.Struct, frozen=True, kw_only=True):
+    """The record of a case about a plate, as staff resolved it."""
+
+    plate: str
+    found: Found
+    outcome: Outcome
+    at: datetime
+    #: a counted violation of the plate within the 12 months before
+    repeat: bool
+    #: the reminder reached an account holding the plate
+    holder_notified: bool
+    by: str
+
+
 class CaseView(msgspec.Struct, frozen=True, kw_only=True):
     """A case as staff see it: the case, its tasks, its photos and its history."""
 
@@ -231,6 +265,7 @@ class CaseView(msgspec.Struct, frozen=True, kw_only=True):
     tasks: list[Task]
     events: list[CaseEvent]
     photos: list[PhotoView] = msgspec.field(default_factory=list)
+    violation: Violation | None = None
 
 
 class ReportView(msgspec.Struct, frozen=True, kw_only=True):

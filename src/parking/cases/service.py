@@ -11,6 +11,7 @@ from typing import Final, Protocol
 import asyncpg
 import structlog
 
+from parking.accounts import service as accounts
 from parking.cases import logic, photos, store
 from parking.cases.model import (
     BadRules,
@@ -18,9 +19,11 @@ from parking.cases.model import (
     CaseNotFound,
     CaseView,
     Category,
+    Found,
     Holder,
     Level,
     NotYours,
+    Outcome,
     PhotoView,
     Place,
     ReportView,
@@ -30,6 +33,7 @@ from parking.cases.model import (
     State,
     WrongState,
 )
+from parking.errors import InvalidInput
 from parking.ids import new_id
 
 log = structlog.get_logger("parking.cases")
@@ -122,6 +126,7 @@ async def _dispatch_new(
     level: Level,
     reporter: str | None,
     now: datetime,
+    plate: str | None = None,
 ) -> Case:
     holder = logic.holder_for(level, place)
     case = await store.insert_case(
@@ -149,6 +154,7 @@ async def _dispatch_new(
             resolved_at=None,
             closed_at=None,
             updated_at=now,
+            plate=plate,
         ),
     )
     actor = reporter or SYSTEM
@@ -200,9 +206,11 @@ async def report(
     text: str,
     account_id: str,
     now: datetime,
+    plate: str | None = None,
 ) -> Case:
     """A driver's (or a confirmed phone's) report: merged into an open case of the same
-    place and category received within ``merge_minutes``, else a new case, triaged."""
+    place, category and plate received within ``merge_minutes``, else a new case,
+    triaged."""
     rules = await rules_in_force(conn, now)
     since = now - timedelta(minutes=rules.rules.merge_minutes)
     target = await store.merge_target(
@@ -212,9 +220,12 @@ async def report(
         space_id=place.space_id,
         category=category,
         since=since,
+        plate=plate,
     )
     if target is not None:
-        await store.add_report(conn, target.id, account_id=account_id, text=text, now=now)
+        await store.add_report(
+            conn, target.id, account_id=account_id, text=text, now=now, plate=plate
+        )
         merged = await store.count_merged(conn, target.id, now)
         await store.add_event(
             conn, target.id, at=now, actor=account_id, action="merged", from_state=target.state,
@@ -242,8 +253,9 @@ async def report(
         level=level,
         reporter=account_id,
         now=now,
+        plate=plate,
     )
-    await store.add_report(conn, case.id, account_id=account_id, text=text, now=now)
+    await store.add_report(conn, case.id, account_id=account_id, text=text, now=now, plate=plate)
     return case
 
 
@@ -324,6 +336,7 @@ async def view(conn: asyncpg.Connection, case_id: str) -> CaseView:
         tasks=await store.tasks(conn, case_id),
         events=await store.events(conn, case_id),
         photos=await store.photos(conn, case_id),
+        violation=await store.violation(conn, case_id),
     )
 
 
@@ -359,12 +372,21 @@ async def act(
     now: datetime,
     place: Place | None = None,
     to: Holder | None = None,
+    found: Found | None = None,
 ) -> Case:
     """A staff move. ``holder``: the team the actor acts for (None: city management,
     who may reassign, raise and whistle any case). accept / start / resolve are the
-    holder's; a big case resolves only when every task is done."""
+    holder's; a big case resolves only when every task is done. Resolving a case about a
+    plate says what was ``found`` (轻微首违不罚: see ``_record_violation``)."""
     case = await locked(conn, case_id)
     to_state = logic.move(case, action)
+    if action == "resolve" and case.plate is not None and found is None:
+        raise InvalidInput(
+            f"case {case.id} is about a plate: say what was found on the spot "
+            "(violation: minor, serious or not_found)"
+        )
+    if found is not None and (action != "resolve" or case.plate is None):
+        raise InvalidInput("a violation is said only when resolving a case about a plate")
     level, new_holder = case.level, case.holder
     changes: dict[str, datetime | None] = {}
     rules = (await rules_in_force(conn, now)).rules
@@ -414,12 +436,63 @@ async def act(
                 conn, updated, recipient=new_holder, kind="dispatched",
                 message=f"case {case.id} reassigned to you", now=now,
             )  # fmt: skip
+    if action == "resolve" and found is not None:
+        await _record_violation(conn, notifier, updated, found, actor=actor, now=now)
     if action == "resolve" and updated.reporter_account_id is not None:
         await notifier.notify(
             conn, updated, recipient=f"account:{updated.reporter_account_id}", kind="resolved",
             message=f"your report {case.id} was resolved: confirm or reopen", now=now,
         )  # fmt: skip
     return updated
+
+
+#: the department a violation is referred to for a penalty
+PENALTY_DEPARTMENT: Final = Holder(role="department", scope="traffic_police")
+
+
+async def _record_violation(
+    conn: asyncpg.Connection,
+    notifier: Notifier,
+    case: Case,
+    found: Found,
+    *,
+    actor: str,
+    now: datetime,
+) -> None:
+    """轻微首违不罚: a minor violation with no counted one of the plate in the 12 months
+    before is a reminder to the plate's (verified) holder, not a penalty; a repeat or a
+    serious one is referred to the traffic police; recorded either way."""
+    assert case.plate is not None
+    earlier = (
+        None
+        if found is Found.NOT_FOUND
+        else await store.earlier_violation(conn, case.plate, before=now, case_id=case.id)
+    )
+    outcome = logic.violation_outcome(found, repeat=earlier is not None)
+    holder = (
+        await accounts.account_holding(conn, case.plate) if outcome is Outcome.REMINDER else None
+    )
+    await store.add_violation(
+        conn, plate=case.plate, case_id=case.id, lot_id=case.lot_id, at=now, found=found,
+        outcome=outcome, repeat_of=earlier, holder_account_id=holder, by=actor,
+    )  # fmt: skip
+    await store.add_event(
+        conn, case.id, at=now, actor=actor, action="violation", from_state=case.state,
+        to_state=case.state, level=case.level, holder=case.holder,
+        note=f"{found.value}: {outcome.value}" + (" (a repeat in 12 months)" if earlier else ""),
+    )  # fmt: skip
+    if outcome is Outcome.REMINDER and holder is not None:
+        await notifier.notify(
+            conn, case, recipient=f"account:{holder}", kind="reminder",
+            message=f"轻微首违不罚：车辆 {case.plate} 在 {case.lot_id} 的违停已记录，"
+            "本次不予处罚，请规范停车", now=now,
+        )  # fmt: skip
+    elif outcome is Outcome.REFERRED:
+        why = "a repeat within 12 months" if earlier else "a serious violation"
+        await notifier.notify(
+            conn, case, recipient=str(PENALTY_DEPARTMENT), kind="penalty_referral",
+            message=f"case {case.id}: plate {case.plate} at {case.lot_id}, {why}", now=now,
+        )  # fmt: skip
 
 
 async def task(

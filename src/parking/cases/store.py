@@ -12,19 +12,22 @@ from parking.cases.model import (
     Case,
     CaseEvent,
     Category,
+    Found,
     Holder,
     Level,
+    Outcome,
     PhotoView,
     RuleSet,
     RuleSetView,
     State,
     Task,
+    Violation,
 )
 
 _COLUMNS: Final = """id, source, source_ref, category, level, state, lot_id, district_code,
     lane_id, space_id, text, holder, rule_version, reports, reporter_account_id,
     received_at, accept_due_at, resolve_due_at, accepted_at, resolved_at, closed_at,
-    updated_at"""
+    updated_at, plate"""
 _RULES: Final = msgspec.json.Decoder(RuleSet)
 #: reports of one place ($1 lot, $2 lane, $3 space) and category ($4) since $5
 _SAME_PLACE: Final = """lot_id = $1 AND lane_id IS NOT DISTINCT FROM $2
@@ -148,30 +151,41 @@ async def merge_target(
     space_id: str | None,
     category: Category,
     since: datetime,
+    plate: str | None = None,
 ) -> Case | None:
-    """An open case of the same place and category received since ``since``, locked."""
+    """An open case of the same place, category and plate (if any) received since
+    ``since``, locked."""
     row = await conn.fetchrow(
         f"""SELECT {_COLUMNS} FROM cases WHERE {_SAME_PLACE}
-               AND state NOT IN ('resolved', 'closed')
+               AND plate IS NOT DISTINCT FROM $6 AND state NOT IN ('resolved', 'closed')
              ORDER BY received_at LIMIT 1 FOR UPDATE""",  # noqa: S608
         lot_id,
         lane_id,
         space_id,
         category.value,
         since,
+        plate,
     )
     return None if row is None else _case(row)
 
 
 async def add_report(
-    conn: asyncpg.Connection, case_id: str, *, account_id: str, text: str, now: datetime
+    conn: asyncpg.Connection,
+    case_id: str,
+    *,
+    account_id: str,
+    text: str,
+    now: datetime,
+    plate: str | None = None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO case_reports (case_id, account_id, text, at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO case_reports (case_id, account_id, text, at, plate) "
+        "VALUES ($1, $2, $3, $4, $5)",
         case_id,
         account_id,
         text,
         now,
+        plate,
     )
 
 
@@ -491,3 +505,85 @@ async def photo(conn: asyncpg.Connection, case_id: str, ref: str) -> PhotoView |
         ref,
     )
     return None if row is None else PhotoView(**dict(row))
+
+
+# --------------------------------------------------------------------------- plates
+
+
+async def earlier_violation(
+    conn: asyncpg.Connection, plate: str, *, before: datetime, case_id: str
+) -> int | None:
+    """The plate's latest counted violation (minor or serious) in the 12 calendar months
+    before ``before``, other than this case's."""
+    found: int | None = await conn.fetchval(
+        """SELECT id FROM plate_violations
+            WHERE plate = $1 AND found <> 'not_found' AND case_id <> $3
+              AND at > $2::timestamptz - interval '12 months' AND at <= $2
+            ORDER BY at DESC LIMIT 1""",
+        plate,
+        before,
+        case_id,
+    )
+    return found
+
+
+async def add_violation(
+    conn: asyncpg.Connection,
+    *,
+    plate: str,
+    case_id: str,
+    lot_id: str,
+    at: datetime,
+    found: Found,
+    outcome: Outcome,
+    repeat_of: int | None,
+    holder_account_id: str | None,
+    by: str,
+) -> None:
+    await conn.execute(
+        """INSERT INTO plate_violations (plate, case_id, lot_id, at, found, outcome, repeat_of,
+               holder_account_id, by_actor)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        plate,
+        case_id,
+        lot_id,
+        at,
+        found.value,
+        outcome.value,
+        repeat_of,
+        holder_account_id,
+        by,
+    )
+
+
+async def violation(conn: asyncpg.Connection, case_id: str) -> Violation | None:
+    row = await conn.fetchrow(
+        """SELECT plate, found, outcome, at, repeat_of IS NOT NULL AS repeat,
+                  holder_account_id IS NOT NULL AS holder_notified, by_actor AS by
+             FROM plate_violations WHERE case_id = $1""",
+        case_id,
+    )
+    return None if row is None else msgspec.convert(dict(row), Violation)
+
+
+# --------------------------------------------------------------------------- full lots
+
+
+async def full_lots(conn: asyncpg.Connection) -> dict[str, datetime]:
+    """lot -> since when the clock job has seen it full."""
+    return {r["lot_id"]: r["full_since"] for r in await conn.fetch(
+        "SELECT lot_id, full_since FROM case_full_lots"
+    )}  # fmt: skip
+
+
+async def mark_full(conn: asyncpg.Connection, lot_ids: list[str], since: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO case_full_lots (lot_id, full_since) SELECT unnest($1::text[]), $2 "
+        "ON CONFLICT (lot_id) DO NOTHING",
+        lot_ids,
+        since,
+    )
+
+
+async def mark_not_full(conn: asyncpg.Connection, lot_ids: list[str]) -> None:
+    await conn.execute("DELETE FROM case_full_lots WHERE lot_id = ANY($1::text[])", lot_ids)

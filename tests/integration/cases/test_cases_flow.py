@@ -11,6 +11,7 @@ import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -592,3 +593,145 @@ async def test_what_the_platform_recorded_opens_cases_and_their_resolution_close
     assert await clocks.watch_anomalies(city_db, notifier, now=now) == {"opened": 0, "closed": 2}
     still = await city_db.fetch("SELECT source FROM cases WHERE state <> 'closed'")
     assert [r["source"] for r in still] == ["gate_failing"]  # staff close that one
+
+
+async def _verified_holder(app: Client, who: dict[str, str], operator: dict[str, str]) -> None:
+    """``who`` binds PLATE and an operator approves their 行驶证 claim: the verified holder."""
+    bound = await app.post("/v1/me/vehicles", json={"plate": PLATE}, headers=who)
+    assert bound.status_code == 201, bound.text
+    claim = await app.post(
+        f"/v1/me/vehicles/{quote(PLATE)}/claims",
+        json={"evidence": "行驶证 360702123456", "photo_ref": "upload/xsz.jpg"},
+        headers=who,
+    )
+    assert claim.status_code == 201, claim.text
+    approved = await app.post(
+        f"/v1/operator/plate-claims/{claim.json()['id']}/approve", json={}, headers=operator
+    )
+    assert approved.status_code == 200, approved.text
+
+
+PLATE = "赣B5M321"
+
+
+async def test_a_first_minor_violation_of_a_plate_is_a_reminder_and_a_repeat_is_referred(
+    app: Client,
+    redis_client: Any,
+    app_settings: Settings,
+    clock: FixedClock,
+    city_db: asyncpg.Connection,
+) -> None:
+    holder = await driver(app, redis_client, "13800000171")
+    holder_id = (await app.get("/v1/me", headers=holder)).json()["id"]
+    await _verified_holder(app, holder, staff(app_settings, clock, Role.OPERATOR))
+    reporter_id = (
+        await app.get("/v1/me", headers=await driver(app, redis_client, "13800000172"))
+    ).json()["id"]
+
+    async def reported_and_resolved(found: str, plate: str = "赣b·5m321") -> dict[str, Any]:
+        # tokens of now: the clock moves through months
+        lot_staff = staff(app_settings, clock, Role.LOT_STAFF, DEMO_LOT)
+        reporter = bearer(
+            tokens.issue(
+                app_settings.jwt_key, subject=reporter_id, role=Role.DRIVER, now=clock.now(),
+                ttl=timedelta(hours=1),
+            )
+        )  # fmt: skip
+        made = await report(
+            app, reporter, category="illegal_parking", plate=plate, text="车停在消防通道"
+        )
+        await move(app, lot_staff, made["id"], "accept")
+        # a case about a plate is resolved only with what was found on the spot
+        bare = await app.post(
+            f"/v1/cases/{made['id']}/resolve", json={"note": "已挪车"}, headers=lot_staff
+        )
+        assert bare.status_code == 400, bare.text
+        assert "violation" in bare.json()["detail"]
+        view = await move(app, lot_staff, made["id"], "resolve", violation=found)
+        assert view["case"]["plate"] == PLATE
+        return view
+
+    first = await reported_and_resolved("minor")
+    assert {k: first["violation"][k] for k in ("plate", "found", "outcome", "repeat")} == {
+        "plate": PLATE, "found": "minor", "outcome": "reminder", "repeat": False,
+    }  # fmt: skip
+    assert first["violation"]["holder_notified"] is True
+    told = await city_db.fetch(
+        "SELECT recipient, kind, message FROM case_notifications WHERE case_id = $1 "
+        "AND kind IN ('reminder', 'penalty_referral')",
+        first["case"]["id"],
+    )
+    assert [(r["recipient"], r["kind"]) for r in told] == [(f"account:{holder_id}", "reminder")]
+    assert "不予处罚" in told[0]["message"]
+    assert first["events"][-1]["action"] == "violation"
+
+    # not found on the spot: recorded, counts for nothing
+    clock.advance(timedelta(days=10))
+    nothing = await reported_and_resolved("not_found")
+    assert nothing["violation"]["outcome"] == "none"
+
+    # the same plate minor again within 12 months: referred for a penalty
+    clock.advance(timedelta(days=200))
+    second = await reported_and_resolved("minor", plate=PLATE)
+    assert (second["violation"]["outcome"], second["violation"]["repeat"]) == ("referred", True)
+    referral = await city_db.fetchval(
+        "SELECT recipient FROM case_notifications WHERE case_id = $1 AND kind = 'penalty_referral'",
+        second["case"]["id"],
+    )
+    assert referral == "department:traffic_police"
+
+    # 12 months after the last counted one: a first violation again
+    clock.advance(timedelta(days=366))
+    third = await reported_and_resolved("minor")
+    assert (third["violation"]["outcome"], third["violation"]["repeat"]) == ("reminder", False)
+    # a serious one is referred even when first
+    clock.advance(timedelta(days=400))
+    serious = await reported_and_resolved("serious")
+    assert (serious["violation"]["outcome"], serious["violation"]["repeat"]) == (
+        "referred", False,
+    )  # fmt: skip
+    rows = await city_db.fetch(
+        "SELECT found, outcome FROM plate_violations WHERE plate = $1 ORDER BY at", PLATE
+    )
+    assert [(r["found"], r["outcome"]) for r in rows] == [
+        ("minor", "reminder"), ("not_found", "none"), ("minor", "referred"),
+        ("minor", "reminder"), ("serious", "referred"),
+    ]  # fmt: skip
+    # the record is append-only
+    with pytest.raises(asyncpg.PostgresError):
+        await city_db.execute(
+            "UPDATE plate_violations SET outcome = 'none' WHERE plate = $1", PLATE
+        )
+
+
+async def test_a_plate_in_a_report_is_checked(
+    app: Client, redis_client: Any, app_settings: Settings, clock: FixedClock,
+    city_db: asyncpg.Connection,
+) -> None:  # fmt: skip
+    who = await driver(app, redis_client, "13800000173")
+    before = await city_db.fetchval("SELECT count(*) FROM cases")
+    for body, kind in (
+        ({"category": "illegal_parking", "plate": "not a plate"}, "invalid-plate"),
+        ({"category": "gate_fault", "plate": PLATE}, None),
+    ):
+        got = await app.post(
+            "/v1/reports", json={"lot_id": DEMO_LOT, "text": "x", **body}, headers=who
+        )
+        assert got.status_code == 400, got.text
+        if kind:
+            assert got.json()["type"].endswith(kind)
+    assert await city_db.fetchval("SELECT count(*) FROM cases") == before
+    # two plates at one place are two cases; the same plate again merges
+    one = await report(app, who, category="illegal_parking", plate=PLATE, text="占道")
+    other = await report(app, who, category="illegal_parking", plate="赣B00001", text="占道")
+    same = await report(app, who, category="illegal_parking", plate=PLATE, text="还在")
+    assert one["id"] != other["id"]
+    assert (same["id"], same["merged"]) == (one["id"], True)
+    # a violation is said only when resolving a case about a plate
+    lot_staff = staff(app_settings, clock, Role.LOT_STAFF, DEMO_LOT)
+    plain = await report(app, who, category="space_blocked", text="杂物")
+    got = await app.post(
+        f"/v1/cases/{plain['id']}/accept", json={"note": "x", "violation": "minor"},
+        headers=lot_staff,
+    )  # fmt: skip
+    assert got.status_code == 400
