@@ -6,6 +6,7 @@ const TOKEN_KEY = "changbo.city.token";
 const lots = new Map();
 let chart = null;
 let hourly = null;
+let casesDaily = null;
 const FIGURES_EVERY_MS = 30000;
 let streamAbort = null;
 
@@ -213,6 +214,134 @@ async function refreshFigures() {
   } catch (e) { /* shown again at the next refresh; the stream says when the platform is down */ }
 }
 
+// 码上反映 · 响应时间: how far the city is from answering every report within the
+// target (30 minutes unless the rules say otherwise), over the last 7 business days.
+const CASE_DAYS = 7;
+const DAY_MS = 24 * 3600 * 1000;
+const CATEGORIES = {
+  space_blocked: "车位被占用", illegal_parking: "违规停车", gate_fault: "道闸故障",
+  sensor_fault: "地磁/检测器故障", wrong_charge: "收费不对", payment_problem: "支付问题",
+  facility_damage: "设施损坏", safety_hazard: "安全隐患", other: "其他",
+};
+const LEVELS = { small: "小事快处", middle: "中事协处", big: "大事统处" };
+let casesShown = false;
+
+// Minutes as a person says them: whole minutes, a tenth when there is one.
+const round1 = (m) => Math.round(m * 10) / 10;
+const inMinutes = (m) => (m === null || m === undefined) ? "—" : round1(m) + " 分钟";
+
+// Today and the 6 business days before it: the YYYY-MM-DD keys and the [from, to) asked for.
+function caseWindow(now) {
+  const days = [];
+  for (let back = CASE_DAYS - 1; back >= 0; back--) { days.push(businessDay(new Date(now.getTime() - back * DAY_MS))); }
+  const to = businessDay(new Date(now.getTime() + DAY_MS)) + "T00:00:00+08:00";
+  return { days, from: days[0] + "T00:00:00+08:00", to };
+}
+
+// The sentence the panel leads with: the p90 against the target, never NaN.
+function verdict(f) {
+  const o = f.overall, target = f.target_minutes;
+  if (o.cases === 0) { return ["近 7 天尚无案件，暂无响应时间。", ""]; }
+  if (o.p90_minutes === null) { return ["近 7 天 " + o.cases + " 件案件都还没有签收，暂无响应时间。", "late"]; }
+  const p90 = round1(o.p90_minutes);
+  if (o.p90_minutes > target) {
+    const gap = Math.max(0.1, round1(o.p90_minutes - target));
+    return ["p90 响应 " + p90 + " 分钟，比 " + target + " 分钟目标慢 " + gap + " 分钟", "late"];
+  }
+  return ["p90 响应 " + p90 + " 分钟，达到 " + target + " 分钟目标", "met"];
+}
+
+// Rows of cells into a table's body; one spanning row saying ``empty`` when there are none.
+function fillTable(table, rows, empty) {
+  const body = table.querySelector("tbody");
+  if (!rows.length) {
+    const row = document.createElement("tr"), cell = document.createElement("td");
+    cell.colSpan = table.querySelectorAll("thead th").length;
+    cell.className = "empty";
+    cell.textContent = empty;
+    row.appendChild(cell);
+    body.replaceChildren(row);
+    return;
+  }
+  body.replaceChildren(...rows.map(([key, values]) => {
+    const row = document.createElement("tr");
+    row.dataset.key = key;
+    for (const value of values) {
+      const cell = document.createElement("td");
+      cell.textContent = value;
+      row.appendChild(cell);
+    }
+    return row;
+  }));
+}
+
+const groupCells = (name, g) => [name, fmt(g.cases), inMinutes(g.p50_minutes), inMinutes(g.p90_minutes), pct(g.within_target)];
+
+function showCases(f, days) {
+  const o = f.overall;
+  const [sentence, tone] = verdict(f);
+  $("cases-verdict").textContent = sentence;
+  $("cases-verdict").className = "verdict" + (tone ? " " + tone : "");
+  $("cases-share-label").textContent = f.target_minutes + " 分钟内签收";
+  $("cases-share").textContent = pct(o.within_target);
+  $("cases-p50").textContent = inMinutes(o.p50_minutes);
+  $("cases-p90").textContent = inMinutes(o.p90_minutes);
+  $("cases-count").textContent = fmt(o.cases) + " / " + fmt(o.accepted);
+  $("cases-waiting").textContent = fmt(f.waiting);
+  $("cases-breaches").textContent = fmt(f.breaches);
+  const levels = new Map(f.by_level.map((g) => [g.key, g]));
+  fillTable($("cases-levels"), Object.keys(LEVELS).filter((k) => levels.has(k))
+    .map((k) => [k, groupCells(LEVELS[k], levels.get(k))]), "尚无案件");
+  // the slowest district first: the one keeping the city from its target
+  const slowest = [...f.by_district].sort((a, b) => (b.p90_minutes ?? -1) - (a.p90_minutes ?? -1) || a.key.localeCompare(b.key));
+  fillTable($("cases-districts"), slowest.map((g) => [g.key, groupCells(districtNames.get(g.key) || g.key, g)]), "尚无案件");
+  const categories = Object.entries(f.by_category).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  fillTable($("cases-categories"), categories.map(([k, n]) => [k, [CATEGORIES[k] || k, fmt(n)]]), "尚无案件");
+  showCasesDaily(f, days);
+  document.body.dataset.cases = o.cases ? "ready" : "empty";
+}
+
+function showCasesDaily(f, days) {
+  const byDay = new Map(f.by_day.map((g) => [g.key, g]));
+  const value = (day, field) => { const g = byDay.get(day); return g && g[field] !== null ? round1(g[field]) : null; };
+  casesDaily.setOption({
+    title: { show: f.overall.cases === 0, text: "尚无案件", left: "center", top: "middle", textStyle: { color: "#9fb3c8", fontSize: 14 } },
+    tooltip: {
+      trigger: "axis",
+      formatter: (items) => {
+        const g = byDay.get(days[items[0].dataIndex]);
+        return days[items[0].dataIndex] + "<br>" + (g ? "案件 " + g.cases + "，已签收 " + g.accepted + "<br>p50 " + inMinutes(g.p50_minutes)
+          + "，p90 " + inMinutes(g.p90_minutes) + "<br>达标率 " + pct(g.within_target) : "尚无案件");
+      },
+    },
+    legend: { data: ["p50", "p90"], top: 0, right: 10, textStyle: { color: "#c7d6e6" } },
+    color: ["#4fc3f7", "#ffb74d"],
+    grid: { left: 40, right: 16, top: 30, bottom: 24 },
+    xAxis: { type: "category", data: days.map((d) => d.slice(5)), axisLabel: { color: "#9fb3c8" } },
+    yAxis: { type: "value", min: 0, max: (v) => Math.ceil(Math.max(Number.isFinite(v.max) ? v.max : 0, f.target_minutes) * 1.15), axisLabel: { color: "#9fb3c8", formatter: (v) => Math.round(v) }, splitLine: { lineStyle: { color: "#23405f" } } },
+    series: [
+      { name: "p50", type: "bar", data: days.map((d) => value(d, "p50_minutes")) },
+      { name: "p90", type: "bar", data: days.map((d) => value(d, "p90_minutes")),
+        markLine: { silent: true, symbol: "none", lineStyle: { color: "#e74c3c", type: "dashed" },
+                    label: { formatter: "目标 " + f.target_minutes + " 分钟", color: "#ff9a9a", position: "insideEndTop" },
+                    data: [{ yAxis: f.target_minutes }] } },
+    ],
+  }, { notMerge: true });
+  document.body.dataset.casesDays = String(days.length);
+}
+
+async function refreshCases() {
+  const { days, from, to } = caseWindow(new Date());
+  try {
+    const figures = await api("/v1/city/cases/response-times?from=" + encodeURIComponent(from) + "&to=" + encodeURIComponent(to));
+    showCases(figures, days);
+    casesShown = true;
+  } catch (e) {
+    // figures already shown stay until the next refresh; none yet: say why
+    if (!casesShown) { $("cases-verdict").textContent = "响应时间暂不可用：" + e.message; }
+  }
+}
+
 async function refreshDistricts() {
   try { showDistricts((await api("/v1/city/districts")).items); } catch (e) { /* the stream says when down */ }
 }
@@ -266,12 +395,13 @@ async function open() {
   $("login").hidden = true; $("board").hidden = false;
   chart = echarts.init($("map"), null, { renderer: "canvas" });
   hourly = echarts.init($("hourly"), null, { renderer: "canvas" });
-  window.addEventListener("resize", () => { chart.resize(); hourly.resize(); });
+  casesDaily = echarts.init($("cases-daily"), null, { renderer: "canvas" });
+  window.addEventListener("resize", () => { chart.resize(); hourly.resize(); casesDaily.resize(); });
   showOverview(await api("/v1/city/overview"));
   showDistricts((await api("/v1/city/districts")).items);
   applyLots((await api("/v1/city/lots")).items);
-  await refreshFigures();
-  setInterval(refreshFigures, FIGURES_EVERY_MS);
+  await Promise.all([refreshFigures(), refreshCases()]);
+  setInterval(() => { refreshFigures(); refreshCases(); }, FIGURES_EVERY_MS);
   keepStreaming();
 }
 
