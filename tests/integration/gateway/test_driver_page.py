@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from browserkit import chromium
+from PIL import Image
 from pipekit import DEMO, Device, Pipeline, eventually
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -461,8 +462,16 @@ async def _contactless_on_and_off(
 async def _report_a_problem_here(browser: Any, pipeline: Pipeline, tmp_path: Path) -> None:
     """码上反映 starts here: the code's place, a kind of problem, the driver's words; the
     case is triaged (a blocked space: the lot's own staff) and listed on the page."""
-    Select(browser.find_element(By.ID, "report-category")).select_by_value("space_blocked")
+    category = Select(browser.find_element(By.ID, "report-category"))
+    category.select_by_value("gate_fault")
+    assert not browser.find_element(By.ID, "report-plate").is_displayed()
+    category.select_by_value("space_blocked")
+    # a blocked space may name the car in it; a photo goes with the words
+    browser.find_element(By.ID, "report-plate").send_keys("赣b·7p123")
     browser.find_element(By.ID, "report-text").send_keys("入口旁的车位被杂物占了")
+    photo = tmp_path / "blocked.png"
+    Image.new("RGB", (64, 48), (200, 80, 40)).save(photo)
+    browser.find_element(By.ID, "report-photos").send_keys(str(photo))
     browser.find_element(By.CSS_SELECTOR, "#report-form button[type=submit]").click()
 
     async def reported() -> bool:
@@ -471,10 +480,17 @@ async def _report_a_problem_here(browser: Any, pipeline: Pipeline, tmp_path: Pat
     await eventually(reported, within=10, what="the report")
     case_id = browser.execute_script("return document.body.dataset.reported")
     case = await pipeline.conn.fetchrow(
-        "SELECT lot_id, category, level, holder, text FROM cases WHERE id = $1", case_id
+        "SELECT lot_id, category, level, holder, text, plate FROM cases WHERE id = $1", case_id
     )
     assert case is not None
     assert (case["lot_id"], case["category"], case["level"]) == (DEMO, "space_blocked", "small")
+    assert case["plate"] == "赣B7P123"
+    assert browser.execute_script("return document.body.dataset.photos") == "1"
+    stored = await pipeline.conn.fetchrow(
+        "SELECT content_type, kind FROM case_photos WHERE case_id = $1", case_id
+    )
+    assert stored is not None
+    assert (stored["content_type"], stored["kind"]) == ("image/png", "report")
     assert case["holder"] == f"lot_staff:{DEMO}"
     assert case["text"] == "入口旁的车位被杂物占了"
     assert "30分钟内响应" in browser.find_element(By.ID, "message").text

@@ -32,6 +32,9 @@ const SENTENCES = {
   "service-unavailable": "服务暂时不可用，请稍后再试。",
   "occupancy-core-loading": "系统正在恢复，请稍后再试。",
   "lot-full": "停车场车位已满，请稍候或前往附近停车场。",
+  "photo-too-large": "照片太大了，请选择小于8MB的照片。",
+  "not-an-image": "这不是照片，请选择JPEG、PNG或WebP格式的图片。",
+  "too-many-photos": "每次反映最多附3张照片。",
 };
 const BY_STATUS = {
   400: "输入有误，请检查后重试。",
@@ -385,13 +388,46 @@ async function loadReports() {
   }));
 }
 
+const PLATE_CATEGORIES = ["illegal_parking", "space_blocked"];
+function showPlateField() {
+  const about = PLATE_CATEGORIES.includes($("report-category").value);
+  $("report-plate-label").hidden = !about;
+  if (!about) { $("report-plate").value = ""; }
+}
+$("report-category").addEventListener("change", showPlateField);
+showPlateField();
+
+async function uploadPhoto(caseId, file) {
+  const headers = { Accept: "application/json", "Content-Type": file.type || "application/octet-stream" };
+  if (state.access) { headers.Authorization = "Bearer " + state.access; }
+  const response = await fetch("/v1/reports/" + encodeURIComponent(caseId) + "/photos", { method: "POST", headers, body: file, credentials: "same-origin" });
+  if (response.ok) { return null; }
+  let payload = null;
+  try { payload = await response.json(); } catch (e) { payload = null; }
+  const slug = payload && typeof payload.type === "string" ? payload.type.split("/").pop() : "";
+  return SENTENCES[slug] || BY_STATUS[response.status] || "照片未能上传。";
+}
+
 $("report-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  const photos = Array.from($("report-photos").files || []);
+  if (photos.length > 3) { say(SENTENCES["too-many-photos"]); return; }
   try {
-    const got = await call("/v1/reports", { method: "POST", body: { code: CODE, category: $("report-category").value, text: $("report-text").value.trim() } });
-    $("report-text").value = "";
-    say(got.merged ? "已收到，这个问题已有人反映，我们正在处理。" : "已收到您的反映，工作人员会在30分钟内响应。", true);
+    const body = { code: CODE, category: $("report-category").value, text: $("report-text").value.trim() };
+    const plate = $("report-plate").value.trim();
+    if (plate && PLATE_CATEGORIES.includes(body.category)) { body.plate = plate; }
+    const got = await call("/v1/reports", { method: "POST", body });
+    $("report-text").value = ""; $("report-plate").value = "";
+    const refused = [];
+    for (const file of photos) {
+      const why = await uploadPhoto(got.id, file);
+      if (why) { refused.push(file.name + "：" + why); }
+    }
+    $("report-photos").value = "";
+    const received = got.merged ? "已收到，这个问题已有人反映，我们正在处理。" : "已收到您的反映，工作人员会在30分钟内响应。";
+    say(refused.length ? received + " 但有照片未能上传：" + refused.join("；") : received, refused.length === 0);
     await loadReports();
+    document.body.dataset.photos = String(photos.length - refused.length);
     document.body.dataset.reported = got.id;
   } catch (e) { say(e.message); }
 });
