@@ -131,6 +131,7 @@ async def response_figures(
         )
         for r in await store.responses(conn, since=since, until=until)
     ]
+    waiting_now, overdue_now = await store.waiting_now(conn, now)
     categories: dict[str, int] = {}
     for row in rows:
         categories[row.category] = categories.get(row.category, 0) + 1
@@ -145,6 +146,8 @@ async def response_figures(
         by_category=dict(sorted(categories.items())),
         breaches=await store.breaches(conn, since=since, until=until),
         waiting=sum(1 for r in rows if r.minutes is None),
+        waiting_now=waiting_now,
+        overdue_now=overdue_now,
     )
 
 

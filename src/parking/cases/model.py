@@ -331,5 +331,9 @@ class ResponseFigures(msgspec.Struct, frozen=True, kw_only=True):
     by_day: list[ResponseGroup]
     by_category: dict[str, int]
     breaches: int
-    #: still waiting to be accepted
+    #: of the cases received in the window, those still waiting to be accepted
     waiting: int
+    #: every case waiting to be accepted now, however old (received, dispatched or
+    #: reopened), and of those, the ones past their accept clock
+    waiting_now: int = 0
+    overdue_now: int = 0

@@ -451,6 +451,17 @@ async def breaches(conn: asyncpg.Connection, *, since: datetime, until: datetime
     return int(value)
 
 
+async def waiting_now(conn: asyncpg.Connection, now: datetime) -> tuple[int, int]:
+    """Cases waiting to be accepted now, and of those the ones past their accept clock."""
+    row = await conn.fetchrow(
+        """SELECT count(*) AS waiting, count(*) FILTER (WHERE accept_due_at <= $1) AS overdue
+             FROM cases WHERE state IN ('received', 'dispatched', 'reopened')""",
+        now,
+    )
+    assert row is not None
+    return int(row["waiting"]), int(row["overdue"])
+
+
 # --------------------------------------------------------------------------- photos
 
 

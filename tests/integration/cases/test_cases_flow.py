@@ -341,7 +341,7 @@ async def test_the_response_time_figures_equal_those_of_the_moves_made(
     assert figures["overall"]["p50_minutes"] == logic.percentile(times, 0.5) == 25
     assert figures["overall"]["p90_minutes"] == 45
     assert figures["overall"]["within_target"] == pytest.approx(2 / 3)
-    assert figures["waiting"] == 1
+    assert (figures["waiting"], figures["waiting_now"], figures["overdue_now"]) == (1, 1, 0)
     by_level = {g["key"]: g for g in figures["by_level"]}
     assert by_level["middle"]["p50_minutes"] == 25
     assert by_level["small"]["accepted"] == 2
@@ -351,6 +351,21 @@ async def test_the_response_time_figures_equal_those_of_the_moves_made(
         "facility_damage": 1, "gate_fault": 1, "other": 1, "space_blocked": 1,
     }  # fmt: skip
     assert unanswered["state"] == "dispatched"
+    # half an hour on, the unanswered case is past its accept clock; a window that
+    # begins after it was received still counts it among those waiting now
+    clock.advance(timedelta(minutes=30))
+    later = (
+        await app.get(
+            "/v1/city/cases/response-times",
+            params={
+                "from": clock.now().isoformat(),
+                "to": (clock.now() + timedelta(hours=1)).isoformat(),
+            },
+            headers=staff(app_settings, clock, Role.CITY),
+        )
+    ).json()
+    assert (later["overall"]["cases"], later["waiting"]) == (0, 0)
+    assert (later["waiting_now"], later["overdue_now"]) == (1, 1)
     # only the city reads them
     assert (await app.get("/v1/city/cases/response-times", headers=lot_staff)).status_code == 403
 

@@ -196,6 +196,7 @@ async def test_the_cases_panel_says_how_far_the_city_is_from_answering_within_30
         assert (_text(browser, "cases-p50"), _text(browser, "cases-p90")) == ("—", "—")
         assert _text(browser, "cases-count") == "0 / 0"
         assert (_text(browser, "cases-waiting"), _text(browser, "cases-breaches")) == ("0", "0")
+        assert _text(browser, "cases-waiting-now") == "0 / 0"
         for table in ("cases-levels", "cases-districts", "cases-categories"):
             cells = browser.find_elements(By.CSS_SELECTOR, f"#{table} tbody td")
             assert [c.text for c in cells] == ["尚无案件"], table
@@ -229,6 +230,8 @@ async def test_the_cases_panel_says_how_far_the_city_is_from_answering_within_30
         assert "late" in (browser.find_element(By.ID, "cases-verdict").get_attribute("class") or "")
         assert _text(browser, "cases-count") == f"{len(made)} / {len(times)}"
         assert _text(browser, "cases-waiting") == str(sum(m.minutes is None for m in made))
+        # waiting now, however old: the one received 10 minutes ago, within its clock
+        assert _text(browser, "cases-waiting-now") == "1 / 0"
         assert _text(browser, "cases-breaches") == str(sum(t > TARGET for t in times))
 
         # each level, district and category

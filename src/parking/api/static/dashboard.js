@@ -288,6 +288,7 @@ function showCases(f, days) {
   $("cases-p90").textContent = inMinutes(o.p90_minutes);
   $("cases-count").textContent = fmt(o.cases) + " / " + fmt(o.accepted);
   $("cases-waiting").textContent = fmt(f.waiting);
+  $("cases-waiting-now").textContent = fmt(f.waiting_now) + " / " + fmt(f.overdue_now);
   $("cases-breaches").textContent = fmt(f.breaches);
   const levels = new Map(f.by_level.map((g) => [g.key, g]));
   fillTable($("cases-levels"), Object.keys(LEVELS).filter((k) => levels.has(k))
