@@ -324,7 +324,20 @@ CREATE TABLE public.case_notifications (
     at timestamp with time zone NOT NULL,
     recipient text NOT NULL,
     kind text NOT NULL,
-    message text NOT NULL
+    message text NOT NULL,
+    delivery text DEFAULT 'pending'::text NOT NULL,
+    channels text[] DEFAULT '{}'::text[] NOT NULL,
+    sent text[] DEFAULT '{}'::text[] NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_attempt_at timestamp with time zone,
+    next_attempt_at timestamp with time zone,
+    last_error text,
+    delivered_at timestamp with time zone,
+    CONSTRAINT case_notifications_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT case_notifications_delivered_check CHECK (((delivery = 'delivered'::text) = (delivered_at IS NOT NULL))),
+    CONSTRAINT case_notifications_delivery_check CHECK ((delivery = ANY (ARRAY['pending'::text, 'delivered'::text, 'no_address'::text, 'failed'::text, 'stale'::text]))),
+    CONSTRAINT case_notifications_last_error_check CHECK ((length(last_error) <= 500)),
+    CONSTRAINT case_notifications_next_attempt_check CHECK (((delivery = 'pending'::text) OR (next_attempt_at IS NULL)))
 );
 ALTER TABLE public.case_notifications ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     SEQUENCE NAME public.case_notifications_id_seq
@@ -2284,6 +2297,7 @@ CREATE INDEX bills_prepay_idx ON public.bills USING btree (session_id) WHERE (ki
 CREATE INDEX bills_tariff_idx ON public.bills USING btree (tariff_id, tariff_version);
 CREATE INDEX case_events_case ON public.case_events USING btree (case_id, id);
 CREATE INDEX case_notifications_case ON public.case_notifications USING btree (case_id);
+CREATE INDEX case_notifications_undelivered ON public.case_notifications USING btree (COALESCE(next_attempt_at, at), id) WHERE (delivery = 'pending'::text);
 CREATE INDEX case_reports_account ON public.case_reports USING btree (account_id, at);
 CREATE INDEX case_reports_case ON public.case_reports USING btree (case_id);
 CREATE INDEX case_reports_plate ON public.case_reports USING btree (plate, at) WHERE (plate IS NOT NULL);

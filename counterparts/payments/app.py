@@ -29,7 +29,7 @@ import structlog
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 
-from counterparts.payments import cashier
+from counterparts.payments import cashier, messages
 from counterparts.payments import keys as key_files
 from counterparts.payments.alipay import AlipayGateway
 from counterparts.payments.model import (
@@ -472,6 +472,7 @@ ROUTES: Final = [
     control,
     clock,
     move_clock,
+    *messages.ROUTES,
 ]
 
 
@@ -491,6 +492,15 @@ def create_app(settings: SandboxSettings | None = None) -> Litestar:
     keys = key_files.ensure(folder, base_url=settings.public_url)
     store = SandboxStore(folder / DATABASE)
     service = SandboxPay(store, keys, settings, clock=SystemClock())
+    # WeChat template messages and the SMS gateway (码上反映's notifiers): messages.py
+    messaging = messages.start(
+        folder,
+        base_url=settings.public_url,
+        appid=keys.identity.appid,
+        app_secret=keys.app_secret,
+        app_secret_path=folder / key_files.APP_SECRET,
+        clock=SystemClock(),
+    )
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -520,7 +530,7 @@ def create_app(settings: SandboxSettings | None = None) -> Litestar:
     return Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],
-        state=State({"sandbox": service}),
+        state=State({"sandbox": service, "messages": messaging}),
         exception_handlers={ApiError: api_error_handler, Exception: internal_error_handler},
         openapi_config=None,
     )

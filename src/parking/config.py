@@ -166,6 +166,13 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "how often `parking run`'s clock job escalates 码上反映 cases whose clocks ran out",
     ),
     (
+        "PARKING_CASES_NOTIFY_CONFIG",
+        "(none: local only)",
+        "码上反映's SMS and WeChat template-message channels and contacts (JSON, see "
+        "docs/cases.md); unset, notifications are only logged and kept in "
+        "`case_notifications`",
+    ),
+    (
         "PARKING_RECONCILE_AT",
         "10:00",
         "time of day (Asia/Shanghai) after which `parking run`'s reconciler fetches and "
@@ -257,6 +264,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: the rollup job's period
     rollup_every_s: float = 30.0
     cases_every_s: float = 30.0
+    #: 码上反映's notification channels (SMS, WeChat template messages) and contacts;
+    #: None: notifications stay in ``case_notifications`` and the log
+    cases_notify_config: Path | None = None
 
     def fee_rate_ppm(self, provider: str) -> int:
         """The provider's contracted fee rate; ConfigError when none is configured."""
@@ -356,6 +366,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         device_silent_after_s=_positive("PARKING_DEVICE_SILENT_AFTER_S", get),
         rollup_every_s=_positive("PARKING_ROLLUP_EVERY_S", get),
         cases_every_s=_positive("PARKING_CASES_EVERY_S", get),
+        cases_notify_config=_path(env.get("PARKING_CASES_NOTIFY_CONFIG")),
     )
 
 
@@ -412,6 +423,10 @@ def _time_of_day(text: str) -> tuple[int, int]:
     if not (0 <= int(hour) < 24 and 0 <= int(minute) < 60):
         raise ConfigError(f"PARKING_RECONCILE_AT: {text!r} is not a time of day")
     return int(hour), int(minute)
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text).resolve() if text else None
 
 
 def _count(text: str | None) -> int | None:
