@@ -1,4 +1,4 @@
-"""The fee engine: contract v1 computation steps 1 to 7, pure and exact.
+"""The fee engine: contract v2 computation steps 1 to 7, pure and exact.
 
 Instants are handled as integer microseconds since the Unix epoch (UTC), the
 resolution of `datetime`, so every comparison and duration is exact: a stay one
@@ -13,12 +13,19 @@ had one offset since 1991, but a tariff may name any IANA zone):
   forward the band of the skipped hour is simply never active;
 - a daily cycle starts at the first instant the local clock reads `reset_at` or
   later on that date, so each local date has exactly one reset even when its
-  `reset_at` is repeated or skipped.
+  `reset_at` is repeated or skipped;
+- with `schedules`, a local date's schedule is decided once, from the date the
+  wall clock shows (a repeated hour belongs to its date, a skipped one to none).
+
+Contract v2 inputs besides the document and the stay: the calendars that class
+local dates into day types (for `schedules`), and the index of this stay among
+the plate's stays of the same local day in the same grace_group (for
+`nev.daily_grace`). Both come from the caller, so the engine stays pure.
 """
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from functools import cache
 from itertools import pairwise
 from typing import Final
@@ -27,19 +34,25 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from parking.money import Fen
+from parking.tariffs.calendar import Calendar, DayClass, classify
 from parking.tariffs.model import (
     Band,
+    Cap,
     Charge,
     CycleSum,
+    FreeRemainder,
+    NevPolicy,
     OmittedCharges,
     Quote,
     QuoteError,
     Segment,
     Tariff,
+    TiersRestart,
     minute_of_day,
 )
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE: Final = date(1970, 1, 1)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _MINUTE_US: Final = 60_000_000
 _DAY_US: Final = 24 * 60 * _MINUTE_US
@@ -61,13 +74,31 @@ _json_encoder: Final = msgspec.json.Encoder()
 _Piece = tuple[int, int, int]
 
 
-def quote(tariff: Tariff, entry: datetime, exit: datetime, *, nev: bool) -> Quote:
+def quote(
+    tariff: Tariff,
+    entry: datetime,
+    exit: datetime,
+    *,
+    nev: bool,
+    calendars: Calendar | Sequence[Calendar] = (),
+    stay_of_day: int = 1,
+) -> Quote:
     """Price a stay from `entry` to `exit` (aware datetimes) under `tariff`.
 
-    Pure and deterministic: the same tariff, times and `nev` flag always give
-    the same quote. `nev` marks a new-energy vehicle; it changes the price only
-    when the tariff has an NEV policy (`Quote.nev_applied`).
-    Raises `QuoteError` for naive times or `exit <= entry`.
+    Pure and deterministic: the same tariff, times, `nev` flag, calendars and
+    stay index always give the same quote. `nev` marks a new-energy vehicle;
+    it changes the price only when the tariff has an NEV policy
+    (`Quote.nev_applied`).
+
+    `calendars` class the local dates of a document with `schedules` into
+    workday, rest day and holiday: a date takes the first calendar that
+    covers it, and a date none covers is classed by weekday alone (listed in
+    `Quote.dates_by_weekday`). `stay_of_day` is this stay's place (1 for the
+    first) among the plate's stays whose entry falls on the same local day
+    under tariffs of the same `Tariff.group`; it picks the `nev.daily_grace`
+    entry. Documents without these fields ignore both.
+
+    Raises `QuoteError` for naive times, `exit <= entry` or `stay_of_day < 1`.
     """
     entry_us = _instant_us("entry", entry)
     exit_us = _instant_us("exit", exit)
@@ -75,57 +106,31 @@ def quote(tariff: Tariff, entry: datetime, exit: datetime, *, nev: bool) -> Quot
         # Step 1: a non-positive stay is a data error upstream (clock skew,
         # mismatched passages), never a free stay.
         raise QuoteError(f"exit {exit.isoformat()} is not after entry {entry.isoformat()}")
-    zone = tariff.zone()
+    if stay_of_day < 1:
+        raise QuoteError(f"stay_of_day counts the day's stays from 1, got {stay_of_day}")
     policy = tariff.nev if nev else None
-    if tariff.grace is not None:
-        grace_minutes, deductible = tariff.grace.minutes, tariff.grace.deductible
-    else:
-        grace_minutes, deductible = 0, False
-    if policy is not None:
-        # The NEV grace replaces the ordinary one; a field the policy leaves
-        # out keeps the ordinary value.
-        if policy.grace_minutes is not None:
-            grace_minutes = policy.grace_minutes
-        if policy.grace_deductible is not None:
-            deductible = policy.grace_deductible
+    # v2 `nev.tariff`: steps 2 to 5 run on that document instead.
+    document = tariff
+    if policy is not None and isinstance(policy.tariff, Tariff):
+        document = policy.tariff
+    zone = document.zone()
+    grace_minutes, deductible = _grace(document, policy, stay_of_day)
     grace_us = grace_minutes * _MINUTE_US
 
     within_grace = exit_us - entry_us <= grace_us
     billable_us = entry_us + grace_us if deductible else entry_us
-    charges: list[Charge] = []
-    charge_times: list[int] = []
-    segments: list[Segment] = []
-    cycles: list[CycleSum] = []
-    subtotal = 0
+    priced = _Priced()
     if not within_grace:
-        cap = tariff.cap
-        daily = cap is not None and cap.cycle == "daily"
-        margin = _CYCLE_MARGIN_US if daily else 0
-        # One microsecond past exit so the exit instant has its own offset.
-        pieces = _offset_pieces(zone, billable_us - margin, exit_us + margin + 1)
-        clock = _Clock(zone, pieces)
-        for start, end, band_index in _band_segments(tariff, pieces, billable_us, exit_us):
-            segments.append(
-                _charge_segment(
-                    tariff, band_index, (start, end), billable_us, clock, charges, charge_times
-                )
-            )
-        if cap is None:
-            subtotal = sum(charge.fen for charge in charges)
-        else:
-            if daily:
-                windows = _daily_windows(pieces, cap.reset_minute, billable_us, exit_us)
-            else:
-                windows = _rolling_windows(entry_us, billable_us, exit_us)
-            cycles = _cap_cycles(windows, charges, charge_times, cap.fen, clock)
-            subtotal = sum(cycle.fen for cycle in cycles)
+        if isinstance(calendars, Calendar):
+            calendars = (calendars,)
+        priced = _price(document, zone, (entry_us, billable_us, exit_us), calendars)
 
-    total = subtotal
+    total = priced.subtotal
     if policy is not None:
         # Contract step 6: the NEV share is rounded down to the fen (floor), in
         # the driver's favour; integer division is exact for these non-negative
         # integers.
-        total = subtotal * policy.percent // 100
+        total = priced.subtotal * policy.percent // 100
     return Quote(
         tariff_id=tariff.id,
         currency=tariff.currency,
@@ -138,12 +143,111 @@ def quote(tariff: Tariff, entry: datetime, exit: datetime, *, nev: bool) -> Quot
         grace_deductible=deductible,
         within_grace=within_grace,
         billable_start=None if within_grace else _local(billable_us, zone),
-        segments=tuple(segments),
-        charges=tuple(charges),
-        cycles=tuple(cycles),
-        subtotal_fen=subtotal,
+        segments=tuple(priced.segments),
+        charges=tuple(priced.charges),
+        cycles=tuple(priced.cycles),
+        subtotal_fen=priced.subtotal,
         nev_percent=None if policy is None else policy.percent,
+        tiers_restart=document.restart,
+        nev_tariff_id=None if document is tariff else document.id,
+        stay_of_day=(
+            stay_of_day if policy is not None and policy.daily_grace is not msgspec.UNSET else None
+        ),
+        calendars=priced.calendars,
+        dates_by_weekday=priced.dates_by_weekday,
     )
+
+
+def _grace(document: Tariff, policy: NevPolicy | None, stay_of_day: int) -> tuple[int, bool]:
+    """Step 2's grace (minutes, deductible) for this vehicle and stay of the day."""
+    if document.grace is not None:
+        minutes, deductible = document.grace.minutes, document.grace.deductible
+    else:
+        minutes, deductible = 0, False
+    if policy is None:
+        return minutes, deductible
+    if isinstance(policy.daily_grace, tuple) and stay_of_day <= len(policy.daily_grace):
+        daily = policy.daily_grace[stay_of_day - 1]
+        return daily.minutes, daily.deductible
+    # The NEV grace replaces the ordinary one; a field the policy leaves out
+    # keeps the ordinary value.
+    if policy.grace_minutes is not None:
+        minutes = policy.grace_minutes
+    if policy.grace_deductible is not None:
+        deductible = policy.grace_deductible
+    return minutes, deductible
+
+
+class _Priced:
+    """Steps 3 to 5 of a billable stay: its segments, charges, cycles and sum."""
+
+    __slots__ = ("calendars", "charges", "cycles", "dates_by_weekday", "segments", "subtotal")
+
+    def __init__(self) -> None:
+        self.segments: list[Segment] = []
+        self.charges: list[Charge] = []
+        self.cycles: list[CycleSum] = []
+        self.subtotal: Fen = 0
+        self.calendars: tuple[str, ...] = ()
+        self.dates_by_weekday: tuple[date, ...] = ()
+
+
+def _price(
+    document: Tariff,
+    zone: ZoneInfo,
+    stay: tuple[int, int, int],
+    calendars: Sequence[Calendar],
+) -> _Priced:
+    entry_us, billable_us, exit_us = stay
+    priced = _Priced()
+    cap = document.cap
+    daily = cap is not None and cap.cycle == "daily"
+    margin = _CYCLE_MARGIN_US if daily else 0
+    # One microsecond past exit so the exit instant has its own offset.
+    pieces = _offset_pieces(zone, billable_us - margin, exit_us + margin + 1)
+    clock = _Clock(zone, pieces)
+    windows: list[tuple[int, int]] = []
+    if cap is not None:
+        if daily:
+            windows = _daily_windows(pieces, cap.reset_minute, billable_us, exit_us)
+        else:
+            windows = _rolling_windows(entry_us, billable_us, exit_us)
+    days = _Days(document, calendars)
+    origins = _Origins(document.restart, billable_us, windows, clock)
+    charge_times: list[int] = []
+    for start, end, schedule, band_index, day in _band_segments(days, pieces, billable_us, exit_us):
+        band = days.bands[schedule][band_index]
+        raw, fen = _charge_segment(band, (start, end), origins, clock, priced.charges, charge_times)
+        segment = Segment(
+            start=clock.local(start),
+            end=clock.local(end),
+            band=band.name,
+            raw_fen=raw,
+            fen=fen,
+        )
+        kind = days.classes.get(day)
+        if kind is not None:
+            segment = msgspec.structs.replace(
+                segment,
+                schedule=schedule,
+                date=_EPOCH_DATE + timedelta(days=day),
+                day_type=kind.day_type,
+                calendar=kind.calendar,
+            )
+        priced.segments.append(segment)
+    if cap is None:
+        priced.subtotal = sum(charge.fen for charge in priced.charges)
+    else:
+        priced.cycles = _cap_cycles(windows, priced.charges, charge_times, cap, clock)
+        priced.subtotal = sum(cycle.fen for cycle in priced.cycles)
+    consulted = sorted(days.classes.items())
+    priced.calendars = tuple(
+        dict.fromkeys(kind.calendar for _, kind in consulted if kind.calendar is not None)
+    )
+    priced.dates_by_weekday = tuple(
+        _EPOCH_DATE + timedelta(days=day) for day, kind in consulted if kind.calendar is None
+    )
+    return priced
 
 
 #: Charges a quote shown to a person (API, CLI) lists at most. A day at the
@@ -271,13 +375,55 @@ def _day_map(bands: Sequence[Band]) -> tuple[list[int], list[int]]:
     return [minute * _MINUTE_US for minute, _ in runs], [index for _, index in runs]
 
 
+class _Days:
+    """The bands of each local day: a document's one list, or with `schedules`
+    the list of the schedule its date uses (decided once per date)."""
+
+    __slots__ = ("_calendars", "_of_day", "_schedules", "bands", "classes", "maps")
+
+    def __init__(self, document: Tariff, calendars: Sequence[Calendar]) -> None:
+        self._schedules = document.day_schedules
+        self._calendars = calendars
+        if self._schedules is None:
+            self.bands = [document.bands]
+        else:
+            self.bands = [schedule.bands for schedule in self._schedules]
+        self.maps = [_day_map(bands) for bands in self.bands]
+        self._of_day: dict[int, int] = {}
+        #: local day number (days since 1970-01-01) -> its class, for the days
+        #: whose schedule was decided
+        self.classes: dict[int, DayClass] = {}
+
+    def schedule(self, day: int) -> int:
+        """The index of the schedule of local day number `day` (0 without schedules)."""
+        if self._schedules is None:
+            return 0
+        found = self._of_day.get(day)
+        if found is None:
+            local = _EPOCH_DATE + timedelta(days=day)
+            kind = classify(local, self._calendars)
+            self.classes[day] = kind
+            # A date uses the first schedule one of whose entries matches it;
+            # the document names every day type, so one always does.
+            found = next(
+                i
+                for i, schedule in enumerate(self._schedules)
+                if schedule.matches(local, kind.day_type)
+            )
+            self._of_day[day] = found
+        return found
+
+
 def _band_segments(
-    tariff: Tariff, pieces: list[_Piece], start_us: int, end_us: int
-) -> list[tuple[int, int, int]]:
-    """Contract step 3: [start, end) as maximal (start, end, band index) segments."""
-    day_starts, day_bands = _day_map(tariff.bands)
-    runs = len(day_starts)
-    changes: list[tuple[int, int]] = []
+    days: _Days, pieces: list[_Piece], start_us: int, end_us: int
+) -> list[tuple[int, int, int, int, int]]:
+    """Contract step 3: [start, end) as maximal (start, end, schedule, band, day) segments.
+
+    `day` is the local day number of the segment's start. A segment is one
+    band of one schedule, so with schedules it also ends at the midnight
+    before a date that uses another schedule.
+    """
+    changes: list[tuple[int, int, int, int]] = []
     for piece_start, piece_end, offset in pieces:
         low, high = max(piece_start, start_us), min(piece_end, end_us)
         if low >= high:
@@ -285,37 +431,79 @@ def _band_segments(
         # Within a piece the wall clock is the instant shifted by the offset.
         wall_low, wall_high = low + offset, high + offset
         day, time_of_day = divmod(wall_low, _DAY_US)
+        schedule = days.schedule(day)
+        day_starts, day_bands = days.maps[schedule]
         run = bisect_right(day_starts, time_of_day) - 1
-        changes.append((low, day_bands[run]))
+        changes.append((low, schedule, day_bands[run], day))
         while True:
             run += 1
-            if run == runs:
+            if run == len(day_starts):
                 day, run = day + 1, 0
+                if day * _DAY_US >= wall_high:
+                    break  # the stay ends by this midnight: its date is not consulted
+                schedule = days.schedule(day)
+                day_starts, day_bands = days.maps[schedule]
             wall = day * _DAY_US + day_starts[run]
             if wall >= wall_high:
                 break
-            changes.append((wall - offset, day_bands[run]))
-    segments: list[tuple[int, int, int]] = []
-    for at, band_index in changes:
-        if segments and segments[-1][2] == band_index:
+            changes.append((wall - offset, schedule, day_bands[run], day))
+    segments: list[tuple[int, int, int, int, int]] = []
+    for at, schedule, band_index, day in changes:
+        if segments and segments[-1][2:4] == (schedule, band_index):
             continue
         if segments:
-            segments[-1] = (segments[-1][0], at, segments[-1][2])
-        segments.append((at, end_us, band_index))
+            segments[-1] = (segments[-1][0], at, *segments[-1][2:])
+        segments.append((at, end_us, schedule, band_index, day))
     return segments
 
 
+class _Origins:
+    """Where a unit's tier position is counted from (v2 step 4), and how the
+    quote shows it."""
+
+    __slots__ = ("_billable_us", "_clock", "_shown", "_starts", "restart")
+
+    def __init__(
+        self,
+        restart: TiersRestart,
+        billable_us: int,
+        windows: list[tuple[int, int]],
+        clock: "_Clock",
+    ) -> None:
+        self.restart = restart
+        self._billable_us = billable_us
+        self._starts = [low for low, _ in windows]
+        self._clock = clock
+        self._shown: tuple[int, datetime] | None = None
+
+    def of(self, at_us: int, segment_start_us: int) -> int:
+        if self.restart == "segment":
+            return segment_start_us
+        if self.restart == "cycle":
+            # The cap cycle containing the unit, clipped to the billable start.
+            cycle = bisect_right(self._starts, at_us) - 1
+            return max(self._billable_us, self._starts[cycle])
+        return self._billable_us
+
+    def shown(self, origin_us: int) -> datetime | None:
+        """The origin as the quote lists it: None for "stay" (the billable start)."""
+        if self.restart == "stay":
+            return None
+        if self._shown is None or self._shown[0] != origin_us:
+            self._shown = (origin_us, self._clock.local(origin_us))
+        return self._shown[1]
+
+
 def _charge_segment(
-    tariff: Tariff,
-    band_index: int,
+    band: Band,
     segment: tuple[int, int],
-    billable_us: int,
-    clock: _Clock,
+    origins: _Origins,
+    clock: "_Clock",
     charges: list[Charge],
     charge_times: list[int],
-) -> Segment:
-    """Contract step 4: append the segment's charges (and their instants), return its sums."""
-    band = tariff.bands[band_index]
+) -> tuple[Fen, Fen]:
+    """Contract step 4: append the segment's charges (and their instants), return
+    its sum before and after the segment cap."""
     start_us, end_us = segment
     first = len(charges)
     if band.flat is not None:
@@ -336,12 +524,19 @@ def _charge_segment(
         units = [tier.unit_minutes * _MINUTE_US for tier in band.tiers]
         # A unit longer than timedelta can hold cannot recur inside a stay.
         steps = [timedelta(microseconds=min(unit, _LONGEST_STEP_US)) for unit in units]
-        partial_charged = band.partial_unit == "charge"
+        rule = band.partial_unit
+        # A cut-short unit lasting at most this long is free: never (-1) when
+        # partial units are charged, always when they are free.
+        free_up_to_us = (
+            rule.free_up_to_minutes * _MINUTE_US
+            if isinstance(rule, FreeRemainder)
+            else (-1 if rule == "charge" else _LONGEST_STEP_US)
+        )
         at_us = start_us
         at = clock.local(start_us)
         while at_us < end_us:
-            # Tiers are stay-relative: measured from the billable start.
-            index = bisect_right(afters, at_us - billable_us) - 1
+            origin_us = origins.of(at_us, start_us)
+            index = bisect_right(afters, at_us - origin_us) - 1
             tier = band.tiers[index]
             following = at_us + units[index]
             partial = following > end_us
@@ -351,8 +546,9 @@ def _charge_segment(
                     band=band.name,
                     tier=index,
                     unit_fen=tier.unit_fen,
-                    fen=0 if partial and not partial_charged else tier.unit_fen,
+                    fen=0 if partial and end_us - at_us <= free_up_to_us else tier.unit_fen,
                     partial=partial,
+                    tier_origin=origins.shown(origin_us),
                 )
             )
             charge_times.append(at_us)
@@ -374,13 +570,7 @@ def _charge_segment(
             if charge.fen > room:
                 charges[i] = msgspec.structs.replace(charge, fen=room)
             room -= charges[i].fen
-    return Segment(
-        start=clock.local(start_us),
-        end=clock.local(end_us),
-        band=band.name,
-        raw_fen=raw,
-        fen=fen,
-    )
+    return raw, fen
 
 
 def _rolling_windows(entry_us: int, start_us: int, end_us: int) -> list[tuple[int, int]]:
@@ -426,22 +616,27 @@ def _cap_cycles(
     windows: list[tuple[int, int]],
     charges: list[Charge],
     charge_times: list[int],
-    cap_fen: Fen,
+    cap: Cap,
     clock: _Clock,
 ) -> list[CycleSum]:
-    """Contract step 5: sum charges per cycle (by charge time) and cap each sum."""
+    """Contract step 5: sum charges per cycle (by charge time) and cap each sum,
+    cycle n (the first containing the billable start) at its own amount."""
     sums = [0] * len(windows)
     window = 0
     for charge, at_us in zip(charges, charge_times, strict=True):
         while at_us >= windows[window][1]:
             window += 1
         sums[window] += charge.fen
-    return [
-        CycleSum(
-            start=clock.local(low),
-            end=clock.local(high),
-            raw_fen=raw,
-            fen=min(raw, cap_fen),
+    cycles = []
+    for number, ((low, high), raw) in enumerate(zip(windows, sums, strict=True), start=1):
+        limit = cap.fen_of_cycle(number)
+        cycles.append(
+            CycleSum(
+                start=clock.local(low),
+                end=clock.local(high),
+                raw_fen=raw,
+                fen=raw if limit is None else min(raw, limit),
+                cap_fen=limit,
+            )
         )
-        for (low, high), raw in zip(windows, sums, strict=True)
-    ]
+    return cycles
