@@ -25,9 +25,7 @@ the plate's stays of the same local day in the same grace_group (for
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta, timezone
-from functools import cache
-from itertools import pairwise
+from datetime import date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -50,28 +48,28 @@ from parking.tariffs.model import (
     TiersRestart,
     minute_of_day,
 )
+from parking.tariffs.wallclock import (
+    DAY_US,
+    EPOCH,
+    MICROSECOND,
+    MINUTE_US,
+    Clock,
+    Piece,
+    daily_windows,
+    instant_of,
+    local_at,
+    offset_pieces,
+    rolling_windows,
+)
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_DATE: Final = date(1970, 1, 1)
-_MICROSECOND: Final = timedelta(microseconds=1)
-_MINUTE_US: Final = 60_000_000
-_DAY_US: Final = 24 * 60 * _MINUTE_US
-# Offset changes are found by sampling the zone's offset this often and
-# bisecting where it differs; that is exact as long as one zone never changes
-# offset twice within the stride. The closest pair of changes since 1970 in
-# the whole tz database is 167 h apart (Brazil 2000, Gaza), so 24 h leaves a
-# wide margin while costing one lookup per day of stay.
-_OFFSET_PROBE_US: Final = _DAY_US
+_EPOCH_DATE: Final = EPOCH.date()
 # Reset instants of daily cycles are looked up this far around the stay, which
 # covers the cycle that began before the billable start and the one after exit.
-_CYCLE_MARGIN_US: Final = 3 * _DAY_US
+_CYCLE_MARGIN_US: Final = 3 * DAY_US
 
-_LONGEST_STEP_US: Final = timedelta.max // _MICROSECOND
+_LONGEST_STEP_US: Final = timedelta.max // MICROSECOND
 
 _json_encoder: Final = msgspec.json.Encoder()
-
-# (start_us, end_us, utc_offset_us): an interval of constant UTC offset.
-_Piece = tuple[int, int, int]
 
 
 def quote(
@@ -100,8 +98,8 @@ def quote(
 
     Raises `QuoteError` for naive times, `exit <= entry` or `stay_of_day < 1`.
     """
-    entry_us = _instant_us("entry", entry)
-    exit_us = _instant_us("exit", exit)
+    entry_us = instant_of("entry", entry)
+    exit_us = instant_of("exit", exit)
     if exit_us <= entry_us:
         # Step 1: a non-positive stay is a data error upstream (clock skew,
         # mismatched passages), never a free stay.
@@ -115,7 +113,7 @@ def quote(
         document = policy.tariff
     zone = document.zone()
     grace_minutes, deductible = _grace(document, policy, stay_of_day)
-    grace_us = grace_minutes * _MINUTE_US
+    grace_us = grace_minutes * MINUTE_US
 
     within_grace = exit_us - entry_us <= grace_us
     billable_us = entry_us + grace_us if deductible else entry_us
@@ -135,14 +133,14 @@ def quote(
         tariff_id=tariff.id,
         currency=tariff.currency,
         total_fen=total,
-        entry=_local(entry_us, zone),
-        exit=_local(exit_us, zone),
+        entry=local_at(entry_us, zone),
+        exit=local_at(exit_us, zone),
         nev=nev,
         nev_applied=policy is not None,
         grace_minutes=grace_minutes,
         grace_deductible=deductible,
         within_grace=within_grace,
-        billable_start=None if within_grace else _local(billable_us, zone),
+        billable_start=None if within_grace else local_at(billable_us, zone),
         segments=tuple(priced.segments),
         charges=tuple(priced.charges),
         cycles=tuple(priced.cycles),
@@ -204,14 +202,14 @@ def _price(
     daily = cap is not None and cap.cycle == "daily"
     margin = _CYCLE_MARGIN_US if daily else 0
     # One microsecond past exit so the exit instant has its own offset.
-    pieces = _offset_pieces(zone, billable_us - margin, exit_us + margin + 1)
-    clock = _Clock(zone, pieces)
+    pieces = offset_pieces(zone, billable_us - margin, exit_us + margin + 1)
+    clock = Clock(zone, pieces)
     windows: list[tuple[int, int]] = []
     if cap is not None:
         if daily:
-            windows = _daily_windows(pieces, cap.reset_minute, billable_us, exit_us)
+            windows = daily_windows(pieces, cap.reset_minute, billable_us, exit_us)
         else:
-            windows = _rolling_windows(entry_us, billable_us, exit_us)
+            windows = rolling_windows(entry_us, billable_us, exit_us)
     days = _Days(document, calendars)
     origins = _Origins(document.restart, billable_us, windows, clock)
     charge_times: list[int] = []
@@ -240,13 +238,14 @@ def _price(
     else:
         priced.cycles = _cap_cycles(windows, priced.charges, charge_times, cap, clock)
         priced.subtotal = sum(cycle.fen for cycle in priced.cycles)
-    consulted = sorted(days.classes.items())
-    priced.calendars = tuple(
-        dict.fromkeys(kind.calendar for _, kind in consulted if kind.calendar is not None)
-    )
-    priced.dates_by_weekday = tuple(
-        _EPOCH_DATE + timedelta(days=day) for day, kind in consulted if kind.calendar is None
-    )
+    if days.classes:  # a document with schedules: say how its dates were classed
+        consulted = sorted(days.classes.items())
+        priced.calendars = tuple(
+            dict.fromkeys(kind.calendar for _, kind in consulted if kind.calendar is not None)
+        )
+        priced.dates_by_weekday = tuple(
+            _EPOCH_DATE + timedelta(days=day) for day, kind in consulted if kind.calendar is None
+        )
     return priced
 
 
@@ -287,82 +286,6 @@ def quote_to_json(quote: Quote) -> bytes:
     return _json_encoder.encode(quote)
 
 
-class _Clock:
-    """Turns instants into local datetimes with the zone's offset at that instant.
-
-    The datetimes carry a fixed-offset tzinfo rather than the ZoneInfo: Python
-    compares two datetimes of one tzinfo by wall time, ignoring `fold`, so in
-    the repeated hour of a DST zone 02:04 (first pass) would sort after 02:00
-    (second pass). With fixed offsets every comparison is by instant, and the
-    JSON (`+08:00`) is the same.
-    """
-
-    __slots__ = ("_starts", "_tzinfos", "_zone", "end", "fixed")
-
-    def __init__(self, zone: ZoneInfo, pieces: list[_Piece]) -> None:
-        self._zone = zone
-        self._starts = [start for start, _, _ in pieces]
-        self._tzinfos = [_fixed_offset(offset) for _, _, offset in pieces]
-        self.end = pieces[-1][1]
-        # True when the zone keeps one UTC offset over the whole stay: local
-        # times can then be stepped by adding units, far cheaper than
-        # converting every instant.
-        self.fixed = len(pieces) == 1
-
-    def local(self, instant_us: int) -> datetime:
-        if not self._starts[0] <= instant_us < self.end:
-            return _local(instant_us, self._zone)
-        piece = bisect_right(self._starts, instant_us) - 1
-        return (_EPOCH + timedelta(microseconds=instant_us)).astimezone(self._tzinfos[piece])
-
-
-@cache
-def _fixed_offset(offset_us: int) -> timezone:
-    return timezone(timedelta(microseconds=offset_us))
-
-
-def _instant_us(label: str, moment: datetime) -> int:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise QuoteError(f"{label} {moment.isoformat()} has no UTC offset; pass an aware datetime")
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _offset_us(zone: ZoneInfo, instant_us: int) -> int:
-    offset = (_EPOCH + timedelta(microseconds=instant_us)).astimezone(zone).utcoffset()
-    assert offset is not None  # a ZoneInfo always knows its offset
-    return offset // _MICROSECOND
-
-
-def _local(instant_us: int, zone: ZoneInfo) -> datetime:
-    """The instant in `zone`'s offset at that instant, as a fixed-offset datetime."""
-    return (_EPOCH + timedelta(microseconds=instant_us)).astimezone(
-        _fixed_offset(_offset_us(zone, instant_us))
-    )
-
-
-def _offset_pieces(zone: ZoneInfo, start_us: int, end_us: int) -> list[_Piece]:
-    """Split [start, end) into intervals of constant UTC offset."""
-    pieces: list[_Piece] = []
-    piece_start = start_us
-    offset = _offset_us(zone, start_us)
-    probe = start_us
-    while probe < end_us - 1:
-        nxt = min(probe + _OFFSET_PROBE_US, end_us - 1)
-        if _offset_us(zone, nxt) != offset:
-            low, high = probe, nxt  # offset(low) == offset, offset(high) differs
-            while high - low > 1:
-                middle = (low + high) // 2
-                if _offset_us(zone, middle) == offset:
-                    low = middle
-                else:
-                    high = middle
-            pieces.append((piece_start, high, offset))
-            piece_start, offset = high, _offset_us(zone, high)
-        probe = nxt
-    pieces.append((piece_start, end_us, offset))
-    return pieces
-
-
 def _day_map(bands: Sequence[Band]) -> tuple[list[int], list[int]]:
     """Start of each run of one band over a local day, from midnight: (starts_us, band)."""
     for index, band in enumerate(bands):
@@ -372,7 +295,7 @@ def _day_map(bands: Sequence[Band]) -> tuple[list[int], list[int]]:
     if runs[0][0] != 0:
         # The band that starts last wraps past midnight and owns the early hours.
         runs.insert(0, (0, runs[-1][1]))
-    return [minute * _MINUTE_US for minute, _ in runs], [index for _, index in runs]
+    return [minute * MINUTE_US for minute, _ in runs], [index for _, index in runs]
 
 
 class _Days:
@@ -415,7 +338,7 @@ class _Days:
 
 
 def _band_segments(
-    days: _Days, pieces: list[_Piece], start_us: int, end_us: int
+    days: _Days, pieces: list[Piece], start_us: int, end_us: int
 ) -> list[tuple[int, int, int, int, int]]:
     """Contract step 3: [start, end) as maximal (start, end, schedule, band, day) segments.
 
@@ -430,7 +353,7 @@ def _band_segments(
             continue
         # Within a piece the wall clock is the instant shifted by the offset.
         wall_low, wall_high = low + offset, high + offset
-        day, time_of_day = divmod(wall_low, _DAY_US)
+        day, time_of_day = divmod(wall_low, DAY_US)
         schedule = days.schedule(day)
         day_starts, day_bands = days.maps[schedule]
         run = bisect_right(day_starts, time_of_day) - 1
@@ -439,11 +362,11 @@ def _band_segments(
             run += 1
             if run == len(day_starts):
                 day, run = day + 1, 0
-                if day * _DAY_US >= wall_high:
+                if day * DAY_US >= wall_high:
                     break  # the stay ends by this midnight: its date is not consulted
                 schedule = days.schedule(day)
                 day_starts, day_bands = days.maps[schedule]
-            wall = day * _DAY_US + day_starts[run]
+            wall = day * DAY_US + day_starts[run]
             if wall >= wall_high:
                 break
             changes.append((wall - offset, schedule, day_bands[run], day))
@@ -461,17 +384,17 @@ class _Origins:
     """Where a unit's tier position is counted from (v2 step 4), and how the
     quote shows it."""
 
-    __slots__ = ("_billable_us", "_clock", "_shown", "_starts", "restart")
+    __slots__ = ("_clock", "_shown", "_starts", "billable_us", "restart")
 
     def __init__(
         self,
         restart: TiersRestart,
         billable_us: int,
         windows: list[tuple[int, int]],
-        clock: "_Clock",
+        clock: Clock,
     ) -> None:
         self.restart = restart
-        self._billable_us = billable_us
+        self.billable_us = billable_us
         self._starts = [low for low, _ in windows]
         self._clock = clock
         self._shown: tuple[int, datetime] | None = None
@@ -482,8 +405,8 @@ class _Origins:
         if self.restart == "cycle":
             # The cap cycle containing the unit, clipped to the billable start.
             cycle = bisect_right(self._starts, at_us) - 1
-            return max(self._billable_us, self._starts[cycle])
-        return self._billable_us
+            return max(self.billable_us, self._starts[cycle])
+        return self.billable_us
 
     def shown(self, origin_us: int) -> datetime | None:
         """The origin as the quote lists it: None for "stay" (the billable start)."""
@@ -498,7 +421,7 @@ def _charge_segment(
     band: Band,
     segment: tuple[int, int],
     origins: _Origins,
-    clock: "_Clock",
+    clock: Clock,
     charges: list[Charge],
     charge_times: list[int],
 ) -> tuple[Fen, Fen]:
@@ -520,22 +443,29 @@ def _charge_segment(
         charge_times.append(start_us)
     else:
         assert band.tiers is not None  # a band has exactly one of flat and tiers
-        afters = [tier.after_minutes * _MINUTE_US for tier in band.tiers]
-        units = [tier.unit_minutes * _MINUTE_US for tier in band.tiers]
+        afters = [tier.after_minutes * MINUTE_US for tier in band.tiers]
+        units = [tier.unit_minutes * MINUTE_US for tier in band.tiers]
         # A unit longer than timedelta can hold cannot recur inside a stay.
         steps = [timedelta(microseconds=min(unit, _LONGEST_STEP_US)) for unit in units]
         rule = band.partial_unit
         # A cut-short unit lasting at most this long is free: never (-1) when
         # partial units are charged, always when they are free.
         free_up_to_us = (
-            rule.free_up_to_minutes * _MINUTE_US
+            rule.free_up_to_minutes * MINUTE_US
             if isinstance(rule, FreeRemainder)
             else (-1 if rule == "charge" else _LONGEST_STEP_US)
         )
+        # The common v1 case ("stay") counts every unit from one origin and
+        # shows none: kept free of per-unit calls, the engine's hot loop.
+        by_stay = origins.restart == "stay"
+        origin_us = origins.billable_us
+        shown = None
         at_us = start_us
         at = clock.local(start_us)
         while at_us < end_us:
-            origin_us = origins.of(at_us, start_us)
+            if not by_stay:
+                origin_us = origins.of(at_us, start_us)
+                shown = origins.shown(origin_us)
             index = bisect_right(afters, at_us - origin_us) - 1
             tier = band.tiers[index]
             following = at_us + units[index]
@@ -548,7 +478,7 @@ def _charge_segment(
                     unit_fen=tier.unit_fen,
                     fen=0 if partial and end_us - at_us <= free_up_to_us else tier.unit_fen,
                     partial=partial,
-                    tier_origin=origins.shown(origin_us),
+                    tier_origin=shown,
                 )
             )
             charge_times.append(at_us)
@@ -573,51 +503,12 @@ def _charge_segment(
     return raw, fen
 
 
-def _rolling_windows(entry_us: int, start_us: int, end_us: int) -> list[tuple[int, int]]:
-    """24 h windows counted from entry that overlap [start, end)."""
-    first = (start_us - entry_us) // _DAY_US
-    last = (end_us - 1 - entry_us) // _DAY_US
-    return [(entry_us + k * _DAY_US, entry_us + (k + 1) * _DAY_US) for k in range(first, last + 1)]
-
-
-def _daily_windows(
-    pieces: list[_Piece], reset_minute: int, start_us: int, end_us: int
-) -> list[tuple[int, int]]:
-    """Local-day windows bounded by the reset time that overlap [start, end)."""
-
-    def reset(wall_us: int) -> int:
-        # The first instant whose local clock reads wall_us or later.
-        for piece_start, piece_end, offset in pieces:
-            candidate = max(piece_start, wall_us - offset)
-            if candidate < piece_end:
-                return candidate
-        return pieces[-1][1]
-
-    first_day = (start_us + _offset_at(pieces, start_us)) // _DAY_US - 1
-    last_day = (end_us - 1 + _offset_at(pieces, end_us - 1)) // _DAY_US + 1
-    resets = [
-        reset(day * _DAY_US + reset_minute * _MINUTE_US) for day in range(first_day, last_day + 1)
-    ]
-    return [
-        (low, high)
-        for low, high in pairwise(resets)
-        if low < high and high > start_us and low < end_us
-    ]
-
-
-def _offset_at(pieces: list[_Piece], instant_us: int) -> int:
-    for piece_start, piece_end, offset in pieces:
-        if piece_start <= instant_us < piece_end:
-            return offset
-    return pieces[-1][2]
-
-
 def _cap_cycles(
     windows: list[tuple[int, int]],
     charges: list[Charge],
     charge_times: list[int],
     cap: Cap,
-    clock: _Clock,
+    clock: Clock,
 ) -> list[CycleSum]:
     """Contract step 5: sum charges per cycle (by charge time) and cap each sum,
     cycle n (the first containing the billable start) at its own amount."""
