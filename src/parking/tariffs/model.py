@@ -399,7 +399,7 @@ def _check_schedules(schedules: tuple[Schedule, ...]) -> None:
 
 
 def _v2_fields(tariff: "Tariff") -> list[str]:
-    """The paths of the v2 fields a document uses, in document order."""
+    """The paths of the v2 fields a document uses (the first is the one an error names)."""
     used = [
         field
         for field, value in (
