@@ -294,6 +294,44 @@ CASE status
     ELSE true
 END)
 );
+CREATE TABLE public.calendars (
+    version text NOT NULL,
+    name text NOT NULL,
+    years integer[] NOT NULL,
+    document jsonb NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    seq bigint NOT NULL,
+    CONSTRAINT calendars_created_by_check CHECK (((length(created_by) >= 1) AND (length(created_by) <= 64))),
+    CONSTRAINT calendars_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
+    CONSTRAINT calendars_version_check CHECK ((version ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'::text)),
+    CONSTRAINT calendars_years_check CHECK ((cardinality(years) >= 1))
+);
+ALTER TABLE public.calendars ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.calendars_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+CREATE TABLE public.camera_pushes (
+    device_id text NOT NULL,
+    push_key text NOT NULL,
+    seq bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    passage bytea NOT NULL,
+    vendor_record bytea NOT NULL,
+    images text[] DEFAULT '{}'::text[] NOT NULL,
+    CONSTRAINT camera_pushes_passage_check CHECK ((length(passage) <= 8192)),
+    CONSTRAINT camera_pushes_push_key_check CHECK ((push_key ~ '^[!-~]{1,200}$'::text)),
+    CONSTRAINT camera_pushes_seq_check CHECK ((seq >= 1))
+);
+CREATE TABLE public.camera_seqs (
+    device_id text NOT NULL,
+    last_seq bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT camera_seqs_last_seq_check CHECK ((last_seq >= 0))
+);
 CREATE TABLE public.case_events (
     id bigint NOT NULL,
     case_id text NOT NULL,
@@ -553,9 +591,16 @@ CREATE TABLE public.devices (
     password_hash text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     revoked_at timestamp with time zone,
+    vendor text,
+    serial text,
+    control_url text,
+    CONSTRAINT devices_camera_check CHECK ((((vendor IS NULL) = (serial IS NULL)) AND ((vendor IS NULL) OR (kind = 'gate'::text)) AND ((control_url IS NULL) OR (vendor = 'hikvision'::text)))),
+    CONSTRAINT devices_control_url_check CHECK ((control_url ~ '^https?://[^\s]{1,500}$'::text)),
     CONSTRAINT devices_device_id_check CHECK ((device_id ~ '^[A-Za-z0-9_-]{1,64}$'::text)),
     CONSTRAINT devices_kind_check CHECK ((kind = ANY (ARRAY['gate'::text, 'sensor'::text, 'sign'::text]))),
-    CONSTRAINT devices_placement_check CHECK ((((kind = 'gate'::text) AND (lane_id IS NOT NULL) AND (space_id IS NULL)) OR ((kind = 'sensor'::text) AND (space_id IS NOT NULL) AND (lane_id IS NULL)) OR ((kind = 'sign'::text) AND (space_id IS NULL))))
+    CONSTRAINT devices_placement_check CHECK ((((kind = 'gate'::text) AND (lane_id IS NOT NULL) AND (space_id IS NULL)) OR ((kind = 'sensor'::text) AND (space_id IS NOT NULL) AND (lane_id IS NULL)) OR ((kind = 'sign'::text) AND (space_id IS NULL)))),
+    CONSTRAINT devices_serial_check CHECK ((serial ~ '^[!-~]([ -~]{0,126}[!-~])?$'::text)),
+    CONSTRAINT devices_vendor_check CHECK ((vendor = ANY (ARRAY['vzenith'::text, 'hikvision'::text])))
 );
 CREATE TABLE public.discrepancies (
     id text NOT NULL,
@@ -694,6 +739,10 @@ ALTER TABLE public.ledger_transactions ALTER COLUMN seq ADD GENERATED ALWAYS AS 
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+CREATE TABLE public.lot_camera_sources (
+    lot_id text NOT NULL,
+    network cidr NOT NULL
 );
 CREATE TABLE public.lot_group_members (
     group_id text NOT NULL,
@@ -2042,6 +2091,16 @@ ALTER TABLE ONLY public.bill_events
     ADD CONSTRAINT bill_events_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.calendars
+    ADD CONSTRAINT calendars_pkey PRIMARY KEY (version);
+ALTER TABLE ONLY public.calendars
+    ADD CONSTRAINT calendars_seq_key UNIQUE (seq);
+ALTER TABLE ONLY public.camera_pushes
+    ADD CONSTRAINT camera_pushes_pkey PRIMARY KEY (device_id, push_key);
+ALTER TABLE ONLY public.camera_pushes
+    ADD CONSTRAINT camera_pushes_seq_key UNIQUE (device_id, seq);
+ALTER TABLE ONLY public.camera_seqs
+    ADD CONSTRAINT camera_seqs_pkey PRIMARY KEY (device_id);
 ALTER TABLE ONLY public.case_events
     ADD CONSTRAINT case_events_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.case_full_lots
@@ -2108,6 +2167,8 @@ ALTER TABLE ONLY public.ledger_transactions
     ADD CONSTRAINT ledger_transactions_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.ledger_transactions
     ADD CONSTRAINT ledger_transactions_seq_key UNIQUE (seq);
+ALTER TABLE ONLY public.lot_camera_sources
+    ADD CONSTRAINT lot_camera_sources_pkey PRIMARY KEY (lot_id, network);
 ALTER TABLE ONLY public.lot_group_members
     ADD CONSTRAINT lot_group_members_pkey PRIMARY KEY (group_id, lot_id);
 ALTER TABLE ONLY public.lot_groups
@@ -2295,6 +2356,7 @@ CREATE INDEX bills_owed_by_plate_idx ON public.bills USING btree (plate, closed_
 CREATE INDEX bills_paid_at_idx ON public.bills USING btree (paid_at) WHERE (paid_at IS NOT NULL);
 CREATE INDEX bills_prepay_idx ON public.bills USING btree (session_id) WHERE (kind = 'prepay'::text);
 CREATE INDEX bills_tariff_idx ON public.bills USING btree (tariff_id, tariff_version);
+CREATE INDEX camera_pushes_received ON public.camera_pushes USING btree (received_at);
 CREATE INDEX case_events_case ON public.case_events USING btree (case_id, id);
 CREATE INDEX case_notifications_case ON public.case_notifications USING btree (case_id);
 CREATE INDEX case_notifications_undelivered ON public.case_notifications USING btree (COALESCE(next_attempt_at, at), id) WHERE (delivery = 'pending'::text);
@@ -2315,6 +2377,7 @@ CREATE UNIQUE INDEX contactless_mandates_live_idx ON public.contactless_mandates
 CREATE INDEX dead_letters_received_idx ON public.dead_letters USING btree (received_at);
 CREATE INDEX devices_lot_idx ON public.devices USING btree (lot_id);
 CREATE UNIQUE INDEX devices_one_gate_per_lane ON public.devices USING btree (lot_id, lane_id) WHERE ((kind = 'gate'::text) AND (revoked_at IS NULL));
+CREATE UNIQUE INDEX devices_one_live_camera ON public.devices USING btree (vendor, serial) WHERE ((revoked_at IS NULL) AND (vendor IS NOT NULL));
 CREATE UNIQUE INDEX devices_one_sensor_per_space ON public.devices USING btree (lot_id, space_id) WHERE ((kind = 'sensor'::text) AND (revoked_at IS NULL));
 CREATE INDEX discrepancies_day_idx ON public.discrepancies USING btree (provider, business_date, kind);
 CREATE INDEX discrepancies_open_idx ON public.discrepancies USING btree (status, found_at) WHERE (status = 'open'::text);
@@ -2556,6 +2619,7 @@ CREATE TRIGGER bill_events_no_truncate BEFORE TRUNCATE ON public.bill_events FOR
 CREATE TRIGGER bills_notify_owed AFTER INSERT OR UPDATE ON public.bills FOR EACH ROW EXECUTE FUNCTION public.bills_notify_owed();
 CREATE TRIGGER bills_rollups_insert AFTER INSERT ON public.bills REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_bills();
 CREATE TRIGGER bills_rollups_update AFTER UPDATE ON public.bills REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_bills();
+CREATE TRIGGER calendars_append_only BEFORE DELETE OR UPDATE ON public.calendars FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER case_events_append_only BEFORE DELETE OR UPDATE ON public.case_events FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER case_rule_sets_append_only BEFORE DELETE OR UPDATE ON public.case_rule_sets FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER disputes_rollups_insert AFTER INSERT ON public.disputes REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_disputes();
@@ -2584,6 +2648,10 @@ ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.bills
     ADD CONSTRAINT bills_tariff_id_tariff_version_fkey FOREIGN KEY (tariff_id, tariff_version) REFERENCES public.tariff_versions(tariff_id, version);
+ALTER TABLE ONLY public.camera_pushes
+    ADD CONSTRAINT camera_pushes_device_id_fkey FOREIGN KEY (device_id) REFERENCES public.devices(device_id);
+ALTER TABLE ONLY public.camera_seqs
+    ADD CONSTRAINT camera_seqs_device_id_fkey FOREIGN KEY (device_id) REFERENCES public.devices(device_id);
 ALTER TABLE ONLY public.case_events
     ADD CONSTRAINT case_events_case_id_fkey FOREIGN KEY (case_id) REFERENCES public.cases(id);
 ALTER TABLE ONLY public.case_notifications
@@ -2620,6 +2688,8 @@ ALTER TABLE ONLY public.ledger_postings
     ADD CONSTRAINT ledger_postings_transaction_id_fkey FOREIGN KEY (transaction_id) REFERENCES public.ledger_transactions(id);
 ALTER TABLE ONLY public.ledger_transactions
     ADD CONSTRAINT ledger_transactions_reverses_fkey FOREIGN KEY (reverses) REFERENCES public.ledger_transactions(id);
+ALTER TABLE ONLY public.lot_camera_sources
+    ADD CONSTRAINT lot_camera_sources_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);
 ALTER TABLE ONLY public.lot_group_members
     ADD CONSTRAINT lot_group_members_group_id_fkey FOREIGN KEY (group_id) REFERENCES public.lot_groups(id);
 ALTER TABLE ONLY public.lot_group_members

@@ -6,6 +6,7 @@ import click
 
 from counterparts.devices.cli import simulate
 from counterparts.payments.cli import sandbox_pay
+from gateways.cameras.cli import cameras
 from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
 from parking.cases.cli import cases
@@ -16,6 +17,7 @@ from parking.ledger.cli import ledger
 from parking.lots.cli import companies_group
 from parking.occupancy.cli import anomalies, deadletters, occupancy
 from parking.payments.cli import payments
+from parking.pricing.cli import calendar
 from parking.qr.cli import qr
 from parking.reconciliation.cli import reconcile
 from parking.seed.cli import seed
@@ -41,11 +43,13 @@ main.add_command(seed)
 main.add_command(api)
 main.add_command(run)
 main.add_command(tariff)
+main.add_command(calendar)
 main.add_command(tokens_group)
 main.add_command(companies_group)
 main.add_command(ledger)
 main.add_command(devices)
 main.add_command(simulate)
+main.add_command(cameras)
 main.add_command(sandbox_pay)
 main.add_command(gateway)
 main.add_command(persister)

@@ -19,6 +19,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, ControllerRouterHandler, Receive, Scope, Send
 
 from parking import config
+from parking.api import calendars as calendar_routes
 from parking.api import cases as case_routes
 from parking.api import city as city_routes
 from parking.api import contactless as contactless_routes
@@ -141,6 +142,7 @@ def create_app(
         readyz,
         Metrics,
         *tariffs.ROUTES,
+        *calendar_routes.ROUTES,
         *pricing_rules.ROUTES,
         *drivers.ROUTES,
         *payments.ROUTES,

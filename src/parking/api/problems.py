@@ -60,6 +60,7 @@ from parking.plates import PlateError
 from parking.pricing.model import PricingError
 from parking.qr.model import ExpiredQr, ForgedQr, MalformedQr, UnknownQrKey
 from parking.tariffs import QuoteError, TariffError
+from parking.tariffs.calendar import CalendarError
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "https://changbo.example/problems/"
@@ -85,6 +86,7 @@ STATUS_FOR: dict[type[Exception], tuple[int, str]] = {
     Forbidden: (403, "forbidden"),
     PricingError: (422, "cannot-price"),
     TariffError: (400, "invalid-tariff"),
+    CalendarError: (400, "invalid-calendar"),
     QuoteError: (400, "invalid-stay"),
     PlateError: (400, "invalid-plate"),
     UnknownBill: (404, "not-found"),

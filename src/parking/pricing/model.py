@@ -7,6 +7,7 @@ import msgspec
 
 from parking.errors import ParkingError
 from parking.tariffs import Quote, Tariff
+from parking.tariffs.calendar import Calendar
 
 
 class PricingError(ParkingError):
@@ -64,3 +65,5 @@ class Rules:
     class_overrides: dict[str, int] = field(default_factory=dict)
     #: normalised plate -> passes (not revoked)
     passes: dict[str, tuple[MonthlyPass, ...]] = field(default_factory=dict)
+    #: calendar editions, the newest import first (for a date, the first covering it)
+    calendars: list[Calendar] = field(default_factory=list)

@@ -19,6 +19,7 @@ from parking.plates import Plate, PlateError, PlateKind, parse_plate
 from parking.pricing import logic, store
 from parking.pricing.model import MonthlyPass, PricedStay, PricingError, Rules, TariffVersion
 from parking.tariffs import Tariff, decode_tariff
+from parking.tariffs.calendar import Calendar, decode_calendar
 
 _STORED_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -69,6 +70,7 @@ async def load_rules(conn: asyncpg.Connection) -> Rules:
             )
         )
     rules.passes.update({k: tuple(v) for k, v in passes.items()})
+    rules.calendars.extend(v.calendar for v in await calendars(conn))
     return rules
 
 
@@ -446,3 +448,75 @@ async def tariff_in_force(
         return None
     latest = max(in_force, key=lambda r: r["effective_from"])
     return decode_tariff(latest["document"])
+
+
+# ------------------------------------------------------------------ calendars
+
+
+class CalendarConflict(Conflict, PricingError):
+    """A calendar edition with that version exists already (a correction is a new one)."""
+
+
+class CalendarView(msgspec.Struct, frozen=True, kw_only=True):
+    calendar: Calendar
+    created_by: str
+    created_at: datetime
+
+
+async def import_calendar(
+    conn: asyncpg.Connection, calendar: Calendar, *, by: Principal, now: datetime
+) -> CalendarView:
+    """Store a calendar edition (caller's transaction; audited). For a date, the newest
+    edition whose years include it decides, from the pricer's next refresh."""
+    stored = await store.insert_calendar(
+        conn,
+        version=calendar.version,
+        name=calendar.name,
+        years=list(calendar.years),
+        document=msgspec.json.encode(calendar).decode(),
+        by=by.subject,
+        now=now,
+    )
+    if not stored:
+        raise CalendarConflict(
+            f"calendar {calendar.version} exists already: a corrected notice is a new version"
+        )
+    await audit_log.record_by(
+        conn,
+        by,
+        now=now,
+        action="calendar.import",
+        target=f"calendar:{calendar.version}",
+        details={
+            "years": list(calendar.years),
+            "holidays": len(calendar.holidays),
+            "workdays": len(calendar.workdays),
+        },
+    )
+    return CalendarView(calendar=calendar, created_by=by.subject, created_at=now)
+
+
+async def ship_calendar(conn: asyncpg.Connection, calendar: Calendar, *, now: datetime) -> bool:
+    """The seed's edition, unless stored already (False): shipped with the platform like
+    the seeded tariffs, not a person's act, so not in the audit log."""
+    return await store.insert_calendar(
+        conn,
+        version=calendar.version,
+        name=calendar.name,
+        years=list(calendar.years),
+        document=msgspec.json.encode(calendar).decode(),
+        by="seed",
+        now=now,
+    )
+
+
+async def calendars(conn: asyncpg.Connection) -> list[CalendarView]:
+    """Every edition, the newest import first (the order pricing consults them in)."""
+    return [
+        CalendarView(
+            calendar=decode_calendar(row["document"]),
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+        )
+        for row in await store.calendars(conn)
+    ]

@@ -216,3 +216,36 @@ async def tariff_of_lot(conn: asyncpg.Connection, lot_id: str, vehicle_class: in
         vehicle_class,
     )
     return value if isinstance(value, str) else None
+
+
+async def calendars(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every calendar edition, the newest import first."""
+    return await conn.fetch(
+        "SELECT version, name, years, document::text AS document, created_by, created_at "
+        "FROM calendars ORDER BY seq DESC"
+    )
+
+
+async def insert_calendar(
+    conn: asyncpg.Connection,
+    *,
+    version: str,
+    name: str,
+    years: list[int],
+    document: str,
+    by: str,
+    now: datetime,
+) -> bool:
+    """False when the version exists already."""
+    done = await conn.fetchval(
+        """INSERT INTO calendars (version, name, years, document, created_by, created_at)
+           VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT (version) DO NOTHING
+           RETURNING true""",
+        version,
+        name,
+        years,
+        document,
+        by,
+        now,
+    )
+    return bool(done)

@@ -10,7 +10,9 @@ import asyncpg
 import msgspec
 
 from parking.lots import service as lots
+from parking.pricing import service as pricing
 from parking.seed import city, store
+from parking.tariffs.calendar import Calendar, decode_calendar
 
 # Seeded tariff versions apply to every stay since the start of 2026 (local time).
 EFFECTIVE_FROM = datetime(2026, 1, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
@@ -19,6 +21,21 @@ EFFECTIVE_FROM = datetime(2026, 1, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
 class _TariffHead(msgspec.Struct):
     id: str
     name: str
+
+
+def seed_calendars() -> list[Calendar]:
+    """The calendars shipped with the seed (the State Council's notices that are public)."""
+    folder = resources.files("parking.seed") / "calendars"
+    return [
+        decode_calendar(entry.read_bytes())
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".json")
+    ]
+
+
+async def _write_calendars(conn: asyncpg.Connection, now: datetime) -> None:
+    for calendar in seed_calendars():
+        await pricing.ship_calendar(conn, calendar, now=now)
 
 
 def seed_tariffs() -> list[tuple[str, str, bytes]]:
@@ -43,6 +60,7 @@ async def seed(
         await store.write_registers(
             conn, seed_tariffs(), effective_from=EFFECTIVE_FROM, progress=progress
         )
+        await _write_calendars(conn, EFFECTIVE_FROM)
         # A seeded lot stored before companies existed has no owner yet: it gets
         # its seeded one. A lot that has an owner keeps it (the seed never moves a lot).
         await lots.add_missing(conn, [p.lot for p in planned])

@@ -333,6 +333,8 @@ NOT_ONE_LOT: dict[str, str] = {
     "GET /v1/cases/{case_id:str}/photos/{name:str}": "a case its company's teams see; else 404",
     "GET /v1/case-rules": "the city's triage rules: one table, no lot's",
     "PUT /v1/case-rules": "the city's triage rules: one table, no lot's",
+    "GET /v1/calendars": "the city's calendars of day types: one set, no lot's",
+    "POST /v1/calendars": "the city's calendars: a company's operator is refused (403)",
 }
 
 
@@ -455,6 +457,8 @@ async def test_the_city_passes_every_operator_read_and_no_operator_write(api: Cl
         "POST /v1/cases/{case_id:str}/tasks/{action:str}",
         "POST /v1/cases/{case_id:str}/photos",
         "PUT /v1/case-rules",
+        # the calendar of day types is the city's, one for every company's tariffs
+        "POST /v1/calendars",
     )
     writes = {
         label
