@@ -1,5 +1,5 @@
 """The sandbox's messaging side: WeChat template messages (模板消息) of the official
-account, and an SMS gateway, as 码上反映's notifiers (``parking.cases.notifiers``) speak
+account, and an SMS gateway, as 码上反映's notifiers (``parking.cases.channels``) speak
 them. Registered on the sandbox provider's app (``counterparts/payments/app.py``).
 
 WeChat, strictly as its documentation answers (HTTP 200, ``errcode``/``errmsg``):
@@ -53,8 +53,8 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 
-from parking.cases import notifiers
-from parking.cases.notifiers import Field
+from parking.cases import channels
+from parking.cases.channels import Field
 from parking.clock import Clock
 
 SMS_KEY_ID: Final = "sms_access_key_id"
@@ -104,10 +104,10 @@ _AUTH: Final = re.compile(
 #: The demo lot's staff and its district's team (seeded as GZ-DEMO-01 in 章贡区), so a
 #: platform pointed at ``notify.json`` reaches a phone on ``make run``'s walkthrough.
 DEMO_CONTACTS: Final = {
-    "lot_staff:GZ-DEMO-01": notifiers.Contact(
+    "lot_staff:GZ-DEMO-01": channels.Contact(
         phones=["+8613900000001"], openids=["oSbxDemoLotStaffGZDEMO01aaaa"]
     ),
-    "district_team:ZG": notifiers.Contact(phones=["+8613900000002"]),
+    "district_team:ZG": channels.Contact(phones=["+8613900000002"]),
 }
 
 
@@ -218,14 +218,14 @@ def ensure(folder: Path, *, base_url: str, appid: str, app_secret_path: Path) ->
         key_id=(folder / SMS_KEY_ID).read_text().strip(),
         secret=(folder / SMS_KEY_SECRET).read_text().strip(),
     )
-    config = notifiers.NotifyConfig(
-        sms=notifiers.SmsConfig(
+    config = channels.NotifyConfig(
+        sms=channels.SmsConfig(
             endpoint=f"{base_url}{SMS_PATH}",
             access_key_id=key.key_id,
             access_key_secret_path=str((folder / SMS_KEY_SECRET).resolve()),
             sign_name="畅泊停车",
             templates={
-                notifiers.DEFAULT_TEMPLATE: notifiers.SmsTemplate(
+                channels.DEFAULT_TEMPLATE: channels.SmsTemplate(
                     code="SMS_CB_CASE",
                     params={
                         "level": Field.LEVEL_LABEL,
@@ -235,17 +235,17 @@ def ensure(folder: Path, *, base_url: str, appid: str, app_secret_path: Path) ->
                         "due": Field.ACCEPT_DUE,
                     },
                 ),
-                "resolved": notifiers.SmsTemplate(
+                "resolved": channels.SmsTemplate(
                     code="SMS_CB_RESOLVED", params={"lot": Field.LOT_ID, "case": Field.CASE_ID}
                 ),
             },
         ),
-        wechat=notifiers.WechatConfig(
+        wechat=channels.WechatConfig(
             api_base=base_url,
             appid=appid,
             app_secret_path=str(app_secret_path.resolve()),
             templates={
-                notifiers.DEFAULT_TEMPLATE: notifiers.WechatTemplate(
+                channels.DEFAULT_TEMPLATE: channels.WechatTemplate(
                     template_id=WECHAT_CASE_TEMPLATE,
                     data={
                         "character_string1": Field.CASE_ID,

@@ -34,6 +34,7 @@ from payment_servers import SandboxProcess, running_sandbox
 from parking.api.app import create_app
 from parking.auth import tokens
 from parking.auth.model import Role
+from parking.cases import channels as wire
 from parking.cases import notifiers
 from parking.clock import FixedClock, SystemClock
 from parking.config import Settings
@@ -87,10 +88,10 @@ def read_secret(path: str) -> str:
     return Path(path).read_text(encoding="utf-8").strip()
 
 
-def sandbox_config(sandbox: SandboxProcess, **changes: Any) -> notifiers.NotifyConfig:
+def sandbox_config(sandbox: SandboxProcess, **changes: Any) -> wire.NotifyConfig:
     """The ``notify.json`` the sandbox wrote (its URLs, keys and templates), with
     ``changes`` (this test's contacts)."""
-    config = notifiers.load_config(sandbox.data_dir / "notify.json")
+    config = wire.load_config(sandbox.data_dir / "notify.json")
     return msgspec.structs.replace(config, **changes)
 
 
@@ -162,7 +163,7 @@ async def test_a_case_dispatched_to_a_lots_staff_reaches_their_phone_and_their_w
     channels = outbound(
         sandbox,
         provider_http,
-        contacts={STAFF: notifiers.Contact(phones=[wang.phone], openids=[wang.openid])},
+        contacts={STAFF: wire.Contact(phones=[wang.phone], openids=[wang.openid])},
     )
     case_id = await report(
         app, redis_client, "13800000601", category="space_blocked", text="3号车位被杂物占了"
@@ -208,7 +209,7 @@ async def test_a_refused_access_token_is_refreshed_once(
 ) -> None:
     li = someone()
     channels = outbound(
-        sandbox, provider_http, sms=None, contacts={STAFF: notifiers.Contact(openids=[li.openid])}
+        sandbox, provider_http, sms=None, contacts={STAFF: wire.Contact(openids=[li.openid])}
     )
     await report(app, redis_client, "13800000602", category="space_blocked", text="车位被占")
     tokens_before = len(await calls(sandbox_http, api="token"))
@@ -248,7 +249,7 @@ async def test_a_failing_channel_leaves_the_notification_undelivered_until_a_lat
     channels = outbound(
         sandbox,
         provider_http,
-        contacts={STAFF: notifiers.Contact(phones=[zhou.phone], openids=[zhou.openid])},
+        contacts={STAFF: wire.Contact(phones=[zhou.phone], openids=[zhou.openid])},
     )
     case_id = await report(
         app, redis_client, "13800000605", category="space_blocked", text="车位被锁"
@@ -260,7 +261,7 @@ async def test_a_failing_channel_leaves_the_notification_undelivered_until_a_lat
     assert row["last_error"] == (
         f"sms {zhou.phone[:6]}****{zhou.phone[-4:]}: isp.SYSTEM_ERROR: System error"
     )
-    assert row["next_attempt_at"] == clock.now() + notifiers.BACKOFF[0]
+    assert row["next_attempt_at"] == clock.now() + wire.BACKOFF[0]
     assert len(row["sent"]) == 1  # WeChat got it
 
     # not before its retry time
@@ -292,7 +293,7 @@ async def test_a_channel_that_keeps_failing_gives_up_after_max_attempts(
         provider_http,
         wechat=None,
         max_attempts=2,
-        contacts={STAFF: notifiers.Contact(phones=[sun.phone])},
+        contacts={STAFF: wire.Contact(phones=[sun.phone])},
     )
     case_id = await report(app, redis_client, "13800000606", category="space_blocked", text="堵")
     await control(sandbox_http, action="fail", channel="sms", count=10, code="isv.DAY_LIMIT")
@@ -378,7 +379,7 @@ async def test_the_clock_job_sends_what_is_due_when_channels_are_configured(
 ) -> None:
     zhao = someone()
     config = sandbox_config(
-        sandbox, contacts={STAFF: notifiers.Contact(phones=[zhao.phone], openids=[zhao.openid])}
+        sandbox, contacts={STAFF: wire.Contact(phones=[zhao.phone], openids=[zhao.openid])}
     )
     path = tmp_path / "notify.json"
     path.write_bytes(msgspec.json.encode(config))
@@ -463,7 +464,7 @@ async def test_the_sandbox_refuses_what_wechat_and_the_sms_gateway_would_refuse(
         raw = json.dumps(body).encode()
         stamp = int(datetime.now(UTC).timestamp()) + skew
         nonce = nonce or secrets.token_hex(16)
-        string = notifiers.sms_string_to_sign(
+        string = wire.sms_string_to_sign(
             timestamp=stamp, nonce=nonce, method="POST", path="/sms/v1/send", body=raw
         )
         signature = base64.b64encode(hmac.new(secret, string, "sha256").digest()).decode()
