@@ -30,14 +30,14 @@ test: bootstrap
 	$(TEST_ENV) $(UV) run pytest $(PYTEST_ARGS)
 
 lint: bootstrap
-	$(UV) run ruff format --check src counterparts tests bench loadtests
-	$(UV) run ruff check src counterparts tests bench loadtests
+	$(UV) run ruff format --check src counterparts gateways tests bench loadtests
+	$(UV) run ruff check src counterparts gateways tests bench loadtests
 	$(UV) run mypy
 	$(UV) run lint-imports --no-cache
 
 format: bootstrap
-	$(UV) run ruff format src counterparts tests bench loadtests
-	$(UV) run ruff check --fix src counterparts tests bench loadtests
+	$(UV) run ruff format src counterparts gateways tests bench loadtests
+	$(UV) run ruff check --fix src counterparts gateways tests bench loadtests
 
 bench: bootstrap
 	$(TEST_ENV) $(UV) run parking stack up

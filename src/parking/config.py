@@ -178,6 +178,34 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "time of day (Asia/Shanghai) after which `parking run`'s reconciler fetches and "
         "reconciles the day before",
     ),
+    (
+        "PARKING_CAMERA_HOST",
+        "127.0.0.1",
+        "address the camera adapter (`parking cameras serve`) listens on for cameras' pushes",
+    ),
+    ("PARKING_CAMERA_PORT", "8030", "port the camera adapter listens on"),
+    (
+        "PARKING_CAMERA_PUBLIC_URL",
+        "(http://camera host:port)",
+        "the camera adapter's address as cameras reach it: `parking devices add --vendor` "
+        "prints push URLs under it",
+    ),
+    (
+        "PARKING_CAMERA_TLS",
+        "(none: plain HTTP)",
+        "`CERT_FILE,KEY_FILE` (PEM): the camera adapter serves HTTPS, for cameras that push "
+        "over SSL",
+    ),
+    (
+        "PARKING_IMAGE_DIR",
+        "(<stack dir>/images)",
+        "where cameras' pictures are kept (content-addressed files, a folder per day)",
+    ),
+    (
+        "PARKING_IMAGE_RETENTION_DAYS",
+        "180",
+        "days a camera picture is kept; older days are removed by the camera adapter",
+    ),
 )
 
 
@@ -267,6 +295,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: 码上反映's notification channels (SMS, WeChat template messages) and contacts;
     #: None: notifications stay in ``case_notifications`` and the log
     cases_notify_config: Path | None = None
+    #: the camera adapter's listening address, and as cameras reach it
+    camera_host: str = "127.0.0.1"
+    camera_port: int = 8030
+    camera_public_url: str = "http://127.0.0.1:8030"
+    #: (certificate, key) PEM files: the camera adapter serves HTTPS
+    camera_tls: tuple[Path, Path] | None = None
+    #: cameras' pictures (content-addressed, a folder per day) and how long they stay
+    image_dir: Path = Path("images")
+    image_retention_days: int = 180
 
     def fee_rate_ppm(self, provider: str) -> int:
         """The provider's contracted fee rate; ConfigError when none is configured."""
@@ -367,7 +404,36 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rollup_every_s=_positive("PARKING_ROLLUP_EVERY_S", get),
         cases_every_s=_positive("PARKING_CASES_EVERY_S", get),
         cases_notify_config=_path(env.get("PARKING_CASES_NOTIFY_CONFIG")),
+        camera_host=get("PARKING_CAMERA_HOST"),
+        camera_port=int(get("PARKING_CAMERA_PORT")),
+        camera_public_url=_public_url(
+            "PARKING_CAMERA_PUBLIC_URL",
+            env.get("PARKING_CAMERA_PUBLIC_URL"),
+            get("PARKING_CAMERA_HOST"),
+            get("PARKING_CAMERA_PORT"),
+        ),
+        camera_tls=_tls(env.get("PARKING_CAMERA_TLS")),
+        image_dir=Path(env.get("PARKING_IMAGE_DIR") or stack_dir / "images"),
+        image_retention_days=int(_positive("PARKING_IMAGE_RETENTION_DAYS", get)),
     )
+
+
+def _public_url(name: str, text: str | None, host: str, port: str) -> str:
+    if not text:
+        return f"http://{host}:{port}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"{name}: {text!r} is not an http(s) URL without query or fragment")
+    return text.rstrip("/")
+
+
+def _tls(text: str | None) -> tuple[Path, Path] | None:
+    if not text:
+        return None
+    cert, sep, key = text.partition(",")
+    if not sep or not cert.strip() or not key.strip():
+        raise ConfigError(f"PARKING_CAMERA_TLS: {text!r} is not CERT_FILE,KEY_FILE")
+    return Path(cert.strip()), Path(key.strip())
 
 
 def _public_base_url(text: str | None, host: str, port: str) -> str:

@@ -14,8 +14,8 @@ import msgspec
 
 from parking import config
 from parking.clock import SystemClock
-from parking.devices import service
-from parking.devices.model import BrokerSync, DeviceKind
+from parking.devices import cameras, service
+from parking.devices.model import BrokerSync, DeviceKind, Vendor
 from parking.errors import ParkingError
 from parking.stack import service as stack_service
 
@@ -57,14 +57,44 @@ def devices() -> None:
     help="default: gate for --lane, sensor for --space",
 )
 @click.option("--id", "device_id", help="device id; default {lot}-{lane|space} lowercased")
+@click.option(
+    "--vendor",
+    type=click.Choice([v.value for v in Vendor]),
+    help="the gate is a camera that pushes in its maker's protocol (no MQTT account)",
+)
+@click.option("--serial", help="the camera's serial number (Vzenith serialno, Hikvision's serial)")
+@click.option(
+    "--control-url",
+    help="Hikvision: the camera's ISAPI address (http://<camera>[:port]), where the "
+    "platform opens its barrier",
+)
 def add_command(
     lot_id: str,
     lane_id: str | None,
     space_id: str | None,
     kind: str | None,
     device_id: str | None,
+    vendor: str | None,
+    serial: str | None,
+    control_url: str | None,
 ) -> None:
-    """Provision a device and print its id and secret (shown once, stored hashed)."""
+    """Provision a device and print its id and secret (shown once, stored hashed).
+
+    A camera (--vendor, --serial) gets the push_url to configure in it, its secret in the
+    path; a Hikvision camera also gets the ISAPI user and password to create on it (the
+    platform signs its barrier calls with them)."""
+    settings = config.load()
+    camera = None
+    if vendor is not None:
+        camera = service.CameraSpec(
+            vendor=Vendor(vendor),
+            serial=serial or "",
+            push_base_url=settings.camera_public_url,
+            control_secrets=cameras.control_secrets_path(settings.stack_dir),
+            control_url=control_url,
+        )
+    elif serial is not None or control_url is not None:
+        raise click.UsageError("--serial and --control-url describe a camera: give --vendor")
     provisioned = _run(
         lambda conn, broker: service.add_device(
             conn,
@@ -74,6 +104,7 @@ def add_command(
             kind=DeviceKind(kind) if kind else None,
             device_id=device_id,
             broker=broker,
+            camera=camera,
         )
     )
     _echo_json(provisioned)

@@ -32,6 +32,14 @@ class DeviceKind(StrEnum):
     SIGN = "sign"
 
 
+class Vendor(StrEnum):
+    """Makers whose ANPR cameras push to the platform in their own protocol
+    (``gateways/cameras``): a gate that is such a camera has no MQTT account."""
+
+    VZENITH = "vzenith"
+    HIKVISION = "hikvision"
+
+
 class DeviceClock(msgspec.Struct, frozen=True, kw_only=True):
     """The device's clock as of its latest event (contracts/mqtt.md "Clocks")."""
 
@@ -54,6 +62,9 @@ class Device(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: datetime | None = None
     #: device health: its clock (in lists of devices; None before its first event)
     clock: DeviceClock | None = None
+    #: a camera that pushes in its maker's protocol: the maker and its serial number
+    vendor: Vendor | None = None
+    serial: str | None = None
 
 
 class Provisioned(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,6 +76,17 @@ class Provisioned(msgspec.Struct, frozen=True, kw_only=True):
     lot_id: str
     lane_id: str | None = None
     space_id: str | None = None
+    #: a camera: its maker, serial, and the URL to configure in it (the secret is in
+    #: its path)
+    vendor: Vendor | None = None
+    serial: str | None = None
+    push_url: str | None = None
+    #: a Hikvision camera: where the platform opens the barrier (ISAPI), as whom
+    control_url: str | None = None
+    control_user: str | None = None
+    #: the ISAPI password to give that user on the camera (shown once; the platform
+    #: keeps it in its camera control secrets file, it needs it to sign each call)
+    control_password: str | None = None
 
 
 class Credential(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,6 +110,51 @@ class FleetDevice(msgspec.Struct, frozen=True, kw_only=True):
     space_id: str | None
     #: the lane's direction (gates only): "in" or "out"
     direction: str | None
+
+
+class CameraLogin(msgspec.Struct, frozen=True, kw_only=True):
+    """What a camera's push is checked against, and where the camera is installed."""
+
+    device_id: str
+    lot_id: str
+    lane_id: str
+    vendor: Vendor
+    serial: str
+    control_url: str | None
+    password_hash: str
+    revoked: bool
+
+
+class GrantedSeq(msgspec.Struct, frozen=True, kw_only=True):
+    """The seq a camera's vendor record got, and the contract passage it became.
+
+    ``fresh`` is False for a record seen before (a vendor's retry): the same seq and
+    passage as then, so the occupancy core recognises it as a duplicate."""
+
+    seq: int
+    passage: bytes
+    fresh: bool
+
+
+class UnconfirmedPush(msgspec.Struct, frozen=True, kw_only=True):
+    """A camera's event the system of record does not hold yet (to be applied again)."""
+
+    device_id: str
+    lot_id: str
+    lane_id: str
+    seq: int
+    received_at: datetime
+    passage: bytes
+
+
+class FleetCamera(msgspec.Struct, frozen=True, kw_only=True):
+    """A live camera with what its simulator needs: where it is, its maker and serial,
+    and (Hikvision) where the platform calls it back."""
+
+    device: FleetDevice
+    vendor: Vendor
+    serial: str
+    control_url: str | None
 
 
 class FleetLot(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,6 +209,10 @@ class PlacementTaken(Conflict):
     """A lane has one live gate and a space one live sensor; revoke the old device first."""
 
 
+class SerialTaken(Conflict):
+    """A camera's serial belongs to one live device: its pushes name one lane."""
+
+
 # ------------------------------------------------------------------ decisions
 
 
@@ -149,6 +220,41 @@ def check_id(device_id: str) -> str:
     if ID_PATTERN.fullmatch(device_id) is None:
         raise DeviceError(f"device id {device_id!r} must match [A-Za-z0-9_-]{{1,64}}")
     return device_id
+
+
+#: A serial as cameras print it: visible ASCII with inner spaces (migration 0023).
+SERIAL_PATTERN: Final = re.compile(r"[!-~]([ -~]{0,126}[!-~])?")
+#: Where a Hikvision camera's ISAPI is reached (no credentials in it: those are secret).
+CONTROL_URL_PATTERN: Final = re.compile(r"https?://[^\s@/]{1,200}(/[^\s]{0,300})?")
+
+
+def check_camera(
+    kind: DeviceKind,
+    *,
+    vendor: Vendor | None,
+    serial: str | None,
+    control_url: str | None,
+) -> None:
+    """A camera is a gate with its maker and serial; only a Hikvision one has a control URL
+    (its push's reply opens nothing: the platform calls the camera), and it must have one."""
+    if vendor is None:
+        if serial is not None or control_url is not None:
+            raise DeviceError("--serial and --control-url describe a camera: give --vendor too")
+        return
+    if kind is not DeviceKind.GATE:
+        raise DeviceError("a camera is installed at a lane (--lane)")
+    if serial is None or SERIAL_PATTERN.fullmatch(serial) is None:
+        raise DeviceError(
+            "a camera needs its serial number (--serial): 1-128 visible ASCII characters"
+        )
+    if vendor is Vendor.HIKVISION:
+        if control_url is None or CONTROL_URL_PATTERN.fullmatch(control_url) is None:
+            raise DeviceError(
+                "a Hikvision camera needs --control-url http(s)://<camera address>[:port], "
+                "where the platform opens its barrier (ISAPI)"
+            )
+    elif control_url is not None:
+        raise DeviceError("only a Hikvision camera is called back (--control-url)")
 
 
 def resolve_kind(

@@ -37,6 +37,9 @@ from parking.devices.model import (
     PlacementTaken,
     Provisioned,
     ProvisionReport,
+    SerialTaken,
+    Vendor,
+    check_camera,
     check_id,
     device_patterns,
     grants,
@@ -47,6 +50,12 @@ from parking.devices.model import (
 from parking.lots import service as lots
 
 SECRETS_FILE: Final = "device-secrets.json"
+#: The ISAPI credentials the platform signs its calls to Hikvision cameras with
+#: (device id -> "user:password"); Digest needs the password itself, so it is kept
+#: like the simulators' secrets: one 0600 file under the stack dir, never in the database.
+CONTROL_SECRETS_FILE: Final = "camera-control.json"
+#: The ISAPI user the platform asks an installer to create on a Hikvision camera.
+CONTROL_USER: Final = "changbo"
 
 #: 24 random bytes: not a human password, so PBKDF2 with Mosquitto's 101
 #: iterations is enough (see broker.py) and brute force is out of reach.
@@ -87,6 +96,21 @@ class BrokerFiles(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class CameraSpec:
+    """A gate that is a camera pushing in its maker's protocol (``add_device``)."""
+
+    vendor: Vendor
+    serial: str
+    #: the camera adapter's address as cameras reach it (PARKING_CAMERA_PUBLIC_URL)
+    push_base_url: str
+    #: where a Hikvision camera's credentials for the platform's ISAPI calls are kept
+    control_secrets: Path
+    #: a Hikvision camera's ISAPI base URL
+    control_url: str | None = None
+    control_user: str = CONTROL_USER
+
+
+@dataclass(frozen=True, slots=True)
 class Broker:
     files: BrokerFiles
     topics: Topics
@@ -101,6 +125,13 @@ class Broker:
 
 def secrets_path(stack_dir: Path) -> Path:
     return stack_dir / SECRETS_FILE
+
+
+def push_url(base_url: str, vendor: Vendor, device_id: str, secret: str) -> str:
+    """Where a camera pushes: the camera adapter's address, its maker, the device and the
+    device's secret (the identity both makers' HTTP push can carry: a URL is all either
+    lets an installer configure)."""
+    return f"{base_url.rstrip('/')}/cameras/{vendor.value}/{device_id}/{secret}"
 
 
 def _new_secret() -> str:
@@ -215,15 +246,27 @@ async def add_device(
     kind: DeviceKind | None = None,
     device_id: str | None = None,
     broker: Broker | None,
+    camera: CameraSpec | None = None,
 ) -> Provisioned:
     """Register a device with a new random secret, then update the broker.
 
     The secret is returned once and stored only as a Mosquitto PBKDF2 hash.
     Without ``device_id`` the id is ``{lot}-{lane|space}`` lowercased (with a
     ``-2``... suffix when a revoked device had it). Must run outside a transaction.
+
+    With ``camera`` the gate is a camera that pushes in its maker's protocol: it gets
+    no broker account, and the answer carries its push URL (the secret in its path);
+    a Hikvision camera also gets the ISAPI password the platform opens its barrier
+    with, written to ``camera.control_secrets`` (0600) before the row commits.
     """
     _require_no_transaction(conn)
     resolved = resolve_kind(kind, lane_id=lane_id, space_id=space_id)
+    check_camera(
+        resolved,
+        vendor=camera.vendor if camera else None,
+        serial=camera.serial if camera else None,
+        control_url=camera.control_url if camera else None,
+    )
     if device_id is not None:
         check_id(device_id)
     if not await lots.lot_exists(conn, lot_id):
@@ -242,6 +285,14 @@ async def add_device(
             raise DeviceIdTaken(f"every id from {candidates[0]!r} on is taken; give one with --id")
         device_id = free[0]
     password = _new_secret()
+    control_password = None
+    if camera is not None and camera.vendor is Vendor.HIKVISION:
+        control_password = _new_secret()
+        known = read_secrets(camera.control_secrets)
+        _write_secrets(
+            camera.control_secrets,
+            {**known, device_id: f"{camera.control_user}:{control_password}"},
+        )
     try:
         async with conn.transaction():
             await store.insert(
@@ -252,23 +303,45 @@ async def add_device(
                 lane_id=lane_id,
                 space_id=space_id,
                 password_hash=broker_files.hash_password(password),
+                vendor=camera.vendor if camera else None,
+                serial=camera.serial if camera else None,
+                control_url=camera.control_url if camera else None,
             )
     except asyncpg.UniqueViolationError as error:
         if error.constraint_name == "devices_pkey":
             raise DeviceIdTaken(f"device id {device_id!r} is taken") from error
+        if error.constraint_name == "devices_one_live_camera" and camera is not None:
+            raise SerialTaken(
+                f"{camera.vendor.value} camera {camera.serial!r} is registered already; "
+                "revoke that device first"
+            ) from error
         where = f"lane {lane_id!r}" if lane_id is not None else f"space {space_id!r}"
         raise PlacementTaken(
             f"{where} of lot {lot_id!r} has a live {resolved.value} already; revoke it first"
         ) from error
-    if broker is not None:
+    if broker is not None and camera is None:
         await sync_broker(conn, broker)
+    if camera is None:
+        return Provisioned(
+            device_id=device_id,
+            password=password,
+            kind=resolved,
+            lot_id=lot_id,
+            lane_id=lane_id,
+            space_id=space_id,
+        )
     return Provisioned(
         device_id=device_id,
         password=password,
         kind=resolved,
         lot_id=lot_id,
         lane_id=lane_id,
-        space_id=space_id,
+        vendor=camera.vendor,
+        serial=camera.serial,
+        push_url=push_url(camera.push_base_url, camera.vendor, device_id, password),
+        control_url=camera.control_url,
+        control_user=camera.control_user if control_password is not None else None,
+        control_password=control_password,
     )
 
 
@@ -329,6 +402,11 @@ def read_secrets(path: Path) -> dict[str, str]:
     ):
         raise ValueError(f"{path} is not a JSON object of device id -> secret")
     return data
+
+
+def write_secrets(path: Path, entries: dict[str, str]) -> None:
+    """Replace a secrets file (device id -> secret) atomically, mode 0600."""
+    _write_secrets(path, entries)
 
 
 def _write_secrets(path: Path, entries: dict[str, str]) -> None:

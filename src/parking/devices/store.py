@@ -14,9 +14,12 @@ from parking.devices.model import (
     DeviceClock,
     DeviceKind,
     FleetDevice,
+    Vendor,
 )
 
-_DEVICE_COLUMNS = "device_id, kind, lot_id, lane_id, space_id, created_at, revoked_at"
+_DEVICE_COLUMNS = (
+    "device_id, kind, lot_id, lane_id, space_id, created_at, revoked_at, vendor, serial"
+)
 
 
 def _device(row: asyncpg.Record) -> Device:
@@ -28,6 +31,8 @@ def _device(row: asyncpg.Record) -> Device:
         space_id=row["space_id"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        vendor=Vendor(row["vendor"]) if row["vendor"] is not None else None,
+        serial=row["serial"],
     )
 
 
@@ -63,11 +68,16 @@ async def insert(
     lane_id: str | None,
     space_id: str | None,
     password_hash: str,
+    vendor: Vendor | None = None,
+    serial: str | None = None,
+    control_url: str | None = None,
 ) -> Device:
-    """Raises asyncpg.UniqueViolationError (naming the index) when id or placement is taken."""
+    """Raises asyncpg.UniqueViolationError (naming the index) when id, placement or a
+    camera's serial is taken."""
     row = await conn.fetchrow(
-        f"""INSERT INTO devices (device_id, kind, lot_id, lane_id, space_id, password_hash)
-            VALUES ($1, $2, $3, $4, $5, $6)
+        f"""INSERT INTO devices (device_id, kind, lot_id, lane_id, space_id, password_hash,
+                                 vendor, serial, control_url)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
             RETURNING {_DEVICE_COLUMNS}""",  # noqa: S608 (a constant column list)
         device_id,
         kind.value,
@@ -75,6 +85,9 @@ async def insert(
         lane_id,
         space_id,
         password_hash,
+        vendor.value if vendor is not None else None,
+        serial,
+        control_url,
     )
     assert row is not None
     return _device(row)
@@ -152,9 +165,11 @@ async def list_devices(
 
 
 async def live_credentials(conn: asyncpg.Connection) -> list[Credential]:
+    """Live devices that speak MQTT. A camera (vendor set) has no broker account: its
+    secret travels in the URL it pushes to, so it must open nothing else."""
     rows = await conn.fetch(
         """SELECT device_id, kind, lot_id, lane_id, space_id, password_hash
-           FROM devices WHERE revoked_at IS NULL ORDER BY device_id"""
+           FROM devices WHERE revoked_at IS NULL AND vendor IS NULL ORDER BY device_id"""
     )
     return [
         Credential(
@@ -189,11 +204,12 @@ async def placements(conn: asyncpg.Connection, kind: str) -> set[tuple[str, str]
 async def live_devices_by_lot(
     conn: asyncpg.Connection, directions: dict[tuple[str, str], str]
 ) -> dict[str, list[FleetDevice]]:
-    """lot id -> its live devices, by lot and device id (``directions``: (lot, lane) ->
-    the lane's direction, from ``parking.lots``)."""
+    """lot id -> its live MQTT devices, by lot and device id (``directions``: (lot, lane) ->
+    the lane's direction, from ``parking.lots``). Cameras that push in their maker's
+    protocol are left out: an MQTT simulator cannot drive them."""
     rows = await conn.fetch(
         """SELECT device_id, kind, lot_id, lane_id, space_id FROM devices
-           WHERE revoked_at IS NULL ORDER BY lot_id, device_id"""
+           WHERE revoked_at IS NULL AND vendor IS NULL ORDER BY lot_id, device_id"""
     )
     by_lot: dict[str, list[FleetDevice]] = {}
     for row in rows:
@@ -214,8 +230,10 @@ async def live_devices_by_lot(
 
 async def gate_login(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:
     """What a device's HTTP login is checked against: lot_id, lane_id, kind, password_hash,
-    revoked_at."""
+    revoked_at. A camera is not found here: its events get their seq from the camera
+    adapter, never from a contract payload."""
     return await conn.fetchrow(
-        "SELECT lot_id, lane_id, kind, password_hash, revoked_at FROM devices WHERE device_id = $1",
+        "SELECT lot_id, lane_id, kind, password_hash, revoked_at FROM devices "
+        "WHERE device_id = $1 AND vendor IS NULL",
         device_id,
     )
