@@ -15,7 +15,9 @@ ALTER TABLE devices
     -- a serial as the camera prints it: visible ASCII and inner spaces
     -- (Hikvision's deviceUUID is "<model> <serial>")
     ADD CONSTRAINT devices_serial_check CHECK (serial ~ '^[!-~]([ -~]{0,126}[!-~])?$'),
-    ADD CONSTRAINT devices_control_url_check CHECK (control_url ~ '^https?://[^\s]{1,500}$'),
+    -- (PostgreSQL's regular expressions count at most 255 repetitions: the length apart)
+    ADD CONSTRAINT devices_control_url_check
+        CHECK (control_url ~ '^https?://\S+$' AND length(control_url) <= 500),
     ADD CONSTRAINT devices_camera_check CHECK (
         (vendor IS NULL) = (serial IS NULL)
         AND (vendor IS NULL OR kind = 'gate')

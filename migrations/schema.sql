@@ -595,7 +595,7 @@ CREATE TABLE public.devices (
     serial text,
     control_url text,
     CONSTRAINT devices_camera_check CHECK ((((vendor IS NULL) = (serial IS NULL)) AND ((vendor IS NULL) OR (kind = 'gate'::text)) AND ((control_url IS NULL) OR (vendor = 'hikvision'::text)))),
-    CONSTRAINT devices_control_url_check CHECK ((control_url ~ '^https?://[^\s]{1,500}$'::text)),
+    CONSTRAINT devices_control_url_check CHECK (((control_url ~ '^https?://\S+$'::text) AND (length(control_url) <= 500))),
     CONSTRAINT devices_device_id_check CHECK ((device_id ~ '^[A-Za-z0-9_-]{1,64}$'::text)),
     CONSTRAINT devices_kind_check CHECK ((kind = ANY (ARRAY['gate'::text, 'sensor'::text, 'sign'::text]))),
     CONSTRAINT devices_placement_check CHECK ((((kind = 'gate'::text) AND (lane_id IS NOT NULL) AND (space_id IS NULL)) OR ((kind = 'sensor'::text) AND (space_id IS NOT NULL) AND (lane_id IS NULL)) OR ((kind = 'sign'::text) AND (space_id IS NULL)))),

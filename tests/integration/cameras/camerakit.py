@@ -218,10 +218,16 @@ def hikvision_parts(
 
 
 def hikvision_event(
-    *, plate: str, at: datetime, history: bool = False, event_uuid: str | None = None
+    camera: Camera,
+    *,
+    plate: str,
+    at: datetime,
+    history: bool = False,
+    event_uuid: str | None = None,
 ) -> bytes:
     return fixture(
         "hikvision/anpr-ds-tcg405e.xml.fixture",
+        serial=camera.serial,
         licensePlate=plate,
         dateTime=at.astimezone(SHANGHAI).isoformat(timespec="milliseconds"),
         UUID=event_uuid or str(uuid.uuid4()),
