@@ -11,9 +11,11 @@ import click
 from counterparts.payments import alipay as sandbox_alipay
 from counterparts.payments import keys as sandbox_keys
 from parking import config
+from parking.clock import SystemClock
 from parking.db import migrate as migrations
 from parking.devices import service as devices
 from parking.errors import MigrationError, StackError
+from parking.seed import cameras as camera_seed
 from parking.seed import service as seeding
 from parking.stack import service as stack
 from parking.workers.supervisor import Child, supervise
@@ -38,8 +40,19 @@ async def _prepare(settings: config.Settings) -> None:
                 progress=lambda m: click.echo(f"[seed] {m}", err=True),
             )
             click.echo(f"[run] seeded {counts}", err=True)
-        # Devices for every seeded lane and space (idempotent), and broker files
-        # that match the registry before any device or gateway connects.
+        # Two lots run on cameras in their makers' protocols (before the MQTT gates are
+        # provisioned, so their lanes get none), then devices for every other seeded
+        # lane and space (idempotent), and broker files that match the registry
+        # before any device or gateway connects.
+        await camera_seed.provision(
+            conn,
+            stack_dir=settings.stack_dir,
+            push_base_url=settings.camera_public_url,
+            isapi_base_url=f"http://127.0.0.1:{settings.camera_port + 1}",
+            broker=stack.mosquitto_broker(settings),
+            now=SystemClock().now(),
+            progress=lambda m: click.echo(f"[devices] {m}", err=True),
+        )
         await devices.provision_city(
             conn,
             secrets_file=devices.secrets_path(settings.stack_dir),
@@ -64,6 +77,7 @@ def run() -> None:
         raise click.ClickException(str(exc)) from exc
     me = [sys.executable, "-m", "parking"]
     base = f"http://{settings.api_host}:{settings.api_port}"
+    camera_lots = ", ".join(f"{lot} {vendor}" for lot, vendor in camera_seed.CAMERA_LOTS.items())
     banner = (
         "\n畅泊 Changbo is running. Ctrl-C stops it.\n"
         f"  API        {base}/v1\n"
@@ -72,6 +86,8 @@ def run() -> None:
         f"  metrics    {base}/metrics\n"
         f"  sandbox    http://127.0.0.1:{settings.sandbox_port}  (payment provider, WeChat v3;"
         f" Alipay gateway on {settings.sandbox_port + 1})\n"
+        f"  cameras    {settings.camera_public_url}/cameras/<vendor>/<device>/<secret>"
+        f"  ({camera_lots})\n"
         f"  PostgreSQL 127.0.0.1:{settings.pg_port}   Redis 127.0.0.1:{settings.redis_port}"
         f"   MQTT 127.0.0.1:{settings.mqtt_port} (platform {settings.mqtt_platform_port})\n"
         '  shell      eval "$(uv run parking stack env)"   then psql, redis-cli, mosquitto_sub\n'
@@ -105,6 +121,10 @@ def run() -> None:
         Child("cases-clock", [*me, "cases", "tick"]),
         Child("gateway", [*me, "gateway"]),
         Child("persister", [*me, "persister"]),
+        # Real cameras' protocols: the adapter they push to, and the two camera lots'
+        # simulated Vzenith and Hikvision units (gateways/cameras).
+        Child("camera-adapter", [*me, "cameras", "serve"]),
+        Child("camera-simulator", [*me, "cameras", "simulate", "--rate", "0.5"]),
         # A gentle city so the dashboard is alive: 20 lots, 5 events/s.
         Child(
             "simulator", [*me, "simulate", "--lots", "20", "--rate", "5", "--progress-every", "60"]

@@ -129,7 +129,7 @@ class Adapter:
     image_dir: Path
 
 
-async def start_adapter(pipe: Pipeline) -> Adapter:
+async def start_adapter(pipe: Pipeline, **extra_env: str) -> Adapter:
     """``parking cameras serve`` on a free port, once it answers."""
     port = free_port()
     image_dir = pipe.tmp / "images"
@@ -139,6 +139,7 @@ async def start_adapter(pipe: Pipeline) -> Adapter:
         "serve",
         PARKING_CAMERA_PORT=str(port),
         PARKING_IMAGE_DIR=str(image_dir),
+        **extra_env,
     ).start()
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=5) as http:
