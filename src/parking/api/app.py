@@ -25,6 +25,7 @@ from parking.api import city as city_routes
 from parking.api import contactless as contactless_routes
 from parking.api import driver_page, drivers, pages, payments, pricing_rules, tariffs
 from parking.api import gate as gate_fallback
+from parking.api import images as image_routes
 from parking.api import opendata as opendata_routes
 from parking.api import operators as operator_routes
 from parking.api import prepay as prepay_routes
@@ -143,6 +144,7 @@ def create_app(
         Metrics,
         *tariffs.ROUTES,
         *calendar_routes.ROUTES,
+        *image_routes.ROUTES,
         *pricing_rules.ROUTES,
         *drivers.ROUTES,
         *payments.ROUTES,

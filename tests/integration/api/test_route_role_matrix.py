@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import inspect
+import io
 import json
 import re
 import warnings
@@ -29,12 +30,14 @@ from litestar import Litestar
 from litestar.middleware.base import DefineMiddleware
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
+from PIL import Image
 
 from parking.accounts.model import REFRESH_AUDIENCE
 from parking.api.auth import BearerAuth
 from parking.auth import tokens
 from parking.auth.model import Role
 from parking.config import Settings
+from parking.devices.images import ImageStore
 from parking.seed.city import DEMO_COMPANY, DEMO_LOT
 
 Client = AsyncTestClient  # type: ignore[type-arg]
@@ -219,6 +222,8 @@ class Things:
     group: str
     pass_id: str
     plate: str
+    #: a camera picture of the lot: <day>/<sha256>.jpg
+    image: str = ""
 
 
 def _later(days: int) -> str:
@@ -296,6 +301,10 @@ TENANT: dict[str, Callable[[Things], Request]] = {
     ),
     "DELETE /v1/operator/blacklist/{plate:str}": lambda t: (
         f"/v1/operator/blacklist/{t.plate}",
+        None,
+    ),
+    "GET /v1/operator/images/{lot_id:str}/{day:str}/{name:str}": lambda t: (
+        f"/v1/operator/images/{t.lot}/{t.image}",
         None,
     ),
     "GET /v1/city/lots/{lot_id:str}": lambda t: (f"/v1/city/lots/{t.lot}", None),
@@ -380,6 +389,11 @@ async def gz_urbans_things(
         "VALUES ('matrix:1', 'unknown_plate', $1, now())",
         lot,
     )
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(picture, format="JPEG")
+    stored = ImageStore(api.app.state.infra.settings.image_dir).put(
+        picture.getvalue(), lot_id=lot, at=datetime.now(UTC)
+    )
     return Things(
         lot=lot,
         tariff="matrix-tariff",
@@ -388,6 +402,7 @@ async def gz_urbans_things(
         group="matrix-own",
         pass_id=issued.json()["id"],
         plate="赣B4K444",
+        image=f"{stored.day:%Y%m%d}/{stored.digest}.jpg",
     )
 
 
