@@ -43,6 +43,9 @@ class QuoteRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     lot_id: str | None = None
     plate: Annotated[str, msgspec.Meta(max_length=32)] | None = None
     vehicle_class: VehicleClassNumber | None = None
+    #: the stay's index among the plate's stays of the day (``nev.daily_grace``);
+    #: with ``lot_id`` and a plate it is counted from the plate's stays when not given
+    stay_of_day: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
 
 
 class QuoteResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,7 +104,11 @@ async def quote_stay(
         if data.plate is not None or data.vehicle_class is not None:
             raise InvalidInput("`plate` and `vehicle_class` go with `lot_id`, not `tariff`")
         tariff = tariff_from_dict(data.tariff)
-        breakdown = quote(tariff, data.entry, data.exit, nev=data.nev)
+        calendars = (await request.app.state.pricer_cache.get(infra.pool)).rules.calendars
+        breakdown = quote(
+            tariff, data.entry, data.exit, nev=data.nev, calendars=calendars,
+            stay_of_day=data.stay_of_day or 1,
+        )  # fmt: skip
         return Response(
             QuoteResponse(
                 total_fen=breakdown.total_fen,
@@ -117,12 +124,20 @@ async def quote_stay(
         raise InvalidInput("with `lot_id`, new-energy status comes from the plate")
     pricer = await request.app.state.pricer_cache.get(infra.pool)
     assert data.lot_id is not None
+    stay = data.stay_of_day
+    if stay is None:
+        count = pricer.daily_grace_count(
+            lot_id=data.lot_id, plate=data.plate, entry=data.entry, vehicle_class=data.vehicle_class
+        )
+        async with connection(infra) as conn:
+            stay = await pricing.stay_of_day(conn, count, data.plate, data.entry)
     priced = pricer.price(
         lot_id=data.lot_id,
         plate=data.plate,
         entry=data.entry,
         exit=data.exit,
         vehicle_class=data.vehicle_class,
+        stay_of_day=stay,
     )
     return Response(
         QuoteResponse(

@@ -29,6 +29,7 @@ from parking.occupancy.model import (
 )
 from parking.plates import Plate, PlateError, parse_plate
 from parking.pricing import PricedStay
+from parking.pricing.logic import DayCount
 
 
 class PricerLike(Protocol):
@@ -40,7 +41,22 @@ class PricerLike(Protocol):
         entry: datetime,
         exit: datetime,
         vehicle_class: int | None = None,
+        stay_of_day: int = 1,
     ) -> PricedStay: ...
+
+    def daily_grace_count(
+        self,
+        *,
+        lot_id: str,
+        plate: str | None,
+        entry: datetime,
+        vehicle_class: int | None = None,
+    ) -> DayCount | None: ...
+
+
+#: counts the plate's stays entered at the lots since a time, before another (the
+#: earlier stays of a day, for ``nev.daily_grace``)
+StayCounter = Callable[[str, DayCount, datetime], Awaitable[int]]
 
 
 class CoreBusy(Exception):
@@ -125,6 +141,8 @@ class Gate:
     open_payload: bytes = b""
     hold_payload: bytes = b""
     clock: logic.ClockReading | None = None
+    #: the stay's index of the day (an exit under ``nev.daily_grace``)
+    stay_of_day: int = 1
 
     @property
     def at(self) -> datetime:

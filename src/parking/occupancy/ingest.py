@@ -59,6 +59,7 @@ from parking.occupancy.batch import (
     Recovery,
     Sensor,
     Status,
+    StayCounter,
     Tuning,
     fallback_tag,
     plate_of,
@@ -99,6 +100,7 @@ class Ingest:
         pricer: PricerLike,
         tuning: Tuning | None = None,
         refresh_directory: Callable[[], Awaitable[Directory]] | None = None,
+        count_stays: StayCounter | None = None,
     ) -> None:
         self.redis = redis
         self.topics = topics
@@ -106,6 +108,7 @@ class Ingest:
         self.pricer = pricer
         self.tuning = tuning or Tuning()
         self._refresh = refresh_directory
+        self._count_stays = count_stays
 
     # ---------------------------------------------------------- decode
 
@@ -247,6 +250,29 @@ class Ingest:
                 g.current = OpenSession.parse(store.text(reply)) if reply else None
                 g.prepaid = Prepaid.parse(store.text(paid)) if paid else None
 
+    async def _read_stays_of_day(self, gates: Sequence[Gate]) -> None:
+        """An exit whose price depends on the stay's index of the day (a new-energy plate
+        under ``nev.daily_grace``) gets it counted (PostgreSQL); only those pay the read.
+        A count that fails prices the stay as the day's first and says so in the log."""
+        if self._count_stays is None:
+            return
+        for g in gates:
+            if g.msg.direction != "out" or g.plate is None or g.current is None:
+                continue
+            entry = logic.from_ms(g.current.entry_ms)
+            count = self.pricer.daily_grace_count(
+                lot_id=g.lot.lot_id, plate=g.plate.text, entry=entry
+            )
+            if count is None:
+                continue
+            try:
+                g.stay_of_day = 1 + await self._count_stays(g.plate.text, count, entry)
+            except Exception as error:  # the lane must not stop for a fee's detail
+                log.warning(
+                    "stay_of_day_unknown", device_id=g.msg.device_id, seq=g.msg.seq,
+                    error=f"{type(error).__name__}: {error}",
+                )  # fmt: skip
+
     def _command(
         self, g: Gate, *, action: str, session_id: str | None, display: str, now: datetime
     ) -> bytes:
@@ -268,7 +294,11 @@ class Ingest:
         entry = logic.from_ms(current.entry_ms)
         try:
             stay = self.pricer.price(
-                lot_id=g.lot.lot_id, plate=g.plate.text, entry=entry, exit=g.at
+                lot_id=g.lot.lot_id,
+                plate=g.plate.text,
+                entry=entry,
+                exit=g.at,
+                stay_of_day=g.stay_of_day,
             )
         except Exception as error:  # a fee we cannot compute must not stop the lane
             return PricedExit(
@@ -524,6 +554,7 @@ class Ingest:
         ):
             if isinstance(outcome, BaseException):
                 raise outcome
+        await self._read_stays_of_day([i for i in items if isinstance(i, Gate)])
         followups: list[tuple[str, FollowUp]] = []
         watermarks: dict[str, tuple[str, int]] = {}
         pending: list[Item] = list(items)

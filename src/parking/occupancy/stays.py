@@ -22,6 +22,7 @@ from parking.accounts import service as accounts
 from parking.occupancy import logic, store
 from parking.occupancy.model import CurrentSession
 from parking.pricing import Pricer
+from parking.pricing import service as pricing
 from parking.pricing.model import PricingError
 from parking.sessions import service as sessions
 
@@ -49,6 +50,12 @@ async def current(
     if not plates and not unplated:
         return []
     open_now, source = await _open_stays(pool, redis, plates) if plates else ({}, {})
+    shown = {
+        plate: stay
+        for plate, stay in sorted(open_now.items())
+        if stay[0] in mine or (plate in held and logic.from_ms(stay[2]) >= held[plate].bound_at)
+    }
+    index = await _stays_of_day(pool, pricer, shown)
     items = [
         quote_now(
             pricer,
@@ -58,9 +65,9 @@ async def current(
             entry=logic.from_ms(entry_ms),
             now=now,
             source=source[plate],
+            stay_of_day=index.get(plate, 1),
         )
-        for plate, (sid, lot_id, entry_ms) in sorted(open_now.items())
-        if sid in mine or (plate in held and logic.from_ms(entry_ms) >= held[plate].bound_at)
+        for plate, (sid, lot_id, entry_ms) in shown.items()
     ]
     items += [
         quote_now(
@@ -96,6 +103,25 @@ async def _open_stays(
         return recorded, dict.fromkeys(recorded, "record")
 
 
+async def _stays_of_day(pool: asyncpg.Pool, pricer: Pricer, stays: Stays) -> dict[str, int]:
+    """Each stay's index of the day, for the few whose price depends on it (a new-energy
+    plate under ``nev.daily_grace``): a PostgreSQL read only for those."""
+    wanted = []
+    for plate, (_sid, lot_id, entry_ms) in stays.items():
+        entry = logic.from_ms(entry_ms)
+        count = pricer.daily_grace_count(lot_id=lot_id, plate=plate, entry=entry)
+        if count is not None:
+            wanted.append((plate, count, entry))
+    if not wanted:
+        return {}
+    async with pool.acquire() as proxy:
+        conn = cast(asyncpg.Connection, proxy)
+        return {
+            plate: await pricing.stay_of_day(conn, count, plate, entry)
+            for plate, count, entry in wanted
+        }
+
+
 async def _recorded(pool: asyncpg.Pool, plates: list[str]) -> Stays:
     async with pool.acquire() as proxy:
         found = await sessions.recorded_open(cast(asyncpg.Connection, proxy), plates)
@@ -111,10 +137,13 @@ def quote_now(
     entry: datetime,
     now: datetime,
     source: str,
+    stay_of_day: int = 1,
 ) -> CurrentSession:
     """The stay with its fee if it ended now; a stay the lot cannot price says why."""
     try:
-        priced = pricer.price(lot_id=lot_id, plate=plate, entry=entry, exit=max(entry, now))
+        priced = pricer.price(
+            lot_id=lot_id, plate=plate, entry=entry, exit=max(entry, now), stay_of_day=stay_of_day
+        )
     except PricingError as exc:
         fee, tariff, reason = None, None, f"cannot price: {exc}"
     else:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import bisect
 from datetime import datetime
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+from msgspec import UNSET
 
 from parking.plates import Plate
 from parking.pricing.model import MonthlyPass, PricedStay, PricingError, Rules, TariffVersion
-from parking.tariffs import quote
+from parking.tariffs import Tariff, quote
 from parking.vehicles import VehicleClass, effective_class
 
 
@@ -51,7 +55,12 @@ def price(
     entry: datetime,
     exit: datetime,
     vehicle_class: int | None = None,
+    stay_of_day: int = 1,
 ) -> PricedStay:
+    """``stay_of_day``: this stay's index among the plate's stays entered on the same
+    local day under tariffs of its tariff's grace_group (1: the first; see
+    ``daily_grace_count``); only a new-energy plate under ``nev.daily_grace`` uses it.
+    Day types come from ``rules.calendars``, the newest edition first."""
     if entry.tzinfo is None or exit.tzinfo is None:
         raise PricingError("entry and exit must carry a time zone")
     if exit <= entry:
@@ -88,7 +97,10 @@ def price(
                 return free(f"monthly_pass:{covering.id}")
             # The pass ran out during the stay: the rest is priced as a stay
             # that began when the pass ended, by the version in force at entry.
-            tail = quote(version.tariff, covering.valid_until, exit, nev=plate.is_new_energy)
+            tail = quote(
+                version.tariff, covering.valid_until, exit, nev=plate.is_new_energy,
+                calendars=rules.calendars, stay_of_day=stay_of_day,
+            )  # fmt: skip
             return PricedStay(
                 fee_fen=tail.total_fen,
                 tariff_id=tariff_id,
@@ -98,7 +110,9 @@ def price(
                 quote=tail,
             )
     nev = plate.is_new_energy if plate is not None else False
-    full = quote(version.tariff, entry, exit, nev=nev)
+    full = quote(
+        version.tariff, entry, exit, nev=nev, calendars=rules.calendars, stay_of_day=stay_of_day
+    )
     return PricedStay(
         fee_fen=full.total_fen,
         tariff_id=tariff_id,
@@ -107,6 +121,52 @@ def price(
         reason="tariff",
         quote=full,
     )
+
+
+def _tariff_at(rules: Rules, lot_id: str, cls: int, at: datetime) -> Tariff | None:
+    tariff_id = rules.lot_tariffs.get(lot_id, {}).get(cls)
+    if tariff_id is None:
+        return None
+    version = version_in_force(rules.versions.get(tariff_id, ()), at)
+    return None if version is None else version.tariff
+
+
+class DayCount(NamedTuple):
+    """What to count for a stay's index of the day: the plate's stays entered at
+    ``lots`` from ``since`` (the tariff's local midnight) to the stay's entry."""
+
+    lots: tuple[str, ...]
+    since: datetime
+
+
+def daily_grace_count(
+    rules: Rules,
+    *,
+    lot_id: str,
+    plate: Plate | None,
+    entry: datetime,
+    vehicle_class: int | None = None,
+) -> DayCount | None:
+    """What a stay's index of the day counts (the lots whose tariff for the vehicle's
+    class at ``entry`` has this tariff's grace_group, since the local midnight), or None
+    when the price does not depend on the index: not a new-energy plate, or no
+    ``nev.daily_grace`` in the tariff."""
+    if plate is None or not plate.is_new_energy:
+        return None
+    cls = vehicle_class_for(rules, plate, vehicle_class)
+    tariff = _tariff_at(rules, lot_id, cls, entry)
+    if tariff is None or tariff.nev is None or tariff.nev.daily_grace is UNSET:
+        return None
+    group = tariff.group
+    lots = tuple(
+        sorted(
+            lot
+            for lot in rules.lot_tariffs
+            if (other := _tariff_at(rules, lot, cls, entry)) is not None and other.group == group
+        )
+    )
+    local = entry.astimezone(ZoneInfo(tariff.timezone))
+    return DayCount(lots, local.replace(hour=0, minute=0, second=0, microsecond=0))
 
 
 def _exemption(by_company: dict[str | None, str] | None, company: str | None) -> str | None:

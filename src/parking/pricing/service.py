@@ -109,6 +109,7 @@ class Pricer:
         entry: datetime,
         exit: datetime,
         vehicle_class: int | None = None,
+        stay_of_day: int = 1,
     ) -> PricedStay:
         return logic.price(
             self._rules,
@@ -117,7 +118,50 @@ class Pricer:
             entry=entry,
             exit=exit,
             vehicle_class=vehicle_class,
+            stay_of_day=stay_of_day,
         )
+
+    def daily_grace_count(
+        self,
+        *,
+        lot_id: str,
+        plate: str | None,
+        entry: datetime,
+        vehicle_class: int | None = None,
+    ) -> logic.DayCount | None:
+        """What this stay's index of the day counts; None when its price does not
+        depend on it (most stays: then no query is needed)."""
+        return logic.daily_grace_count(
+            self._rules,
+            lot_id=lot_id,
+            plate=plate_or_none(plate),
+            entry=entry,
+            vehicle_class=vehicle_class,
+        )
+
+
+async def stay_of_day(
+    conn: asyncpg.Connection, count: logic.DayCount | None, plate: str | None, entry: datetime
+) -> int:
+    """A stay's index among the plate's stays entered the same local day under tariffs of
+    its grace_group: 1 + the earlier ones stored in PostgreSQL, open or closed (a plate
+    has one open stay at a time, the one priced, so the earlier ones are persisted).
+    ``count`` is the pricer's ``daily_grace_count`` for the stay; None (the price does
+    not depend on the index) gives 1 without a query."""
+    parsed = plate_or_none(plate)
+    if count is None or parsed is None:
+        return 1
+    return 1 + await earlier_stays(conn, parsed.text, count, entry)
+
+
+async def earlier_stays(
+    conn: asyncpg.Connection, plate: str, count: logic.DayCount, before: datetime
+) -> int:
+    """The plate's stays (open or closed) entered at ``count.lots`` from ``count.since``
+    until ``before``."""
+    return await store.stays_entered(
+        conn, plate, lots=list(count.lots), since=count.since, before=before
+    )
 
 
 class TariffVersionView(msgspec.Struct, frozen=True, kw_only=True):

@@ -249,3 +249,19 @@ async def insert_calendar(
         now,
     )
     return bool(done)
+
+
+async def stays_entered(
+    conn: asyncpg.Connection, plate: str, *, lots: list[str], since: datetime, before: datetime
+) -> int:
+    """The plate's stays (open or closed) entered at ``lots`` in [since, before)."""
+    value = await conn.fetchval(
+        """SELECT count(*) FROM sessions
+            WHERE plate = $1 AND lot_id = ANY($2::text[]) AND status IN ('open', 'closed')
+              AND entry_at >= $3 AND entry_at < $4""",
+        plate,
+        lots,
+        since,
+        before,
+    )
+    return int(value)

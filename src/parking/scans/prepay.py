@@ -19,6 +19,7 @@ from parking.errors import Conflict
 from parking.occupancy import store as occupancy_store
 from parking.occupancy.batch import PricerLike
 from parking.occupancy.logic import to_ms
+from parking.pricing import service as pricing
 from parking.sessions import service as sessions
 from parking.tariffs import quote_to_json
 
@@ -71,8 +72,15 @@ async def prepay(
         window = row["exit_window"]
         owed = await bills.prepayments(conn, session_id)
         stand = bills_logic.standing(bills_logic.live(owed), at=now, window=window)
+        count = pricer.daily_grace_count(
+            lot_id=row["lot_id"], plate=row["plate"], entry=row["entry_at"]
+        )
         priced = pricer.price(
-            lot_id=row["lot_id"], plate=row["plate"], entry=row["entry_at"], exit=now
+            lot_id=row["lot_id"],
+            plate=row["plate"],
+            entry=row["entry_at"],
+            exit=now,
+            stay_of_day=await pricing.stay_of_day(conn, count, row["plate"], row["entry_at"]),
         )
         in_window = stand.leave_by is not None and now <= stand.leave_by
         if not in_window and priced.fee_fen > stand.billed_fen:

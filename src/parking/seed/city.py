@@ -7,7 +7,10 @@ zones, counties and county-level cities, with coordinates around each seat.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Final
+
+import msgspec
 
 from parking.lots.model import LaneView, Lot, NewLane
 
@@ -118,11 +121,21 @@ def _lanes_for(capacity: int) -> tuple[NewLane, ...]:
     return tuple(lanes)
 
 
+#: 赣县区's street spaces charge on workdays only (tariffs v2 schedules by day type)
+WORKDAY_STREETS: Final = "GX"
+#: 江南宋城's lots: the last ``SONGCHENG_LOTS`` gated lots of 章贡区, priced by the
+#: real rule (contract v2's worked example: the first-hour price again after 24 h)
+SONGCHENG_LOTS: Final = 3
+SONGCHENG_TARIFF: Final = "ganzhou-songcheng-1"
+
+
 def _tariffs_for(district: District, kind: str) -> tuple[str, str, str, str, str]:
     if not district.core:
         small = "ganzhou-county"
     elif kind == "gated":
         small = "ganzhou-core-gated"
+    elif district.code == WORKDAY_STREETS:
+        small = "ganzhou-gx-onstreet"
     else:
         small = "ganzhou-core-onstreet"
     large = "ganzhou-large"
@@ -217,4 +230,21 @@ def build(seed: int) -> list[PlannedLot]:
                 tariffs=_tariffs_for(district, kind),
             )
         )
-    return lots
+    return _songcheng(lots)
+
+
+def _songcheng(lots: list[PlannedLot]) -> list[PlannedLot]:
+    """The last gated lots of 章贡区 are 江南宋城's, named and priced as such."""
+    chosen = [p.id for p in lots if p.lot.district_code == "ZG" and p.lot.kind == "gated"]
+    chosen = [i for i in chosen if i != DEMO_LOT][-SONGCHENG_LOTS:]
+    out = []
+    for planned in lots:
+        if planned.id in chosen:
+            n = chosen.index(planned.id) + 1
+            planned = replace(
+                planned,
+                lot=msgspec.structs.replace(planned.lot, name=f"江南宋城停车场{n}号 (章贡区)"),
+                tariffs=(SONGCHENG_TARIFF, *planned.tariffs[1:]),
+            )
+        out.append(planned)
+    return out

@@ -18,8 +18,8 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any, Final
+from datetime import datetime, timedelta
+from typing import Any, Final, cast
 
 import asyncpg
 import click
@@ -42,6 +42,8 @@ from parking.occupancy.batch import BatchReport, Inbound, Recovery
 from parking.occupancy.ingest import Ingest
 from parking.occupancy.model import CoreNotReady, Directory
 from parking.pricing import Pricer
+from parking.pricing import service as pricing
+from parking.pricing.logic import DayCount
 
 log = structlog.get_logger("parking.gateway")
 
@@ -146,9 +148,22 @@ class Gateway:
         self._ingest: Ingest | None = None
         self._pricer: Pricer | None = None
         self._flag_sync = plate_flags.FlagSync()
+        #: for the few exits whose fee depends on the plate's stays of the day
+        self._stay_pool: asyncpg.Pool | None = None
 
     async def _pg(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.settings.database_url, timeout=10)
+
+    async def _count_stays(self, plate: str, count: DayCount, before: datetime) -> int:
+        """The plate's earlier stays of the day (``nev.daily_grace``), from PostgreSQL; a
+        small pool opened at the first such exit."""
+        if self._stay_pool is None:
+            self._stay_pool = await asyncpg.create_pool(
+                self.settings.database_url, min_size=0, max_size=2, timeout=10
+            )
+        async with self._stay_pool.acquire() as proxy:
+            conn = cast(asyncpg.Connection, proxy)
+            return await pricing.earlier_stays(conn, plate, count, before)
 
     async def _retrying(self, what: str, action: Callable[[], Any]) -> Any:
         delay = RETRY_FIRST_S
@@ -184,6 +199,7 @@ class Gateway:
             directory=directory,
             pricer=pricer,
             refresh_directory=self._refresh_directory,
+            count_stays=self._count_stays,
         )
         await self._retrying("sync_lots", lambda: ingest.sync_lots(list(directory.lots.values())))
         self._last_refresh = time.monotonic()
@@ -430,6 +446,8 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         adapter.stop()
+        if self._stay_pool is not None:
+            await self._stay_pool.close()
         await self.redis.aclose()
         log.info("gateway_stopped")
 
