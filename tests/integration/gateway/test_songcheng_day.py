@@ -135,3 +135,8 @@ async def test_a_25_hour_stay_at_songcheng_bills_2400_everywhere(pipeline: Pipel
     assert [c["cap_fen"] for c in quote["cycles"]] == [2000, 2000]
     bill = await pipeline.fetchval("SELECT amount_fen FROM bills WHERE plate = $1", PLATE)
     assert bill == 2400
+    # no process wrote the plate or the phone unmasked in its log
+    for proc in pipeline.procs:
+        written = proc.log()
+        assert PLATE not in written, proc.name
+        assert PHONE not in written, proc.name
