@@ -90,7 +90,8 @@ def sources(lot_id: str, networks: tuple[str, ...], allow_any: bool) -> None:
     "--isapi-port",
     type=int,
     default=None,
-    help="where simulated Hikvision units serve ISAPI (default: camera port + 1)",
+    help="where simulated Hikvision units serve ISAPI (default: the port of their control "
+    "URLs on this machine, else the camera port + 1)",
 )
 def simulate(
     lots: tuple[str, ...], rate: float, duration: float | None, seed: int, isapi_port: int | None
@@ -129,7 +130,16 @@ def simulate(
     ]
     if not simulated:
         raise click.ClickException("no camera with a known secret in these lots")
-    port = isapi_port or settings.camera_port + 1
+    # The units' ISAPI is where the registry says the platform calls them (their control
+    # URL, on this machine): the port their provisioning chose, whatever the adapter's is now.
+    local = {
+        port
+        for c in found
+        if c.control_url
+        and urlsplit(c.control_url).hostname in ("127.0.0.1", "localhost")
+        and (port := urlsplit(c.control_url).port) is not None
+    }
+    port = isapi_port or (local.pop() if len(local) == 1 else settings.camera_port + 1)
     credentials = {
         urlsplit(c.control_url).path.rstrip("/"): controls[c.device.device_id]
         for c in found

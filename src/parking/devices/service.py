@@ -321,26 +321,20 @@ async def add_device(
         ) from error
     if broker is not None and camera is None:
         await sync_broker(conn, broker)
-    if camera is None:
-        return Provisioned(
-            device_id=device_id,
-            password=password,
-            kind=resolved,
-            lot_id=lot_id,
-            lane_id=lane_id,
-            space_id=space_id,
-        )
     return Provisioned(
         device_id=device_id,
         password=password,
         kind=resolved,
         lot_id=lot_id,
         lane_id=lane_id,
-        vendor=camera.vendor,
-        serial=camera.serial,
-        push_url=push_url(camera.push_base_url, camera.vendor, device_id, password),
-        control_url=camera.control_url,
-        control_user=camera.control_user if control_password is not None else None,
+        space_id=space_id,
+        vendor=camera.vendor if camera else None,
+        serial=camera.serial if camera else None,
+        push_url=push_url(camera.push_base_url, camera.vendor, device_id, password)
+        if camera
+        else None,
+        control_url=camera.control_url if camera else None,
+        control_user=camera.control_user if camera and control_password else None,
         control_password=control_password,
     )
 

@@ -4,7 +4,6 @@ the device registry, and the camera adapter as a process beside the persister (p
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 import secrets
 import socket
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
 from pipekit import Pipeline, Proc, eventually
 
 from gateways.cameras.simulator import IsapiServer
@@ -44,12 +42,6 @@ def fixture(name: str, **values: object) -> bytes:
         return str(values[key])
 
     return _PLACEHOLDER.sub(fill, body).encode()
-
-
-def jpeg(colour: tuple[int, int, int] = (90, 110, 120)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (64, 36), colour).save(out, format="JPEG")
-    return out.getvalue()
 
 
 def free_port() -> int:

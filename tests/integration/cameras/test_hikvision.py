@@ -20,7 +20,6 @@ from camerakit import (
     hikvision_event,
     hikvision_parts,
     isapi_server,
-    jpeg,
     passages,
     start_adapter,
     trust,
@@ -28,7 +27,7 @@ from camerakit import (
 )
 from pipekit import DEMO, Pipeline, eventually
 
-from gateways.cameras.simulator import IsapiServer
+from gateways.cameras.simulator import IsapiServer, jpeg
 from parking.clock import SHANGHAI
 from parking.devices.model import Vendor
 from parking.occupancy import keys, plate_flags

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from camerakit import add_camera, free_port, jpeg, start_adapter, vzenith_push, wait_rows
+from camerakit import add_camera, free_port, start_adapter, vzenith_push, wait_rows
 from pipekit import DEMO, Pipeline
 
+from gateways.cameras.simulator import jpeg
 from parking.auth import tokens
 from parking.auth.model import Role
 from parking.devices.model import Vendor

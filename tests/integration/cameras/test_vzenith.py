@@ -16,7 +16,6 @@ from camerakit import (
     Camera,
     add_camera,
     fixture,
-    jpeg,
     passages,
     start_adapter,
     vzenith_heartbeat,
@@ -25,6 +24,7 @@ from camerakit import (
 )
 from pipekit import DEMO, Pipeline, eventually
 
+from gateways.cameras.simulator import jpeg
 from parking.clock import SHANGHAI
 from parking.devices import service as devices
 from parking.devices.model import Vendor
