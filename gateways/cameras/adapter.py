@@ -83,8 +83,13 @@ KEEP_PUSHES: Final = timedelta(days=30)
 #: backlog), and a revoked one forever. Each one is still answered and logged.
 DEAD_LETTER_EVERY_S: Final = 60.0
 #: The dead-letter store keeps the body verbatim up to this; a push's pictures are
-#: most of it and say nothing about why it was refused.
+#: most of it and say nothing about why it was refused. A sender that proved no camera
+#: (unknown device, wrong secret) gets the MQTT contract's 8 KiB: enough to see what it
+#: was, too little to fill the database from the internet.
 DEAD_PAYLOAD_MAX: Final = 256 * 1024
+DEAD_PAYLOAD_MAX_UNKNOWN: Final = 8 * 1024
+#: ... and at most this many dead letters a minute from one source address.
+DEAD_LETTERS_PER_SOURCE: Final = 30
 
 _COMMAND: Final = msgspec.json.Decoder(Command)
 
@@ -419,14 +424,17 @@ class CameraAdapter:
         digest = hashlib.blake2b(body, digest_size=12).hexdigest()
         key = f"{vendor.value}|{code}|{device_id or source or '-'}|{digest}"
         now = time.monotonic()
-        if now - self._dead.get(key, -DEAD_LETTER_EVERY_S) < DEAD_LETTER_EVERY_S:
-            return False
         self._dead = {k: t for k, t in self._dead.items() if now - t < DEAD_LETTER_EVERY_S}
+        from_source = sum(1 for k in self._dead if k.startswith(f"@{source}|"))
+        if key in self._dead or from_source >= DEAD_LETTERS_PER_SOURCE:
+            return False
         self._dead[key] = now
+        self._dead[f"@{source}|{key}"] = now
+        limit = DEAD_PAYLOAD_MAX if device_id is not None else DEAD_PAYLOAD_MAX_UNKNOWN
         payload = body
-        if len(body) > DEAD_PAYLOAD_MAX:
-            payload = body[:DEAD_PAYLOAD_MAX]
-            reason = f"{reason} (payload cut at {DEAD_PAYLOAD_MAX} of {len(body)} bytes)"
+        if len(body) > limit:
+            payload = body[:limit]
+            reason = f"{reason} (payload cut at {limit} of {len(body)} bytes)"
         topic = f"cameras/{vendor.value}" + (f"/{device_id}" if device_id else "")
         async with self._conn() as conn:
             await records.insert_dead_letters(

@@ -183,6 +183,9 @@ class Service:
             return _problem(403, "Another camera", "this push names another camera's serial")
         try:
             return await self._answer(vendor, camera, push, received_at)
+        except CameraMismatch as mismatch:
+            await refuse(str(mismatch), camera.device_id)
+            return _problem(403, "Another camera", str(mismatch).split(":", 1)[0])
         except CoreUnavailable:
             return _problem(
                 503,
