@@ -133,8 +133,9 @@ async def start_adapter(pipe: Pipeline, **extra_env: str) -> Adapter:
         PARKING_IMAGE_DIR=str(image_dir),
         **extra_env,
     ).start()
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=5) as http:
+    scheme = "https" if "PARKING_CAMERA_TLS" in extra_env else "http"
+    base = f"{scheme}://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=5, verify=False) as http:
 
         async def ready() -> bool:
             try:

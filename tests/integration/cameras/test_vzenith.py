@@ -391,3 +391,46 @@ def test_the_documents_sample_record_decodes_to_its_values() -> None:
         True,
     )
     assert decoded.push_key == "vz:21085@1686299994.687772"
+
+
+async def test_a_camera_pushing_over_https_is_answered_the_same(pipeline: Pipeline) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = pipeline.tmp / "cert.pem", pipeline.tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    pipeline.persister().start()
+    adapter = await start_adapter(pipeline, PARKING_CAMERA_TLS=f"{cert_file},{key_file}")
+    secure = adapter.base_url.replace("http://", "https://")
+    entry = await add_camera(
+        pipeline, "in1", Vendor.VZENITH, "fe71e106-57263272", lot=DEMO, base_url=secure
+    )
+    async with httpx.AsyncClient(trust_env=False, timeout=30, verify=False) as http:
+        reply = await http.post(
+            entry.push_url, content=vzenith_push(entry, plate=PLATE, plateid=5, at=now)
+        )
+    assert entry.push_url.startswith("https://")
+    assert reply.status_code == 200, reply.text
+    assert json.loads(reply.content)["Response_AlarmInfoPlate"]["info"] == "ok"
