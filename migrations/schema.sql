@@ -181,12 +181,14 @@ END;
 $$;
 CREATE TABLE public.accounts (
     id text NOT NULL,
-    phone text NOT NULL,
+    phone text,
     status text DEFAULT 'active'::text NOT NULL,
     created_at timestamp with time zone NOT NULL,
+    deleted_at timestamp with time zone,
+    CONSTRAINT accounts_deleted_check CHECK ((((status = 'deleted'::text) = (phone IS NULL)) AND ((status = 'deleted'::text) = (deleted_at IS NOT NULL)))),
     CONSTRAINT accounts_id_check CHECK ((id ~ '^acc-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
     CONSTRAINT accounts_phone_check CHECK ((phone ~ '^\+861[3-9][0-9]{9}$'::text)),
-    CONSTRAINT accounts_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text])))
+    CONSTRAINT accounts_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text, 'deleted'::text])))
 );
 CREATE TABLE public.anomalies (
     id text NOT NULL,
@@ -231,7 +233,7 @@ CREATE TABLE public.auth_sessions (
     CONSTRAINT auth_sessions_id_check CHECK ((id ~ '^as-[0-9A-HJKMNP-TV-Z]{26}$'::text)),
     CONSTRAINT auth_sessions_period_check CHECK ((expires_at > created_at)),
     CONSTRAINT auth_sessions_revocation_check CHECK (((revoked_at IS NULL) = (revoked_reason IS NULL))),
-    CONSTRAINT auth_sessions_revoked_reason_check CHECK ((revoked_reason = ANY (ARRAY['logout'::text, 'reuse'::text, 'operator'::text])))
+    CONSTRAINT auth_sessions_revoked_reason_check CHECK ((revoked_reason = ANY (ARRAY['logout'::text, 'reuse'::text, 'operator'::text, 'account_deleted'::text])))
 );
 CREATE TABLE public.bill_events (
     id bigint NOT NULL,

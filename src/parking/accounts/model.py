@@ -36,6 +36,8 @@ MAX_VEHICLES: Final = 5
 class AccountStatus(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
+    #: deleted by its driver: no phone, no login, the party of its financial records
+    DELETED = "deleted"
 
 
 class ClaimStatus(StrEnum):
@@ -140,7 +142,8 @@ class CodeSent(msgspec.Struct, frozen=True, kw_only=True):
 
 class AccountView(msgspec.Struct, frozen=True, kw_only=True):
     id: str
-    phone: str
+    #: None once the account is deleted
+    phone: str | None
     status: AccountStatus
     created_at: datetime
     vehicles: int

@@ -288,6 +288,40 @@ async def revoke_access(
 # ------------------------------------------------------------------ account
 
 
+async def close_account(
+    conn: asyncpg.Connection,
+    redis: aioredis.Redis,
+    account_id: str,
+    *,
+    access_token: str,
+    now: datetime,
+) -> int:
+    """The driver deletes their account (caller's transaction; audited): every login
+    revoked (the presented token too), then the account pseudonymised, its phone gone;
+    it stays as the party of its financial records. Release the plates first
+    (``unbind_vehicle``). Returns the logins revoked; AccountNotFound when it is gone."""
+    row = await store.account(conn, account_id, lock=True)
+    if row is None or row["status"] == AccountStatus.DELETED:
+        raise AccountNotFound("no such account")
+    claims = jwt.decode(access_token, options={"verify_signature": False})
+    expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
+    await _deny(redis, [(str(claims["jti"]), expires_at - now + _DENY_MARGIN)], now=now)
+    logins = await store.live_sessions_of(conn, account_id)
+    for session_id in logins:
+        await _revoke_session(conn, redis, session_id, "account_deleted", now)
+    await store.pseudonymise(conn, account_id, now)
+    await store.audit(
+        conn,
+        at=now,
+        actor=account_id,
+        role=Role.DRIVER.value,
+        action="account.delete",
+        target=f"account:{account_id}",
+        details={"logins_revoked": len(logins)},
+    )
+    return len(logins)
+
+
 async def account_view(conn: asyncpg.Connection, account_id: str) -> AccountView:
     row = await store.account(conn, account_id)
     if row is None:

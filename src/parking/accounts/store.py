@@ -154,6 +154,22 @@ async def account(
     return await conn.fetchrow(sql + (" FOR UPDATE" if lock else ""), account_id)
 
 
+async def live_sessions_of(conn: asyncpg.Connection, account_id: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT id FROM auth_sessions WHERE account_id = $1 AND revoked_at IS NULL", account_id
+    )
+    return [r["id"] for r in rows]
+
+
+async def pseudonymise(conn: asyncpg.Connection, account_id: str, now: datetime) -> None:
+    """The account without its phone: what remains names nobody."""
+    await conn.execute(
+        "UPDATE accounts SET status = 'deleted', phone = NULL, deleted_at = $2 WHERE id = $1",
+        account_id,
+        now,
+    )
+
+
 async def account_by_phone(conn: asyncpg.Connection, phone: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT id, phone, status, created_at FROM accounts WHERE phone = $1", phone

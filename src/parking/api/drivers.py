@@ -339,6 +339,28 @@ async def export_my_data(request: Request[Any, Any, Any]) -> Response[privacy.My
     )
 
 
+@delete(
+    "/v1/me",
+    guards=driver_only,
+    tags=["drivers"],
+    summary="Delete my account: plates released, mandates and logins revoked, phone erased",
+    status_code=200,
+    responses=problem_responses(401, 403, 404),
+)
+async def delete_me(request: Request[Any, Any, Any]) -> privacy.Deleted:
+    """Financial records stay with the account, which no longer names anyone; a bill
+    still open is still owed by its plate. The phone may make a new account later."""
+    infra = infra_of(request.app)
+    async with connection(infra, transaction=True) as conn:
+        return await privacy.delete_account(
+            conn,
+            infra.redis,
+            principal_of(request).subject,
+            access_token=str(request.auth),
+            now=clock_of(request).now(),
+        )
+
+
 #: exports one account may ask for a day
 EXPORTS_PER_ACCOUNT: Final = (Rule("export-1d", 5, 86400),)
 
@@ -591,6 +613,7 @@ ROUTES = [
     log_out,
     me,
     export_my_data,
+    delete_me,
     my_vehicles,
     bind_vehicle,
     unbind_vehicle,

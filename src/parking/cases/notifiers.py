@@ -67,6 +67,8 @@ class Contacts:
             account = await accounts.account_view(conn, recipient.removeprefix(ACCOUNT_PREFIX))
         except AccountNotFound:
             return listed
+        if account.phone is None:  # deleted by its driver: nobody to reach
+            return listed
         phones = list(dict.fromkeys([account.phone, *listed.phones]))
         return Contact(phones=phones, openids=listed.openids)
 

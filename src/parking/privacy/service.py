@@ -1,6 +1,6 @@
-"""A driver's own data, as they may take it away (PIPL: the right to a copy): the
-account, its plates, its stays with their fees and bills, its contactless mandates and
-its 码上反映 reports, in one JSON document. The caller owns the transaction."""
+"""A driver's own data (PIPL): a copy to take away (the account, its plates, its stays
+with their fees and bills, its contactless mandates and its 码上反映 reports, in one
+JSON document), and the account's deletion. The caller owns the transaction."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, Final
 
 import asyncpg
 import msgspec
+import redis.asyncio as aioredis
 
 from parking.accounts import service as accounts
 from parking.cases import service as cases
@@ -47,3 +48,36 @@ async def export(conn: asyncpg.Connection, account_id: str, *, now: datetime) ->
         contactless=[_plain(m) for m in await contactless.mandates_of_account(conn, account_id)],
         reports=[_plain(r) for r in await cases.my_reports(conn, account_id, limit=EXPORT_LIMIT)],
     )
+
+
+async def delete_account(
+    conn: asyncpg.Connection,
+    redis: aioredis.Redis,
+    account_id: str,
+    *,
+    access_token: str,
+    now: datetime,
+) -> Deleted:
+    """The driver deletes their account (the caller's transaction): every plate released
+    (its contactless mandates revoked with it), every login revoked, the account
+    pseudonymised. Bills, payments and the ledger stay as financial records of the
+    pseudonymous account; a bill still open is still owed by its plate."""
+    released = []
+    for vehicle in await accounts.vehicles(conn, account_id, after=None, limit=EXPORT_LIMIT):
+        await accounts.unbind_vehicle(
+            conn,
+            account_id=account_id,
+            plate_raw=vehicle.plate,
+            now=now,
+            revoke_mandates=contactless.revoke_mandates_of,
+        )
+        released.append(vehicle.plate)
+    logins = await accounts.close_account(
+        conn, redis, account_id, access_token=access_token, now=now
+    )
+    return Deleted(plates_released=len(released), logins_revoked=logins)
+
+
+class Deleted(msgspec.Struct, frozen=True, kw_only=True):
+    plates_released: int
+    logins_revoked: int
