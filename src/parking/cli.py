@@ -9,6 +9,7 @@ from counterparts.payments.cli import sandbox_pay
 from gateways.cameras.cli import cameras
 from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
+from parking.backup.cli import backup, restore
 from parking.cases.cli import cases
 from parking.city.cli import city
 from parking.db.cli import db
@@ -61,3 +62,5 @@ main.add_command(drivers)
 main.add_command(qr)
 main.add_command(payments)
 main.add_command(reconcile)
+main.add_command(backup)
+main.add_command(restore)

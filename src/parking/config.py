@@ -206,6 +206,12 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "180",
         "days a camera picture is kept; older days are removed by the camera adapter",
     ),
+    (
+        "PARKING_BACKUP_DIR",
+        "(<stack dir>/backups)",
+        "where `parking backup` keeps base backups, archived WAL and copies of Redis, the "
+        "broker's files and secrets; put it on another disk (`docs/operations.md`)",
+    ),
 )
 
 
@@ -304,6 +310,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: cameras' pictures (content-addressed, a folder per day) and how long they stay
     image_dir: Path = Path("images")
     image_retention_days: int = 180
+    #: base backups, archived WAL and the other servers' copies (``parking backup``)
+    backup_dir: Path = Path("backups")
 
     def fee_rate_ppm(self, provider: str) -> int:
         """The provider's contracted fee rate; ConfigError when none is configured."""
@@ -415,6 +423,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         camera_tls=_tls(env.get("PARKING_CAMERA_TLS")),
         image_dir=Path(env.get("PARKING_IMAGE_DIR") or stack_dir / "images"),
         image_retention_days=int(_positive("PARKING_IMAGE_RETENTION_DAYS", get)),
+        backup_dir=Path(env.get("PARKING_BACKUP_DIR") or stack_dir / "backups").resolve(),
     )
 
 

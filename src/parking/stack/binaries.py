@@ -21,6 +21,8 @@ PACKAGES: dict[str, str] = {
     "postgres": f"postgresql-{PG_MAJOR}",
     "psql": f"postgresql-client-{PG_MAJOR}",
     "pg_dump": f"postgresql-client-{PG_MAJOR}",
+    "pg_basebackup": f"postgresql-client-{PG_MAJOR}",
+    "pg_verifybackup": f"postgresql-{PG_MAJOR}",
     "redis-server": "redis-server",
     "redis-cli": "redis-tools",
     "mosquitto": "mosquitto",
@@ -36,6 +38,8 @@ class Binaries:
     postgres: Path
     psql: Path
     pg_dump: Path
+    pg_basebackup: Path
+    pg_verifybackup: Path
     redis_server: Path
     redis_cli: Path
     mosquitto: Path
@@ -99,6 +103,8 @@ def ensure(*, log: Callable[[str], None]) -> Binaries:
         postgres=_req(found, "postgres"),
         psql=_req(found, "psql"),
         pg_dump=_req(found, "pg_dump"),
+        pg_basebackup=_req(found, "pg_basebackup"),
+        pg_verifybackup=_req(found, "pg_verifybackup"),
         redis_server=_req(found, "redis-server"),
         redis_cli=_req(found, "redis-cli"),
         mosquitto=_req(found, "mosquitto"),

@@ -17,10 +17,15 @@ def stack() -> None:
 
 
 @stack.command()
-def up() -> None:
+@click.option(
+    "--backups",
+    is_flag=True,
+    help="Archive PostgreSQL's WAL into PARKING_BACKUP_DIR (kept on later starts).",
+)
+def up(backups: bool) -> None:
     """Start the servers (installing missing packages as root) and wait until ready."""
     try:
-        service.up(config.load())
+        service.up(config.load(), backups=backups)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
 

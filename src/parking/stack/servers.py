@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,10 @@ from parking.stack.binaries import Binaries
 Log = Callable[[str], None]
 
 _READY_TIMEOUT_S = 60.0
+
+#: The file of the cluster's data directory that holds WAL archiving and recovery
+#: settings; postgresql.conf includes it.
+ARCHIVE_CONF = "parking-backups.conf"
 
 
 def _wait_port(port: int, what: str, timeout: float = _READY_TIMEOUT_S) -> None:
@@ -166,7 +171,18 @@ class Postgres:
                     "shared_buffers = 256MB\n"
                     "timezone = 'UTC'\n"
                     "log_timezone = 'UTC'\n"
+                    # WAL archiving and recovery settings (`parking stack up --backups`,
+                    # `parking restore`) live in their own file, rewritten whole.
+                    f"include_if_exists = '{ARCHIVE_CONF}'\n"
                 )
+        self.start()
+        _wait_port(self.settings.pg_port, "postgres")
+        self._create_app_role(password, app_password)
+        self._create_database(password)
+
+    def start(self) -> None:
+        """Start the cluster unless it runs (in recovery too: ``pg_ctl -w`` returns once
+        it accepts read-only connections)."""
         if self.running():
             self.log(f"postgres: already running on {self.settings.pg_port}")
         else:
@@ -200,9 +216,46 @@ class Postgres:
                 raise StackError(
                     f"postgres did not start: {result.stderr.strip()} (see {self.logfile})"
                 )
-        _wait_port(self.settings.pg_port, "postgres")
-        self._create_app_role(password, app_password)
-        self._create_database(password)
+
+    def own_tree(self, top: Path) -> None:
+        """Hand ``top`` and everything under it to the cluster's owner (as root)."""
+        if os.geteuid() != 0:
+            return
+        self._chown(top)
+        for path in top.rglob("*"):
+            self._chown(path)
+
+    def restart(self) -> None:
+        self.log("postgres: restarting")
+        subprocess.run(
+            self._as_owner(
+                [
+                    str(self.bins.pg_ctl),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.logfile),
+                    "-o",
+                    f"-p {self.settings.pg_port}",
+                    "-m",
+                    "fast",
+                    "-w",
+                    "restart",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    def query(self, password: str, sql: str) -> str:
+        """One statement as the owner in the platform's database; its text output."""
+        return self._psql(password, DB_NAME, sql)
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
 
     def _psql(self, password: str, database: str, sql: str) -> str:
         env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
@@ -349,6 +402,36 @@ class Redis:
                 return
             time.sleep(0.1)
         raise StackError(f"redis did not answer PING (see {self.root / 'redis.log'})")
+
+    def _saves(self, password: str) -> tuple[int, bool]:
+        """(snapshots taken since start, a snapshot running or scheduled)."""
+        fields = dict(
+            line.split(":", 1)
+            for line in self._cli(password, "INFO", "persistence").stdout.splitlines()
+            if ":" in line
+        )
+        busy = fields.get("rdb_bgsave_in_progress", "0").strip() != "0"
+        return int(fields.get("rdb_saves", "0").strip() or 0), busy
+
+    def snapshot(self, password: str, into: Path) -> None:
+        """Copy a fresh RDB snapshot to ``into`` (BGSAVE: Redis keeps serving meanwhile)."""
+        before, _ = self._saves(password)
+        # SCHEDULE: an AOF rewrite in progress delays the save instead of refusing it.
+        started = self._cli(password, "BGSAVE", "SCHEDULE")
+        if started.returncode != 0 or "ERR" in started.stdout:
+            raise StackError(f"redis BGSAVE failed: {started.stdout.strip()} {started.stderr}")
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while True:
+            saves, busy = self._saves(password)
+            if saves > before and not busy:
+                break
+            if time.monotonic() > deadline:
+                raise StackError("redis BGSAVE did not finish in time")
+            time.sleep(0.05)
+        if "rdb_last_bgsave_status:ok" not in self._cli(password, "INFO", "persistence").stdout:
+            raise StackError(f"redis BGSAVE failed (see {self.root / 'redis.log'})")
+        into.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.root / "dump.rdb", into)
 
     def down(self, password: str) -> None:
         if not self.running():

@@ -10,6 +10,7 @@ from parking.config import APP_DB_USER, DB_NAME, Settings
 from parking.devices.messages import Topics
 from parking.devices.service import Broker
 from parking.stack import binaries
+from parking.stack.archiving import archive_conf, write_archive_conf
 from parking.stack.servers import Mosquitto, Postgres, Redis, ensure_secrets
 
 Log = Callable[[str], None]
@@ -19,11 +20,27 @@ def _stderr(message: str) -> None:
     print(f"[stack] {message}", file=sys.stderr, flush=True)
 
 
-def up(settings: Settings, log: Log = _stderr) -> None:
-    """Start every server (idempotent) and wait until each one answers."""
+def up(settings: Settings, log: Log = _stderr, *, backups: bool = False) -> None:
+    """Start every server (idempotent) and wait until each one answers.
+
+    With ``backups`` PostgreSQL archives every WAL segment into
+    ``<backup dir>/wal`` from now on (a restart when that is new); the setting stays
+    in the cluster, so a later ``up`` without it keeps archiving.
+    """
     bins = binaries.ensure(log=log)
     secret = ensure_secrets(settings)
-    Postgres(settings, bins, log).up(secret.postgres, secret.postgres_app)
+    postgres = Postgres(settings, bins, log)
+    postgres.up(secret.postgres, secret.postgres_app)
+    if backups:
+        wal = settings.backup_dir / "wal"
+        wal.mkdir(parents=True, exist_ok=True)
+        # As root the server runs as postgres, which must pass through the backup
+        # directory (not list it: base sets hold secrets) and write the archive.
+        settings.backup_dir.chmod(0o711)
+        postgres.own_tree(wal)
+        if write_archive_conf(postgres, archive_conf(wal)):
+            log(f"postgres: archiving WAL into {wal}")
+            postgres.restart()
     Redis(settings, bins, log).up(secret.redis)
     Mosquitto(settings, bins, log).up(secret.mqtt_platform)
     log(f"ready: {settings.stack_dir}")
