@@ -11,6 +11,7 @@ from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
 from parking.backup.cli import backup, restore
 from parking.cases.cli import cases
+from parking.configcheck import config_group
 from parking.city.cli import city
 from parking.db.cli import db
 from parking.devices.cli import devices
@@ -64,3 +65,4 @@ main.add_command(payments)
 main.add_command(reconcile)
 main.add_command(backup)
 main.add_command(restore)
+main.add_command(config_group)
