@@ -1568,6 +1568,24 @@ CREATE TABLE public.refund_requests (
     CONSTRAINT refund_requests_status_check CHECK ((status = ANY (ARRAY['requested'::text, 'approved'::text, 'rejected'::text, 'refunded'::text, 'failed'::text]))),
     CONSTRAINT refund_requests_subject_check CHECK (((bill_id IS NOT NULL) OR (anomaly_id IS NOT NULL)))
 );
+CREATE TABLE public.retention_runs (
+    id bigint NOT NULL,
+    at timestamp with time zone NOT NULL,
+    kind text NOT NULL,
+    cutoff timestamp with time zone NOT NULL,
+    removed bigint NOT NULL,
+    detail jsonb NOT NULL,
+    CONSTRAINT retention_runs_kind_check CHECK ((kind = ANY (ARRAY['passages'::text, 'sensor_readings'::text, 'dead_letters'::text, 'plates'::text]))),
+    CONSTRAINT retention_runs_removed_check CHECK ((removed >= 0))
+);
+ALTER TABLE public.retention_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.retention_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 CREATE TABLE public.rollup_changes (
     hour timestamp with time zone NOT NULL
 );
@@ -2269,6 +2287,8 @@ ALTER TABLE ONLY public.refund_requests
     ADD CONSTRAINT refund_requests_out_refund_no_unique UNIQUE (out_refund_no);
 ALTER TABLE ONLY public.refund_requests
     ADD CONSTRAINT refund_requests_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.retention_runs
+    ADD CONSTRAINT retention_runs_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.sessions
@@ -2637,6 +2657,7 @@ CREATE CONSTRAINT TRIGGER payment_attempts_shares AFTER INSERT ON public.payment
 CREATE TRIGGER payment_bills_append_only BEFORE DELETE OR UPDATE ON public.payment_bills FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE CONSTRAINT TRIGGER payment_bills_shares AFTER INSERT ON public.payment_bills DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.payment_attempt_check_shares();
 CREATE TRIGGER plate_violations_append_only BEFORE DELETE OR UPDATE ON public.plate_violations FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
+CREATE TRIGGER retention_runs_append_only BEFORE DELETE OR UPDATE ON public.retention_runs FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER sessions_rollups_insert AFTER INSERT ON public.sessions REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_sessions();
 CREATE TRIGGER sessions_rollups_update AFTER UPDATE ON public.sessions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_sessions();
 CREATE TRIGGER vehicles_per_account_limit BEFORE INSERT OR UPDATE ON public.vehicles FOR EACH ROW EXECUTE FUNCTION public.vehicles_check_per_account();

@@ -22,6 +22,7 @@ from parking.payments.cli import payments
 from parking.pricing.cli import calendar
 from parking.qr.cli import qr
 from parking.reconciliation.cli import reconcile
+from parking.retention.cli import retention
 from parking.seed.cli import seed
 from parking.sessions.cli import sessions
 from parking.stack.cli import stack
@@ -46,6 +47,7 @@ main.add_command(api)
 main.add_command(run)
 main.add_command(tariff)
 main.add_command(calendar)
+main.add_command(retention)
 main.add_command(tokens_group)
 main.add_command(companies_group)
 main.add_command(ledger)

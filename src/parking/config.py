@@ -166,6 +166,17 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "how often `parking run`'s clock job escalates 码上反映 cases whose clocks ran out",
     ),
     (
+        "PARKING_RETENTION",
+        "passages_months=6,sensor_months=3,dead_letter_days=90,plate_months=36",
+        "how long each kind of data lives (docs/privacy.md); the job "
+        "`parking retention apply` removes or pseudonymises what is past it",
+    ),
+    (
+        "PARKING_RETENTION_EVERY_S",
+        "21600",
+        "how often `parking run`'s retention job runs",
+    ),
+    (
         "PARKING_CASES_NOTIFY_CONFIG",
         "(none: local only)",
         "码上反映's SMS and WeChat template-message channels and contacts (JSON, see "
@@ -298,6 +309,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: the rollup job's period
     rollup_every_s: float = 30.0
     cases_every_s: float = 30.0
+    #: ``kind=amount`` pairs, parsed by ``parking.retention`` (its defaults otherwise)
+    retention: str = ""
+    retention_every_s: float = 21600.0
     #: 码上反映's notification channels (SMS, WeChat template messages) and contacts;
     #: None: notifications stay in ``case_notifications`` and the log
     cases_notify_config: Path | None = None
@@ -411,6 +425,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         device_silent_after_s=_positive("PARKING_DEVICE_SILENT_AFTER_S", get),
         rollup_every_s=_positive("PARKING_ROLLUP_EVERY_S", get),
         cases_every_s=_positive("PARKING_CASES_EVERY_S", get),
+        retention=get("PARKING_RETENTION"),
+        retention_every_s=_positive("PARKING_RETENTION_EVERY_S", get),
         cases_notify_config=_path(env.get("PARKING_CASES_NOTIFY_CONFIG")),
         camera_host=get("PARKING_CAMERA_HOST"),
         camera_port=int(get("PARKING_CAMERA_PORT")),

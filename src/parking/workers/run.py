@@ -119,6 +119,8 @@ def run() -> None:
         Child("city-rollups", [*me, "city", "rollup"]),
         # 码上反映's clocks: a case not accepted in time goes up a level.
         Child("cases-clock", [*me, "cases", "tick"]),
+        # Personal data no longer than it must: every PARKING_RETENTION_EVERY_S.
+        Child("retention", [*me, "retention", "apply"]),
         Child("gateway", [*me, "gateway"]),
         Child("persister", [*me, "persister"]),
         # Real cameras' protocols: the adapter they push to, and the two camera lots'

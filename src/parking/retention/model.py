@@ -1,0 +1,46 @@
+"""How long each kind of data lives (PIPL: minimum necessary, stated retention), with
+the reason for each default."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+import msgspec
+
+Months = Annotated[int, msgspec.Meta(ge=1, le=600)]
+Days = Annotated[int, msgspec.Meta(ge=1, le=36500)]
+
+
+class Kind(StrEnum):
+    PASSAGES = "passages"
+    SENSOR_READINGS = "sensor_readings"
+    DEAD_LETTERS = "dead_letters"
+    PLATES = "plates"
+
+
+class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The retention of each kind (configuration: ``PARKING_RETAIN_*``)."""
+
+    #: raw gate passages (a plate, a lane, a time each): 6 months, long enough to
+    #: answer a dispute (a bill is disputed within weeks) and an audit of a quarter
+    passages_months: Months = 6
+    #: sensor readings (no personal data; occupancy figures are rolled up hourly and
+    #: daily first): 3 months
+    sensor_months: Months = 3
+    #: messages refused at the edge (may hold a plate): 90 days, to find a device's bug
+    dead_letter_days: Days = 90
+    #: the plate on sessions and settled bills: 36 months; the records stay (financial
+    #: records), the plate becomes a pseudonym nobody can read back. Open bills keep
+    #: their plate: they are owed by it
+    plate_months: Months = 36
+
+
+class Removed(msgspec.Struct, frozen=True, kw_only=True):
+    """What one kind's retention did in one run."""
+
+    kind: Kind
+    cutoff: datetime
+    removed: int
+    detail: dict[str, int]

@@ -1,0 +1,119 @@
+"""The retention job's SQL (run as the database owner: it drops partitions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+import asyncpg
+import msgspec
+
+from parking.retention.model import Removed
+
+#: settled bills: what they say about a plate is history, not a debt
+SETTLED: Final = ("paid", "refunded", "written_off")
+#: a session ended before $1 whose bills (if any) are all settled ($2: SETTLED)
+_ENDED_SESSION: Final = """status <> 'open' AND coalesce(exit_at, entry_at) < $1
+    AND NOT EXISTS (SELECT 1 FROM bills b WHERE b.session_id = sessions.id
+                    AND b.status <> ALL($2::text[]))"""
+
+
+async def event_partitions(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT c.relname FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_class p ON p.oid = i.inhparent
+            WHERE p.relname IN ('passages', 'space_events')"""
+    )
+    return [r["relname"] for r in rows]
+
+
+async def under_dispute(conn: asyncpg.Connection, name: str) -> bool:
+    """Whether a passages partition holds a passage of a stay whose bill is disputed and
+    undecided: the evidence stays until the dispute is decided."""
+    if not name.startswith("passages_"):
+        return False
+    quoted = await conn.fetchval("SELECT quote_ident($1)", name)
+    return bool(
+        await conn.fetchval(
+            f"""SELECT EXISTS (SELECT 1 FROM {quoted} p
+                 JOIN bills b ON b.session_id = p.session_id
+                 JOIN disputes d ON d.bill_id = b.id AND d.status = 'open')"""  # noqa: S608
+        )
+    )
+
+
+async def drop_partition(conn: asyncpg.Connection, name: str) -> int:
+    """Drop one monthly partition (``name`` checked by ``logic.partitions_past``);
+    returns the rows it held."""
+    quoted = await conn.fetchval("SELECT quote_ident($1)", name)
+    rows = int(await conn.fetchval(f"SELECT count(*) FROM {quoted}"))  # noqa: S608
+    await conn.execute(f"DROP TABLE {quoted}")
+    return rows
+
+
+async def delete_dead_letters(conn: asyncpg.Connection, before: datetime) -> int:
+    done = await conn.execute("DELETE FROM dead_letters WHERE received_at < $1", before)
+    return int(done.split()[-1])
+
+
+async def plates_due(conn: asyncpg.Connection, before: datetime, limit: int) -> list[str]:
+    """Plates still readable on sessions ended, or bills settled, before ``before``."""
+    rows = await conn.fetch(
+        f"""SELECT plate FROM sessions
+             WHERE plate IS NOT NULL AND left(plate, 1) <> '#' AND {_ENDED_SESSION}
+            UNION
+            SELECT plate FROM bills
+             WHERE plate IS NOT NULL AND left(plate, 1) <> '#' AND status = ANY($2::text[])
+               AND closed_at < $1
+            LIMIT $3""",  # noqa: S608 (constant fragment)
+        before,
+        list(SETTLED),
+        limit,
+    )
+    return [r["plate"] for r in rows]
+
+
+async def pseudonymise(
+    conn: asyncpg.Connection, plate: str, pseudonym: str, before: datetime
+) -> tuple[int, int]:
+    """The plate's ended sessions and settled bills before ``before`` carry the
+    pseudonym instead; an open session, an unsettled bill and its session keep the
+    plate (they are owed by it)."""
+    sessions = await conn.execute(
+        f"""UPDATE sessions SET plate = $4, plate_raw = NULL
+             WHERE plate = $3 AND {_ENDED_SESSION}""",  # noqa: S608 (constant fragment)
+        before,
+        list(SETTLED),
+        plate,
+        pseudonym,
+    )
+    bills = await conn.execute(
+        """UPDATE bills SET plate = $2
+            WHERE plate = $1 AND status = ANY($4::text[]) AND closed_at < $3""",
+        plate,
+        pseudonym,
+        before,
+        list(SETTLED),
+    )
+    return int(sessions.split()[-1]), int(bills.split()[-1])
+
+
+async def record(conn: asyncpg.Connection, at: datetime, done: Removed) -> None:
+    await conn.execute(
+        "INSERT INTO retention_runs (at, kind, cutoff, removed, detail) "
+        "VALUES ($1, $2, $3, $4, $5::jsonb)",
+        at,
+        done.kind.value,
+        done.cutoff,
+        done.removed,
+        msgspec.json.encode(done.detail).decode(),
+    )
+
+
+async def runs(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT at, kind, cutoff, removed, detail::text AS detail FROM retention_runs "
+        "ORDER BY id DESC LIMIT $1",
+        limit,
+    )

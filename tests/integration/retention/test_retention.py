@@ -1,0 +1,191 @@
+"""Retention (issue 19, point 2) on a real database: each kind of data past its time is
+removed (passage and sensor partitions, dead letters) or pseudonymised (the plate of
+ended sessions and settled bills), exactly that and nothing under an open dispute, and
+every run is recorded. The time is the job's injected ``now``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+from conftest import owner_url
+
+from parking.bills import service as bills
+from parking.config import Settings
+from parking.ids import new_id
+from parking.payments import disputes
+from parking.retention import logic, service
+from parking.retention.cli import policy_of
+from parking.retention.model import Policy
+from parking.seed.city import DEMO_LOT
+
+NOW = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
+KEY = b"k" * 32
+OLD, RECENT, OWED = "赣B00R01", "赣B00R02", "赣B00R03"
+
+
+async def _passage(conn: asyncpg.Connection, seq: int, at: datetime, session: str) -> None:
+    await conn.execute(
+        """INSERT INTO passages (device_id, seq, received_at, observed_at, event_at, lot_id,
+               lane_id, direction, plate, outcome, session_id)
+           VALUES ('ret-gate', $1, $2, $2, $2, $3, 'in1', 'in', $4, 'opened', $5)""",
+        seq, at, DEMO_LOT, OLD, session,
+    )  # fmt: skip
+
+
+async def _reading(conn: asyncpg.Connection, seq: int, at: datetime) -> None:
+    await conn.execute(
+        """INSERT INTO space_events (device_id, seq, received_at, observed_at, event_at,
+               lot_id, space_id, occupied)
+           VALUES ('ret-sensor', $1, $2, $2, $2, $3, 'P0001', true)""",
+        seq, at, DEMO_LOT,
+    )  # fmt: skip
+
+
+async def _dead(conn: asyncpg.Connection, source: str, at: datetime) -> None:
+    await conn.execute(
+        """INSERT INTO dead_letters (source, received_at, topic, reason, payload)
+           VALUES ($1, $2, 'parking/v1/x', 'malformed', '\\x00')""",
+        source, at,
+    )  # fmt: skip
+
+
+async def _stay(
+    conn: asyncpg.Connection,
+    sid: str,
+    plate: str,
+    ended: datetime,
+    amount: int,
+    account: str | None = None,
+) -> str:
+    await conn.execute(
+        """INSERT INTO sessions (id, lot_id, plate, plate_raw, status, entry_at, exit_at,
+               vehicle_class, fee_fen) VALUES ($1, $2, $3, $3, 'closed', $4, $5, 1, $6)""",
+        sid, DEMO_LOT, plate, ended - timedelta(hours=1), ended, amount,
+    )  # fmt: skip
+    async with conn.transaction():
+        bill = await bills.open_bill(
+            conn, session_id=sid, lot_id=DEMO_LOT, plate=plate, account_id=account,
+            amount_fen=amount, tariff_id="suizhou-zone1", tariff_version=1, quote=b"{}",
+            closed_at=ended, now=ended,
+        )  # fmt: skip
+    assert bill is not None
+    return bill.id
+
+
+def test_the_policy_is_configuration_with_defaults() -> None:
+    assert policy_of("") == Policy()
+    assert policy_of("passages_months=12, plate_months=60") == Policy(
+        passages_months=12, plate_months=60
+    )
+    for bad in ("passages_months", "x=1", "passages_months=0", "plate_months=-1"):
+        with pytest.raises(Exception, match="PARKING_RETENTION"):
+            policy_of(bad)
+
+
+@pytest.fixture
+async def owner(settings: Settings, city_db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """The seeded city's database as its schema owner, as the job connects (it drops
+    partitions)."""
+    conn = await asyncpg.connect(owner_url(settings, urlsplit(city_db_url).path.lstrip("/")))
+    yield conn
+    await conn.close()
+
+
+async def test_retention_removes_exactly_what_is_past_its_time(
+    owner: asyncpg.Connection,
+) -> None:
+    conn = owner
+    # passages: 6 months (cutoff 2026-06-04): March goes, April stays (it holds a passage
+    # of a disputed stay), August stays
+    driver = new_id("acc", NOW)
+    await conn.execute(
+        "INSERT INTO accounts (id, phone, created_at) VALUES ($1, '+8613800000777', $2)",
+        driver,
+        NOW - timedelta(days=400),
+    )
+    disputed_bill = await _stay(
+        conn, "s-ret-disputed", OLD, datetime(2026, 4, 2, tzinfo=UTC), 500, account=driver
+    )
+    await _passage(conn, 1, datetime(2026, 3, 10, tzinfo=UTC), "s-ret-a")
+    await _passage(conn, 2, datetime(2026, 3, 11, tzinfo=UTC), "s-ret-a")
+    await _passage(conn, 3, datetime(2026, 4, 2, tzinfo=UTC), "s-ret-disputed")
+    await _passage(conn, 4, datetime(2026, 8, 1, tzinfo=UTC), "s-ret-b")
+    async with conn.transaction():
+        await disputes.open_dispute(
+            conn, disputed_bill, account_id=driver, reason="没停这么久",
+            now=datetime(2026, 11, 30, tzinfo=UTC),
+        )  # fmt: skip
+    # sensor readings: 3 months (cutoff 2026-09-04): August goes, October stays
+    await _reading(conn, 1, datetime(2026, 8, 20, tzinfo=UTC))
+    await _reading(conn, 2, datetime(2026, 10, 20, tzinfo=UTC))
+    # dead letters: 90 days
+    await _dead(conn, "s/1", NOW - timedelta(days=91))
+    await _dead(conn, "s/2", NOW - timedelta(days=89))
+    # plates: 36 months (cutoff 2023-12-04): the old stay's plate and its settled bill
+    # become a pseudonym; a recent stay and a bill still owed keep theirs
+    old_bill = await _stay(conn, "s-ret-old", OLD, datetime(2023, 6, 1, tzinfo=UTC), 300)
+    async with conn.transaction():
+        await bills.write_off(
+            conn, old_bill, actor="finance", remark="uncollectable",
+            now=datetime(2023, 7, 1, tzinfo=UTC),
+        )  # fmt: skip
+    await _stay(conn, "s-ret-recent", OLD, datetime(2026, 2, 1, tzinfo=UTC), 300)
+    owed_bill = await _stay(conn, "s-ret-owed", OWED, datetime(2023, 5, 1, tzinfo=UTC), 700)
+    partitions_before = set(await conn.fetchval(
+        "SELECT array_agg(relname) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'passages_2026_%'"
+    ))  # fmt: skip
+
+    done = {d.kind.value: d for d in await service.apply(conn, Policy(), key=KEY, now=NOW)}
+
+    assert done["passages"].detail == {
+        "passages_2026_01": 0, "passages_2026_02": 0, "passages_2026_03": 2,
+        "passages_2026_05": 0, "partitions_kept_for_disputes": 1,
+    }  # fmt: skip
+    assert done["passages"].removed == 2
+    partitions_after = set(await conn.fetchval(
+        "SELECT array_agg(relname) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'passages_2026_%'"
+    ))  # fmt: skip
+    assert partitions_before - partitions_after == {
+        "passages_2026_01", "passages_2026_02", "passages_2026_03", "passages_2026_05",
+    }  # fmt: skip
+    assert await conn.fetchval("SELECT count(*) FROM passages") == 2
+    assert done["sensor_readings"].removed == 1
+    assert await conn.fetchval("SELECT count(*) FROM space_events") == 1
+    assert done["dead_letters"].removed == 1
+    assert await conn.fetchval("SELECT source FROM dead_letters") == "s/2"
+    pseudonym = logic.pseudonym(KEY, OLD)
+    assert done["plates"].detail == {"plates": 1, "sessions": 1, "bills": 1}
+    assert await conn.fetchval("SELECT plate FROM sessions WHERE id = 's-ret-old'") == pseudonym
+    assert await conn.fetchval("SELECT plate FROM bills WHERE id = $1", old_bill) == pseudonym
+    assert await conn.fetchval("SELECT plate FROM sessions WHERE id = 's-ret-recent'") == OLD
+    assert await conn.fetchval("SELECT plate FROM bills WHERE id = $1", owed_bill) == OWED
+    assert await conn.fetchval("SELECT plate FROM sessions WHERE id = 's-ret-owed'") == OWED
+    # every run recorded; a second run finds nothing more
+    kinds = await conn.fetch("SELECT kind, removed FROM retention_runs ORDER BY id")
+    assert [(r["kind"], r["removed"]) for r in kinds] == [
+        ("passages", 2), ("sensor_readings", 1), ("dead_letters", 1), ("plates", 2),
+    ]  # fmt: skip
+    again = await service.apply(conn, Policy(), key=KEY, now=NOW)
+    assert [d.removed for d in again] == [0, 0, 0, 0]
+    with pytest.raises(asyncpg.PostgresError):
+        await conn.execute("DELETE FROM retention_runs")
+
+
+def test_the_job_runs_from_the_command_line(settings: Settings, city_db_url: str) -> None:
+    as_owner = owner_url(settings, urlsplit(city_db_url).path.lstrip("/"))
+    done = subprocess.run(
+        [sys.executable, "-m", "parking", "retention", "apply", "--once"],
+        env={**os.environ, "PARKING_OWNER_DATABASE_URL": as_owner},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    kinds = [d["kind"] for d in json.loads(done.stdout)]
+    assert kinds == ["passages", "sensor_readings", "dead_letters", "plates"]
