@@ -11,8 +11,8 @@ from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
 from parking.backup.cli import backup, restore
 from parking.cases.cli import cases
-from parking.configcheck import config_group
 from parking.city.cli import city
+from parking.configcheck import config_group
 from parking.db.cli import db
 from parking.devices.cli import devices
 from parking.ledger.cli import ledger

@@ -80,6 +80,15 @@ async def _stay(
     return bill.id
 
 
+async def _tables(conn: asyncpg.Connection) -> set[str]:
+    """The passages partitions of 2026 there are."""
+    names = await conn.fetchval(
+        "SELECT array_agg(relname) FROM pg_class "
+        "WHERE relkind = 'r' AND relname LIKE 'passages_2026_%'"
+    )
+    return set(names)
+
+
 def test_the_policy_is_configuration_with_defaults() -> None:
     assert policy_of("") == Policy()
     assert policy_of("passages_months=12, plate_months=60") == Policy(
@@ -139,9 +148,7 @@ async def test_retention_removes_exactly_what_is_past_its_time(
         )  # fmt: skip
     await _stay(conn, "s-ret-recent", OLD, datetime(2026, 2, 1, tzinfo=UTC), 300)
     owed_bill = await _stay(conn, "s-ret-owed", OWED, datetime(2023, 5, 1, tzinfo=UTC), 700)
-    partitions_before = set(await conn.fetchval(
-        "SELECT array_agg(relname) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'passages_2026_%'"
-    ))  # fmt: skip
+    partitions_before = await _tables(conn)
 
     done = {d.kind.value: d for d in await service.apply(conn, Policy(), key=KEY, now=NOW)}
 
@@ -150,9 +157,7 @@ async def test_retention_removes_exactly_what_is_past_its_time(
         "passages_2026_05": 0, "partitions_kept_for_disputes": 1,
     }  # fmt: skip
     assert done["passages"].removed == 2
-    partitions_after = set(await conn.fetchval(
-        "SELECT array_agg(relname) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'passages_2026_%'"
-    ))  # fmt: skip
+    partitions_after = await _tables(conn)
     assert partitions_before - partitions_after == {
         "passages_2026_01", "passages_2026_02", "passages_2026_03", "passages_2026_05",
     }  # fmt: skip
