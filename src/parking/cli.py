@@ -6,6 +6,7 @@ import click
 
 from counterparts.devices.cli import simulate
 from counterparts.payments.cli import sandbox_pay
+from counterparts.replay.cli import replay_command
 from gateways.cameras.cli import cameras
 from parking.accounts.cli import drivers
 from parking.auth.cli import tokens_group
@@ -53,6 +54,7 @@ main.add_command(companies_group)
 main.add_command(ledger)
 main.add_command(devices)
 main.add_command(simulate)
+main.add_command(replay_command, name="replay")
 main.add_command(cameras)
 main.add_command(sandbox_pay)
 main.add_command(gateway)
