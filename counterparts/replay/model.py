@@ -9,6 +9,7 @@ epoch milliseconds (UTC) of the replayed day: the devices publish them as
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -93,6 +94,22 @@ class Driver(msgspec.Struct, array_like=True, frozen=True):
     phone: str
     plate: str
     contactless: bool
+
+
+@dataclass(slots=True)
+class LotDevices:
+    """A lot of the replay and its devices."""
+
+    lot_id: str
+    kind: str
+    capacity: int
+    full_policy: str
+    gates_in: list[str]
+    gates_out: list[str]
+    #: space id -> sensor device
+    sensors: dict[str, str]
+    #: device -> (lane or space) for topics
+    places: dict[str, str]
 
 
 class Partition(msgspec.Struct, frozen=True):

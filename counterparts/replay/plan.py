@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Final
 
-import msgspec
-
 from counterparts.devices.city import Trace
+from counterparts.replay import faults
 from counterparts.replay.model import (
     NIGHT_FILL,
     SHARES,
@@ -51,15 +50,16 @@ from counterparts.replay.model import (
     Event,
     Fault,
     Kind,
+    LotDevices,
     Outage,
     Partition,
     Payer,
     Stay,
 )
+from counterparts.replay.plates import Plates, camera_read
 from parking.clock import SHANGHAI
 from parking.devices.messages import Topics
 from parking.devices.model import DeviceKind, FleetLot
-from parking.plates import PlateError, PlateKind, parse_plate
 
 MINUTE_MS: Final = 60_000
 HOUR_MS: Final = 3_600_000
@@ -67,21 +67,10 @@ HOUR_MS: Final = 3_600_000
 WARM_UP_MS: Final = 12 * HOUR_MS
 #: a car stays at least this long (a turn in the lot, a drop-off)
 MIN_STAY_MS: Final = 3 * MINUTE_MS
-#: cars that entered through a gate while it was off the network leave at least
-#: this long after it is back, so its backlog is delivered before their exits
-OUTAGE_MARGIN_MS: Final = 60 * MINUTE_MS
 #: a regular driver's car is away at least this long between two stays
 BETWEEN_STAYS_MS: Final = 15 * MINUTE_MS
 #: regular drivers (accounts, mandates) of a whole city
 MAX_DRIVERS: Final = 1500
-
-_LETTERS: Final = "ABCDEFGHJKLMNPQRSTUVWXYZ"
-_DIGITS: Final = "0123456789"
-_ORIGINS: Final = (("赣B", 80), ("赣A", 4), ("赣C", 2), ("赣D", 2), ("粤B", 3), ("湘A", 3),
-                   ("闽D", 3), ("浙A", 2), ("沪A", 1))  # fmt: skip
-_ACCEPTED: Final = frozenset(
-    {PlateKind.ORDINARY, PlateKind.NEW_ENERGY_SMALL, PlateKind.NEW_ENERGY_LARGE}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +92,6 @@ class PlanOptions:
         start = datetime.combine(self.day, self.start, SHANGHAI)
         begin = int(start.timestamp() * 1000)
         return begin, begin + int(self.hours * HOUR_MS)
-
-
-@dataclass(slots=True)
-class LotDevices:
-    lot_id: str
-    kind: str
-    capacity: int
-    full_policy: str
-    gates_in: list[str]
-    gates_out: list[str]
-    #: space id -> sensor device
-    sensors: dict[str, str]
-    #: device -> (lane or space) for topics
-    places: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -230,7 +205,9 @@ def _fill_at(curve: list[tuple[float, float]], hour: float) -> float:
 
 
 @dataclass(slots=True)
-class _Car:
+class Car:
+    """A car's visit to one lot, while the lot's day is made."""
+
     entry_ms: int
     exit_ms: int | None = None
     gate_in: str = ""
@@ -258,12 +235,12 @@ def _read_kind(rng: random.Random) -> str:
     return "ok"
 
 
-def _opens(car: _Car) -> bool:
+def _opens(car: Car) -> bool:
     """Does the entry open a session in the platform (a plate was read)?"""
     return car.plated and car.read_in != "missed"
 
 
-def _closes(car: _Car) -> bool:
+def _closes(car: Car) -> bool:
     """Does the exit close the session the entry opened?"""
     return _opens(car) and car.read_in in ("ok", "low") and car.read_out in ("ok", "low")
 
@@ -276,7 +253,7 @@ def _lot_cars(
     begin_ms: int,
     end_ms: int,
     headroom: int,
-) -> list[_Car]:
+) -> list[Car]:
     """Minute-by-minute cars of one lot over [begin_ms - warm-up, end_ms)."""
     capacity = lot.capacity
     # Sessions the platform sees open may not reach capacity: a margin for the
@@ -304,8 +281,8 @@ def _lot_cars(
     turnover = SHARES["turnover_per_space"]
     hazard = max(0.0, (turnover * capacity - up) / area) if area else 0.0
 
-    parked: list[_Car] = []
-    cars: list[_Car] = []
+    parked: list[Car] = []
+    cars: list[Car] = []
     platform_open = 0
     nev_small, nev_large = SHARES["new_energy_small"], SHARES["new_energy_large"]
     unplated, double = SHARES["unplated_vehicles"], SHARES["double_read"]
@@ -338,7 +315,7 @@ def _lot_cars(
         for _ in range(arriving):
             if len(parked) >= capacity:
                 break
-            car = _Car(entry_ms=t0 + rng.randrange(MINUTE_MS))
+            car = Car(entry_ms=t0 + rng.randrange(MINUTE_MS))
             if lot.kind == "gated":
                 car.plated = rng.random() >= unplated
                 car.read_in, car.read_out = _read_kind(rng), _read_kind(rng)
@@ -366,59 +343,6 @@ def _lot_cars(
             cars.append(car)
     # Keep what the window sees: stays still on at its start, and those during it.
     return [c for c in cars if c.entry_ms < end_ms and (c.exit_ms is None or c.exit_ms >= begin_ms)]
-
-
-# ------------------------------------------------------------------ plates
-
-
-class Plates:
-    """Fresh plates, unique within the plan, valid for the platform's parser."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-        self._used: set[str] = set()
-        self._origins = [o for o, _ in _ORIGINS]
-        self._weights = [w for _, w in _ORIGINS]
-
-    def _draw(self, vehicle: str) -> str:
-        rng = self._rng
-        origin = rng.choices(self._origins, self._weights)[0]
-        if vehicle == "nev_small":
-            return origin + rng.choice("DF") + "".join(rng.choice(_DIGITS) for _ in range(5))
-        if vehicle == "nev_large":
-            return origin + "".join(rng.choice(_DIGITS) for _ in range(5)) + rng.choice("DF")
-        chars = [rng.choice(_DIGITS) for _ in range(5)]
-        for _ in range(rng.choice((0, 0, 0, 1, 2))):
-            chars[rng.randrange(5)] = rng.choice(_LETTERS)
-        return origin + "".join(chars)
-
-    def new(self, vehicle: str) -> str:
-        while True:
-            plate = self._draw(vehicle)
-            if plate in self._used or not _valid(plate):
-                continue
-            self._used.add(plate)
-            return plate
-
-    def misread(self, plate: str) -> str:
-        """Another valid plate, one character off, never used by a real car."""
-        rng = self._rng
-        while True:
-            chars = list(plate)
-            at = rng.randrange(2, len(chars))
-            chars[at] = rng.choice(_DIGITS + _LETTERS)
-            other = "".join(chars)
-            if other != plate and other not in self._used and _valid(other):
-                self._used.add(other)
-                return other
-
-
-def _valid(plate: str) -> bool:
-    try:
-        parsed = parse_plate(plate)
-    except PlateError:
-        return False
-    return parsed.text == plate and parsed.kind in _ACCEPTED
 
 
 # ------------------------------------------------------------------ the city
@@ -469,7 +393,7 @@ def plan_day(
     """The day of ``lots``: every event each device will publish, in day order."""
     begin_ms, end_ms = options.window
     topics = Topics(options.topic_prefix)
-    cars_by_lot: dict[str, list[_Car]] = {}
+    cars_by_lot: dict[str, list[Car]] = {}
     for lot in lots:
         rng = _stream(options.seed, options.day.isoformat(), "lot", lot.lot_id)
         curve = occupancy_curve(trace, rng, kind=lot.kind)
@@ -480,7 +404,7 @@ def plan_day(
     rng = _stream(options.seed, options.day.isoformat(), "city")
     plates = Plates(rng)
     scale = options.fault_scale
-    outages = _outages(lots, cars_by_lot, rng, begin_ms=begin_ms, end_ms=end_ms, scale=scale)
+    outages = faults.outages(lots, cars_by_lot, rng, begin_ms=begin_ms, end_ms=end_ms, scale=scale)
     drivers = _assign_plates(lots, cars_by_lot, plates, rng)
     events: list[tuple[int, int, Event]] = []
     stays: list[Stay] = []
@@ -494,12 +418,12 @@ def plan_day(
                 order += 1
             if lot.kind == "gated":
                 stays.append(_stay(lot, car, lot_rng, regular_pay, never, end_ms=end_ms))
-    for event in _bad_input(lots, rng, topics, begin_ms=begin_ms, end_ms=end_ms, scale=scale):
+    for event in faults.bad_input(lots, rng, topics, begin_ms=begin_ms, end_ms=end_ms, scale=scale):
         events.append((event.at_ms, order, event))
         order += 1
     events.sort(key=lambda item: (item[0], item[1]))
     ordered = [e for _, _, e in events]
-    ordered = _faults(ordered, rng, begin_ms=begin_ms, scale=scale)
+    ordered = faults.copies_and_order(ordered, rng, begin_ms=begin_ms, scale=scale)
     seq_events: dict[str, int] = {}
     for event in ordered:
         if event.kind is not Kind.BAD_RAW:
@@ -510,7 +434,7 @@ def plan_day(
 
 def _stay(
     lot: LotDevices,
-    car: _Car,
+    car: Car,
     rng: random.Random,
     drivers: list[Driver],
     never: float,
@@ -537,7 +461,7 @@ def _stay(
 
 def _assign_plates(
     lots: Sequence[LotDevices],
-    cars_by_lot: Mapping[str, list[_Car]],
+    cars_by_lot: Mapping[str, list[Car]],
     plates: Plates,
     rng: random.Random,
 ) -> list[Driver]:
@@ -588,23 +512,9 @@ def _assign_plates(
     return drivers
 
 
-def _read(
-    plate: str | None, kind: str, plates: Plates, rng: random.Random
-) -> tuple[str | None, str | None, float | None]:
-    """(plate as read, colour, confidence) of one camera read."""
-    if plate is None or kind == "missed":
-        return None, None, 0.0
-    color = "green" if plate[2] in "DF" or plate[-1] in "DF" else "blue"
-    if kind == "misread":
-        return plates.misread(plate), color, round(rng.uniform(0.5, 0.79), 3)
-    if kind == "low":
-        return plate, color, round(rng.uniform(0.6, 0.79), 3)
-    return plate, color, round(rng.uniform(0.9, 0.995), 3)
-
-
 def _car_events(
     lot: LotDevices,
-    car: _Car,
+    car: Car,
     plates: Plates,
     rng: random.Random,
     *,
@@ -627,7 +537,7 @@ def _car_events(
         if exit_ms is not None and exit_ms < end_ms:
             out.append(Event(exit_ms, sensor, Kind.SPACE, occupied=False, battery=battery))
         return out
-    plate_in, color_in, conf_in = _read(car.plate, car.read_in, plates, rng)
+    plate_in, color_in, conf_in = camera_read(car.plate, car.read_in, plates, rng)
     stamp = datetime.fromtimestamp(car.entry_ms / 1000, SHANGHAI).strftime("%Y%m%d%H%M%S")
     image = f"{lot.lot_id.lower()}/{lot.places[car.gate_in]}/{stamp}.jpg"
     out.append(Event(car.entry_ms, car.gate_in, Kind.PASSAGE, direction="in", plate=plate_in,
@@ -637,141 +547,10 @@ def _car_events(
                          direction="in", plate=plate_in, color=color_in, confidence=conf_in,
                          image_ref=image, fault=Fault.DOUBLE_READ))  # fmt: skip
     if car.exit_ms is not None and car.exit_ms < end_ms:
-        plate_out, color_out, conf_out = _read(car.plate, car.read_out, plates, rng)
+        plate_out, color_out, conf_out = camera_read(car.plate, car.read_out, plates, rng)
         stamp = datetime.fromtimestamp(car.exit_ms / 1000, SHANGHAI).strftime("%Y%m%d%H%M%S")
         image = f"{lot.lot_id.lower()}/{lot.places[car.gate_out]}/{stamp}.jpg"
         out.append(Event(car.exit_ms, car.gate_out, Kind.PASSAGE, direction="out",
                          plate=plate_out, color=color_out, confidence=conf_out,
                          image_ref=image))  # fmt: skip
-    return out
-
-
-def _outages(
-    lots: Sequence[LotDevices],
-    cars_by_lot: Mapping[str, list[_Car]],
-    rng: random.Random,
-    *,
-    begin_ms: int,
-    end_ms: int,
-    scale: float,
-) -> list[Outage]:
-    """Entry gates and sensors that drop off the network for a while. A car that
-    entered through such a gate leaves at least OUTAGE_MARGIN_MS after the gate is
-    back (or enters through another gate), so no exit overtakes its entry."""
-    share = _share("outage_devices") * scale
-    outages: list[Outage] = []
-    span = end_ms - begin_ms
-    for lot in lots:
-        candidates = lot.gates_in if lot.kind == "gated" else list(lot.sensors.values())
-        for device in candidates:
-            if rng.random() >= share or span < HOUR_MS:
-                continue
-            length = rng.randrange(5 * MINUTE_MS, min(40 * MINUTE_MS, span // 3))
-            start = begin_ms + rng.randrange(span - length)
-            outage = Outage(device, start, start + length)
-            if lot.kind == "gated" and not _reroute(lot, cars_by_lot[lot.lot_id], outage):
-                continue
-            outages.append(outage)
-    return outages
-
-
-def _reroute(lot: LotDevices, cars: list[_Car], outage: Outage) -> bool:
-    """Send cars whose exit would overtake the gate's backlog through another entry gate."""
-    others = [g for g in lot.gates_in if g != outage.device]
-    moved: list[_Car] = []
-    for car in cars:
-        if car.gate_in != outage.device or not outage.start_ms <= car.entry_ms < outage.end_ms:
-            continue
-        if car.exit_ms is None or car.exit_ms >= outage.end_ms + OUTAGE_MARGIN_MS:
-            continue
-        if not others:
-            for undo in moved:
-                undo.gate_in = outage.device
-            return False
-        car.gate_in = others[car.entry_ms % len(others)]
-        moved.append(car)
-    return True
-
-
-def _bad_input(
-    lots: Sequence[LotDevices],
-    rng: random.Random,
-    topics: Topics,
-    *,
-    begin_ms: int,
-    end_ms: int,
-    scale: float,
-) -> list[Event]:
-    """Malformed payloads published by real devices on their own topics, each marked
-    so the checker can find it among the dead letters."""
-    rate = _share("bad_input_per_10k") * scale
-    devices: list[tuple[LotDevices, str]] = [
-        (lot, d) for lot in lots for d in (*lot.gates_in, *lot.gates_out)
-    ] or [(lot, d) for lot in lots for d in lot.sensors.values()]
-    if not devices:
-        return []
-    hours = (end_ms - begin_ms) / HOUR_MS
-    # rate per 10,000 device-hours... of a busy city: ~180 a day for 9,000 devices
-    count = max(3, int(rate * sum(len(x.sensors) + len(x.gates_in) for x in lots) * hours / 2400))
-    out: list[Event] = []
-    for n in range(count):
-        lot, device = devices[rng.randrange(len(devices))]
-        place = lot.places[device]
-        topic = (
-            topics.passages(lot.lot_id, place)
-            if device in lot.gates_in or device in lot.gates_out
-            else topics.space_state(lot.lot_id, place)
-        )
-        at = begin_ms + rng.randrange(max(1, end_ms - begin_ms))
-        mark = f"replay-bad-{n}"
-        shape = n % 6
-        kind = Kind.BAD_RAW
-        if shape == 0:
-            payload = (
-                b'{"device_id": "'
-                + device.encode()
-                + b'", "seq": 1, "note": "'
-                + mark.encode()
-                + b'",}'
-            )
-        elif shape == 1:
-            payload = b'{"device_id": "\xff' + mark.encode() + b'", "seq": 1}'
-        elif shape == 2:
-            payload = f'{{"device_id": "{device}", "seq": "{mark}"}}'.encode()
-        elif shape == 3:
-            # another device's name in the payload: never trusted, never its seq
-            payload = (
-                '{"device_id": "gz-nobody", "seq": 7, '
-                '"observed_at": "2026-01-01T00:00:00+08:00", "direction": "in", "plate": null, '
-                f'"plate_color": null, "confidence": 0.0, "image_ref": "{mark}"}}'
-            ).encode()
-        elif shape == 4:
-            payload = (b"\x00\x01" + mark.encode()) * 3
-        else:
-            # A firmware bug: a real event of the device with a field the contract does
-            # not have. It takes the device's next seq and is dead-lettered with it.
-            kind = Kind.BAD_IN_SEQUENCE
-            payload = (
-                f'{{"device_id": "{device}", "seq": {{seq}}, "observed_at": "{{at}}", '
-                f'"firmware_note": "{mark}"}}'
-            ).encode()
-        out.append(Event(at, device, kind, payload=payload, topic=topic, image_ref=mark))
-    return out
-
-
-def _faults(events: list[Event], rng: random.Random, *, begin_ms: int, scale: float) -> list[Event]:
-    """Duplicate copies and events held back behind the device's next one (in the window)."""
-    duplicate, hold = _share("duplicate") * scale, _share("hold_back") * scale
-    out: list[Event] = []
-    for event in events:
-        if event.kind in (Kind.PASSAGE, Kind.SPACE) and event.at_ms >= begin_ms:
-            fault = event.fault
-            roll = rng.random()
-            if roll < duplicate:
-                fault |= Fault.DUPLICATE
-            elif roll < duplicate + hold:
-                fault |= Fault.HOLD_BACK
-            if fault != event.fault:
-                event = msgspec.structs.replace(event, fault=fault)
-        out.append(event)
     return out
