@@ -441,7 +441,11 @@ async def _contactless_on_and_off(
     browser.find_element(By.ID, "confirm").click()
     await eventually(lambda: said("无感支付已开通"), within=20, what="the page: contactless on")
     assert "?" not in browser.current_url
-    assert browser.find_element(By.XPATH, row).get_attribute("data-contactless") == "on"
+
+    async def on() -> bool:
+        return browser.find_element(By.XPATH, row).get_attribute("data-contactless") == "on"
+
+    await eventually(on, within=10, what="the plate shown with contactless on")
     mandate = await pipeline.conn.fetchrow(
         "SELECT state, payer_id FROM contactless_mandates WHERE plate = $1", plate
     )
@@ -452,7 +456,12 @@ async def _contactless_on_and_off(
 
     browser.find_element(By.XPATH, f"{row}//button[text()='关闭']").click()
     await eventually(lambda: said("无感支付已关闭"), within=10, what="the page: contactless off")
-    assert browser.find_element(By.XPATH, row).get_attribute("data-contactless") == "off"
+
+    async def off() -> bool:
+        # the page says so first, then reloads the plates
+        return browser.find_element(By.XPATH, row).get_attribute("data-contactless") == "off"
+
+    await eventually(off, within=10, what="the plate shown without contactless")
     state = await pipeline.fetchval(
         "SELECT state FROM contactless_mandates WHERE plate = $1", plate
     )
@@ -563,7 +572,12 @@ async def _in_and_out_without_a_plate(
             return "道闸已开启" in browser.find_element(By.ID, "message").text
 
         await eventually(opened, within=10, what="the page to say the barrier opened")
-        assert browser.execute_script("return document.body.dataset.sessions") == "1"
+
+        async def inside() -> bool:
+            # the page says so first, then reloads the stays
+            return browser.execute_script("return document.body.dataset.sessions") == "1"
+
+        await eventually(inside, within=10, what="the stay on the page")
         assert "无牌车" in browser.find_element(By.ID, "session-list").text
         _shot(browser, tmp_path, "7-lane-in")
         # Two hours pass (moved, not waited for): the stay has a fee past the free time.
@@ -596,7 +610,12 @@ async def _in_and_out_without_a_plate(
             return "一路顺风" in browser.find_element(By.ID, "message").text
 
         await eventually(left, within=10, what="the page to say the car may leave")
-        assert browser.execute_script("return document.body.dataset.sessions") == "0"
+
+        async def gone() -> bool:
+            # the page says so first, then reloads the stays
+            return browser.execute_script("return document.body.dataset.sessions") == "0"
+
+        await eventually(gone, within=10, what="the stay gone from the page")
         _shot(browser, tmp_path, "8-lane-out")
 
         # The bill is owed; the driver pays it at the provider's cashier: the receipt.
