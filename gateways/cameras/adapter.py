@@ -59,6 +59,7 @@ from parking.occupancy.batch import BatchReport, CoreUnavailable, Inbound, Recov
 from parking.occupancy.ingest import Ingest
 from parking.occupancy.model import DeviceInfo, Directory
 from parking.pricing import Pricer
+from parking.retention import service as retention
 
 log = structlog.get_logger("gateways.cameras")
 
@@ -483,7 +484,11 @@ class CameraAdapter:
         now = self.clock.now()
         async with self._conn() as conn:
             forgotten = await cameras.forget_pushes(conn, received_before=now - KEEP_PUSHES)
-        removed = self.images.sweep(now, keep=timedelta(days=self.settings.image_retention_days))
+            # a picture of a stay under an open dispute is evidence: kept until decided
+            held = await retention.evidence_pictures(conn)
+        removed = self.images.sweep(
+            now, keep=timedelta(days=self.settings.image_retention_days), hold=held
+        )
         if forgotten or removed:
             log.info("camera_retention", pushes_forgotten=forgotten, picture_days_removed=removed)
         return forgotten, removed

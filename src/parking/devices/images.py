@@ -101,17 +101,27 @@ class ImageStore:
         except FileNotFoundError:
             return None
 
-    def sweep(self, now: datetime, *, keep: timedelta) -> list[str]:
-        """Remove the days older than ``keep`` (whole folders); return the days removed."""
+    def sweep(
+        self, now: datetime, *, keep: timedelta, hold: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """Remove the days older than ``keep`` (whole folders), except the pictures named
+        in ``hold`` (refs of evidence: a stay under an open dispute); return the days
+        removed."""
         oldest = (now.astimezone(SHANGHAI) - keep).date()
+        held = {(f"{r.day:%Y%m%d}", f"{r.digest}.jpg") for r in map(parse_ref, hold) if r}
         removed: list[str] = []
         if not self.root.is_dir():
             return removed
         for entry in sorted(self.root.iterdir()):
             day = _day(entry.name) if re.fullmatch(r"\d{8}", entry.name) else None
-            if day is None or not entry.is_dir():
+            if day is None or not entry.is_dir() or day >= oldest:
                 continue
-            if day < oldest:
+            kept = {name for folder, name in held if folder == entry.name}
+            if not kept:
                 shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry.name)
+            else:
+                for picture in entry.iterdir():
+                    if picture.name not in kept:
+                        picture.unlink(missing_ok=True)
+            removed.append(entry.name)
         return removed

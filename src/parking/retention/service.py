@@ -88,3 +88,9 @@ async def apply(
             cutoff=item.cutoff.isoformat(),
         )  # fmt: skip
     return done
+
+
+async def evidence_pictures(conn: asyncpg.Connection) -> frozenset[str]:
+    """Camera pictures to keep past their retention: those of stays under an open
+    dispute."""
+    return frozenset(await store.disputed_pictures(conn))

@@ -117,3 +117,15 @@ async def runs(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
         "ORDER BY id DESC LIMIT $1",
         limit,
     )
+
+
+async def disputed_pictures(conn: asyncpg.Connection) -> list[str]:
+    """Pictures of the passages of stays whose bill is under an open dispute: evidence,
+    kept past their retention until the dispute is decided."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT p.image_ref FROM passages p
+             JOIN bills b ON b.session_id = p.session_id
+             JOIN disputes d ON d.bill_id = b.id AND d.status = 'open'
+            WHERE p.image_ref LIKE 'cam/%'"""
+    )
+    return [r["image_ref"] for r in rows]

@@ -93,3 +93,15 @@ def test_pictures_are_kept_by_content_and_day_and_removed_after_their_retention(
     assert store.read(recent) == picture
     with pytest.raises(ImageRefused):
         store.put(b"GIF89a not a jpeg", lot_id=DEMO, at=now)
+
+
+def test_a_picture_held_as_evidence_outlives_its_retention(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    now = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+    held = store.put(jpeg((9, 9, 9)), lot_id=DEMO, at=now - timedelta(days=200))
+    other = store.put(jpeg((8, 8, 8)), lot_id=DEMO, at=now - timedelta(days=200))
+    assert held.day == other.day
+    swept = store.sweep(now, keep=timedelta(days=180), hold=frozenset({held.text}))
+    assert swept == [f"{held.day:%Y%m%d}"]
+    assert store.read(held) == jpeg((9, 9, 9))
+    assert store.read(other) is None

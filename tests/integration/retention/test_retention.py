@@ -11,11 +11,10 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from conftest import owner_url
 
 from parking.bills import service as bills
 from parking.config import Settings
@@ -31,12 +30,14 @@ KEY = b"k" * 32
 OLD, RECENT, OWED = "赣B00R01", "赣B00R02", "赣B00R03"
 
 
-async def _passage(conn: asyncpg.Connection, seq: int, at: datetime, session: str) -> None:
+async def _passage(
+    conn: asyncpg.Connection, seq: int, at: datetime, session: str, image: str | None = None
+) -> None:
     await conn.execute(
         """INSERT INTO passages (device_id, seq, received_at, observed_at, event_at, lot_id,
-               lane_id, direction, plate, outcome, session_id)
-           VALUES ('ret-gate', $1, $2, $2, $2, $3, 'in1', 'in', $4, 'opened', $5)""",
-        seq, at, DEMO_LOT, OLD, session,
+               lane_id, direction, plate, outcome, session_id, image_ref)
+           VALUES ('ret-gate', $1, $2, $2, $2, $3, 'in1', 'in', $4, 'opened', $5, $6)""",
+        seq, at, DEMO_LOT, OLD, session, image,
     )  # fmt: skip
 
 
@@ -99,6 +100,11 @@ def test_the_policy_is_configuration_with_defaults() -> None:
             policy_of(bad)
 
 
+def owner_url(settings: Settings, name: str) -> str:
+    """Database ``name`` as the schema owner (as tests/conftest.py's harness connects)."""
+    return urlunsplit(urlsplit(settings.owner_database_url)._replace(path=f"/{name}"))
+
+
 @pytest.fixture
 async def owner(settings: Settings, city_db_url: str) -> AsyncIterator[asyncpg.Connection]:
     """The seeded city's database as its schema owner, as the job connects (it drops
@@ -125,7 +131,8 @@ async def test_retention_removes_exactly_what_is_past_its_time(
     )
     await _passage(conn, 1, datetime(2026, 3, 10, tzinfo=UTC), "s-ret-a")
     await _passage(conn, 2, datetime(2026, 3, 11, tzinfo=UTC), "s-ret-a")
-    await _passage(conn, 3, datetime(2026, 4, 2, tzinfo=UTC), "s-ret-disputed")
+    picture = f"cam/{DEMO_LOT}/20260402/{'a' * 64}.jpg"
+    await _passage(conn, 3, datetime(2026, 4, 2, tzinfo=UTC), "s-ret-disputed", picture)
     await _passage(conn, 4, datetime(2026, 8, 1, tzinfo=UTC), "s-ret-b")
     async with conn.transaction():
         await disputes.open_dispute(
@@ -150,6 +157,8 @@ async def test_retention_removes_exactly_what_is_past_its_time(
     owed_bill = await _stay(conn, "s-ret-owed", OWED, datetime(2023, 5, 1, tzinfo=UTC), 700)
     partitions_before = await _tables(conn)
 
+    # the camera adapter keeps the disputed stay's picture past its 180 days
+    assert await service.evidence_pictures(conn) == frozenset({picture})
     done = {d.kind.value: d for d in await service.apply(conn, Policy(), key=KEY, now=NOW)}
 
     assert done["passages"].detail == {
