@@ -39,6 +39,7 @@ from parking.clock import SystemClock
 from parking.devices import cameras
 from parking.devices.cameras import CameraRefused
 from parking.devices.model import CameraLogin, Vendor
+from parking.observability import configure_logging
 from parking.occupancy.batch import CoreUnavailable
 
 log = structlog.get_logger("gateways.cameras")
@@ -311,7 +312,10 @@ def _on_error(_: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
 
 
 def create_app(settings: config.Settings | None = None) -> Litestar:
-    service = Service(settings or config.load())
+    settings = settings or config.load()
+    # JSON lines like every process, each scrubbed of plates and phones
+    configure_logging(settings.log_level, settings.log_format, process="camera-adapter")
+    service = Service(settings)
 
     async def started(app: Litestar) -> None:
         app.state.cameras = service

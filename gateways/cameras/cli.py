@@ -22,6 +22,7 @@ from parking.devices import cameras as camera_service
 from parking.devices import service as devices
 from parking.devices.model import FleetCamera
 from parking.errors import ParkingError
+from parking.observability import configure_logging
 
 
 @click.group()
@@ -102,6 +103,7 @@ def simulate(
     from <stack dir>/camera-control.json (both written when the cameras were provisioned).
     """
     settings = config.load()
+    configure_logging(settings.log_level, settings.log_format, process="camera-simulator")
     secrets = devices.read_secrets(devices.secrets_path(settings.stack_dir))
     controls = camera_service.control_credentials(
         camera_service.control_secrets_path(settings.stack_dir)
