@@ -48,6 +48,23 @@ schema: bootstrap
 	$(TEST_ENV) $(UV) run parking stack up
 	$(TEST_ENV) $(UV) run parking db schema --write
 
+# The bounded city scenario (loadtests/) against `make run`'s stack, which must be
+# running (start it in another terminal): drivers, lanes over MQTT and HTTP, unplated
+# cars, operators and the city dashboard, for LOADTEST_TIME. Fails on any failed
+# request; locust's CSV and HTML reports go to .parking/loadtests/locust-<time>/.
+LOADTEST_TIME ?= 2m
+LOADTEST_USERS ?= 60
+LOADTEST_SPAWN_RATE ?= 10
+LOADTEST_HOST ?= http://127.0.0.1:8000
+.PHONY: loadtest
+loadtest: bootstrap
+	@curl -sf -m 5 $(LOADTEST_HOST)/readyz > /dev/null || { echo "make loadtest drives the stack of make run: start it first (in another terminal)"; exit 1; }
+	@dir=$$(dirname $${PARKING_STACK_DIR:-.parking/dev})/loadtests/locust-$$(date +%Y%m%d-%H%M%S); mkdir -p $$dir; \
+	$(UV) run --group load locust -f loadtests/locustfile.py --host $(LOADTEST_HOST) --headless \
+		-u $(LOADTEST_USERS) -r $(LOADTEST_SPAWN_RATE) -t $(LOADTEST_TIME) --stop-timeout 90 \
+		--csv $$dir/locust --html $$dir/locust.html --only-summary; \
+	status=$$?; echo "locust reports: $$dir (locust.html, locust_stats.csv, locust_failures.csv)"; exit $$status
+
 stop:
 	-$(UV) run parking stack down
 	-$(TEST_ENV) $(UV) run parking stack down
