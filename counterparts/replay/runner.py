@@ -47,6 +47,9 @@ from parking.config import Settings
 from parking.devices import service as devices
 from parking.devices.messages import Topics
 
+#: how often the progress line reads the live core (9,000 device hashes a read)
+CORE_READ_EVERY_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
@@ -342,6 +345,8 @@ class Watcher:
     say: Callable[[str], None]
     last: dict[str, float] = field(default_factory=dict)
     next_line: float = 0.0
+    _now: platform.PlatformNow = field(default_factory=platform.PlatformNow)
+    _read_core_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.procs = platform.Processes({"replay-devices": self.fleet.pids()})
@@ -351,7 +356,15 @@ class Watcher:
         await asyncio.sleep(1.0)
         self.fleet.poll()
         totals = self.fleet.totals()
-        now = await _platform_now(self.redis, self.dev_lots, self.base)
+        now = self._now
+        # The live core is read every few seconds, and a slow answer is no reason to
+        # stop: the replay measures the platform, it must not fall over with it.
+        if time.monotonic() >= self._read_core_at:
+            self._read_core_at = time.monotonic() + CORE_READ_EVERY_S
+            try:
+                now = self._now = await _platform_now(self.redis, self.dev_lots, self.base)
+            except (aioredis.RedisError, OSError) as error:
+                self.say(f"[replay] the live core did not answer the progress read: {error}")
         cpu = self.procs.sample()
         at = time.monotonic()
         last = self.last
@@ -412,7 +425,10 @@ class Watcher:
             self.drivers.day_over()
         while time.monotonic() < deadline:
             r = await self.sample()
-            followups = await platform.pending_followups(self.redis)
+            try:
+                followups = await platform.pending_followups(self.redis)
+            except (aioredis.RedisError, OSError):
+                continue
             settled = (
                 r.totals.outbox == 0
                 and r.now.pending == 0
