@@ -94,6 +94,16 @@ class Pricing:
     #: plates with an exemption or a pass: priced by rules this checker does not redo
     special: set[str]
 
+    def owes(self, stay: Stay) -> bool:
+        """Does a stay as it happened cost anything (its first stay of the day)?"""
+        if stay.plate is None or stay.exit_ms is None or stay.plate in self.special:
+            return False
+        session = ExpectedSession(stay.lot, stay.plate, ("", 0), stay.entry_ms, stay.exit_ms)
+        try:
+            return self.fee(session, 1)[0] > 0
+        except (fees.FeeError, KeyError, IndexError):
+            return True
+
     def fee(self, s: ExpectedSession, stay_of_day: int) -> tuple[int, str]:
         """(fee, tariff id) of a closed stay."""
         assert s.entry_ms is not None
@@ -173,6 +183,8 @@ class Payments:
     contactless drivers (their bills the platform deducts)."""
 
     paid: Mapping[str, str] = field(default_factory=dict)
+    #: bills whose payment's outcome the drivers' side could not learn: paid or open
+    uncertain: frozenset[str] = frozenset()
     contactless_plates: frozenset[str] = frozenset()
 
 
@@ -382,6 +394,8 @@ async def _bills(
         paid = bill["id"] in payments.paid or bill["plate"] in contactless
         want = "paid" if paid else "open"
         counts[f"{bill['status']}"] += 1
+        if bill["id"] in payments.uncertain and bill["status"] in ("paid", "open"):
+            continue
         if bill["status"] != want:
             result.add("bill_status", f"{bill['id']} {bill['plate']}", want, bill["status"])
     result.figures["bills_by_status"] = dict(counts)

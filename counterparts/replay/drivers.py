@@ -29,7 +29,7 @@ from typing import Any, Final
 import httpx
 import redis.asyncio as aioredis
 
-from counterparts.replay.model import Driver, Payer
+from counterparts.replay.model import Driver, Payer, Stay
 from counterparts.replay.plan import DayPlan
 from parking.accounts import notifier
 
@@ -37,10 +37,12 @@ from parking.accounts import notifier
 SIGN_UP_CONCURRENCY: Final = 8
 #: drivers sharing one client address: the API sends 30 codes per address per 10 min
 DRIVERS_PER_ADDRESS: Final = 20
-#: how often a driver looks again for a bill not stored yet (seconds), and how often;
-#: the platform allows 20 looks at a plate's bills per account in 10 minutes
-BILL_RETRY_S: Final = 3.0
-BILL_TRIES: Final = 5
+#: how long a driver waits to look again for a bill not stored yet (seconds), and how
+#: often: the platform allows 20 looks at a plate's bills per account in 10 minutes
+BILL_RETRY_S: Final = 15.0
+BILL_TRIES: Final = 4
+#: a driver told to wait longer than this (429) pays another time (seconds)
+LONGEST_WAIT_S: Final = 60.0
 
 
 @dataclass
@@ -54,6 +56,10 @@ class DriversReport:
     #: payments due that found no bill (a stay within grace, an exit the camera missed)
     nothing_owed: int = 0
     failed: int = 0
+    #: bills of an order whose payment at the provider did not answer: paid or open
+    uncertain: set[str] = field(default_factory=set)
+    #: payments given up because the platform said to wait longer than LONGEST_WAIT_S
+    rate_limited: int = 0
     #: route name -> response times (ms)
     timings: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -92,7 +98,10 @@ class Drivers:
         self.report = DriversReport()
         self._accounts: dict[int, _Account] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
-        self._due: asyncio.Queue[int] = asyncio.Queue()
+        #: (driver, tries so far) due to pay now
+        self._due: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        #: payments waiting to look again for their bill
+        self._later = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._last_pay = 0.0
@@ -171,7 +180,14 @@ class Drivers:
         headers = {"Authorization": f"Bearer {account.token}"}
         bound = await self._call(client, "me: bind plate", "POST", "/v1/me/vehicles",
                                  json={"plate": driver.plate}, headers=headers)  # fmt: skip
-        if bound.status_code not in (201, 409):
+        if bound.status_code == 409:
+            mine = await self._call(client, "me: plates", "GET", "/v1/me/vehicles",
+                                    headers=headers)  # fmt: skip
+            if driver.plate not in {v["plate"] for v in mine.json().get("items", [])}:
+                # another account holds the plate (an earlier run's driver): this one
+                # cannot turn contactless on for it
+                raise RuntimeError(f"plate {driver.plate} is another account's")
+        elif bound.status_code != 201:
             raise RuntimeError(f"bind {bound.status_code} {bound.text[:200]}")
         self._accounts[driver.index] = account
         self.report.signed_up += 1
@@ -197,12 +213,14 @@ class Drivers:
 
     # ------------------------------------------------------------ during the day
 
-    def start(self, t0: float, speedup: float, begin_ms: int) -> None:
+    def start(self, t0: float, speedup: float, begin_ms: int, owes: Callable[[Stay], bool]) -> None:
+        """Pay each app driver's stay at its time; ``owes`` says whether a stay costs
+        anything (a driver whose stay was free has nothing to pay)."""
         due = sorted(
             (s.pay_ms, s.driver)
             for s in self._plan.stays
             if s.payer is Payer.APP and s.driver is not None and s.pay_ms is not None
-            and s.driver in self._accounts
+            and s.driver in self._accounts and owes(s)
         )  # fmt: skip
         self._scheduled = len(due)
 
@@ -212,7 +230,7 @@ class Drivers:
                 if wait > 0 and not self._day_over.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._day_over.wait(), wait)
-                await self._due.put(driver)
+                await self._due.put((driver, 0))
 
         self._tasks.append(asyncio.create_task(schedule()))
         workers = max(1, min(32, int(self._pay_rate)))
@@ -226,70 +244,94 @@ class Drivers:
     async def _payer(self, workers: int) -> None:
         spacing = workers / max(0.1, self._pay_rate)
         while True:
-            driver = await self._due.get()
+            driver, tries = await self._due.get()
             self._busy += 1
             started = time.monotonic()
+            account = self._accounts[driver]
             try:
-                await self._pay(self._accounts[driver])
+                again = await self._pay(account)
             except httpx.HTTPError as error:
-                self._error(f"pay {self._accounts[driver].driver.phone}: {error!r}")
+                self._error(f"pay {account.driver.phone}: {error!r}")
+                again = None
             finally:
                 self._busy -= 1
                 self._last_pay = time.monotonic()
                 self._due.task_done()
+            if again is not None:
+                if tries + 1 < BILL_TRIES:
+                    self._look_again((driver, tries + 1), again)
+                else:
+                    self.report.nothing_owed += 1
             rest = spacing - (time.monotonic() - started)
             if rest > 0:
                 await asyncio.sleep(rest)
 
-    async def _pay(self, account: _Account) -> None:
-        """Pay what the driver's plate owes. ``GET /v1/plates/{plate}/bills`` and not
-        ``/v1/me/bills``: the replayed day lies before the driver bound the plate (they
-        signed up this morning, in real time), and an account sees a plate's bills only
-        from its binding on; paying a plate's bills is open to anyone who knows it."""
+    def _look_again(self, job: tuple[int, int], after: float) -> None:
+        self._later += 1
+
+        def due() -> None:
+            self._later -= 1
+            self._due.put_nowait(job)
+
+        asyncio.get_running_loop().call_later(after, due)
+
+    async def _pay(self, account: _Account) -> float | None:
+        """Pay what the driver's plate owes; the seconds after which to look again when
+        nothing is owed yet (the exit is not stored yet) or the platform says wait.
+
+        ``GET /v1/plates/{plate}/bills`` and not ``/v1/me/bills``: the replayed day
+        lies before the driver bound the plate (they signed up this morning, in real
+        time), and an account sees a plate's bills only from its binding on; paying a
+        plate's bills is open to anyone who knows it."""
         headers = {"Authorization": f"Bearer {account.token}"}
         client = account.client
         plate = account.driver.plate
-        owed: list[dict[str, Any]] = []
-        for _ in range(BILL_TRIES):
-            listed = await self._call(client, "plates: bills", "GET", f"/v1/plates/{plate}/bills",
-                                      headers=headers)  # fmt: skip
-            if listed.status_code == 429:
-                await asyncio.sleep(float(listed.headers.get("Retry-After", "5")))
-                continue
-            if listed.status_code != 200:
-                self._error(f"bills {listed.status_code} {listed.text[:200]}")
-                return
-            owed = [b for b in listed.json()["items"] if b["status"] == "open"
-                    and b["id"] not in self.report.paid]  # fmt: skip
-            if owed:
-                break
-            # The exit may not be stored yet: look again shortly.
-            await asyncio.sleep(BILL_RETRY_S)
+        listed = await self._call(client, "plates: bills", "GET", f"/v1/plates/{plate}/bills",
+                                  headers=headers)  # fmt: skip
+        if listed.status_code == 429:
+            wait = float(listed.headers.get("Retry-After", BILL_RETRY_S))
+            if wait > LONGEST_WAIT_S:
+                self.report.rate_limited += 1
+                return None
+            return wait
+        if listed.status_code != 200:
+            self._error(f"bills {listed.status_code} {listed.text[:200]}")
+            return None
+        owed = [b for b in listed.json()["items"] if b["status"] == "open"
+                and b["id"] not in self.report.paid][:20]  # fmt: skip
         if not owed:
-            self.report.nothing_owed += 1
-            return
-        owed = owed[:20]
+            return BILL_RETRY_S
         order = await self._call(
             client, "bills: pay", "POST", "/v1/bills/pay",
             json={"bill_ids": [b["id"] for b in owed], "provider": "wechat", "plate": plate},
             headers={**headers, "Idempotency-Key": f"replay-{uuid.uuid4().hex}"},
         )  # fmt: skip
+        if order.status_code == 409:
+            return BILL_RETRY_S  # another of the driver's payments has these bills in hand
         if order.status_code != 201:
             self._error(f"pay {order.status_code} {order.text[:200]}")
-            return
+            return None
         trade_no = order.json()["out_trade_no"]
         started = time.perf_counter()
-        paid = await self._sandbox.post(f"/sandbox/orders/{trade_no}/pay")
+        try:
+            paid = await self._sandbox.post(f"/sandbox/orders/{trade_no}/pay")
+        except httpx.HTTPError as error:
+            # The provider may or may not have taken the money: these bills are
+            # paid or open, and the sweeper will find out which.
+            self.report.uncertain.update(b["id"] for b in owed)
+            self._error(f"sandbox pay {trade_no}: {error!r}")
+            return None
         self.report.timings.setdefault("sandbox: pay", []).append(
             (time.perf_counter() - started) * 1000
         )
         if paid.status_code != 200:
             self._error(f"sandbox pay {paid.status_code} {paid.text[:200]}")
-            return
+            return None
         self.report.payments += 1
         for bill in owed:
             self.report.paid[bill["id"]] = "wechat"
             self.report.paid_fen += int(bill["amount_fen"])
+        return None
 
     def settled(self) -> bool:
         return (
@@ -297,13 +339,14 @@ class Drivers:
             and all(t.done() for t in self._tasks[:1])
             and self._due.empty()
             and self._busy == 0
+            and self._later == 0
             and time.monotonic() - self._last_pay > 3.0
         )
 
     def line(self) -> str:
         return (
             f"drivers: {self.report.payments} payments ({self.report.paid_fen / 100:,.2f} 元), "
-            f"{self._due.qsize()} waiting, {self.report.failed} failed"
+            f"{self._due.qsize() + self._later} waiting, {self.report.failed} failed"
         )
 
     async def stop(self) -> DriversReport:

@@ -107,7 +107,8 @@ def bad_input(
             else topics.space_state(lot.lot_id, place)
         )
         at = begin_ms + rng.randrange(max(1, end_ms - begin_ms))
-        mark = f"replay-bad-{n}"
+        # fixed width: no marker is the beginning of another
+        mark = f"replay-bad-{n:05d}."
         shape = n % 6
         kind = Kind.BAD_RAW
         if shape == 0:

@@ -85,16 +85,30 @@ async def before(
     return Before(open_in_lots=open_in, spaces=spaces), count
 
 
-async def open_elsewhere(
-    conn: asyncpg.Connection, plates: Iterable[str], lots: Sequence[str]
-) -> dict[str, tuple[str, str]]:
-    rows = await conn.fetch(
-        "SELECT plate, lot_id, id FROM sessions WHERE status = 'open' AND plate = ANY($1) "
-        "AND NOT lot_id = ANY($2)",
-        list(plates),
-        list(lots),
-    )
-    return {r["plate"]: (r["lot_id"], r["id"]) for r in rows}
+async def plate_index(
+    redis: aioredis.Redis, plates: Iterable[str]
+) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:
+    """The live core's plate index for ``plates``: the open session each holds (lot,
+    session id) and each one's mark (the latest entry or exit time it saw, ms)."""
+    index: dict[str, tuple[str, str]] = {}
+    marks: dict[str, int] = {}
+    wanted = sorted(plates)
+    for start in range(0, len(wanted), 5000):
+        chunk = wanted[start : start + 5000]
+        async with redis.pipeline(transaction=False) as pipe:
+            for plate in chunk:
+                pipe.hmget(keys.plate(keys.plate_tag(plate), plate), "sid", "lot", "mark")
+            rows = await pipe.execute()
+        for plate, (sid, lot, mark) in zip(chunk, rows, strict=True):
+            if sid is not None and lot is not None:
+                index[plate] = (_text(lot), _text(sid))
+            if mark is not None:
+                marks[plate] = int(mark)
+    return index, marks
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 # ------------------------------------------------------------------ while running

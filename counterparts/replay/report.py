@@ -189,6 +189,8 @@ class Report:
                 "bills_paid": len(drivers.paid),
                 "paid_fen": drivers.paid_fen,
                 "nothing_owed": drivers.nothing_owed,
+                "rate_limited": drivers.rate_limited,
+                "uncertain": len(drivers.uncertain),
                 "failed": drivers.failed,
                 "errors": drivers.errors,
                 "requests": timings,
@@ -197,6 +199,7 @@ class Report:
                 "sessions": len(truth.sessions),
                 "held_passages": truth.held,
                 "full": truth.full,
+                "older_entries": truth.older,
                 "dead_letters": len(truth.dead_letters),
             },
             "check": {

@@ -187,9 +187,9 @@ async def replay(
             f"malformed payloads; planned in {time.monotonic() - t:.1f} s; "
             f"{len(left_out)} lots left out"
         )
-        plates = {s.plate for s in plan.stays if s.plate is not None}
-        elsewhere = await platform.open_elsewhere(conn, plates, lot_ids)
-        before = Before(before.open_in_lots, elsewhere, before.spaces)
+        plates = {e.plate for e in plan.events if e.plate is not None}
+        index, marks = await platform.plate_index(redis, plates)
+        before = Before(before.open_in_lots, index, marks, before.spaces)
         dev_lots = {d: device_lots[d] for d in plan.devices()}
         base = await platform.base_seqs(conn, redis, dev_lots)
         truth = make_truth(plan, base, before)
@@ -201,6 +201,8 @@ async def replay(
                 f"http://127.0.0.1:{settings.sandbox_port}", pay_rate=options.pay_rate, say=say,
             )  # fmt: skip
             await drivers.sign_up()
+            # which stays cost anything: a driver whose stay was free pays nothing
+            pricing = await checking.load_pricing(conn, lot_ids, sorted(plates))
 
         run.phase("connect")
         specs = _specs(plan, secrets, base, options, settings, out_dir)
@@ -213,7 +215,7 @@ async def replay(
         t0 = time.time() + 1.0
         fleet.go(t0)
         if drivers is not None:
-            drivers.start(t0, options.speedup, plan.window[0])
+            drivers.start(t0, options.speedup, plan.window[0], pricing.owes)
         watcher = Watcher(run, plan, fleet, drivers, redis, dev_lots, base, options, say)
         await watcher.play()
         run.phase("drain")
@@ -236,6 +238,7 @@ async def replay(
             conn, redis, truth=truth, scope=scope, stays=plan.stays,
             payments=checking.Payments(
                 paid=driver_report.paid,
+                uncertain=frozenset(driver_report.uncertain),
                 contactless_plates=driver_report.contactless_plates,
             ),
             api=http, city_token=city,
