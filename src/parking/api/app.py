@@ -29,6 +29,7 @@ from parking.api import images as image_routes
 from parking.api import opendata as opendata_routes
 from parking.api import operators as operator_routes
 from parking.api import prepay as prepay_routes
+from parking.api import privacy as privacy_routes
 from parking.api import reconciliation as reconciliation_routes
 from parking.api import scans as scan_flows
 from parking.api import sessions as driver_sessions
@@ -147,6 +148,7 @@ def create_app(
         *image_routes.ROUTES,
         *pricing_rules.ROUTES,
         *drivers.ROUTES,
+        *privacy_routes.ROUTES,
         *payments.ROUTES,
         *driver_sessions.ROUTES,
         *contactless_routes.ROUTES,

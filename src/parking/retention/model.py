@@ -21,7 +21,7 @@ class Kind(StrEnum):
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The retention of each kind (configuration: ``PARKING_RETAIN_*``)."""
+    """The retention of each kind (configuration: ``PARKING_RETENTION``)."""
 
     #: raw gate passages (a plate, a lane, a time each): 6 months, long enough to
     #: answer a dispute (a bill is disputed within weeks) and an audit of a quarter
