@@ -336,7 +336,13 @@ class Worker:
             await asyncio.wait_for(
                 asyncio.gather(*(d.ready.wait() for d in self.devices.values())), 120
             )
-        self._send(("ready", sum(d.ready.is_set() for d in self.devices.values())))
+        # The broker sends each device its retained watermark after the subscription:
+        # one above what the platform's database has (a database restored or reset
+        # while the broker kept its retained messages) moves the device's seq past it,
+        # as the contract says. The parent learns where each device starts.
+        await asyncio.sleep(1.0)
+        starts = {d: self.outbox.last_seq(d) for d in self.devices}
+        self._send(("ready", sum(d.ready.is_set() for d in self.devices.values()), starts))
         await self.told.wait()
         reporter = loop.create_task(self._report())
         try:
@@ -503,9 +509,11 @@ class Fleet:
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs if p.pid is not None]
 
-    async def wait_ready(self, within: float = 300.0) -> int:
-        """Wait until every process has connected its devices; returns how many are online."""
+    async def wait_ready(self, within: float = 300.0) -> tuple[int, dict[str, int]]:
+        """Wait until every process has connected its devices; returns how many are online
+        and the seq each device's next event comes after."""
         online = 0
+        starts: dict[str, int] = {}
         waiting = set(range(len(self._conns)))
         deadline = time.monotonic() + within
         while waiting:
@@ -515,6 +523,7 @@ class Fleet:
                     message = conn.recv()
                     if message[0] == "ready":
                         online += int(message[1])
+                        starts.update(message[2])
                         waiting.discard(i)
                     elif message[0] == "stats":
                         self._take(message[1])
@@ -523,7 +532,7 @@ class Fleet:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(waiting)} device processes not ready in {within:.0f} s")
             await asyncio.sleep(0.1)
-        return online
+        return online, starts
 
     def go(self, t0: float) -> None:
         for conn in self._conns:

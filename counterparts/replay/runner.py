@@ -192,7 +192,6 @@ async def replay(
         before = Before(before.open_in_lots, index, marks, before.spaces)
         dev_lots = {d: device_lots[d] for d in plan.devices()}
         base = await platform.base_seqs(conn, redis, dev_lots)
-        truth = make_truth(plan, base, before)
 
         if options.payments:
             run.phase("drivers")
@@ -208,7 +207,13 @@ async def replay(
         specs = _specs(plan, secrets, base, options, settings, out_dir)
         fleet = Fleet(specs, out_dir)
         fleet.start()
-        online = await fleet.wait_ready()
+        online, starts = await fleet.wait_ready()
+        moved = {d: s for d, s in starts.items() if s > base.get(d, 0)}
+        if moved:
+            say(f"[replay] {len(moved)} devices start above the database's seq "
+                "(their retained watermark is ahead of it)")  # fmt: skip
+        base = {d: max(b, starts.get(d, 0)) for d, b in base.items()}
+        truth = make_truth(plan, base, before)
         say(f"[replay] {online}/{device_count} devices connected in {run.seconds('connect'):.1f} s")
 
         run.phase("play")
