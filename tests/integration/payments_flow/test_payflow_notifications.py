@@ -211,6 +211,14 @@ async def test_a_payment_for_an_order_we_never_made_is_an_anomaly_answered_succe
         return await anomaly_kinds(city_conn, stranger) == ["unknown_order"]
 
     await eventually(recorded, what="the unknown order anomaly")
+
+    async def answered() -> bool:
+        # the platform records the anomaly before its 204 reaches the sandbox, which
+        # then records the attempt: wait for the sandbox's record too
+        [delivery] = await control.notifications(stranger)
+        return bool(delivery["attempts"])
+
+    await eventually(answered, what="the sandbox to record the platform's answer")
     [delivery] = await control.notifications(stranger)
     assert [a["status"] for a in delivery["attempts"]] == [204]
     # No bill moved; the money is on the ledger all the same, held in suspense
