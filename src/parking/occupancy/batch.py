@@ -69,6 +69,18 @@ class Tuning:
     #: within ~100 ms on a healthy lane; 3 s leaves room for a congested 4G link
     #: without making the driver wait long after a lost command.
     command_resend_after: timedelta = timedelta(seconds=3)
+    #: Each re-send waits twice as long as the one before (3, 6, 12, 24 s ...: offsets
+    #: 3, 9, 21, 45 s), up to this: a gate that missed a few commands is probably
+    #: offline or its broker connection is saturated, and re-sending at a constant
+    #: rate fed an overload four re-sends to one command (issue 20).
+    command_resend_cap: timedelta = timedelta(seconds=30)
+    #: At most this many re-sends of one command; then it is dropped (and recorded).
+    command_resends: int = 5
+    #: No re-send once the command's passage (its corrected event time) is older than
+    #: this: by then the car has reversed, been let through by hand or its driver has
+    #: called for help, and a barrier opening now would let the next car through.
+    #: Shorter than ``command_ttl``, which counts from when the core applied it.
+    command_stale_after: timedelta = timedelta(seconds=30)
     #: After this an unacked command is dropped (and recorded): the car has
     #: long gone or the driver called for help; opening later would let the
     #: next car through. For the same reason a passage observed longer ago
@@ -101,6 +113,15 @@ class Publish:
     retain: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Resends:
+    """What ``Ingest.resend_due`` found: the commands due again, and how many pending
+    ones it stopped re-sending (``superseded`` | ``stale`` | ``attempts`` | ``expired``)."""
+
+    publishes: list[Publish]
+    dropped: Counter[str]
+
+
 @dataclass
 class BatchReport:
     publishes: list[Publish] = field(default_factory=list)
@@ -113,6 +134,8 @@ class BatchReport:
     unknown_devices: int = 0
     #: lots with an applied passage or space state (their free count may have moved)
     lots: set[str] = field(default_factory=set)
+    #: pending commands no longer re-sent because a newer passage of their lane has one
+    commands_superseded: int = 0
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -57,6 +58,7 @@ from parking.occupancy.batch import (
     PricerLike,
     Publish,
     Recovery,
+    Resends,
     Sensor,
     Status,
     StayCounter,
@@ -444,8 +446,9 @@ class Ingest:
             command_topic=self.topics.commands(g.lot.lot_id, g.lane_id),
             command_open=g.open_payload or g.hold_payload,
             command_hold=g.hold_payload or g.open_payload,
-            command_expires_ms=now_ms + int(self.tuning.command_ttl.total_seconds() * 1000),
-            command_resend_ms=now_ms + int(self.tuning.command_resend_after.total_seconds() * 1000),
+            command_expires_ms=now_ms + _ms(self.tuning.command_ttl),
+            command_resend_ms=now_ms + _ms(self.tuning.command_resend_after),
+            command_stale_ms=logic.to_ms(at) + _ms(self.tuning.command_stale_after),
         )
 
     def _queue(self, pipe: store.Batch, item: Item, now: datetime) -> None:
@@ -707,6 +710,8 @@ class Ingest:
                     report.gaps += 1
                 if values[5]:
                     followups.append((op, FollowUp.parse(values[5])))
+                if len(values) > 7 and values[7]:
+                    report.commands_superseded += 1
                 payload = item.hold_payload if outcome in ("full", "held") else item.open_payload
                 if payload:
                     report.publishes.append(
@@ -849,15 +854,25 @@ class Ingest:
 
     # ---------------------------------------------------------- housekeeping
 
-    async def resend_due(self, now: datetime, *, limit: int = 500) -> list[Publish]:
-        """Commands whose gate has not acked them yet, due again now."""
-        found: list[Publish] = []
-        resend_ms = int(self.tuning.command_resend_after.total_seconds() * 1000)
+    async def resend_due(self, now: datetime, *, limit: int = 500) -> Resends:
+        """Commands whose gate has not acked them yet, due again now (the schedule:
+        ``Tuning.command_resend_after`` and after), and how many the core stopped
+        re-sending instead (superseded, stale, out of attempts, expired; each recorded)."""
+        found = Resends([], Counter())
         for tag in keys.all_lot_tags():
-            for topic, payload in await store.due_commands(
-                self.redis, tag, now_ms=logic.to_ms(now), resend_after_ms=resend_ms, limit=limit
-            ):
-                found.append(Publish(topic, payload, 1, False))
+            due = await store.due_commands(
+                self.redis,
+                tag,
+                now_ms=logic.to_ms(now),
+                first_ms=_ms(self.tuning.command_resend_after),
+                cap_ms=_ms(self.tuning.command_resend_cap),
+                max_sends=self.tuning.command_resends,
+                limit=limit,
+            )
+            found.publishes.extend(
+                Publish(topic, payload, 1, False) for topic, payload in due.sends
+            )
+            found.dropped.update(due.dropped)
         return found
 
     async def report_silent(self, now: datetime, *, silent_after: timedelta) -> int:
@@ -881,6 +896,10 @@ class Ingest:
                 raise reply
             if store.text(reply) == "notready":
                 raise CoreNotReady("a lot shard is not loaded")
+
+
+def _ms(span: timedelta) -> int:
+    return int(span.total_seconds() * 1000)
 
 
 async def load_directory(conn: asyncpg.Connection) -> Directory:

@@ -38,6 +38,11 @@ key                          type   content
 ``{oN}:cmd``                 hash   command_id -> ``<expires_ms>|<topic>|<payload>``:
                                     commands not yet acknowledged by the gate
 ``{oN}:cmdq``                zset   command_id -> next re-send time (ms)
+``{oN}:cmdlane``             hash   command topic (one per lane) -> ``<command_id>|<re-sends
+                                    so far>|<stale_ms>``: the lane's newest pending
+                                    command, the only one re-sent (an older one is
+                                    dropped when a newer passage of the lane queues its
+                                    own); gone on its ack or drop
 ``{oN}:out``                 hash   ``<device>:<seq>`` -> follow-ups of an applied gate
                                     event still to run in plate shards / other lots
                                     (``<kind>|<plate>|<session>|<at_ms>|<lot>|<made_ms>``)
@@ -166,6 +171,10 @@ def command_queue(tag: str) -> str:
     return f"{tag}:cmdq"
 
 
+def command_lanes(tag: str) -> str:
+    return f"{tag}:cmdlane"
+
+
 def followups(tag: str) -> str:
     return f"{tag}:out"
 
@@ -199,6 +208,7 @@ def passage_keys(lot_id: str, device_id: str) -> list[str]:
         commands(t),
         command_queue(t),
         followups(t),
+        command_lanes(t),
     ]
 
 
@@ -229,11 +239,11 @@ def status_keys(lot_id: str, device_id: str) -> list[str]:
 
 def ack_keys(lot_id: str) -> list[str]:
     t = lot_tag(lot_id)
-    return [ready(t), commands(t), command_queue(t), events(t)]
+    return [ready(t), commands(t), command_queue(t), events(t), command_lanes(t)]
 
 
 def due_keys(tag: str) -> list[str]:
-    return [ready(tag), commands(tag), command_queue(tag), events(tag)]
+    return [ready(tag), commands(tag), command_queue(tag), events(tag), command_lanes(tag)]
 
 
 def supersede_keys(lot_id: str) -> list[str]:

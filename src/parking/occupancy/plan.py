@@ -529,14 +529,24 @@ def _plan_other(plan: WritePlan, entry: StreamEntry) -> None:
                 details={"command_id": ack.command_id, "lane_id": ack.lane_id},
             )
     elif kind == "cmd_expired":
+        # The gate never acked it: past its TTL, its passage stale, or out of re-sends
+        # (``why``; entries of an older core have none: TTL).
         command_id = entry.get("id")
         _anomaly(
             plan,
             anomaly_id=f"{AnomalyKind.COMMAND_EXPIRED}:{command_id}",
             kind=AnomalyKind.COMMAND_EXPIRED,
             at=at,
-            details={"command_id": command_id, "topic": entry.get("topic")},
+            details={
+                "command_id": command_id,
+                "topic": entry.get("topic"),
+                "why": entry.get("why") or "expired",
+            },
         )
+    elif kind == "cmd_superseded":
+        # A newer passage of the lane has its own command: nothing went wrong, nothing
+        # to review (the newer command is recorded if it goes unanswered in turn).
+        pass
     else:
         raise ValueError(f"unknown entry kind {kind!r}")
 

@@ -155,6 +155,8 @@ class PassageCall:
     command_hold: bytes
     command_expires_ms: int
     command_resend_ms: int
+    #: the passage's event time plus the staleness window: no re-send after it
+    command_stale_ms: int
 
 
 def queue_passage(pipe: Batch, call: PassageCall) -> None:
@@ -177,6 +179,7 @@ def queue_passage(pipe: Batch, call: PassageCall) -> None:
         str(call.command_expires_ms),
         str(call.command_resend_ms),
         call.lot_id,
+        str(call.command_stale_ms),
     )
 
 
@@ -336,14 +339,37 @@ def queue_session_of(pipe: Batch, *, lot_id: str, plate: str) -> None:
     pipe.command("HGET", keys.sessions(keys.lot_tag(lot_id), lot_id), plate)
 
 
+#: what ``occ_due`` counts, in the order of its first reply
+DROP_REASONS: Final = ("superseded", "stale", "attempts", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class DueCommands:
+    #: (topic, payload) of each command to re-send now
+    sends: list[tuple[str, bytes]]
+    #: reason -> how many pending commands were dropped instead (``DROP_REASONS``)
+    dropped: dict[str, int]
+
+
 async def due_commands(
-    redis: aioredis.Redis, tag: str, *, now_ms: int, resend_after_ms: int, limit: int
-) -> list[tuple[str, bytes]]:
+    redis: aioredis.Redis,
+    tag: str,
+    *,
+    now_ms: int,
+    first_ms: int,
+    cap_ms: int,
+    max_sends: int,
+    limit: int,
+) -> DueCommands:
+    keys_ = keys.due_keys(tag)
     reply = await redis.fcall(
-        "occ_due", 4, *keys.due_keys(tag), str(now_ms), str(resend_after_ms), str(limit)
+        "occ_due", len(keys_), *keys_, now_ms, first_ms, cap_ms, max_sends, limit
     )
-    items = list(reply or [])
-    return [(text(items[i]), bytes(items[i + 1])) for i in range(0, len(items), 2)]
+    counts, items = reply
+    return DueCommands(
+        sends=[(text(items[i]), bytes(items[i + 1])) for i in range(0, len(items), 2)],
+        dropped={why: int(n) for why, n in zip(DROP_REASONS, counts, strict=True) if int(n)},
+    )
 
 
 async def report_silent(

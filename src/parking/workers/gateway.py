@@ -103,6 +103,12 @@ BATCH_SIZE = Histogram(
 BATCH_SECONDS = Histogram("gateway_batch_seconds", "Time to apply a batch to Redis")
 RETRIES = Counter("gateway_batch_retries_total", "Batches retried", ["reason"])
 PUBLISHED = Counter("gateway_published_total", "Messages published", ["kind"])
+#: re-sends themselves are ``gateway_published_total{kind="command_resend"}``
+COMMANDS_DROPPED = Counter(
+    "gateway_commands_dropped_total",
+    "Unacknowledged commands no longer re-sent (superseded, stale, attempts, expired)",
+    ["reason"],
+)
 LANE_DECISION_SECONDS = Histogram(
     "gateway_lane_decision_seconds",
     "From a passage reaching the gateway to its lane decision going out",
@@ -286,6 +292,8 @@ class Gateway:
             EVENTS.labels("duplicate").inc(report.duplicates)
             EVENTS.labels("dead_letter").inc(report.dead_lettered)
             GAPS.inc(report.gaps)
+            if report.commands_superseded:
+                COMMANDS_DROPPED.labels("superseded").inc(report.commands_superseded)
             if report.dead_lettered:
                 log.info("dead_lettered", reasons=dict(report.dead_reasons))
             if report.duplicates:
@@ -345,9 +353,12 @@ class Gateway:
                 await asyncio.sleep(0)  # let lane batches through between bursts
 
     async def _resend(self, adapter: SessionClient, ingest: Ingest) -> None:
-        for publish in await ingest.resend_due(self.clock.now()):
+        due = await ingest.resend_due(self.clock.now())
+        for publish in due.publishes:
             adapter.publish(publish.topic, publish.payload, qos=publish.qos, retain=publish.retain)
             PUBLISHED.labels("command_resend").inc()
+        for reason, count in due.dropped.items():
+            COMMANDS_DROPPED.labels(reason).inc(count)
 
     async def _refresh(self, ingest: Ingest) -> None:
         conn = await self._pg()

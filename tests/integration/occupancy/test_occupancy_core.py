@@ -211,20 +211,21 @@ async def test_an_older_sensor_reading_does_not_overwrite_a_newer_one(core: Core
 async def test_commands_are_resent_until_acked_and_expire_after_the_ttl(core: Core) -> None:
     entry = await core.handle(core.passage("in1", "赣B12121"))
     command = command_of(entry)
-    assert await core.ingest.resend_due(core.clock.now()) == []
+    assert (await core.ingest.resend_due(core.clock.now())).publishes == []
     core.clock.advance(minutes(0) + core.ingest.tuning.command_resend_after)
-    again = await core.ingest.resend_due(core.clock.now())
+    again = (await core.ingest.resend_due(core.clock.now())).publishes
     assert [msgspec.json.decode(p.payload)["command_id"] for p in again] == [command["command_id"]]
     ack = msgspec.json.encode(
         {"command_id": command["command_id"], "result": "done", "at": core.clock.now().isoformat()}
     )
     await core.handle(batch.Inbound(core.topics.command_ack(DEMO, "in1"), ack, core.clock.now()))
     core.clock.advance(core.ingest.tuning.command_resend_after)
-    assert await core.ingest.resend_due(core.clock.now()) == []
+    assert (await core.ingest.resend_due(core.clock.now())).publishes == []
     # One that is never acked expires and is recorded.
     await core.handle(core.passage("in1", "赣B13131"))
     core.clock.advance(core.ingest.tuning.command_ttl + minutes(1))
-    assert await core.ingest.resend_due(core.clock.now()) == []
+    dropped = await core.ingest.resend_due(core.clock.now())
+    assert (dropped.publishes, dict(dropped.dropped)) == ([], {"expired": 1})
     await core.persist()
     assert (
         await core.conn.fetchval("SELECT count(*) FROM anomalies WHERE kind = 'command_expired'")
@@ -285,6 +286,7 @@ async def test_a_malformed_call_is_refused_before_anything_is_written(core: Core
         command_hold=b"",
         command_expires_ms=0,
         command_resend_ms=0,
+        command_stale_ms=0,
     )
     pipe = store.Batch()
     store.queue_passage(pipe, call)

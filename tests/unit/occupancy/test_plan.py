@@ -337,7 +337,7 @@ def test_an_offline_status_opens_an_anomaly_and_an_online_one_resolves_it() -> N
     assert online.back_online == ["gate-1"]
 
 
-def test_a_silent_device_a_failed_command_and_an_expired_one_are_anomalies() -> None:
+def test_silent_devices_failed_and_unanswered_commands_are_anomalies_superseded_ones_not() -> None:
     ack = msgspec.json.encode(
         AckRecord(
             command_id="C1", lot_id=LOT, lane_id="IN-1", result="failed", at=NOW, received_at=NOW
@@ -354,13 +354,17 @@ def test_a_silent_device_a_failed_command_and_an_expired_one_are_anomalies() -> 
             stream_entry("2-0", k="ack", ev=ack, r=ms(NOW)),
             stream_entry("3-0", k="ack", ev=done, r=ms(NOW)),
             stream_entry("4-0", k="cmd_expired", id="C3", topic="t/cmd", r=ms(NOW)),
+            stream_entry("5-0", k="cmd_superseded", id="C4", by="C5", r=ms(NOW)),
+            stream_entry("6-0", k="cmd_expired", id="C5", topic="t/cmd", r=ms(NOW), why="stale"),
         ]
     )
     assert [a[1] for a in result.anomalies] == [
         AnomalyKind.DEVICE_SILENT,
         AnomalyKind.COMMAND_FAILED,
         AnomalyKind.COMMAND_EXPIRED,
+        AnomalyKind.COMMAND_EXPIRED,
     ]
+    assert [msgspec.json.decode(a[7])["why"] for a in result.anomalies[2:]] == ["expired", "stale"]
     assert result.poison == []
 
 

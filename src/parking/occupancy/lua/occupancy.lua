@@ -113,6 +113,18 @@ local function sid_of(value)
   return string.match(value, '^([^|]*)')
 end
 
+-- A lane's newest pending command: cmdlane topic -> '<command_id>|<re-sends>|<stale_ms>'.
+-- Only it is worth re-sending (an older command of the lane is superseded by the
+-- newer passage's), so the re-send state is kept once per lane, not per command.
+local function lane_cmd(cmdlane, topic)
+  local value = redis.call('HGET', cmdlane, topic)
+  if not value then
+    return nil, 0, 0
+  end
+  local id, sends, stale = string.match(value, '^([^|]+)|(%d+)|(%d+)$')
+  return id, tonumber(sends or '0'), tonumber(stale or '0')
+end
+
 
 -- Common argument checks of device events: device, seq, now.
 local function event_args(args)
@@ -133,21 +145,23 @@ end
 
 ---------------------------------------------------------------------------
 -- occ_passage: a gate's passage.
--- KEYS: ready lot sess dev devx events seen cmd cmdq out
+-- KEYS: ready lot sess dev devx events seen cmd cmdq out cmdlane
 -- ARGV: device seq now_ms plate mode sid at_ms record cmd_id cmd_topic cmd_open
---       cmd_hold cmd_expires_ms cmd_resend_ms lot_id
+--       cmd_hold cmd_expires_ms cmd_resend_ms lot_id cmd_stale_ms
 -- mode: open (needs a free space) | open_any (opens even when full: the lot's
 --       full_policy is open, or a pass holder) | hold (decided upstream:
 --       blacklisted, arrears, unplated) | exit
 -- sid:  entry: the new session's id; exit: the open session the gateway priced
 --       ('' = it saw none). A different session here means the state moved
 --       since it priced: 'stale', nothing written, the gateway re-prices.
--- Returns {status, outcome, session, superseded, watermark, follow-up, gap 'from-to' or ''}
+-- Returns {status, outcome, session, superseded, watermark, follow-up, gap 'from-to' or '',
+--          the lane's command no longer re-sent (superseded) or ''}
 --   status: applied | dup | stale | notready | nolot
 --   outcome: opened | full | held | closed | no_entry
 local function occ_passage(keys, args)
-  local ready, lotk, sessk, dev, devx, events, seen, cmdk, cmdq, outk =
-    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10]
+  local ready, lotk, sessk, dev, devx, events, seen, cmdk, cmdq, outk, cmdlane =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10],
+    keys[11]
   local device, seq, now, err = event_args(args)
   if err then
     return err
@@ -158,6 +172,7 @@ local function occ_passage(keys, args)
   local cmd_expires = int_arg(args[13], 0, MAX_MS)
   local cmd_resend = int_arg(args[14], 0, MAX_MS)
   local lot_id = args[15]
+  local cmd_stale = int_arg(args[16], 0, MAX_MS)
   if mode ~= 'open' and mode ~= 'open_any' and mode ~= 'hold' and mode ~= 'exit' then
     return bad('mode')
   end
@@ -170,7 +185,7 @@ local function occ_passage(keys, args)
   if mode == 'exit' and sid ~= '' and not is_sid(sid) then
     return bad('session id')
   end
-  if not at or not cmd_expires or not cmd_resend then
+  if not at or not cmd_expires or not cmd_resend or not cmd_stale then
     return bad('times')
   end
   if type(record) ~= 'string' or #record == 0 then
@@ -205,7 +220,7 @@ local function occ_passage(keys, args)
   -- Everything is valid: write.
   local gap = mark_applied(dev, devx, events, device, seq, marks, now)
   heard(seen, device, now)
-  local outcome, session, superseded, followup = '', '', '', ''
+  local outcome, session, superseded, followup, dropped = '', '', '', '', ''
   if mode == 'exit' then
     if current then
       redis.call('HDEL', sessk, plate)
@@ -241,16 +256,33 @@ local function occ_passage(keys, args)
       payload = cmd_hold
     end
     -- Pending until the gate acks it; the gateway re-sends from here, so a
-    -- command survives a gateway crash right after this call.
-    redis.call('HSET', cmdk, cmd_id, S(cmd_expires) .. '|' .. cmd_topic .. '|' .. payload)
-    redis.call('ZADD', cmdq, cmd_resend, cmd_id)
+    -- command survives a gateway crash right after this call. One per lane: the
+    -- newer passage's (by event time) supersedes the other.
+    local old, _, old_stale = lane_cmd(cmdlane, cmd_topic)
+    if old and (old == cmd_id or redis.call('HEXISTS', cmdk, old) == 0) then
+      old = nil
+    end
+    if old and old_stale > cmd_stale then
+      dropped = cmd_id
+      redis.call('XADD', events, '*', 'k', 'cmd_superseded', 'id', cmd_id, 'by', old, 'r', S(now))
+    else
+      if old then
+        dropped = old
+        redis.call('HDEL', cmdk, old)
+        redis.call('ZREM', cmdq, old)
+        redis.call('XADD', events, '*', 'k', 'cmd_superseded', 'id', old, 'by', cmd_id, 'r', S(now))
+      end
+      redis.call('HSET', cmdk, cmd_id, S(cmd_expires) .. '|' .. cmd_topic .. '|' .. payload)
+      redis.call('ZADD', cmdq, cmd_resend, cmd_id)
+      redis.call('HSET', cmdlane, cmd_topic, cmd_id .. '|0|' .. S(cmd_stale))
+    end
   end
   if followup ~= '' then
     redis.call('HSET', outk, device .. ':' .. S(seq), followup)
   end
   redis.call('XADD', events, '*', 'k', 'passage', 'd', device, 's', S(seq), 'r', S(now),
     'ev', record, 'o', outcome, 'sid', session, 'sup', superseded, 'cur', current or '')
-  return {'applied', outcome, session, superseded, marks[3], followup, gap}
+  return {'applied', outcome, session, superseded, marks[3], followup, gap, dropped}
 end
 
 ---------------------------------------------------------------------------
@@ -412,9 +444,9 @@ end
 
 ---------------------------------------------------------------------------
 -- occ_ack: a gate acknowledged a command.
--- KEYS: ready cmd cmdq events     ARGV: command_id result now_ms record
+-- KEYS: ready cmd cmdq events cmdlane     ARGV: command_id result now_ms record
 local function occ_ack(keys, args)
-  local ready, cmdk, cmdq, events = keys[1], keys[2], keys[3], keys[4]
+  local ready, cmdk, cmdq, events, cmdlane = keys[1], keys[2], keys[3], keys[4], keys[5]
   local id, result = args[1], args[2]
   local now = int_arg(args[3], 0, MAX_MS)
   local record = args[4]
@@ -427,52 +459,89 @@ local function occ_ack(keys, args)
   if redis.call('EXISTS', ready) == 0 then
     return {'notready'}
   end
-  if redis.call('HEXISTS', cmdk, id) == 0 then
-    -- a repeated ack, or one for a command that already expired
+  local value = redis.call('HGET', cmdk, id)
+  if not value then
+    -- a repeated ack, or one for a command that already expired or was superseded
     return {'unknown'}
   end
   redis.call('HDEL', cmdk, id)
   redis.call('ZREM', cmdq, id)
+  local topic = string.match(value, '^%d+|([^|]*)|')
+  if topic and lane_cmd(cmdlane, topic) == id then
+    redis.call('HDEL', cmdlane, topic)
+  end
   redis.call('XADD', events, '*', 'k', 'ack', 'id', id, 'res', result, 'r', S(now), 'ev', record)
   return {'acked'}
 end
 
 ---------------------------------------------------------------------------
--- occ_due: commands to re-send now (and the expired ones dropped, recorded).
--- KEYS: ready cmd cmdq events     ARGV: now_ms resend_after_ms limit
--- Returns {topic1, payload1, topic2, payload2, ...}
+-- occ_due: commands to re-send now, each after twice the wait before (base_ms,
+-- then doubling up to cap_ms) and at most max_sends times; the ones not worth
+-- re-sending any more are dropped and recorded: expired (their TTL from the
+-- apply), superseded (the lane has a newer one), stale (their passage is older
+-- than the staleness window), attempts (max_sends re-sends went unanswered).
+-- KEYS: ready cmd cmdq events cmdlane   ARGV: now_ms base_ms cap_ms max_sends limit
+-- Returns {{superseded, stale, attempts, expired}, {topic1, payload1, topic2, ...}}
 local function occ_due(keys, args)
-  local ready, cmdk, cmdq, events = keys[1], keys[2], keys[3], keys[4]
+  local ready, cmdk, cmdq, events, cmdlane = keys[1], keys[2], keys[3], keys[4], keys[5]
   local now = int_arg(args[1], 0, MAX_MS)
-  local again = int_arg(args[2], 1, MAX_MS)
-  local limit = int_arg(args[3], 1, 10000)
-  if not now or not again or not limit then
+  local base = int_arg(args[2], 1, MAX_MS)
+  local cap = int_arg(args[3], 1, MAX_MS)
+  local most = int_arg(args[4], 0, 100)
+  local limit = int_arg(args[5], 1, 10000)
+  if not now or not base or not cap or not most or not limit or cap < base then
     return bad('due')
   end
-  if redis.call('EXISTS', ready) == 0 then
-    return {}
+  local counts, out = {superseded = 0, stale = 0, attempts = 0, expired = 0}, {}
+  local ids = {}
+  if redis.call('EXISTS', ready) == 1 then
+    ids = redis.call('ZRANGEBYSCORE', cmdq, '-inf', S(now), 'LIMIT', 0, limit)
   end
-  local out = {}
-  local ids = redis.call('ZRANGEBYSCORE', cmdq, '-inf', S(now), 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     local value = redis.call('HGET', cmdk, id)
-    if not value then
-      redis.call('ZREM', cmdq, id)
-    else
-      local expires, topic, payload = string.match(value, '^(%d+)|([^|]*)|(.*)$')
-      if not expires or tonumber(expires) <= now then
-        redis.call('HDEL', cmdk, id)
-        redis.call('ZREM', cmdq, id)
-        redis.call('XADD', events, '*', 'k', 'cmd_expired', 'id', id, 'r', S(now),
-          'topic', topic or '', 'p', payload or value)
-      else
-        redis.call('ZADD', cmdq, now + again, id)
-        out[#out + 1] = topic
-        out[#out + 1] = payload
+    local expires, topic, payload = string.match(value or '', '^(%d+)|([^|]*)|(.*)$')
+    local lane, sends, stale = nil, 0, 0
+    if topic then
+      lane, sends, stale = lane_cmd(cmdlane, topic)
+      if not lane then
+        -- queued by a library that kept no lanes: it becomes its lane's command
+        lane, sends, stale = id, 0, tonumber(expires)
       end
     end
+    local why = nil
+    if not expires or tonumber(expires) <= now then
+      why = 'expired'
+    elseif lane ~= id then
+      why = 'superseded'
+    elseif stale <= now then
+      why = 'stale'
+    elseif sends >= most then
+      why = 'attempts'
+    end
+    if not value then
+      redis.call('ZREM', cmdq, id)
+    elseif why then
+      redis.call('HDEL', cmdk, id)
+      redis.call('ZREM', cmdq, id)
+      if lane == id then
+        redis.call('HDEL', cmdlane, topic)
+      end
+      counts[why] = counts[why] + 1
+      if why == 'superseded' then
+        redis.call('XADD', events, '*', 'k', 'cmd_superseded', 'id', id, 'by', lane, 'r', S(now))
+      else
+        redis.call('XADD', events, '*', 'k', 'cmd_expired', 'id', id, 'r', S(now),
+          'topic', topic or '', 'p', payload or value, 'why', why)
+      end
+    else
+      sends = sends + 1
+      redis.call('ZADD', cmdq, S(now + math.min(base * 2 ^ sends, cap)), id)
+      redis.call('HSET', cmdlane, topic, id .. '|' .. S(sends) .. '|' .. S(stale))
+      out[#out + 1] = topic
+      out[#out + 1] = payload
+    end
   end
-  return out
+  return {{counts.superseded, counts.stale, counts.attempts, counts.expired}, out}
 end
 
 ---------------------------------------------------------------------------
