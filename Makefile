@@ -39,9 +39,10 @@ format: bootstrap
 	$(UV) run ruff format src counterparts gateways tests bench loadtests
 	$(UV) run ruff check --fix src counterparts gateways tests bench loadtests
 
+# BENCH_ARGS: some benchmarks only (BENCH_ARGS="bench_api ingest"), or --smoke (seconds each).
 bench: bootstrap
 	$(TEST_ENV) $(UV) run parking stack up
-	$(TEST_ENV) $(UV) run python bench/run.py
+	$(TEST_ENV) $(UV) run python bench/run.py $(BENCH_ARGS)
 
 # Regenerate migrations/schema.sql from a freshly migrated test database.
 schema: bootstrap

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
+from results import Results, sized
 
 from parking import config
 from parking.auth import tokens
@@ -37,7 +38,7 @@ from parking.seed import service as seeding
 
 HERE = Path(__file__).resolve().parent
 PORT = int(os.environ.get("BENCH_API_PORT", "8097"))
-DURATION_S = int(os.environ.get("BENCH_SECONDS", "8"))
+DURATION_S = int(os.environ.get("BENCH_SECONDS", sized("8", "1")))
 CONNECTIONS = 32
 
 
@@ -180,6 +181,31 @@ def serve_app(port: int = PORT, **overrides: str) -> Iterator[None]:
         server.wait(timeout=10)
 
 
+#: goals an issue set, as ratios to hello-world (issue 13: the city overview)
+GOALS = {"city overview (651 lots, live core)": 0.5}
+
+
+def record(results: Results, runs: list[Result], goals: dict[str, float]) -> None:
+    """The wrk runs as rows: the first is hello-world, the baseline of the others."""
+    hello, *routes = runs
+    base = results.baseline(
+        hello.name, hello.rps, "req/s", p99_ms=hello.p99_ms, errors=hello.errors
+    )
+    for r in routes:
+        goal = goals.get(r.name)
+        results.row(
+            r.name,
+            r.rps,
+            "req/s",
+            against=base,
+            goal=None if goal is None else f">= {goal}x hello-world",
+            met=None if goal is None else r.rps / hello.rps >= goal,
+            p99_ms=r.p99_ms,
+            errors=r.errors,
+        )
+    results.write()
+
+
 def report(runs: list[Result]) -> None:
     base = runs[0].rps
     print(f"API under wrk: 1 granian worker, {CONNECTIONS} connections, {DURATION_S}s per route")
@@ -188,6 +214,7 @@ def report(runs: list[Result]) -> None:
             f"{r.name:<40} {r.rps:>9,.0f} req/s  p99 {r.p99_ms:7.2f} ms  "
             f"ratio {r.rps / base:5.2f}  errors {r.errors}"
         )
+    record(Results("api"), runs, GOALS)
 
 
 def main() -> int:

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import redis.asyncio as aioredis
+from results import Results, sized
 
 from parking import config
 from parking.db import migrate
@@ -198,7 +199,7 @@ def mb(n: float) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument("--sessions", type=int, default=sized(100_000, 1_000))
     args = parser.parse_args()
     stack.up(config.load(), log=lambda _: None)
     settings = config.load()
@@ -248,6 +249,29 @@ async def main() -> None:
             f"{'met' if full / MB <= GOAL_MB else 'NOT met'} (steady state "
             f"{'met' if steady / MB <= GOAL_MB else 'NOT met'})"
         )
+        results = Results("core_memory")
+        base = results.baseline(
+            "empty core, the city without sessions (baseline)", empty / MB, "MB", lots=report.lots
+        )
+        results.row(
+            f"{args.sessions:,} open sessions, in flight included",
+            full / MB,
+            "MB",
+            against=base,
+            goal=f"<= {GOAL_MB:.0f} MB",
+            met=full / MB <= GOAL_MB,
+            sessions=args.sessions,
+            transient_mb=transient / MB,
+            by_kind_mb={kind: used / MB for kind, used in size.items()},
+        )
+        results.row(
+            f"{args.sessions:,} open sessions, steady state",
+            steady / MB,
+            "MB",
+            against=base,
+            bytes_per_session=sessions_bytes / args.sessions,
+        )
+        results.write()
         await redis.flushall()
     finally:
         await redis.aclose()

@@ -40,6 +40,7 @@ import redis.asyncio as aioredis
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from results import Results, sized
 
 from parking import config
 from parking.db import migrate
@@ -311,7 +312,7 @@ async def drain_pipeline(
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=sized(100_000, 2_000))
     args = parser.parse_args()
     stack.up(config.load(), log=lambda _: None)
     settings = config.load()
@@ -338,11 +339,27 @@ async def main() -> None:
         f"connect to the last event stored ({wall:.2f} s with process start), "
         f"{pipe_rate:,.0f} events/s"
     )
+    met = pipe_rate / bare_rate >= 0.5 and pipe_rate >= 10_000
     print(
         f"ratio pipeline / bare: {pipe_rate / bare_rate:.2f}x "
-        f"(goal >= 0.5x and >= 10,000 events/s: "
-        f"{'met' if pipe_rate / bare_rate >= 0.5 and pipe_rate >= 10_000 else 'NOT met'})"
+        f"(goal >= 0.5x and >= 10,000 events/s: {'met' if met else 'NOT met'})"
     )
+    results = Results("ingest")
+    base = results.baseline(
+        "bare paho subscriber, ack only (baseline)", bare_rate, "events/s", seconds=bare
+    )
+    results.row(
+        "gateway -> Redis -> persister -> PostgreSQL",
+        pipe_rate,
+        "events/s",
+        against=base,
+        goal=">= 0.5x and >= 10,000 events/s",
+        met=met,
+        events=len(messages),
+        seconds=pipe,
+        seconds_with_process_start=wall,
+    )
+    results.write()
     for client_id in (BARE_ID, GATEWAY_ID):
         drop_session(settings, client_id)
     admin = await asyncpg.connect(_db_url(settings, "postgres"))

@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core_memory import create_city, drop_db
 from bench_ingest import _client, drop_session
+from results import Results, sized
 
 from parking import config
 from parking.devices.messages import Topics
@@ -351,8 +352,8 @@ async def wait_for(path: Path, text: bytes, within: float) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--rate", type=int, default=sized(1000, 200))
+    parser.add_argument("--seconds", type=float, default=sized(30.0, 2.0))
     parser.add_argument(
         "--profile",
         type=Path,
@@ -432,7 +433,7 @@ async def main() -> None:
             f"passages at {len(load_lots)} lots), gates acking; probes at {len(probe_gates)} "
             f"lanes every 50 ms, bare round trip 25 ms after each"
         )
-        warmup = 5.0
+        warmup = sized(5.0, 1.0)
         started = time.perf_counter()
         pids = {
             "gateway": procs[1].pid,
@@ -500,12 +501,37 @@ async def main() -> None:
         )
         print(f"baseline broker round trip (QoS 1, same load): {summary(probe.bare)}")
         lane99, bare99 = pct(probe.lane, 0.99), pct(probe.bare, 0.99)
+        lane50, bare50 = statistics.median(probe.lane), statistics.median(probe.bare)
         print(
-            f"ratio lane / bare: p50 "
-            f"{statistics.median(probe.lane) / statistics.median(probe.bare):.1f}x, "
+            f"ratio lane / bare: p50 {lane50 / bare50:.1f}x, "
             f"p99 {lane99 / bare99:.1f}x; goal p99 <= {GOAL_MS:.0f} ms: "
             f"{'met' if lane99 <= GOAL_MS else 'NOT met'}"
         )
+        results = Results("lane_latency")
+        load_figures = {
+            "load_events_per_s": rate,
+            "window_s": window,
+            "cpu_cores": {k: v / window for k, v in cpu.items()},
+        }
+        base50 = results.baseline("bare broker round trip p50 (baseline)", bare50, "ms")
+        results.row("passage -> command p50", lane50, "ms", against=base50)
+        base99 = results.baseline(
+            "bare broker round trip p99 (baseline)", bare99, "ms", n=len(probe.bare)
+        )
+        results.row(
+            "passage -> command p99",
+            lane99,
+            "ms",
+            against=base99,
+            goal=f"p99 <= {GOAL_MS:.0f} ms",
+            met=lane99 <= GOAL_MS,
+            n=len(probe.lane),
+            p95_ms=pct(probe.lane, 0.95),
+            max_ms=max(probe.lane),
+            missing=missing,
+            **load_figures,
+        )
+        results.write()
     finally:
         for proc in procs:
             if proc.poll() is None:

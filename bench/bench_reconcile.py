@@ -39,6 +39,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core_memory import db_url, drop_db
+from results import Results, sized
 
 from parking import config
 from parking.clock import SHANGHAI
@@ -268,13 +269,31 @@ def main() -> None:
                 f"peak RSS of the importing process {int(peak) / MB:.0f} MB "
                 f"(file {size / MB:.0f} MB)"
             )
+            results = Results("reconcile")
+            base = results.baseline(
+                "bare COPY of the statement (baseline)", baseline, "s", lines=ARGS.lines
+            )
+            results.row(
+                f"import + run, {ARGS.lines:,} lines",
+                total,
+                "s",
+                against=base,
+                goal=f"<= {GOAL:.0f}x the bare COPY",
+                met=total / baseline <= GOAL,
+                import_s=float(import_s),
+                run_s=float(run_s),
+                matched=int(matched),
+                peak_rss_mb=int(peak) / MB,
+                file_mb=size / MB,
+            )
+            results.write()
     finally:
         asyncio.run(drop_db(settings, DB))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--lines", type=int, default=sized(1_000_000, 2_000))
     parser.add_argument("--child", default="")
     ARGS = parser.parse_args()
     main()

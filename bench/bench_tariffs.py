@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import msgspec
+from results import Results, sized
 
 from parking.tariffs import Tariff, decode_tariff, quote, quote_to_json
 
@@ -29,7 +30,7 @@ BEIJING = b"""{"id": "beijing-class1", "name": "\xe5\x8c\x97\xe4\xba\xac", "curr
  "cap": {"fen": 10000, "cycle": "rolling_24h"}}"""
 
 # Each measurement runs this long; five of them keep the script near 8 s.
-SECONDS_PER_CASE = 1.5
+SECONDS_PER_CASE = sized(1.5, 0.05)
 
 
 def rate(work: Callable[[], object]) -> float:
@@ -60,8 +61,10 @@ def main() -> None:
     charges = len(quote(tariff, entry, three_days, nev=False).charges)
 
     print(f"tariff engine bench: Python {platform.python_version()} on {sys.platform}")
+    results = Results("tariffs")
     baseline = rate(lambda: msgspec.json.decode(BEIJING, type=Tariff))
     print(f"baseline  decode the tariff document    {baseline:>10,.0f} /s")
+    base = results.baseline("decode the tariff document (baseline)", baseline, "/s")
     cases: list[tuple[str, Callable[[], object]]] = [
         ("quote 2-hour stay", lambda: quote(tariff, entry, two_hours, nev=False)),
         (
@@ -80,6 +83,8 @@ def main() -> None:
             f"{name:<38}  {per_second:>10,.0f} /s  {1e6 / per_second:>8.1f} us"
             f"  ratio to baseline {per_second / baseline:.3f}"
         )
+        results.row(name, per_second, "/s", against=base, us_per_call=1e6 / per_second)
+    results.write()
 
 
 if __name__ == "__main__":
