@@ -18,7 +18,7 @@ from parking.config import Settings
 
 
 async def _wait_ready(client: AsyncTestClient) -> int:  # type: ignore[type-arg]
-    # The broker connection is made by paho's thread just after start-up.
+    # The broker connection is made in the background just after start-up.
     status = 0
     for _ in range(50):
         status = (await client.get("/readyz")).status_code

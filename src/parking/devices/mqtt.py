@@ -1,12 +1,19 @@
 """The platform's MQTT clients: the only module of the platform that imports paho.
 
-paho runs its network loop in its own thread; what it receives is handed to the
-asyncio event loop in batches (``SessionClient.take``), and what the platform
-publishes is only enqueued from the loop (``publish`` never blocks on the socket).
+Every client is driven from the asyncio event loop through paho's external-loop
+API (``on_socket_*`` callbacks, ``loop_read``/``loop_write``/``loop_misc``), with
+no network thread of its own: a message paho reads is appended to the inbox on
+the loop's thread, and a publish or an ack is written when the socket is
+writable, in the loop's next turn. A paho thread used to wake for every QoS 1
+publish and fight the event loop for the GIL (docs/performance.md); now
+everything, paho's callbacks included, runs on the loop's thread and needs no
+lock. paho's own reconnect (``loop_forever``'s) is not used: ``_LoopDriven``
+reconnects with the same backoff.
+
 Three clients: the gateway's session client (persistent MQTT 5 session, shared
 subscriptions, manual acks), the publisher of the API and the persister (commands,
-availability), and the registry's canary that waits for the broker to reload.
-The device simulators are the devices' side of the contract and have their own.
+watermarks), and the registry's canary that waits for the broker to reload. The
+device simulators are the devices' side of the contract and have their own.
 """
 
 from __future__ import annotations
@@ -16,12 +23,12 @@ import contextlib
 import itertools
 import os
 import secrets
+import socket
 import struct
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -42,10 +49,231 @@ RECEIVE_MAXIMUM: Final = 1000
 #: rescans its in-flight list on every PUBACK, so thousands would be slower.
 PUBLISH_INFLIGHT: Final = 100
 KEEPALIVE_S: Final = 30
+#: Packets read per wake-up of the socket's reader. paho's ``loop_read`` reads
+#: one packet when nothing of ours is in flight, so a backlog would cost a turn
+#: of the event loop (an epoll call and a handle) per message; a burst reads on
+#: until the socket is empty. Bounded so that a Redis reply waiting behind a
+#: full window (1,000 messages, ~20 us each) waits ~2 ms, not ~20.
+READ_BURST: Final = 100
+#: Bytes read from the socket at once (see _Client): a few hundred messages.
+READ_AHEAD: Final = 65536
+#: Reconnect backoff, as paho's own loop had it (``reconnect_delay_set(1, 30)``):
+#: the first retry 1 s after a loss, doubling while connects fail.
+RECONNECT_MIN_S: Final = 1.0
+RECONNECT_MAX_S: Final = 30.0
+#: paho's keepalive bookkeeping (``loop_misc``); its own loop did it every second.
+MISC_EVERY_S: Final = 1.0
+#: paho's TCP connect blocks; it is first tried without blocking (see _connect).
+CONNECT_TIMEOUT_S: Final = 5.0
+#: How long ``stop`` may block to hand what is queued (acks, commands, the
+#: DISCONNECT) to the socket: what is left is redelivered or re-sent anyway.
+STOP_FLUSH_S: Final = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class _Client(mqtt.Client):
+    """paho's client, reading ahead: paho reads a packet with three to five recv()
+    calls (its type, each byte of its length, its body), and on a backlog of small
+    messages those system calls are a good part of its cost. One recv() of up to
+    READ_AHEAD bytes serves many packets instead. paho calls ``_sock_recv`` for every
+    read (paho-mqtt 2.x); were it renamed, this would simply not be used."""
+
+    _ahead: bytes = b""
+    _at: int = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._at >= len(self._ahead):
+            # BlockingIOError (nothing to read) and OSError go to paho as before.
+            self._ahead = super()._sock_recv(READ_AHEAD)
+            self._at = 0
+            if not self._ahead:
+                return b""  # the connection's end
+        start = self._at
+        self._at = min(start + bufsize, len(self._ahead))
+        return self._ahead[start : self._at]
+
+    def read_ahead(self) -> bool:
+        """Whether bytes already read wait here (the socket will not say so)."""
+        return self._at < len(self._ahead)
+
+    def forget_read_ahead(self) -> None:
+        """A new connection: nothing of the last one's bytes is read any more."""
+        self._ahead, self._at = b"", 0
+
+
+class _LoopDriven:
+    """One paho client driven from the asyncio event loop: a reader on its socket, a
+    writer while paho has something to write, ``loop_misc`` every second, connect and
+    reconnect with backoff. Subclasses set the client's other callbacks and hear of
+    connections through ``_opened``, ``_connected`` and ``_disconnected``."""
+
+    def __init__(self, client: _Client, *, host: str, port: int, name: str) -> None:
+        self._client = client
+        self._host = host
+        self._port = port
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._stopping = False
+        self._delay: float | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._ticking: asyncio.Task[None] | None = None
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        # paho 2.x internals that read a burst per wake-up (see _read); without
+        # them one loop_read() per wake-up still works, only slower.
+        self._packet_read = getattr(client, "_packet_read", None)
+        self._rc_handle = getattr(client, "_loop_rc_handle", None)
+
+    # hooks ------------------------------------------------------------------
+
+    def _opened(self) -> None:
+        """A new connection's socket is open (its CONNECT not sent yet)."""
+
+    def _connected(self, flags: Any) -> None:
+        """The broker accepted the connection (CONNACK)."""
+
+    def _disconnected(self, reason: Any) -> None:
+        """The connection is gone; a reconnect is scheduled unless stopping."""
+
+    # the socket on the loop -------------------------------------------------
+
+    def _on_socket_open(self, client: mqtt.Client, _: Any, sock: mqtt.SocketLike) -> None:
+        assert self._loop is not None
+        self._client.forget_read_ahead()
+        self._loop.add_reader(sock, self._read)
+        self._opened()
+
+    def _on_socket_close(self, client: mqtt.Client, _: Any, sock: mqtt.SocketLike) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+
+    def _on_socket_register_write(self, client: mqtt.Client, _: Any, sock: mqtt.SocketLike) -> None:
+        assert self._loop is not None
+        self._loop.add_writer(sock, client.loop_write)
+
+    def _on_socket_unregister_write(
+        self, client: mqtt.Client, _: Any, sock: mqtt.SocketLike
+    ) -> None:
+        assert self._loop is not None
+        self._loop.remove_writer(sock)
+
+    def _read(self) -> None:
+        client = self._client
+        read, handle = self._packet_read, self._rc_handle
+        if read is None or handle is None:
+            client.loop_read()
+        else:
+            # What loop_read() does for each packet, until nothing is left to read.
+            for _ in range(READ_BURST):
+                if client.socket() is None:
+                    return
+                rc = read()
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                    return
+                if rc > 0:
+                    handle(rc)
+                    return
+        if client.read_ahead() and self._loop is not None:
+            # Read from the socket already, so it will not wake the reader again.
+            self._loop.call_soon(self._read)
+
+    # connecting -------------------------------------------------------------
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not None:
+            raise RuntimeError(f"MQTT client {self._name} started twice")
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._ticking = loop.create_task(self._tick())
+        self._connect_soon(0.0)
+
+    def _backoff(self) -> float:
+        self._delay = RECONNECT_MIN_S if self._delay is None else self._delay * 2
+        self._delay = min(self._delay, RECONNECT_MAX_S)
+        return self._delay
+
+    def _connect_soon(self, delay: float) -> None:
+        if self._stopping or self._loop is None:
+            return
+        if self._connecting is not None and not self._connecting.done():
+            return
+        self._connecting = self._loop.create_task(self._connect(delay))
+
+    async def _connect(self, delay: float) -> None:
+        while not self._stopping:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                # paho's reconnect() uses a blocking connect(): a broker host that
+                # drops packets would stall the loop (and the API's requests with
+                # it) for the whole timeout. Tried without blocking first, paho's
+                # own connect right after is answered at once.
+                _, probe = await asyncio.wait_for(
+                    asyncio.open_connection(self._host, self._port), CONNECT_TIMEOUT_S
+                )
+                probe.close()
+                self._client.reconnect()
+            except (OSError, TimeoutError) as error:
+                delay = self._backoff()
+                log.warning(
+                    "mqtt_connect_failed", client=self._name, error=str(error), retry_in=delay
+                )
+                continue
+            return
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(MISC_EVERY_S)
+            try:
+                self._client.loop_misc()
+            except Exception as error:  # keepalives go on, whatever one tick met
+                log.warning("mqtt_tick_failed", client=self._name, error=repr(error))
+
+    def _on_connect(
+        self, client: mqtt.Client, _: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            # The broker closes the connection next; _on_disconnect retries.
+            log.warning("mqtt_connect_refused", client=self._name, reason=str(reason))
+            return
+        self._delay = None
+        self._connected(flags)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, _: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self._disconnected(reason)
+        # A DISCONNECT from the broker is followed by the socket's end: two calls.
+        if not self._stopping and (self._connecting is None or self._connecting.done()):
+            self._connect_soon(self._backoff())
+
+    def _stop(self) -> None:
+        """Disconnect, writing what is queued first (blocking for STOP_FLUSH_S at most);
+        then the socket is closed and nothing of this client runs any more."""
+        self._stopping = True
+        for task in (self._connecting, self._ticking):
+            if task is not None:
+                task.cancel()
+        client = self._client
+        sock = client.socket()
+        if client.is_connected() and isinstance(sock, socket.socket):
+            client.disconnect()
+            sock.settimeout(STOP_FLUSH_S)
+            client.loop_write()  # once the DISCONNECT is out, paho closes the socket
+        sock = client.socket()
+        if sock is not None and self._loop is not None:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class Received(NamedTuple):
     generation: int
     mid: int
     qos: int
@@ -55,9 +283,9 @@ class Received:
     arrived: float = 0.0
 
 
-class SessionClient:
+class SessionClient(_LoopDriven):
     """The gateway's paho client: persistent MQTT 5 session, shared subscriptions,
-    manual acks; messages handed from paho's thread to the event loop in batches."""
+    manual acks; what arrives is taken by the gateway in batches."""
 
     def __init__(
         self,
@@ -71,18 +299,7 @@ class SessionClient:
         loop: asyncio.AbstractEventLoop,
         session_expiry: int,
     ) -> None:
-        self._loop = loop
-        self._session_expiry = session_expiry
-        self._subscriptions = subscriptions
-        self._host = host
-        self._port = port
-        self._lock = threading.Lock()
-        self._inbox: deque[Received] = deque()
-        self._waiting = False
-        self._arrived = asyncio.Event()
-        self._generation = 0
-        self.connected = asyncio.Event()
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
@@ -90,33 +307,37 @@ class SessionClient:
         )
         client.username_pw_set(username, password)
         client.max_inflight_messages_set(PUBLISH_INFLIGHT)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
-        client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        self._client = client
+        super().__init__(client, host=host, port=port, name=client_id)
+        self._event_loop = loop
+        self._session_expiry = session_expiry
+        self._subscriptions = subscriptions
+        self._inbox: deque[Received] = deque()
+        self._arrived = asyncio.Event()
+        self._generation = 0
+        self.connected = asyncio.Event()
 
-    # paho's thread ------------------------------------------------------
+    # paho's callbacks (on the loop's thread) --------------------------------
 
-    def _on_connect(
-        self, client: mqtt.Client, _: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        if reason.is_failure:
-            log.warning("mqtt_connect_refused", reason=str(reason))
-            return
-        with self._lock:
-            # Message ids restart per connection: an ack for a message of an
-            # earlier connection could ack a different message now. Those are
-            # dropped; the broker redelivers them (persistent session).
-            self._generation += 1
-        client.subscribe([(topic, 1) for topic in self._subscriptions])
+    def _opened(self) -> None:
+        # Message ids restart per connection: an ack for a message of an earlier
+        # connection could ack a different message now. Those are dropped; the
+        # broker redelivers them (persistent session).
+        self._generation += 1
+
+    def _connected(self, flags: Any) -> None:
+        self._client.subscribe([(topic, 1) for topic in self._subscriptions])
         log.info(
             "mqtt_connected",
             session_present=bool(getattr(flags, "session_present", False)),
             generation=self._generation,
         )
-        self._loop.call_soon_threadsafe(self.connected.set)
+        self.connected.set()
+
+    def _disconnected(self, reason: Any) -> None:
+        log.warning("mqtt_disconnected", reason=str(reason))
+        self.connected.clear()
 
     def _on_subscribe(
         self, client: mqtt.Client, _: Any, mid: int, reasons: Any, properties: Any
@@ -127,31 +348,21 @@ class SessionClient:
         else:
             log.info("mqtt_subscribed", topics=len(self._subscriptions))
 
-    def _on_disconnect(
-        self, client: mqtt.Client, _: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        log.warning("mqtt_disconnected", reason=str(reason))
-        self._loop.call_soon_threadsafe(self.connected.clear)
-
     def _on_message(self, client: mqtt.Client, _: Any, message: mqtt.MQTTMessage) -> None:
         # message.topic raises on a topic that is not UTF-8; keep it for the dead letter.
-        topic = bytes(message._topic).decode("utf-8", "replace")
-        with self._lock:
-            self._inbox.append(
-                Received(
-                    self._generation,
-                    message.mid,
-                    message.qos,
-                    topic,
-                    bytes(message.payload),
-                    time.monotonic(),
-                )
+        self._inbox.append(
+            Received(
+                self._generation,
+                message.mid,
+                message.qos,
+                bytes(message._topic).decode("utf-8", "replace"),
+                bytes(message.payload),
+                time.monotonic(),
             )
-            if self._waiting:
-                self._waiting = False
-                self._loop.call_soon_threadsafe(self._arrived.set)
+        )
+        self._arrived.set()
 
-    # the event loop's side ------------------------------------------------
+    # the gateway's side ------------------------------------------------------
 
     def start(self) -> None:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -166,60 +377,53 @@ class SessionClient:
             clean_start=False,
             properties=properties,
         )
-        self._client.loop_start()
+        self._start(self._event_loop)
 
     def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._stop()
 
     async def take(self, limit: int) -> list[Received]:
         """Everything received so far (at most ``limit``), waiting for at least one."""
-        while True:
-            with self._lock:
-                if self._inbox:
-                    n = min(limit, len(self._inbox))
-                    return [self._inbox.popleft() for _ in range(n)]
-                self._arrived.clear()
-                self._waiting = True
+        while not self._inbox:
+            self._arrived.clear()
             await self._arrived.wait()
+        return self.take_now(limit)
 
     def take_now(self, limit: int) -> list[Received]:
         """What is queued right now (at most ``limit``), without waiting."""
-        with self._lock:
-            n = min(limit, len(self._inbox))
-            return [self._inbox.popleft() for _ in range(n)]
+        inbox = self._inbox
+        return [inbox.popleft() for _ in range(min(limit, len(inbox)))]
 
     def ack(self, items: list[Received]) -> int:
-        """Acknowledge (PUBACK) the QoS 1 messages of the current connection; count acked."""
-        with self._lock:
-            generation = self._generation
-        mids = [i.mid for i in items if i.qos == 1 and i.generation == generation]
+        """Acknowledge (PUBACK) the QoS 1 messages of the current connection; count acked.
+
+        The whole batch's PUBACKs leave in one write, now."""
         client = self._client
+        generation = self._generation
+        mids = [i.mid for i in items if i.qos == 1 and i.generation == generation]
+        if not mids or client.socket() is None:
+            return 0
         out = getattr(client, "_out_packet", None)
-        wake = getattr(client, "_sockpairW", None)
-        if out is None or wake is None:
+        if out is None:
             for mid in mids:
                 client.ack(mid, 1)
-            return len(mids)
-        # client.ack() queues one PUBACK and writes to paho's wake-up socket
-        # pair per message: a syscall each, ~15 us at 1000 messages a batch.
-        # Queue the whole batch the same way paho does (_send_command_with_mid,
-        # paho-mqtt 2.x), then wake its network thread once.
-        for mid in mids:
+        else:
+            # client.ack() queues one PUBACK per message, each a send() of its own
+            # (~1,000 system calls a batch). Queued the way paho queues one
+            # (_packet_queue, paho-mqtt 2.x), as one packet of all of them.
+            packet = b"".join(_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids)
             out.append(
                 {
                     "command": mqtt.PUBACK,
-                    "mid": mid,
-                    "qos": 1,
+                    "mid": 0,
+                    "qos": 0,
                     "pos": 0,
-                    "to_process": 4,
-                    "packet": _PUBACK.pack(mqtt.PUBACK, 2, mid),
+                    "to_process": len(packet),
+                    "packet": packet,
                     "info": None,
                 }
             )
-        if mids:
-            with contextlib.suppress(BlockingIOError):
-                wake.send(b"0")
+        client.loop_write()
         return len(mids)
 
     def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> None:
@@ -232,34 +436,45 @@ class SessionClient:
 _counter = itertools.count(1)
 
 
-class Publisher:
+class Publisher(_LoopDriven):
+    """Publishes for the API and the persister (commands, watermarks), from the event
+    loop ``start`` runs on. Every worker process has its own."""
+
     def __init__(self, *, host: str, port: int, username: str, password: str, role: str) -> None:
         # Publishing clients need no persistent session; the id only has to be
         # unique so that two API workers do not kick each other off the broker.
         client_id = f"platform-{role}-{os.getpid()}-{next(_counter)}"
-        self._client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
         )
-        self._client.username_pw_set(username, password)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self._host = host
-        self._port = port
+        client.username_pw_set(username, password)
+        super().__init__(client, host=host, port=port, name=client_id)
 
     def start(self) -> None:
-        self._client.connect_async(self._host, self._port, keepalive=30)
-        self._client.loop_start()
+        """Connect in the background, driven by the running event loop (called from it)."""
+        self._client.connect_async(self._host, self._port, keepalive=KEEPALIVE_S)
+        self._start(asyncio.get_running_loop())
 
     def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._stop()
 
     @property
     def connected(self) -> bool:
         return self._client.is_connected()
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Queue ``payload``; it is written in the loop's next turn (QoS 1: and again
+        after a reconnect until the broker acknowledges it)."""
+        if threading.get_ident() != self._loop_thread and self._loop is not None:
+            # paho's state belongs to the loop's thread (a handler run in a worker
+            # thread, say): hand the publish over.
+            self._loop.call_soon_threadsafe(self._publish, topic, payload, qos, retain)
+            return
+        self._publish(topic, payload, qos, retain)
+
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
 

@@ -212,6 +212,15 @@ class Ack:
 Item = Dead | Gate | Sensor | Status | Ack
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A batch decoded ahead of its application (``Ingest.decode``). Its items are for
+    one ``Ingest.handle`` of the same batch, which fills them in."""
+
+    items: list[Item]
+    unknown_devices: int = 0
+
+
 record_encoder: Final = msgspec.json.Encoder()
 
 

@@ -52,6 +52,7 @@ from parking.occupancy.batch import (
     CoreBusy,
     CoreUnavailable,
     Dead,
+    Decoded,
     Gate,
     Inbound,
     Item,
@@ -545,10 +546,23 @@ class Ingest:
 
     # ---------------------------------------------------------- apply
 
-    async def handle(self, batch: Sequence[Inbound], now: datetime) -> BatchReport:
-        """Apply ``batch``; see the module docstring for what returning and raising mean."""
+    async def decode(self, batch: Sequence[Inbound]) -> Decoded:
+        """``handle``'s first step alone: topics, payloads and the directory, no Redis
+        (so the gateway decodes a batch while the one before is applied). For one
+        ``handle(batch, now, decoded=...)`` of the same batch."""
         report = BatchReport()
         items = await self._classify_all(batch, report)
+        return Decoded(items, report.unknown_devices)
+
+    async def handle(
+        self, batch: Sequence[Inbound], now: datetime, *, decoded: Decoded | None = None
+    ) -> BatchReport:
+        """Apply ``batch``; see the module docstring for what returning and raising mean."""
+        report = BatchReport()
+        if decoded is None:
+            items = await self._classify_all(batch, report)
+        else:
+            items, report.unknown_devices = decoded.items, decoded.unknown_devices
         # Independent reads: one round trip's time for both (two connections).
         for outcome in await asyncio.gather(
             self._read_clocks(items),
@@ -592,7 +606,12 @@ class Ingest:
         return report
 
     async def handle_recovering(
-        self, batch: Sequence[Inbound], now: Callable[[], datetime], recovery: Recovery
+        self,
+        batch: Sequence[Inbound],
+        now: Callable[[], datetime],
+        recovery: Recovery,
+        *,
+        decoded: Decoded | None = None,
     ) -> BatchReport:
         """``handle`` inside the core-recovery ladder, the one every caller uses:
 
@@ -605,6 +624,8 @@ class Ingest:
         A bounded ladder that runs out while the core is loading raises
         ``CoreUnavailable("loading")``. Every retry is the same batch with a fresh
         ``now()``: ``handle`` is idempotent on ``(device_id, seq)``, so retries converge.
+        ``decoded`` (``decode`` of the batch) serves the first attempt; a retry decodes
+        afresh, its items holding what the failed attempt read.
         """
         delay = recovery.first_delay
         attempt = 0
@@ -613,7 +634,8 @@ class Ingest:
             last = recovery.attempts is not None and attempt >= recovery.attempts
             started = time.perf_counter()
             try:
-                report = await self.handle(batch, now())
+                first, decoded = decoded, None
+                report = await self.handle(batch, now(), decoded=first)
             except CoreNotReady as error:
                 if last:
                     raise CoreUnavailable("loading") from error

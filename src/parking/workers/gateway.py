@@ -1,13 +1,14 @@
 """``parking gateway``: MQTT in, occupancy core, commands out (contracts/mqtt.md).
 
-paho-mqtt is confined to `parking.devices.mqtt.SessionClient`. paho's network thread only appends
-received messages to an inbox and, when the event loop is waiting, wakes it
-with one ``call_soon_threadsafe``; the loop takes everything queued as one
-batch, applies it to Redis with `parking.occupancy.ingest.Ingest` (pipelined,
-single-slot function calls), publishes the commands, and only then acks the
-batch's MQTT messages (manual acks). While Redis is unreachable nothing is
-acked: the broker keeps the messages (persistent session) and stops sending
-once the in-flight window is full, which is the backpressure (matrix R4, R6).
+paho-mqtt is confined to `parking.devices.mqtt.SessionClient`, which drives paho
+from this process's event loop (no network thread): what it receives waits in an
+inbox; the loop takes everything queued as one batch, applies it to Redis with
+`parking.occupancy.ingest.Ingest` (pipelined, single-slot function calls),
+publishes the commands, and only then acks the batch's MQTT messages (manual
+acks). The next batch is taken while one is in Redis, and applied after it. While
+Redis is unreachable nothing is acked: the broker keeps the messages (persistent
+session) and stops sending once the in-flight window is full, which is the
+backpressure (matrix R4, R6).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from parking.devices.mqtt import Received, SessionClient
 from parking.observability import configure_logging
 from parking.occupancy import ingest as core_ingest
 from parking.occupancy import plate_flags, rebuild, store
-from parking.occupancy.batch import BatchReport, Inbound, Recovery
+from parking.occupancy.batch import BatchReport, Decoded, Inbound, Recovery
 from parking.occupancy.ingest import Ingest
 from parking.occupancy.model import CoreNotReady, Directory
 from parking.pricing import Pricer
@@ -53,11 +54,11 @@ log = structlog.get_logger("parking.gateway")
 #: while the previous one ran, so under light load a batch is one message
 #: (lowest lane latency) and under a backlog it grows up to this.
 MAX_BATCH: Final = 1000
-#: When a batch of at least LINGER_MIN arrived (a backlog is draining), wait
-#: this long once for more before applying it. Batches then grow from ~30 to
-#: hundreds (paho's thread fills the inbox while we sleep instead of fighting
-#: us for the GIL), which halves the per-event cost; a lone passage at a quiet
-#: lane never waits.
+#: When a batch of at least LINGER_MIN arrived (a backlog is draining) and no
+#: batch is in Redis, wait this long once for more before applying it. Batches
+#: then grow from ~30 to hundreds (the socket's reader fills the inbox while we
+#: sleep), which halves the per-event cost; a lone passage at a quiet lane never
+#: waits. While a batch is in Redis, the wait for it is the linger.
 LINGER_MIN: Final = 8
 LINGER_S: Final = 0.002
 #: How long the broker keeps our session (and what it queued for it) after we
@@ -147,9 +148,12 @@ class Gateway:
         self._handled = 0
         self._dirty_lots: set[str] = set()
         self._free: dict[str, int] = {}
-        #: set while no batch is between take() and ack()
+        #: set while no batch is between its apply and its ack
         self._idle = asyncio.Event()
         self._idle.set()
+        #: lane decision latencies not written to Redis yet: hour -> bucket -> count
+        self._latencies: dict[int, dict[int, int]] = {}
+        self._counting: asyncio.Task[None] | None = None
         self._last_refresh = 0.0
         self._ingest: Ingest | None = None
         self._pricer: Pricer | None = None
@@ -249,7 +253,7 @@ class Gateway:
             RETRIES.labels(type(error).__name__).inc()
             log.warning("batch_retry", error=f"{type(error).__name__}: {error}", delay=delay)
 
-    async def _apply(self, ingest: Ingest, batch: list[Inbound]) -> BatchReport:
+    async def _apply(self, ingest: Ingest, batch: list[Inbound], decoded: Decoded) -> BatchReport:
         """The batch through the core's recovery ladder until it is in: nothing of it
         is acknowledged to the broker before."""
         return await ingest.handle_recovering(
@@ -262,65 +266,121 @@ class Gateway:
                 on_retry=self._note_retry,
                 on_done=BATCH_SECONDS.observe,
             ),
+            decoded=decoded,
         )
 
     async def _consume(self, adapter: SessionClient, ingest: Ingest) -> None:
-        while not self._stopping.is_set():
-            items = await adapter.take(MAX_BATCH)
-            self._idle.clear()
-            if LINGER_MIN <= len(items) < MAX_BATCH:
-                await asyncio.sleep(LINGER_S)
-                items.extend(adapter.take_now(MAX_BATCH - len(items)))
-            now = self.clock.now()
-            batch = [Inbound(i.topic, i.payload, now) for i in items]
-            report = await self._apply(ingest, batch)
+        """Batch after batch. The next batch is taken and decoded while the one before
+        is in Redis, but applied only after it: one batch is applied at a time, so a
+        lot's events reach the core in the order they arrived and a lane's commands
+        leave in passage order; a batch is acknowledged once it is applied."""
+        applying: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                items = await adapter.take(MAX_BATCH)
+                if self._stopping.is_set():
+                    break  # not applied, not acked: the broker redelivers it
+                if (applying is None or applying.done()) and LINGER_MIN <= len(items) < MAX_BATCH:
+                    await asyncio.sleep(LINGER_S)
+                    items.extend(adapter.take_now(MAX_BATCH - len(items)))
+                batch = self._inbound(items)
+                decoded = await ingest.decode(batch)
+                if applying is not None:
+                    await applying
+                    if self._stopping.is_set():
+                        return  # not applied, not acked: the broker redelivers it
+                    # What arrived while the batch before was applied joins this one.
+                    more = adapter.take_now(MAX_BATCH - len(items))
+                    if more:
+                        extra = self._inbound(more)
+                        also = await ingest.decode(extra)
+                        items += more
+                        batch += extra
+                        decoded = Decoded(
+                            decoded.items + also.items,
+                            decoded.unknown_devices + also.unknown_devices,
+                        )
+                self._idle.clear()
+                applying = asyncio.create_task(
+                    self._apply_batch(adapter, ingest, items, batch, decoded)
+                )
+            if applying is not None:
+                await applying
+        finally:
+            if applying is not None:
+                applying.cancel()
+
+    def _inbound(self, items: list[Received]) -> list[Inbound]:
+        now = self.clock.now()
+        return [Inbound(i.topic, i.payload, now) for i in items]
+
+    async def _apply_batch(
+        self,
+        adapter: SessionClient,
+        ingest: Ingest,
+        items: list[Received],
+        batch: list[Inbound],
+        decoded: Decoded,
+    ) -> None:
+        try:
+            report = await self._apply(ingest, batch, decoded)
             self._dirty_lots |= report.lots
             for publish in report.publishes:
                 adapter.publish(
                     publish.topic, publish.payload, qos=publish.qos, retain=publish.retain
                 )
                 PUBLISHED.labels("watermark" if publish.retain else "command").inc()
-            await self._lane_latency(items)
+            self._lane_latency(items)
             self._handled += len(items)
             if self._crash_after is not None and self._handled >= self._crash_after:
                 # Test hook (matrix M1): die between the Redis write and the MQTT ack.
                 log.warning("crash_hook", handled=self._handled, applied=report.applied)
                 os.kill(os.getpid(), signal.SIGKILL)
             adapter.ack(items)
-            BATCH_SIZE.observe(len(items))
-            EVENTS.labels("applied").inc(report.applied)
-            EVENTS.labels("duplicate").inc(report.duplicates)
-            EVENTS.labels("dead_letter").inc(report.dead_lettered)
-            GAPS.inc(report.gaps)
-            if report.commands_superseded:
-                COMMANDS_DROPPED.labels("superseded").inc(report.commands_superseded)
-            if report.dead_lettered:
-                log.info("dead_lettered", reasons=dict(report.dead_reasons))
-            if report.duplicates:
-                # Rare in steady state: a redelivery after a crash, or a device
-                # re-sending what its watermark did not cover yet.
-                log.info("duplicates_recognised", count=report.duplicates)
+        finally:
             self._idle.set()
+        BATCH_SIZE.observe(len(items))
+        EVENTS.labels("applied").inc(report.applied)
+        EVENTS.labels("duplicate").inc(report.duplicates)
+        EVENTS.labels("dead_letter").inc(report.dead_lettered)
+        GAPS.inc(report.gaps)
+        if report.commands_superseded:
+            COMMANDS_DROPPED.labels("superseded").inc(report.commands_superseded)
+        if report.dead_lettered:
+            log.info("dead_lettered", reasons=dict(report.dead_reasons))
+        if report.duplicates:
+            # Rare in steady state: a redelivery after a crash, or a device
+            # re-sending what its watermark did not cover yet.
+            log.info("duplicates_recognised", count=report.duplicates)
 
-    async def _lane_latency(self, items: list[Received]) -> None:
+    def _lane_latency(self, items: list[Received]) -> None:
         """Each passage's lane decision latency: the Prometheus histogram, and the
-        hour's histogram in Redis that the city's figures read (best effort: a
-        statistic is never a reason to hold a batch)."""
+        hour's histogram in Redis that the city's figures read, written in the
+        background (a statistic never holds a batch, nor costs it a round trip)."""
         done = time.monotonic()
-        counts: dict[int, int] = {}
+        counts: dict[int, int] | None = None
         for item in items:
             if "/passages" not in item.topic or not item.arrived:
                 continue
             seconds = max(0.0, done - item.arrived)
             LANE_DECISION_SECONDS.observe(seconds)
+            if counts is None:
+                hour = int(city_logic.hour_of(self.clock.now()).timestamp())
+                counts = self._latencies.setdefault(hour, {})
             bucket = city_logic.bucket_of_ms(seconds * 1000)
             counts[bucket] = counts.get(bucket, 0) + 1
-        if counts:
-            hour = int(city_logic.hour_of(self.clock.now()).timestamp())
-            try:
-                await store.count_lane_latency(self.redis, hour, counts)
-            except (RedisError, OSError) as exc:
-                log.warning("lane_latency_not_counted", error=str(exc))
+        if counts is not None and (self._counting is None or self._counting.done()):
+            self._counting = asyncio.create_task(self._count_latencies())
+
+    async def _count_latencies(self) -> None:
+        """Write what ``_lane_latency`` gathered (best effort: dropped if Redis fails)."""
+        while self._latencies:
+            hours, self._latencies = self._latencies, {}
+            for hour, counts in hours.items():
+                try:
+                    await store.count_lane_latency(self.redis, hour, counts)
+                except (RedisError, OSError) as exc:
+                    log.warning("lane_latency_not_counted", error=str(exc))
 
     async def _every(self, period: float, what: str, action: Callable[[], Any]) -> None:
         while not self._stopping.is_set():
@@ -456,6 +516,9 @@ class Gateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._counting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._counting, timeout=2)
         adapter.stop()
         if self._stay_pool is not None:
             await self._stay_pool.close()

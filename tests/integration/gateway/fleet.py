@@ -44,6 +44,8 @@ class OutboxDevice:
     watermark: int = 0
     outbox: dict[int, _Pending] = field(default_factory=dict)
     republished: int = 0
+    #: outbox entries re-published because the device reconnected
+    reconnect_resends: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _client: Any = None
 
@@ -76,6 +78,7 @@ class OutboxDevice:
         for _seq, item in pending:
             client.publish(item.topic, item.payload, qos=1)
             item.sent_at = time.monotonic()
+        self.reconnect_resends += len(pending)
 
     def _on_message(self, client: mqtt.Client, _: Any, message: mqtt.MQTTMessage) -> None:
         try:
