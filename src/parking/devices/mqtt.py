@@ -49,6 +49,11 @@ RECEIVE_MAXIMUM: Final = 1000
 #: rescans its in-flight list on every PUBACK, so thousands would be slower.
 PUBLISH_INFLIGHT: Final = 100
 KEEPALIVE_S: Final = 30
+
+#: How long after a (re)connect, or after the receive window was full and we acked,
+#: the broker may still be handing over messages it held for us. Messages that
+#: arrive then may have waited in its queue for any time at all.
+FLUSH_S: Final = 2.0
 #: Packets read per wake-up of the socket's reader. paho's ``loop_read`` reads
 #: one packet when nothing of ours is in flight, so a backlog would cost a turn
 #: of the event loop (an epoll call and a handle) per message; a burst reads on
@@ -281,6 +286,13 @@ class Received(NamedTuple):
     payload: bytes
     #: time.monotonic() when paho handed it over (the lane latency's start)
     arrived: float = 0.0
+    #: whether it may have waited in the broker's queue for us: it arrived while the
+    #: receive window was full or just after a (re)connect or a full window's ack.
+    #: Otherwise the broker had nothing queued for us (MQTT 5: it sends as soon as
+    #: the window has room), so its delay is the network's and the device's own,
+    #: and ``sent_at - received_at`` measures the device's clock (contracts/mqtt.md
+    #: "Clocks"); a queue's wait would read as a clock running behind.
+    held: bool = False
 
 
 class SessionClient(_LoopDriven):
@@ -316,6 +328,12 @@ class SessionClient(_LoopDriven):
         self._inbox: deque[Received] = deque()
         self._arrived = asyncio.Event()
         self._generation = 0
+        #: QoS 1 deliveries of this connection not acked yet (the broker sends no
+        #: more than RECEIVE_MAXIMUM of them), whether that limit was reached, and
+        #: until when (monotonic) arrivals may be messages the broker held for us
+        self._unacked = 0
+        self._window_full = False
+        self._held_until = 0.0
         self.connected = asyncio.Event()
 
     # paho's callbacks (on the loop's thread) --------------------------------
@@ -325,6 +343,10 @@ class SessionClient(_LoopDriven):
         # connection could ack a different message now. Those are dropped; the
         # broker redelivers them (persistent session).
         self._generation += 1
+        self._unacked = 0
+        self._window_full = False
+        # what the persistent session queued while we were away comes now
+        self._held_until = time.monotonic() + FLUSH_S
 
     def _connected(self, flags: Any) -> None:
         self._client.subscribe([(topic, 1) for topic in self._subscriptions])
@@ -350,6 +372,11 @@ class SessionClient(_LoopDriven):
 
     def _on_message(self, client: mqtt.Client, _: Any, message: mqtt.MQTTMessage) -> None:
         # message.topic raises on a topic that is not UTF-8; keep it for the dead letter.
+        arrived = time.monotonic()
+        if message.qos == 1:
+            self._unacked += 1
+            if self._unacked >= RECEIVE_MAXIMUM:
+                self._window_full = True
         self._inbox.append(
             Received(
                 self._generation,
@@ -357,7 +384,8 @@ class SessionClient(_LoopDriven):
                 message.qos,
                 bytes(message._topic).decode("utf-8", "replace"),
                 bytes(message.payload),
-                time.monotonic(),
+                arrived,
+                self._window_full or arrived <= self._held_until,
             )
         )
         self._arrived.set()
@@ -403,6 +431,12 @@ class SessionClient(_LoopDriven):
         mids = [i.mid for i in items if i.qos == 1 and i.generation == generation]
         if not mids or client.socket() is None:
             return 0
+        self._unacked = max(0, self._unacked - len(mids))
+        if self._window_full:
+            # the broker may have queued for us while the window was full: what it
+            # sends on these acks may have waited
+            self._window_full = False
+            self._held_until = time.monotonic() + FLUSH_S
         out = getattr(client, "_out_packet", None)
         if out is None:
             for mid in mids:

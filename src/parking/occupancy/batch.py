@@ -102,7 +102,16 @@ class Tuning:
 class Inbound:
     topic: str
     payload: bytes
+    #: when the message reached the platform (the gateway's clock when paho handed
+    #: it over, not when its batch was applied: a wait in our own inbox is no part
+    #: of the device's delay)
     received_at: datetime
+    #: whether it may have waited in the broker's queue for the gateway (it came
+    #: with a reconnect or a full receive window): then ``sent_at - received_at``
+    #: includes that wait, which reads exactly like a clock running behind, so it
+    #: is no sample of the device's clock unless it shows the clock ahead
+    #: (``logic.counts_as_sample``; contracts/mqtt.md "Clocks")
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,11 +183,13 @@ class Ingest:
         """Each gate and sensor event's time (contracts/mqtt.md "Clocks").
 
         Every ``sent_at`` adds a sample ``sent_at - received_at`` to its device's
-        recent samples, kept in Redis under the device's lot tag (so every gateway
-        of a shared subscription, and the HTTP fallback, sees the same ones: a
-        device's messages are spread over all of them). The offset is their median
-        after this batch's samples. A retried batch adds its samples again; the
-        median shrugs that off, and only the first application of an event counts.
+        recent samples (unless the message may have waited in the broker's queue
+        for us and looks late: ``logic.counts_as_sample``), kept in Redis under the
+        device's lot tag (so every gateway of a shared subscription, and the HTTP
+        fallback, sees the same ones: a device's messages are spread over all of
+        them). The offset is their median after this batch's samples. A retried
+        batch adds its samples again; the median shrugs that off, and only the
+        first application of an event counts.
         """
         events = [i for i in items if isinstance(i, (Gate, Sensor))]
         sampled: dict[str, str] = {}
@@ -196,7 +198,8 @@ class Ingest:
             if item.msg.sent_at is not None:
                 key = keys.clock(keys.lot_tag(item.lot.lot_id), item.msg.device_id)
                 sample = logic.offset_sample(item.msg.sent_at, item.inbound.received_at)
-                store.queue_clock_sample(pipe, key, sample, keep=logic.OFFSET_SAMPLES)
+                if logic.counts_as_sample(sample, held=item.inbound.held):
+                    store.queue_clock_sample(pipe, key, sample, keep=logic.OFFSET_SAMPLES)
                 sampled[item.msg.device_id] = key
         offsets: dict[str, int | None] = {}
         if sampled:

@@ -3,8 +3,8 @@
 * `DeviceSeqs`: the reference model of the per-device dedup and gap detection
   the Lua library implements (a property test drives both with the same events).
 * `plate_flags`: a plate shard's answer turned into `PlateFlags`.
-* `offset_sample`, `median_offset`, `read_clock`: device clocks (contracts/mqtt.md,
-  "Clocks"): which time of an event the platform uses.
+* `offset_sample`, `counts_as_sample`, `median_offset`, `read_clock`: device clocks
+  (contracts/mqtt.md, "Clocks"): which time of an event the platform uses.
 * `needs_review`: a stay billed as usual but never deducted nor shown as owed.
 * `plan`: applied-events stream entries -> the rows the persister writes.
 """
@@ -62,6 +62,21 @@ OFFSET_SAMPLES: Final = 7
 def offset_sample(sent_at: datetime, received_at: datetime) -> int:
     """One sample of a device's clock offset: ``sent_at - received_at`` in ms."""
     return round((sent_at - received_at).total_seconds() * 1000)
+
+
+def counts_as_sample(sample_ms: int, *, held: bool) -> bool:
+    """Whether ``sent_at - received_at`` (ms) is a sample of the device's clock offset.
+
+    It is the offset less the message's delay. A message that may have waited in
+    the broker's queue for the gateway (``held``: it came with a reconnect or a full
+    receive window) has a delay of any length: a device whose clock is right would
+    look minutes behind after a backlog of minutes, and correcting its times by
+    that would store every stay of the backlog late and price it so. Such a sample
+    counts only when it shows the clock ahead (no wait makes ``sent_at`` later than
+    ``received_at``); otherwise the device's offset stays what its earlier
+    messages measured.
+    """
+    return not held or sample_ms > 0
 
 
 def median_offset(samples_ms: Sequence[int]) -> int | None:

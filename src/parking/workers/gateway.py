@@ -311,8 +311,21 @@ class Gateway:
                 applying.cancel()
 
     def _inbound(self, items: list[Received]) -> list[Inbound]:
+        """The batch as the core takes it: each message received when paho handed it
+        over (the clock's now less its wait in our inbox), and whether the broker may
+        have held it for us (``Received.held``: then its delay says nothing of the
+        device's clock)."""
         now = self.clock.now()
-        return [Inbound(i.topic, i.payload, now) for i in items]
+        mono = time.monotonic()
+        return [
+            Inbound(
+                i.topic,
+                i.payload,
+                now - timedelta(seconds=max(0.0, mono - i.arrived)) if i.arrived else now,
+                held=i.held,
+            )
+            for i in items
+        ]
 
     async def _apply_batch(
         self,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -215,3 +215,81 @@ async def test_a_stay_past_the_review_limit_is_not_shown_on_the_lane_as_owed(
         "WHERE s.plate = '赣B12345'"
     )
     assert fee == billed > 0  # billed as usual
+
+
+async def test_what_the_broker_held_while_the_gateway_was_down_does_not_read_as_a_slow_clock(
+    pipeline: Pipeline, simulated: Callable[..., SimulatedDevice]
+) -> None:
+    """A queue's wait looks exactly like a clock running behind (``sent_at`` long
+    before ``received_at``). Messages the broker held for the gateway (it was down)
+    are stored with the device's own times and teach nothing about its clock; the
+    same device's messages that arrive when nothing held them do, and its clock,
+    five minutes slow, is corrected from then on. (Before, a backlog of a few
+    minutes shifted every event's time by the queue's wait: the full-city replay at
+    100x stored exits minutes late and priced them so.)"""
+    gate = await pipeline.add_gate("in1")
+    gateway = pipeline.gateway().start()
+    pipeline.persister().start()
+    await pipeline.subscribed()
+    assert gateway.stop() == 0
+    slow = timedelta(minutes=-5)
+    sim = simulated(gate, clock_offset=slow, republish_after=3600.0)
+    await sim.start()
+    await sim.wait_ready()
+    held = [f"赣B7{n:04d}" for n in range(5)]
+    for plate in held:
+        sim.emit_passage(
+            direction="in", plate=plate, plate_color="blue", confidence=0.97, image_ref=None
+        )
+    await asyncio.sleep(1.0)
+    gateway.start()
+
+    def stored(plates: list[str]) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            n = await pipeline.fetchval(
+                "SELECT count(*) FROM passages WHERE device_id = $1 AND plate = ANY($2)",
+                gate.device_id,
+                plates,
+            )
+            return n == len(plates)
+
+        return check
+
+    await eventually(stored(held), what="the held passages stored after the restart")
+    rows = await pipeline.conn.fetch(
+        "SELECT observed_at, event_at, clock_offset_ms FROM passages "
+        "WHERE device_id = $1 AND plate = ANY($2)",
+        gate.device_id,
+        held,
+    )
+    assert len(rows) == len(held)
+    for r in rows:
+        assert r["event_at"] == r["observed_at"], r
+        assert r["clock_offset_ms"] is None, r
+    skewed = "SELECT count(*) FROM anomalies WHERE kind = 'device_clock_skew' AND device_id = $1"
+    assert await pipeline.fetchval(skewed, gate.device_id) == 0
+
+    # Now nothing holds the gate's messages: its five slow minutes are its clock's.
+    await asyncio.sleep(3.0)
+    live = [f"赣B8{n:04d}" for n in range(3)]
+    for plate in live:
+        sim.emit_passage(
+            direction="in", plate=plate, plate_color="blue", confidence=0.97, image_ref=None
+        )
+        await asyncio.sleep(0.2)
+    await eventually(stored(live), what="the live passages stored")
+    rows = await pipeline.conn.fetch(
+        "SELECT observed_at, event_at, clock_offset_ms FROM passages "
+        "WHERE device_id = $1 AND plate = ANY($2)",
+        gate.device_id,
+        live,
+    )
+    assert len(rows) == len(live)
+    for r in rows:
+        assert abs(r["clock_offset_ms"] - slow / timedelta(milliseconds=1)) < 10_000, r
+        assert abs((r["event_at"] - r["observed_at"]) - (-slow)) < timedelta(seconds=10), r
+
+    async def flagged() -> bool:
+        return await pipeline.fetchval(skewed, gate.device_id) == 1
+
+    await eventually(flagged, what="the gate's device_clock_skew anomaly")

@@ -84,3 +84,12 @@ def test_a_stay_past_the_lots_limits_needs_review() -> None:
     assert logic.needs_review(NOW, NOW + timedelta(hours=2), 20_001, limits) == "high_fee"
     strict = ReviewLimits(stay=timedelta(hours=1), fee_fen=100)
     assert logic.needs_review(NOW, NOW + timedelta(hours=2), 50, strict) == "long_stay"
+
+
+def test_a_message_the_broker_may_have_held_counts_only_when_it_shows_the_clock_ahead() -> None:
+    # a wait in a queue makes sent_at early, never late
+    assert logic.counts_as_sample(-300_000, held=False)
+    assert not logic.counts_as_sample(-300_000, held=True)
+    assert not logic.counts_as_sample(0, held=True)
+    assert logic.counts_as_sample(315_000_000_000, held=True)
+    assert logic.counts_as_sample(5, held=False)
