@@ -96,8 +96,12 @@ def _sign_up(api: httpx.Client, phone: str, plate: str) -> str:
         bound.raise_for_status()
     # A plate's stays and bills are its verified holder's: the driver shows the
     # registration (行驶证), an operator approves.
-    evidence = {"evidence": f"行驶证 load-{phone}", "photo_ref": f"upload/{phone}.jpg"}
-    claim = api.post(f"/v1/me/vehicles/{plate}/claims", headers=me, json=evidence)
+    evidence = {
+        "plate": plate,
+        "evidence": f"行驶证 load-{phone}",
+        "photo_ref": f"upload/{phone}.jpg",
+    }
+    claim = api.post("/v1/me/plate-claims", headers=me, json=evidence)
     claim.raise_for_status()
     operator = {"Authorization": f"Bearer {staff_token(Role.OPERATOR, 'load-op', 'gz-urban')}"}
     approved = api.post(f"/v1/operator/plate-claims/{claim.json()['id']}/approve",

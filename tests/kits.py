@@ -1,4 +1,5 @@
-"""What many API tests share: the bearer header, a driver's login, a free port.
+"""What many API tests share: the bearer header, a driver's login, a binding's id, a
+free port.
 
 The fixtures built on these (``app_settings``, ``api``, ``login``) are in
 ``tests/conftest.py``; a folder overrides one only where its app differs (a
@@ -44,6 +45,17 @@ def login_with(api: Any, redis_client: aioredis.Redis) -> Login:
         return token
 
     return go
+
+
+async def vehicle_id(api: Any, token: str, plate: str) -> str:
+    """The id of the driver's binding of ``plate``, from ``GET /v1/me/vehicles``: routes
+    name a binding by its id (a plate never goes in a URL)."""
+    listed = await api.get("/v1/me/vehicles", headers=bearer(token))
+    assert listed.status_code == 200, listed.text
+    ids = [v["id"] for v in listed.json()["items"] if v["plate"] == plate]
+    assert len(ids) == 1, (plate, listed.text)
+    found: str = ids[0]
+    return found
 
 
 def free_port() -> int:

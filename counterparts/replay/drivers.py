@@ -183,12 +183,16 @@ class Drivers:
         if bound.status_code == 409:
             mine = await self._call(client, "me: plates", "GET", "/v1/me/vehicles",
                                     headers=headers)  # fmt: skip
-            if driver.plate not in {v["plate"] for v in mine.json().get("items", [])}:
+            ids = {v["plate"]: v["id"] for v in mine.json().get("items", [])}
+            if driver.plate not in ids:
                 # another account holds the plate (an earlier run's driver): this one
                 # cannot turn contactless on for it
                 raise RuntimeError(f"plate {driver.plate} is another account's")
+            vehicle_id = ids[driver.plate]
         elif bound.status_code != 201:
             raise RuntimeError(f"bind {bound.status_code} {bound.text[:200]}")
+        else:
+            vehicle_id = bound.json()["id"]
         self._accounts[driver.index] = account
         self.report.signed_up += 1
         if not driver.contactless:
@@ -202,7 +206,7 @@ class Drivers:
         if mandate.status_code != 200:
             raise RuntimeError(f"sandbox mandate {mandate.status_code} {mandate.text[:200]}")
         on = await self._call(
-            client, "me: contactless on", "PUT", f"/v1/me/contactless/{driver.plate}",
+            client, "me: contactless on", "PUT", f"/v1/me/contactless/{vehicle_id}",
             json={"provider": "wechat", "payer_id": openid, "plate_color": color}, headers=headers,
         )  # fmt: skip
         if on.status_code != 200:
@@ -279,15 +283,15 @@ class Drivers:
         """Pay what the driver's plate owes; the seconds after which to look again when
         nothing is owed yet (the exit is not stored yet) or the platform says wait.
 
-        ``GET /v1/plates/{plate}/bills`` and not ``/v1/me/bills``: the replayed day
+        ``POST /v1/plate-bills`` and not ``/v1/me/bills``: the replayed day
         lies before the driver bound the plate (they signed up this morning, in real
         time), and an account sees a plate's bills only from its binding on; paying a
         plate's bills is open to anyone who knows it."""
         headers = {"Authorization": f"Bearer {account.token}"}
         client = account.client
         plate = account.driver.plate
-        listed = await self._call(client, "plates: bills", "GET", f"/v1/plates/{plate}/bills",
-                                  headers=headers)  # fmt: skip
+        listed = await self._call(client, "plates: bills", "POST", "/v1/plate-bills",
+                                  json={"plate": plate}, headers=headers)  # fmt: skip
         if listed.status_code == 429:
             wait = float(listed.headers.get("Retry-After", BILL_RETRY_S))
             if wait > LONGEST_WAIT_S:

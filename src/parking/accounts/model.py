@@ -150,6 +150,9 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class VehicleView(msgspec.Struct, frozen=True, kw_only=True):
+    #: how a route names the binding (``/v1/me/vehicles/{id}``): a plate is personal
+    #: data and never goes in a URL
+    id: str
     plate: str
     kind: str
     colour: str

@@ -347,6 +347,7 @@ def _vehicle_view(plate: Plate, override: ClassOverride | None, row: asyncpg.Rec
     vehicle_class, source = logic.billing_class(plate, override)
     verified_at: datetime | None = row["verified_at"]
     return VehicleView(
+        id=row["id"],
         plate=plate.text,
         kind=plate.kind.value,
         colour=plate.colour.value,
@@ -412,8 +413,23 @@ async def confirm_plate(
     return True
 
 
-def claim_route(plate: str) -> str:
-    return f"/v1/me/vehicles/{plate}/claims"
+#: where a plate held by another account is claimed (the plate goes in the body)
+CLAIM_ROUTE: Final = "/v1/me/plate-claims"
+
+
+async def plate_of_vehicle(
+    conn: asyncpg.Connection, account_id: str, vehicle_id: str
+) -> str | None:
+    """The plate of the account's live binding ``vehicle_id`` (routes name a binding by its
+    id, never by its plate); None when it is not the account's or was released."""
+    row = await store.vehicle_of(conn, account_id, vehicle_id)
+    return None if row is None else str(row["plate"])
+
+
+async def vehicle_of_another(conn: asyncpg.Connection, account_id: str, vehicle_id: str) -> bool:
+    """Whether another account holds or held the binding ``vehicle_id`` (a driver naming
+    another's is audited; their own, released, is not someone else's car)."""
+    return await store.vehicle_of_another(conn, account_id, vehicle_id)
 
 
 async def bind_vehicle(
@@ -474,8 +490,8 @@ async def bind_vehicle(
 def _plate_held(plate: str) -> PlateHeld:
     return PlateHeld(
         f"{plate} is bound to another account. If it is your vehicle, claim it: "
-        f"POST {claim_route(plate)} with the registration certificate (行驶证) number as "
-        "evidence and the reference of its uploaded photo; an operator checks them and "
+        f"POST {CLAIM_ROUTE} with the plate, the registration certificate (行驶证) number "
+        "as evidence and the reference of its uploaded photo; an operator checks them and "
         "moves the plate to you, verified. The holder can also "
         "unbind it, after which you can bind it directly."
     )
@@ -506,19 +522,19 @@ async def unbind_vehicle(
     conn: asyncpg.Connection,
     *,
     account_id: str,
-    plate_raw: str,
+    vehicle_id: str,
     now: datetime,
     revoke_mandates: RevokesMandates,
 ) -> None:
-    """Release the account's binding of a plate (caller's transaction; audited).
+    """Release the account's binding ``vehicle_id`` (caller's transaction; audited).
 
     A class the driver declared goes with the binding; staff's stays; the account's
     mandates for the plate end with it (``revoke_mandates``).
     """
-    plate = parse_plate(plate_raw)
-    holder = await store.holder_of(conn, plate.text)
-    if holder is None or holder["account_id"] != account_id:
-        raise VehicleNotFound(f"{plate.text} is not bound to your account")
+    holder = await store.vehicle_of(conn, account_id, vehicle_id)
+    if holder is None:
+        raise VehicleNotFound(f"vehicle {vehicle_id} is not bound to your account")
+    plate = parse_plate(holder["plate"])
     await store.release_vehicle(conn, holder["id"], "unbound", now)
     dropped = await store.drop_driver_class_override(conn, plate.text, account_id)
     revoked = await revoke_mandates(
@@ -555,6 +571,7 @@ __all__ = [
     "log_out",
     "my_plates",
     "phone_of",
+    "plate_of_vehicle",
     "refresh",
     "send_code",
     "unbind_vehicle",

@@ -324,6 +324,30 @@ async def holder_of(conn: asyncpg.Connection, plate: str) -> asyncpg.Record | No
     )
 
 
+async def vehicle_of(
+    conn: asyncpg.Connection, account_id: str, vehicle_id: str
+) -> asyncpg.Record | None:
+    """The account's live binding ``vehicle_id``, locked (None when it is not theirs or
+    was released)."""
+    return await conn.fetchrow(
+        f"""SELECT {_VEHICLE_COLUMNS} FROM vehicles
+            WHERE id = $1 AND account_id = $2 AND released_at IS NULL FOR UPDATE""",  # noqa: S608
+        vehicle_id,
+        account_id,
+    )
+
+
+async def vehicle_of_another(conn: asyncpg.Connection, account_id: str, vehicle_id: str) -> bool:
+    """Whether a binding of this id was ever made by an account other than ``account_id``."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND account_id <> $2)",
+            vehicle_id,
+            account_id,
+        )
+    )
+
+
 async def vehicles_of(
     conn: asyncpg.Connection, account_id: str, *, after: str | None, limit: int
 ) -> list[asyncpg.Record]:

@@ -53,9 +53,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class AccessLog(ASGIMiddleware):
     """One structured line per request: method, route, status, duration.
 
-    The route as declared (``/v1/me/vehicles/{plate:str}``), never the path as sent:
-    a path may carry a plate (personal data) or a code's token, and neither belongs
-    in a log. A request no route matched logs ``-``.
+    The route as declared (``/q/{token:str}``), never the path as sent: a path may
+    carry a code's token, which does not belong in a log (a plate never goes in a
+    path at all: routes name a binding by its id and take plates in bodies). A
+    request no route matched logs ``-``.
     """
 
     scopes = ("http",)  # type: ignore[assignment]

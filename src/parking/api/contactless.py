@@ -1,7 +1,8 @@
 """Contactless payment (无感支付) for a driver's plates: on, off, and which are on.
 
 Two ways on. An app that knows the driver's id at the provider (WeChat openid)
-authorises the plate there and says so: ``PUT /v1/me/contactless/{plate}``. A page
+authorises the plate there and says so: ``PUT /v1/me/contactless/{vehicle_id}`` (a
+binding's id from ``GET /v1/me/vehicles``: a plate never goes in a URL). A page
 opened from a scanned code does not know it, so it makes the trip to the provider
 and back (``parking.payments.handover``): ``POST .../authorisation`` answers the
 provider's sign-in address (WeChat 网页授权); the provider comes back to
@@ -22,24 +23,22 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Request, Response, delete, get, post, put
-from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from parking.accounts import service as accounts
 from parking.api.auth import principal_of
 from parking.api.denied import audit_denied
 from parking.api.driver_page import sorry_page
 from parking.api.infra import Infra, connection, infra_of
-from parking.api.routing import clock_of, driver_only, problem_responses
+from parking.api.routing import VehicleIdParam, clock_of, driver_only, problem_responses
 from parking.errors import NotFound, ParkingError
 from parking.payments import contactless as payment_contactless
 from parking.payments import handover
 from parking.payments.model import MandateNotAuthorised, NotContactless, UnknownProvider
 from parking.payments.port import ContactlessProvider, PaymentProvider
-from parking.plates import normalise
 
 BODY_MAX: Final = 2 * 1024
 _PUBLIC: Final = {"exclude_from_auth": True}
-PlateParam = Annotated[str, PathParameter(min_length=1, max_length=32)]
 ProviderName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 PlateColor = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{1,16}$")]
 ProviderQuery = Annotated[
@@ -92,19 +91,21 @@ class Authorisation(msgspec.Struct, frozen=True, kw_only=True):
     expires_in_s: int
 
 
-async def _own_plate(infra: Infra, account_id: str, raw: str, action: str) -> str:
-    """A plate bound to me, verified or not (acting on it reveals nothing); else 404."""
-    plate = normalise(raw)
+async def _own_plate(infra: Infra, account_id: str, vehicle_id: str, action: str) -> str:
+    """The plate of my binding ``vehicle_id``, verified or not (acting on it reveals
+    nothing); another account's binding is a 404, audited, one never made a plain 404."""
     async with connection(infra) as conn:
-        if not await accounts.my_plates(conn, account_id, plate=plate, verified=False):
-            await audit_denied(
-                conn,
-                actor=account_id,
-                action=action,
-                target=f"plate:{plate}",
-                now=infra.clock.now(),
-            )
-            raise NotFound(f"plate {plate} is not bound to your account")
+        plate = await accounts.plate_of_vehicle(conn, account_id, vehicle_id)
+        if plate is None:
+            if await accounts.vehicle_of_another(conn, account_id, vehicle_id):
+                await audit_denied(
+                    conn,
+                    actor=account_id,
+                    action=action,
+                    target=f"vehicle:{vehicle_id}",
+                    now=infra.clock.now(),
+                )
+            raise NotFound(f"vehicle {vehicle_id} is not bound to your account")
     return plate
 
 
@@ -178,7 +179,7 @@ async def my_mandates(request: Request[Any, Any, Any]) -> MyMandates:
 
 
 @put(
-    "/v1/me/contactless/{plate:str}",
+    "/v1/me/contactless/{vehicle_id:str}",
     guards=driver_only,
     tags=["bills"],
     summary="Turn contactless payment (无感支付) on for one of my plates",
@@ -186,14 +187,14 @@ async def my_mandates(request: Request[Any, Any, Any]) -> MyMandates:
     responses=problem_responses(400, 401, 403, 404, 409, 413, 502, 503),
 )
 async def enable_contactless(
-    request: Request[Any, Any, Any], plate: FromPath[PlateParam], data: JSONBody[MandateRequest]
+    request: Request[Any, Any, Any], vehicle_id: VehicleIdParam, data: JSONBody[MandateRequest]
 ) -> MandateView:
     """The driver authorises deductions at the provider first; the provider is asked
     before the mandate is stored (409 if it does not show the plate as authorised).
     The provider's confirmation of the plate verifies my binding of it."""
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
-    text = await _own_plate(infra, account_id, plate, "denied:contactless")
+    text = await _own_plate(infra, account_id, vehicle_id, "denied:contactless")
     return await _enable(
         infra,
         _provider(infra, data.provider),
@@ -206,7 +207,7 @@ async def enable_contactless(
 
 
 @post(
-    "/v1/me/contactless/{plate:str}/authorisation",
+    "/v1/me/contactless/{vehicle_id:str}/authorisation",
     guards=driver_only,
     tags=["bills"],
     summary="From a page: where to send the browser to turn contactless payment on "
@@ -217,12 +218,12 @@ async def enable_contactless(
 )
 async def start_authorisation(
     request: Request[Any, Any, Any],
-    plate: FromPath[PlateParam],
+    vehicle_id: VehicleIdParam,
     data: JSONBody[AuthorisationRequest],
 ) -> Authorisation:
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
-    text = await _own_plate(infra, account_id, plate, "denied:contactless")
+    text = await _own_plate(infra, account_id, vehicle_id, "denied:contactless")
     provider = _provider(infra, data.provider)
     if not isinstance(provider, ContactlessProvider):
         raise NotContactless(f"{provider.name} has no contactless rail")
@@ -329,18 +330,18 @@ async def provider_authorised(
 
 
 @delete(
-    "/v1/me/contactless/{plate:str}",
+    "/v1/me/contactless/{vehicle_id:str}",
     guards=driver_only,
     tags=["bills"],
     summary="Turn contactless payment off for one of my plates (idempotent)",
     responses=problem_responses(400, 401, 403, 404),
 )
 async def disable_contactless(
-    request: Request[Any, Any, Any], plate: FromPath[PlateParam], provider: ProviderQuery = None
+    request: Request[Any, Any, Any], vehicle_id: VehicleIdParam, provider: ProviderQuery = None
 ) -> None:
     infra = infra_of(request.app)
     account_id = principal_of(request).subject
-    text = await _own_plate(infra, account_id, plate, "denied:contactless")
+    text = await _own_plate(infra, account_id, vehicle_id, "denied:contactless")
     if provider is not None and provider not in infra.providers:
         raise UnknownProvider(provider)
     names = [provider] if provider is not None else sorted(infra.providers)

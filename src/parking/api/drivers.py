@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from parking.accounts import claims as plate_claims
 from parking.accounts import logic as account_logic
@@ -32,7 +32,7 @@ from parking.accounts.model import (
 )
 from parking.accounts.notifier import Notifier
 from parking.api.auth import principal_of, roles
-from parking.api.denied import audit_if_held_by_another
+from parking.api.denied import audit_denied
 from parking.api.infra import Infra, connection, infra_of
 from parking.api.pagination import (
     DEFAULT_LIMIT,
@@ -42,10 +42,15 @@ from parking.api.pagination import (
     page,
 )
 from parking.api.rate_limit import RateLimiter, Rule
-from parking.api.routing import clock_of, driver_only, operator_only, problem_responses
+from parking.api.routing import (
+    VehicleIdParam,
+    clock_of,
+    driver_only,
+    operator_only,
+    problem_responses,
+)
 from parking.auth.model import Role
 from parking.payments import contactless as payment_contactless
-from parking.plates import normalise
 from parking.qr import keys as qr_keys
 from parking.qr import logic as qr_logic
 from parking.qr import service as qr
@@ -279,10 +284,11 @@ class BindRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class ClaimRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Evidence the vehicle is yours: the registration certificate (行驶证) number, and
-    the reference of the photo of it uploaded through the app (required: the number
-    alone can be copied from a parking ticket)."""
+    """The plate, and evidence the vehicle is yours: the registration certificate (行驶证)
+    number, and the reference of the photo of it uploaded through the app (required:
+    the number alone can be copied from a parking ticket)."""
 
+    plate: PlateText
     evidence: Evidence
     photo_ref: PhotoRef
 
@@ -371,56 +377,57 @@ async def bind_vehicle(
 
 
 @delete(
-    "/v1/me/vehicles/{plate:str}",
+    "/v1/me/vehicles/{vehicle_id:str}",
     guards=driver_only,
     tags=["drivers"],
-    summary="Unbind one of my plates",
+    summary="Unbind one of my plates (named by the binding's id from GET /v1/me/vehicles)",
     responses=problem_responses(400, 401, 403, 404),
 )
-async def unbind_vehicle(request: Request[Any, Any, Any], plate: FromPath[str]) -> None:
-    """Another account's plate is a 404, audited (matrix A1)."""
+async def unbind_vehicle(request: Request[Any, Any, Any], vehicle_id: VehicleIdParam) -> None:
+    """Another account's binding is a 404, audited (matrix A1)."""
     infra = infra_of(request.app)
     me = principal_of(request).subject
+    now = clock_of(request).now()
     try:
         async with connection(infra, transaction=True) as conn:
             await accounts.unbind_vehicle(
                 conn,
                 account_id=me,
-                plate_raw=plate,
-                now=clock_of(request).now(),
+                vehicle_id=vehicle_id,
+                now=now,
                 revoke_mandates=payment_contactless.revoke_mandates_of,
             )
     except VehicleNotFound:
-        await audit_if_held_by_another(
-            infra,
-            actor=me,
-            action="denied:vehicle.unbind",
-            plate=normalise(plate),
-            now=clock_of(request).now(),
-        )
+        async with connection(infra) as conn:
+            if await accounts.vehicle_of_another(conn, me, vehicle_id):
+                await audit_denied(
+                    conn,
+                    actor=me,
+                    action="denied:vehicle.unbind",
+                    target=f"vehicle:{vehicle_id}",
+                    now=now,
+                )
         raise
     request.app.state.pricer_cache.invalidate()
 
 
 @post(
-    "/v1/me/vehicles/{plate:str}/claims",
+    "/v1/me/plate-claims",
     guards=driver_only,
     tags=["drivers"],
     summary="Claim a plate another account holds, or verify my own binding: an operator "
-    "checks the 行驶证 number and photo",
+    "checks the 行驶证 number and photo (the plate goes in the body, never in a URL)",
     status_code=201,
     request_max_body_size=BODY_MAX,
     responses=problem_responses(400, 401, 403, 404, 409, 413),
 )
-async def claim_plate(
-    request: Request[Any, Any, Any], plate: FromPath[str], data: JSONBody[ClaimRequest]
-) -> ClaimView:
+async def claim_plate(request: Request[Any, Any, Any], data: JSONBody[ClaimRequest]) -> ClaimView:
     """Approval leaves the plate bound to you, verified; the holder can also simply unbind it."""
     async with connection(infra_of(request.app), transaction=True) as conn:
         return await plate_claims.claim_plate(
             conn,
             account_id=principal_of(request).subject,
-            plate_raw=plate,
+            plate_raw=data.plate,
             evidence=data.evidence,
             photo_ref=data.photo_ref,
             now=clock_of(request).now(),

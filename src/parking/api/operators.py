@@ -20,7 +20,7 @@ from typing import Annotated, Any, Final, Literal
 import asyncpg
 import msgspec
 import structlog
-from litestar import Request, delete, get, patch, post, put
+from litestar import Request, get, patch, post
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from redis.exceptions import RedisError
 
@@ -68,7 +68,7 @@ _RETRY_AFTER_S: Final = "5"
 
 _PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
 IdentParam = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-PlateParam = Annotated[str, PathParameter(min_length=1, max_length=32)]
+PlateText = Annotated[str, msgspec.Meta(min_length=1, max_length=32, examples=["赣B12345"])]
 AnomalyIdParam = Annotated[str, PathParameter(min_length=1, max_length=200)]
 
 
@@ -359,7 +359,14 @@ async def revoke_device(request: Request[Any, Any, Any], device_id: FromPath[Ide
 
 
 class BlacklistRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The plate goes in the body: a plate is personal data and never goes in a URL."""
+
+    plate: PlateText
     reason: Remark
+
+
+class BlacklistRemoval(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    plate: PlateText
 
 
 class BlacklistEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -399,19 +406,21 @@ async def _blacklist_entry_in_scope(
     raise BlacklistEntryNotFound(f"{plate} is on the blacklist of another company")
 
 
-@put(
-    "/v1/operator/blacklist/{plate:str}",
+@post(
+    "/v1/operator/blacklist",
     guards=operator_only,
     tags=["operator"],
-    summary="Blacklist a plate: held at every entry lane of the city from its next arrival",
+    summary="Blacklist a plate: held at every entry lane of the city from its next arrival "
+    "(idempotent; the plate in the body)",
+    status_code=200,
     request_max_body_size=BODY_MAX,
     responses=problem_responses(400, 401, 403, 404, 413),
 )
 async def blacklist_plate(
-    request: Request[Any, Any, Any], plate: FromPath[PlateParam], data: JSONBody[BlacklistRequest]
+    request: Request[Any, Any, Any], data: JSONBody[BlacklistRequest]
 ) -> BlacklistEntry:
     infra = infra_of(request.app)
-    text = normalise(plate)
+    text = normalise(data.plate)
     async with connection(infra, transaction=True) as conn:
         await _blacklist_entry_in_scope(request, conn, text, "blacklist.add")
         await plate_flags.blacklist(
@@ -421,19 +430,20 @@ async def blacklist_plate(
     return BlacklistEntry(plate=text, reason=data.reason, held_now=held)
 
 
-@delete(
-    "/v1/operator/blacklist/{plate:str}",
+@post(
+    "/v1/operator/blacklist/removals",
     guards=operator_only,
     tags=["operator"],
-    summary="Take a plate off the blacklist (idempotent)",
+    summary="Take a plate off the blacklist (idempotent; the plate in the body)",
     status_code=200,
-    responses=problem_responses(400, 401, 403, 404),
+    request_max_body_size=BODY_MAX,
+    responses=problem_responses(400, 401, 403, 404, 413),
 )
 async def unblacklist_plate(
-    request: Request[Any, Any, Any], plate: FromPath[PlateParam]
+    request: Request[Any, Any, Any], data: JSONBody[BlacklistRemoval]
 ) -> BlacklistEntry:
     infra = infra_of(request.app)
-    text = normalise(plate)
+    text = normalise(data.plate)
     async with connection(infra, transaction=True) as conn:
         await _blacklist_entry_in_scope(request, conn, text, "blacklist.remove")
         await plate_flags.unblacklist(

@@ -150,7 +150,7 @@ async def _audit_denied_bill(infra: Infra, *, actor: str, action: str, bill_id: 
 
 class PayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Bills to pay: my own, or (naming ``plate``) that plate's, a friend's car's say
-    (先离后缴): their ids come from ``GET /v1/plates/{plate}/bills``."""
+    (先离后缴): their ids come from ``POST /v1/plate-bills``."""
 
     bill_ids: Annotated[
         list[BillId], msgspec.Meta(min_length=1, max_length=logic.MAX_BILLS_PER_PAYMENT)

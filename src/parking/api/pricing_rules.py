@@ -34,6 +34,17 @@ class ExemptionBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     reason: Reason
 
 
+class PlateExemptionBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The plate goes in the body: a plate is personal data and never goes in a URL."""
+
+    plate: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    reason: Reason
+
+
+class PlateRemovalBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    plate: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
 class Exemption(msgspec.Struct, frozen=True, kw_only=True):
     plate: str
     reason: str
@@ -51,14 +62,20 @@ class PassBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     valid_until: AwareDatetime
 
 
-@put("/v1/operator/exemptions/plates/{plate:str}", guards=operator_only, tags=["operator"])
+@post(
+    "/v1/operator/exemptions/plates",
+    guards=operator_only,
+    tags=["operator"],
+    summary="A plate parks free, with the reason (idempotent; the plate in the body)",
+    status_code=200,
+)
 async def put_plate_exemption(
-    request: Request[Any, Any, Any], plate: FromPath[str], data: JSONBody[ExemptionBody]
+    request: Request[Any, Any, Any], data: JSONBody[PlateExemptionBody]
 ) -> Exemption:
     async with connection(infra_of(request.app), transaction=True) as conn:
         text = await pricing.set_plate_exemption(
             conn,
-            plate=plate,
+            plate=data.plate,
             reason=data.reason,
             by=principal_of(request),
             now=clock_of(request).now(),
@@ -67,11 +84,19 @@ async def put_plate_exemption(
     return Exemption(plate=text, reason=data.reason)
 
 
-@delete("/v1/operator/exemptions/plates/{plate:str}", guards=operator_only, tags=["operator"])
-async def delete_plate_exemption(request: Request[Any, Any, Any], plate: FromPath[str]) -> None:
+@post(
+    "/v1/operator/exemptions/plates/removals",
+    guards=operator_only,
+    tags=["operator"],
+    summary="A plate parks at the tariff again (idempotent; the plate in the body)",
+    status_code=204,
+)
+async def delete_plate_exemption(
+    request: Request[Any, Any, Any], data: JSONBody[PlateRemovalBody]
+) -> None:
     async with connection(infra_of(request.app), transaction=True) as conn:
         await pricing.remove_plate_exemption(
-            conn, plate=plate, by=principal_of(request), now=clock_of(request).now()
+            conn, plate=data.plate, by=principal_of(request), now=clock_of(request).now()
         )
     request.app.state.pricer_cache.invalidate()
 

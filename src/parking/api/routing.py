@@ -7,11 +7,12 @@ response map defined twice drifts (one copy admits a role the other refuses).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import PathParameter
 
 from parking.api.auth import roles
 from parking.api.problems import PROBLEM_JSON, Problem
@@ -39,6 +40,11 @@ operator_only = [roles(Role.OPERATOR)]
 finance_only = [roles(Role.FINANCE)]
 #: operators read their company's lots, the city reads all; only operators change them
 staff_readers = [roles(Role.OPERATOR, Role.CITY)]
+
+#: a driver's binding of a plate, as routes name it: a plate is personal data and
+#: never goes in a URL (paths reach proxies' logs, browser history and referrers),
+#: so routes address a binding by its id and take a plate only in a body
+VehicleIdParam = Annotated[str, PathParameter(pattern=r"^veh-[0-9A-HJKMNP-TV-Z]{26}$")]
 
 
 # ------------------------------------------------------------------- clock

@@ -9,7 +9,8 @@ history, its bills with their times) is shown only to the plate's *verified*
 holder, and only from the binding on, so neither a stranger who bound the plate
 nor a plate's earlier holder learns it. Paying a plate's bills is open to
 anyone who names the plate (先离后缴 for a friend's car): they see the amount,
-the lot and the day, never the times (``GET /v1/plates/{plate}/bills``).
+the lot and the day, never the times (``POST /v1/plate-bills`` with the plate in the
+body: a plate never goes in a URL).
 
 The current sessions, live from the occupancy core with PostgreSQL behind it,
 are ``parking.occupancy.stays``. Anything not mine is a 404, the same as
@@ -24,8 +25,8 @@ from typing import Annotated, Any, Final
 
 import asyncpg
 import msgspec
-from litestar import Request, get
-from litestar.params import FromPath, PathParameter
+from litestar import Request, get, post
+from litestar.params import JSONBody, PathParameter
 
 from parking.accounts import service as accounts
 from parking.accounts.model import Binding
@@ -64,7 +65,6 @@ PLATE_BILLS_PER_ACCOUNT: Final = (
 )
 
 BillIdParam = Annotated[str, PathParameter(pattern=r"^b-[0-9A-HJKMNP-TV-Z]{26}$")]
-PlateParam = Annotated[str, PathParameter(min_length=1, max_length=32)]
 # ------------------------------------------------------------------ views
 
 
@@ -139,6 +139,12 @@ class PlateBill(msgspec.Struct, frozen=True, kw_only=True):
     day: date
     amount_fen: int
     status: str
+
+
+class PlateBillsRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The plate whose bills to list (in the body: a plate never goes in a URL)."""
+
+    plate: Annotated[str, msgspec.Meta(min_length=1, max_length=32, examples=["赣B12345"])]
 
 
 class PlateBills(msgspec.Struct, frozen=True, kw_only=True):
@@ -260,7 +266,7 @@ async def session_history(
 async def my_bills(request: Request[Any, Any, Any]) -> MyBills:
     """Bills of my account, and bills of the plates I hold verified that closed since I
     bound them: arrears follow the plate (the same rule as paying them,
-    ``parking.payments.pay``). A plate's older bills: ``GET /v1/plates/{plate}/bills``."""
+    ``parking.payments.pay``). A plate's older bills: ``POST /v1/plate-bills``."""
     account_id = principal_of(request).subject
     async with connection(infra_of(request.app)) as conn:
         owed = {b.id: b for b in await bills.open_bills(conn, account_id=account_id)}
@@ -344,19 +350,23 @@ async def _sees_times(conn: asyncpg.Connection, bill: Bill, account_id: str) -> 
     return any(bill.closed_at >= b.bound_at for b in held)
 
 
-@get(
-    "/v1/plates/{plate:str}/bills",
+@post(
+    "/v1/plate-bills",
     guards=driver_only,
     tags=["bills"],
     summary="What a plate owes, to pay it for a friend's car (先离后缴): amount, lot and "
-    "day, never the times",
-    responses=problem_responses(400, 401, 403, 429, 503),
+    "day, never the times (a lookup: the plate goes in the body, never in a URL)",
+    status_code=200,
+    request_max_body_size=1024,
+    responses=problem_responses(400, 401, 403, 413, 429, 503),
 )
-async def plate_bills(request: Request[Any, Any, Any], plate: FromPath[PlateParam]) -> PlateBills:
+async def plate_bills(
+    request: Request[Any, Any, Any], data: JSONBody[PlateBillsRequest]
+) -> PlateBills:
     """Open to any driver who knows the plate, rate limited per account; an unpaid
     prepayment of a stay still under way is an offer, not a debt, and is not listed."""
     infra = infra_of(request.app)
-    text = _plate_text(plate)
+    text = _plate_text(data.plate)
     await RateLimiter(infra.redis).enforce(
         [(f"plate-bills:account:{principal_of(request).subject}", PLATE_BILLS_PER_ACCOUNT)]
     )

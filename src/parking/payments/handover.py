@@ -5,7 +5,7 @@ trip: the page asks for the provider's sign-in (WeChat 网页授权, ``snsapi_ba
 the provider comes back with a ``code`` (its openid for this appid), the driver
 authorises deductions for the plate on the provider's page (the 停车服务 mini
 program), and comes back again; then the mandate is stored as ``PUT
-/v1/me/contactless/{plate}`` would store it.
+/v1/me/contactless/{vehicle_id}`` would store it.
 
 Who started the trip is kept here, in Redis, under a random ``state`` (the OAuth
 ``state`` parameter): the account, the plate, the provider, the page to return to,

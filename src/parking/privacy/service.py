@@ -67,7 +67,7 @@ async def delete_account(
         await accounts.unbind_vehicle(
             conn,
             account_id=account_id,
-            plate_raw=vehicle.plate,
+            vehicle_id=vehicle.id,
             now=now,
             revoke_mandates=contactless.revoke_mandates_of,
         )

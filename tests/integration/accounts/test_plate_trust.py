@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
 
 import redis.asyncio as aioredis
 from kits import bearer
@@ -22,8 +21,7 @@ PLATE = "赣B9T910"
 PHOTO = "upload/xsz-9T910.jpg"
 
 
-def claims_path(plate: str) -> str:
-    return f"/v1/me/vehicles/{quote(plate)}/claims"
+CLAIMS = "/v1/me/plate-claims"
 
 
 async def test_binding_is_rate_limited_per_account(api: Client, login: Login) -> None:
@@ -35,8 +33,11 @@ async def test_binding_is_rate_limited_per_account(api: Client, login: Login) ->
         answers.append(
             await api.post("/v1/me/vehicles", json={"plate": plate}, headers=bearer(alice))
         )
-        # Unbinding gives back the room of 5 plates, not the tries.
-        await api.delete(f"/v1/me/vehicles/{quote(plate)}", headers=bearer(alice))
+        if answers[-1].status_code == 201:
+            # Unbinding gives back the room of 5 plates, not the tries.
+            vehicle = answers[-1].json()["id"]
+            gone = await api.delete(f"/v1/me/vehicles/{vehicle}", headers=bearer(alice))
+            assert gone.status_code == 204, gone.text
 
     assert [a.status_code for a in answers] == [201] * limit + [429]
     refused = answers[-1]
@@ -69,15 +70,19 @@ async def test_a_claim_needs_the_licence_photo(api: Client, login: Login) -> Non
     assert bound.status_code == 201
 
     bare = await api.post(
-        claims_path(PLATE), json={"evidence": "行驶证 360702123456"}, headers=bearer(bob)
+        CLAIMS, json={"plate": PLATE, "evidence": "行驶证 360702123456"}, headers=bearer(bob)
     )
     spaced = await api.post(
-        claims_path(PLATE),
-        json={"evidence": "行驶证 360702123456", "photo_ref": "a photo"},
+        CLAIMS,
+        json={"plate": PLATE, "evidence": "行驶证 360702123456", "photo_ref": "a photo"},
         headers=bearer(bob),
+    )
+    unnamed = await api.post(
+        CLAIMS, json={"evidence": "行驶证 360702123456", "photo_ref": PHOTO}, headers=bearer(bob)
     )
 
     assert (bare.status_code, spaced.status_code) == (400, 400)
+    assert unnamed.status_code == 400, unnamed.text
 
 
 async def test_an_approved_claim_on_my_own_binding_verifies_it(
@@ -89,8 +94,8 @@ async def test_an_approved_claim_on_my_own_binding_verifies_it(
     assert (bound.status_code, bound.json()["trust"]) == (201, "unverified")
 
     claim = await api.post(
-        claims_path(PLATE),
-        json={"evidence": "行驶证 360702123456", "photo_ref": PHOTO},
+        CLAIMS,
+        json={"plate": PLATE, "evidence": "行驶证 360702123456", "photo_ref": PHOTO},
         headers=bearer(alice),
     )
     assert claim.status_code == 201, claim.text
@@ -109,8 +114,8 @@ async def test_an_approved_claim_on_my_own_binding_verifies_it(
     assert (vehicle["trust"], vehicle["bound_at"]) == ("verified", bound.json()["bound_at"])
     assert vehicle["verified_at"] is not None
     again = await api.post(
-        claims_path(PLATE),
-        json={"evidence": "行驶证 360702123456", "photo_ref": PHOTO},
+        CLAIMS,
+        json={"plate": PLATE, "evidence": "行驶证 360702123456", "photo_ref": PHOTO},
         headers=bearer(alice),
     )
     assert again.status_code == 409
@@ -124,8 +129,8 @@ async def test_a_plate_won_by_a_claim_is_verified_for_its_new_holder(
     operator = bearer(token_for(Role.OPERATOR, "ops-li"))
     await api.post("/v1/me/vehicles", json={"plate": PLATE}, headers=bearer(alice))
     claim = await api.post(
-        claims_path(PLATE),
-        json={"evidence": "行驶证 360702123456", "photo_ref": PHOTO},
+        CLAIMS,
+        json={"plate": PLATE, "evidence": "行驶证 360702123456", "photo_ref": PHOTO},
         headers=bearer(bob),
     )
     assert claim.status_code == 201, claim.text

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -15,6 +16,9 @@ from parking.auth.model import Role
 Client = AsyncTestClient  # type: ignore[type-arg]
 Login = Callable[[str], Awaitable[dict[str, Any]]]
 ALICE, BOB = "13800000001", "13800000002"
+#: how routes name a binding (a plate is personal data and never goes in a URL)
+VEHICLE_ID = re.compile(r"veh-[0-9A-HJKMNP-TV-Z]{26}")
+CLAIMS = "/v1/me/plate-claims"
 
 
 async def bind(api: Client, token: str, plate: str, **extra: object) -> Any:
@@ -25,7 +29,9 @@ async def test_a_bound_plate_is_normalised_and_its_class_derived(api: Client, lo
     alice = (await login(ALICE))["access_token"]
     ordinary = await bind(api, alice, "赣b·1234o")
     assert ordinary.status_code == 201, ordinary.text
-    assert ordinary.json() | {"bound_at": None} == {
+    assert VEHICLE_ID.fullmatch(ordinary.json()["id"]), ordinary.text
+    assert ordinary.json() | {"bound_at": None, "id": None} == {
+        "id": None,
         "plate": "赣B12340",
         "kind": "ordinary",
         "colour": "blue",
@@ -45,6 +51,14 @@ async def test_a_bound_plate_is_normalised_and_its_class_derived(api: Client, lo
     assert [v["plate"] for v in listed.json()["items"]] == sorted(
         ["赣B12340", "粤BD12345", "赣B12345F"]
     )
+    # each item carries the id its binding answered with, one id per binding
+    ids = {v["plate"]: v["id"] for v in listed.json()["items"]}
+    assert ids == {
+        "赣B12340": ordinary.json()["id"],
+        "粤BD12345": electric["id"],
+        "赣B12345F": truck["id"],
+    }
+    assert len(set(ids.values())) == 3
 
 
 async def test_a_driver_may_declare_a_higher_class_with_a_reason(
@@ -79,7 +93,7 @@ async def test_a_driver_may_declare_a_higher_class_with_a_reason(
     assert quote.json()["vehicle_class"] == 2
     # Unbinding takes the driver's declaration with it.
     gone = await api.delete(
-        f"/v1/me/vehicles/{quote_path('赣B77777')}", headers=bearer(alice["access_token"])
+        f"/v1/me/vehicles/{van.json()['id']}", headers=bearer(alice["access_token"])
     )
     assert gone.status_code == 204
     conn = await asyncpg.connect(city_db_url)
@@ -126,7 +140,8 @@ async def test_a_plate_held_by_another_account_is_a_409_naming_the_claim_route(
     assert taken.status_code == 409
     problem = taken.json()
     assert problem["type"] == "https://changbo.example/problems/plate-held"
-    assert "POST /v1/me/vehicles/赣B12345/claims" in problem["detail"]
+    assert "赣B12345 is bound to another account" in problem["detail"]
+    assert "POST /v1/me/plate-claims with the plate" in problem["detail"]
     mine = await bind(api, alice, "赣B12345")
     assert mine.status_code == 409
     assert mine.json()["type"].endswith("/plate-already-yours")
@@ -151,7 +166,7 @@ async def test_an_account_binds_at_most_five_plates(
     assert [a.status_code for a in answers] == [201] * 5 + [409]
     assert answers[-1].json()["type"].endswith("/too-many-vehicles")
     released = await api.delete(
-        f"/v1/me/vehicles/{quote_path('赣B10000')}", headers=bearer(alice["access_token"])
+        f"/v1/me/vehicles/{answers[0].json()['id']}", headers=bearer(alice["access_token"])
     )
     assert released.status_code == 204
     assert (await bind(api, alice["access_token"], "赣B10005")).status_code == 201
@@ -204,19 +219,51 @@ async def test_the_plate_list_pages_with_an_opaque_cursor(api: Client, login: Lo
         assert refused.status_code == 400, (bad, refused.text)
 
 
-async def test_a_driver_sees_and_unbinds_only_their_own_plates(api: Client, login: Login) -> None:
-    alice = (await login(ALICE))["access_token"]
-    bob = (await login(BOB))["access_token"]
-    await bind(api, alice, "赣B13579")
-    assert (await api.get("/v1/me/vehicles", headers=bearer(bob))).json()["items"] == []
-    theirs = await api.delete(f"/v1/me/vehicles/{quote_path('赣B13579')}", headers=bearer(bob))
+async def unbind_denials(conn: asyncpg.Connection, vehicle_id: str) -> list[str]:
+    """The actors of the audit lines of refused unbinds of ``vehicle_id``."""
+    rows = await conn.fetch(
+        "SELECT actor FROM audit_log WHERE action = 'denied:vehicle.unbind' AND target = $1 "
+        "ORDER BY id",
+        f"vehicle:{vehicle_id}",
+    )
+    return [r["actor"] for r in rows]
+
+
+async def test_a_driver_sees_and_unbinds_only_their_own_plates(
+    api: Client, login: Login, city_db: asyncpg.Connection
+) -> None:
+    alice = await login(ALICE)
+    bob = await login(BOB)
+    alices = (await bind(api, alice["access_token"], "赣B13579")).json()["id"]
+    assert (await api.get("/v1/me/vehicles", headers=bearer(bob["access_token"]))).json()[
+        "items"
+    ] == []
+    theirs = await api.delete(f"/v1/me/vehicles/{alices}", headers=bearer(bob["access_token"]))
     assert theirs.status_code == 404
-    mine = await api.delete(f"/v1/me/vehicles/{quote_path('赣B13579')}", headers=bearer(alice))
+    assert theirs.headers["content-type"] == "application/problem+json"
+    assert await unbind_denials(city_db, alices) == [bob["account_id"]]
+    mine = await api.delete(f"/v1/me/vehicles/{alices}", headers=bearer(alice["access_token"]))
     assert mine.status_code == 204
-    again = await api.delete(f"/v1/me/vehicles/{quote_path('赣B13579')}", headers=bearer(alice))
+    again = await api.delete(f"/v1/me/vehicles/{alices}", headers=bearer(alice["access_token"]))
     assert again.status_code == 404
-    # Released, so Bob may bind it now.
-    assert (await bind(api, bob, "赣B13579")).status_code == 201
+    # Her own binding, released: no attempt on someone else's car.
+    assert await unbind_denials(city_db, alices) == [bob["account_id"]]
+    # Released, another account's still: a 404, audited.
+    released = await api.delete(f"/v1/me/vehicles/{alices}", headers=bearer(bob["access_token"]))
+    assert released.status_code == 404
+    assert await unbind_denials(city_db, alices) == [bob["account_id"]] * 2
+    # An id never made: the same 404, nothing to audit.
+    never = "veh-" + "0" * 26
+    unknown = await api.delete(f"/v1/me/vehicles/{never}", headers=bearer(bob["access_token"]))
+    assert (unknown.status_code, unknown.json()["type"]) == (404, theirs.json()["type"])
+    assert await unbind_denials(city_db, never) == []
+    # Released, so Bob may bind it now, under a binding of his own.
+    rebound = await bind(api, bob["access_token"], "赣B13579")
+    assert rebound.status_code == 201
+    assert rebound.json()["id"] != alices
+    assert await city_db.fetchval(
+        "SELECT released_at IS NOT NULL FROM vehicles WHERE id = $1", alices
+    )
 
 
 async def test_an_approved_claim_moves_the_plate_and_is_audited(
@@ -226,18 +273,21 @@ async def test_an_approved_claim_moves_the_plate_and_is_audited(
     bob = await login(BOB)
     operator = bearer(token_for(Role.OPERATOR, "ops-wang"))
     await bind(api, alice["access_token"], "赣B12345", vehicle_class=2, reason="van")
-    path = f"/v1/me/vehicles/{quote_path('赣B12345')}/claims"
     claim = await api.post(
-        path,
-        json={"evidence": "行驶证 360702123456", "photo_ref": "upload/xsz-1.jpg"},
+        CLAIMS,
+        json={
+            "plate": "赣B12345",
+            "evidence": "行驶证 360702123456",
+            "photo_ref": "upload/xsz-1.jpg",
+        },
         headers=bearer(bob["access_token"]),
     )
     assert claim.status_code == 201, claim.text
     assert claim.json()["status"] == "pending"
     assert "holder_account_id" not in claim.json()
     twice = await api.post(
-        path,
-        json={"evidence": "again", "photo_ref": "upload/xsz-2.jpg"},
+        CLAIMS,
+        json={"plate": "赣B12345", "evidence": "again", "photo_ref": "upload/xsz-2.jpg"},
         headers=bearer(bob["access_token"]),
     )
     assert twice.status_code == 409
@@ -284,8 +334,8 @@ async def test_a_rejected_claim_needs_a_note_and_leaves_the_plate(
     operator = bearer(token_for(Role.OPERATOR))
     await bind(api, alice, "赣B12345")
     claim = await api.post(
-        f"/v1/me/vehicles/{quote_path('赣B12345')}/claims",
-        json={"evidence": "photo ref 42", "photo_ref": "upload/xsz-42.jpg"},
+        CLAIMS,
+        json={"plate": "赣B12345", "evidence": "photo ref 42", "photo_ref": "upload/xsz-42.jpg"},
         headers=bearer(bob),
     )
     claim_id = claim.json()["id"]
@@ -316,8 +366,8 @@ async def test_a_rejected_claim_needs_a_note_and_leaves_the_plate(
 async def test_a_claim_on_a_free_plate_says_to_bind_it(api: Client, login: Login) -> None:
     bob = (await login(BOB))["access_token"]
     claim = await api.post(
-        f"/v1/me/vehicles/{quote_path('赣B12345')}/claims",
-        json={"evidence": "x", "photo_ref": "upload/x.jpg"},
+        CLAIMS,
+        json={"plate": "赣B12345", "evidence": "x", "photo_ref": "upload/x.jpg"},
         headers=bearer(bob),
     )
     assert claim.status_code == 409
@@ -332,6 +382,8 @@ async def test_extra_fields_in_a_body_are_refused(api: Client, login: Login) -> 
     for path, body in (
         ("/v1/me/vehicles", {"plate": "赣B12345", "status": "approved"}),
         ("/v1/me/vehicles", {"plate": "赣B12345", "account_id": "acc-x"}),
+        (CLAIMS, {"plate": "赣B12345", "evidence": "x", "photo_ref": "up/x.jpg", "status": "ok"}),
+        ("/v1/plate-bills", {"plate": "赣B12345", "account_id": "acc-x"}),
         ("/v1/auth/otp", {"phone": ALICE, "amount": 1}),
         ("/v1/auth/token", {"phone": ALICE, "code": "123456", "paid_at": "2026-01-01"}),
         ("/v1/qr/resolve", {"code": "x", "status": "ok"}),
@@ -345,7 +397,12 @@ async def test_a_body_over_the_route_limit_is_refused_before_parsing(
     api: Client, login: Login
 ) -> None:
     alice = (await login(ALICE))["access_token"]
-    for path, size in (("/v1/auth/otp", 3 * 1024), ("/v1/me/vehicles", 5 * 1024)):
+    for path, size in (
+        ("/v1/auth/otp", 3 * 1024),
+        ("/v1/me/vehicles", 5 * 1024),
+        (CLAIMS, 5 * 1024),
+        ("/v1/plate-bills", 1024),
+    ):
         padded = b'{"phone": "' + b"1" * size + b'"}'
         refused = await api.post(
             path,
@@ -376,10 +433,18 @@ async def test_junk_plates_are_a_typed_400(api: Client, login: Login) -> None:
         refused = await bind(api, alice, plate)
         assert refused.status_code == 400, (plate, refused.text)
         assert refused.headers["content-type"] == "application/problem+json"
+        claimed = await api.post(
+            CLAIMS,
+            json={"plate": plate, "evidence": "行驶证 1", "photo_ref": "upload/x.jpg"},
+            headers=bearer(alice),
+        )
+        assert claimed.status_code == 400, (plate, claimed.text)
+        assert claimed.headers["content-type"] == "application/problem+json"
+        # a plate is no binding's id: the path refuses it, whatever it holds
         path = await api.delete(
             f"/v1/me/vehicles/{quote_path(plate) or '%20'}", headers=bearer(alice)
         )
-        assert path.status_code in (400, 404), (plate, path.text)
+        assert path.status_code == 400, (plate, path.text)
 
 
 async def test_undecodable_bodies_are_a_400(api: Client, login: Login) -> None:
@@ -392,15 +457,18 @@ async def test_undecodable_bodies_are_a_400(api: Client, login: Login) -> None:
         b'{"plate": 12345}',
         b'{"plate": null}',
     ):
-        refused = await api.post(
-            "/v1/me/vehicles",
-            content=raw,
-            headers={"content-type": "application/json"} | bearer(alice),
-        )
-        assert refused.status_code == 400, (raw, refused.status_code, refused.text)
+        for path in ("/v1/me/vehicles", "/v1/plate-bills"):
+            refused = await api.post(
+                path,
+                content=raw,
+                headers={"content-type": "application/json"} | bearer(alice),
+            )
+            assert refused.status_code == 400, (path, raw, refused.status_code, refused.text)
 
 
-async def test_a_huge_plate_in_the_path_is_a_400(api: Client, login: Login) -> None:
+async def test_a_huge_or_malformed_vehicle_id_in_the_path_is_a_400(
+    api: Client, login: Login
+) -> None:
     alice = (await login(ALICE))["access_token"]
     refused = await api.delete("/v1/me/vehicles/" + "A" * 5000, headers=bearer(alice))
     assert refused.status_code == 400
@@ -408,6 +476,28 @@ async def test_a_huge_plate_in_the_path_is_a_400(api: Client, login: Login) -> N
     assert nul.status_code == 400
     bad_utf8 = await api.delete("/v1/me/vehicles/%ff%fe", headers=bearer(alice))
     assert bad_utf8.status_code in (400, 404)
+    ulid = "01JD" + "0" * 22
+    for near in (
+        "veh-" + "A" * 5000,
+        f"veh-{ulid}%00",
+        f"veh-{ulid[:-1]}",
+        f"veh-{ulid}0",
+        f"veh-{ulid[:-1]}I",  # not Crockford base32
+        f"veh-{ulid.lower()}",
+        f"pc-{ulid}",
+        quote_path("赣B12345"),
+    ):
+        got = await api.delete(f"/v1/me/vehicles/{near}", headers=bearer(alice))
+        assert got.status_code == 400, (near[:40], got.text)
+        assert got.headers["content-type"] == "application/problem+json"
+    # a plate too long for any route is refused in the body as well
+    huge = await api.post(
+        CLAIMS,
+        json={"plate": "A" * 1000, "evidence": "行驶证 1", "photo_ref": "upload/x.jpg"},
+        headers=bearer(alice),
+    )
+    assert huge.status_code == 400, huge.text
+    assert huge.headers["content-type"] == "application/problem+json"
 
 
 async def test_control_characters_in_free_text_are_refused(api: Client, login: Login) -> None:
@@ -416,8 +506,8 @@ async def test_control_characters_in_free_text_are_refused(api: Client, login: L
     await bind(api, alice, "赣B12345")
     for evidence in ("a\x00b", "\x07", "line\nbreak"):
         refused = await api.post(
-            f"/v1/me/vehicles/{quote_path('赣B12345')}/claims",
-            json={"evidence": evidence, "photo_ref": "upload/xsz.jpg"},
+            CLAIMS,
+            json={"plate": "赣B12345", "evidence": evidence, "photo_ref": "upload/xsz.jpg"},
             headers=bearer(bob),
         )
         assert refused.status_code == 400, refused.text

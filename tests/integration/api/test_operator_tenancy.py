@@ -340,8 +340,10 @@ async def test_a_companys_exemption_is_free_at_its_lots_only_and_lifted_by_it_on
         "SELECT id FROM lots WHERE company_id = $1 ORDER BY id LIMIT 1", OTHER_COMPANY
     )
     south = other(token_for)
-    made = await api.put(
-        "/v1/operator/exemptions/plates/赣B8E888", json={"reason": "南康救护车"}, headers=south
+    made = await api.post(
+        "/v1/operator/exemptions/plates",
+        json={"plate": "赣B8E888", "reason": "南康救护车"},
+        headers=south,
     )
     kind = await api.put(
         "/v1/operator/exemptions/kinds/police", json={"reason": "公务"}, headers=south
@@ -350,8 +352,10 @@ async def test_a_companys_exemption_is_free_at_its_lots_only_and_lifted_by_it_on
     at_theirs = await quoted(api, south, theirs, "赣B8E888")
     at_demo = await quoted(api, own(token_for), DEMO_LOT, "赣B8E888")
     police_at_demo = await quoted(api, own(token_for), DEMO_LOT, "赣A0001警")
-    lifted_by_other = await api.delete(
-        "/v1/operator/exemptions/plates/赣B8E888", headers=own(token_for)
+    lifted_by_other = await api.post(
+        "/v1/operator/exemptions/plates/removals",
+        json={"plate": "赣B8E888"},
+        headers=own(token_for),
     )
 
     assert (made.status_code, kind.status_code) == (200, 204)
@@ -374,7 +378,11 @@ async def test_an_exemption_from_before_companies_stays_free_everywhere(
     theirs: str = await city_db.fetchval(
         "SELECT id FROM lots WHERE company_id = $1 ORDER BY id LIMIT 1", OTHER_COMPANY
     )
-    lifted = await api.delete("/v1/operator/exemptions/plates/赣B9C999", headers=own(token_for))
+    lifted = await api.post(
+        "/v1/operator/exemptions/plates/removals",
+        json={"plate": "赣B9C999"},
+        headers=own(token_for),
+    )
     assert lifted.status_code == 404
     for lot_id in (DEMO_LOT, theirs):
         assert (await quoted(api, own(token_for), lot_id, "赣B9C999"))["total_fen"] == 0
@@ -383,14 +391,18 @@ async def test_an_exemption_from_before_companies_stays_free_everywhere(
 async def test_a_blacklist_entry_is_changed_and_lifted_by_the_company_that_listed_it_only(
     api: Client, token_for: Callable[..., str], city_db: asyncpg.Connection
 ) -> None:
-    path = "/v1/operator/blacklist/赣B6D666"
-    listed = await api.put(path, json={"reason": "被盗车辆"}, headers=own(token_for))
-    rewritten = await api.put(path, json={"reason": "误报"}, headers=other(token_for))
-    lifted = await api.delete(path, headers=other(token_for))
+    path, removals, plate = "/v1/operator/blacklist", "/v1/operator/blacklist/removals", "赣B6D666"
+    listed = await api.post(
+        path, json={"plate": plate, "reason": "被盗车辆"}, headers=own(token_for)
+    )
+    rewritten = await api.post(
+        path, json={"plate": plate, "reason": "误报"}, headers=other(token_for)
+    )
+    lifted = await api.post(removals, json={"plate": plate}, headers=other(token_for))
     entry = await city_db.fetchrow(
         "SELECT reason, company_id FROM plate_blacklist WHERE plate = '赣B6D666'"
     )
-    by_owner = await api.delete(path, headers=own(token_for))
+    by_owner = await api.post(removals, json={"plate": plate}, headers=own(token_for))
 
     assert listed.status_code == 200, listed.text
     assert (rewritten.status_code, lifted.status_code) == (404, 404)

@@ -27,19 +27,24 @@ async def test_a_whitelisted_plate_parks_free_until_the_exemption_is_removed(
     api: Client, token_for: Callable[..., str], city_db_url: str
 ) -> None:
     operator = token_for(Role.OPERATOR, "bob")
-    put = await api.put(
-        "/v1/operator/exemptions/plates/赣b 99999",
-        json={"reason": "120 ambulance"},
+    put = await api.post(
+        "/v1/operator/exemptions/plates",
+        json={"plate": "赣b 99999", "reason": "120 ambulance"},
         headers=bearer(operator),
     )
     assert put.status_code == 200, put.text
     assert put.json() == {"plate": "赣B99999", "reason": "120 ambulance"}
     free = await quote(api, operator, "赣B99999")
     assert (free["total_fen"], free["reason"]) == (0, "exempt:120 ambulance")
-    gone = await api.delete("/v1/operator/exemptions/plates/赣B99999", headers=bearer(operator))
+    removal = {"plate": "赣B99999"}
+    gone = await api.post(
+        "/v1/operator/exemptions/plates/removals", json=removal, headers=bearer(operator)
+    )
     assert gone.status_code == 204
     assert (await quote(api, operator, "赣B99999"))["total_fen"] == 2000
-    again = await api.delete("/v1/operator/exemptions/plates/赣B99999", headers=bearer(operator))
+    again = await api.post(
+        "/v1/operator/exemptions/plates/removals", json=removal, headers=bearer(operator)
+    )
     assert again.status_code == 404
     conn = await asyncpg.connect(city_db_url)
     try:

@@ -294,14 +294,15 @@ TENANT: dict[str, Callable[[Things], Request]] = {
         f"/v1/operator/passes/{t.pass_id}",
         None,
     ),
-    # One list for the city (held at every lane), but an entry is its company's.
-    "PUT /v1/operator/blacklist/{plate:str}": lambda t: (
-        f"/v1/operator/blacklist/{t.plate}",
-        {"reason": "套牌"},
+    # One list for the city (held at every lane), but an entry is its company's; the
+    # plate goes in the body (a plate never goes in a URL).
+    "POST /v1/operator/blacklist": lambda t: (
+        "/v1/operator/blacklist",
+        {"plate": t.plate, "reason": "套牌"},
     ),
-    "DELETE /v1/operator/blacklist/{plate:str}": lambda t: (
-        f"/v1/operator/blacklist/{t.plate}",
-        None,
+    "POST /v1/operator/blacklist/removals": lambda t: (
+        "/v1/operator/blacklist/removals",
+        {"plate": t.plate},
     ),
     "GET /v1/operator/images/{lot_id:str}/{day:str}/{name:str}": lambda t: (
         f"/v1/operator/images/{t.lot}/{t.image}",
@@ -325,8 +326,8 @@ NOT_ONE_LOT: dict[str, str] = {
     "POST /v1/operator/lots": "the new lot is the creator's company's",
     "GET /v1/operator/anomalies": "lists the anomalies of the caller's company's lots only",
     "POST /v1/operator/tariffs": "the new tariff is the creator's company's",
-    "PUT /v1/operator/exemptions/plates/{plate:str}": "the caller's company's, free at its lots",
-    "DELETE /v1/operator/exemptions/plates/{plate:str}": "lifts the caller's company's only",
+    "POST /v1/operator/exemptions/plates": "the caller's company's, free at its lots",
+    "POST /v1/operator/exemptions/plates/removals": "lifts the caller's company's only",
     "PUT /v1/operator/exemptions/kinds/{kind:str}": "the caller's company's, free at its lots",
     "DELETE /v1/operator/exemptions/kinds/{kind:str}": "lifts the caller's company's only",
     "GET /v1/operator/plate-claims": "a plate's holder is an account's, not a lot's",
@@ -377,7 +378,9 @@ async def gz_urbans_things(
         headers=own,
     )
     assert issued.status_code == 201, issued.text
-    listed = await api.put("/v1/operator/blacklist/赣B4K444", json={"reason": "被盗"}, headers=own)
+    listed = await api.post(
+        "/v1/operator/blacklist", json={"plate": "赣B4K444", "reason": "被盗"}, headers=own
+    )
     assert listed.status_code == 200, listed.text
     await conn.execute(
         "INSERT INTO devices (device_id, kind, lot_id, lane_id, password_hash) "

@@ -11,7 +11,6 @@ import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -615,8 +614,8 @@ async def _verified_holder(app: Client, who: dict[str, str], operator: dict[str,
     bound = await app.post("/v1/me/vehicles", json={"plate": PLATE}, headers=who)
     assert bound.status_code == 201, bound.text
     claim = await app.post(
-        f"/v1/me/vehicles/{quote(PLATE)}/claims",
-        json={"evidence": "行驶证 360702123456", "photo_ref": "upload/xsz.jpg"},
+        "/v1/me/plate-claims",
+        json={"plate": PLATE, "evidence": "行驶证 360702123456", "photo_ref": "upload/xsz.jpg"},
         headers=who,
     )
     assert claim.status_code == 201, claim.text

@@ -1,7 +1,8 @@
 """Reliability matrix A1: driver B naming driver A's bill, payment, session or plate gets
 the 404 of a thing that does not exist, changes nothing, and leaves an audit line.
 
-One case per driver route that takes an id or a plate. Alice's things are made
+One case per driver route that takes an id or a plate (a plate only in a body: a
+route names a binding by its id, never by its plate). Alice's things are made
 through the API where it can (her payment is a real order at the sandbox
 provider, started as ``parking sandbox-pay`` on a free port).
 """
@@ -43,6 +44,7 @@ async def account_of(api: Client, token: str) -> str:
 class Alices:
     account: str
     plate: str
+    vehicle_id: str
     bill_id: str
     payment_id: str
     session_id: str
@@ -117,6 +119,7 @@ async def alices(
     return Alices(
         account=account,
         plate=PLATE,
+        vehicle_id=bound.json()["id"],
         bill_id=bill_id,
         payment_id=paying.json()["id"],
         session_id=session_id,
@@ -179,19 +182,29 @@ CASES = [
     pytest.param(
         Case(
             "PUT",
-            lambda a: f"/v1/me/contactless/{a.plate}",
+            lambda a: f"/v1/me/contactless/{a.vehicle_id}",
             "denied:contactless",
-            lambda a: f"plate:{a.plate}",
+            lambda a: f"vehicle:{a.vehicle_id}",
             body=lambda _: {"provider": "wechat", "payer_id": "oBob"},
         ),
         id="contactless-on",
     ),
     pytest.param(
         Case(
-            "DELETE",
-            lambda a: f"/v1/me/contactless/{a.plate}",
+            "POST",
+            lambda a: f"/v1/me/contactless/{a.vehicle_id}/authorisation",
             "denied:contactless",
-            lambda a: f"plate:{a.plate}",
+            lambda a: f"vehicle:{a.vehicle_id}",
+            body=lambda _: {"provider": "wechat", "return_to": "/q/tok_A1"},
+        ),
+        id="contactless-authorisation",
+    ),
+    pytest.param(
+        Case(
+            "DELETE",
+            lambda a: f"/v1/me/contactless/{a.vehicle_id}",
+            "denied:contactless",
+            lambda a: f"vehicle:{a.vehicle_id}",
         ),
         id="contactless-off",
     ),
@@ -207,9 +220,9 @@ CASES = [
     pytest.param(
         Case(
             "DELETE",
-            lambda a: f"/v1/me/vehicles/{a.plate}",
+            lambda a: f"/v1/me/vehicles/{a.vehicle_id}",
             "denied:vehicle.unbind",
-            lambda a: f"plate:{a.plate}",
+            lambda a: f"vehicle:{a.vehicle_id}",
         ),
         id="vehicle-unbind",
     ),
@@ -286,3 +299,24 @@ async def test_a_bill_that_does_not_exist_is_the_same_404_without_an_audit_line(
         )
         == 0
     )
+
+
+async def test_a_vehicle_id_never_made_is_the_same_404_without_an_audit_line(
+    api: Client, login: Login, alices: Alices, city_db: asyncpg.Connection
+) -> None:
+    bob = await login(BOB)
+    missing = "veh-" + "0" * 26
+
+    for path in ("/v1/me/vehicles/{}", "/v1/me/contactless/{}"):
+        got = await api.delete(path.format(missing), headers=bearer(bob))
+        theirs = await api.delete(path.format(alices.vehicle_id), headers=bearer(bob))
+
+        assert (got.status_code, theirs.status_code) == (404, 404), (path, got.text)
+        assert got.json()["type"] == theirs.json()["type"]
+    assert (
+        await city_db.fetchval(
+            "SELECT count(*) FROM audit_log WHERE target = $1", f"vehicle:{missing}"
+        )
+        == 0
+    )
+    await nothing_of_alices_changed(city_db, alices)

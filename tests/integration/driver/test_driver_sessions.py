@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -27,19 +26,22 @@ DEMO = "GZ-DEMO-01"
 ALICE, BOB = "13800000011", "13800000012"
 
 
-async def bind(api: Client, token: str, plate: str, *, verified: bool = True) -> None:
+async def bind(api: Client, token: str, plate: str, *, verified: bool = True) -> str:
     """Bind the plate and (unless ``verified=False``) have it verified the way a driver
-    does: a claim with the 行驶证 photo, approved by an operator."""
+    does: a claim with the 行驶证 photo, approved by an operator. The binding's id (how
+    routes name it: a plate never goes in a URL)."""
     bound = await api.post("/v1/me/vehicles", json={"plate": plate}, headers=bearer(token))
     assert bound.status_code == 201, bound.text
     if verified:
         await verify(api, token, plate)
+    vehicle: str = bound.json()["id"]
+    return vehicle
 
 
 async def verify(api: Client, token: str, plate: str) -> None:
     claim = await api.post(
-        f"/v1/me/vehicles/{quote(plate)}/claims",
-        json={"evidence": "行驶证 360702123456", "photo_ref": "upload/xsz.jpg"},
+        "/v1/me/plate-claims",
+        json={"plate": plate, "evidence": "行驶证 360702123456", "photo_ref": "upload/xsz.jpg"},
         headers=bearer(token),
     )
     assert claim.status_code == 201, claim.text
@@ -237,11 +239,11 @@ async def test_history_hides_the_plates_previous_holders_sessions(
     api: Client, login: Login, city_db: asyncpg.Connection
 ) -> None:
     alice, bob = await login(ALICE), await login(BOB)
-    await bind(api, alice, "赣B12345")
+    vehicle = await bind(api, alice, "赣B12345")
     await bound_since_yesterday(city_db, "赣B12345")
     old = await open_session(city_db, "赣B12345", entry=datetime.now(UTC) - timedelta(hours=2))
     await close_session(city_db, old, DEMO, exit_at=datetime.now(UTC) - timedelta(hours=1), fee=100)
-    gone = await api.delete("/v1/me/vehicles/赣B12345", headers=bearer(alice))
+    gone = await api.delete(f"/v1/me/vehicles/{vehicle}", headers=bearer(alice))
     assert gone.status_code == 204, gone.text
     await bind(api, bob, "赣B12345")
 
@@ -358,36 +360,39 @@ async def test_another_drivers_receipt_is_a_404_and_audited(
 
 async def test_contactless_on_a_plate_that_is_not_mine_is_a_404(api: Client, login: Login) -> None:
     alice, bob = await login(ALICE), await login(BOB)
-    await bind(api, alice, "赣B12345")
+    alices = await bind(api, alice, "赣B12345")
 
     on = await api.put(
-        "/v1/me/contactless/赣B12345",
+        f"/v1/me/contactless/{alices}",
         json={"provider": "wechatpay", "payer_id": "oBob"},
         headers=bearer(bob),
     )
-    off = await api.delete("/v1/me/contactless/赣B12345", headers=bearer(bob))
+    off = await api.delete(f"/v1/me/contactless/{alices}", headers=bearer(bob))
+    # a plate is no binding's id: it never goes in a URL
+    by_plate = await api.delete("/v1/me/contactless/赣B12345", headers=bearer(alice))
 
     assert (on.status_code, off.status_code) == (404, 404)
+    assert by_plate.status_code == 400, by_plate.text
 
 
 async def test_turning_contactless_off_for_my_plate_is_idempotent(
     api: Client, login: Login
 ) -> None:
     alice = await login(ALICE)
-    await bind(api, alice, "赣B12345")
+    vehicle = await bind(api, alice, "赣B12345")
 
-    first = await api.delete("/v1/me/contactless/赣B12345", headers=bearer(alice))
-    again = await api.delete("/v1/me/contactless/赣B12345", headers=bearer(alice))
+    first = await api.delete(f"/v1/me/contactless/{vehicle}", headers=bearer(alice))
+    again = await api.delete(f"/v1/me/contactless/{vehicle}", headers=bearer(alice))
 
     assert (first.status_code, again.status_code) == (204, 204)
 
 
 async def test_contactless_with_an_unknown_provider_is_a_400(api: Client, login: Login) -> None:
     alice = await login(ALICE)
-    await bind(api, alice, "赣B12345")
+    vehicle = await bind(api, alice, "赣B12345")
 
     on = await api.put(
-        "/v1/me/contactless/赣B12345",
+        f"/v1/me/contactless/{vehicle}",
         json={"provider": "nosuchpay", "payer_id": "oAlice"},
         headers=bearer(alice),
     )

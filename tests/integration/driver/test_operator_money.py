@@ -23,6 +23,7 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from kits import vehicle_id
 from litestar import Litestar
 from sandboxkit import SandboxControl, SandboxProcess, bearer, free_port, sandbox
 
@@ -143,8 +144,12 @@ async def a_driver(
         assert bound.status_code == 201, bound.text
         if verified_by is not None:
             claim = await api.post(
-                f"/v1/me/vehicles/{plate}/claims",
-                json={"evidence": "行驶证 No. 360702-TEST", "photo_ref": "upload/xsz.jpg"},
+                "/v1/me/plate-claims",
+                json={
+                    "plate": plate,
+                    "evidence": "行驶证 No. 360702-TEST",
+                    "photo_ref": "upload/xsz.jpg",
+                },
                 headers=bearer(token),
             )
             assert claim.status_code == 201, claim.text
@@ -165,7 +170,7 @@ async def contactless_on(
     openid = "o" + uuid.uuid4().hex[:20]
     await control.mandate(openid=openid, plate_number=plate)
     on = await api.put(
-        f"/v1/me/contactless/{plate}",
+        f"/v1/me/contactless/{await vehicle_id(api, token, plate)}",
         json={"provider": "wechat", "payer_id": openid},
         headers=bearer(token),
     )
@@ -517,7 +522,8 @@ async def test_unbinding_a_plate_revokes_its_contactless_mandate(
     token, account = await a_driver(api, redis_client, plate)
     mandate_id = await contactless_on(api, control, token, plate)
 
-    gone = await api.delete(f"/v1/me/vehicles/{plate}", headers=bearer(token))
+    vehicle = await vehicle_id(api, token, plate)
+    gone = await api.delete(f"/v1/me/vehicles/{vehicle}", headers=bearer(token))
 
     assert gone.status_code == 204, gone.text
     assert await mandate_state(city_db, mandate_id) == "revoked"
@@ -544,8 +550,8 @@ async def test_a_plate_lost_to_an_approved_claim_takes_the_losers_mandate_with_i
     mandate_id = await contactless_on(api, control, squatter, plate)
     owner, owner_account = await a_driver(api, redis_client)
     claim = await api.post(
-        f"/v1/me/vehicles/{plate}/claims",
-        json={"evidence": "行驶证 No. 360702-TEST", "photo_ref": "upload/xsz.jpg"},
+        "/v1/me/plate-claims",
+        json={"plate": plate, "evidence": "行驶证 No. 360702-TEST", "photo_ref": "upload/xsz.jpg"},
         headers=bearer(owner),
     )
     assert claim.status_code == 201, claim.text

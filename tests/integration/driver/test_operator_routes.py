@@ -185,8 +185,8 @@ async def test_a_blacklisted_plate_is_held_at_its_next_entry_at_once(
         broker.hash_password(secret),
     )
 
-    put = await api.put(
-        "/v1/operator/blacklist/赣B66666", json={"reason": "套牌嫌疑"}, headers=operator
+    put = await api.post(
+        "/v1/operator/blacklist", json={"plate": "赣B66666", "reason": "套牌嫌疑"}, headers=operator
     )
     entry = await api.post(
         "/v1/gate/passages",
@@ -220,9 +220,14 @@ async def test_taking_a_plate_off_the_blacklist_clears_its_live_flag(
     api: Client, operator: dict[str, str], city_db: asyncpg.Connection, redis_client: aioredis.Redis
 ) -> None:
     await rebuild.ensure_ready(city_db, redis_client, now=datetime.now(UTC))
-    await api.put("/v1/operator/blacklist/赣B66666", json={"reason": "test"}, headers=operator)
+    listed = await api.post(
+        "/v1/operator/blacklist", json={"plate": "赣B66666", "reason": "test"}, headers=operator
+    )
+    assert listed.status_code == 200, listed.text
 
-    got = await api.delete("/v1/operator/blacklist/赣B66666", headers=operator)
+    got = await api.post(
+        "/v1/operator/blacklist/removals", json={"plate": "赣B66666"}, headers=operator
+    )
 
     assert got.status_code == 200, got.text
     flag = await redis_client.hget(keys.plate(keys.plate_tag("赣B66666"), "赣B66666"), "bl")
@@ -324,7 +329,9 @@ async def test_a_driver_cannot_use_operator_routes(
     driver = {"Authorization": f"Bearer {token_for(Role.DRIVER, 'acc-x')}"}
     got: list[Any] = [
         await api.get("/v1/operator/lots", headers=driver),
-        await api.put("/v1/operator/blacklist/赣B12345", json={"reason": "x"}, headers=driver),
+        await api.post(
+            "/v1/operator/blacklist", json={"plate": "赣B12345", "reason": "x"}, headers=driver
+        ),
         await api.get("/v1/operator/anomalies", headers=driver),
     ]
     assert [r.status_code for r in got] == [403, 403, 403]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -78,7 +77,7 @@ async def test_a_friend_who_names_the_plate_pays_its_bill_and_never_sees_the_tim
     closed_at = datetime.now(UTC) - timedelta(hours=30)
     bill = await a_bill_of_the_plate(city_db, closed_at=closed_at)
 
-    owed = await api.get(f"/v1/plates/{quote(PLATE)}/bills", headers=bearer(friend))
+    owed = await api.post("/v1/plate-bills", json={"plate": PLATE}, headers=bearer(friend))
     unnamed = await api.post(
         "/v1/bills/pay",
         json={"bill_ids": [bill]},
@@ -156,7 +155,7 @@ async def test_a_providers_plate_authorisation_verifies_the_binding(
     before = await api.get("/v1/me/sessions/current", headers=bearer(holder))
     openid = "o" + uuid.uuid4().hex[:20]
     refused = await api.put(
-        f"/v1/me/contactless/{quote(PLATE)}",
+        f"/v1/me/contactless/{bound.json()['id']}",
         json={"provider": "wechat", "payer_id": openid},
         headers=bearer(holder),
     )
@@ -164,7 +163,7 @@ async def test_a_providers_plate_authorisation_verifies_the_binding(
     await control.mandate(openid=openid, plate_number=PLATE)
 
     on = await api.put(
-        f"/v1/me/contactless/{quote(PLATE)}",
+        f"/v1/me/contactless/{bound.json()['id']}",
         json={"provider": "wechat", "payer_id": openid},
         headers=bearer(holder),
     )

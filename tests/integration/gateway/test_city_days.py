@@ -190,7 +190,7 @@ async def _drive_and_check(
         bill_ids: dict[str, str] = {}
         for n, plate in enumerate(leaving):
             driver = {"Authorization": f"Bearer {token_for(Role.DRIVER, f'acc-t13-{n}')}"}
-            got = await http.get(f"/v1/plates/{plate}/bills", headers=driver)
+            got = await http.post("/v1/plate-bills", json={"plate": plate}, headers=driver)
             assert got.status_code == 200, got.text
             [bill] = got.json()["items"]
             amounts[plate], bill_ids[plate] = bill["amount_fen"], bill["id"]

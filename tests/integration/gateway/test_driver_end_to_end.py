@@ -108,19 +108,26 @@ async def test_enter_leave_see_the_bill_pay_in_the_sandbox_and_enter_again(
             me = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
             bound = await http.post("/v1/me/vehicles", json={"plate": PLATE}, headers=me)
             assert bound.status_code == 201, bound.text
-            # An operator verifies it from the 行驶证 (README: curl, the plate raw in the path).
+            # An operator verifies it from the 行驶证 (README: curl, the plate in the body).
             curl = await asyncio.create_subprocess_exec(
                 "curl",
                 "-s",
                 "-X",
                 "POST",
-                f"{base}/v1/me/vehicles/{PLATE}/claims",
+                f"{base}/v1/me/plate-claims",
                 "-H",
                 f"Authorization: {me['Authorization']}",
                 "-H",
                 "Content-Type: application/json",
                 "-d",
-                '{"evidence": "行驶证 360702123456", "photo_ref": "upload/xsz-1.jpg"}',
+                json.dumps(
+                    {
+                        "plate": PLATE,
+                        "evidence": "行驶证 360702123456",
+                        "photo_ref": "upload/xsz-1.jpg",
+                    },
+                    ensure_ascii=False,
+                ),
                 stdout=asyncio.subprocess.PIPE,
             )
             claimed, _ = await curl.communicate()

@@ -396,9 +396,10 @@ async def _bind_verified(
     await eventually(bound, within=10, what="the plate")
     account = await pipeline.fetchval("SELECT id FROM accounts WHERE phone = $1", "+86" + phone)
     async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as http:
+        evidence = {"evidence": "行驶证 360702141414", "photo_ref": "upload/xsz-14.jpg"}
         claim = await http.post(
-            f"/v1/me/vehicles/{plate}/claims",
-            json={"evidence": "行驶证 360702141414", "photo_ref": "upload/xsz-14.jpg"},
+            "/v1/me/plate-claims",
+            json={"plate": plate, **evidence},
             headers={"Authorization": f"Bearer {token_for(Role.DRIVER, account)}"},
         )
         assert claim.status_code == 201, claim.text

@@ -63,8 +63,12 @@ async def test_a_25_hour_stay_at_songcheng_bills_2400_everywhere(pipeline: Pipel
         account = (await api.get("/v1/me", headers=me)).json()["id"]
         assert (await api.post("/v1/me/vehicles", json={"plate": PLATE}, headers=me)).is_success
         claim = await api.post(
-            f"/v1/me/vehicles/{PLATE}/claims",
-            json={"evidence": "行驶证 360702123456", "photo_ref": "upload/xsz-sc.jpg"},
+            "/v1/me/plate-claims",
+            json={
+                "plate": PLATE,
+                "evidence": "行驶证 360702123456",
+                "photo_ref": "upload/xsz-sc.jpg",
+            },
             headers=me,
         )
         assert claim.status_code == 201, claim.text

@@ -141,9 +141,9 @@ async function loadPlates() {
     const actions = document.createElement("span"); actions.className = "actions";
     if (on.has(v.plate)) {
       const badge = document.createElement("span"); badge.className = "badge"; badge.textContent = "无感支付已开通";
-      actions.append(badge, button("关闭", () => contactlessOff(v.plate)));
+      actions.append(badge, button("关闭", () => contactlessOff(v)));
     } else {
-      actions.appendChild(button("开通无感支付", () => contactlessOn(v.plate)));
+      actions.appendChild(button("开通无感支付", () => contactlessOn(v)));
     }
     item.appendChild(actions);
     return item;
@@ -216,18 +216,19 @@ function leaveText(p) {
 
 // 无感支付 on: the provider's sign-in, then its authorising page, then back here with
 // ?contactless=on|declined|failed (the platform stores the mandate in between).
-async function contactlessOn(plate) {
+// A binding is named by its id in a URL: a plate never goes in one.
+async function contactlessOn(vehicle) {
   try {
-    const got = await call("/v1/me/contactless/" + encodeURIComponent(plate) + "/authorisation", { method: "POST", body: { provider: "wechat", return_to: "/q/" + encodeURIComponent(CODE) } });
+    const got = await call("/v1/me/contactless/" + encodeURIComponent(vehicle.id) + "/authorisation", { method: "POST", body: { provider: "wechat", return_to: "/q/" + encodeURIComponent(CODE) } });
     say("正在前往微信开通无感支付…", true);
     location.assign(got.url);
   } catch (e) { say(e.message); }
 }
 
-async function contactlessOff(plate) {
+async function contactlessOff(vehicle) {
   try {
-    await call("/v1/me/contactless/" + encodeURIComponent(plate), { method: "DELETE" });
-    say(plate + " 的无感支付已关闭，离场后请扫码缴费。", true);
+    await call("/v1/me/contactless/" + encodeURIComponent(vehicle.id), { method: "DELETE" });
+    say(vehicle.plate + " 的无感支付已关闭，离场后请扫码缴费。", true);
     await loadPlates();
   } catch (e) { say(e.message); }
 }
