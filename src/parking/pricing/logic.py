@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import bisect
-from datetime import datetime
-from typing import NamedTuple
+from datetime import datetime, timedelta
+from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo
 
 from msgspec import UNSET
 
-from parking.plates import Plate
+from parking.plates import Plate, PlateError, parse_plate
 from parking.pricing.model import MonthlyPass, PricedStay, PricingError, Rules, TariffVersion
 from parking.tariffs import Tariff, quote
+from parking.tariffs import next_step as tariff_step
 from parking.vehicles import VehicleClass, effective_class
+
+_MICROSECOND: Final = timedelta(microseconds=1)
 
 
 def version_in_force(versions: tuple[TariffVersion, ...], at: datetime) -> TariffVersion | None:
     """The latest version whose effective_from is at or before ``at``."""
     index = bisect.bisect_right([v.effective_from for v in versions], at)
     return versions[index - 1] if index else None
+
+
+def plate_or_none(raw: str | None) -> Plate | None:
+    """A camera read as a plate, or None when there is no usable plate (priced as unplated)."""
+    if raw is None:
+        return None
+    try:
+        return parse_plate(raw)
+    except PlateError:
+        return None
 
 
 def vehicle_class_for(rules: Rules, plate: Plate | None, explicit: int | None) -> int:
@@ -66,13 +79,7 @@ def price(
     if exit <= entry:
         raise PricingError(f"exit {exit.isoformat()} is not after entry {entry.isoformat()}")
     cls = vehicle_class_for(rules, plate, vehicle_class)
-    by_class = rules.lot_tariffs.get(lot_id)
-    if not by_class or cls not in by_class:
-        raise PricingError(f"lot {lot_id} has no tariff for vehicle class {cls}")
-    tariff_id = by_class[cls]
-    version = version_in_force(rules.versions.get(tariff_id, ()), entry)
-    if version is None:
-        raise PricingError(f"tariff {tariff_id} has no version in force at {entry.isoformat()}")
+    tariff_id, version = _in_force(rules, lot_id, cls, entry)
 
     def free(reason: str) -> PricedStay:
         return PricedStay(
@@ -85,10 +92,7 @@ def price(
         )
 
     if plate is not None:
-        company = rules.lot_companies.get(lot_id)
-        exempt = _exemption(rules.exempt_plates.get(plate.text), company)
-        if exempt is None:
-            exempt = _exemption(rules.exempt_kinds.get(plate.kind.value), company)
+        exempt = _exempt(rules, lot_id, plate)
         if exempt is not None:
             return free(f"exempt:{exempt}")
         covering = _covering_pass(rules.passes.get(plate.text, ()), lot_id, entry)
@@ -121,6 +125,63 @@ def price(
         reason="tariff",
         quote=full,
     )
+
+
+def next_step(
+    rules: Rules,
+    *,
+    lot_id: str,
+    plate: Plate | None,
+    entry: datetime,
+    at: datetime,
+    vehicle_class: int | None = None,
+    stay_of_day: int = 1,
+) -> datetime | None:
+    """Until when ``price`` with the exit at ``at`` holds under these rules: the first
+    instant after ``at`` at which the stay may cost more (``tariffs.next_step``), the
+    end of the monthly pass covering it, or None when it never will (an exempt plate).
+    Raises PricingError as ``price`` does."""
+    if entry.tzinfo is None or at.tzinfo is None:
+        raise PricingError("entry and exit must carry a time zone")
+    if at <= entry:
+        raise PricingError(f"exit {at.isoformat()} is not after entry {entry.isoformat()}")
+    _tariff_id, version = _in_force(
+        rules, lot_id, vehicle_class_for(rules, plate, vehicle_class), entry
+    )
+    start = entry
+    if plate is not None:
+        if _exempt(rules, lot_id, plate) is not None:
+            return None
+        covering = _covering_pass(rules.passes.get(plate.text, ()), lot_id, entry)
+        if covering is not None:
+            if covering.valid_until >= at:
+                return covering.valid_until + _MICROSECOND
+            start = covering.valid_until
+    nev = plate.is_new_energy if plate is not None else False
+    return tariff_step(
+        version.tariff, start, at, nev=nev, calendars=rules.calendars, stay_of_day=stay_of_day
+    )
+
+
+def _in_force(rules: Rules, lot_id: str, cls: int, entry: datetime) -> tuple[str, TariffVersion]:
+    """The lot's tariff for the class and its version in force at the stay's entry."""
+    by_class = rules.lot_tariffs.get(lot_id)
+    if not by_class or cls not in by_class:
+        raise PricingError(f"lot {lot_id} has no tariff for vehicle class {cls}")
+    tariff_id = by_class[cls]
+    version = version_in_force(rules.versions.get(tariff_id, ()), entry)
+    if version is None:
+        raise PricingError(f"tariff {tariff_id} has no version in force at {entry.isoformat()}")
+    return tariff_id, version
+
+
+def _exempt(rules: Rules, lot_id: str, plate: Plate) -> str | None:
+    """Why the plate parks free at the lot (its own exemption, else its kind's), if it does."""
+    company = rules.lot_companies.get(lot_id)
+    exempt = _exemption(rules.exempt_plates.get(plate.text), company)
+    if exempt is None:
+        exempt = _exemption(rules.exempt_kinds.get(plate.kind.value), company)
+    return exempt
 
 
 def _tariff_at(rules: Rules, lot_id: str, cls: int, at: datetime) -> Tariff | None:

@@ -15,8 +15,10 @@ from parking import audit as audit_log
 from parking.auth.model import Principal
 from parking.errors import Conflict, InvalidInput, NotFound
 from parking.lots import service as lots_service
-from parking.plates import Plate, PlateError, PlateKind, parse_plate
+from parking.plates import PlateKind, parse_plate
 from parking.pricing import logic, store
+from parking.pricing.live import LiveFee, LiveFees
+from parking.pricing.logic import plate_or_none
 from parking.pricing.model import MonthlyPass, PricedStay, PricingError, Rules, TariffVersion
 from parking.tariffs import Tariff, decode_tariff
 from parking.tariffs.calendar import Calendar, decode_calendar
@@ -74,21 +76,12 @@ async def load_rules(conn: asyncpg.Connection) -> Rules:
     return rules
 
 
-def plate_or_none(raw: str | None) -> Plate | None:
-    """A camera read as a plate, or None when there is no usable plate (priced as unplated)."""
-    if raw is None:
-        return None
-    try:
-        return parse_plate(raw)
-    except PlateError:
-        return None
-
-
 class Pricer:
     """Prices stays from a snapshot of the rules; ``refresh`` swaps in a new snapshot."""
 
     def __init__(self, rules: Rules) -> None:
         self._rules = rules
+        self._live = LiveFees()
 
     @classmethod
     async def load(cls, conn: asyncpg.Connection) -> Pricer:
@@ -96,6 +89,8 @@ class Pricer:
 
     async def refresh(self, conn: asyncpg.Connection) -> None:
         self._rules = await load_rules(conn)
+        # Every fee kept was priced under the old rules.
+        self._live.clear()
 
     @property
     def rules(self) -> Rules:
@@ -119,6 +114,37 @@ class Pricer:
             exit=exit,
             vehicle_class=vehicle_class,
             stay_of_day=stay_of_day,
+        )
+
+    def live_fee(
+        self,
+        *,
+        session_id: str,
+        lot_id: str,
+        plate: str | None,
+        entry: datetime,
+        at: datetime,
+        stay_of_day: int = 1,
+    ) -> LiveFee:
+        """A running stay's fee were it to end at ``at``, kept until its next price step
+        (``parking.pricing.live``); raises PricingError as ``price`` does."""
+        return self._live.fee(
+            self._rules,
+            session_id=session_id,
+            lot_id=lot_id,
+            plate=plate,
+            entry=entry,
+            at=at,
+            stay_of_day=stay_of_day,
+        )
+
+    def held_fee(
+        self, *, session_id: str, lot_id: str, plate: str | None, entry: datetime, at: datetime
+    ) -> LiveFee | None:
+        """The running stay's kept fee when it still holds at ``at`` and does not depend on
+        the stay's index of the day (no counting needed); None: ask ``live_fee``."""
+        return self._live.held(
+            self._rules, session_id=session_id, lot_id=lot_id, plate=plate, entry=entry, at=at
         )
 
     def daily_grace_count(

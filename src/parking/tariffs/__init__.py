@@ -1,10 +1,11 @@
 """Tariff documents (contract v2) and the pure fee engine.
 
 Decode a document at the edge with `decode_tariff` / `tariff_from_dict`, then
-price stays with `quote`; `quote_to_json` gives the itemised breakdown. A
-document with `schedules` reads local dates by calendars (`decode_calendar`,
-`Calendar`); one with `nev.daily_grace` needs the stay's place of the day
-(`quote(..., stay_of_day=n)`, counted by the caller per `Tariff.group`).
+price stays with `quote`; `quote_to_json` gives the itemised breakdown, and
+`next_step` says until when a running stay's price holds. A document with
+`schedules` reads local dates by calendars (`decode_calendar`, `Calendar`); one
+with `nev.daily_grace` needs the stay's place of the day (`quote(...,
+stay_of_day=n)`, counted by the caller per `Tariff.group`).
 """
 
 from parking.tariffs.calendar import (
@@ -17,7 +18,7 @@ from parking.tariffs.calendar import (
     decode_calendar_csv,
 )
 from parking.tariffs.decode import decode_tariff, tariff_from_dict
-from parking.tariffs.logic import MAX_LISTED_CHARGES, listed, quote, quote_to_json
+from parking.tariffs.logic import MAX_LISTED_CHARGES, listed, next_step, quote, quote_to_json
 from parking.tariffs.model import (
     Band,
     Cap,
@@ -66,6 +67,7 @@ __all__ = [
     "decode_calendar_csv",
     "decode_tariff",
     "listed",
+    "next_step",
     "quote",
     "quote_to_json",
     "tariff_from_dict",

@@ -68,6 +68,13 @@ _EPOCH_DATE: Final = EPOCH.date()
 _CYCLE_MARGIN_US: Final = 3 * DAY_US
 
 _LONGEST_STEP_US: Final = timedelta.max // MICROSECOND
+#: `next_step` looks this far ahead for the next band change; a stay in one band
+#: that long (a whole-day band, no schedules) is simply priced again then.
+_STEP_HORIZON_US: Final = 2 * DAY_US
+
+#: A unit of a tiered band: (start, end, free while it lasted at most this long),
+#: instants and lengths in microseconds.
+_Unit = tuple[int, int, int]
 
 _json_encoder: Final = msgspec.json.Encoder()
 
@@ -156,6 +163,65 @@ def quote(
     )
 
 
+def next_step(
+    tariff: Tariff,
+    entry: datetime,
+    at: datetime,
+    *,
+    nev: bool,
+    calendars: Calendar | Sequence[Calendar] = (),
+    stay_of_day: int = 1,
+) -> datetime:
+    """The first instant after `at` at which a stay from `entry` may cost more than
+    one ending at `at`: `quote` gives the same total for every exit from `at` up to,
+    not including, this instant (the arguments as `quote` takes them).
+
+    It is where the price would next change by the units, bands and grace alone: a
+    cap, a segment cap or the NEV share's rounding may absorb that change, and then
+    the total changes later, never earlier. At most two days after `at`. Relies on
+    the total never decreasing as the exit moves later (a property the engine's
+    tests check). Raises `QuoteError` as `quote` does.
+    """
+    entry_us = instant_of("entry", entry)
+    at_us = instant_of("exit", at)
+    if at_us <= entry_us:
+        raise QuoteError(f"exit {at.isoformat()} is not after entry {entry.isoformat()}")
+    if stay_of_day < 1:
+        raise QuoteError(f"stay_of_day counts the day's stays from 1, got {stay_of_day}")
+    policy = tariff.nev if nev else None
+    document = tariff
+    if policy is not None and isinstance(policy.tariff, Tariff):
+        document = policy.tariff
+    zone = document.zone()
+    grace_minutes, deductible = _grace(document, policy, stay_of_day)
+    grace_us = grace_minutes * MINUTE_US
+    horizon_us = at_us + _STEP_HORIZON_US
+    if isinstance(calendars, Calendar):
+        calendars = (calendars,)
+    if at_us - entry_us <= grace_us:
+        # The first exit beyond the grace period is billed.
+        return local_at(min(entry_us + grace_us + 1, horizon_us), zone)
+    billable_us = entry_us + grace_us if deductible else entry_us
+    step_us = horizon_us
+    last = _price(document, zone, (entry_us, billable_us, at_us), calendars).last_unit
+    if last is not None:
+        start_us, end_us, free_up_to_us = last
+        if end_us > at_us and at_us - start_us <= free_up_to_us:
+            # Cut short at `at` and free so far: charged once it lasts longer than
+            # the remainder rule allows, or once it is whole.
+            step_us = min(start_us + free_up_to_us + 1, end_us)
+        else:
+            # Whole or charged already: the next unit starts with the first exit
+            # past its end.
+            step_us = end_us + 1
+    # A new band (its flat fee, or its first unit) with the first exit past its start.
+    pieces = offset_pieces(zone, at_us - 1, horizon_us + 1)
+    segments = _band_segments(_Days(document, calendars), pieces, at_us - 1, horizon_us)
+    if len(segments) > 1:
+        step_us = min(step_us, segments[1][0] + 1)
+    return local_at(min(step_us, horizon_us), zone)
+
+
 def _grace(document: Tariff, policy: NevPolicy | None, stay_of_day: int) -> tuple[int, bool]:
     """Step 2's grace (minutes, deductible) for this vehicle and stay of the day."""
     if document.grace is not None:
@@ -179,7 +245,15 @@ def _grace(document: Tariff, policy: NevPolicy | None, stay_of_day: int) -> tupl
 class _Priced:
     """Steps 3 to 5 of a billable stay: its segments, charges, cycles and sum."""
 
-    __slots__ = ("calendars", "charges", "cycles", "dates_by_weekday", "segments", "subtotal")
+    __slots__ = (
+        "calendars",
+        "charges",
+        "cycles",
+        "dates_by_weekday",
+        "last_unit",
+        "segments",
+        "subtotal",
+    )
 
     def __init__(self) -> None:
         self.segments: list[Segment] = []
@@ -188,6 +262,8 @@ class _Priced:
         self.subtotal: Fen = 0
         self.calendars: tuple[str, ...] = ()
         self.dates_by_weekday: tuple[date, ...] = ()
+        #: the stay's last unit (start, end, free up to), for `next_step`
+        self.last_unit: _Unit | None = None
 
 
 def _price(
@@ -215,7 +291,9 @@ def _price(
     charge_times: list[int] = []
     for start, end, schedule, band_index, day in _band_segments(days, pieces, billable_us, exit_us):
         band = days.bands[schedule][band_index]
-        raw, fen = _charge_segment(band, (start, end), origins, clock, priced.charges, charge_times)
+        raw, fen, priced.last_unit = _charge_segment(
+            band, (start, end), origins, clock, priced.charges, charge_times
+        )
         segment = Segment(
             start=clock.local(start),
             end=clock.local(end),
@@ -424,11 +502,12 @@ def _charge_segment(
     clock: Clock,
     charges: list[Charge],
     charge_times: list[int],
-) -> tuple[Fen, Fen]:
+) -> tuple[Fen, Fen, _Unit | None]:
     """Contract step 4: append the segment's charges (and their instants), return
-    its sum before and after the segment cap."""
+    its sum before and after the segment cap, and its last unit (None: flat)."""
     start_us, end_us = segment
     first = len(charges)
+    last: _Unit | None = None
     if band.flat is not None:
         charges.append(
             Charge(
@@ -482,6 +561,7 @@ def _charge_segment(
                 )
             )
             charge_times.append(at_us)
+            last = (at_us, following, free_up_to_us)
             at_us = following
             if at_us < end_us:
                 # Stepping only while inside the stay keeps huge units from
@@ -500,7 +580,7 @@ def _charge_segment(
             if charge.fen > room:
                 charges[i] = msgspec.structs.replace(charge, fen=room)
             room -= charges[i].fen
-    return raw, fen
+    return raw, fen, last
 
 
 def _cap_cycles(
