@@ -1,5 +1,6 @@
 """Plate claims: a driver claims a plate another account holds (with the 行驶证 photo);
-an operator approves it (the plate moves, the previous holder's mandates end) or rejects it."""
+an operator approves it (the plate moves, the previous holder's mandates end) or rejects it.
+An approval touches both accounts' holdings (``accounts.changes``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
-from parking.accounts import logic, store
+from parking.accounts import changes, logic, store
 from parking.accounts.model import (
     AccountNotFound,
     ClaimConflict,
@@ -182,6 +183,7 @@ async def _move_plate(
     if await store.account(conn, to, lock=True) is None:
         raise AccountNotFound("the claimant's account is gone")
     holder = await store.holder_of(conn, plate)
+    changes.touched(conn, to, None if holder is None else holder["account_id"])
     if holder is not None and holder["account_id"] == to:
         await store.mark_verified(conn, holder["id"], verified_by_claim(claim_id), now)
         return {"from": None, "note": "the claimant held the plate already", "verified": True}

@@ -2,7 +2,9 @@
 
 SQL runs in the caller's transaction (the edge owns it). Redis writes (codes,
 the denylist) are not transactional with it; each function says what happens
-when the transaction it ran in does not commit.
+when the transaction it ran in does not commit. A change to an account's
+bindings is announced by the edge once committed (``accounts.changes``), so the
+API workers' copies of what the account holds drop it.
 
 Tokens: an access token (15 minutes, audience ``changbo-api``) and a refresh
 token (audience ``changbo-refresh``, 30 days, within a 90-day login) per
@@ -25,7 +27,7 @@ import asyncpg
 import jwt
 import redis.asyncio as aioredis
 
-from parking.accounts import denylist, logic, store
+from parking.accounts import changes, denylist, logic, store
 from parking.accounts.model import (
     ACCESS_TTL,
     CODE_MAX_ATTEMPTS,
@@ -310,6 +312,7 @@ async def close_account(
     for session_id in logins:
         await _revoke_session(conn, redis, session_id, "account_deleted", now)
     await store.pseudonymise(conn, account_id, now)
+    changes.touched(conn, account_id)
     await store.audit(
         conn,
         at=now,
@@ -401,6 +404,7 @@ async def confirm_plate(
     row = await store.mark_verified(conn, holder["id"], verified_by_provider(provider), now)
     if row is None:
         return False
+    changes.touched(conn, account_id)
     await store.audit(
         conn,
         at=now,
@@ -470,6 +474,7 @@ async def bind_vehicle(
         if exc.constraint_name == "vehicles_per_account_limit":
             raise TooManyVehicles(str(exc.message)) from exc
         raise
+    changes.touched(conn, account_id)
     details: dict[str, object] = {"vehicle": row["id"]}
     if vehicle_class is not None and reason is not None:
         await store.put_class_override(conn, plate.text, vehicle_class, reason, account_id, now)
@@ -536,6 +541,7 @@ async def unbind_vehicle(
         raise VehicleNotFound(f"vehicle {vehicle_id} is not bound to your account")
     plate = parse_plate(holder["plate"])
     await store.release_vehicle(conn, holder["id"], "unbound", now)
+    changes.touched(conn, account_id)
     dropped = await store.drop_driver_class_override(conn, plate.text, account_id)
     revoked = await revoke_mandates(
         conn,

@@ -8,7 +8,9 @@ after its PostgreSQL writes and before the commit: a lot shard being rebuilt or 
 Redis that does not answer fails the whole decision with nothing written. Every
 core call is idempotent, so a decision that failed half way is simply retried.
 Refunds a decision asks for are the caller's to send after the commit
-(``parking.payments.decisions.submit_refunds``).
+(``parking.payments.decisions.submit_refunds``); so is announcing the account whose
+scan made the session decided on (``accounts.changes.touched``: the edge that owns
+the transaction announces it once committed).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from parking import audit as audit_log
+from parking.accounts import changes
 from parking.anomalies import store
 from parking.anomalies.model import (
     AnomalyNotFound,
@@ -215,6 +218,7 @@ async def _apply(
             if session_id is None:
                 return {}
             row = await _session_row(conn, session_id)
+            changes.touched(conn, row["account_id"])
             # The merge is an upsert: the row's known facts go along so the insert
             # half satisfies the table's checks (merging never blanks a field).
             await sessions.record(
@@ -253,6 +257,7 @@ async def _apply(
             is_open = row["status"] == SessionStatus.OPEN
             if is_open and (row["plate"] is None or row["entry_at"] is None):
                 raise Conflict("an open session without a plate read is ended, not fixed")
+            changes.touched(conn, row["account_id"])
             try:
                 async with conn.transaction():  # a savepoint: the 409 leaves the rest usable
                     await sessions.set_plate(conn, row["id"], plate)
@@ -287,6 +292,7 @@ async def _apply(
                 raise Conflict(f"session {session_id} is {row['status']}, not open")
             if data.exit_at < row["entry_at"]:
                 raise InvalidInput("exit_at is before the entry")
+            changes.touched(conn, row["account_id"])
             priced_by = await pricer()
             try:
                 priced = priced_by.price(

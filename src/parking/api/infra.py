@@ -13,6 +13,7 @@ import httpx
 import redis.asyncio as aioredis
 from litestar import Litestar
 
+from parking.accounts import changes
 from parking.accounts import notifier as notifiers
 from parking.accounts.denylist import DenylistMirror
 from parking.clock import Clock, SystemClock
@@ -20,6 +21,7 @@ from parking.config import Settings, mqtt_identity
 from parking.devices.mqtt import Publisher
 from parking.payments import providers as payment_providers
 from parking.payments.port import PaymentProvider
+from parking.sessions.mine import MineCopy
 
 
 @dataclass(slots=True)
@@ -36,6 +38,8 @@ class Infra:
     notify_base_url: str = ""
     #: this worker's copy of the access-token denylist (parking.accounts.denylist)
     denylist: DenylistMirror | None = None
+    #: this worker's copy of what driver accounts hold (parking.sessions.mine)
+    mine: MineCopy | None = None
     #: how login codes reach drivers ($PARKING_NOTIFIER, parking.accounts.notifier)
     notifier: notifiers.Notifier | None = None
     #: the wall clock a provider signature's freshness is checked against (``clock``
@@ -52,14 +56,27 @@ async def connection(
     infra: Infra, *, transaction: bool = False
 ) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection typed as a Connection (the pool's proxy forwards every call);
-    with ``transaction=True`` the block is one transaction, committed on success."""
-    async with infra.pool.acquire() as proxy:
-        conn = cast(asyncpg.Connection, proxy)
-        if transaction:
-            async with conn.transaction():
-                yield conn
-        else:
-            yield conn
+    with ``transaction=True`` the block is one transaction, committed on success.
+
+    Accounts whose holdings the block's writes changed (``accounts.changes.touched``)
+    are announced to every worker once it committed, before the route answers."""
+    touched: set[str] = set()
+    done = False
+    try:
+        async with infra.pool.acquire() as proxy:
+            conn = cast(asyncpg.Connection, proxy)
+            with changes.collected(conn, touched):
+                if transaction:
+                    async with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
+            done = True
+    finally:
+        # A block that failed rolled its transaction back: nothing to announce
+        # (without a transaction, what it wrote stays written).
+        if touched and (done or not transaction):
+            await changes.announce(infra.redis, touched)
 
 
 def infra_of(app: Litestar) -> Infra:
@@ -114,6 +131,8 @@ def lifespan_for(  # type: ignore[no-untyped-def]
         publisher.start()
         denied = DenylistMirror(client)
         denied.start()
+        held = MineCopy(client)
+        held.start()
         # Provider calls go to configured hosts only: no proxies from the
         # environment, no redirects.
         payments_http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
@@ -128,12 +147,14 @@ def lifespan_for(  # type: ignore[no-untyped-def]
             ),
             notify_base_url=settings.notify_base_url,
             denylist=denied,
+            mine=held,
             notifier=notifier,
             signature_clock=signature_clock,
         )
         try:
             yield
         finally:
+            await held.stop()
             await denied.stop()
             await payments_http.aclose()
             publisher.stop()

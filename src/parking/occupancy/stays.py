@@ -3,7 +3,9 @@ screen, ``GET /v1/me/sessions/current``).
 
 Which stays are mine is the accounts' rule (``accounts.service.my_plates``): the
 stays my scans made, and those of my verified plates that began after I bound
-them (one that began before is the earlier holder's). Where a plate's car is
+them (one that began before is the earlier holder's), read through this
+worker's copy of what each account holds (``parking.sessions.mine``, at most
+1 s behind a change made on another worker). Where a plate's car is
 comes from the core in Redis (the lane's own state, there the moment the barrier
 opens) and from PostgreSQL when the plate's shard is not loaded or Redis does not
 answer; an unplated car's stay is written to PostgreSQL by the scan itself.
@@ -18,12 +20,12 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from parking.accounts import service as accounts
 from parking.occupancy import logic, store
 from parking.occupancy.model import CurrentSession
 from parking.pricing import Pricer
 from parking.pricing import service as pricing
 from parking.pricing.model import PricingError
+from parking.sessions import mine
 from parking.sessions import service as sessions
 
 #: plate -> (session id, lot, entry ms)
@@ -37,25 +39,29 @@ async def current(
 
     Reads only; a pooled connection is held for the PostgreSQL reads, never
     across the Redis round trip."""
-    # The hot path of the app's home screen: one indexed read for my verified
-    # plates (not the vehicle views, which also derive each plate's class) and
-    # one for the sessions my scans made (sessions_account_idx); then Redis.
-    async with pool.acquire() as proxy:
-        conn = cast(asyncpg.Connection, proxy)
-        held = {b.plate: b for b in await accounts.my_plates(conn, account_id)}
-        made = await sessions.made_by(conn, account_id)
-    unplated = [r for r in made if r["plate"] is None]
-    mine = {r["id"] for r in made}
-    plates = sorted(set(held) | {r["plate"] for r in made if r["plate"] is not None})
+    # The hot path of the app's home screen. What the account holds comes from
+    # this worker's copy (parking.sessions.mine: no PostgreSQL round trip while
+    # it vouches for itself), where its plates' cars are from the core in Redis,
+    # and each stay's fee from the pricer's kept fees (priced again only once
+    # the price can have moved, parking.pricing.live).
+    copy = mine.copy_of(redis)
+    if copy is not None:
+        held, made = await copy.mine(pool, account_id)
+    else:
+        async with pool.acquire() as proxy:
+            held, made = await mine.read(cast(asyncpg.Connection, proxy), account_id)
+    unplated = [m for m in made if m.plate is None]
+    ids = {m.id for m in made}
+    plates = sorted(set(held) | {m.plate for m in made if m.plate is not None})
     if not plates and not unplated:
         return []
     open_now, source = await _open_stays(pool, redis, plates) if plates else ({}, {})
     shown = {
         plate: stay
         for plate, stay in sorted(open_now.items())
-        if stay[0] in mine or (plate in held and logic.from_ms(stay[2]) >= held[plate].bound_at)
+        if stay[0] in ids or (plate in held and logic.from_ms(stay[2]) >= held[plate].bound_at)
     }
-    index = await _stays_of_day(pool, pricer, shown)
+    index = await _stays_of_day(pool, pricer, shown, now)
     items = [
         quote_now(
             pricer,
@@ -72,14 +78,14 @@ async def current(
     items += [
         quote_now(
             pricer,
-            session_id=r["id"],
+            session_id=m.id,
             plate=None,
-            lot_id=r["lot_id"],
-            entry=r["entry_at"],
+            lot_id=m.lot_id,
+            entry=m.entry_at,
             now=now,
             source="record",
         )
-        for r in unplated
+        for m in unplated
     ]
     return items
 
@@ -103,12 +109,20 @@ async def _open_stays(
         return recorded, dict.fromkeys(recorded, "record")
 
 
-async def _stays_of_day(pool: asyncpg.Pool, pricer: Pricer, stays: Stays) -> dict[str, int]:
+async def _stays_of_day(
+    pool: asyncpg.Pool, pricer: Pricer, stays: Stays, now: datetime
+) -> dict[str, int]:
     """Each stay's index of the day, for the few whose price depends on it (a new-energy
-    plate under ``nev.daily_grace``): a PostgreSQL read only for those."""
+    plate under ``nev.daily_grace``): a PostgreSQL read only for those. A stay whose
+    kept fee still holds and does not depend on it needs nothing."""
     wanted = []
-    for plate, (_sid, lot_id, entry_ms) in stays.items():
+    for plate, (sid, lot_id, entry_ms) in stays.items():
         entry = logic.from_ms(entry_ms)
+        held = pricer.held_fee(
+            session_id=sid, lot_id=lot_id, plate=plate, entry=entry, at=max(entry, now)
+        )
+        if held is not None:
+            continue
         count = pricer.daily_grace_count(lot_id=lot_id, plate=plate, entry=entry)
         if count is not None:
             wanted.append((plate, count, entry))
@@ -141,22 +155,27 @@ def quote_now(
 ) -> CurrentSession:
     """The stay with its fee if it ended now; a stay the lot cannot price says why."""
     try:
-        priced = pricer.price(
-            lot_id=lot_id, plate=plate, entry=entry, exit=max(entry, now), stay_of_day=stay_of_day
+        fee = pricer.live_fee(
+            session_id=session_id,
+            lot_id=lot_id,
+            plate=plate,
+            entry=entry,
+            at=max(entry, now),
+            stay_of_day=stay_of_day,
         )
     except PricingError as exc:
-        fee, tariff, reason = None, None, f"cannot price: {exc}"
+        fen, tariff_id, version, reason = None, None, None, f"cannot price: {exc}"
     else:
-        fee, tariff, reason = priced.fee_fen, priced, priced.reason
+        fen, tariff_id, version, reason = fee.fee_fen, fee.tariff_id, fee.tariff_version, fee.reason
     return CurrentSession(
         session_id=session_id,
         plate=plate,
         lot_id=lot_id,
         entry_at=entry,
         quoted_at=now,
-        fee_fen=fee,
-        tariff_id=tariff.tariff_id if tariff is not None else None,
-        tariff_version=tariff.tariff_version if tariff is not None else None,
+        fee_fen=fen,
+        tariff_id=tariff_id,
+        tariff_version=version,
         pricing_reason=reason,
         source=source,
     )

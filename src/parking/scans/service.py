@@ -15,7 +15,9 @@ so it counts against the lot's capacity like any car, and a repeated scan finds
 it there (idempotent). PostgreSQL is written first for the exit and second for
 the entry, and each Redis step is undone when the PostgreSQL step fails, so the
 two agree; ``parking occupancy rebuild`` restores the Redis side from
-PostgreSQL after a Redis loss.
+PostgreSQL after a Redis loss. Each flow that opens or closes a session of the
+account announces the account once committed (``accounts.changes``: the API
+workers' copies of what it holds drop it).
 
 A space claim writes the plate into the core's city-wide plate index with the
 core's own ``plate_claim`` function, so the plate's next entry anywhere
@@ -35,6 +37,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
+from parking.accounts import changes
 from parking.bills import service as bills
 from parking.errors import Conflict, InvalidInput, NotFound
 from parking.ids import new_id
@@ -207,6 +210,8 @@ async def enter(core: Core, place: Place, account_id: str, now: datetime) -> Sca
     except BaseException:
         await _take_out(core, place, account_id, sid)
         raise
+    # The account's open sessions changed (its home screen shows this one).
+    await changes.announce(core.redis, [account_id])
     command = _open(sid, "无牌车 欢迎光临", now)
     core.publish(place, command)
     return _entered(place, sid, now, command)
@@ -243,6 +248,7 @@ async def leave(
             now=now,
         )
         bill = await bills.by_session(conn, row["id"])
+    await changes.announce(core.redis, [account_id])
     # After the commit: a failure here leaves the car counted until the next
     # rebuild, never a session that PostgreSQL still thinks open.
     await _take_out(core, place, account_id, row["id"])
@@ -331,6 +337,7 @@ async def claim_space(
         )
         await pipe.execute(core.redis)
         raise Conflict(f"plate {plate} has an open session") from exc
+    await changes.announce(core.redis, [account_id])
     return ScanSession(
         session_id=sid,
         lot_id=place.lot_id,
