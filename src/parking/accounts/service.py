@@ -536,7 +536,7 @@ async def unbind_vehicle(
     A class the driver declared goes with the binding; staff's stays; the account's
     mandates for the plate end with it (``revoke_mandates``).
     """
-    holder = await store.vehicle_of(conn, account_id, vehicle_id)
+    holder = await store.vehicle_of(conn, account_id, vehicle_id, lock=True)
     if holder is None:
         raise VehicleNotFound(f"vehicle {vehicle_id} is not bound to your account")
     plate = parse_plate(holder["plate"])

@@ -325,13 +325,14 @@ async def holder_of(conn: asyncpg.Connection, plate: str) -> asyncpg.Record | No
 
 
 async def vehicle_of(
-    conn: asyncpg.Connection, account_id: str, vehicle_id: str
+    conn: asyncpg.Connection, account_id: str, vehicle_id: str, *, lock: bool = False
 ) -> asyncpg.Record | None:
-    """The account's live binding ``vehicle_id``, locked (None when it is not theirs or
-    was released)."""
+    """The account's live binding ``vehicle_id`` (None when it is not theirs or was
+    released), locked when ``lock`` (the caller's transaction changes it)."""
     return await conn.fetchrow(
         f"""SELECT {_VEHICLE_COLUMNS} FROM vehicles
-            WHERE id = $1 AND account_id = $2 AND released_at IS NULL FOR UPDATE""",  # noqa: S608
+            WHERE id = $1 AND account_id = $2 AND released_at IS NULL
+            {"FOR UPDATE" if lock else ""}""",  # noqa: S608 (constant columns and clause)
         vehicle_id,
         account_id,
     )

@@ -105,21 +105,10 @@ def quote(
 
     Raises `QuoteError` for naive times, `exit <= entry` or `stay_of_day < 1`.
     """
-    entry_us = instant_of("entry", entry)
-    exit_us = instant_of("exit", exit)
-    if exit_us <= entry_us:
-        # Step 1: a non-positive stay is a data error upstream (clock skew,
-        # mismatched passages), never a free stay.
-        raise QuoteError(f"exit {exit.isoformat()} is not after entry {entry.isoformat()}")
-    if stay_of_day < 1:
-        raise QuoteError(f"stay_of_day counts the day's stays from 1, got {stay_of_day}")
-    policy = tariff.nev if nev else None
-    # v2 `nev.tariff`: steps 2 to 5 run on that document instead.
-    document = tariff
-    if policy is not None and isinstance(policy.tariff, Tariff):
-        document = policy.tariff
+    entry_us, exit_us, policy, document, grace_minutes, deductible = _stay(
+        tariff, entry, exit, nev=nev, stay_of_day=stay_of_day
+    )
     zone = document.zone()
-    grace_minutes, deductible = _grace(document, policy, stay_of_day)
     grace_us = grace_minutes * MINUTE_US
 
     within_grace = exit_us - entry_us <= grace_us
@@ -182,18 +171,10 @@ def next_step(
     the total never decreasing as the exit moves later (a property the engine's
     tests check). Raises `QuoteError` as `quote` does.
     """
-    entry_us = instant_of("entry", entry)
-    at_us = instant_of("exit", at)
-    if at_us <= entry_us:
-        raise QuoteError(f"exit {at.isoformat()} is not after entry {entry.isoformat()}")
-    if stay_of_day < 1:
-        raise QuoteError(f"stay_of_day counts the day's stays from 1, got {stay_of_day}")
-    policy = tariff.nev if nev else None
-    document = tariff
-    if policy is not None and isinstance(policy.tariff, Tariff):
-        document = policy.tariff
+    entry_us, at_us, _, document, grace_minutes, deductible = _stay(
+        tariff, entry, at, nev=nev, stay_of_day=stay_of_day
+    )
     zone = document.zone()
-    grace_minutes, deductible = _grace(document, policy, stay_of_day)
     grace_us = grace_minutes * MINUTE_US
     horizon_us = at_us + _STEP_HORIZON_US
     if isinstance(calendars, Calendar):
@@ -220,6 +201,29 @@ def next_step(
     if len(segments) > 1:
         step_us = min(step_us, segments[1][0] + 1)
     return local_at(min(step_us, horizon_us), zone)
+
+
+def _stay(
+    tariff: Tariff, entry: datetime, exit: datetime, *, nev: bool, stay_of_day: int
+) -> tuple[int, int, NevPolicy | None, Tariff, int, bool]:
+    """Step 1 and what steps 2 to 5 run on: entry and exit in µs, the NEV policy if it
+    applies, the document priced (v2 `nev.tariff` replaces the tariff) and its grace
+    (minutes, deductible). Raises `QuoteError` for naive times, `exit <= entry` or
+    `stay_of_day < 1`."""
+    entry_us = instant_of("entry", entry)
+    exit_us = instant_of("exit", exit)
+    if exit_us <= entry_us:
+        # Step 1: a non-positive stay is a data error upstream (clock skew,
+        # mismatched passages), never a free stay.
+        raise QuoteError(f"exit {exit.isoformat()} is not after entry {entry.isoformat()}")
+    if stay_of_day < 1:
+        raise QuoteError(f"stay_of_day counts the day's stays from 1, got {stay_of_day}")
+    policy = tariff.nev if nev else None
+    document = tariff
+    if policy is not None and isinstance(policy.tariff, Tariff):
+        document = policy.tariff
+    grace_minutes, deductible = _grace(document, policy, stay_of_day)
+    return entry_us, exit_us, policy, document, grace_minutes, deductible
 
 
 def _grace(document: Tariff, policy: NevPolicy | None, stay_of_day: int) -> tuple[int, bool]:
