@@ -3,7 +3,10 @@
 Like bench_api.py (same server, same hello-world baseline, same run):
 
 - current session with fee (``GET /v1/me/sessions/current``): auth, the
-  driver's plates, the open session from the Redis core, a live quote;
+  driver's verified plates, the open session from the Redis core, a live quote.
+  The driver's binding is verified (a claim approved) and older than the stay,
+  as plate trust requires for a driver to see it; the bench checks the answer
+  holds that stay with its fee before measuring, never an empty answer;
 - scan-in (``POST /v1/scans/entry``): auth, QR verification, the lane from
   PostgreSQL, the account's session key in Redis, a session row written to
   PostgreSQL on the first scan of each account, and the lane's ``open`` command
@@ -32,13 +35,18 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from parking import config
+from parking.accounts import claims as plate_claims
+from parking.accounts import service as accounts
+from parking.accounts.model import ClaimDecision
 from parking.auth import tokens
-from parking.auth.model import Role
+from parking.auth.model import Principal, Role
 from parking.ids import new_id
 from parking.occupancy import rebuild
+from parking.payments import contactless
 from parking.qr import keys as qr_keys
 from parking.qr import logic as qr_logic
 from parking.qr.model import QrKind
+from parking.seed.city import DEMO_COMPANY
 from parking.sessions import service as sessions
 from parking.sessions.model import SessionChange, SessionStatus
 
@@ -63,6 +71,13 @@ READ_PLATE = "赣B0BEN1"
 #: nearly every scan is a first one.
 SCANNERS = int(os.environ.get("BENCH_SCANNERS", sized("20000", "200")))
 GOALS = {"current session with fee": 0.5, "scan-in (unplated entry)": 0.25}
+#: the operator approving the reader's plate claim (no token: the service is called directly)
+CLAIM_REVIEWER = Principal(
+    subject="bench-ops",
+    role=Role.OPERATOR,
+    token_id="bench",  # noqa: S106 (a marker, not a secret)
+    company=DEMO_COMPANY,
+)
 
 ROTATING_LUA = """
 tokens = {}
@@ -107,42 +122,78 @@ async def restore_full_policy(settings: config.Settings) -> None:
         await conn.close()
 
 
+async def verified_binding(
+    conn: asyncpg.Connection, account: str, *, bound_at: datetime, now: datetime
+) -> None:
+    """READ_PLATE bound to ``account`` at ``bound_at`` at the latest, and verified, the way
+    a driver gets there: bound, then a claim with the 行驶证 photo that an operator
+    approves (caller's transaction). A verified binding from an earlier run is kept."""
+    # Plate trust: a driver sees a stay only through a verified binding made no
+    # later than its entry. Any other binding of the plate (another account's, or
+    # one of ours left unverified or bound too late by a run before plate trust)
+    # is released so the plate can be bound again in time.
+    await conn.execute(
+        "UPDATE vehicles SET released_at = $2, released_reason = 'unbound' "
+        "WHERE plate = $1 AND released_at IS NULL "
+        "AND NOT (account_id = $3 AND verified_at IS NOT NULL AND bound_at <= $4)",
+        READ_PLATE,
+        now,
+        account,
+        bound_at,
+    )
+    if await accounts.my_plates(conn, account, plate=READ_PLATE):
+        return
+    await accounts.bind_vehicle(
+        conn,
+        account_id=account,
+        plate_raw=READ_PLATE,
+        vehicle_class=None,
+        reason=None,
+        now=bound_at,
+    )
+    claim = await plate_claims.claim_plate(
+        conn,
+        account_id=account,
+        plate_raw=READ_PLATE,
+        evidence="行驶证 360702000001",
+        photo_ref="upload/bench-xsz.jpg",
+        now=bound_at,
+    )
+    await plate_claims.decide_claim(
+        conn,
+        claim_id=claim.id,
+        decision=ClaimDecision.APPROVE,
+        note=None,
+        by=CLAIM_REVIEWER,
+        now=now,
+        revoke_mandates=contactless.revoke_mandates_of,
+    )
+
+
 async def setup(settings: config.Settings) -> tuple[str, str]:
-    """A driver with a plate parked at the demo lot (in PostgreSQL and the Redis core)."""
+    """A driver whose verified plate is parked at the demo lot (in PostgreSQL and the
+    Redis core), bound an hour before the car came in. Returns the driver's token and
+    the stay's session id."""
     now = datetime.now(UTC)
+    entry = now - timedelta(hours=2)
     conn = await asyncpg.connect(settings.database_url)
     redis = aioredis.Redis.from_url(settings.redis_url)
     try:
         account = await _account(conn, "+8619900000001", now)
-        await conn.execute(
-            "UPDATE vehicles SET released_at = $2, released_reason = 'unbound' "
-            "WHERE plate = $1 AND released_at IS NULL AND account_id <> $3",
-            READ_PLATE,
-            now,
-            account,
-        )
-        if not await conn.fetchval(
-            "SELECT true FROM vehicles WHERE plate = $1 AND released_at IS NULL", READ_PLATE
-        ):
-            await conn.execute(
-                "INSERT INTO vehicles (id, account_id, plate, bound_at) VALUES ($1, $2, $3, $4)",
-                new_id("veh", now),
-                account,
-                READ_PLATE,
-                now,
-            )
-        if not await conn.fetchval(
-            "SELECT true FROM sessions WHERE plate = $1 AND status = 'open'", READ_PLATE
-        ):
+        session_id = new_id("s", now)
+        async with conn.transaction():
+            await verified_binding(conn, account, bound_at=entry - timedelta(hours=1), now=now)
+            # A fresh stay every run, so every run quotes the same two hours; the
+            # entry supersedes the stay an earlier run left open.
             await sessions.record(
                 conn,
                 [
                     SessionChange(
-                        id=new_id("s", now),
+                        id=session_id,
                         lot_id=DEMO,
                         status=SessionStatus.OPEN,
                         plate=READ_PLATE,
-                        entry_at=now - timedelta(hours=2),
+                        entry_at=entry,
                     )
                 ],
             )
@@ -164,7 +215,7 @@ async def setup(settings: config.Settings) -> tuple[str, str]:
     token = tokens.issue(
         settings.jwt_key, subject=account, role=Role.DRIVER, now=now, ttl=timedelta(hours=1)
     )
-    return account, token
+    return token, session_id
 
 
 async def scanner_accounts(settings: config.Settings) -> list[str]:
@@ -233,24 +284,33 @@ def run_rotating(wrk: str, name: str, path: str, body: str, token_file: Path) ->
     return Result(name, int(requests) / (int(duration_us) / 1e6), float(p99_us) / 1000, int(errors))
 
 
-def check_once(path: str, token: str, *, method: str = "GET", body: bytes | None = None) -> None:
-    """One request before the run, so a broken route fails loudly instead of benching 4xx."""
+def check_current_session(token: str, session_id: str) -> None:
+    """One request before the run: the reader's answer must hold its open stay from the
+    core, priced. A broken route, or an empty answer (the plate not trusted, the stay
+    not loaded), fails loudly here instead of being measured: an empty answer is fast."""
+    path = "/v1/me/sessions/current"
     request = urllib.request.Request(
-        f"http://127.0.0.1:{PORT}{path}",
-        method=method,
-        data=body,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        f"http://127.0.0.1:{PORT}{path}", headers={"Authorization": f"Bearer {token}"}
     )
     with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (our own server)
         if response.status >= 300:
             raise RuntimeError(f"{path}: {response.status}")
+        answer = json.loads(response.read())
+    items = answer.get("items") or []
+    if [(i.get("session_id"), i.get("source")) for i in items] != [(session_id, "live")] or (
+        items[0].get("fee_fen") is None
+    ):
+        raise RuntimeError(
+            f"GET {path} should answer the reader's open stay {session_id} from the live "
+            f"core with its fee, so the bench measures that; it answered {answer}"
+        )
 
 
 def main() -> int:
     settings = config.load()
     wrk = ensure_wrk()
     asyncio.run(prepare(settings))
-    _account_id, reader = asyncio.run(setup(settings))
+    reader, reader_session = asyncio.run(setup(settings))
     keyring = qr_keys.load_or_create(qr_keys.path_in(settings.stack_dir))
     entry_code = qr_logic.sign(
         qr_logic.target(QrKind.LANE, DEMO, "in1"), keyring=keyring, now=datetime.now(UTC)
@@ -259,7 +319,7 @@ def main() -> int:
     token_file = scanner_tokens(settings)
     try:
         with serve_app():
-            check_once("/v1/me/sessions/current", reader)
+            check_current_session(reader, reader_session)
             runs = [
                 run_wrk(wrk, "hello-world (baseline)", "/bench/hello"),
                 run_wrk(wrk, "current session with fee", "/v1/me/sessions/current", token=reader),
