@@ -8,12 +8,15 @@ UV := uv
 # beside a `make run` without touching its data.
 # The ports can be moved (e.g. TEST_PORT_BASE=1 make test) to run two test stacks at
 # once, in one checkout or two: a moved stack keeps its data in .parking/test-<base>.
+# Every port sits below Linux's ephemeral range (32768-60999): a port in it can be
+# taken for a moment by any outgoing connection's local end, and a server restarted
+# in a test then fails to bind ("Address already in use").
 TEST_PORT_BASE ?= 0
 TEST_STACK_DIR := .parking/test$(if $(filter 0,$(TEST_PORT_BASE)),,-$(TEST_PORT_BASE))
 TEST_ENV := PARKING_STACK_DIR=$(TEST_STACK_DIR) \
-	PARKING_PG_PORT=$(shell echo $$((55442 + $(TEST_PORT_BASE)))) \
-	PARKING_REDIS_PORT=$(shell echo $$((56389 + $(TEST_PORT_BASE)))) \
-	PARKING_MQTT_PORT=$(shell echo $$((51893 + $(TEST_PORT_BASE)))) \
+	PARKING_PG_PORT=$(shell echo $$((25442 + $(TEST_PORT_BASE)))) \
+	PARKING_REDIS_PORT=$(shell echo $$((26389 + $(TEST_PORT_BASE)))) \
+	PARKING_MQTT_PORT=$(shell echo $$((21893 + $(TEST_PORT_BASE)))) \
 	PARKING_API_PORT=$(shell echo $$((8010 + $(TEST_PORT_BASE)))) \
 	PARKING_SANDBOX_PORT=$(shell echo $$((8020 + $(TEST_PORT_BASE))))
 

@@ -30,9 +30,9 @@ from parking.stack import service as stack
 # here is early enough: pytest run directly also lands on the test stack.
 for _key, _value in {
     "PARKING_STACK_DIR": ".parking/test",
-    "PARKING_PG_PORT": "55442",
-    "PARKING_REDIS_PORT": "56389",
-    "PARKING_MQTT_PORT": "51893",
+    "PARKING_PG_PORT": "25442",
+    "PARKING_REDIS_PORT": "26389",
+    "PARKING_MQTT_PORT": "21893",
     "PARKING_API_PORT": "8010",
     "PARKING_SANDBOX_PORT": "8020",
     "PARKING_LOG_FORMAT": "console",

@@ -17,6 +17,9 @@ order, starting from what the platform held before the run:
 - an exit read as a plate closes that plate's open session in the lot, priced
   from its entry to its exit, and moves the mark to the exit; with none open it
   is an exit without entry (closed, no fee); an exit without a plate is held;
+  (day order, not arrival order: an entry whose gate's outbox held it until after
+  the exit is a late entry, which the platform stitches to that exit, so the stay
+  is the same as if it had come in time: docs/protocol.md)
 - a space's state is its sensor's latest reading by seq.
 
 Fees are not computed here: ``check`` prices the closed sessions with ``fees``.

@@ -22,9 +22,9 @@ import msgspec
 #: (name, default, meaning) — the README's configuration table is generated from this.
 VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("PARKING_STACK_DIR", ".parking/dev", "data, logs and secrets of the local stack"),
-    ("PARKING_PG_PORT", "55432", "PostgreSQL port of the local stack"),
-    ("PARKING_REDIS_PORT", "56379", "Redis port of the local stack"),
-    ("PARKING_MQTT_PORT", "51883", "Mosquitto port of the local stack (devices)"),
+    ("PARKING_PG_PORT", "25432", "PostgreSQL port of the local stack"),
+    ("PARKING_REDIS_PORT", "26379", "Redis port of the local stack"),
+    ("PARKING_MQTT_PORT", "21883", "Mosquitto port of the local stack (devices)"),
     (
         "PARKING_MQTT_PLATFORM_PORT",
         "(PARKING_MQTT_PORT + 10000)",

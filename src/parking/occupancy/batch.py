@@ -21,6 +21,7 @@ from parking.devices.messages import (
 )
 from parking.occupancy import keys, logic, store
 from parking.occupancy.model import (
+    GoneExit,
     LotInfo,
     OpenSession,
     PassageRecord,
@@ -96,6 +97,12 @@ class Tuning:
     flap_window: timedelta = timedelta(minutes=10)
     #: Re-price rounds for an exit whose plate changed under it within a batch.
     stale_rounds: int = 5
+    #: An entry that reaches the platform after its car's exit (the entry camera's
+    #: connection dropped and its outbox kept the entry while the exit lane's went
+    #: through) completes that exit-without-entry session, priced from its entry,
+    #: when the exit is at most this long after the entry (the lots' default review
+    #: limit of a stay): the car is gone, so it opens nothing and counts nothing.
+    late_entry_within: timedelta = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +173,9 @@ class Gate:
     _candidate: str | None = None
     flags: PlateFlags | None = None
     current: OpenSession | None = None
+    #: an entry: the lot's exit without entry of the plate (``keys.gone``), which
+    #: this entry completes when it is at or after it and within late_entry_within
+    gone: GoneExit | None = None
     #: what the plate's session paid in the lot (matches ``current`` or is stale)
     prepaid: Prepaid | None = None
     call: store.PassageCall | None = None

@@ -76,6 +76,7 @@ from parking.occupancy.model import (
     DeviceInfo,
     Directory,
     FollowUp,
+    GoneExit,
     HoldReason,
     LotInfo,
     OpenSession,
@@ -224,8 +225,9 @@ class Ingest:
     # ---------------------------------------------------------- decide
 
     async def _read_inputs(self, gates: Sequence[Gate]) -> None:
-        """Plate flags for entries; for exits the lot's open session of the plate and
-        what it paid in the lot (one round trip for the batch)."""
+        """Plate flags for entries and the lot's exit without entry of the plate (a late
+        entry completes it); for exits the lot's open session of the plate and what it
+        paid in the lot (one round trip for the batch)."""
         wanted = [
             g for g in gates if g.plate is not None and (g.flags is None or g.current is None)
         ]
@@ -236,6 +238,7 @@ class Ingest:
             assert g.plate is not None
             if g.msg.direction == "in":
                 store.queue_plate_read(pipe, g.plate.text)
+                store.queue_gone_of(pipe, lot_id=g.lot.lot_id, plate=g.plate.text)
             else:
                 store.queue_session_of(pipe, lot_id=g.lot.lot_id, plate=g.plate.text)
                 store.queue_prepaid_read(pipe, lot_id=g.lot.lot_id, plate=g.plate.text)
@@ -249,6 +252,10 @@ class Ingest:
                 if values[0] != "ok":
                     raise CoreNotReady(f"plate shard of {g.plate} is not loaded")
                 g.flags = logic.plate_flags(dict(zip(values[1::2], values[2::2], strict=True)))
+                gone = next(replies)
+                if isinstance(gone, Exception):
+                    raise gone
+                g.gone = GoneExit.parse(store.text(gone)) if gone else None
             else:
                 paid = next(replies)
                 if isinstance(paid, Exception):
@@ -257,15 +264,21 @@ class Ingest:
                 g.prepaid = Prepaid.parse(store.text(paid)) if paid else None
 
     async def _read_stays_of_day(self, gates: Sequence[Gate]) -> None:
-        """An exit whose price depends on the stay's index of the day (a new-energy plate
-        under ``nev.daily_grace``) gets it counted (PostgreSQL); only those pay the read.
+        """An exit (or a late entry) whose price depends on the stay's index of the day (a
+        new-energy plate under ``nev.daily_grace``) gets it counted (PostgreSQL); only those
+        pay the read.
         A count that fails prices the stay as the day's first and says so in the log."""
         if self._count_stays is None:
             return
         for g in gates:
-            if g.msg.direction != "out" or g.plate is None or g.current is None:
+            if g.plate is None:
                 continue
-            entry = logic.from_ms(g.current.entry_ms)
+            if g.msg.direction == "out" and g.current is not None:
+                entry = logic.from_ms(g.current.entry_ms)
+            elif g.msg.direction == "in" and self._completes(g) is not None:
+                entry = g.at  # a late entry is priced here too
+            else:
+                continue
             count = self.pricer.daily_grace_count(
                 lot_id=g.lot.lot_id, plate=g.plate.text, entry=entry
             )
@@ -295,20 +308,32 @@ class Ingest:
             )
         )
 
-    def _price(self, g: Gate, current: OpenSession) -> PricedExit:
+    def _completes(self, g: Gate) -> GoneExit | None:
+        """The exit without entry this entry completes (occ_passage's rule for ``late``)."""
+        gone = g.gone
+        if gone is None or g.plate is None:
+            return None
+        at_ms = logic.to_ms(g.at)
+        if at_ms <= gone.exit_ms <= at_ms + _ms(self.tuning.late_entry_within):
+            return gone
+        return None
+
+    def _price(
+        self, g: Gate, session_id: str, entry_ms: int, exit: datetime | None = None
+    ) -> PricedExit:
         assert g.plate is not None
-        entry = logic.from_ms(current.entry_ms)
+        entry = logic.from_ms(entry_ms)
         try:
             stay = self.pricer.price(
                 lot_id=g.lot.lot_id,
                 plate=g.plate.text,
                 entry=entry,
-                exit=g.at,
+                exit=g.at if exit is None else exit,
                 stay_of_day=g.stay_of_day,
             )
         except Exception as error:  # a fee we cannot compute must not stop the lane
             return PricedExit(
-                session_id=current.session_id,
+                session_id=session_id,
                 entry_at=entry,
                 fee_fen=0,
                 tariff_id=None,
@@ -318,7 +343,7 @@ class Ingest:
                 error=f"{type(error).__name__}: {error}",
             )
         return PricedExit(
-            session_id=current.session_id,
+            session_id=session_id,
             entry_at=entry,
             fee_fen=stay.fee_fen,
             tariff_id=stay.tariff_id,
@@ -339,6 +364,7 @@ class Ingest:
         priced: PricedExit | None = None
         hold_reason: HoldReason | None = None
         session_id = ""
+        g.open_payload = g.hold_payload = b""  # a re-decided passage starts afresh
         if msg.direction == "in":
             decision = lane.decide_entry(
                 plate=g.plate,
@@ -350,14 +376,25 @@ class Ingest:
                 now=now,
             )
             mode, anomalies, hold_reason = decision.mode, decision.anomalies, decision.hold_reason
-            if mode != "hold":
+            completes = self._completes(g)
+            if completes is not None:
+                # The car has left: its entry completes the exit without entry, priced
+                # from here; nothing opens, nothing is held, no command is sent.
+                mode, hold_reason, session_id = "late", None, completes.session_id
+                priced = self._price(
+                    g, completes.session_id, logic.to_ms(at), logic.from_ms(completes.exit_ms)
+                )
+                if priced.error is not None:
+                    anomalies = (*anomalies, AnomalyKind.PRICING_FAILED)
+            elif mode != "hold":
                 session_id = g.candidate
                 g.open_payload = self._command(
                     g, action="open", session_id=g.candidate, display=decision.display_open, now=now
                 )
-            g.hold_payload = self._command(
-                g, action="hold", session_id=None, display=decision.display_hold, now=now
-            )
+            if mode != "late":
+                g.hold_payload = self._command(
+                    g, action="hold", session_id=None, display=decision.display_hold, now=now
+                )
         else:
             exit_decision = lane.decide_exit(
                 plate=g.plate,
@@ -375,7 +412,7 @@ class Ingest:
             else:
                 assert g.plate is not None
                 if g.current is not None:
-                    priced = self._price(g, g.current)
+                    priced = self._price(g, g.current.session_id, g.current.entry_ms)
                     session_id = g.current.session_id
                     paid = g.prepaid
                     review = logic.needs_review(priced.entry_at, at, priced.fee_fen, g.lot.review)
@@ -446,13 +483,17 @@ class Ingest:
             session_id=session_id,
             at_ms=logic.to_ms(at),
             record=record_encoder.encode(g.record),
-            command_id="" if stale else f"c-{msg.device_id}-{msg.seq}",
+            command_id="" if stale or mode == "late" else f"c-{msg.device_id}-{msg.seq}",
             command_topic=self.topics.commands(g.lot.lot_id, g.lane_id),
             command_open=g.open_payload or g.hold_payload,
             command_hold=g.hold_payload or g.open_payload,
             command_expires_ms=now_ms + _ms(self.tuning.command_ttl),
             command_resend_ms=now_ms + _ms(self.tuning.command_resend_after),
             command_stale_ms=logic.to_ms(at) + _ms(self.tuning.command_stale_after),
+            no_entry_session=(
+                g.candidate if mode == "exit" and g.current is None and g.plate is not None else ""
+            ),
+            late_within_ms=_ms(self.tuning.late_entry_within),
         )
 
     def _queue(self, pipe: store.Batch, item: Item, now: datetime) -> None:
@@ -712,7 +753,10 @@ class Ingest:
                     self._note_watermark(watermarks, item.tag, item.device_id, item.seq, values[1])
             case Gate():
                 if status == "stale":
-                    item.current = OpenSession.parse(values[3]) if values[3] else None
+                    if item.msg.direction == "in":
+                        item.gone = GoneExit.parse(values[3]) if values[3] else None
+                    else:
+                        item.current = OpenSession.parse(values[3]) if values[3] else None
                     return item
                 op = f"{item.msg.device_id}:{item.msg.seq}"
                 if status == "dup":

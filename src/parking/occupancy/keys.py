@@ -26,6 +26,11 @@ key                          type   content
 ``{oN}:paid:<lot>:<plate>``  str    ``<session_id>|<billed_fen>|<leave_by_ms or 0>``:
                                     what the plate's session paid in the lot (the exit
                                     lane's display); expires after two days
+``{oN}:gone:<lot>``          hash   plate -> ``<session_id>|<exit_ms>|<device>|<seq>``: the
+                                    lot's recent exits without an entry read, for an
+                                    entry that arrives after its exit (its camera's
+                                    backlog) to complete; entries past
+                                    ``Tuning.late_entry_within`` are dropped as it grows
 ``{oN}:spaces:<lot>``        hash   space -> ``<0|1>|<seq>|<observed_ms>|<flap window
                                     start ms>|<changes in window>|<device>``
 ``{oN}:dev:<device>``        hash   ``hw`` contiguous high-water seq applied here,
@@ -143,6 +148,10 @@ def sessions(tag: str, lot_id: str) -> str:
     return f"{tag}:sess:{lot_id}"
 
 
+def gone(tag: str, lot_id: str) -> str:
+    return f"{tag}:gone:{lot_id}"
+
+
 def spaces(tag: str, lot_id: str) -> str:
     return f"{tag}:spaces:{lot_id}"
 
@@ -209,6 +218,7 @@ def passage_keys(lot_id: str, device_id: str) -> list[str]:
         command_queue(t),
         followups(t),
         command_lanes(t),
+        gone(t, lot_id),
     ]
 
 

@@ -37,6 +37,9 @@ class Outcome(StrEnum):
     HELD = "held"  # entry or exit held for a reason decided before the core
     CLOSED = "closed"  # exit: the open session was closed and priced
     NO_ENTRY = "no_entry"  # exit: no open session here (anomaly; lot policy prices it)
+    #: entry that arrived after its car's exit without entry here: it completes that
+    #: session (priced from this entry), opens nothing
+    LATE_ENTRY = "late_entry"
 
 
 class AnomalyKind(StrEnum):
@@ -100,7 +103,7 @@ class PassageRecord(msgspec.Struct, frozen=True, kw_only=True):
     #: as the device's clock said it (contract field)
     observed_at: datetime
     received_at: datetime
-    #: open | open_any | hold | exit
+    #: open | open_any | hold | exit | late (an entry completing an exit without entry)
     mode: str
     hold_reason: str | None = None
     #: new session id of an entry, or of an exit without entry
@@ -301,6 +304,21 @@ class OpenSession:
     def parse(cls, value: str) -> OpenSession:
         sid, entry_ms, device, seq = value.split("|")
         return cls(sid, int(entry_ms), device, int(seq))
+
+
+@dataclass(frozen=True, slots=True)
+class GoneExit:
+    """An exit without an entry read, as the lot's ``gone`` key remembers it."""
+
+    session_id: str
+    exit_ms: int
+    device_id: str
+    seq: int
+
+    @classmethod
+    def parse(cls, value: str) -> GoneExit:
+        sid, exit_ms, device, seq = value.split("|")
+        return cls(sid, int(exit_ms), device, int(seq))
 
 
 @dataclass(frozen=True, slots=True)

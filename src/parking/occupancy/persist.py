@@ -51,6 +51,7 @@ async def persist(
         )
         await records.upsert_space_states(conn, plan.space_states)
         bills_opened = await sessions.record(conn, plan.sessions, now=now)
+        bills_opened += await sessions.complete_late_entries(conn, plan.late_entries, now=now)
         went_back = await records.went_back(
             conn,
             sorted(
@@ -64,6 +65,14 @@ async def persist(
             [*plan.anomalies, *planning.went_back([dict(r) for r in went_back], plan.device_lots)],
         )
         await records.insert_dead_letters(conn, plan.dead_letters)
+        await records.resolve_completed_exits(
+            conn,
+            sorted(
+                {c.id for c in plan.late_entries}
+                | {c.id for c in plan.sessions if c.pricing_reason == "no_entry"}
+            ),
+            now,
+        )
         await records.resolve_device_anomalies(
             conn,
             kind=AnomalyKind.DEVICE_OFFLINE,

@@ -17,6 +17,7 @@ from parking.occupancy.logic import from_ms, month_of, to_ms
 from parking.occupancy.model import (
     AckRecord,
     AnomalyKind,
+    GoneExit,
     OpenSession,
     PassageRecord,
     SpaceRecord,
@@ -57,6 +58,8 @@ class WritePlan:
     space_events: list[tuple[object, ...]] = field(default_factory=list)
     space_states: list[tuple[object, ...]] = field(default_factory=list)
     sessions: list[SessionChange] = field(default_factory=list)
+    #: exits without entry completed by an entry that arrived after them (late entries)
+    late_entries: list[SessionChange] = field(default_factory=list)
     anomalies: list[tuple[object, ...]] = field(default_factory=list)
     dead_letters: list[tuple[object, ...]] = field(default_factory=list)
     #: devices whose offline anomaly an online status resolves
@@ -149,6 +152,22 @@ def _anomaly(
             json.dumps(details or {}, ensure_ascii=False, default=str),
             at,
         )
+    )
+
+
+def _pricing_failed(
+    plan: WritePlan, rec: PassageRecord, sid: str, received: datetime, error: str
+) -> None:
+    _anomaly(
+        plan,
+        anomaly_id=f"{AnomalyKind.PRICING_FAILED}:{sid}",
+        kind=AnomalyKind.PRICING_FAILED,
+        at=received,
+        lot_id=rec.lot_id,
+        device_id=rec.device_id,
+        plate=rec.plate,
+        session_id=sid,
+        details={"error": error},
     )
 
 
@@ -287,17 +306,36 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
             )
         )
         if priced.error is not None:
-            _anomaly(
-                plan,
-                anomaly_id=f"{AnomalyKind.PRICING_FAILED}:{sid}",
-                kind=AnomalyKind.PRICING_FAILED,
-                at=received,
+            _pricing_failed(plan, rec, sid, received, priced.error)
+    elif outcome == "late_entry" and sid is not None:
+        priced = rec.priced
+        gone = GoneExit.parse(entry.get("cur"))
+        if priced is None or priced.session_id != sid or gone.session_id != sid:
+            raise ValueError(f"late entry of {sid} without its price or its exit")
+        plan.late_entries.append(
+            SessionChange(
+                id=sid,
                 lot_id=rec.lot_id,
-                device_id=rec.device_id,
+                status=SessionStatus.CLOSED,
                 plate=rec.plate,
-                session_id=sid,
-                details={"error": priced.error},
+                plate_raw=rec.plate_raw,
+                entry_at=at,
+                entry_device_id=rec.device_id,
+                entry_seq=rec.seq,
+                exit_at=from_ms(gone.exit_ms),
+                exit_device_id=gone.device_id,
+                exit_seq=gone.seq,
+                vehicle_class=priced.vehicle_class,
+                fee_fen=priced.fee_fen,
+                tariff_id=priced.tariff_id,
+                tariff_version=priced.tariff_version,
+                pricing_reason=priced.reason,
+                quote=priced.quote_json,
+                flags=(*flags, "late_entry"),
             )
+        )
+        if priced.error is not None:
+            _pricing_failed(plan, rec, sid, received, priced.error)
     elif outcome == "no_entry" and session_id is not None:
         plan.sessions.append(
             SessionChange(
@@ -452,12 +490,7 @@ def _plan_other(plan: WritePlan, entry: StreamEntry) -> None:
             details={"from": start, "to": end},
         )
     elif kind == "supersede":
-        sid, by, lot_id, plate = (
-            entry.get("sid"),
-            entry.get("by"),
-            entry.get("lot"),
-            entry.get("plate"),
-        )
+        sid, by, lot_id, plate = (entry.get(name) for name in ("sid", "by", "lot", "plate"))
         why = entry.get("why")
         old = OpenSession.parse(entry.get("cur"))
         plan.sessions.append(
@@ -555,16 +588,18 @@ def plan(entries: Sequence[StreamEntry]) -> WritePlan:
     """The rows that record ``entries``. An entry that cannot be understood goes to
     ``poison`` (the rest is planned normally)."""
     result = WritePlan()
+    rows: tuple[list, ...] = (  # type: ignore[type-arg]
+        result.device_events,
+        result.passages,
+        result.space_events,
+        result.space_states,
+        result.sessions,
+        result.late_entries,
+        result.anomalies,
+        result.dead_letters,
+    )
     for entry in entries:
-        size = (
-            len(result.device_events),
-            len(result.passages),
-            len(result.space_events),
-            len(result.space_states),
-            len(result.sessions),
-            len(result.anomalies),
-            len(result.dead_letters),
-        )
+        size = [len(r) for r in rows]
         try:
             kind = entry.get("k")
             if kind == "passage":
@@ -575,12 +610,7 @@ def plan(entries: Sequence[StreamEntry]) -> WritePlan:
                 _plan_other(result, entry)
         except (ValueError, KeyError, msgspec.DecodeError, UnicodeDecodeError) as error:
             # Undo the half-planned entry so a poison entry writes nothing.
-            del result.device_events[size[0] :]
-            del result.passages[size[1] :]
-            del result.space_events[size[2] :]
-            del result.space_states[size[3] :]
-            del result.sessions[size[4] :]
-            del result.anomalies[size[5] :]
-            del result.dead_letters[size[6] :]
+            for r, n in zip(rows, size, strict=True):
+                del r[n:]
             result.poison.append((entry, f"{type(error).__name__}: {error}"))
     return result

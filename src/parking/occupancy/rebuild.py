@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from parking.ids import ulid
 from parking.occupancy import ingest, keys, logic, records, store
 from parking.occupancy import plate_flags as core_plate_flags
+from parking.occupancy.batch import Tuning
 
 #: Commands per pipeline: big enough to amortise round trips, small enough that
 #: one reply never holds hundreds of megabytes.
@@ -151,6 +152,7 @@ async def rebuild(
     # Read everything first: the shards stay closed for as short a time as possible.
     directory = await ingest.load_directory(conn)
     sessions = await records.open_sessions(conn)
+    gone = await records.exits_without_entry(conn, now - Tuning().late_entry_within)
     spaces = await records.space_states(conn)
     marks = await records.device_marks_pg(conn)
     flags = await core_plate_flags.plate_flags_from_db(conn, now)
@@ -162,7 +164,7 @@ async def rebuild(
         [
             f"{t}:{part}:*"
             for t in lot_tags
-            for part in ("lot", "sess", "spaces", "dev", "devx", "paid")
+            for part in ("lot", "sess", "spaces", "dev", "devx", "paid", "gone")
         ]
         + [f"{t}:{name}" for t in lot_tags for name in ("seen", "out")]
         + [f"{t}:plate:*" for t in plate_tags]
@@ -206,6 +208,14 @@ async def rebuild(
                     },
                 )
             )
+    for row in gone:  # the latest per plate and lot, as occ_passage keeps them
+        if keys.lot_tag(row["lot_id"]) in wanted_lots:
+            value = (
+                f"{row['id']}|{logic.to_ms(row['exit_at'])}|"
+                f"{row['exit_device_id'] or 'rebuild'}|{row['exit_seq'] or 0}"
+            )
+            gone_key = keys.gone(keys.lot_tag(row["lot_id"]), row["lot_id"])
+            commands.append(("hset", (gone_key, row["plate"], value), {}))
     occupied: dict[str, int] = defaultdict(int)
     space_values: dict[str, dict[str, str]] = defaultdict(dict)
     for row in spaces:

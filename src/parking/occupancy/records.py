@@ -85,6 +85,16 @@ async def open_sessions(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
+async def exits_without_entry(conn: asyncpg.Connection, since: datetime) -> list[asyncpg.Record]:
+    """Exits without an entry read since ``since`` that no entry has completed yet."""
+    return await conn.fetch(
+        """SELECT id, lot_id, plate, exit_at, exit_device_id, exit_seq FROM sessions
+           WHERE status = 'closed' AND entry_at IS NULL AND pricing_reason = 'no_entry'
+             AND plate IS NOT NULL AND exit_at >= $1 ORDER BY exit_at""",
+        since,
+    )
+
+
 async def space_states(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT lot_id, space_id, occupied, device_id, seq, observed_at FROM space_states"
@@ -229,6 +239,26 @@ async def resolve_device_anomalies(
         list(device_ids),
         at,
         why,
+    )
+
+
+async def resolve_completed_exits(
+    conn: asyncpg.Connection, session_ids: Sequence[str], at: datetime
+) -> None:
+    """An exit without entry whose entry has arrived since (a late entry completed the
+    session) is no longer an anomaly: resolved, whichever of the two was stored first."""
+    if not session_ids:
+        return
+    await conn.execute(
+        """UPDATE anomalies a SET status = 'resolved', resolved_at = $2,
+                                  resolution = 'entry arrived late: ' || s.entry_device_id
+                                               || ':' || s.entry_seq
+           FROM sessions s
+           WHERE a.kind = 'exit_without_entry' AND a.status = 'open'
+             AND a.session_id = ANY($1::text[]) AND s.id = a.session_id
+             AND s.entry_at IS NOT NULL""",
+        list(session_ids),
+        at,
     )
 
 

@@ -157,6 +157,10 @@ class PassageCall:
     command_resend_ms: int
     #: the passage's event time plus the staleness window: no re-send after it
     command_stale_ms: int
+    #: an exit: the id its session gets if it has no entry (remembered for a late entry)
+    no_entry_session: str = ""
+    #: an entry up to this long before an exit without entry here completes it
+    late_within_ms: int = 0
 
 
 def queue_passage(pipe: Batch, call: PassageCall) -> None:
@@ -180,6 +184,8 @@ def queue_passage(pipe: Batch, call: PassageCall) -> None:
         str(call.command_resend_ms),
         call.lot_id,
         str(call.command_stale_ms),
+        call.no_entry_session,
+        str(call.late_within_ms),
     )
 
 
@@ -337,6 +343,11 @@ def clock_samples(reply: object) -> list[int]:
 
 def queue_session_of(pipe: Batch, *, lot_id: str, plate: str) -> None:
     pipe.command("HGET", keys.sessions(keys.lot_tag(lot_id), lot_id), plate)
+
+
+def queue_gone_of(pipe: Batch, *, lot_id: str, plate: str) -> None:
+    """The lot's exit without entry of ``plate`` (``keys.gone``), if it remembers one."""
+    pipe.command("HGET", keys.gone(keys.lot_tag(lot_id), lot_id), plate)
 
 
 #: what ``occ_due`` counts, in the order of its first reply

@@ -87,6 +87,17 @@ async def record(
     return await _closed(conn, closed, now or datetime.now(UTC))
 
 
+async def complete_late_entries(
+    conn: asyncpg.Connection, changes: Sequence[SessionChange], *, now: datetime
+) -> list[str]:
+    """Exits without entry completed by their entry, which reached the platform after
+    them (an entry camera's backlog): each closed fact carries both ends and the fee
+    priced from the entry. In the caller's transaction; idempotent (a session that
+    has its entry already is left alone). Returns the ids of the bills opened."""
+    done = await store.complete_without_entry(conn, changes)
+    return await _closed(conn, [c for c in changes if c.id in done], now)
+
+
 _NO_QUOTE = '{{"total_fen": {fee}, "itemised": false}}'
 #: a session of a lot that is gone (the lots' default)
 _DEFAULT_EXIT_WINDOW: Final = timedelta(minutes=15)

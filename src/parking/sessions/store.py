@@ -129,6 +129,57 @@ async def merge(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> N
     )
 
 
+async def complete_without_entry(
+    conn: asyncpg.Connection, changes: Sequence[SessionChange]
+) -> set[str]:
+    """Give exits without entry the entry that arrived after them (closed facts with
+    both ends and the fee priced from the entry): the entry, the price and the flags
+    replace the exit's free no-entry close. A session whose exit is not stored yet
+    (another persister holds it) is written whole; one that has its entry already,
+    or a fee, is left as it is. Returns the ids completed now."""
+    if not changes:
+        return set()
+    rows = await conn.fetch(
+        """
+        INSERT INTO sessions AS sessions (
+            id, lot_id, plate, plate_raw, status, entry_at, exit_at, entry_device_id, entry_seq,
+            exit_device_id, exit_seq, vehicle_class, fee_fen, tariff_id, tariff_version,
+            pricing_reason, quote, superseded_by, flags, account_id)
+        SELECT id, lot_id, plate, plate_raw, status, entry_at, exit_at, entry_device_id,
+               entry_seq, exit_device_id, exit_seq, vehicle_class, fee_fen, tariff_id,
+               tariff_version, pricing_reason, quote, superseded_by,
+               CASE WHEN flags = '' THEN '{}'::text[] ELSE string_to_array(flags, ',') END,
+               account_id
+        FROM unnest(
+            $1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+            $6::timestamptz[], $7::timestamptz[], $8::text[], $9::bigint[], $10::text[],
+            $11::bigint[], $12::smallint[], $13::bigint[], $14::text[], $15::integer[],
+            $16::text[], $17::jsonb[], $18::text[], $19::text[], $20::text[]
+        ) AS t(id, lot_id, plate, plate_raw, status, entry_at, exit_at, entry_device_id,
+               entry_seq, exit_device_id, exit_seq, vehicle_class, fee_fen, tariff_id,
+               tariff_version, pricing_reason, quote, superseded_by, flags, account_id)
+        ON CONFLICT (id) DO UPDATE SET
+            entry_at = EXCLUDED.entry_at,
+            entry_device_id = EXCLUDED.entry_device_id,
+            entry_seq = EXCLUDED.entry_seq,
+            vehicle_class = EXCLUDED.vehicle_class,
+            fee_fen = EXCLUDED.fee_fen,
+            tariff_id = EXCLUDED.tariff_id,
+            tariff_version = EXCLUDED.tariff_version,
+            pricing_reason = EXCLUDED.pricing_reason,
+            quote = EXCLUDED.quote,
+            flags = ARRAY(SELECT DISTINCT f FROM unnest(sessions.flags || EXCLUDED.flags) AS f
+                          ORDER BY f),
+            updated_at = now()
+        WHERE sessions.status = 'closed' AND sessions.entry_at IS NULL
+          AND coalesce(sessions.fee_fen, 0) = 0
+        RETURNING id
+        """,
+        *_columns(changes),
+    )
+    return {r["id"] for r in rows}
+
+
 async def by_plate(conn: asyncpg.Connection, plate: str, *, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT id, lot_id, plate, status, entry_at, exit_at, fee_fen, tariff_id,

@@ -145,23 +145,30 @@ end
 
 ---------------------------------------------------------------------------
 -- occ_passage: a gate's passage.
--- KEYS: ready lot sess dev devx events seen cmd cmdq out cmdlane
+-- KEYS: ready lot sess dev devx events seen cmd cmdq out cmdlane gone
 -- ARGV: device seq now_ms plate mode sid at_ms record cmd_id cmd_topic cmd_open
---       cmd_hold cmd_expires_ms cmd_resend_ms lot_id cmd_stale_ms
+--       cmd_hold cmd_expires_ms cmd_resend_ms lot_id cmd_stale_ms no_entry_sid
+--       late_within_ms
 -- mode: open (needs a free space) | open_any (opens even when full: the lot's
 --       full_policy is open, or a pass holder) | hold (decided upstream:
---       blacklisted, arrears, unplated) | exit
+--       blacklisted, arrears, unplated) | exit | late (an entry that arrived
+--       after its car's exit: it completes that exit-without-entry session)
 -- sid:  entry: the new session's id; exit: the open session the gateway priced
---       ('' = it saw none). A different session here means the state moved
---       since it priced: 'stale', nothing written, the gateway re-prices.
+--       ('' = it saw none); late: the exit-without-entry session it priced. A
+--       different session here means the state moved since it priced: 'stale',
+--       nothing written, the gateway re-prices.
+-- no_entry_sid: exit: the id an exit without entry gets (remembered in gone).
+-- late_within_ms: an entry of a plate whose exit-without-entry here (gone) is at
+--       or after the entry and at most this long after it is late: an entry
+--       decided otherwise is 'stale' (the gateway decides it as late).
 -- Returns {status, outcome, session, superseded, watermark, follow-up, gap 'from-to' or '',
 --          the lane's command no longer re-sent (superseded) or ''}
 --   status: applied | dup | stale | notready | nolot
---   outcome: opened | full | held | closed | no_entry
+--   outcome: opened | full | held | closed | no_entry | late_entry
 local function occ_passage(keys, args)
-  local ready, lotk, sessk, dev, devx, events, seen, cmdk, cmdq, outk, cmdlane =
+  local ready, lotk, sessk, dev, devx, events, seen, cmdk, cmdq, outk, cmdlane, gonek =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10],
-    keys[11]
+    keys[11], keys[12]
   local device, seq, now, err = event_args(args)
   if err then
     return err
@@ -173,8 +180,20 @@ local function occ_passage(keys, args)
   local cmd_resend = int_arg(args[14], 0, MAX_MS)
   local lot_id = args[15]
   local cmd_stale = int_arg(args[16], 0, MAX_MS)
-  if mode ~= 'open' and mode ~= 'open_any' and mode ~= 'hold' and mode ~= 'exit' then
+  local no_entry_sid = args[17] or ''
+  local late_within = int_arg(args[18] or '0', 0, MAX_MS)
+  if mode ~= 'open' and mode ~= 'open_any' and mode ~= 'hold' and mode ~= 'exit'
+    and mode ~= 'late' then
     return bad('mode')
+  end
+  if mode == 'late' and (plate == '' or not is_sid(sid) or cmd_id ~= '') then
+    return bad('a late entry needs a plate and the session it completes, and no command')
+  end
+  if no_entry_sid ~= '' and (mode ~= 'exit' or not is_sid(no_entry_sid)) then
+    return bad('no_entry_sid')
+  end
+  if not late_within or not gonek then
+    return bad('late entries')
   end
   if plate ~= '' and not is_plate(plate) then
     return bad('plate')
@@ -216,6 +235,22 @@ local function occ_passage(keys, args)
   if mode == 'exit' and current_sid ~= sid then
     return {'stale', '', current_sid, current or '', marks[3], ''}
   end
+  -- An entry of a plate that left here without an entry read, at or after this
+  -- entry (the entry camera's message came late): it completes that session.
+  local gone = nil
+  if mode ~= 'exit' and plate ~= '' then
+    gone = redis.call('HGET', gonek, plate) or nil  -- a missing field is false
+    if gone then
+      local gone_at = tonumber(string.match(gone, '^[^|]*|(%d+)|') or '-1')
+      if gone_at < at or gone_at - at > late_within then
+        gone = nil
+      end
+    end
+    local gone_sid = sid_of(gone)
+    if (mode == 'late') ~= (gone ~= nil) or (mode == 'late' and gone_sid ~= sid) then
+      return {'stale', '', gone_sid, gone or '', marks[3], ''}
+    end
+  end
 
   -- Everything is valid: write.
   local gap = mark_applied(dev, devx, events, device, seq, marks, now)
@@ -229,7 +264,25 @@ local function occ_passage(keys, args)
       followup = 'release|' .. plate .. '|' .. session .. '|' .. S(at) .. '|' .. lot_id .. '|' .. S(now)
     else
       outcome = 'no_entry'
+      if no_entry_sid ~= '' and plate ~= '' then
+        -- Remembered for an entry that may still come (its camera's backlog).
+        -- Kept short: entries past late_within are dropped here when it grows.
+        if redis.call('HLEN', gonek) >= 64 then
+          local all = redis.call('HGETALL', gonek)
+          for i = 1, #all, 2 do
+            local then_at = tonumber(string.match(all[i + 1], '^[^|]*|(%d+)|') or '0')
+            if then_at < at - late_within then
+              redis.call('HDEL', gonek, all[i])
+            end
+          end
+        end
+        redis.call('HSET', gonek, plate,
+          no_entry_sid .. '|' .. S(at) .. '|' .. device .. '|' .. S(seq))
+      end
     end
+  elseif mode == 'late' then
+    redis.call('HDEL', gonek, plate)
+    outcome, session = 'late_entry', sid
   elseif mode == 'hold' then
     outcome = 'held'
   else
@@ -279,6 +332,9 @@ local function occ_passage(keys, args)
   end
   if followup ~= '' then
     redis.call('HSET', outk, device .. ':' .. S(seq), followup)
+  end
+  if mode == 'late' then
+    current = gone
   end
   redis.call('XADD', events, '*', 'k', 'passage', 'd', device, 's', S(seq), 'r', S(now),
     'ev', record, 'o', outcome, 'sid', session, 'sup', superseded, 'cur', current or '')
