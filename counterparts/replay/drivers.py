@@ -76,6 +76,14 @@ class _Account:
     driver: Driver
     client: httpx.AsyncClient
     token: str = ""
+    refresh_token: str = ""
+    #: time.monotonic() from which the access token is renewed before it is used (a
+    #: day at 50x outlives it, as a real driver's app outlives a token)
+    renew_at: float = 0.0
+
+    def issued(self, body: dict[str, Any]) -> None:
+        self.token, self.refresh_token = body["access_token"], body["refresh_token"]
+        self.renew_at = time.monotonic() + 0.8 * float(body["expires_in"])
 
 
 class Drivers:
@@ -129,6 +137,19 @@ class Drivers:
         self.report.timings.setdefault(name, []).append((time.perf_counter() - started) * 1000)
         return response
 
+    async def _headers(self, account: _Account) -> dict[str, str]:
+        """The account's bearer header, its access token renewed first when it is due
+        (``POST /v1/auth/refresh``, as the driver's app does)."""
+        if account.refresh_token and time.monotonic() >= account.renew_at:
+            renewed = await self._call(account.client, "auth: refresh", "POST",
+                                       "/v1/auth/refresh",
+                                       json={"refresh_token": account.refresh_token})  # fmt: skip
+            if renewed.status_code == 200:
+                account.issued(renewed.json())
+            else:  # the call with the old token then fails and is counted
+                self._error(f"refresh {renewed.status_code} {renewed.text[:200]}")
+        return {"Authorization": f"Bearer {account.token}"}
+
     def _error(self, text: str) -> None:
         self.report.failed += 1
         if len(self.report.errors) < 50:
@@ -176,7 +197,8 @@ class Drivers:
                                   json={"phone": driver.phone, "code": code})  # fmt: skip
         if issued.status_code != 200:
             raise RuntimeError(f"token {issued.status_code} {issued.text[:200]}")
-        account = _Account(driver, client, issued.json()["access_token"])
+        account = _Account(driver, client)
+        account.issued(issued.json())
         headers = {"Authorization": f"Bearer {account.token}"}
         bound = await self._call(client, "me: bind plate", "POST", "/v1/me/vehicles",
                                  json={"plate": driver.plate}, headers=headers)  # fmt: skip
@@ -287,7 +309,7 @@ class Drivers:
         lies before the driver bound the plate (they signed up this morning, in real
         time), and an account sees a plate's bills only from its binding on; paying a
         plate's bills is open to anyone who knows it."""
-        headers = {"Authorization": f"Bearer {account.token}"}
+        headers = await self._headers(account)
         client = account.client
         plate = account.driver.plate
         listed = await self._call(client, "plates: bills", "POST", "/v1/plate-bills",

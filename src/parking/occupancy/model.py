@@ -40,6 +40,9 @@ class Outcome(StrEnum):
     #: entry that arrived after its car's exit without entry here: it completes that
     #: session (priced from this entry), opens nothing
     LATE_ENTRY = "late_entry"
+    #: entry observed before the plate's open session in this lot (two reads of one car
+    #: delivered out of order): superseded by that session at once, nothing opens
+    OLDER_ENTRY = "older_entry"
 
 
 class AnomalyKind(StrEnum):

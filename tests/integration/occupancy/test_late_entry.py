@@ -173,3 +173,36 @@ async def test_a_rebuilt_core_still_completes_the_exit(core: Core) -> None:
     assert report.outcomes["late_entry"] == 1
     await core.persist()
     await check_completed(core, PLATE, entry_at, exit_at)
+
+
+async def test_two_reads_of_one_car_delivered_out_of_order_leave_the_later_stay(
+    core: Core,
+) -> None:
+    """The entry camera read the car twice (seq n, n+1) and the broker delivered n+1
+    first: the later read's stay stands, the earlier one is superseded by it at once,
+    and the exit closes the later one (the full-city replay found the opposite)."""
+    first_at = core.clock.now()
+    first = core.passage("in1", PLATE, at=first_at)
+    core.clock.advance(minutes(0) + (minutes(1) / 40))  # 1.5 s later
+    second_at = core.clock.now()
+    second = core.passage("in1", PLATE, at=second_at)
+    assert (await core.handle(second)).outcomes["opened"] == 1
+    report = await core.handle(first)
+    assert report.outcomes["older_entry"] == 1
+    assert await open_count(core) == 1
+    core.clock.advance(minutes(50))
+    exit_at = core.clock.now()
+    out = await core.handle(core.passage("out1", PLATE))
+    assert out.outcomes["closed"] == 1
+    await core.persist()
+    rows = await core.conn.fetch(
+        """SELECT status, entry_at, exit_at, superseded_by, id FROM sessions WHERE plate = $1
+           ORDER BY entry_at""",
+        PLATE,
+    )
+    assert [(r["status"], r["entry_at"], r["exit_at"]) for r in rows] == [
+        ("superseded", first_at, None),
+        ("closed", second_at, exit_at),
+    ]
+    assert rows[0]["superseded_by"] == rows[1]["id"]
+    assert await open_count(core) == 0

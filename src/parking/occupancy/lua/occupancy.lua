@@ -164,7 +164,8 @@ end
 -- Returns {status, outcome, session, superseded, watermark, follow-up, gap 'from-to' or '',
 --          the lane's command no longer re-sent (superseded) or ''}
 --   status: applied | dup | stale | notready | nolot
---   outcome: opened | full | held | closed | no_entry | late_entry
+--   outcome: opened | full | held | closed | no_entry | late_entry | older_entry (an
+--            entry earlier than the plate's open session here: superseded by it)
 local function occ_passage(keys, args)
   local ready, lotk, sessk, dev, devx, events, seen, cmdk, cmdq, outk, cmdlane, gonek =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10],
@@ -285,6 +286,11 @@ local function occ_passage(keys, args)
     outcome, session = 'late_entry', sid
   elseif mode == 'hold' then
     outcome = 'held'
+  elseif current and tonumber(string.match(current, '^[^|]*|(%d+)|') or '0') > at then
+    -- An earlier read of the plate here delivered after a later entry (two reads of
+    -- one car, out of order): the later stay stands, this one is superseded by it
+    -- at once ('sup' names the later one); the lot's count does not move.
+    outcome, session, superseded = 'older_entry', sid, current_sid
   else
     if current then
       -- Entered again without an exit read: the old stay ends here.
