@@ -19,6 +19,7 @@ from parking.occupancy.model import (
     GoneExit,
     OpenSession,
     PassageRecord,
+    PricedExit,
     SpaceRecord,
     StatusRecord,
 )
@@ -107,6 +108,32 @@ def _anomaly(
     )
 
 
+def _entered(rec: PassageRecord, sid: str, at: datetime, **fact: object) -> SessionChange:
+    """A fact about session ``sid`` whose entry is this passage (``fact``: the rest)."""
+    return SessionChange(
+        id=sid,
+        lot_id=rec.lot_id,
+        plate=rec.plate,
+        plate_raw=rec.plate_raw,
+        entry_at=at,
+        entry_device_id=rec.device_id,
+        entry_seq=rec.seq,
+        **fact,  # type: ignore[arg-type]
+    )
+
+
+def _priced(priced: PricedExit) -> dict[str, object]:
+    """The fee fields of a session priced by the gateway."""
+    return {
+        "vehicle_class": priced.vehicle_class,
+        "fee_fen": priced.fee_fen,
+        "tariff_id": priced.tariff_id,
+        "tariff_version": priced.tariff_version,
+        "pricing_reason": priced.reason,
+        "quote": priced.quote_json,
+    }
+
+
 def _pricing_failed(
     plan: WritePlan, rec: PassageRecord, sid: str, received: datetime, error: str
 ) -> None:
@@ -191,19 +218,7 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
             details=details,
         )
     if outcome == "opened" and sid is not None:
-        plan.sessions.append(
-            SessionChange(
-                id=sid,
-                lot_id=rec.lot_id,
-                status=SessionStatus.OPEN,
-                plate=rec.plate,
-                plate_raw=rec.plate_raw,
-                entry_at=at,
-                entry_device_id=rec.device_id,
-                entry_seq=rec.seq,
-                flags=flags,
-            )
-        )
+        plan.sessions.append(_entered(rec, sid, at, status=SessionStatus.OPEN, flags=flags))
         if superseded is not None:
             old = OpenSession.parse(entry.get("cur"))
             plan.sessions.append(
@@ -248,13 +263,8 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
                 exit_at=at,
                 exit_device_id=rec.device_id,
                 exit_seq=rec.seq,
-                vehicle_class=priced.vehicle_class,
-                fee_fen=priced.fee_fen,
-                tariff_id=priced.tariff_id,
-                tariff_version=priced.tariff_version,
-                pricing_reason=priced.reason,
-                quote=priced.quote_json,
                 flags=flags,
+                **_priced(priced),  # type: ignore[arg-type]
             )
         )
         if priced.error is not None:
@@ -262,15 +272,11 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
     elif outcome == "older_entry" and sid is not None and superseded is not None:
         # An earlier read of the plate delivered after the later entry: superseded by it.
         plan.sessions.append(
-            SessionChange(
-                id=sid,
-                lot_id=rec.lot_id,
+            _entered(
+                rec,
+                sid,
+                at,
                 status=SessionStatus.SUPERSEDED,
-                plate=rec.plate,
-                plate_raw=rec.plate_raw,
-                entry_at=at,
-                entry_device_id=rec.device_id,
-                entry_seq=rec.seq,
                 superseded_by=superseded,
                 flags=(*flags, "older_entry"),
             )
@@ -281,25 +287,16 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
         if priced is None or priced.session_id != sid or gone.session_id != sid:
             raise ValueError(f"late entry of {sid} without its price or its exit")
         plan.late_entries.append(
-            SessionChange(
-                id=sid,
-                lot_id=rec.lot_id,
+            _entered(
+                rec,
+                sid,
+                at,
                 status=SessionStatus.CLOSED,
-                plate=rec.plate,
-                plate_raw=rec.plate_raw,
-                entry_at=at,
-                entry_device_id=rec.device_id,
-                entry_seq=rec.seq,
                 exit_at=from_ms(gone.exit_ms),
                 exit_device_id=gone.device_id,
                 exit_seq=gone.seq,
-                vehicle_class=priced.vehicle_class,
-                fee_fen=priced.fee_fen,
-                tariff_id=priced.tariff_id,
-                tariff_version=priced.tariff_version,
-                pricing_reason=priced.reason,
-                quote=priced.quote_json,
                 flags=(*flags, "late_entry"),
+                **_priced(priced),
             )
         )
         if priced.error is not None:
