@@ -134,9 +134,10 @@ def run_wrk(
 
 
 @contextlib.contextmanager
-def serve_app(port: int = PORT, **overrides: str) -> Iterator[None]:
-    """The app under test (with /bench/hello) under one granian worker on ``port``, until
-    the block ends; ``overrides`` are extra environment variables."""
+def serve_app(port: int = PORT, *, workers: int = 1, **overrides: str) -> Iterator[None]:
+    """The app under test (with /bench/hello) under ``workers`` granian workers (one
+    unless a bench measures how a route scales with cores) on ``port``, until the block
+    ends; ``overrides`` are extra environment variables."""
     env = {
         **os.environ,
         "PYTHONPATH": f"{HERE}:{os.environ.get('PYTHONPATH', '')}",
@@ -155,7 +156,7 @@ def serve_app(port: int = PORT, **overrides: str) -> Iterator[None]:
             "asgi",
             "--factory",
             "--workers",
-            "1",
+            str(workers),
             "--host",
             "127.0.0.1",
             "--port",
@@ -175,6 +176,8 @@ def serve_app(port: int = PORT, **overrides: str) -> Iterator[None]:
                         break
             except OSError:
                 time.sleep(0.2)
+        if workers > 1:
+            time.sleep(2)  # /readyz answered from one worker; let the others start too
         yield
     finally:
         server.terminate()
@@ -185,8 +188,11 @@ def serve_app(port: int = PORT, **overrides: str) -> Iterator[None]:
 GOALS = {"city overview (651 lots, live core)": 0.5}
 
 
-def record(results: Results, runs: list[Result], goals: dict[str, float]) -> None:
-    """The wrk runs as rows: the first is hello-world, the baseline of the others."""
+def record(
+    results: Results, runs: list[Result], goals: dict[str, float], *, write: bool = True
+) -> None:
+    """The wrk runs as rows: the first is hello-world, the baseline of the others;
+    ``write=False`` leaves writing the file to a caller that adds rows."""
     hello, *routes = runs
     base = results.baseline(
         hello.name, hello.rps, "req/s", p99_ms=hello.p99_ms, errors=hello.errors
@@ -203,7 +209,8 @@ def record(results: Results, runs: list[Result], goals: dict[str, float]) -> Non
             p99_ms=r.p99_ms,
             errors=r.errors,
         )
-    results.write()
+    if write:
+        results.write()
 
 
 def report(runs: list[Result]) -> None:

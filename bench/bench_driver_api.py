@@ -62,7 +62,7 @@ from bench_api import (
     run_wrk,
     serve_app,
 )
-from results import Results, sized
+from results import Baseline, Results, sized
 
 HERE = Path(__file__).resolve().parent
 DEMO = "GZ-DEMO-01"
@@ -327,6 +327,19 @@ def main() -> int:
                     wrk, "scan-in (unplated entry)", "/v1/scans/entry", scan_body, token_file
                 ),
             ]
+        # How the routes scale with cores: the same reads under two workers, in the same
+        # run (wrk and the stack share the machine's two cores with them).
+        with serve_app(workers=2):
+            check_current_session(reader, reader_session)
+            scaled = [
+                run_wrk(wrk, "hello-world, 2 workers", "/bench/hello"),
+                run_wrk(
+                    wrk,
+                    "current session with fee, 2 workers",
+                    "/v1/me/sessions/current",
+                    token=reader,
+                ),
+            ]
     finally:
         token_file.unlink(missing_ok=True)
         asyncio.run(restore_full_policy(settings))
@@ -342,7 +355,23 @@ def main() -> int:
             f"{r.name:<32} {r.rps:>9,.0f} req/s  p99 {r.p99_ms:7.2f} ms  "
             f"ratio {ratio:5.2f}  errors {r.errors}  {verdict}"
         )
-    record(Results("driver_api"), runs, GOALS)
+    for two, one in zip(scaled, runs[:2], strict=True):
+        print(
+            f"{two.name:<36} {two.rps:>9,.0f} req/s  p99 {two.p99_ms:7.2f} ms  "
+            f"{two.rps / one.rps:5.2f}x one worker  errors {two.errors}"
+        )
+    results = Results("driver_api")
+    record(results, runs, GOALS, write=False)
+    for two, one in zip(scaled, runs[:2], strict=True):
+        results.row(
+            two.name,
+            two.rps,
+            "req/s",
+            against=Baseline(case=f"{one.name}, 1 worker", value=one.rps, unit="req/s"),
+            p99_ms=two.p99_ms,
+            errors=two.errors,
+        )
+    results.write()
     return 0
 
 

@@ -15,6 +15,10 @@ test stack under ``make bench``), in a scratch database it creates and drops.
 4. The pipeline drains its copy: ``parking persister`` is already running and
    idle, ``parking gateway`` starts; events/s from the gateway's MQTT connect to
    the moment PostgreSQL holds all events (device_events rows).
+5. Scale with cores, in the same run: the database and core made afresh, the same
+   backlog queued for two gateway sessions on the share group (the broker deals the
+   messages between them), drained by two ``parking gateway`` processes and one
+   persister; recorded against the one-gateway rate.
 
 Prints both rates and their ratio (goal: pipeline >= 0.5x bare and >= 10,000/s).
 """
@@ -40,7 +44,7 @@ import redis.asyncio as aioredis
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from results import Results, sized
+from results import Baseline, Results, sized
 
 from parking import config
 from parking.db import migrate
@@ -265,9 +269,17 @@ def _spawn(argv: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[b
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def gateway_ids(n: int) -> list[str]:
+    """The client ids of ``n`` gateways on the bench's share group."""
+    return [GATEWAY_ID if i == 0 else f"{GATEWAY_ID}-{i + 1}" for i in range(n)]
+
+
 async def drain_pipeline(
-    settings: config.Settings, url: str, total: int, logs: Path
+    settings: config.Settings, url: str, total: int, logs: Path, *, gateways: int = 1
 ) -> tuple[float, float]:
+    """The pipeline drains the backlog queued for ``gateways`` sessions on the share group:
+    seconds from the first gateway's MQTT connect, and from its process start, to the last
+    event stored."""
     env = {
         **os.environ,
         "PARKING_DATABASE_URL": url,
@@ -275,22 +287,23 @@ async def drain_pipeline(
         "PARKING_LOG_LEVEL": "info",
     }
     me = [sys.executable, "-m", "parking"]
-    with (logs / "persister.log").open("wb") as plog, (logs / "gateway.log").open("wb") as glog:
+    gateway = [*me, "gateway", "--share-group", SHARE_GROUP, "--client-id"]
+    gateway_logs = [logs / f"{client_id}.log" for client_id in gateway_ids(gateways)]
+    procs: list[subprocess.Popen[bytes]] = []
+    with (logs / "persister.log").open("wb") as plog:
         persister = _spawn([*me, "persister"], env, plog)
+        procs.append(persister)
         conn = await asyncpg.connect(url)
         try:
             await asyncio.sleep(1.5)  # the persister is up and idle
             started = time.perf_counter()
-            gateway = _spawn(
-                [*me, "gateway", "--client-id", GATEWAY_ID, "--share-group", SHARE_GROUP],
-                env,
-                glog,
-            )
+            for client_id, path in zip(gateway_ids(gateways), gateway_logs, strict=True):
+                with path.open("wb") as glog:
+                    procs.append(_spawn([*gateway, client_id], env, glog))
             connected_at = None
             while True:
-                if (
-                    connected_at is None
-                    and b"mqtt_connected" in (logs / "gateway.log").read_bytes()
+                if connected_at is None and any(
+                    b"mqtt_connected" in path.read_bytes() for path in gateway_logs
                 ):
                     connected_at = time.perf_counter()
                 n = await conn.fetchval("SELECT count(*) FROM device_events")
@@ -302,10 +315,9 @@ async def drain_pipeline(
             done = time.perf_counter()
         finally:
             await conn.close()
-            for proc in (locals().get("gateway"), persister):
-                if proc is not None:
-                    proc.terminate()
-                    proc.wait(timeout=30)
+            for proc in reversed(procs):
+                proc.terminate()
+                proc.wait(timeout=30)
     assert connected_at is not None
     return done - connected_at, done - started
 
@@ -359,8 +371,36 @@ async def main() -> None:
         seconds=pipe,
         seconds_with_process_start=wall,
     )
+    # Scale with cores: the same backlog, a fresh database and core, two gateways on the
+    # share group (the broker deals the messages between their sessions) and one persister.
+    drop_session(settings, BARE_ID)
+    url, _, _ = await prepare(settings)
+    for client_id in gateway_ids(2):
+        register_session(settings, client_id, topics.subscriptions(SHARE_GROUP))
+    took = await asyncio.to_thread(publish, settings, messages)
+    print(f"backlog queued again for two gateways in {took:.1f} s")
+    two, two_wall = await drain_pipeline(settings, url, len(messages), logs, gateways=2)
+    two_rate = len(messages) / two
+    print(
+        f"pipeline with two gateways: {two:.2f} s, {two_rate:,.0f} events/s, "
+        f"{two_rate / pipe_rate:.2f}x one gateway, {two_rate / bare_rate:.2f}x bare"
+    )
+    results.row(
+        "two gateways on the share group -> Redis -> persister -> PostgreSQL",
+        two_rate,
+        "events/s",
+        against=Baseline(
+            case="gateway -> Redis -> persister -> PostgreSQL (one gateway)",
+            value=pipe_rate,
+            unit="events/s",
+        ),
+        events=len(messages),
+        seconds=two,
+        seconds_with_process_start=two_wall,
+        ratio_to_bare=two_rate / bare_rate,
+    )
     results.write()
-    for client_id in (BARE_ID, GATEWAY_ID):
+    for client_id in (BARE_ID, *gateway_ids(2)):
         drop_session(settings, client_id)
     admin = await asyncpg.connect(_db_url(settings, "postgres"))
     try:

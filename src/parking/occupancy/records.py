@@ -270,34 +270,39 @@ async def went_back(
     if not pairs:
         return []
     devices, seqs = (list(c) for c in zip(*pairs, strict=True))
+    # Each stored new event against the one before it, and the one after it against
+    # the new event (a gap filled late). The neighbours' columns come out of the lateral
+    # index walks themselves: joining them back by (device_id, seq) let the planner
+    # walk all of a device's events per new event, which grew through the day (2 s a
+    # batch of 2,000 by 17:00 of the city-day replay, against 0.05 s now).
     return await conn.fetch(
         """WITH new AS (
                SELECT * FROM unnest($1::text[], $2::bigint[]) AS t(device_id, seq)
-           ), pairs AS (
-               -- each new event against the one before it, and the one after it
-               -- against the new event (a gap filled late)
-               SELECT x.device_id, b.seq AS prev_seq, x.seq
+           ), cur AS (
+               SELECT e.device_id, e.seq, e.observed_at, e.received_at
                  FROM new x
-                 CROSS JOIN LATERAL (
-                     SELECT seq FROM device_events d
-                      WHERE d.device_id = x.device_id AND d.seq < x.seq
-                        AND d.observed_at IS NOT NULL
-                      ORDER BY seq DESC LIMIT 1) b
-               UNION
-               SELECT x.device_id, x.seq AS prev_seq, a.seq
-                 FROM new x
-                 CROSS JOIN LATERAL (
-                     SELECT seq FROM device_events d
-                      WHERE d.device_id = x.device_id AND d.seq > x.seq
-                        AND d.observed_at IS NOT NULL
-                      ORDER BY seq LIMIT 1) a
+                 JOIN device_events e ON e.device_id = x.device_id AND e.seq = x.seq
+                WHERE e.observed_at IS NOT NULL
            )
-           SELECT e.device_id, e.seq, e.observed_at, e.received_at,
+           SELECT c.device_id, c.seq, c.observed_at, c.received_at,
                   b.seq AS prev_seq, b.observed_at AS prev_observed_at
-             FROM pairs p
-             JOIN device_events e ON e.device_id = p.device_id AND e.seq = p.seq
-             JOIN device_events b ON b.device_id = p.device_id AND b.seq = p.prev_seq
-            WHERE e.observed_at < b.observed_at""",
+             FROM cur c
+             CROSS JOIN LATERAL (
+                 SELECT seq, observed_at FROM device_events d
+                  WHERE d.device_id = c.device_id AND d.seq < c.seq
+                    AND d.observed_at IS NOT NULL
+                  ORDER BY seq DESC LIMIT 1) b
+            WHERE c.observed_at < b.observed_at
+           UNION
+           SELECT a.device_id, a.seq, a.observed_at, a.received_at,
+                  c.seq AS prev_seq, c.observed_at AS prev_observed_at
+             FROM cur c
+             CROSS JOIN LATERAL (
+                 SELECT device_id, seq, observed_at, received_at FROM device_events d
+                  WHERE d.device_id = c.device_id AND d.seq > c.seq
+                    AND d.observed_at IS NOT NULL
+                  ORDER BY seq LIMIT 1) a
+            WHERE a.observed_at < c.observed_at""",
         devices,
         seqs,
     )

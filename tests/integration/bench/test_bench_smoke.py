@@ -33,6 +33,12 @@ FIELDS = {
 #: benchmarks that serve the app over the stack's own database: given a fresh copy of
 #: the seeded city instead, so they leave the test stack's database as they found it
 OVER_THE_APP_DATABASE = {"bench_api", "bench_driver_api"}
+#: the rows that show how a path scales with cores (issue 20), measured in the same run
+#: against the one-process figure
+SCALING = {
+    "bench_ingest": "two gateways on the share group -> Redis -> persister -> PostgreSQL",
+    "bench_driver_api": "current session with fee, 2 workers",
+}
 
 
 def two_free_ports() -> int:
@@ -78,6 +84,10 @@ def test_benchmark_completes_at_smoke_sizes_and_records_its_rows(
     assert run["rows"], output
     for row in run["rows"]:
         assert row.keys() >= FIELDS, row
+    if bench in SCALING:
+        (scaled,) = [row for row in run["rows"] if row["case"] == SCALING[bench]]
+        assert scaled["baseline_case"] != scaled["case"], scaled
+        assert scaled["value"] > 0, scaled
         assert row["bench"] == bench.removeprefix("bench_")
         for figure in ("value", "baseline_value", "ratio"):
             assert isinstance(row[figure], float), row
