@@ -240,6 +240,8 @@ class Decoded:
     unknown_devices: int = 0
 
 
+#: the records of the applied-event streams (passages and space readings as
+#: ``PassageWire``/``SpaceWire``: JSON arrays, fields by position)
 record_encoder: Final = msgspec.json.Encoder()
 
 

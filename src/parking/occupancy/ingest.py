@@ -80,11 +80,11 @@ from parking.occupancy.model import (
     HoldReason,
     LotInfo,
     OpenSession,
-    PassageRecord,
+    PassageWire,
     PlateFlags,
     Prepaid,
     PricedExit,
-    SpaceRecord,
+    SpaceWire,
     StatusRecord,
 )
 from parking.tariffs import quote_to_json
@@ -443,7 +443,7 @@ class Ingest:
                     g, action="open", session_id=opens, display=display, now=now
                 )
                 g.hold_payload = g.open_payload
-        g.record = PassageRecord(
+        g.record = PassageWire(
             device_id=msg.device_id,
             seq=msg.seq,
             lot_id=g.lot.lot_id,
@@ -518,7 +518,7 @@ class Ingest:
                 store.queue_passage(pipe, item.call)
             case Sensor():
                 msg = item.msg
-                record = SpaceRecord(
+                record = SpaceWire(
                     device_id=msg.device_id,
                     seq=msg.seq,
                     lot_id=item.lot.lot_id,

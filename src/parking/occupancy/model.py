@@ -148,6 +148,17 @@ class SpaceRecord(msgspec.Struct, frozen=True, kw_only=True):
         return self.event_at or self.observed_at
 
 
+class PassageWire(PassageRecord, frozen=True, kw_only=True, array_like=True):
+    """A ``PassageRecord`` as the core's stream carries it to the persister: a JSON
+    array, the fields by position, half the bytes of the JSON object (the applied-event
+    streams are most of Redis's memory while a burst is in flight). New fields go at
+    the end, with a default, so a record written before them still reads."""
+
+
+class SpaceWire(SpaceRecord, frozen=True, kw_only=True, array_like=True):
+    """A ``SpaceRecord`` as the core's stream carries it (see ``PassageWire``)."""
+
+
 class StatusRecord(msgspec.Struct, frozen=True, kw_only=True):
     device_id: str
     lot_id: str

@@ -19,8 +19,10 @@ from parking.occupancy.model import (
     GoneExit,
     OpenSession,
     PassageRecord,
+    PassageWire,
     PricedExit,
     SpaceRecord,
+    SpaceWire,
     StatusRecord,
 )
 from parking.occupancy.writeplan import StreamEntry, WritePlan
@@ -29,8 +31,22 @@ from parking.sessions.model import SessionChange, SessionStatus
 __all__ = ["StreamEntry", "WritePlan", "plan", "went_back"]
 
 
-_passage_decoder: Final = msgspec.json.Decoder(PassageRecord)
-_space_decoder: Final = msgspec.json.Decoder(SpaceRecord)
+_passage_wire: Final = msgspec.json.Decoder(PassageWire)
+_space_wire: Final = msgspec.json.Decoder(SpaceWire)
+#: JSON objects: what a gateway wrote before the records became arrays, still in the
+#: streams during an upgrade
+_passage_json: Final = msgspec.json.Decoder(PassageRecord)
+_space_json: Final = msgspec.json.Decoder(SpaceRecord)
+
+
+def _passage_record(raw: bytes) -> PassageRecord:
+    return _passage_json.decode(raw) if raw[:1] == b"{" else _passage_wire.decode(raw)
+
+
+def _space_record(raw: bytes) -> SpaceRecord:
+    return _space_json.decode(raw) if raw[:1] == b"{" else _space_wire.decode(raw)
+
+
 _status_decoder: Final = msgspec.json.Decoder(StatusRecord)
 _ack_decoder: Final = msgspec.json.Decoder(AckRecord)
 
@@ -151,7 +167,7 @@ def _pricing_failed(
 
 
 def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
-    rec = _passage_decoder.decode(entry.raw("ev"))
+    rec = _passage_record(entry.raw("ev"))
     outcome = entry.get("o")
     sid = entry.get("sid") or None
     superseded = entry.get("sup") or None
@@ -343,7 +359,7 @@ def _plan_passage(plan: WritePlan, entry: StreamEntry) -> None:
 
 
 def _plan_space(plan: WritePlan, entry: StreamEntry) -> None:
-    rec = _space_decoder.decode(entry.raw("ev"))
+    rec = _space_record(entry.raw("ev"))
     received = rec.received_at
     at = rec.at
     plan.devices[rec.device_id] = tag_of_events(entry.stream)

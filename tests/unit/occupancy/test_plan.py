@@ -13,8 +13,10 @@ from parking.occupancy.model import (
     AckRecord,
     AnomalyKind,
     PassageRecord,
+    PassageWire,
     PricedExit,
     SpaceRecord,
+    SpaceWire,
     StatusRecord,
 )
 from parking.occupancy.plan import StreamEntry
@@ -53,8 +55,17 @@ def passage(seq: int, direction: str = "in", **overrides: object) -> PassageReco
     return PassageRecord(**base)  # type: ignore[arg-type]
 
 
-def passage_entry(entry_id: str, record: PassageRecord, outcome: str, **fields: str) -> StreamEntry:
-    return stream_entry(entry_id, k="passage", ev=msgspec.json.encode(record), o=outcome, **fields)
+def wire(record: PassageRecord) -> bytes:
+    """The record as the gateway writes it to the stream (a JSON array)."""
+    return msgspec.json.encode(PassageWire(**msgspec.structs.asdict(record)))
+
+
+def passage_entry(
+    entry_id: str, record: PassageRecord, outcome: str, *, ev: bytes | None = None, **fields: str
+) -> StreamEntry:
+    return stream_entry(
+        entry_id, k="passage", ev=wire(record) if ev is None else ev, o=outcome, **fields
+    )
 
 
 def open_value(sid: str, entry_at: datetime, device: str = "gate-1", seq: int = 1) -> str:
@@ -226,19 +237,20 @@ def test_a_corrected_clock_uses_the_event_time_and_opens_a_skew_anomaly() -> Non
 # ------------------------------------------------------------------- spaces
 
 
-def space(seq: int, occupied: bool) -> bytes:
-    return msgspec.json.encode(
-        SpaceRecord(
-            device_id="sensor-1",
-            seq=seq,
-            lot_id=LOT,
-            space_id="A-001",
-            occupied=occupied,
-            battery_pct=80,
-            observed_at=NOW,
-            received_at=NOW,
-        )
+def space(seq: int, occupied: bool, *, as_json: bool = False) -> bytes:
+    record = SpaceWire(
+        device_id="sensor-1",
+        seq=seq,
+        lot_id=LOT,
+        space_id="A-001",
+        occupied=occupied,
+        battery_pct=80,
+        observed_at=NOW,
+        received_at=NOW,
     )
+    if as_json:  # a JSON object, as a gateway wrote it before the records became arrays
+        return msgspec.json.encode(SpaceRecord(**msgspec.structs.asdict(record)))
+    return msgspec.json.encode(record)
 
 
 def test_an_applied_space_event_moves_the_space_state_and_a_stale_one_does_not() -> None:
@@ -257,6 +269,30 @@ def test_a_flapping_sensor_is_flagged() -> None:
     result = planning.plan([stream_entry("1-0", k="space", ev=space(1, True), o="applied", fl="1")])
     (anomaly,) = result.anomalies
     assert anomaly[:2] == (f"{AnomalyKind.SENSOR_FLAPPING}:sensor-1:1", AnomalyKind.SENSOR_FLAPPING)
+
+
+def test_records_written_as_json_objects_by_an_older_gateway_plan_the_same() -> None:
+    rec = passage(1)
+    entries = [
+        passage_entry("1-0", rec, "opened", sid="S1"),
+        stream_entry("2-0", k="space", ev=space(1, True), o="applied"),
+    ]
+    older = [
+        passage_entry("1-0", rec, "opened", sid="S1", ev=msgspec.json.encode(rec)),
+        stream_entry("2-0", k="space", ev=space(1, True, as_json=True), o="applied"),
+    ]
+    assert entries[0].raw("ev") != older[0].raw("ev")
+    assert entries[0].raw("ev")[:1] == b"["
+    assert len(entries[0].raw("ev")) < len(older[0].raw("ev")) * 0.6
+    now, before = planning.plan(entries), planning.plan(older)
+    assert (now.device_events, now.passages, now.sessions, now.space_states) == (
+        before.device_events,
+        before.passages,
+        before.sessions,
+        before.space_states,
+    )
+    assert len(now.passages) == len(now.sessions) == len(now.space_states) == 1
+    assert now.poison == before.poison == []
 
 
 # -------------------------------------------------------------------- other
