@@ -223,6 +223,9 @@ class Probe:
         self._seqs = Seqs()
         self.sent: dict[str, float] = {}
         self.lane: list[float] = []
+        #: (seconds since the window started, latency ms) of each lane probe
+        self.lane_at: list[tuple[float, float]] = []
+        self.window_start = 0.0
         self.bare: list[float] = []
         self.actions: dict[str, int] = {}
         self.recording = False
@@ -258,6 +261,7 @@ class Probe:
             self.bare.append((arrived - sent) * 1000)
         else:
             self.lane.append((arrived - sent) * 1000)
+            self.lane_at.append((sent - self.window_start, (arrived - sent) * 1000))
             self.actions[body["action"]] = self.actions.get(body["action"], 0) + 1
 
     def entry(self) -> None:
@@ -321,21 +325,43 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def _shares(before: dict[str, float], after: dict[str, float], metric: str) -> str:
+    """The share of a histogram's observations in the window at or under each bound."""
+    n = after.get(f"{metric}_count", 0.0) - before.get(f"{metric}_count", 0.0)
+    buckets = sorted(
+        (float(k.split('le="')[1].split('"')[0]), after[k] - before.get(k, 0.0))
+        for k in after
+        if k.startswith(f"{metric}_bucket") and "+Inf" not in k
+    )
+    return ", ".join(
+        f"<={le * 1000:g} ms {c / (n or 1):.0%}" for le, c in buckets if 0.001 <= le <= 0.1
+    )
+
+
 def batches(before: dict[str, float], after: dict[str, float]) -> str:
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
     n = delta("gateway_batch_seconds_count") or 1.0
-    buckets = sorted(
-        (float(k.split('le="')[1].rstrip('"}')), delta(k))
-        for k in after
-        if k.startswith("gateway_batch_seconds_bucket") and "+Inf" not in k
-    )
-    shares = ", ".join(f"<={le * 1000:g} ms {c / n:.0%}" for le, c in buckets if 0.001 <= le <= 0.1)
     return (
         f"{n:,.0f} batches, mean {delta('gateway_batch_size_sum') / n:.1f} messages, "
-        f"Ingest.handle mean {delta('gateway_batch_seconds_sum') / n * 1000:.1f} ms ({shares})"
+        f"Ingest.handle mean {delta('gateway_batch_seconds_sum') / n * 1000:.1f} ms "
+        f"({_shares(before, after, 'gateway_batch_seconds')}); passage reaching the gateway "
+        f"-> its decision out: {_shares(before, after, 'gateway_lane_decision_seconds')}"
     )
+
+
+def pauses(before: dict[str, float], after: dict[str, float]) -> str:
+    """The gateway's garbage-collector pauses in the window (parking.heap)."""
+    out = []
+    for gen in ("0", "1", "2"):
+        key = f'python_gc_pause_seconds_count{{generation="{gen}"}}'
+        total = f'python_gc_pause_seconds_sum{{generation="{gen}"}}'
+        n = after.get(key, 0.0) - before.get(key, 0.0)
+        spent = after.get(total, 0.0) - before.get(total, 0.0)
+        if n:
+            out.append(f"generation {gen}: {n:,.0f} runs, mean {spent / n * 1000:.2f} ms")
+    return "; ".join(out) or "none"
 
 
 def _has(path: Path, text: bytes) -> bool:
@@ -460,6 +486,7 @@ async def main() -> None:
                 await redis.config_resetstat()
                 sent0 = load.sent
                 window_start = time.perf_counter()
+                probe.window_start = window_start
             probe.entry() if n % 2 == 0 else probe.echo()
             n += 1
             target = started + n * 0.025
@@ -485,6 +512,7 @@ async def main() -> None:
             + ", ".join(f"{k} {v / window:.2f}" for k, v in cpu.items())
         )
         print(f"gateway batches in the window: {batches(metrics0, metrics1)}")
+        print(f"gateway GC pauses in the window: {pauses(metrics0, metrics1)}")
         top = sorted(stats.items(), key=lambda kv: -int(kv[1]["usec"]))[:4]
         print(
             "Redis in the window: "
@@ -500,6 +528,11 @@ async def main() -> None:
             f"lane: passage -> {probe.actions} command: {summary(probe.lane)} (missing {missing})"
         )
         print(f"baseline broker round trip (QoS 1, same load): {summary(probe.bare)}")
+        slowest = sorted(probe.lane_at, key=lambda p: -p[1])[:8]
+        print(
+            "slowest probes (s into the window: ms): "
+            + ", ".join(f"{at:.2f}: {ms:.1f}" for at, ms in sorted(slowest))
+        )
         lane99, bare99 = pct(probe.lane, 0.99), pct(probe.bare, 0.99)
         lane50, bare50 = statistics.median(probe.lane), statistics.median(probe.bare)
         print(

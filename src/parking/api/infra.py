@@ -13,6 +13,7 @@ import httpx
 import redis.asyncio as aioredis
 from litestar import Litestar
 
+from parking import heap
 from parking.accounts import changes
 from parking.accounts import notifier as notifiers
 from parking.accounts.denylist import DenylistMirror
@@ -151,6 +152,8 @@ def lifespan_for(  # type: ignore[no-untyped-def]
             notifier=notifier,
             signature_clock=signature_clock,
         )
+        # What the worker loaded stays for its lifetime: out of the collector's walks.
+        heap.settle()
         try:
             yield
         finally:

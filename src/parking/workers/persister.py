@@ -34,7 +34,7 @@ import structlog
 from prometheus_client import Counter, Histogram, start_http_server
 from redis.exceptions import RedisError, ResponseError
 
-from parking import config
+from parking import config, heap
 from parking.clock import Clock, SystemClock
 from parking.config import mqtt_identity
 from parking.devices.messages import Topics, Watermark, encode
@@ -412,7 +412,7 @@ class Persister:
                 log.warning("redis_unavailable", error=str(error))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-        log.info("persister_started", consumer=self.consumer)
+        log.info("persister_started", consumer=self.consumer, frozen=heap.settle())
         main = asyncio.create_task(self._loop())
         trim = asyncio.create_task(self._every(TRIM_EVERY_S, "trim", self.trim))
         await self._stopping.wait()
