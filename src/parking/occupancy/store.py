@@ -17,19 +17,19 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final
+from typing import Final
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from parking.occupancy import keys
+from parking.occupancy.line import Reply, line_of
 from parking.occupancy.model import LiveCount
 
 LIBRARY: Final = (
     resources.files("parking.occupancy").joinpath("lua/occupancy.lua").read_text("utf-8")
 )
 
-Reply = list[Any] | bytes | int | Exception | None
 Arg = bytes | str | int
 
 
@@ -98,6 +98,14 @@ class Batch:
         finally:
             await pool.release(conn)
         return replies
+
+    async def shared(self, redis: aioredis.Redis, *, deadline_s: float = 2.0) -> list[Reply]:
+        """The same round trip on the process's shared connection (``occupancy.line``):
+        no pool checkout, replies parsed as they arrive. For commands that answer at
+        once only (never a blocking read)."""
+        return await line_of(redis).execute(
+            b"".join(self._parts), self.count, deadline_s=deadline_s
+        )
 
 
 def _bulk(value: str) -> bytes:
@@ -635,7 +643,7 @@ async def open_stays(redis: aioredis.Redis, plates: list[str]) -> dict[str, tupl
         tag = keys.plate_tag(plate)
         pipe.command("EXISTS", keys.ready(tag))
         pipe.command("HMGET", keys.plate(tag, plate), "sid", "lot", "at")
-    replies = await pipe.execute(redis, deadline_s=2.0)
+    replies = await pipe.shared(redis, deadline_s=2.0)
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply

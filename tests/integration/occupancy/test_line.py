@@ -1,0 +1,105 @@
+"""The process's shared Redis line (occupancy.line) against the real Redis: replies
+matched by order under concurrency, a request that gives up or times out never
+shifts the replies of the others, and failures are redis-py's errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from parking.config import Settings
+from parking.occupancy.line import Line, Reply, close_line, line_of
+from parking.occupancy.store import Batch
+
+#: Holds Redis for about ``ARGV[1]`` ms and answers 1 (a slow command without DEBUG).
+_BUSY = (
+    "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] "
+    "while true do local n = redis.call('TIME') "
+    "if n[1] * 1000000 + n[2] - s > tonumber(ARGV[1]) * 1000 then break end end return 1"
+)
+
+
+def _get(key: str) -> Batch:
+    batch = Batch()
+    batch.command("GET", key)
+    return batch
+
+
+async def test_concurrent_requests_each_get_their_own_replies(
+    redis_client: aioredis.Redis,
+) -> None:
+    await redis_client.mset({f"line:{n}": f"v{n}" for n in range(200)})
+    try:
+
+        async def read(n: int) -> list[Reply]:
+            batch = _get(f"line:{n}")
+            batch.command("EXISTS", f"line:{n}")
+            batch.command("HGET", f"line:{n}", "x")  # an error reply, kept in its place
+            return await batch.shared(redis_client)
+
+        answers = await asyncio.gather(*(read(n) for n in range(200)))
+        for n, (value, exists, wrong) in enumerate(answers):
+            assert value == f"v{n}".encode()
+            assert exists == 1
+            assert isinstance(wrong, ResponseError)
+        assert line_of(redis_client) is line_of(redis_client)
+    finally:
+        await close_line(redis_client)
+
+
+async def test_a_request_that_gives_up_does_not_shift_the_next_ones_replies(
+    redis_client: aioredis.Redis,
+) -> None:
+    await redis_client.set("line:after", "mine")
+    try:
+        slow = Batch()
+        slow.command("EVAL", _BUSY, 0, 200)
+        slow.command("SET", "line:late", "1")
+        waiting = asyncio.create_task(slow.shared(redis_client))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await _get("line:after").shared(redis_client) == [b"mine"]
+        assert await redis_client.get("line:late") == b"1"  # it was sent: Redis ran it
+    finally:
+        await close_line(redis_client)
+
+
+async def test_past_its_deadline_a_request_fails_and_the_line_connects_again(
+    redis_client: aioredis.Redis,
+) -> None:
+    await redis_client.set("line:after", "mine")
+    try:
+        slow = Batch()
+        slow.command("EVAL", _BUSY, 0, 300)
+        behind = _get("line:after")
+        first = asyncio.create_task(slow.shared(redis_client, deadline_s=0.1))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(behind.shared(redis_client, deadline_s=5.0))
+        with pytest.raises(RedisTimeoutError):
+            await first
+        # The request queued behind it on the same connection fails with it.
+        with pytest.raises(RedisTimeoutError):
+            await second
+        assert await _get("line:after").shared(redis_client) == [b"mine"]
+    finally:
+        await close_line(redis_client)
+
+
+async def test_a_redis_that_is_not_there_or_refuses_us_is_a_redis_error(
+    settings: Settings,
+) -> None:
+    nowhere = Line({"host": "127.0.0.1", "port": 1})
+    with pytest.raises(RedisConnectionError):
+        await nowhere.execute(b"*1\r\n$4\r\nPING\r\n", 1)
+    real = aioredis.Redis.from_url(settings.redis_url)
+    wrong = Line({**real.connection_pool.connection_kwargs, "password": "not-the-password"})
+    with pytest.raises(RedisConnectionError, match="refused"):
+        await wrong.execute(b"*1\r\n$4\r\nPING\r\n", 1)
+    await real.aclose()
