@@ -20,7 +20,7 @@ from parking.accounts.denylist import DenylistMirror
 from parking.clock import Clock, SystemClock
 from parking.config import Settings, mqtt_identity
 from parking.devices.mqtt import Publisher
-from parking.occupancy.line import close_line
+from parking.occupancy.line import close_line, open_line
 from parking.payments import providers as payment_providers
 from parking.payments.port import PaymentProvider
 from parking.sessions.mine import MineCopy
@@ -131,6 +131,8 @@ def lifespan_for(  # type: ignore[no-untyped-def]
             role="api",
         )
         publisher.start()
+        # Short reads of the hot routes share one connection (occupancy.line).
+        open_line(client)
         denied = DenylistMirror(client)
         denied.start()
         held = MineCopy(client)
@@ -162,7 +164,7 @@ def lifespan_for(  # type: ignore[no-untyped-def]
             await denied.stop()
             await payments_http.aclose()
             publisher.stop()
-            await close_line(client)
+            close_line(client)
             await client.aclose()
             await asyncio.wait_for(pool.close(), timeout=10)
 

@@ -42,15 +42,21 @@ WATCH_EVERY_S: Final = 0.05
 _lines: weakref.WeakKeyDictionary[aioredis.Redis, Line] = weakref.WeakKeyDictionary()
 
 
-def line_of(redis: aioredis.Redis) -> Line:
-    """The process's shared line to the Redis this client talks to."""
+def open_line(redis: aioredis.Redis) -> Line:
+    """Give this client a shared line (the API does at start-up; ``close_line`` at
+    shutdown). Until a client has one, ``shared`` reads go through its pool."""
     line = _lines.get(redis)
     if line is None:
         line = _lines[redis] = Line(redis.connection_pool.connection_kwargs)
     return line
 
 
-async def close_line(redis: aioredis.Redis) -> None:
+def line_of(redis: aioredis.Redis) -> Line | None:
+    """The shared line opened for this client, if any."""
+    return _lines.get(redis)
+
+
+def close_line(redis: aioredis.Redis) -> None:
     line = _lines.pop(redis, None)
     if line is not None:
         line.close()

@@ -100,12 +100,14 @@ class Batch:
         return replies
 
     async def shared(self, redis: aioredis.Redis, *, deadline_s: float = 2.0) -> list[Reply]:
-        """The same round trip on the process's shared connection (``occupancy.line``):
-        no pool checkout, replies parsed as they arrive. For commands that answer at
-        once only (never a blocking read)."""
-        return await line_of(redis).execute(
-            b"".join(self._parts), self.count, deadline_s=deadline_s
-        )
+        """The same round trip on the client's shared connection when it has one
+        (``occupancy.line``, the API's workers: no pool checkout, replies parsed as
+        they arrive), else through its pool. For commands that answer at once only
+        (never a blocking read)."""
+        line = line_of(redis)
+        if line is None:
+            return await self.execute(redis, deadline_s=deadline_s)
+        return await line.execute(b"".join(self._parts), self.count, deadline_s=deadline_s)
 
 
 def _bulk(value: str) -> bytes:
@@ -534,12 +536,13 @@ async def open_account_session(
 
     Returns the outcome (opened, exists, full, nolot, notready) and the session's
     value in the lot's sessions hash (or '')."""
-    # Packed once per lot and sent as a one-command Batch: redis-py's command path
-    # (encoding, retry, pool bookkeeping) was a fifth of a scan's CPU.
+    # Packed once per lot and sent as a one-command Batch on the API's shared line:
+    # redis-py's command path (encoding, retry, pool bookkeeping) was a fifth of a
+    # scan's CPU.
     head, count = packed_head("occ_account", tuple(keys.account_keys(lot_id)))
     pipe = Batch()
     pipe.fcall_packed(head, count, lot_id, account_id, session_id, str(at_ms), full_policy)
-    [reply] = await pipe.execute(redis)
+    [reply] = await pipe.shared(redis, deadline_s=10.0)
     if isinstance(reply, ResponseError):
         if "function not found" in str(reply).lower():
             return "notready", ""  # a Redis that lost the library: the rebuild loads it

@@ -5,6 +5,7 @@ shifts the replies of the others, and failures are redis-py's errors."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,7 +14,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from parking.config import Settings
-from parking.occupancy.line import Line, Reply, close_line, line_of
+from parking.occupancy.line import Line, Reply, close_line, line_of, open_line
 from parking.occupancy.store import Batch
 
 #: Holds Redis for about ``ARGV[1]`` ms and answers 1 (a slow command without DEBUG).
@@ -24,15 +25,22 @@ _BUSY = (
 )
 
 
+@pytest.fixture
+async def lined(redis_client: aioredis.Redis) -> AsyncIterator[aioredis.Redis]:
+    """The test stack's client with its shared line open, as the API's workers have."""
+    open_line(redis_client)
+    yield redis_client
+    close_line(redis_client)
+
+
 def _get(key: str) -> Batch:
     batch = Batch()
     batch.command("GET", key)
     return batch
 
 
-async def test_concurrent_requests_each_get_their_own_replies(
-    redis_client: aioredis.Redis,
-) -> None:
+async def test_concurrent_requests_each_get_their_own_replies(lined: aioredis.Redis) -> None:
+    redis_client = lined
     await redis_client.mset({f"line:{n}": f"v{n}" for n in range(200)})
     try:
 
@@ -47,14 +55,15 @@ async def test_concurrent_requests_each_get_their_own_replies(
             assert value == f"v{n}".encode()
             assert exists == 1
             assert isinstance(wrong, ResponseError)
-        assert line_of(redis_client) is line_of(redis_client)
+        assert line_of(redis_client) is open_line(redis_client)
     finally:
-        await close_line(redis_client)
+        close_line(redis_client)
 
 
 async def test_a_request_that_gives_up_does_not_shift_the_next_ones_replies(
-    redis_client: aioredis.Redis,
+    lined: aioredis.Redis,
 ) -> None:
+    redis_client = lined
     await redis_client.set("line:after", "mine")
     try:
         slow = Batch()
@@ -68,12 +77,13 @@ async def test_a_request_that_gives_up_does_not_shift_the_next_ones_replies(
         assert await _get("line:after").shared(redis_client) == [b"mine"]
         assert await redis_client.get("line:late") == b"1"  # it was sent: Redis ran it
     finally:
-        await close_line(redis_client)
+        close_line(redis_client)
 
 
 async def test_past_its_deadline_a_request_fails_and_the_line_connects_again(
-    redis_client: aioredis.Redis,
+    lined: aioredis.Redis,
 ) -> None:
+    redis_client = lined
     await redis_client.set("line:after", "mine")
     try:
         slow = Batch()
@@ -89,7 +99,7 @@ async def test_past_its_deadline_a_request_fails_and_the_line_connects_again(
             await second
         assert await _get("line:after").shared(redis_client) == [b"mine"]
     finally:
-        await close_line(redis_client)
+        close_line(redis_client)
 
 
 async def test_a_redis_that_is_not_there_or_refuses_us_is_a_redis_error(
@@ -103,3 +113,16 @@ async def test_a_redis_that_is_not_there_or_refuses_us_is_a_redis_error(
     with pytest.raises(RedisConnectionError, match="refused"):
         await wrong.execute(b"*1\r\n$4\r\nPING\r\n", 1)
     await real.aclose()
+
+
+async def test_a_client_without_a_line_reads_through_its_pool(
+    redis_client: aioredis.Redis,
+) -> None:
+    await redis_client.set("line:after", "mine")
+    assert line_of(redis_client) is None
+    batch = _get("line:after")
+    batch.command("HGET", "line:after", "x")
+    value, wrong = await batch.shared(redis_client)
+    assert value == b"mine"
+    assert isinstance(wrong, ResponseError)
+    assert line_of(redis_client) is None
