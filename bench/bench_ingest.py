@@ -274,12 +274,72 @@ def gateway_ids(n: int) -> list[str]:
     return [GATEWAY_ID if i == 0 else f"{GATEWAY_ID}-{i + 1}" for i in range(n)]
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == parent:
+                found.append(int(entry.name))
+    return found
+
+
+def stack_cpu(settings: config.Settings, procs: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of the named processes and of the stack's servers (PostgreSQL
+    with every backend, Redis, Mosquitto)."""
+    out = {name: _cpu_s(pid) for name, pid in procs.items()}
+    stack_dir = Path(settings.stack_dir)
+    for name, pidfile in (
+        ("redis", stack_dir / "redis" / "redis.pid"),
+        ("mosquitto", stack_dir / "mosquitto" / "mosquitto.pid"),
+        ("postgresql", stack_dir / "postgres" / "data" / "postmaster.pid"),
+    ):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        out[name] = _cpu_s(pid)
+        if name == "postgresql":
+            out[name] += sum(_cpu_s(child) for child in _children(pid))
+    return out
+
+
+async def _stored(conn: asyncpg.Connection, total: int) -> int:
+    """How many events are stored, cheaply while far from ``total``: the table's insert
+    count from the statistics (up to a second behind), an exact count near the end (a
+    count(*) every 50 ms over the whole drain took PostgreSQL CPU from the pipeline)."""
+    inserted = await conn.fetchval(
+        "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'device_events'"
+    )
+    if inserted is not None and inserted < total * 0.9:
+        return int(inserted)
+    return int(await conn.fetchval("SELECT count(*) FROM device_events"))
+
+
 async def drain_pipeline(
-    settings: config.Settings, url: str, total: int, logs: Path, *, gateways: int = 1
+    settings: config.Settings,
+    url: str,
+    total: int,
+    logs: Path,
+    *,
+    gateways: int = 1,
+    cpu: dict[str, float] | None = None,
 ) -> tuple[float, float]:
     """The pipeline drains the backlog queued for ``gateways`` sessions on the share group:
     seconds from the first gateway's MQTT connect, and from its process start, to the last
-    event stored."""
+    event stored. ``cpu`` receives each process's CPU seconds over the same span."""
     env = {
         **os.environ,
         "PARKING_DATABASE_URL": url,
@@ -301,18 +361,26 @@ async def drain_pipeline(
                 with path.open("wb") as glog:
                     procs.append(_spawn([*gateway, client_id], env, glog))
             connected_at = None
+            named = {"persister": persister.pid} | {
+                f"gateway {n + 1}": proc.pid for n, proc in enumerate(procs[1:])
+            }
+            cpu0: dict[str, float] = {}
             while True:
                 if connected_at is None and any(
                     b"mqtt_connected" in path.read_bytes() for path in gateway_logs
                 ):
                     connected_at = time.perf_counter()
-                n = await conn.fetchval("SELECT count(*) FROM device_events")
+                    cpu0 = stack_cpu(settings, named)
+                n = await _stored(conn, total)
                 if n >= total:
                     break
                 if time.perf_counter() - started > 900:
                     raise SystemExit(f"pipeline stored only {n} of {total} in 900 s")
                 await asyncio.sleep(0.05)
             done = time.perf_counter()
+            if cpu is not None:
+                cpu1 = stack_cpu(settings, named)
+                cpu.update({name: cpu1[name] - cpu0.get(name, 0.0) for name in cpu1})
         finally:
             await conn.close()
             for proc in reversed(procs):
@@ -344,12 +412,20 @@ async def main() -> None:
     bare = await asyncio.to_thread(drain_bare, settings, len(messages))
     bare_rate = len(messages) / bare
     print(f"bare paho subscriber (manual ack only): {bare:.2f} s, {bare_rate:,.0f} events/s")
-    pipe, wall = await drain_pipeline(settings, url, len(messages), logs)
+    cpu: dict[str, float] = {}
+    pipe, wall = await drain_pipeline(settings, url, len(messages), logs, cpu=cpu)
     pipe_rate = len(messages) / pipe
     print(
         f"pipeline gateway -> Redis -> persister -> PostgreSQL: {pipe:.2f} s from the gateway's "
         f"connect to the last event stored ({wall:.2f} s with process start), "
         f"{pipe_rate:,.0f} events/s"
+    )
+    per_event = {name: seconds / len(messages) * 1e6 for name, seconds in cpu.items()}
+    print(
+        "CPU per event over the drain: "
+        + ", ".join(f"{name} {us:.0f} us" for name, us in per_event.items())
+        + f"; {sum(per_event.values()):.0f} us in all, {sum(cpu.values()) / pipe:.2f} of "
+        f"{os.cpu_count()} cores busy"
     )
     met = pipe_rate / bare_rate >= 0.5 and pipe_rate >= 10_000
     print(
@@ -370,6 +446,8 @@ async def main() -> None:
         events=len(messages),
         seconds=pipe,
         seconds_with_process_start=wall,
+        cpu_us_per_event=per_event,
+        cores_busy=sum(cpu.values()) / pipe,
     )
     # Scale with cores: the same backlog, a fresh database and core, two gateways on the
     # share group (the broker deals the messages between their sessions) and one persister.
