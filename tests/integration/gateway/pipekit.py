@@ -75,6 +75,13 @@ class Proc:
             self.popen.wait(timeout=10)
         self._signal_group(signal.SIGKILL)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs (holding its sockets and whatever it had read)."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
     def _signal_group(self, signum: int) -> None:
         if self.popen is None:
             return
