@@ -58,8 +58,11 @@ MAX_BATCH: Final = 1000
 #: batch is in Redis, wait this long once for more before applying it. Batches
 #: then grow from ~30 to hundreds (the socket's reader fills the inbox while we
 #: sleep), which halves the per-event cost; a lone passage at a quiet lane never
-#: waits. While a batch is in Redis, the wait for it is the linger.
-LINGER_MIN: Final = 8
+#: waits. While a batch is in Redis, the wait for it is the linger. 32, not less:
+#: at a city's steady pace (1,000 events/s) batches hold 5-20 messages and must
+#: not wait (with 8, a passage's p99 to its command was 17-21 ms, with 32 12-15 ms;
+#: bench_lane_latency), while a backlog's batches hold hundreds.
+LINGER_MIN: Final = 32
 LINGER_S: Final = 0.002
 #: How long the broker keeps our session (and what it queued for it) after we
 #: are gone. Long enough to cover a restart (the supervisor's first restart
