@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from parking.occupancy.store import Batch
+from parking.redisline import line_of, pack
 
 log = structlog.get_logger("parking.accounts")
 
@@ -92,11 +92,13 @@ def touched(conn: asyncpg.Connection, *account_ids: str | None) -> None:
 
 
 async def _publish(redis: aioredis.Redis, message: str) -> None:
-    """``PUBLISH`` as a packed batch: on the API's shared line (occupancy.line) a
-    scan's announcement costs no pool checkout."""
-    pipe = Batch()
-    pipe.command("PUBLISH", MINE_CHANNEL, message)
-    [reply] = await pipe.shared(redis, deadline_s=5.0)
+    """``PUBLISH``, on the API's shared line when the client has one
+    (``parking.redisline``: a scan's announcement costs no pool checkout)."""
+    line = line_of(redis)
+    if line is None:
+        await redis.publish(MINE_CHANNEL, message)
+        return
+    [reply] = await line.execute(pack("PUBLISH", MINE_CHANNEL, message), 1, deadline_s=5.0)
     if isinstance(reply, Exception):
         raise reply
 

@@ -20,9 +20,9 @@ from parking.accounts.denylist import DenylistMirror
 from parking.clock import Clock, SystemClock
 from parking.config import Settings, mqtt_identity
 from parking.devices.mqtt import Publisher
-from parking.occupancy.line import close_line, open_line
 from parking.payments import providers as payment_providers
 from parking.payments.port import PaymentProvider
+from parking.redisline import close_line, open_line
 from parking.sessions.mine import MineCopy
 
 
@@ -131,7 +131,7 @@ def lifespan_for(  # type: ignore[no-untyped-def]
             role="api",
         )
         publisher.start()
-        # Short reads of the hot routes share one connection (occupancy.line).
+        # Short reads of the hot routes share one connection (parking.redisline).
         open_line(client)
         denied = DenylistMirror(client)
         denied.start()

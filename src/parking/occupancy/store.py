@@ -23,8 +23,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from parking.occupancy import keys
-from parking.occupancy.line import Reply, line_of
 from parking.occupancy.model import LiveCount
+from parking.redisline import Reply, line_of
 
 LIBRARY: Final = (
     resources.files("parking.occupancy").joinpath("lua/occupancy.lua").read_text("utf-8")
@@ -101,7 +101,7 @@ class Batch:
 
     async def shared(self, redis: aioredis.Redis, *, deadline_s: float = 2.0) -> list[Reply]:
         """The same round trip on the client's shared connection when it has one
-        (``occupancy.line``, the API's workers: no pool checkout, replies parsed as
+        (``parking.redisline``, the API's workers: no pool checkout, replies parsed as
         they arrive), else through its pool. For commands that answer at once only
         (never a blocking read)."""
         line = line_of(redis)

@@ -4,7 +4,8 @@ A read through redis-py's pool checks a connection out (a lock, observability
 recorders, a readability check), writes, and reads each reply through its
 parser's coroutine layers: for the driver's current session that round trip was
 about a third of the route's CPU (docs/performance.md). Here requests are
-written in turn on one connection, packed (``occupancy.store.Batch.shared``), and
+written in turn on one connection, packed (``occupancy.store.Batch.shared``, or
+``pack``), and
 Redis answers in the order it read them, so replies are matched to requests by
 order alone: hiredis parses what arrives in ``data_received`` and each request's
 future is resolved with its replies. No checkout, no per-reply coroutine.
@@ -62,7 +63,8 @@ def close_line(redis: aioredis.Redis) -> None:
         line.close()
 
 
-def _packed(command: tuple[str, ...]) -> bytes:
+def pack(*command: str) -> bytes:
+    """One command in RESP, as the line sends it."""
     parts = [b"*%d\r\n" % len(command)]
     for arg in command:
         raw = arg.encode("utf-8")
@@ -179,7 +181,7 @@ class Line:
             hello.append(("AUTH", username, password) if username else ("AUTH", password))
         if int(kwargs.get("db") or 0):
             hello.append(("SELECT", str(int(kwargs["db"]))))
-        self._hello = b"".join(_packed(command) for command in hello), len(hello)
+        self._hello = b"".join(pack(*command) for command in hello), len(hello)
         self._conn: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
 

@@ -1,4 +1,4 @@
-"""The process's shared Redis line (occupancy.line) against the real Redis: replies
+"""The process's shared Redis line (parking.redisline) against the real Redis: replies
 matched by order under concurrency, a request that gives up or times out never
 shifts the replies of the others, and failures are redis-py's errors."""
 
@@ -14,8 +14,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from parking.config import Settings
-from parking.occupancy.line import Line, Reply, close_line, line_of, open_line
 from parking.occupancy.store import Batch
+from parking.redisline import Line, Reply, close_line, line_of, open_line
 
 #: Holds Redis for about ``ARGV[1]`` ms and answers 1 (a slow command without DEBUG).
 _BUSY = (
