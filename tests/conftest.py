@@ -110,7 +110,12 @@ async def city_db_url(settings: Settings, city_template_db: str) -> AsyncIterato
     admin = await _admin(settings)
     try:
         await admin.execute(f"CREATE DATABASE {name} TEMPLATE {city_template_db}")
-        yield database_url(settings, name)
+    finally:
+        await admin.close()
+    yield database_url(settings, name)
+    # A connection of its own for the drop: the test may have restarted PostgreSQL.
+    admin = await _admin(settings)
+    try:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()

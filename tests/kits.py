@@ -1,5 +1,5 @@
 """What many API tests share: the bearer header, a driver's login, a binding's id, a
-free port.
+free port; and a TCP relay a test can freeze or cut (a partition in front of a server).
 
 The fixtures built on these (``app_settings``, ``api``, ``login``) are in
 ``tests/conftest.py``; a folder overrides one only where its app differs (a
@@ -8,6 +8,8 @@ payment sandbox, a live core).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -63,3 +65,59 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+class TcpRelay:
+    """Forwards TCP to a server (Redis, the broker); `cut` closes every connection,
+    `freeze` stops relaying bytes while keeping the sockets open (a partition, not a
+    crash)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection(*self._target)
+        except OSError:
+            client_w.close()
+            return
+        self._writers |= {client_w, server_w}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    await self._flowing.wait()
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pump(client_r, server_w), pump(server_r, client_w))
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    def drop_connections(self) -> None:
+        """Close every relayed connection; new ones are still accepted."""
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+
+    async def cut(self) -> None:
+        """Stop accepting and close everything: the server is gone."""
+        assert self._server is not None
+        self._server.close()
+        self.drop_connections()
+        self._flowing.set()
+        await self._server.wait_closed()

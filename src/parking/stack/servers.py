@@ -315,14 +315,15 @@ class Postgres:
                 END $$""",
         )
 
-    def down(self) -> None:
+    def down(self, mode: str = "fast") -> None:
+        """Stop the cluster: ``fast`` (sessions rolled back, a checkpoint) or
+        ``immediate`` (a crash as far as the data is concerned: recovery on the next
+        start; the fault tests' PostgreSQL outage, matrix P1)."""
         if not self.running():
             return
         self.log("postgres: stopping")
         subprocess.run(
-            self._as_owner(
-                [str(self.bins.pg_ctl), "-D", str(self.data), "-m", "fast", "-w", "stop"]
-            ),
+            self._as_owner([str(self.bins.pg_ctl), "-D", str(self.data), "-m", mode, "-w", "stop"]),
             check=False,
             capture_output=True,
         )
@@ -361,6 +362,9 @@ class Redis:
             "save 900 1 300 100 60 10000\n"
             # Session and stream keys must never be evicted.
             "maxmemory-policy noeviction\n"
+            # DEBUG SLEEP from this machine only: how the fault tests stall Redis
+            # (reliability matrix R6). The stack binds to loopback anyway.
+            "enable-debug-command local\n"
         )
 
     def up(self, password: str) -> None:
