@@ -341,6 +341,22 @@ async def pending_followups(redis: aioredis.Redis) -> int:
     return total
 
 
+async def under_traffic(
+    pipe: Pipeline, *, republish_after: float = 3.0, **gateway_env: str
+) -> tuple[Fleet, Proc, Proc]:
+    """The fault tests' start: four gates and four sensors sending, ``gateway-1`` (with
+    ``gateway_env``) and a persister running, 200 events sent and settled. The fleet
+    is started: the test stops it."""
+    fleet = await make_fleet(pipe, gates=4, sensors=4, republish_after=republish_after)
+    gateway = pipe.gateway(**gateway_env).start()
+    persister = pipe.persister().start()
+    await pipe.subscribed("gateway-1")
+    fleet.start()
+    await asyncio.to_thread(fleet.send, 200)
+    await settle(pipe, fleet)
+    return fleet, gateway, persister
+
+
 async def settle(pipe: Pipeline, fleet: Fleet, *, within: float = 120.0) -> None:
     """Wait until every sent event is stored, watermarked and acknowledged everywhere,
     and its follow-ups have run, re-publishing what the devices' outboxes still hold

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from kits import TcpRelay
-from pipekit import Pipeline, check_invariants, make_fleet, settle
+from pipekit import Pipeline, check_invariants, settle, under_traffic
 
 from parking.devices.mqtt import KEEPALIVE_S
 
@@ -23,14 +23,8 @@ async def test_m8_a_gateway_partitioned_from_the_broker_for_twice_its_keepalive_
 ) -> None:
     relay = TcpRelay(pipeline.settings.mqtt_host, pipeline.settings.mqtt_platform_port)
     await relay.start()
-    fleet = await make_fleet(pipeline, gates=4, sensors=4, republish_after=3.0)
-    gateway = pipeline.gateway(PARKING_MQTT_PLATFORM_PORT=str(relay.port)).start()
-    pipeline.persister().start()
-    await pipeline.subscribed("gateway-1")
-    fleet.start()
+    fleet, gateway, _ = await under_traffic(pipeline, PARKING_MQTT_PLATFORM_PORT=str(relay.port))
     try:
-        await asyncio.to_thread(fleet.send, 200)
-        await settle(pipeline, fleet)
         relay.freeze()
         # The devices go on publishing to the broker while the gateway hears nothing.
         sender = asyncio.create_task(asyncio.to_thread(fleet.send, 400, rate=10))

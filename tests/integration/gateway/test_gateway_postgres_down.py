@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from pipekit import Pipeline, check_invariants, eventually, make_fleet, settle
+from pipekit import Pipeline, check_invariants, eventually, settle, under_traffic
 
 from parking.config import read_secrets
 from parking.stack import binaries
@@ -20,18 +20,12 @@ from parking.stack.servers import Postgres
 async def test_p1_postgres_stopped_while_cars_leave_gates_decide_and_every_event_lands_once(
     pipeline: Pipeline,
 ) -> None:
-    fleet = await make_fleet(pipeline, gates=4, sensors=4, republish_after=3.0)
-    gateway = pipeline.gateway().start()
-    persister = pipeline.persister().start()
-    await pipeline.subscribed("gateway-1")
-    fleet.start()
+    fleet, gateway, persister = await under_traffic(pipeline)
     server = Postgres(pipeline.settings, binaries.ensure(log=lambda _: None), lambda _: None)
     secrets = read_secrets(pipeline.settings.stack_dir)
     assert secrets is not None
     own = pipeline.conn
     try:
-        await asyncio.to_thread(fleet.send, 200)
-        await settle(pipeline, fleet)
         await asyncio.to_thread(server.down, "immediate")
         assert not server.running()
         # Passages and readings keep coming; the gateway applies them to the core.

@@ -12,7 +12,7 @@ import asyncio
 import time
 
 import redis
-from pipekit import Pipeline, check_invariants, make_fleet, settle
+from pipekit import Pipeline, check_invariants, settle, under_traffic
 
 from parking.config import Settings
 
@@ -33,14 +33,8 @@ def _stall(settings: Settings) -> float:
 async def test_r6_a_redis_stalled_for_5_s_holds_the_acks_and_loses_nothing(
     pipeline: Pipeline,
 ) -> None:
-    fleet = await make_fleet(pipeline, gates=4, sensors=4, republish_after=3.0)
-    gateway = pipeline.gateway().start()
-    persister = pipeline.persister().start()
-    await pipeline.subscribed("gateway-1")
-    fleet.start()
+    fleet, gateway, persister = await under_traffic(pipeline)
     try:
-        await asyncio.to_thread(fleet.send, 200)
-        await settle(pipeline, fleet)
         sender = asyncio.create_task(asyncio.to_thread(fleet.send, 1500, rate=300))
         await asyncio.sleep(0.5)
         stall = asyncio.create_task(asyncio.to_thread(_stall, pipeline.settings))
