@@ -274,7 +274,7 @@ def gateway_ids(n: int) -> list[str]:
     return [GATEWAY_ID if i == 0 else f"{GATEWAY_ID}-{i + 1}" for i in range(n)]
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (0 once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -299,7 +299,7 @@ def _children(parent: int) -> list[int]:
 def stack_cpu(settings: config.Settings, procs: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of the named processes and of the stack's servers (PostgreSQL
     with every backend, Redis, Mosquitto)."""
-    out = {name: _cpu_s(pid) for name, pid in procs.items()}
+    out = {name: cpu_s(pid) for name, pid in procs.items()}
     stack_dir = Path(settings.stack_dir)
     for name, pidfile in (
         ("redis", stack_dir / "redis" / "redis.pid"),
@@ -310,9 +310,9 @@ def stack_cpu(settings: config.Settings, procs: dict[str, int]) -> dict[str, flo
             pid = int(pidfile.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             continue
-        out[name] = _cpu_s(pid)
+        out[name] = cpu_s(pid)
         if name == "postgresql":
-            out[name] += sum(_cpu_s(child) for child in _children(pid))
+            out[name] += sum(cpu_s(child) for child in _children(pid))
     return out
 
 

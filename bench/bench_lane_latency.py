@@ -53,7 +53,7 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core_memory import create_city, drop_db
-from bench_ingest import _client, drop_session
+from bench_ingest import _client, cpu_s, drop_session
 from results import Results, sized
 
 from parking import config
@@ -284,14 +284,6 @@ class Probe:
             c.loop_stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -481,7 +473,7 @@ async def main() -> None:
                 break
             if not probe.recording and elapsed > warmup:
                 probe.recording = True
-                cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+                cpu0 = {k: cpu_s(p) for k, p in pids.items()}
                 metrics0 = scrape(metrics)
                 await redis.config_resetstat()
                 sent0 = load.sent
@@ -492,7 +484,7 @@ async def main() -> None:
             target = started + n * 0.025
             await asyncio.sleep(max(0.0, target - time.perf_counter()))
         window = time.perf_counter() - window_start
-        cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+        cpu = {k: cpu_s(p) - cpu0[k] for k, p in pids.items()}
         metrics1 = scrape(metrics)
         stats = await redis.info("commandstats")
         rate = (load.sent - sent0) / window

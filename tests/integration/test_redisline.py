@@ -39,67 +39,58 @@ def _get(key: str) -> Batch:
     return batch
 
 
-async def test_concurrent_requests_each_get_their_own_replies(lined: aioredis.Redis) -> None:
-    redis_client = lined
+@pytest.mark.usefixtures("lined")
+async def test_concurrent_requests_each_get_their_own_replies(redis_client: aioredis.Redis) -> None:
     await redis_client.mset({f"line:{n}": f"v{n}" for n in range(200)})
-    try:
 
-        async def read(n: int) -> list[Reply]:
-            batch = _get(f"line:{n}")
-            batch.command("EXISTS", f"line:{n}")
-            batch.command("HGET", f"line:{n}", "x")  # an error reply, kept in its place
-            return await batch.shared(redis_client)
+    async def read(n: int) -> list[Reply]:
+        batch = _get(f"line:{n}")
+        batch.command("EXISTS", f"line:{n}")
+        batch.command("HGET", f"line:{n}", "x")  # an error reply, kept in its place
+        return await batch.shared(redis_client)
 
-        answers = await asyncio.gather(*(read(n) for n in range(200)))
-        for n, (value, exists, wrong) in enumerate(answers):
-            assert value == f"v{n}".encode()
-            assert exists == 1
-            assert isinstance(wrong, ResponseError)
-        assert line_of(redis_client) is open_line(redis_client)
-    finally:
-        close_line(redis_client)
+    answers = await asyncio.gather(*(read(n) for n in range(200)))
+    for n, (value, exists, wrong) in enumerate(answers):
+        assert value == f"v{n}".encode()
+        assert exists == 1
+        assert isinstance(wrong, ResponseError)
+    assert line_of(redis_client) is open_line(redis_client)
 
 
+@pytest.mark.usefixtures("lined")
 async def test_a_request_that_gives_up_does_not_shift_the_next_ones_replies(
-    lined: aioredis.Redis,
+    redis_client: aioredis.Redis,
 ) -> None:
-    redis_client = lined
     await redis_client.set("line:after", "mine")
-    try:
-        slow = Batch()
-        slow.command("EVAL", _BUSY, 0, 200)
-        slow.command("SET", "line:late", "1")
-        waiting = asyncio.create_task(slow.shared(redis_client))
-        await asyncio.sleep(0.05)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        assert await _get("line:after").shared(redis_client) == [b"mine"]
-        assert await redis_client.get("line:late") == b"1"  # it was sent: Redis ran it
-    finally:
-        close_line(redis_client)
+    slow = Batch()
+    slow.command("EVAL", _BUSY, 0, 200)
+    slow.command("SET", "line:late", "1")
+    waiting = asyncio.create_task(slow.shared(redis_client))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await _get("line:after").shared(redis_client) == [b"mine"]
+    assert await redis_client.get("line:late") == b"1"  # it was sent: Redis ran it
 
 
+@pytest.mark.usefixtures("lined")
 async def test_past_its_deadline_a_request_fails_and_the_line_connects_again(
-    lined: aioredis.Redis,
+    redis_client: aioredis.Redis,
 ) -> None:
-    redis_client = lined
     await redis_client.set("line:after", "mine")
-    try:
-        slow = Batch()
-        slow.command("EVAL", _BUSY, 0, 300)
-        behind = _get("line:after")
-        first = asyncio.create_task(slow.shared(redis_client, deadline_s=0.1))
-        await asyncio.sleep(0)
-        second = asyncio.create_task(behind.shared(redis_client, deadline_s=5.0))
-        with pytest.raises(RedisTimeoutError):
-            await first
-        # The request queued behind it on the same connection fails with it.
-        with pytest.raises(RedisTimeoutError):
-            await second
-        assert await _get("line:after").shared(redis_client) == [b"mine"]
-    finally:
-        close_line(redis_client)
+    slow = Batch()
+    slow.command("EVAL", _BUSY, 0, 300)
+    behind = _get("line:after")
+    first = asyncio.create_task(slow.shared(redis_client, deadline_s=0.1))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(behind.shared(redis_client, deadline_s=5.0))
+    with pytest.raises(RedisTimeoutError):
+        await first
+    # The request queued behind it on the same connection fails with it.
+    with pytest.raises(RedisTimeoutError):
+        await second
+    assert await _get("line:after").shared(redis_client) == [b"mine"]
 
 
 async def test_a_redis_that_is_not_there_or_refuses_us_is_a_redis_error(
