@@ -168,6 +168,9 @@ class _Lifecycle:
     tick_task: asyncio.Task[None] | None = None
     attempts: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the broker has answered the CONNECT (CONNACK, either way) or the
+    # connection is gone: until then the broker may hold a session with our will.
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class SimulatedDevice:
@@ -313,6 +316,13 @@ class SimulatedDevice:
         """Shut down gracefully: offline status, DISCONNECT (no Last Will). The outbox stays."""
         self._life.stopping = True
         self._cancel_connect()
+        if self._client.socket() is not None and not self._client.is_connected():
+            # CONNECT sent, CONNACK not read yet. Dropping the socket now would leave
+            # the broker to publish our Last Will (a retained offline status) whenever
+            # it notices, maybe after whoever stopped us cleared that topic: let the
+            # broker answer first, then leave cleanly like any connected device.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._life.answered.wait(), grace)
         if self._client.is_connected():
             self._publish_status(online=False)
             self._client.disconnect()
@@ -387,6 +397,7 @@ class SimulatedDevice:
             if delay > 0:
                 await asyncio.sleep(delay)
             self._life.closed.clear()
+            self._life.answered.clear()
             self._client.will_set(
                 self.status_topic, self._status_payload(online=False), qos=1, retain=True
             )
@@ -419,6 +430,7 @@ class SimulatedDevice:
     def _on_connect(
         self, client: mqtt.Client, _: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        self._life.answered.set()
         if reason.is_failure:
             # Wrong secret or revoked: the broker closes the connection next,
             # and _on_disconnect retries with backoff, as a real device would.
@@ -449,6 +461,7 @@ class SimulatedDevice:
         self.ready.clear()
         self.stats.disconnects += 1
         self._life.closed.set()
+        self._life.answered.set()
         self._connect_soon(self._backoff())
 
     def _on_publish(

@@ -397,6 +397,22 @@ async def test_a_graceful_stop_reports_offline_and_keeps_the_outbox(
     assert [e.seq for e in outbox.pending(gate.device_id)] == [1]
 
 
+async def test_a_device_stopped_before_the_broker_answered_its_connect_leaves_cleanly(
+    identities: dict[str, Identity], platform: Platform, boot: DeviceFactory
+) -> None:
+    """No Last Will fired later: whoever clears the status topic after a stop clears it for good."""
+    gate = identities["gate"]
+    status = f"{P}/devices/{gate.device_id}/status"
+    device = await boot(gate)
+    await asyncio.sleep(0)  # the connect task ran: CONNECT sent, the CONNACK not read yet
+    assert not device.connected
+    await device.stop()
+    assert device.stats.connects == 1
+    await platform.wait_until(lambda: len(platform.decoded(status)) >= 2)
+    await asyncio.sleep(0.5)  # a will would come once the broker saw the socket close
+    assert [m["online"] for m in platform.decoded(status)] == [True, False]
+
+
 async def test_a_device_with_a_wrong_secret_is_refused_and_keeps_its_events(
     identities: dict[str, Identity], platform: Platform, boot: DeviceFactory, outbox: Outbox
 ) -> None:
