@@ -20,7 +20,7 @@ TEST_ENV := PARKING_STACK_DIR=$(TEST_STACK_DIR) \
 	PARKING_API_PORT=$(shell echo $$((8010 + $(TEST_PORT_BASE)))) \
 	PARKING_SANDBOX_PORT=$(shell echo $$((8020 + $(TEST_PORT_BASE))))
 
-.PHONY: bootstrap run test lint format bench stop schema
+.PHONY: bootstrap run test lint format bench stop schema chaos
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -29,7 +29,7 @@ run: bootstrap
 	$(UV) run parking run
 
 test: bootstrap
-	$(TEST_ENV) $(UV) run parking stack up
+	$(TEST_ENV) $(UV) run parking stack up --redis-cluster
 	$(TEST_ENV) $(UV) run pytest $(PYTEST_ARGS)
 
 lint: bootstrap
@@ -46,6 +46,13 @@ format: bootstrap
 bench: bootstrap
 	$(TEST_ENV) $(UV) run parking stack up
 	$(TEST_ENV) $(UV) run python bench/run.py $(BENCH_ARGS)
+
+# The reliability matrix's faults under city load (tests/chaos_rows.py, docs/operations.md):
+# every row's tests with 4x the devices, events and rates of `make test`; prints the
+# chaos table (also in .parking/chaos/) and fails unless every row passed and lost nothing.
+chaos: bootstrap
+	$(TEST_ENV) $(UV) run parking stack up --redis-cluster
+	$(TEST_ENV) CHAOS_LOAD=city $(UV) run pytest --chaos -p no:cacheprovider $(PYTEST_ARGS)
 
 # Regenerate migrations/schema.sql from a freshly migrated test database.
 schema: bootstrap

@@ -20,11 +20,14 @@ import redis.asyncio as aioredis
 from kits import Client, Login, login_with
 from litestar.testing import AsyncTestClient
 
-from parking import config
+from parking import config, redisclient
 from parking.api.app import create_app
 from parking.config import Settings
 from parking.db import migrate as migrations
 from parking.stack import service as stack
+
+# The chaos table of the reliability matrix's fault tests (`make chaos`).
+pytest_plugins = ["chaoskit"]
 
 # Settings are read when fixtures call config.load(), so setting the defaults
 # here is early enough: pytest run directly also lands on the test stack.
@@ -180,6 +183,26 @@ async def owner_db(settings: Settings, db_url: str) -> AsyncIterator[asyncpg.Con
 async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(settings.redis_url)
     await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def cluster_settings(settings: Settings) -> Settings:
+    """The test settings with every Redis client on the stack's Redis Cluster (three
+    masters, three replicas; `make test` starts it, and so does this fixture)."""
+    on_cluster = config.load({**os.environ, "PARKING_REDIS_CLUSTER": "1"})
+    stack.up(on_cluster, redis_cluster=True)
+    return on_cluster
+
+
+@pytest.fixture
+async def cluster_client(cluster_settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """A client of the stack's Redis Cluster, every master flushed."""
+    client = redisclient.connect(cluster_settings.redis_url, cluster=True)
+    await client.flushall()  # every master: redis-py sends FLUSHALL to all primaries
     try:
         yield client
     finally:

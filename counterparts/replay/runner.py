@@ -40,6 +40,7 @@ from counterparts.replay.plan import DayPlan, PlanOptions, lot_devices, plan_day
 from counterparts.replay.report import Report, write_report
 from counterparts.replay.truth import Before
 from counterparts.replay.truth import truth as make_truth
+from parking import redisclient
 from parking.auth import tokens
 from parking.auth.model import Role
 from parking.clock import SHANGHAI
@@ -141,7 +142,7 @@ async def replay(
     out_dir.mkdir(parents=True, exist_ok=True)
     topics = Topics(settings.topic_prefix)
     conn = await asyncpg.connect(settings.database_url)
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = redisclient.connect(settings.redis_url, cluster=settings.redis_cluster)
     api_url = options.api_url or f"http://{settings.api_host}:{settings.api_port}"
     http = httpx.AsyncClient(base_url=api_url, trust_env=False, timeout=30)
     fleet: Fleet | None = None

@@ -39,12 +39,11 @@ from typing import Final, cast
 
 import asyncpg
 import msgspec
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from gateways.cameras.model import Heartbeat, Recognition
-from parking import config
+from parking import config, redisclient
 from parking.clock import Clock
 from parking.devices import cameras, messages
 from parking.devices.images import ImageRefused, ImageStore
@@ -122,8 +121,11 @@ class CameraAdapter:
         self.clock = clock
         self.topics = Topics(settings.topic_prefix)
         self.images = ImageStore(settings.image_dir)
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=10, socket_connect_timeout=5
+        self.redis = redisclient.connect(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            socket_timeout=10,
+            socket_connect_timeout=5,
         )
         self._pool: asyncpg.Pool | None = None
         self._ingest: Ingest | None = None

@@ -40,7 +40,17 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "(the database URL as the owner)",
         "PostgreSQL URL of the schema owner: `parking db migrate`, `parking run`'s migration",
     ),
-    ("PARKING_REDIS_URL", "(from the stack)", "Redis URL"),
+    ("PARKING_REDIS_URL", "(from the stack)", "Redis URL (with the cluster: any one node's)"),
+    (
+        "PARKING_REDIS_CLUSTER",
+        "0",
+        "1: every process uses the stack's Redis Cluster (`parking stack up --redis-cluster`)",
+    ),
+    (
+        "PARKING_REDIS_CLUSTER_PORT",
+        "(PARKING_REDIS_PORT + 1)",
+        "first of the six ports of that cluster's nodes; their bus ports are these + 20",
+    ),
     ("PARKING_MQTT_HOST", "127.0.0.1", "broker host"),
     (
         "PARKING_MQTT_USERNAME",
@@ -263,6 +273,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str
     owner_database_url: str
     redis_url: str
+    #: the stack's Redis Cluster: 6 nodes on redis_cluster_port .. + 5
+    redis_cluster_port: int
+    #: every Redis client talks to the cluster (redis_url names one of its nodes)
+    redis_cluster: bool
     mqtt_host: str
     mqtt_username: str
     mqtt_password: str
@@ -372,8 +386,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     owner_database_url = env.get("PARKING_OWNER_DATABASE_URL") or with_credentials(
         database_url, DB_USER, owner_password
     )
+    redis_cluster = get("PARKING_REDIS_CLUSTER") == "1"
+    redis_cluster_port = int(env.get("PARKING_REDIS_CLUSTER_PORT") or redis_port + 1)
     redis_url = env.get("PARKING_REDIS_URL") or (
-        f"redis://:{quote(redis_password, safe='')}@127.0.0.1:{redis_port}/0"
+        f"redis://:{quote(redis_password, safe='')}@127.0.0.1:"
+        f"{redis_cluster_port if redis_cluster else redis_port}/0"
     )
     return Settings(
         stack_dir=stack_dir,
@@ -384,6 +401,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         database_url=database_url,
         owner_database_url=owner_database_url,
         redis_url=redis_url,
+        redis_cluster_port=redis_cluster_port,
+        redis_cluster=redis_cluster,
         mqtt_host=get("PARKING_MQTT_HOST"),
         mqtt_username=get("PARKING_MQTT_USERNAME"),
         mqtt_password=env.get("PARKING_MQTT_PASSWORD")

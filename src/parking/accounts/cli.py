@@ -8,9 +8,8 @@ import json
 import asyncpg
 import click
 import msgspec
-import redis.asyncio as aioredis
 
-from parking import config
+from parking import config, redisclient
 from parking.accounts import notifier, service
 from parking.errors import ParkingError
 
@@ -31,7 +30,7 @@ def otp(phone: str) -> None:
 
     async def go() -> str | None:
         settings = config.load()
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = redisclient.connect(settings.redis_url, cluster=settings.redis_cluster)
         try:
             return await notifier.latest_code(
                 client, normalised, notifier.outbox_dir(settings.stack_dir)

@@ -33,6 +33,8 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from parking import redisclient
+
 log = structlog.get_logger("parking.accounts")
 
 #: How stale a copy may be and still answer alone: the promised bound for a
@@ -143,7 +145,7 @@ class ChannelCopy:
         # A connection of its own, outside the pool: a subscribed connection
         # cannot run other commands, and redis-py's PubSub would reconnect
         # silently, losing what was published meanwhile without telling us.
-        conn = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        conn = redisclient.own_connection(self._redis)
         try:
             await conn.connect()
             _honour_cancellation()

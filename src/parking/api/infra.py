@@ -13,7 +13,7 @@ import httpx
 import redis.asyncio as aioredis
 from litestar import Litestar
 
-from parking import heap
+from parking import heap, redisclient
 from parking.accounts import changes
 from parking.accounts import notifier as notifiers
 from parking.accounts.denylist import DenylistMirror
@@ -116,8 +116,9 @@ def lifespan_for(  # type: ignore[no-untyped-def]
             command_timeout=10,
             reset=_session_kept,
         )
-        client = aioredis.Redis.from_url(
+        client = redisclient.connect(
             settings.redis_url,
+            cluster=settings.redis_cluster,
             socket_timeout=2,
             socket_connect_timeout=2,
             health_check_interval=30,
@@ -131,8 +132,10 @@ def lifespan_for(  # type: ignore[no-untyped-def]
             role="api",
         )
         publisher.start()
-        # Short reads of the hot routes share one connection (parking.redisline).
-        open_line(client)
+        # Short reads of the hot routes share one connection (parking.redisline); a
+        # cluster's client routes them by slot through its nodes' pools instead.
+        if not settings.redis_cluster:
+            open_line(client)
         denied = DenylistMirror(client)
         denied.start()
         held = MineCopy(client)

@@ -7,9 +7,8 @@ from datetime import datetime, timedelta
 
 import asyncpg
 import click
-import redis.asyncio as aioredis
 
-from parking import audit, config
+from parking import audit, config, redisclient
 from parking.accounts import service as accounts
 from parking.auth import tokens
 from parking.auth.model import (
@@ -107,7 +106,7 @@ def revoke(token: str, reason: str) -> None:
 async def _revoke(
     settings: config.Settings, principal: Principal, until: datetime, now: datetime, reason: str
 ) -> None:
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = redisclient.connect(settings.redis_url, cluster=settings.redis_cluster)
     try:
         # Denylisted first: a failure to audit must not leave the token working.
         await accounts.revoke_access(redis, jti=principal.token_id, expires_at=until, now=now)

@@ -10,9 +10,8 @@ import sys
 import asyncpg
 import click
 import msgspec
-import redis.asyncio as aioredis
 
-from parking import config
+from parking import config, redisclient
 from parking.backup import logic, service
 from parking.backup.model import BackupSet
 from parking.clock import SystemClock
@@ -99,7 +98,7 @@ def _restored_env(
 
 async def _rebuild(settings: config.Settings) -> rebuild.RebuildReport:
     conn = await asyncpg.connect(settings.database_url)
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = redisclient.connect(settings.redis_url, cluster=settings.redis_cluster)
     try:
         # The restored Redis holds the set's snapshot, older than the target: every
         # shard is replaced with what the restored database says (force: no

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from parking import config
+from parking import config, redisclient
 from parking.cases import clocks, notifiers, service
 from parking.clock import SystemClock
 from parking.observability import configure_logging
@@ -71,7 +71,9 @@ async def _deliver(pool: asyncpg.Pool, outbound: notifiers.Outbound) -> dict[str
 async def _ticks(once: bool, every: float) -> dict[str, int] | None:
     settings = config.load()
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    redis = redisclient.connect(
+        settings.redis_url, cluster=settings.redis_cluster, socket_timeout=10
+    )
     try:
         async with notifiers.outbound(settings.cases_notify_config) as outbound:
 

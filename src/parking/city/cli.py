@@ -13,10 +13,9 @@ from datetime import date, datetime, timedelta
 import asyncpg
 import click
 import msgspec
-import redis.asyncio as aioredis
 import structlog
 
-from parking import config
+from parking import config, redisclient
 from parking.city import logic, rollups
 from parking.clock import SystemClock
 from parking.observability import configure_logging
@@ -40,7 +39,9 @@ async def _rollup(once: bool, every: float) -> rollups.Refreshed | None:
     clock = SystemClock()
     silent_after = timedelta(seconds=settings.device_silent_after_s)
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    redis = redisclient.connect(
+        settings.redis_url, cluster=settings.redis_cluster, socket_timeout=10
+    )
     try:
         if once:
             return await rollups.refresh(

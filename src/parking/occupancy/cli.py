@@ -9,9 +9,8 @@ from typing import Any
 import asyncpg
 import click
 import msgspec
-import redis.asyncio as aioredis
 
-from parking import config
+from parking import config, redisclient
 from parking.clock import SystemClock
 from parking.occupancy import rebuild as rebuilding
 from parking.occupancy import records, store
@@ -35,7 +34,7 @@ def rebuild_command(force: bool, drain_timeout: float) -> None:
     async def run() -> rebuilding.RebuildReport:
         settings = config.load()
         conn = await asyncpg.connect(settings.database_url)
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        redis = redisclient.connect(settings.redis_url, cluster=settings.redis_cluster)
         try:
             return await rebuilding.rebuild(
                 conn, redis, now=SystemClock().now(), drain_timeout=drain_timeout, force=force
@@ -57,7 +56,8 @@ def lot_command(lot_id: str) -> None:
     """A lot's live counts as the core holds them."""
 
     async def run() -> dict[str, Any]:
-        redis = aioredis.Redis.from_url(config.load().redis_url)
+        settings = config.load()
+        redis = redisclient.connect(settings.redis_url, cluster=settings.redis_cluster)
         try:
             counts = await store.lot_counts(redis, lot_id)
             sessions = await store.lot_sessions(redis, lot_id)

@@ -17,13 +17,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Final
+from typing import Final, NamedTuple
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 
 from parking.occupancy import keys
 from parking.occupancy.model import LiveCount
+from parking.redisclient import ClusterUnavailable, cluster_of
 from parking.redisline import Reply, line_of
 
 LIBRARY: Final = (
@@ -41,16 +51,27 @@ class Batch:
     Redis spends running it. Here a command is packed with a few bytes joins, and
     one deadline covers the whole round trip (a stalled Redis fails the batch,
     matrix R6). Error replies come back as `ResponseError` values, not raised.
+
+    On a Redis Cluster (`parking.redisclient`) the commands are grouped by the node
+    serving their key's slot, each group sent in one write to its node, all groups
+    at once; the replies come back in the order the commands were queued.
     """
 
-    __slots__ = ("_parts", "count")
+    __slots__ = ("_parts", "_routes", "_starts", "count")
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
+        #: per command: where its parts start, and the key that routes it on a cluster
+        self._starts: list[int] = []
+        self._routes: list[str | bytes] = []
         self.count = 0
 
     def command(self, *args: Arg) -> None:
         parts = self._parts
+        self._starts.append(len(parts))
+        name = args[0]
+        route = args[3] if name in ("FCALL", "FCALL_RO") else args[1]
+        self._routes.append(route if isinstance(route, str | bytes) else str(route))
         parts.append(b"*%d\r\n" % len(args))
         for arg in args:
             if isinstance(arg, str):
@@ -63,12 +84,13 @@ class Batch:
     def fcall(self, function: str, keys_: list[str], *args: Arg) -> None:
         self.command("FCALL", function, len(keys_), *keys_, *args)
 
-    def fcall_packed(self, head: bytes, head_count: int, *args: Arg) -> None:
-        """FCALL whose name and keys were packed once (`packed_head`, ``head_count``
-        arguments), followed by ``args``."""
+    def fcall_packed(self, head: PackedHead, *args: Arg) -> None:
+        """FCALL whose name and keys were packed once (`packed_head`), followed by ``args``."""
         parts = self._parts
-        parts.append(b"*%d\r\n" % (head_count + len(args)))
-        parts.append(head)
+        self._starts.append(len(parts))
+        self._routes.append(head.key)
+        parts.append(b"*%d\r\n" % (head.nargs + len(args)))
+        parts.append(head.data)
         for arg in args:
             if isinstance(arg, str):
                 arg = arg.encode("utf-8")
@@ -80,6 +102,9 @@ class Batch:
     async def execute(self, redis: aioredis.Redis, *, deadline_s: float = 10.0) -> list[Reply]:
         if not self.count:
             return []
+        cluster = cluster_of(redis)
+        if cluster is not None:
+            return await self._on_cluster(cluster, deadline_s)
         pool = redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
@@ -109,6 +134,112 @@ class Batch:
             return await self.execute(redis, deadline_s=deadline_s)
         return await line.execute(b"".join(self._parts), self.count, deadline_s=deadline_s)
 
+    def _command_bytes(self, index: int) -> bytes:
+        end = self._starts[index + 1] if index + 1 < self.count else len(self._parts)
+        return b"".join(self._parts[self._starts[index] : end])
+
+    async def _on_cluster(self, cluster: RedisCluster, deadline_s: float) -> list[Reply]:
+        try:
+            return await self._routed(cluster, deadline_s)
+        except RedisClusterException as error:
+            raise ClusterUnavailable(str(error)) from error
+
+    async def _routed(self, cluster: RedisCluster, deadline_s: float) -> list[Reply]:
+        replies: list[Reply | None] = [None] * self.count
+        todo = list(range(self.count))
+        try:
+            async with asyncio.timeout(deadline_s):
+                for _ in range(CLUSTER_REDIRECTS):
+                    groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+                    nodes = cluster.nodes_manager
+                    for index in todo:
+                        node = nodes.get_node_from_slot(_slot(self._routes[index]))
+                        groups.setdefault(node.name, (node, []))[1].append(index)
+                    # Every group finishes (or fails) before anything else happens: the
+                    # slot map is only rebuilt once no connection of it is in use.
+                    failed = [
+                        error
+                        for error in await asyncio.gather(
+                            *(
+                                self._send(node, indices, replies)
+                                for node, indices in groups.values()
+                            ),
+                            return_exceptions=True,
+                        )
+                        if isinstance(error, BaseException)
+                    ]
+                    if failed:
+                        raise failed[0]
+                    # A slot served elsewhere now (a failover, a resharding): the
+                    # command did not run; ask the cluster again and resend it.
+                    todo = [i for i in todo if isinstance(replies[i], MovedError | TryAgainError)]
+                    if not todo:
+                        break
+                    await nodes.initialize()
+        except BaseException:
+            # A node gone or stalled: learn the cluster's shape again before the next
+            # batch (a replica may be taking over its slots), then fail this one.
+            with contextlib.suppress(Exception):
+                await cluster.nodes_manager.initialize()
+            raise
+        for reply in replies:
+            if isinstance(reply, ClusterDownError | MovedError | TryAgainError | MasterDownError):
+                # The cluster cannot serve a slot yet: the whole batch waits and is
+                # retried by its caller (nothing was confirmed to a device).
+                raise reply
+        return replies
+
+    async def _send(
+        self, node: ClusterNode, indices: list[int], replies: list[Reply | None]
+    ) -> None:
+        conn = node.acquire_connection()
+        try:
+            # A connection marked by a topology refresh is reconnected before use.
+            await node.disconnect_if_needed(conn)
+            await conn.send_packed_command(
+                b"".join(self._command_bytes(i) for i in indices) + _WAIT_FOR_REPLICA,
+                check_health=False,
+            )
+            for index in indices:
+                try:
+                    replies[index] = await conn.read_response(timeout=math.inf)
+                except ResponseError as error:
+                    replies[index] = error
+            await conn.read_response(timeout=math.inf)  # WAIT's count of replicas
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            node.release(conn)
+
+
+#: How often one batch follows MOVED replies before it gives up (and is retried).
+CLUSTER_REDIRECTS: Final = 3
+
+#: Each node's group ends with WAIT: its replica has what the batch wrote before the
+#: gateway acknowledges the events to the broker, so a master killed right after is
+#: replaced by a replica that has them (Redis replicates asynchronously otherwise).
+#: Bounded: with the replica down, a batch waits this long and goes on, since the
+#: master alone still keeps its AOF.
+CLUSTER_WAIT_MS: Final = 50
+_WAIT_FOR_REPLICA: Final = b"*3\r\n" + b"".join(
+    b"$%d\r\n%b\r\n" % (len(a), a) for a in (b"WAIT", b"1", b"%d" % CLUSTER_WAIT_MS)
+)
+
+
+@functools.lru_cache(maxsize=65536)
+def _slot(key: str | bytes) -> int:
+    return key_slot(key.encode("utf-8") if isinstance(key, str) else key)
+
+
+class PackedHead(NamedTuple):
+    """``FCALL function numkeys keys...`` packed: the bytes, how many arguments, the
+    first key (which routes the call on a cluster: every key of a call shares its tag)."""
+
+    data: bytes
+    nargs: int
+    key: str
+
 
 def _bulk(value: str) -> bytes:
     raw = value.encode("utf-8")
@@ -116,14 +247,14 @@ def _bulk(value: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=65536)
-def packed_head(function: str, keys_: tuple[str, ...]) -> tuple[bytes, int]:
-    """``FCALL function numkeys keys...`` packed, and how many arguments that is.
+def packed_head(function: str, keys_: tuple[str, ...]) -> PackedHead:
+    """``FCALL function numkeys keys...`` packed once.
 
     A lot's and a device's keys are the same for every event: packing them once
     saves most of the per-event encoding of a 10-key call."""
     head = [_bulk("FCALL"), _bulk(function), _bulk(str(len(keys_)))]
     head.extend(_bulk(k) for k in keys_)
-    return b"".join(head), 3 + len(keys_)
+    return PackedHead(b"".join(head), 3 + len(keys_), keys_[0])
 
 
 async def load_library(redis: aioredis.Redis) -> None:
@@ -174,10 +305,9 @@ class PassageCall:
 
 
 def queue_passage(pipe: Batch, call: PassageCall) -> None:
-    head, n = packed_head("occ_passage", tuple(keys.passage_keys(call.lot_id, call.device_id)))
+    head = packed_head("occ_passage", tuple(keys.passage_keys(call.lot_id, call.device_id)))
     pipe.fcall_packed(
         head,
-        n,
         call.device_id,
         str(call.seq),
         str(call.now_ms),
@@ -214,10 +344,9 @@ class SpaceCall:
 
 
 def queue_space(pipe: Batch, call: SpaceCall) -> None:
-    head, n = packed_head("occ_space", tuple(keys.space_keys(call.lot_id, call.device_id)))
+    head = packed_head("occ_space", tuple(keys.space_keys(call.lot_id, call.device_id)))
     pipe.fcall_packed(
         head,
-        n,
         call.device_id,
         str(call.seq),
         str(call.now_ms),
@@ -539,9 +668,9 @@ async def open_account_session(
     # Packed once per lot and sent as a one-command Batch on the API's shared line:
     # redis-py's command path (encoding, retry, pool bookkeeping) was a fifth of a
     # scan's CPU.
-    head, count = packed_head("occ_account", tuple(keys.account_keys(lot_id)))
+    head = packed_head("occ_account", tuple(keys.account_keys(lot_id)))
     pipe = Batch()
-    pipe.fcall_packed(head, count, lot_id, account_id, session_id, str(at_ms), full_policy)
+    pipe.fcall_packed(head, lot_id, account_id, session_id, str(at_ms), full_policy)
     [reply] = await pipe.shared(redis, deadline_s=10.0)
     if isinstance(reply, ResponseError):
         if "function not found" in str(reply).lower():

@@ -22,10 +22,16 @@ def stack() -> None:
     is_flag=True,
     help="Archive PostgreSQL's WAL into PARKING_BACKUP_DIR (kept on later starts).",
 )
-def up(backups: bool) -> None:
+@click.option(
+    "--redis-cluster",
+    is_flag=True,
+    help="Start the six-node Redis Cluster too (three masters, three replicas); "
+    "processes use it with PARKING_REDIS_CLUSTER=1.",
+)
+def up(backups: bool, redis_cluster: bool) -> None:
     """Start the servers (installing missing packages as root) and wait until ready."""
     try:
-        service.up(config.load(), backups=backups)
+        service.up(config.load(), backups=backups, redis_cluster=redis_cluster)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -500,6 +500,9 @@ class Mosquitto:
             # silently by the broker; 2 MiB covers the fuzz corpus's 1 MB case.
             "max_packet_size 2097152\n"
             "persistent_client_expiration 7d\n"
+            # $SYS counters every 2 s: the fault tests read the dropped-message
+            # count (reliability matrix, invariant 5) after each scenario.
+            "sys_interval 2\n"
             # Devices (and the operators' console). The client id is the
             # username whatever the client sends: a device cannot take another
             # client's id, so it can neither resume a gateway's persistent

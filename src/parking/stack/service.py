@@ -11,6 +11,7 @@ from parking.devices.messages import Topics
 from parking.devices.service import Broker
 from parking.stack import binaries
 from parking.stack.archiving import archive_conf, write_archive_conf
+from parking.stack.cluster import RedisCluster
 from parking.stack.servers import Mosquitto, Postgres, Redis, ensure_secrets
 
 Log = Callable[[str], None]
@@ -20,12 +21,16 @@ def _stderr(message: str) -> None:
     print(f"[stack] {message}", file=sys.stderr, flush=True)
 
 
-def up(settings: Settings, log: Log = _stderr, *, backups: bool = False) -> None:
+def up(
+    settings: Settings, log: Log = _stderr, *, backups: bool = False, redis_cluster: bool = False
+) -> None:
     """Start every server (idempotent) and wait until each one answers.
 
     With ``backups`` PostgreSQL archives every WAL segment into
     ``<backup dir>/wal`` from now on (a restart when that is new); the setting stays
     in the cluster, so a later ``up`` without it keeps archiving.
+
+    With ``redis_cluster`` the six-node Redis Cluster starts too (`stack.cluster`).
     """
     bins = binaries.ensure(log=log)
     secret = ensure_secrets(settings)
@@ -42,6 +47,8 @@ def up(settings: Settings, log: Log = _stderr, *, backups: bool = False) -> None
             log(f"postgres: archiving WAL into {wal}")
             postgres.restart()
     Redis(settings, bins, log).up(secret.redis)
+    if redis_cluster:
+        RedisCluster(settings, bins, log).up(secret.redis)
     Mosquitto(settings, bins, log).up(secret.mqtt_platform)
     log(f"ready: {settings.stack_dir}")
 
@@ -50,6 +57,7 @@ def down(settings: Settings, log: Log = _stderr) -> None:
     bins = binaries.ensure(log=log)
     secret = ensure_secrets(settings)
     Mosquitto(settings, bins, log).down()
+    RedisCluster(settings, bins, log).down(secret.redis)
     Redis(settings, bins, log).down(secret.redis)
     Postgres(settings, bins, log).down()
 
@@ -63,6 +71,10 @@ def status(settings: Settings) -> dict[str, object]:
             "port": settings.pg_port,
         },
         "redis": {"running": Redis(settings, bins, _stderr).running(), "port": settings.redis_port},
+        "redis_cluster": {
+            "running": RedisCluster(settings, bins, _stderr).running(),
+            "ports": RedisCluster(settings, bins, _stderr).ports(),
+        },
         "mosquitto": {
             "running": Mosquitto(settings, bins, _stderr).running(),
             "port": settings.mqtt_port,

@@ -24,12 +24,11 @@ from typing import Any, Final, cast
 
 import asyncpg
 import click
-import redis.asyncio as aioredis
 import structlog
 from prometheus_client import Counter, Histogram, start_http_server
 from redis.exceptions import RedisError
 
-from parking import config, heap
+from parking import config, heap, periodic, redisclient
 from parking.city import logic as city_logic
 from parking.city.model import LANE_BOUNDS_MS
 from parking.clock import Clock, SystemClock
@@ -140,8 +139,9 @@ class Gateway:
         self.share_group = share_group
         self.clock = clock
         self.topics = Topics(settings.topic_prefix)
-        self.redis = aioredis.Redis.from_url(
+        self.redis = redisclient.connect(
             settings.redis_url,
+            cluster=settings.redis_cluster,
             # A stalled Redis (matrix R6) must fail a batch, not hang it forever.
             socket_timeout=10,
             socket_connect_timeout=5,
@@ -490,8 +490,9 @@ class Gateway:
         adapter.start()
         log.info("gateway_started", client_id=self.client_id, share_group=self.share_group)
         silent_after = timedelta(seconds=self.settings.device_silent_after_s)
+        consume = asyncio.create_task(self._consume(adapter, ingest), name="gateway loop")
         tasks = [
-            asyncio.create_task(self._consume(adapter, ingest)),
+            consume,
             asyncio.create_task(self._every(1.0, "resend", lambda: self._resend(adapter, ingest))),
             asyncio.create_task(
                 self._every(
@@ -526,7 +527,12 @@ class Gateway:
                 ).run(self._stopping)
             ),
         ]
-        await self._stopping.wait()
+        try:
+            await periodic.until_stopped(self._stopping, [consume])
+        finally:
+            await self._stop(adapter, tasks)
+
+    async def _stop(self, adapter: SessionClient, tasks: list[asyncio.Task[Any]]) -> None:
         log.info("gateway_stopping")
         # Let a batch in progress finish (and be acked) before disconnecting;
         # what is not acked is redelivered to the next gateway anyway.

@@ -29,12 +29,11 @@ import asyncpg
 import click
 import httpx
 import msgspec
-import redis.asyncio as aioredis
 import structlog
 from prometheus_client import Counter, Histogram, start_http_server
 from redis.exceptions import RedisError, ResponseError
 
-from parking import config, heap
+from parking import config, heap, periodic, redisclient
 from parking.clock import Clock, SystemClock
 from parking.config import mqtt_identity
 from parking.devices.messages import Topics, Watermark, encode
@@ -122,8 +121,11 @@ class Persister:
         self.reclaim_idle_ms = reclaim_idle_ms
         self.max_deliveries = max_deliveries
         self.topics = Topics(settings.topic_prefix)
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=10, socket_connect_timeout=5
+        self.redis = redisclient.connect(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            socket_timeout=10,
+            socket_connect_timeout=5,
         )
         username, password = mqtt_identity(settings, "persister")
         self.publisher = Publisher(
@@ -169,7 +171,8 @@ class Persister:
         for stream in self._streams:
             pipe.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
         for reply in await pipe.execute(raise_on_error=False):
-            if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
+            # A cluster's pipeline also returns a lost connection as a value here.
+            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
                 raise reply
 
     # ---------------------------------------------------------- reading
@@ -188,8 +191,9 @@ class Persister:
         replies = await pipe.execute(raise_on_error=False)
         missing_group = False
         for stream, reply in zip(self._streams, replies, strict=True):
-            if isinstance(reply, ResponseError):
-                if "NOGROUP" in str(reply):
+            # A cluster's pipeline also returns a lost connection as a value here.
+            if isinstance(reply, Exception):
+                if isinstance(reply, ResponseError) and "NOGROUP" in str(reply):
                     missing_group = True  # Redis lost its state; the rebuild recreates it
                     continue
                 raise reply
@@ -427,12 +431,16 @@ class Persister:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
         log.info("persister_started", consumer=self.consumer, frozen=heap.settle())
-        main = asyncio.create_task(self._loop())
+        main = asyncio.create_task(self._loop(), name="persister loop")
         trim = asyncio.create_task(self._every(TRIM_EVERY_S, "trim", self.trim))
-        await self._stopping.wait()
+        try:
+            await periodic.until_stopped(self._stopping, [main])
+        finally:
+            await self._stop(main, trim)
+
+    async def _stop(self, main: asyncio.Task[None], trim: asyncio.Task[None]) -> None:
         # The loop finishes its batch (write, ack) before it looks at _stopping again.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(main), timeout=15)
+        await asyncio.wait({main}, timeout=15)
         for task in (main, trim):
             task.cancel()
         await asyncio.gather(main, trim, return_exceptions=True)

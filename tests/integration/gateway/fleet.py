@@ -9,6 +9,7 @@ contract's 60 s, shortened for tests). Events get ``seq`` 1, 2, 3, ... per devic
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -24,6 +25,11 @@ from parking.config import Settings
 from parking.devices.messages import Topics
 
 T0 = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
+
+#: ``make chaos`` runs the fault tests under city load (``CHAOS_LOAD=city``): every
+#: fleet has this many times the devices, and sends this many times the events at
+#: this many times the rate. ``make test`` runs them at the CI size (1).
+LOAD_SCALE = 4 if os.environ.get("CHAOS_LOAD") == "city" else 1
 
 
 @dataclass
@@ -169,7 +175,10 @@ class Fleet:
         }
 
     def send(self, total: int, *, rate: float | None = None) -> None:
-        """Send ``total`` events round-robin over the fleet (optionally paced)."""
+        """Send ``total`` events round-robin over the fleet (optionally paced); both
+        times `LOAD_SCALE`."""
+        total *= LOAD_SCALE
+        rate = rate * LOAD_SCALE if rate is not None else None
         started = time.monotonic()
         for n in range(total):
             device = self.devices[n % len(self.devices)]

@@ -221,15 +221,18 @@ def mosquitto(settings: Settings) -> Mosquitto:
     return Mosquitto(settings, binaries.ensure(log=lambda _: None), lambda _: None)
 
 
-@pytest.fixture
-async def pipeline(
-    settings: Settings, city_db_url: str, redis_client: aioredis.Redis, tmp_path: Path
+@contextlib.asynccontextmanager
+async def open_pipeline(
+    city_db_url: str, redis_client: aioredis.Redis, tmp_path: Path, **extra_env: str
 ) -> AsyncIterator[Pipeline]:
+    """The pipeline on this database and Redis; ``extra_env`` for every process it
+    starts (``PARKING_REDIS_CLUSTER="1"``: all of them on the stack's Redis Cluster)."""
     env = {
         **os.environ,
         "PARKING_DATABASE_URL": city_db_url,
         "PARKING_LOG_FORMAT": "json",
         "PARKING_LOG_LEVEL": "info",
+        **extra_env,
     }
     local = config.load(env)
     conn = await asyncpg.connect(city_db_url)
@@ -247,6 +250,14 @@ async def pipeline(
             if proc.argv and proc.argv[0] == "gateway":
                 _drop_session(local, proc.argv[-1])
         await conn.close()
+
+
+@pytest.fixture
+async def pipeline(
+    city_db_url: str, redis_client: aioredis.Redis, tmp_path: Path
+) -> AsyncIterator[Pipeline]:
+    async with open_pipeline(city_db_url, redis_client, tmp_path) as pipe:
+        yield pipe
 
 
 def _drop_session(settings: Settings, client_id: str) -> None:
@@ -276,15 +287,20 @@ def _drop_session(settings: Settings, client_id: str) -> None:
 
 # ------------------------------------------------------------------ fleet and invariants
 
-from fleet import Fleet, OutboxDevice  # noqa: E402
+import chaoskit  # noqa: E402
+from fleet import LOAD_SCALE, Fleet, OutboxDevice  # noqa: E402
 
+from parking.ledger import service as ledger  # noqa: E402
 from parking.occupancy import keys, store  # noqa: E402
 
 
 async def make_fleet(
     pipe: Pipeline, *, gates: int, sensors: int, republish_after: float = 3.0
 ) -> Fleet:
-    """Gates on the first lots' lanes and sensors on GZ-DEMO-01's spaces, registered."""
+    """Gates on the first lots' lanes and sensors on GZ-DEMO-01's spaces, registered
+    (`fleet.LOAD_SCALE` times as many under ``make chaos``)."""
+    gates *= LOAD_SCALE
+    sensors *= LOAD_SCALE
     lanes = await pipe.conn.fetch(
         """SELECT lot_id, lane_id FROM lanes ORDER BY lot_id = $1 DESC, lot_id, lane_id
            LIMIT $2""",
@@ -398,12 +414,34 @@ async def settle(pipe: Pipeline, fleet: Fleet, *, within: float = 120.0) -> None
         ) from None
 
 
+async def broker_dropped(settings: Settings) -> int:
+    """The broker's count of messages it dropped since it started (``$SYS``, retained,
+    published every ``sys_interval``: read after one interval, it is current)."""
+    await asyncio.sleep(2.5)
+    done = await asyncio.create_subprocess_exec(
+        "mosquitto_sub",
+        *("-h", settings.mqtt_host, "-p", str(settings.mqtt_platform_port)),
+        *("-u", settings.mqtt_username, "-P", settings.mqtt_password),
+        *("-t", "$SYS/broker/publish/messages/dropped", "-C", "1", "-W", "10"),
+        stdout=subprocess.PIPE,
+    )
+    out, _ = await done.communicate()
+    return int(out.strip() or 0)
+
+
 async def check_invariants(pipe: Pipeline, fleet: Fleet) -> None:
-    """The reliability matrix's invariants 1, 2 and 4."""
+    """The reliability matrix's invariants after a scenario: 1 every event stored once,
+    2 Redis agrees with PostgreSQL, 3 the ledger balances, 4 nothing left pending,
+    5 the broker dropped nothing. Figures go to the chaos table (``chaoskit``)."""
     # 1. every (device, seq) sent is stored exactly once
     rows = await pipe.conn.fetch(
-        "SELECT device_id, count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM device_events "
-        "GROUP BY device_id"
+        "SELECT device_id, count(*) AS n, count(DISTINCT seq) AS distinct_n, min(seq) AS lo, "
+        "max(seq) AS hi FROM device_events GROUP BY device_id"
+    )
+    chaoskit.note_events(
+        sent=sum(fleet.sent.values()),
+        stored=sum(r["distinct_n"] for r in rows if r["device_id"] in fleet.sent),
+        invariants="1,2,3,4,5",
     )
     stored = {r["device_id"]: (r["n"], r["lo"], r["hi"]) for r in rows}
     assert stored == {d: (n, 1, n) for d, n in fleet.sent.items() if n > 0}
@@ -438,3 +476,8 @@ async def check_invariants(pipe: Pipeline, fleet: Fleet) -> None:
     # 4. nothing pending, every dead letter has a reason
     assert await pending_entries(pipe.redis) == 0
     assert await pipe.fetchval("SELECT count(*) FROM dead_letters WHERE reason = ''") == 0
+    # 3. the ledger balances (every transaction was checked when posted; the sum of
+    # every account's balance is 0 whenever the ledger is intact)
+    assert (await ledger.trial_balance(pipe.conn)).total_fen == 0
+    # 5. the broker never dropped a message (its queues are bounded by bytes only)
+    assert await broker_dropped(pipe.settings) == 0
