@@ -66,6 +66,8 @@ ROWS: tuple[Row, ...] = (
             "test_m5_when_one_of_two_shared_gateways_dies_nothing_is_lost",
             G + "test_gateway_delivery.py::"
             "test_m5_a_dead_gateways_session_stops_taking_a_share_of_the_passages",
+            G + "test_gateway_delivery.py::"
+            "test_m5_two_gateways_and_two_persisters_lose_nothing_when_one_of_each_is_killed",
         ),
     ),
     Row(

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from kits import Client, Login, login_with
+from kits import Client, Login, flushed_redis, login_with
 from litestar.testing import AsyncTestClient
 
-from parking import config, redisclient
+from parking import config
 from parking.api.app import create_app
 from parking.config import Settings
 from parking.db import migrate as migrations
@@ -201,12 +201,8 @@ def cluster_settings(settings: Settings) -> Settings:
 @pytest.fixture
 async def cluster_client(cluster_settings: Settings) -> AsyncIterator[aioredis.Redis]:
     """A client of the stack's Redis Cluster, every master flushed."""
-    client = redisclient.connect(cluster_settings.redis_url, cluster=True)
-    await client.flushall()  # every master: redis-py sends FLUSHALL to all primaries
-    try:
+    async with flushed_redis(cluster_settings.redis_url, cluster=True) as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

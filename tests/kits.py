@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
+from parking import redisclient
 from parking.accounts import notifier
 
 Client = AsyncTestClient  # type: ignore[type-arg]
@@ -121,3 +122,15 @@ class TcpRelay:
         self.drop_connections()
         self._flowing.set()
         await self._server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def flushed_redis(url: str, *, cluster: bool) -> AsyncIterator[aioredis.Redis]:
+    """A client of the stack's Redis (``cluster``: of its Redis Cluster), emptied
+    first (on the cluster FLUSHALL goes to every master), closed afterwards."""
+    client = redisclient.connect(url, cluster=cluster)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()

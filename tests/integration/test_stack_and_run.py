@@ -86,3 +86,41 @@ def test_parking_run_serves_readyz_and_stops_cleanly_on_ctrl_c(settings: Setting
     assert f"http://127.0.0.1:{port}/readyz" in text
     assert "[run] stopped" in text
     assert _get(f"http://127.0.0.1:{port}/healthz") == 0
+
+
+def test_the_redis_cluster_has_three_masters_each_with_a_replica_behind_the_password(
+    cluster_settings: Settings,
+) -> None:
+    from parking.config import read_secrets
+    from parking.stack import binaries
+    from parking.stack.cluster import RedisCluster
+
+    nodes = RedisCluster(cluster_settings, binaries.ensure(log=lambda _: None), lambda _: None)
+    secret = read_secrets(cluster_settings.stack_dir)
+    assert secret is not None
+    assert nodes.running()
+    masters = nodes.masters(secret.redis)
+    assert len(masters) == 3
+    assert all(nodes.replica_of(secret.redis, port) is not None for port in masters)
+    assert stack.status(cluster_settings)["redis_cluster"] == {
+        "running": True,
+        "ports": nodes.ports(),
+    }
+    for port in nodes.ports():
+        info = subprocess.run(
+            ["redis-cli", "-p", str(port), "CLUSTER", "INFO"],
+            env={**os.environ, "REDISCLI_AUTH": secret.redis},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "cluster_state:ok" in info
+        assert "cluster_slots_assigned:16384" in info
+        anonymous = subprocess.run(
+            ["redis-cli", "-p", str(port), "PING"],
+            env={k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr

@@ -12,7 +12,7 @@ import asyncpg
 import paho.mqtt.client as mqtt
 import pytest
 import redis.asyncio as aioredis
-from kits import bearer
+from kits import bearer, flushed_redis
 from litestar.testing import AsyncTestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -30,9 +30,25 @@ DEMO = "GZ-DEMO-01"
 ALICE, BOB = "13800000021", "13800000022"
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def on_cluster(request: pytest.FixtureRequest) -> bool:
+    """Every scan flow runs on the single Redis and on the stack's Redis Cluster: the
+    API's Redis client, its shared reads and its subscriptions work on both."""
+    if request.param == "cluster":
+        request.getfixturevalue("cluster_settings")
+    return bool(request.param == "cluster")
+
+
 @pytest.fixture
-def app_settings(settings: Settings, city_db_url: str) -> Settings:
-    return config.load({**os.environ, "PARKING_DATABASE_URL": city_db_url})
+async def redis_client(on_cluster: bool, app_settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    async with flushed_redis(app_settings.redis_url, cluster=on_cluster) as client:
+        yield client
+
+
+@pytest.fixture
+def app_settings(settings: Settings, city_db_url: str, on_cluster: bool) -> Settings:
+    cluster = {"PARKING_REDIS_CLUSTER": "1"} if on_cluster else {}
+    return config.load({**os.environ, "PARKING_DATABASE_URL": city_db_url, **cluster})
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipekit import (
     Pipeline,
+    Proc,
     check_invariants,
     eventually,
     make_fleet,
@@ -114,15 +115,21 @@ async def test_m1_a_gateway_killed_between_redis_and_the_ack_is_redelivered_and_
         fleet.stop()
 
 
+async def _two_gateways(pipeline: Pipeline) -> Proc:
+    """``gateway-1`` and ``gateway-2`` on the share group, both subscribed; the first."""
+    first = pipeline.gateway("gateway-1").start()
+    pipeline.gateway("gateway-2").start()
+    await connected(pipeline, "gateway-1")
+    await connected(pipeline, "gateway-2")
+    return first
+
+
 async def test_m5_when_one_of_two_shared_gateways_dies_nothing_is_lost(
     pipeline: Pipeline,
 ) -> None:
     fleet = await make_fleet(pipeline, gates=6, sensors=6, republish_after=3.0)
-    first = pipeline.gateway("gateway-1").start()
-    pipeline.gateway("gateway-2").start()
+    first = await _two_gateways(pipeline)
     pipeline.persister().start()
-    await connected(pipeline, "gateway-1")
-    await connected(pipeline, "gateway-2")
     fleet.start()
     try:
         sender = asyncio.create_task(asyncio.to_thread(fleet.send, 3000, rate=1500))
@@ -133,6 +140,42 @@ async def test_m5_when_one_of_two_shared_gateways_dies_nothing_is_lost(
         # back through the devices' outboxes.
         await settle(pipeline, fleet)
         await check_invariants(pipeline, fleet)
+    finally:
+        fleet.stop()
+
+
+async def test_m5_two_gateways_and_two_persisters_lose_nothing_when_one_of_each_is_killed(
+    pipeline: Pipeline,
+) -> None:
+    """More than one of everything under load: a gateway and a persister killed while
+    devices publish; the others take the rest, nothing lost, and each lot's order
+    holds (every session's exit after its entry, each space at its newest report)."""
+    fleet = await make_fleet(pipeline, gates=6, sensors=6, republish_after=3.0)
+    first = await _two_gateways(pipeline)
+    reclaim = {"PARKING_PERSISTER_RECLAIM_IDLE_MS": "1000"}
+    doomed = pipeline.persister("persister-1", **reclaim).start()
+    pipeline.persister("persister-2", **reclaim).start()
+    fleet.start()
+    try:
+        sender = asyncio.create_task(asyncio.to_thread(fleet.send, 3000, rate=1500))
+        await asyncio.sleep(0.8)
+        first.kill()
+        await asyncio.sleep(0.4)
+        doomed.kill()
+        await sender
+        await settle(pipeline, fleet)
+        await check_invariants(pipeline, fleet)
+        assert (
+            await pipeline.fetchval("SELECT count(*) FROM sessions WHERE exit_at < entry_at") == 0
+        )
+        sensors = {d.device_id: d.seq for d in fleet.devices if "/spaces/" in d.topic}
+        newest = dict(
+            await pipeline.conn.fetch(
+                "SELECT device_id, seq FROM space_states WHERE device_id = ANY($1::text[])",
+                list(sensors),
+            )
+        )
+        assert newest == sensors
     finally:
         fleet.stop()
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 from corekit import core
+from kits import flushed_redis
 
-from parking import redisclient
 from parking.config import Settings
 
 __all__ = ["core", "redis_client"]
@@ -23,13 +23,7 @@ __all__ = ["core", "redis_client"]
 async def redis_client(
     request: pytest.FixtureRequest, settings: Settings
 ) -> AsyncIterator[aioredis.Redis]:
-    if request.param == "cluster":
-        on = request.getfixturevalue("cluster_settings")
-        client = redisclient.connect(on.redis_url, cluster=True)
-    else:
-        client = redisclient.connect(settings.redis_url, cluster=False)
-    await client.flushall()  # on the cluster: every master
-    try:
+    on_cluster = request.param == "cluster"
+    on = request.getfixturevalue("cluster_settings") if on_cluster else settings
+    async with flushed_redis(on.redis_url, cluster=on_cluster) as client:
         yield client
-    finally:
-        await client.aclose()
