@@ -1575,7 +1575,7 @@ CREATE TABLE public.retention_runs (
     cutoff timestamp with time zone NOT NULL,
     removed bigint NOT NULL,
     detail jsonb NOT NULL,
-    CONSTRAINT retention_runs_kind_check CHECK ((kind = ANY (ARRAY['passages'::text, 'sensor_readings'::text, 'dead_letters'::text, 'plates'::text]))),
+    CONSTRAINT retention_runs_kind_check CHECK ((kind = ANY (ARRAY['passages'::text, 'sensor_readings'::text, 'dead_letters'::text, 'plates'::text, 'archive'::text]))),
     CONSTRAINT retention_runs_removed_check CHECK ((removed >= 0))
 );
 ALTER TABLE public.retention_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (

@@ -3,7 +3,8 @@
 Every variable has a default that points at the local stack (``parking stack up``),
 so a newcomer needs no configuration at all. Connection URLs left unset are derived
 from the stack directory, its ports and the secrets file the stack generated there;
-set them explicitly to point the platform at other servers.
+set them explicitly to point the platform at other servers. Kept whole (over 600
+lines): the one module that reads the environment, its table beside its parsing.
 """
 
 from __future__ import annotations
@@ -39,6 +40,17 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "PARKING_OWNER_DATABASE_URL",
         "(the database URL as the owner)",
         "PostgreSQL URL of the schema owner: `parking db migrate`, `parking run`'s migration",
+    ),
+    (
+        "PARKING_PG_REPLICA_PORT",
+        "(PARKING_PG_PORT + 1)",
+        "port of the stack's streaming replica of PostgreSQL (`parking stack up --replica`)",
+    ),
+    (
+        "PARKING_REPLICA_DATABASE_URL",
+        "(none)",
+        "PostgreSQL URL of a streaming replica: the dashboard's figures are read there "
+        "(the primary whenever it does not answer)",
     ),
     ("PARKING_REDIS_URL", "(from the stack)", "Redis URL (with the cluster: any one node's)"),
     (
@@ -177,9 +189,15 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "PARKING_RETENTION",
-        "passages_months=6,sensor_months=3,dead_letter_days=90,plate_months=36",
+        "passages_months=6,sensor_months=3,dead_letter_days=90,plate_months=36,hot_months=2",
         "how long each kind of data lives (docs/privacy.md); the job "
         "`parking retention apply` removes or pseudonymises what is past it",
+    ),
+    (
+        "PARKING_ARCHIVE_DIR",
+        "(<stack dir>/archive)",
+        "where the retention job moves months of passages and sensor readings older "
+        "than `hot_months` (gzip'd CSV, one file per month)",
     ),
     (
         "PARKING_RETENTION_EVERY_S",
@@ -272,6 +290,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mqtt_platform_port: int
     database_url: str
     owner_database_url: str
+    #: the stack's streaming replica (`parking stack up --replica`)
+    pg_replica_port: int
+    #: where the dashboard's figures are read ("" = the primary)
+    replica_database_url: str
     redis_url: str
     #: the stack's Redis Cluster: 6 nodes on redis_cluster_port .. + 5
     redis_cluster_port: int
@@ -326,6 +348,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: ``kind=amount`` pairs, parsed by ``parking.retention`` (its defaults otherwise)
     retention: str = ""
     retention_every_s: float = 21600.0
+    #: archived months of passages and sensor readings (``parking.retention``)
+    archive_dir: Path = Path(".parking/dev/archive")
     #: 码上反映's notification channels (SMS, WeChat template messages) and contacts;
     #: None: notifications stay in ``case_notifications`` and the log
     cases_notify_config: Path | None = None
@@ -400,6 +424,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         mqtt_platform_port=int(env.get("PARKING_MQTT_PLATFORM_PORT") or mqtt_port + 10_000),
         database_url=database_url,
         owner_database_url=owner_database_url,
+        pg_replica_port=int(env.get("PARKING_PG_REPLICA_PORT") or pg_port + 1),
+        replica_database_url=env.get("PARKING_REPLICA_DATABASE_URL", ""),
         redis_url=redis_url,
         redis_cluster_port=redis_cluster_port,
         redis_cluster=redis_cluster,
@@ -446,6 +472,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         cases_every_s=_positive("PARKING_CASES_EVERY_S", get),
         retention=get("PARKING_RETENTION"),
         retention_every_s=_positive("PARKING_RETENTION_EVERY_S", get),
+        archive_dir=Path(env.get("PARKING_ARCHIVE_DIR") or stack_dir / "archive"),
         cases_notify_config=_path(env.get("PARKING_CASES_NOTIFY_CONFIG")),
         camera_host=get("PARKING_CAMERA_HOST"),
         camera_port=int(get("PARKING_CAMERA_PORT")),

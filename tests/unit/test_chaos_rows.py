@@ -10,7 +10,9 @@ from chaos_rows import ROWS
 from chaoskit import row_of
 
 ROOT = Path(__file__).resolve().parents[2]
-MATRIX = ROOT.parent / "shared" / "reliability-matrix.md"
+#: the shared matrix beside the repo (CI lays shared/ there), else /work/shared
+_BESIDE = ROOT.parent / "shared" / "reliability-matrix.md"
+MATRIX = _BESIDE if _BESIDE.exists() else Path("/work/shared/reliability-matrix.md")
 DOC = ROOT / "docs" / "reliability.md"
 
 

@@ -17,7 +17,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from parking.api.auth import principal_of
 from parking.api.denied import require_lot
-from parking.api.infra import connection, infra_of
+from parking.api.infra import connection, infra_of, on_replica
 from parking.api.routing import clock_of, problem_responses, staff_readers
 from parking.city import service as city
 from parking.city.model import (
@@ -231,16 +231,21 @@ async def timeseries(
     infra = infra_of(request.app)
     async with connection(infra) as conn:
         await _lot_readable(request, conn, lot, "city.timeseries")
-        return await city.timeseries(
-            conn,
-            principal_of(request),
+    principal = principal_of(request)
+    first, last = _aware(start, "from"), _aware(end, "to")
+    return await on_replica(
+        infra,
+        lambda replica: city.timeseries(
+            replica,
+            principal,
             metric=metric,
             step=step,
-            start=_aware(start, "from"),
-            end=_aware(end, "to"),
+            start=first,
+            end=last,
             district=district,
             lot_id=lot,
-        )
+        ),
+    )
 
 
 @get(
@@ -257,11 +262,14 @@ async def day(
     district: DistrictQuery = None,
     lot: LotQuery = None,
 ) -> DayFigures:
-    async with connection(infra_of(request.app)) as conn:
+    infra = infra_of(request.app)
+    async with connection(infra) as conn:
         await _lot_readable(request, conn, lot, "city.day")
-        return await city.day_figures(
-            conn, principal_of(request), day, district=district, lot_id=lot
-        )
+    principal = principal_of(request)
+    return await on_replica(
+        infra,
+        lambda replica: city.day_figures(replica, principal, day, district=district, lot_id=lot),
+    )
 
 
 @get(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Final, TypeVar, cast
 
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
+import structlog
 from litestar import Litestar
+from prometheus_client import Counter
 
 from parking import heap, redisclient
 from parking.accounts import changes
@@ -47,10 +49,45 @@ class Infra:
     #: the wall clock a provider signature's freshness is checked against (``clock``
     #: unless ``create_app(signature_clock=...)``)
     signature_clock: Clock | None = None
+    #: the streaming replica's pool ($PARKING_REPLICA_DATABASE_URL), for `on_replica`
+    replica: asyncpg.Pool | None = None
 
     @property
     def wall_clock(self) -> Clock:
         return self.signature_clock or self.clock
+
+
+log = structlog.get_logger("parking.api")
+
+T = TypeVar("T")
+
+#: How long a read waits for a replica connection before it goes to the primary.
+REPLICA_WAIT_S: Final = 1.0
+_REPLICA_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+REPLICA_READS = Counter(
+    "parking_replica_reads_total",
+    "Dashboard reads by where they ran: replica, or primary because the replica failed",
+    ["served_by"],
+)
+
+
+async def on_replica(infra: Infra, read: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """``read(conn)`` on the streaming replica when there is one and it answers, else on
+    the primary: the dashboard's figures (a replica a few seconds behind is fine for
+    them) keep the primary free for the cars, and a replica that is down or lagging
+    out of reach costs nothing but the retry. ``read`` must only read."""
+    if infra.replica is not None:
+        try:
+            async with infra.replica.acquire(timeout=REPLICA_WAIT_S) as proxy:
+                answer = await read(cast(asyncpg.Connection, proxy))
+            REPLICA_READS.labels("replica").inc()
+            return answer
+        except _REPLICA_ERRORS as exc:
+            REPLICA_READS.labels("primary").inc()
+            log.warning("replica_unavailable", error=f"{type(exc).__name__}: {exc}")
+    async with connection(infra) as conn:
+        return await read(conn)
 
 
 @asynccontextmanager
@@ -116,6 +153,18 @@ def lifespan_for(  # type: ignore[no-untyped-def]
             command_timeout=10,
             reset=_session_kept,
         )
+        replica = (
+            await asyncpg.create_pool(
+                settings.replica_database_url,
+                min_size=0,
+                max_size=4,
+                command_timeout=10,
+                # a replica that went away is noticed on the next read, not kept
+                max_inactive_connection_lifetime=30,
+            )
+            if settings.replica_database_url
+            else None
+        )
         client = redisclient.connect(
             settings.redis_url,
             cluster=settings.redis_cluster,
@@ -157,6 +206,7 @@ def lifespan_for(  # type: ignore[no-untyped-def]
             mine=held,
             notifier=notifier,
             signature_clock=signature_clock,
+            replica=replica,
         )
         # What the worker loaded stays for its lifetime: out of the collector's walks.
         heap.settle()
@@ -170,5 +220,7 @@ def lifespan_for(  # type: ignore[no-untyped-def]
             close_line(client)
             await client.aclose()
             await asyncio.wait_for(pool.close(), timeout=10)
+            if replica is not None:
+                await asyncio.wait_for(replica.close(), timeout=10)
 
     return lifespan

@@ -54,7 +54,11 @@ def apply(once: bool) -> None:
         conn = await asyncpg.connect(settings.owner_database_url)
         try:
             done = await service.apply(
-                conn, policy, key=pseudonym_key(settings), now=SystemClock().now()
+                conn,
+                policy,
+                key=pseudonym_key(settings),
+                now=SystemClock().now(),
+                archive_dir=settings.archive_dir,
             )
         finally:
             await conn.close()
@@ -71,3 +75,23 @@ def apply(once: bool) -> None:
         await repeat(one, every=settings.retention_every_s, name="retention")
 
     asyncio.run(forever())
+
+
+@retention.command("restore")
+@click.argument("partition")
+def restore(partition: str) -> None:
+    """Load one archived month back into its table (e.g. ``passages_2026_01``)."""
+    settings = config.load()
+
+    async def run() -> int:
+        conn = await asyncpg.connect(settings.owner_database_url)
+        try:
+            return await service.restore(conn, settings.archive_dir, partition)
+        finally:
+            await conn.close()
+
+    try:
+        rows = asyncio.run(run())
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps({"partition": partition, "rows": rows}))

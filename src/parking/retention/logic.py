@@ -47,3 +47,11 @@ def pseudonym(key: bytes, plate: str) -> str:
     records stay linked), unreadable without the key."""
     digest = hmac.new(key, plate.encode("utf-8"), hashlib.sha256).hexdigest()
     return "#" + digest[:12]
+
+
+def partition_month(name: str) -> tuple[str, datetime] | None:
+    """``(parent, first instant of its month)`` of a monthly partition's name."""
+    found = _PARTITION.match(name)
+    if found is None:
+        return None
+    return found[1], datetime(int(found[2]), int(found[3]), 1, tzinfo=UTC)

@@ -18,6 +18,8 @@ class Kind(StrEnum):
     SENSOR_READINGS = "sensor_readings"
     DEAD_LETTERS = "dead_letters"
     PLATES = "plates"
+    #: monthly partitions moved out of the database into archive files
+    ARCHIVE = "archive"
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -35,6 +37,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     #: records), the plate becomes a pseudonym nobody can read back. Open bills keep
     #: their plate: they are owed by it
     plate_months: Months = 36
+    #: months of passages and sensor readings kept in the database; older months (still
+    #: within their retention above) are moved to compressed archive files
+    #: (``PARKING_ARCHIVE_DIR``), restorable one month at a time, deleted at their
+    #: retention. 2: the dashboard, a month's reconciliation and most disputes read
+    #: the last two months; the tables stay a bounded size whatever the years
+    hot_months: Months = 2
 
 
 class Removed(msgspec.Struct, frozen=True, kw_only=True):

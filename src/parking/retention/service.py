@@ -5,7 +5,9 @@ row) or, for the plate on financial records, pseudonymised; every run is recorde
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Final
 
 import asyncpg
@@ -72,16 +74,90 @@ async def _plates(conn: asyncpg.Connection, key: bytes, months: int, now: dateti
     return done
 
 
+#: the archived tables and the policy field of their retention
+ARCHIVED: Final = (("passages", "passages_months"), ("space_events", "sensor_months"))
+
+
+def archive_file(archive_dir: Path, name: str) -> Path:
+    return archive_dir / f"{name}.csv.gz"
+
+
+async def _archive(
+    conn: asyncpg.Connection, archive_dir: Path, policy: Policy, now: datetime
+) -> Removed:
+    """Months older than ``policy.hot_months`` leave the database for archive files;
+    archive files past their kind's retention are deleted."""
+    cutoff = logic.months_before(now, policy.hot_months)
+    await asyncio.to_thread(archive_dir.mkdir, parents=True, exist_ok=True)
+    names = await store.event_partitions(conn)
+    detail: dict[str, int] = {}
+    moved = 0
+    for parent, _ in ARCHIVED:
+        for name in logic.partitions_past(names, parent, cutoff):
+            if await store.under_dispute(conn, name):
+                detail["partitions_kept_for_disputes"] = (
+                    detail.get("partitions_kept_for_disputes", 0) + 1
+                )
+                continue
+            path = archive_file(archive_dir, name)
+            rows = await store.copy_out(conn, name, path)
+            if rows == 0:
+                await asyncio.to_thread(path.unlink)  # a month made ahead, never used
+            if await store.drop_if_rows(conn, name, rows) and rows:
+                detail[name] = rows
+                moved += rows
+    detail.update(await asyncio.to_thread(_expire_archives, archive_dir, policy, now))
+    done = Removed(kind=Kind.ARCHIVE, cutoff=cutoff, removed=moved, detail=detail)
+    async with conn.transaction():
+        await store.record(conn, now, done)
+    return done
+
+
+def _expire_archives(archive_dir: Path, policy: Policy, now: datetime) -> dict[str, int]:
+    """Delete the archive files whose month is past its kind's retention."""
+    deleted: dict[str, int] = {}
+    for parent, field in ARCHIVED:
+        expired = logic.months_before(now, getattr(policy, field))
+        for path in sorted(archive_dir.glob(f"{parent}_*.csv.gz")):
+            name = path.name.removesuffix(".csv.gz")
+            if logic.partitions_past([name], parent, expired):
+                path.unlink()
+                deleted[f"{name} deleted"] = 1
+    return deleted
+
+
+async def restore(conn: asyncpg.Connection, archive_dir: Path, name: str) -> int:
+    """Bring one archived month back into its table (``passages_2026_01``); returns the
+    rows. The file stays (the next run archives the month again, while it is past the
+    database's months)."""
+    month = logic.partition_month(name)
+    if month is None:
+        raise ValueError(f"{name!r} is not a monthly partition of passages or space_events")
+    path = archive_file(archive_dir, name)
+    if not await asyncio.to_thread(path.exists):
+        raise FileNotFoundError(f"no archive of {name} in {archive_dir}")
+    parent, first = month
+    return await store.copy_in(conn, parent, first, path)
+
+
 async def apply(
-    conn: asyncpg.Connection, policy: Policy, *, key: bytes, now: datetime
+    conn: asyncpg.Connection,
+    policy: Policy,
+    *,
+    key: bytes,
+    now: datetime,
+    archive_dir: Path | None = None,
 ) -> list[Removed]:
-    """Remove (or pseudonymise) what is past its time at ``now``; one record per kind."""
+    """Remove (or pseudonymise) what is past its time at ``now``, then move the months
+    past ``policy.hot_months`` to ``archive_dir`` (when given); one record per kind."""
     done = [
         await _partitions(conn, Kind.PASSAGES, "passages", policy.passages_months, now),
         await _partitions(conn, Kind.SENSOR_READINGS, "space_events", policy.sensor_months, now),
         await _dead_letters(conn, policy.dead_letter_days, now),
         await _plates(conn, key, policy.plate_months, now),
     ]
+    if archive_dir is not None:
+        done.append(await _archive(conn, archive_dir, policy, now))
     for item in done:
         log.info(
             "retention_applied", kind=item.kind.value, removed=item.removed,

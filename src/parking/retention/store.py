@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import os
+from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Final
 
 import asyncpg
@@ -50,6 +54,50 @@ async def drop_partition(conn: asyncpg.Connection, name: str) -> int:
     rows = int(await conn.fetchval(f"SELECT count(*) FROM {quoted}"))  # noqa: S608
     await conn.execute(f"DROP TABLE {quoted}")
     return rows
+
+
+async def copy_out(conn: asyncpg.Connection, name: str, path: Path) -> int:
+    """Every row of partition ``name`` as gzip'd CSV with a header into ``path``
+    (written to a temporary file, flushed to disk, then renamed); returns the rows."""
+    quoted = await conn.fetchval("SELECT quote_ident($1)", name)
+    partial = path.with_suffix(path.suffix + ".partial")
+    with gzip.open(partial, "wb") as out:
+
+        async def write(chunk: bytes) -> None:
+            out.write(chunk)
+
+        status = await conn.copy_from_table(quoted, output=write, format="csv", header=True)
+    with partial.open("rb") as done:
+        os.fsync(done.fileno())
+    partial.rename(path)
+    return int(status.split()[-1])
+
+
+async def drop_if_rows(conn: asyncpg.Connection, name: str, rows: int) -> bool:
+    """Drop partition ``name`` if it still holds exactly ``rows`` rows (a late event
+    written into an archived month since: it stays, archived again next run)."""
+    quoted = await conn.fetchval("SELECT quote_ident($1)", name)
+    async with conn.transaction():
+        await conn.execute(f"LOCK TABLE {quoted} IN SHARE MODE")
+        if int(await conn.fetchval(f"SELECT count(*) FROM {quoted}")) != rows:  # noqa: S608
+            return False
+        await conn.execute(f"DROP TABLE {quoted}")
+    return True
+
+
+async def copy_in(conn: asyncpg.Connection, parent: str, month: datetime, path: Path) -> int:
+    """Load an archive file back: its month's partition made again if needed, the rows
+    copied into the parent (routed to it). Returns the rows loaded."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        with gzip.open(path, "rb") as source:
+            while chunk := source.read(1 << 20):
+                yield chunk
+
+    async with conn.transaction():
+        await conn.execute("SELECT ensure_event_partitions($1::date)", month.date())
+        status = await conn.copy_to_table(parent, source=chunks(), format="csv", header=True)
+    return int(status.split()[-1])
 
 
 async def delete_dead_letters(conn: asyncpg.Connection, before: datetime) -> int:

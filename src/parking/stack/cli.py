@@ -28,10 +28,16 @@ def stack() -> None:
     help="Start the six-node Redis Cluster too (three masters, three replicas); "
     "processes use it with PARKING_REDIS_CLUSTER=1.",
 )
-def up(backups: bool, redis_cluster: bool) -> None:
+@click.option(
+    "--replica",
+    is_flag=True,
+    help="Start a streaming replica of PostgreSQL too (on PARKING_PG_REPLICA_PORT); the "
+    "dashboard reads it with PARKING_REPLICA_DATABASE_URL.",
+)
+def up(backups: bool, redis_cluster: bool, replica: bool) -> None:
     """Start the servers (installing missing packages as root) and wait until ready."""
     try:
-        service.up(config.load(), backups=backups, redis_cluster=redis_cluster)
+        service.up(config.load(), backups=backups, redis_cluster=redis_cluster, replica=replica)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -12,6 +12,7 @@ from parking.devices.service import Broker
 from parking.stack import binaries
 from parking.stack.archiving import archive_conf, write_archive_conf
 from parking.stack.cluster import RedisCluster
+from parking.stack.replica import PostgresReplica
 from parking.stack.servers import Mosquitto, Postgres, Redis, ensure_secrets
 
 Log = Callable[[str], None]
@@ -22,7 +23,12 @@ def _stderr(message: str) -> None:
 
 
 def up(
-    settings: Settings, log: Log = _stderr, *, backups: bool = False, redis_cluster: bool = False
+    settings: Settings,
+    log: Log = _stderr,
+    *,
+    backups: bool = False,
+    redis_cluster: bool = False,
+    replica: bool = False,
 ) -> None:
     """Start every server (idempotent) and wait until each one answers.
 
@@ -30,7 +36,8 @@ def up(
     ``<backup dir>/wal`` from now on (a restart when that is new); the setting stays
     in the cluster, so a later ``up`` without it keeps archiving.
 
-    With ``redis_cluster`` the six-node Redis Cluster starts too (`stack.cluster`).
+    With ``redis_cluster`` the six-node Redis Cluster starts too (`stack.cluster`),
+    with ``replica`` a streaming replica of PostgreSQL (`stack.replica`).
     """
     bins = binaries.ensure(log=log)
     secret = ensure_secrets(settings)
@@ -46,6 +53,8 @@ def up(
         if write_archive_conf(postgres, archive_conf(wal)):
             log(f"postgres: archiving WAL into {wal}")
             postgres.restart()
+    if replica:
+        PostgresReplica(settings, bins, log).up(secret.postgres)
     Redis(settings, bins, log).up(secret.redis)
     if redis_cluster:
         RedisCluster(settings, bins, log).up(secret.redis)
@@ -59,6 +68,7 @@ def down(settings: Settings, log: Log = _stderr) -> None:
     Mosquitto(settings, bins, log).down()
     RedisCluster(settings, bins, log).down(secret.redis)
     Redis(settings, bins, log).down(secret.redis)
+    PostgresReplica(settings, bins, log).down()
     Postgres(settings, bins, log).down()
 
 
@@ -69,6 +79,10 @@ def status(settings: Settings) -> dict[str, object]:
         "postgres": {
             "running": Postgres(settings, bins, _stderr).running(),
             "port": settings.pg_port,
+        },
+        "postgres_replica": {
+            "running": PostgresReplica(settings, bins, _stderr).running(),
+            "port": settings.pg_replica_port,
         },
         "redis": {"running": Redis(settings, bins, _stderr).running(), "port": settings.redis_port},
         "redis_cluster": {

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -193,13 +194,75 @@ async def test_retention_removes_exactly_what_is_past_its_time(
         await conn.execute("DELETE FROM retention_runs")
 
 
-def test_the_job_runs_from_the_command_line(settings: Settings, city_db_url: str) -> None:
+def test_the_job_runs_from_the_command_line(
+    settings: Settings, city_db_url: str, tmp_path: Path
+) -> None:
     as_owner = owner_url(settings, urlsplit(city_db_url).path.lstrip("/"))
+    env = {
+        **os.environ,
+        "PARKING_OWNER_DATABASE_URL": as_owner,
+        "PARKING_ARCHIVE_DIR": str(tmp_path),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "parking", "retention", "apply", "--once"],
-        env={**os.environ, "PARKING_OWNER_DATABASE_URL": as_owner},
-        capture_output=True, text=True, timeout=120, check=False,
+        env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     kinds = [d["kind"] for d in json.loads(done.stdout)]
-    assert kinds == ["passages", "sensor_readings", "dead_letters", "plates"]
+    assert kinds == ["passages", "sensor_readings", "dead_letters", "plates", "archive"]
+    missing = subprocess.run(
+        [sys.executable, "-m", "parking", "retention", "restore", "passages_2025_01"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert missing.returncode != 0
+    assert "no archive of passages_2025_01" in missing.stderr
+
+
+async def test_months_past_the_databases_are_archived_restored_and_expire_with_their_kind(
+    owner: asyncpg.Connection, tmp_path: Path
+) -> None:
+    conn = owner
+    archive = tmp_path / "archive"
+    # NOW is 2026-12-04 and the database keeps 2 months: up to September leaves it
+    await _passage(conn, 11, datetime(2026, 8, 10, tzinfo=UTC), "s-arc-a")
+    await _passage(conn, 12, datetime(2026, 9, 10, tzinfo=UTC), "s-arc-b")
+    await _passage(conn, 13, datetime(2026, 11, 10, tzinfo=UTC), "s-arc-c")
+    await _reading(conn, 11, datetime(2026, 9, 20, tzinfo=UTC))
+    done = {
+        d.kind.value: d
+        for d in await service.apply(conn, Policy(), key=KEY, now=NOW, archive_dir=archive)
+    }
+    assert done["archive"].detail == {
+        "passages_2026_08": 1, "passages_2026_09": 1, "space_events_2026_09": 1,
+    }  # fmt: skip
+    assert done["archive"].removed == 3
+    assert await conn.fetchval("SELECT count(*) FROM passages") == 1
+    assert await conn.fetchval("SELECT count(*) FROM space_events") == 0
+    files = sorted(p.name for p in archive.iterdir())
+    assert files == [
+        "passages_2026_08.csv.gz", "passages_2026_09.csv.gz", "space_events_2026_09.csv.gz",
+    ]  # fmt: skip
+    # one month back, as it was, in its own partition
+    assert await service.restore(conn, archive, "passages_2026_09") == 1
+    row = await conn.fetchrow(
+        "SELECT tableoid::regclass::text AS home, plate, session_id, received_at "
+        "FROM passages WHERE seq = 12"
+    )
+    assert row is not None
+    assert (row["home"], row["plate"], row["session_id"]) == ("passages_2026_09", OLD, "s-arc-b")
+    assert row["received_at"] == datetime(2026, 9, 10, tzinfo=UTC)
+    with pytest.raises(ValueError, match="not a monthly partition"):
+        await service.restore(conn, archive, "sessions_2026_09")
+    # a month later: sensor readings' 3 months are over for September, passages' 6 not
+    later = datetime(2027, 1, 5, tzinfo=UTC)
+    again = {
+        d.kind.value: d
+        for d in await service.apply(conn, Policy(), key=KEY, now=later, archive_dir=archive)
+    }
+    assert again["archive"].detail["space_events_2026_09 deleted"] == 1
+    assert again["archive"].detail["passages_2026_09"] == 1  # the restored month, again
+    assert sorted(p.name for p in archive.iterdir()) == [
+        "passages_2026_08.csv.gz", "passages_2026_09.csv.gz",
+    ]  # fmt: skip
+    kinds = await conn.fetch("SELECT kind FROM retention_runs WHERE kind = 'archive'")
+    assert len(kinds) == 2
