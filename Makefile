@@ -44,7 +44,7 @@ format: bootstrap
 
 # BENCH_ARGS: some benchmarks only (BENCH_ARGS="bench_api ingest"), or --smoke (seconds each).
 bench: bootstrap
-	$(TEST_ENV) $(UV) run parking stack up
+	$(TEST_ENV) $(UV) run parking stack up --redis-cluster
 	$(TEST_ENV) $(UV) run python bench/run.py $(BENCH_ARGS)
 
 # The reliability matrix's faults under city load (tests/chaos_rows.py, docs/operations.md):

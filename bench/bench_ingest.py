@@ -19,6 +19,11 @@ test stack under ``make bench``), in a scratch database it creates and drops.
    backlog queued for two gateway sessions on the share group (the broker deals the
    messages between them), drained by two ``parking gateway`` processes and one
    persister; recorded against the one-gateway rate.
+6. The core on the stack's Redis Cluster (``parking stack up --redis-cluster``, three
+   masters): the database made afresh, the core rebuilt on the cluster, the backlog
+   drained by one gateway and one persister with ``PARKING_REDIS_CLUSTER=1`` (batches
+   routed by node, a WAIT for the replica per node group); recorded against the
+   one-gateway rate on the single Redis.
 
 Prints both rates and their ratio (goal: pipeline >= 0.5x bare and >= 10,000/s).
 """
@@ -40,13 +45,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import paho.mqtt.client as mqtt
-import redis.asyncio as aioredis
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from results import Baseline, Results, sized
 
-from parking import config
+from parking import config, redisclient
 from parking.db import migrate
 from parking.devices import service as devices
 from parking.devices.messages import Topics
@@ -107,7 +111,7 @@ async def prepare(
             sensors.append(
                 (made.device_id, settings_topic(settings).space_state(r["lot_id"], r["space_id"]))
             )
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        redis = redisclient.connect(settings.redis_url, cluster=settings.redis_cluster)
         try:
             await redis.flushall()
             report = await rebuild.rebuild(conn, redis, now=datetime.now(UTC), force=True)
@@ -328,6 +332,30 @@ async def _stored(conn: asyncpg.Connection, total: int) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM device_events"))
 
 
+#: the tables a day of events fills (their partitions counted with them)
+GROWING = ("device_events", "passages", "space_events", "sessions", "bills", "ledger_postings",
+           "ledger_transactions")  # fmt: skip
+
+
+async def table_bytes(url: str) -> dict[str, int]:
+    """On-disk bytes (heap, indexes, TOAST) of each table in ``GROWING``, partitions
+    included."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            """SELECT t.name, coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS bytes
+                 FROM unnest($1::text[]) AS t(name)
+                 JOIN pg_class p ON p.relname = t.name
+                 JOIN pg_class c ON c.oid = p.oid
+                   OR c.oid IN (SELECT relid FROM pg_partition_tree(p.oid))
+                GROUP BY t.name""",
+            list(GROWING),
+        )
+    finally:
+        await conn.close()
+    return {r["name"]: int(r["bytes"]) for r in rows}
+
+
 async def drain_pipeline(
     settings: config.Settings,
     url: str,
@@ -336,6 +364,7 @@ async def drain_pipeline(
     *,
     gateways: int = 1,
     cpu: dict[str, float] | None = None,
+    cluster: bool = False,
 ) -> tuple[float, float]:
     """The pipeline drains the backlog queued for ``gateways`` sessions on the share group:
     seconds from the first gateway's MQTT connect, and from its process start, to the last
@@ -345,6 +374,7 @@ async def drain_pipeline(
         "PARKING_DATABASE_URL": url,
         "PARKING_LOG_FORMAT": "json",
         "PARKING_LOG_LEVEL": "info",
+        "PARKING_REDIS_CLUSTER": "1" if cluster else "",
     }
     me = [sys.executable, "-m", "parking"]
     gateway = [*me, "gateway", "--share-group", SHARE_GROUP, "--client-id"]
@@ -394,7 +424,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=sized(100_000, 2_000))
     args = parser.parse_args()
-    stack.up(config.load(), log=lambda _: None)
+    stack.up(config.load(), log=lambda _: None, redis_cluster=True)
     settings = config.load()
     logs = Path(settings.stack_dir) / "bench"
     logs.mkdir(parents=True, exist_ok=True)
@@ -427,6 +457,13 @@ async def main() -> None:
         + f"; {sum(per_event.values()):.0f} us in all, {sum(cpu.values()) / pipe:.2f} of "
         f"{os.cpu_count()} cores busy"
     )
+    grown = await table_bytes(url)
+    per_stored = {name: size / len(messages) for name, size in grown.items()}
+    print(
+        "PostgreSQL bytes per event stored (tables with their indexes): "
+        + ", ".join(f"{name} {size:.0f}" for name, size in per_stored.items())
+        + f"; {sum(per_stored.values()):.0f} in all"
+    )
     met = pipe_rate / bare_rate >= 0.5 and pipe_rate >= 10_000
     print(
         f"ratio pipeline / bare: {pipe_rate / bare_rate:.2f}x "
@@ -448,6 +485,7 @@ async def main() -> None:
         seconds_with_process_start=wall,
         cpu_us_per_event=per_event,
         cores_busy=sum(cpu.values()) / pipe,
+        pg_bytes_per_event=per_stored,
     )
     # Scale with cores: the same backlog, a fresh database and core, two gateways on the
     # share group (the broker deals the messages between their sessions) and one persister.
@@ -476,6 +514,37 @@ async def main() -> None:
         seconds=two,
         seconds_with_process_start=two_wall,
         ratio_to_bare=two_rate / bare_rate,
+    )
+    # The core on the Redis Cluster: one gateway, one persister, the same backlog.
+    on_cluster = config.load({**os.environ, "PARKING_REDIS_CLUSTER": "1"})
+    url, _, _ = await prepare(on_cluster)
+    for client_id in gateway_ids(2)[1:]:
+        drop_session(settings, client_id)  # the one gateway's session alone in the group
+    register_session(settings, GATEWAY_ID, topics.subscriptions(SHARE_GROUP))
+    took = await asyncio.to_thread(publish, settings, messages)
+    print(f"backlog queued again for the gateway on the Redis Cluster in {took:.1f} s")
+    clustered, clustered_wall = await drain_pipeline(
+        settings, url, len(messages), logs, cluster=True
+    )
+    clustered_rate = len(messages) / clustered
+    print(
+        f"pipeline on the Redis Cluster (3 masters): {clustered:.2f} s, "
+        f"{clustered_rate:,.0f} events/s, {clustered_rate / pipe_rate:.2f}x the single Redis, "
+        f"{clustered_rate / bare_rate:.2f}x bare"
+    )
+    results.row(
+        "gateway -> Redis Cluster (3 masters, WAIT per node) -> persister -> PostgreSQL",
+        clustered_rate,
+        "events/s",
+        against=Baseline(
+            case="gateway -> Redis -> persister -> PostgreSQL (single Redis)",
+            value=pipe_rate,
+            unit="events/s",
+        ),
+        events=len(messages),
+        seconds=clustered,
+        seconds_with_process_start=clustered_wall,
+        ratio_to_bare=clustered_rate / bare_rate,
     )
     results.write()
     for client_id in (BARE_ID, *gateway_ids(2)):

@@ -2,10 +2,24 @@ CREATE FUNCTION public.append_only_refuse() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
+    IF TG_TABLE_NAME LIKE 'audit_log%' THEN
+        RAISE EXCEPTION '% on % refused: the audit log is append-only', TG_OP, TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'record what changed as a new audit entry';
+    END IF;
     RAISE EXCEPTION '% on % refused: the table is append-only', TG_OP, TG_TABLE_NAME
         USING ERRCODE = 'insufficient_privilege',
               HINT = 'correct the ledger with a reversing transaction';
 END;
+$$;
+CREATE FUNCTION public.audit_append(p_at timestamp with time zone, p_actor text, p_role text, p_action text, p_target text, p_details jsonb) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM ensure_month_partition('audit_log', (p_at AT TIME ZONE 'UTC')::date);
+    INSERT INTO audit_log (at, actor, role, action, target, details)
+    VALUES (p_at, p_actor, p_role, p_action, p_target, p_details);
+END
 $$;
 CREATE FUNCTION public.bills_notify_owed() RETURNS trigger
     LANGUAGE plpgsql
@@ -30,28 +44,62 @@ $$;
 CREATE FUNCTION public.ensure_event_partitions(month date) RETURNS void
     LANGUAGE plpgsql
     AS $$
-DECLARE
-    first date := date_trunc('month', month)::date;
-    suffix text := to_char(first, 'YYYY_MM');
-    parent text;
 BEGIN
-    FOREACH parent IN ARRAY ARRAY['passages', 'space_events'] LOOP
-        IF to_regclass(parent || '_' || suffix) IS NULL THEN
-            -- Two persisters may race here; the lock makes the check-then-create atomic.
-            PERFORM pg_advisory_xact_lock(hashtext(parent || '_' || suffix));
-            IF to_regclass(parent || '_' || suffix) IS NULL THEN
-                EXECUTE format(
-                    'CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
-                    parent || '_' || suffix, parent,
-                    -- month boundaries in UTC, whatever the session's TimeZone
-                    to_char(first, 'YYYY-MM-DD') || ' 00:00:00+00',
-                    to_char(first + interval '1 month', 'YYYY-MM-DD') || ' 00:00:00+00'
-                );
-            END IF;
-        END IF;
-    END LOOP;
+    PERFORM ensure_month_partition('passages', month);
+    PERFORM ensure_month_partition('space_events', month);
 END
 $$;
+CREATE FUNCTION public.ensure_month_partition(parent text, month date) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    first date := date_trunc('month', month)::date;
+    name text := parent || '_' || to_char(first, 'YYYY_MM');
+    low text;
+    high text;
+BEGIN
+    IF to_regclass(name) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    -- Two writers may race here; the lock makes the check-then-create atomic.
+    PERFORM pg_advisory_xact_lock(hashtext(name));
+    IF to_regclass(name) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    IF parent = 'sessions' THEN
+        low := session_id_floor(first);
+        high := session_id_floor((first + interval '1 month')::date);
+    ELSIF parent IN ('passages', 'space_events', 'audit_log') THEN
+        -- month boundaries in UTC, whatever the session's TimeZone
+        low := to_char(first, 'YYYY-MM-DD') || ' 00:00:00+00';
+        high := to_char(first + interval '1 month', 'YYYY-MM-DD') || ' 00:00:00+00';
+    ELSE
+        RAISE EXCEPTION '% has no monthly partitions', parent;
+    END IF;
+    EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                   name, parent, low, high);
+    IF parent = 'audit_log' THEN
+        -- append-only through the partition's own name too
+        EXECUTE format('REVOKE UPDATE, DELETE ON %I FROM parking_app', name);
+    END IF;
+END
+$$;
+CREATE FUNCTION public.ensure_session_partitions(ids text[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $_$
+DECLARE
+    m date;
+BEGIN
+    FOR m IN
+        SELECT DISTINCT session_id_month(p || '0000000000000000000')
+          FROM (SELECT DISTINCT left(i, 9) AS p FROM unnest(ids) AS i
+                 WHERE i ~ '^s-[0-9A-HJKMNP-TV-Z]{26}$') AS prefixes
+    LOOP
+        PERFORM ensure_month_partition('sessions', m);
+    END LOOP;
+END
+$_$;
 CREATE FUNCTION public.ledger_check_balanced() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -152,10 +200,60 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+CREATE FUNCTION public.session_id_floor(month date) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+DECLARE
+    ms bigint := (extract(epoch FROM (date_trunc('month', month::timestamp) AT TIME ZONE 'UTC'))
+                  * 1000)::bigint;
+    out text := '';
+BEGIN
+    FOR i IN 1..10 LOOP
+        out := substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ', (ms % 32)::int + 1, 1) || out;
+        ms := ms / 32;
+    END LOOP;
+    RETURN 's-' || out;
+END
+$$;
+CREATE FUNCTION public.session_id_month(id text) RETURNS date
+    LANGUAGE plpgsql IMMUTABLE
+    AS $_$
+DECLARE
+    ms bigint := 0;
+BEGIN
+    IF id !~ '^s-[0-9A-HJKMNP-TV-Z]{26}$' THEN
+        RETURN NULL;
+    END IF;
+    FOR i IN 3..12 LOOP
+        ms := ms * 32 + strpos('0123456789ABCDEFGHJKMNPQRSTVWXYZ', substr(id, i, 1)) - 1;
+    END LOOP;
+    RETURN date_trunc('month', to_timestamp(ms / 1000.0) AT TIME ZONE 'UTC')::date;
+END
+$_$;
 CREATE FUNCTION public.session_status_rank(status text) RETURNS integer
     LANGUAGE sql IMMUTABLE
     AS $$
     SELECT array_position(ARRAY['open', 'superseded', 'closed', 'voided'], status)
+$$;
+CREATE FUNCTION public.sessions_track_open() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO sessions_open (id, lot_id, plate, account_id)
+        VALUES (NEW.id, NEW.lot_id, NEW.plate, NEW.account_id);
+    ELSIF TG_OP = 'DELETE' OR NEW.status <> 'open' THEN
+        DELETE FROM sessions_open WHERE id = OLD.id;
+    ELSIF OLD.status <> 'open' THEN
+        INSERT INTO sessions_open (id, lot_id, plate, account_id)
+        VALUES (NEW.id, NEW.lot_id, NEW.plate, NEW.account_id);
+    ELSE
+        UPDATE sessions_open SET lot_id = NEW.lot_id, plate = NEW.plate,
+                                 account_id = NEW.account_id
+         WHERE id = NEW.id;
+    END IF;
+    RETURN NULL;
+END
 $$;
 CREATE FUNCTION public.vehicles_check_per_account() RETURNS trigger
     LANGUAGE plpgsql
@@ -214,14 +312,230 @@ CREATE TABLE public.audit_log (
     action text NOT NULL,
     target text NOT NULL,
     details jsonb DEFAULT '{}'::jsonb NOT NULL
-);
-ALTER TABLE public.audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME public.audit_log_id_seq
+)
+PARTITION BY RANGE (at);
+CREATE SEQUENCE public.audit_log_id_seq
     START WITH 1
     INCREMENT BY 1
     NO MINVALUE
     NO MAXVALUE
-    CACHE 1
+    CACHE 1;
+ALTER SEQUENCE public.audit_log_id_seq OWNED BY public.audit_log.id;
+CREATE TABLE public.audit_log_2026_01 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_02 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_03 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_04 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_05 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_06 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_07 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_08 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_09 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_10 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_11 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2026_12 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_01 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_02 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_03 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_04 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_05 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_06 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_07 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_08 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_09 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_10 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_11 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE TABLE public.audit_log_2027_12 (
+    id bigint DEFAULT nextval('public.audit_log_id_seq'::regclass) NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
 );
 CREATE TABLE public.auth_sessions (
     id text NOT NULL,
@@ -1623,6 +1937,739 @@ CREATE TABLE public.sessions (
     CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
     CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
     CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+)
+PARTITION BY RANGE (id);
+CREATE TABLE public.sessions_2026_01 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_02 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_03 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_04 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_05 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_06 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_07 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_08 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_09 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_10 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_11 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2026_12 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_01 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_02 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_03 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_04 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_05 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_06 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_07 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_08 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_09 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_10 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_11 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_2027_12 (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
+);
+CREATE TABLE public.sessions_open (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    account_id text
+);
+CREATE TABLE public.sessions_unsorted (
+    id text NOT NULL,
+    lot_id text NOT NULL,
+    plate text,
+    plate_raw text,
+    status text NOT NULL,
+    entry_at timestamp with time zone,
+    exit_at timestamp with time zone,
+    entry_device_id text,
+    entry_seq bigint,
+    exit_device_id text,
+    exit_seq bigint,
+    vehicle_class smallint,
+    fee_fen bigint,
+    tariff_id text,
+    tariff_version integer,
+    pricing_reason text,
+    quote jsonb,
+    superseded_by text,
+    flags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    account_id text,
+    CONSTRAINT sessions_closed_has_fee CHECK (((status <> 'closed'::text) OR (fee_fen IS NOT NULL))),
+    CONSTRAINT sessions_entry_or_exit CHECK (((entry_at IS NOT NULL) OR (exit_at IS NOT NULL))),
+    CONSTRAINT sessions_fee_fen_check CHECK ((fee_fen >= 0)),
+    CONSTRAINT sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text, 'superseded'::text, 'voided'::text]))),
+    CONSTRAINT sessions_unsorted_names_no_month CHECK ((public.session_id_month(id) IS NULL)),
+    CONSTRAINT sessions_vehicle_class_check CHECK (((vehicle_class >= 1) AND (vehicle_class <= 5)))
 );
 CREATE TABLE public.space_events (
     device_id text NOT NULL,
@@ -2048,6 +3095,30 @@ CREATE TABLE public.vehicles (
     CONSTRAINT vehicles_verification_check CHECK (((verified_at IS NULL) = (verified_by IS NULL))),
     CONSTRAINT vehicles_verified_by_check CHECK ((verified_by ~ '^(claim:pc-[0-9A-HJKMNP-TV-Z]{26}|provider:[a-z][a-z0-9_-]{0,31})$'::text))
 );
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_01 FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_02 FOR VALUES FROM ('2026-02-01 00:00:00+00') TO ('2026-03-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_03 FOR VALUES FROM ('2026-03-01 00:00:00+00') TO ('2026-04-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_04 FOR VALUES FROM ('2026-04-01 00:00:00+00') TO ('2026-05-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_05 FOR VALUES FROM ('2026-05-01 00:00:00+00') TO ('2026-06-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_06 FOR VALUES FROM ('2026-06-01 00:00:00+00') TO ('2026-07-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_07 FOR VALUES FROM ('2026-07-01 00:00:00+00') TO ('2026-08-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_08 FOR VALUES FROM ('2026-08-01 00:00:00+00') TO ('2026-09-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_09 FOR VALUES FROM ('2026-09-01 00:00:00+00') TO ('2026-10-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_10 FOR VALUES FROM ('2026-10-01 00:00:00+00') TO ('2026-11-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_11 FOR VALUES FROM ('2026-11-01 00:00:00+00') TO ('2026-12-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2026_12 FOR VALUES FROM ('2026-12-01 00:00:00+00') TO ('2027-01-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_01 FOR VALUES FROM ('2027-01-01 00:00:00+00') TO ('2027-02-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_02 FOR VALUES FROM ('2027-02-01 00:00:00+00') TO ('2027-03-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_03 FOR VALUES FROM ('2027-03-01 00:00:00+00') TO ('2027-04-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_04 FOR VALUES FROM ('2027-04-01 00:00:00+00') TO ('2027-05-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_05 FOR VALUES FROM ('2027-05-01 00:00:00+00') TO ('2027-06-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_06 FOR VALUES FROM ('2027-06-01 00:00:00+00') TO ('2027-07-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_07 FOR VALUES FROM ('2027-07-01 00:00:00+00') TO ('2027-08-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_08 FOR VALUES FROM ('2027-08-01 00:00:00+00') TO ('2027-09-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_09 FOR VALUES FROM ('2027-09-01 00:00:00+00') TO ('2027-10-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_10 FOR VALUES FROM ('2027-10-01 00:00:00+00') TO ('2027-11-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_11 FOR VALUES FROM ('2027-11-01 00:00:00+00') TO ('2027-12-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION public.audit_log_2027_12 FOR VALUES FROM ('2027-12-01 00:00:00+00') TO ('2028-01-01 00:00:00+00');
 ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_01 FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00');
 ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_02 FOR VALUES FROM ('2026-02-01 00:00:00+00') TO ('2026-03-01 00:00:00+00');
 ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2026_03 FOR VALUES FROM ('2026-03-01 00:00:00+00') TO ('2026-04-01 00:00:00+00');
@@ -2072,6 +3143,31 @@ ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_09 FOR VA
 ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_10 FOR VALUES FROM ('2027-10-01 00:00:00+00') TO ('2027-11-01 00:00:00+00');
 ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_11 FOR VALUES FROM ('2027-11-01 00:00:00+00') TO ('2027-12-01 00:00:00+00');
 ALTER TABLE ONLY public.passages ATTACH PARTITION public.passages_2027_12 FOR VALUES FROM ('2027-12-01 00:00:00+00') TO ('2028-01-01 00:00:00+00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_01 FOR VALUES FROM ('s-01KDVDNA00') TO ('s-01KGB7ZK00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_02 FOR VALUES FROM ('s-01KGB7ZK00') TO ('s-01KJKB3Q00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_03 FOR VALUES FROM ('s-01KJKB3Q00') TO ('s-01KN35E000');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_04 FOR VALUES FROM ('s-01KN35E000') TO ('s-01KQGDBJ00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_05 FOR VALUES FROM ('s-01KQGDBJ00') TO ('s-01KT07NV00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_06 FOR VALUES FROM ('s-01KT07NV00') TO ('s-01KWDFKD00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_07 FOR VALUES FROM ('s-01KWDFKD00') TO ('s-01KYX9XP00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_08 FOR VALUES FROM ('s-01KYX9XP00') TO ('s-01M1D47Z00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_09 FOR VALUES FROM ('s-01M1D47Z00') TO ('s-01M3TC5H00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_10 FOR VALUES FROM ('s-01M3TC5H00') TO ('s-01M6A6FT00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_11 FOR VALUES FROM ('s-01M6A6FT00') TO ('s-01M8QEDC00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2026_12 FOR VALUES FROM ('s-01M8QEDC00') TO ('s-01MB78QN00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_01 FOR VALUES FROM ('s-01MB78QN00') TO ('s-01MDQ31Y00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_02 FOR VALUES FROM ('s-01MDQ31Y00') TO ('s-01MFZ66200');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_03 FOR VALUES FROM ('s-01MFZ66200') TO ('s-01MJF0GB00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_04 FOR VALUES FROM ('s-01MJF0GB00') TO ('s-01MMW8DX00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_05 FOR VALUES FROM ('s-01MMW8DX00') TO ('s-01MQC2R600');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_06 FOR VALUES FROM ('s-01MQC2R600') TO ('s-01MSSANR00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_07 FOR VALUES FROM ('s-01MSSANR00') TO ('s-01MW950100');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_08 FOR VALUES FROM ('s-01MW950100') TO ('s-01MYRZAA00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_09 FOR VALUES FROM ('s-01MYRZAA00') TO ('s-01N1677W00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_10 FOR VALUES FROM ('s-01N1677W00') TO ('s-01N3P1J500');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_11 FOR VALUES FROM ('s-01N3P1J500') TO ('s-01N639FQ00');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_2027_12 FOR VALUES FROM ('s-01N639FQ00') TO ('s-01N8K3T000');
+ALTER TABLE ONLY public.sessions ATTACH PARTITION public.sessions_unsorted DEFAULT;
 ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_01 FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00');
 ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_02 FOR VALUES FROM ('2026-02-01 00:00:00+00') TO ('2026-03-01 00:00:00+00');
 ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2026_03 FOR VALUES FROM ('2026-03-01 00:00:00+00') TO ('2026-04-01 00:00:00+00');
@@ -2096,6 +3192,7 @@ ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_0
 ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_10 FOR VALUES FROM ('2027-10-01 00:00:00+00') TO ('2027-11-01 00:00:00+00');
 ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_11 FOR VALUES FROM ('2027-11-01 00:00:00+00') TO ('2027-12-01 00:00:00+00');
 ALTER TABLE ONLY public.space_events ATTACH PARTITION public.space_events_2027_12 FOR VALUES FROM ('2027-12-01 00:00:00+00') TO ('2028-01-01 00:00:00+00');
+ALTER TABLE ONLY public.audit_log ALTER COLUMN id SET DEFAULT nextval('public.audit_log_id_seq'::regclass);
 ALTER TABLE ONLY public.dead_letters ALTER COLUMN id SET DEFAULT nextval('public.dead_letters_id_seq'::regclass);
 ALTER TABLE ONLY public.accounts
     ADD CONSTRAINT accounts_phone_unique UNIQUE (phone);
@@ -2104,7 +3201,55 @@ ALTER TABLE ONLY public.accounts
 ALTER TABLE ONLY public.anomalies
     ADD CONSTRAINT anomalies_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.audit_log
-    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_01
+    ADD CONSTRAINT audit_log_2026_01_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_02
+    ADD CONSTRAINT audit_log_2026_02_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_03
+    ADD CONSTRAINT audit_log_2026_03_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_04
+    ADD CONSTRAINT audit_log_2026_04_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_05
+    ADD CONSTRAINT audit_log_2026_05_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_06
+    ADD CONSTRAINT audit_log_2026_06_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_07
+    ADD CONSTRAINT audit_log_2026_07_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_08
+    ADD CONSTRAINT audit_log_2026_08_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_09
+    ADD CONSTRAINT audit_log_2026_09_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_10
+    ADD CONSTRAINT audit_log_2026_10_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_11
+    ADD CONSTRAINT audit_log_2026_11_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2026_12
+    ADD CONSTRAINT audit_log_2026_12_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_01
+    ADD CONSTRAINT audit_log_2027_01_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_02
+    ADD CONSTRAINT audit_log_2027_02_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_03
+    ADD CONSTRAINT audit_log_2027_03_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_04
+    ADD CONSTRAINT audit_log_2027_04_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_05
+    ADD CONSTRAINT audit_log_2027_05_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_06
+    ADD CONSTRAINT audit_log_2027_06_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_07
+    ADD CONSTRAINT audit_log_2027_07_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_08
+    ADD CONSTRAINT audit_log_2027_08_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_09
+    ADD CONSTRAINT audit_log_2027_09_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_10
+    ADD CONSTRAINT audit_log_2027_10_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_11
+    ADD CONSTRAINT audit_log_2027_11_pkey PRIMARY KEY (id, at);
+ALTER TABLE ONLY public.audit_log_2027_12
+    ADD CONSTRAINT audit_log_2027_12_pkey PRIMARY KEY (id, at);
 ALTER TABLE ONLY public.auth_sessions
     ADD CONSTRAINT auth_sessions_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.bill_events
@@ -2293,6 +3438,58 @@ ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.sessions
     ADD CONSTRAINT sessions_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_01
+    ADD CONSTRAINT sessions_2026_01_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_02
+    ADD CONSTRAINT sessions_2026_02_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_03
+    ADD CONSTRAINT sessions_2026_03_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_04
+    ADD CONSTRAINT sessions_2026_04_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_05
+    ADD CONSTRAINT sessions_2026_05_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_06
+    ADD CONSTRAINT sessions_2026_06_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_07
+    ADD CONSTRAINT sessions_2026_07_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_08
+    ADD CONSTRAINT sessions_2026_08_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_09
+    ADD CONSTRAINT sessions_2026_09_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_10
+    ADD CONSTRAINT sessions_2026_10_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_11
+    ADD CONSTRAINT sessions_2026_11_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2026_12
+    ADD CONSTRAINT sessions_2026_12_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_01
+    ADD CONSTRAINT sessions_2027_01_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_02
+    ADD CONSTRAINT sessions_2027_02_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_03
+    ADD CONSTRAINT sessions_2027_03_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_04
+    ADD CONSTRAINT sessions_2027_04_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_05
+    ADD CONSTRAINT sessions_2027_05_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_06
+    ADD CONSTRAINT sessions_2027_06_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_07
+    ADD CONSTRAINT sessions_2027_07_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_08
+    ADD CONSTRAINT sessions_2027_08_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_09
+    ADD CONSTRAINT sessions_2027_09_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_10
+    ADD CONSTRAINT sessions_2027_10_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_11
+    ADD CONSTRAINT sessions_2027_11_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_2027_12
+    ADD CONSTRAINT sessions_2027_12_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_open
+    ADD CONSTRAINT sessions_open_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.sessions_unsorted
+    ADD CONSTRAINT sessions_unsorted_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.space_events
     ADD CONSTRAINT space_events_pkey PRIMARY KEY (device_id, seq, received_at);
 ALTER TABLE ONLY public.space_events_2026_01
@@ -2365,7 +3562,31 @@ CREATE INDEX anomalies_device_open_idx ON public.anomalies USING btree (device_i
 CREATE UNIQUE INDEX anomalies_one_open_clock_skew ON public.anomalies USING btree (device_id) WHERE ((kind = 'device_clock_skew'::text) AND (status = 'open'::text));
 CREATE INDEX anomalies_open_idx ON public.anomalies USING btree (kind, created_at) WHERE (status = 'open'::text);
 CREATE INDEX anomalies_open_session_idx ON public.anomalies USING btree (session_id, kind) WHERE ((status = 'open'::text) AND (session_id IS NOT NULL));
-CREATE INDEX audit_log_target_idx ON public.audit_log USING btree (target, at);
+CREATE INDEX audit_log_target_idx ON ONLY public.audit_log USING btree (target, at);
+CREATE INDEX audit_log_2026_01_target_at_idx ON public.audit_log_2026_01 USING btree (target, at);
+CREATE INDEX audit_log_2026_02_target_at_idx ON public.audit_log_2026_02 USING btree (target, at);
+CREATE INDEX audit_log_2026_03_target_at_idx ON public.audit_log_2026_03 USING btree (target, at);
+CREATE INDEX audit_log_2026_04_target_at_idx ON public.audit_log_2026_04 USING btree (target, at);
+CREATE INDEX audit_log_2026_05_target_at_idx ON public.audit_log_2026_05 USING btree (target, at);
+CREATE INDEX audit_log_2026_06_target_at_idx ON public.audit_log_2026_06 USING btree (target, at);
+CREATE INDEX audit_log_2026_07_target_at_idx ON public.audit_log_2026_07 USING btree (target, at);
+CREATE INDEX audit_log_2026_08_target_at_idx ON public.audit_log_2026_08 USING btree (target, at);
+CREATE INDEX audit_log_2026_09_target_at_idx ON public.audit_log_2026_09 USING btree (target, at);
+CREATE INDEX audit_log_2026_10_target_at_idx ON public.audit_log_2026_10 USING btree (target, at);
+CREATE INDEX audit_log_2026_11_target_at_idx ON public.audit_log_2026_11 USING btree (target, at);
+CREATE INDEX audit_log_2026_12_target_at_idx ON public.audit_log_2026_12 USING btree (target, at);
+CREATE INDEX audit_log_2027_01_target_at_idx ON public.audit_log_2027_01 USING btree (target, at);
+CREATE INDEX audit_log_2027_02_target_at_idx ON public.audit_log_2027_02 USING btree (target, at);
+CREATE INDEX audit_log_2027_03_target_at_idx ON public.audit_log_2027_03 USING btree (target, at);
+CREATE INDEX audit_log_2027_04_target_at_idx ON public.audit_log_2027_04 USING btree (target, at);
+CREATE INDEX audit_log_2027_05_target_at_idx ON public.audit_log_2027_05 USING btree (target, at);
+CREATE INDEX audit_log_2027_06_target_at_idx ON public.audit_log_2027_06 USING btree (target, at);
+CREATE INDEX audit_log_2027_07_target_at_idx ON public.audit_log_2027_07 USING btree (target, at);
+CREATE INDEX audit_log_2027_08_target_at_idx ON public.audit_log_2027_08 USING btree (target, at);
+CREATE INDEX audit_log_2027_09_target_at_idx ON public.audit_log_2027_09 USING btree (target, at);
+CREATE INDEX audit_log_2027_10_target_at_idx ON public.audit_log_2027_10 USING btree (target, at);
+CREATE INDEX audit_log_2027_11_target_at_idx ON public.audit_log_2027_11 USING btree (target, at);
+CREATE INDEX audit_log_2027_12_target_at_idx ON public.audit_log_2027_12 USING btree (target, at);
 CREATE INDEX auth_sessions_account_idx ON public.auth_sessions USING btree (account_id) WHERE (revoked_at IS NULL);
 CREATE INDEX bill_events_bill_idx ON public.bill_events USING btree (bill_id, id);
 CREATE INDEX bill_events_ledger_idx ON public.bill_events USING btree (ledger_transaction_id) WHERE (ledger_transaction_id IS NOT NULL);
@@ -2481,13 +3702,138 @@ CREATE INDEX refresh_tokens_session_idx ON public.refresh_tokens USING btree (se
 CREATE INDEX refund_requests_bill_idx ON public.refund_requests USING btree (bill_id) WHERE (bill_id IS NOT NULL);
 CREATE INDEX refund_requests_pending_idx ON public.refund_requests USING btree (created_at) WHERE (status = 'approved'::text);
 CREATE INDEX refund_requests_refunded_idx ON public.refund_requests USING btree (provider, refunded_at) WHERE (status = 'refunded'::text);
-CREATE INDEX sessions_account_idx ON public.sessions USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
-CREATE INDEX sessions_entry_at_idx ON public.sessions USING btree (entry_at);
-CREATE INDEX sessions_exit_at_idx ON public.sessions USING btree (exit_at) WHERE (status = 'closed'::text);
-CREATE INDEX sessions_lot_open_idx ON public.sessions USING btree (lot_id) WHERE (status = 'open'::text);
-CREATE UNIQUE INDEX sessions_one_open_per_plate ON public.sessions USING btree (plate) WHERE (status = 'open'::text);
-CREATE UNIQUE INDEX sessions_one_open_unplated_per_account ON public.sessions USING btree (account_id) WHERE ((status = 'open'::text) AND (plate IS NULL) AND (account_id IS NOT NULL));
-CREATE INDEX sessions_plate_idx ON public.sessions USING btree (plate, entry_at);
+CREATE INDEX sessions_account_idx ON ONLY public.sessions USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_01_account_id_entry_at_idx ON public.sessions_2026_01 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_entry_at_idx ON ONLY public.sessions USING btree (entry_at);
+CREATE INDEX sessions_2026_01_entry_at_idx ON public.sessions_2026_01 USING btree (entry_at);
+CREATE INDEX sessions_exit_at_idx ON ONLY public.sessions USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_01_exit_at_idx ON public.sessions_2026_01 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_lot_open_idx ON ONLY public.sessions USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_01_lot_id_idx ON public.sessions_2026_01 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_plate_idx ON ONLY public.sessions USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_01_plate_entry_at_idx ON public.sessions_2026_01 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_02_account_id_entry_at_idx ON public.sessions_2026_02 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_02_entry_at_idx ON public.sessions_2026_02 USING btree (entry_at);
+CREATE INDEX sessions_2026_02_exit_at_idx ON public.sessions_2026_02 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_02_lot_id_idx ON public.sessions_2026_02 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_02_plate_entry_at_idx ON public.sessions_2026_02 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_03_account_id_entry_at_idx ON public.sessions_2026_03 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_03_entry_at_idx ON public.sessions_2026_03 USING btree (entry_at);
+CREATE INDEX sessions_2026_03_exit_at_idx ON public.sessions_2026_03 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_03_lot_id_idx ON public.sessions_2026_03 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_03_plate_entry_at_idx ON public.sessions_2026_03 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_04_account_id_entry_at_idx ON public.sessions_2026_04 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_04_entry_at_idx ON public.sessions_2026_04 USING btree (entry_at);
+CREATE INDEX sessions_2026_04_exit_at_idx ON public.sessions_2026_04 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_04_lot_id_idx ON public.sessions_2026_04 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_04_plate_entry_at_idx ON public.sessions_2026_04 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_05_account_id_entry_at_idx ON public.sessions_2026_05 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_05_entry_at_idx ON public.sessions_2026_05 USING btree (entry_at);
+CREATE INDEX sessions_2026_05_exit_at_idx ON public.sessions_2026_05 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_05_lot_id_idx ON public.sessions_2026_05 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_05_plate_entry_at_idx ON public.sessions_2026_05 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_06_account_id_entry_at_idx ON public.sessions_2026_06 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_06_entry_at_idx ON public.sessions_2026_06 USING btree (entry_at);
+CREATE INDEX sessions_2026_06_exit_at_idx ON public.sessions_2026_06 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_06_lot_id_idx ON public.sessions_2026_06 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_06_plate_entry_at_idx ON public.sessions_2026_06 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_07_account_id_entry_at_idx ON public.sessions_2026_07 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_07_entry_at_idx ON public.sessions_2026_07 USING btree (entry_at);
+CREATE INDEX sessions_2026_07_exit_at_idx ON public.sessions_2026_07 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_07_lot_id_idx ON public.sessions_2026_07 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_07_plate_entry_at_idx ON public.sessions_2026_07 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_08_account_id_entry_at_idx ON public.sessions_2026_08 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_08_entry_at_idx ON public.sessions_2026_08 USING btree (entry_at);
+CREATE INDEX sessions_2026_08_exit_at_idx ON public.sessions_2026_08 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_08_lot_id_idx ON public.sessions_2026_08 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_08_plate_entry_at_idx ON public.sessions_2026_08 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_09_account_id_entry_at_idx ON public.sessions_2026_09 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_09_entry_at_idx ON public.sessions_2026_09 USING btree (entry_at);
+CREATE INDEX sessions_2026_09_exit_at_idx ON public.sessions_2026_09 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_09_lot_id_idx ON public.sessions_2026_09 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_09_plate_entry_at_idx ON public.sessions_2026_09 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_10_account_id_entry_at_idx ON public.sessions_2026_10 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_10_entry_at_idx ON public.sessions_2026_10 USING btree (entry_at);
+CREATE INDEX sessions_2026_10_exit_at_idx ON public.sessions_2026_10 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_10_lot_id_idx ON public.sessions_2026_10 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_10_plate_entry_at_idx ON public.sessions_2026_10 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_11_account_id_entry_at_idx ON public.sessions_2026_11 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_11_entry_at_idx ON public.sessions_2026_11 USING btree (entry_at);
+CREATE INDEX sessions_2026_11_exit_at_idx ON public.sessions_2026_11 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_11_lot_id_idx ON public.sessions_2026_11 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_11_plate_entry_at_idx ON public.sessions_2026_11 USING btree (plate, entry_at);
+CREATE INDEX sessions_2026_12_account_id_entry_at_idx ON public.sessions_2026_12 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2026_12_entry_at_idx ON public.sessions_2026_12 USING btree (entry_at);
+CREATE INDEX sessions_2026_12_exit_at_idx ON public.sessions_2026_12 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2026_12_lot_id_idx ON public.sessions_2026_12 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2026_12_plate_entry_at_idx ON public.sessions_2026_12 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_01_account_id_entry_at_idx ON public.sessions_2027_01 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_01_entry_at_idx ON public.sessions_2027_01 USING btree (entry_at);
+CREATE INDEX sessions_2027_01_exit_at_idx ON public.sessions_2027_01 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_01_lot_id_idx ON public.sessions_2027_01 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_01_plate_entry_at_idx ON public.sessions_2027_01 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_02_account_id_entry_at_idx ON public.sessions_2027_02 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_02_entry_at_idx ON public.sessions_2027_02 USING btree (entry_at);
+CREATE INDEX sessions_2027_02_exit_at_idx ON public.sessions_2027_02 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_02_lot_id_idx ON public.sessions_2027_02 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_02_plate_entry_at_idx ON public.sessions_2027_02 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_03_account_id_entry_at_idx ON public.sessions_2027_03 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_03_entry_at_idx ON public.sessions_2027_03 USING btree (entry_at);
+CREATE INDEX sessions_2027_03_exit_at_idx ON public.sessions_2027_03 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_03_lot_id_idx ON public.sessions_2027_03 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_03_plate_entry_at_idx ON public.sessions_2027_03 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_04_account_id_entry_at_idx ON public.sessions_2027_04 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_04_entry_at_idx ON public.sessions_2027_04 USING btree (entry_at);
+CREATE INDEX sessions_2027_04_exit_at_idx ON public.sessions_2027_04 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_04_lot_id_idx ON public.sessions_2027_04 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_04_plate_entry_at_idx ON public.sessions_2027_04 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_05_account_id_entry_at_idx ON public.sessions_2027_05 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_05_entry_at_idx ON public.sessions_2027_05 USING btree (entry_at);
+CREATE INDEX sessions_2027_05_exit_at_idx ON public.sessions_2027_05 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_05_lot_id_idx ON public.sessions_2027_05 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_05_plate_entry_at_idx ON public.sessions_2027_05 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_06_account_id_entry_at_idx ON public.sessions_2027_06 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_06_entry_at_idx ON public.sessions_2027_06 USING btree (entry_at);
+CREATE INDEX sessions_2027_06_exit_at_idx ON public.sessions_2027_06 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_06_lot_id_idx ON public.sessions_2027_06 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_06_plate_entry_at_idx ON public.sessions_2027_06 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_07_account_id_entry_at_idx ON public.sessions_2027_07 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_07_entry_at_idx ON public.sessions_2027_07 USING btree (entry_at);
+CREATE INDEX sessions_2027_07_exit_at_idx ON public.sessions_2027_07 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_07_lot_id_idx ON public.sessions_2027_07 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_07_plate_entry_at_idx ON public.sessions_2027_07 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_08_account_id_entry_at_idx ON public.sessions_2027_08 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_08_entry_at_idx ON public.sessions_2027_08 USING btree (entry_at);
+CREATE INDEX sessions_2027_08_exit_at_idx ON public.sessions_2027_08 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_08_lot_id_idx ON public.sessions_2027_08 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_08_plate_entry_at_idx ON public.sessions_2027_08 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_09_account_id_entry_at_idx ON public.sessions_2027_09 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_09_entry_at_idx ON public.sessions_2027_09 USING btree (entry_at);
+CREATE INDEX sessions_2027_09_exit_at_idx ON public.sessions_2027_09 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_09_lot_id_idx ON public.sessions_2027_09 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_09_plate_entry_at_idx ON public.sessions_2027_09 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_10_account_id_entry_at_idx ON public.sessions_2027_10 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_10_entry_at_idx ON public.sessions_2027_10 USING btree (entry_at);
+CREATE INDEX sessions_2027_10_exit_at_idx ON public.sessions_2027_10 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_10_lot_id_idx ON public.sessions_2027_10 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_10_plate_entry_at_idx ON public.sessions_2027_10 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_11_account_id_entry_at_idx ON public.sessions_2027_11 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_11_entry_at_idx ON public.sessions_2027_11 USING btree (entry_at);
+CREATE INDEX sessions_2027_11_exit_at_idx ON public.sessions_2027_11 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_11_lot_id_idx ON public.sessions_2027_11 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_11_plate_entry_at_idx ON public.sessions_2027_11 USING btree (plate, entry_at);
+CREATE INDEX sessions_2027_12_account_id_entry_at_idx ON public.sessions_2027_12 USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_2027_12_entry_at_idx ON public.sessions_2027_12 USING btree (entry_at);
+CREATE INDEX sessions_2027_12_exit_at_idx ON public.sessions_2027_12 USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_2027_12_lot_id_idx ON public.sessions_2027_12 USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_2027_12_plate_entry_at_idx ON public.sessions_2027_12 USING btree (plate, entry_at);
+CREATE UNIQUE INDEX sessions_one_open_per_plate ON public.sessions_open USING btree (plate);
+CREATE UNIQUE INDEX sessions_one_open_unplated_per_account ON public.sessions_open USING btree (account_id) WHERE ((plate IS NULL) AND (account_id IS NOT NULL));
+CREATE INDEX sessions_unsorted_account_id_entry_at_idx ON public.sessions_unsorted USING btree (account_id, entry_at) WHERE (account_id IS NOT NULL);
+CREATE INDEX sessions_unsorted_entry_at_idx ON public.sessions_unsorted USING btree (entry_at);
+CREATE INDEX sessions_unsorted_exit_at_idx ON public.sessions_unsorted USING btree (exit_at) WHERE (status = 'closed'::text);
+CREATE INDEX sessions_unsorted_lot_id_idx ON public.sessions_unsorted USING btree (lot_id) WHERE (status = 'open'::text);
+CREATE INDEX sessions_unsorted_plate_entry_at_idx ON public.sessions_unsorted USING btree (plate, entry_at);
 CREATE INDEX space_events_space_idx ON ONLY public.space_events USING btree (lot_id, space_id, received_at);
 CREATE INDEX space_events_2026_01_lot_id_space_id_received_at_idx ON public.space_events_2026_01 USING btree (lot_id, space_id, received_at);
 CREATE INDEX space_events_2026_02_lot_id_space_id_received_at_idx ON public.space_events_2026_02 USING btree (lot_id, space_id, received_at);
@@ -2516,6 +3862,54 @@ CREATE INDEX space_events_2027_12_lot_id_space_id_received_at_idx ON public.spac
 CREATE UNIQUE INDEX statement_imports_current_idx ON public.statement_imports USING btree (provider, business_date) WHERE (replaced_at IS NULL);
 CREATE INDEX vehicles_account_idx ON public.vehicles USING btree (account_id, bound_at) WHERE (released_at IS NULL);
 CREATE UNIQUE INDEX vehicles_one_holder_per_plate ON public.vehicles USING btree (plate) WHERE (released_at IS NULL);
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_01_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_01_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_02_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_02_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_03_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_03_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_04_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_04_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_05_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_05_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_06_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_06_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_07_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_07_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_08_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_08_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_09_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_09_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_10_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_10_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_11_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_11_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2026_12_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2026_12_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_01_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_01_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_02_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_02_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_03_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_03_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_04_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_04_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_05_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_05_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_06_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_06_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_07_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_07_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_08_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_08_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_09_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_09_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_10_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_10_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_11_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_11_target_at_idx;
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION public.audit_log_2027_12_pkey;
+ALTER INDEX public.audit_log_target_idx ATTACH PARTITION public.audit_log_2027_12_target_at_idx;
 ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2026_01_lot_id_received_at_idx;
 ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2026_01_pkey;
 ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2026_01_plate_received_at_idx;
@@ -2588,6 +3982,156 @@ ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_11_p
 ALTER INDEX public.passages_lot_idx ATTACH PARTITION public.passages_2027_12_lot_id_received_at_idx;
 ALTER INDEX public.passages_pkey ATTACH PARTITION public.passages_2027_12_pkey;
 ALTER INDEX public.passages_plate_idx ATTACH PARTITION public.passages_2027_12_plate_received_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_01_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_01_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_01_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_01_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_01_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_01_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_02_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_02_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_02_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_02_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_02_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_02_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_03_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_03_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_03_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_03_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_03_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_03_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_04_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_04_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_04_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_04_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_04_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_04_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_05_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_05_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_05_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_05_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_05_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_05_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_06_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_06_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_06_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_06_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_06_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_06_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_07_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_07_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_07_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_07_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_07_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_07_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_08_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_08_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_08_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_08_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_08_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_08_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_09_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_09_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_09_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_09_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_09_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_09_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_10_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_10_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_10_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_10_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_10_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_10_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_11_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_11_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_11_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_11_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_11_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_11_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2026_12_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2026_12_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2026_12_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2026_12_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2026_12_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2026_12_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_01_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_01_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_01_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_01_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_01_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_01_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_02_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_02_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_02_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_02_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_02_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_02_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_03_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_03_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_03_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_03_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_03_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_03_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_04_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_04_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_04_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_04_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_04_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_04_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_05_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_05_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_05_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_05_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_05_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_05_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_06_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_06_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_06_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_06_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_06_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_06_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_07_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_07_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_07_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_07_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_07_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_07_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_08_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_08_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_08_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_08_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_08_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_08_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_09_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_09_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_09_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_09_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_09_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_09_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_10_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_10_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_10_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_10_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_10_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_10_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_11_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_11_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_11_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_11_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_11_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_11_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_2027_12_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_2027_12_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_2027_12_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_2027_12_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_2027_12_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_2027_12_plate_entry_at_idx;
+ALTER INDEX public.sessions_account_idx ATTACH PARTITION public.sessions_unsorted_account_id_entry_at_idx;
+ALTER INDEX public.sessions_entry_at_idx ATTACH PARTITION public.sessions_unsorted_entry_at_idx;
+ALTER INDEX public.sessions_exit_at_idx ATTACH PARTITION public.sessions_unsorted_exit_at_idx;
+ALTER INDEX public.sessions_lot_open_idx ATTACH PARTITION public.sessions_unsorted_lot_id_idx;
+ALTER INDEX public.sessions_pkey ATTACH PARTITION public.sessions_unsorted_pkey;
+ALTER INDEX public.sessions_plate_idx ATTACH PARTITION public.sessions_unsorted_plate_entry_at_idx;
 ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_01_lot_id_space_id_received_at_idx;
 ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2026_01_pkey;
 ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2026_02_lot_id_space_id_received_at_idx;
@@ -2636,6 +4180,7 @@ ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2
 ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_11_pkey;
 ALTER INDEX public.space_events_space_idx ATTACH PARTITION public.space_events_2027_12_lot_id_space_id_received_at_idx;
 ALTER INDEX public.space_events_pkey ATTACH PARTITION public.space_events_2027_12_pkey;
+CREATE TRIGGER audit_log_append_only BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER bill_events_append_only BEFORE DELETE OR UPDATE ON public.bill_events FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER bill_events_no_truncate BEFORE TRUNCATE ON public.bill_events FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER bills_notify_owed AFTER INSERT OR UPDATE ON public.bills FOR EACH ROW EXECUTE FUNCTION public.bills_notify_owed();
@@ -2658,6 +4203,9 @@ CREATE TRIGGER payment_bills_append_only BEFORE DELETE OR UPDATE ON public.payme
 CREATE CONSTRAINT TRIGGER payment_bills_shares AFTER INSERT ON public.payment_bills DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.payment_attempt_check_shares();
 CREATE TRIGGER plate_violations_append_only BEFORE DELETE OR UPDATE ON public.plate_violations FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
 CREATE TRIGGER retention_runs_append_only BEFORE DELETE OR UPDATE ON public.retention_runs FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse();
+CREATE TRIGGER sessions_open_delete AFTER DELETE ON public.sessions FOR EACH ROW WHEN ((old.status = 'open'::text)) EXECUTE FUNCTION public.sessions_track_open();
+CREATE TRIGGER sessions_open_insert AFTER INSERT ON public.sessions FOR EACH ROW WHEN ((new.status = 'open'::text)) EXECUTE FUNCTION public.sessions_track_open();
+CREATE TRIGGER sessions_open_update AFTER UPDATE ON public.sessions FOR EACH ROW WHEN ((((old.status = 'open'::text) OR (new.status = 'open'::text)) AND ((((old.status IS DISTINCT FROM new.status) OR (old.lot_id IS DISTINCT FROM new.lot_id)) OR (old.plate IS DISTINCT FROM new.plate)) OR (old.account_id IS DISTINCT FROM new.account_id)))) EXECUTE FUNCTION public.sessions_track_open();
 CREATE TRIGGER sessions_rollups_insert AFTER INSERT ON public.sessions REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_sessions();
 CREATE TRIGGER sessions_rollups_update AFTER UPDATE ON public.sessions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.rollups_mark_sessions();
 CREATE TRIGGER vehicles_per_account_limit BEFORE INSERT OR UPDATE ON public.vehicles FOR EACH ROW EXECUTE FUNCTION public.vehicles_check_per_account();
@@ -2759,7 +4307,7 @@ ALTER TABLE ONLY public.refund_requests
     ADD CONSTRAINT refund_requests_bill_id_fkey FOREIGN KEY (bill_id) REFERENCES public.bills(id);
 ALTER TABLE ONLY public.refund_requests
     ADD CONSTRAINT refund_requests_dispute_fk FOREIGN KEY (dispute_id) REFERENCES public.disputes(id);
-ALTER TABLE ONLY public.sessions
+ALTER TABLE public.sessions
     ADD CONSTRAINT sessions_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.accounts(id);
 ALTER TABLE ONLY public.spaces
     ADD CONSTRAINT spaces_lot_id_fkey FOREIGN KEY (lot_id) REFERENCES public.lots(id);

@@ -20,10 +20,10 @@ async def record(
     target: str,
     details: dict[str, Any],
 ) -> None:
-    """Append one audit row in the caller's transaction."""
+    """Append one audit row in the caller's transaction (``audit_append`` makes its
+    month's partition first when it is missing, migration 0027)."""
     await conn.execute(
-        "INSERT INTO audit_log (at, actor, role, action, target, details) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+        "SELECT audit_append($1, $2, $3, $4, $5, $6::jsonb)",
         at,
         actor,
         role,

@@ -189,7 +189,8 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "PARKING_RETENTION",
-        "passages_months=6,sensor_months=3,dead_letter_days=90,plate_months=36,hot_months=2",
+        "passages_months=6,sensor_months=3,dead_letter_days=90,plate_months=36,hot_months=2,"
+        "audit_hot_months=12",
         "how long each kind of data lives (docs/privacy.md); the job "
         "`parking retention apply` removes or pseudonymises what is past it",
     ),
@@ -197,7 +198,8 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "PARKING_ARCHIVE_DIR",
         "(<stack dir>/archive)",
         "where the retention job moves months of passages and sensor readings older "
-        "than `hot_months` (gzip'd CSV, one file per month)",
+        "than `hot_months`, of the audit log older than `audit_hot_months` and of "
+        "finished sessions past `plate_months` (gzip'd CSV, one file per month)",
     ),
     (
         "PARKING_RETENTION_EVERY_S",

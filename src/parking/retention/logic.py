@@ -9,8 +9,8 @@ import re
 from datetime import UTC, datetime
 from typing import Final
 
-#: a monthly partition of passages or space_events: <parent>_YYYY_MM
-_PARTITION: Final = re.compile(r"^(passages|space_events)_(\d{4})_(\d{2})$")
+#: a monthly partition of passages, space_events, sessions or audit_log: <parent>_YYYY_MM
+_PARTITION: Final = re.compile(r"^(passages|space_events|sessions|audit_log)_(\d{4})_(\d{2})$")
 #: a pseudonymised plate: "#" and 12 hex characters (no plate looks like it)
 PSEUDONYM: Final = re.compile(r"^#[0-9a-f]{12}$")
 

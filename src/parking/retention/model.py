@@ -43,6 +43,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     #: retention. 2: the dashboard, a month's reconciliation and most disputes read
     #: the last two months; the tables stay a bounded size whatever the years
     hot_months: Months = 2
+    #: months of the audit log kept in the database (a year of who changed what answers
+    #: a yearly audit in SQL); older months are archived like the others and never
+    #: deleted. Sessions leave the database once their plates are pseudonymised
+    #: (``plate_months``), ended and settled; their archives are kept too (financial
+    #: records)
+    audit_hot_months: Months = 12
 
 
 class Removed(msgspec.Struct, frozen=True, kw_only=True):

@@ -25,7 +25,7 @@ async def _partitions(
     conn: asyncpg.Connection, kind: Kind, parent: str, months: int, now: datetime
 ) -> Removed:
     cutoff = logic.months_before(now, months)
-    due = logic.partitions_past(await store.event_partitions(conn), parent, cutoff)
+    due = logic.partitions_past(await store.monthly_partitions(conn), parent, cutoff)
     detail: dict[str, int] = {}
     kept = 0
     async with conn.transaction():
@@ -76,6 +76,27 @@ async def _plates(conn: asyncpg.Connection, key: bytes, months: int, now: dateti
 
 #: the archived tables and the policy field of their retention
 ARCHIVED: Final = (("passages", "passages_months"), ("space_events", "sensor_months"))
+#: tables archived and kept: sessions (financial records) and the audit log
+KEPT: Final = ("sessions", "audit_log")
+
+
+def _archive_cutoff(parent: str, policy: Policy, now: datetime) -> datetime:
+    """Months ending by this instant leave the database. Sessions stay while their plates
+    are readable (``plate_months``; the plates step pseudonymises them first), the audit
+    log ``audit_hot_months``, passages and sensor readings ``hot_months``."""
+    if parent == "sessions":
+        return logic.months_before(now, max(policy.hot_months, policy.plate_months))
+    if parent == "audit_log":
+        return logic.months_before(now, policy.audit_hot_months)
+    return logic.months_before(now, policy.hot_months)
+
+
+async def _kept_in_database(conn: asyncpg.Connection, name: str) -> bool:
+    """A month that may not leave yet: passages under an open dispute; sessions still
+    open, readable or owed."""
+    if name.startswith("sessions_"):
+        return await store.sessions_month_unfinished(conn, name)
+    return await store.under_dispute(conn, name)
 
 
 def archive_file(archive_dir: Path, name: str) -> Path:
@@ -85,19 +106,23 @@ def archive_file(archive_dir: Path, name: str) -> Path:
 async def _archive(
     conn: asyncpg.Connection, archive_dir: Path, policy: Policy, now: datetime
 ) -> Removed:
-    """Months older than ``policy.hot_months`` leave the database for archive files;
-    archive files past their kind's retention are deleted."""
+    """Months past the database's months (``_archive_cutoff``) leave the database for
+    archive files; archive files of passages and sensor readings past their kind's
+    retention are deleted (those of sessions and of the audit log are kept)."""
     cutoff = logic.months_before(now, policy.hot_months)
     await asyncio.to_thread(archive_dir.mkdir, parents=True, exist_ok=True)
-    names = await store.event_partitions(conn)
+    names = await store.monthly_partitions(conn)
     detail: dict[str, int] = {}
     moved = 0
-    for parent, _ in ARCHIVED:
-        for name in logic.partitions_past(names, parent, cutoff):
-            if await store.under_dispute(conn, name):
-                detail["partitions_kept_for_disputes"] = (
-                    detail.get("partitions_kept_for_disputes", 0) + 1
+    for parent in (*(p for p, _ in ARCHIVED), *KEPT):
+        for name in logic.partitions_past(names, parent, _archive_cutoff(parent, policy, now)):
+            if await _kept_in_database(conn, name):
+                counter = (
+                    "sessions_months_kept_unfinished"
+                    if parent == "sessions"
+                    else "partitions_kept_for_disputes"
                 )
+                detail[counter] = detail.get(counter, 0) + 1
                 continue
             path = archive_file(archive_dir, name)
             rows = await store.copy_out(conn, name, path)
@@ -132,7 +157,9 @@ async def restore(conn: asyncpg.Connection, archive_dir: Path, name: str) -> int
     database's months)."""
     month = logic.partition_month(name)
     if month is None:
-        raise ValueError(f"{name!r} is not a monthly partition of passages or space_events")
+        raise ValueError(
+            f"{name!r} is not a monthly partition of passages, space_events, sessions or audit_log"
+        )
     path = archive_file(archive_dir, name)
     if not await asyncio.to_thread(path.exists):
         raise FileNotFoundError(f"no archive of {name} in {archive_dir}")

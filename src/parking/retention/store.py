@@ -22,12 +22,13 @@ _ENDED_SESSION: Final = """status <> 'open' AND coalesce(exit_at, entry_at) < $1
                     AND b.status <> ALL($2::text[]))"""
 
 
-async def event_partitions(conn: asyncpg.Connection) -> list[str]:
+async def monthly_partitions(conn: asyncpg.Connection) -> list[str]:
+    """The partitions of the tables kept by month (their names: ``logic.partition_month``)."""
     rows = await conn.fetch(
         """SELECT c.relname FROM pg_inherits i
              JOIN pg_class c ON c.oid = i.inhrelid
              JOIN pg_class p ON p.oid = i.inhparent
-            WHERE p.relname IN ('passages', 'space_events')"""
+            WHERE p.relname IN ('passages', 'space_events', 'sessions', 'audit_log')"""
     )
     return [r["relname"] for r in rows]
 
@@ -43,6 +44,26 @@ async def under_dispute(conn: asyncpg.Connection, name: str) -> bool:
             f"""SELECT EXISTS (SELECT 1 FROM {quoted} p
                  JOIN bills b ON b.session_id = p.session_id
                  JOIN disputes d ON d.bill_id = b.id AND d.status = 'open')"""  # noqa: S608
+        )
+    )
+
+
+async def sessions_month_unfinished(conn: asyncpg.Connection, name: str) -> bool:
+    """Whether a sessions partition still holds an open session, a plate not yet
+    pseudonymised, or a session whose bill is unsettled or disputed: such a month stays
+    in the database (what is owed, or readable, is not archived)."""
+    quoted = await conn.fetchval("SELECT quote_ident($1)", name)
+    return bool(
+        await conn.fetchval(
+            f"""SELECT EXISTS (SELECT 1 FROM {quoted} s
+                 WHERE s.status = 'open'
+                    OR (s.plate IS NOT NULL AND left(s.plate, 1) <> '#')
+                    OR EXISTS (SELECT 1 FROM bills b WHERE b.session_id = s.id
+                               AND b.status <> ALL($1::text[]))
+                    OR EXISTS (SELECT 1 FROM bills b
+                                 JOIN disputes d ON d.bill_id = b.id AND d.status = 'open'
+                                WHERE b.session_id = s.id))""",  # noqa: S608
+            list(SETTLED),
         )
     )
 
@@ -95,7 +116,7 @@ async def copy_in(conn: asyncpg.Connection, parent: str, month: datetime, path: 
                 yield chunk
 
     async with conn.transaction():
-        await conn.execute("SELECT ensure_event_partitions($1::date)", month.date())
+        await conn.execute("SELECT ensure_month_partition($1, $2::date)", parent, month.date())
         status = await conn.copy_to_table(parent, source=chunks(), format="csv", header=True)
     return int(status.split()[-1])
 

@@ -70,6 +70,7 @@ async def record(
                 flags=(*change.flags, "plate_elsewhere"),
             )
         settled.append(change)
+    await store.ensure_months(conn, sorted({c.id for c in changes}))
     await store.supersede_older_open(conn, winners)
     # Several facts of one session in a batch: merge them one statement each,
     # since INSERT .. ON CONFLICT cannot touch a row twice in one statement.
@@ -94,6 +95,7 @@ async def complete_late_entries(
     them (an entry camera's backlog): each closed fact carries both ends and the fee
     priced from the entry. In the caller's transaction; idempotent (a session that
     has its entry already is left alone). Returns the ids of the bills opened."""
+    await store.ensure_months(conn, sorted({c.id for c in changes}))
     done = await store.complete_without_entry(conn, changes)
     return await _closed(conn, [c for c in changes if c.id in done], now)
 

@@ -36,6 +36,13 @@ def _columns(changes: Sequence[SessionChange]) -> list[list[Any]]:
     ]
 
 
+async def ensure_months(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[str]) -> None:
+    """Make the monthly partitions these session ids fall in, if missing (sessions are
+    partitioned by the ULID time of their id, migration 0027)."""
+    if ids:
+        await conn.execute("SELECT ensure_session_partitions($1::text[])", list(ids))
+
+
 async def supersede_older_open(conn: asyncpg.Connection, opens: Sequence[SessionChange]) -> None:
     """Supersede open sessions of the same plates that entered no later than these."""
     if not opens:
@@ -46,7 +53,8 @@ async def supersede_older_open(conn: asyncpg.Connection, opens: Sequence[Session
                flags = CASE WHEN 'plate_elsewhere' = ANY(s.flags) THEN s.flags
                             ELSE s.flags || '{plate_elsewhere}' END
            FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS i(id, plate, entry_at)
-           WHERE s.plate = i.plate AND s.status = 'open' AND s.id <> i.id
+           JOIN sessions_open o ON o.plate = i.plate
+           WHERE s.id = o.id AND s.status = 'open' AND s.id <> i.id
              AND s.entry_at <= i.entry_at""",
         [c.id for c in opens],
         [c.plate for c in opens],
@@ -75,9 +83,8 @@ async def merge(conn: asyncpg.Connection, changes: Sequence[SessionChange]) -> N
             SELECT i.*, other.id AS newer_id
             FROM input i
             LEFT JOIN LATERAL (
-                SELECT s.id FROM sessions s
-                WHERE i.status = 'open' AND s.plate = i.plate AND s.status = 'open'
-                  AND s.id <> i.id
+                SELECT o.id FROM sessions_open o
+                WHERE i.status = 'open' AND o.plate = i.plate AND o.id <> i.id
                 LIMIT 1
             ) other ON true
         )
@@ -192,9 +199,7 @@ async def by_plate(conn: asyncpg.Connection, plate: str, *, limit: int) -> list[
 
 
 async def open_by_lot(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT lot_id, count(*) AS n FROM sessions WHERE status = 'open' GROUP BY lot_id"
-    )
+    return await conn.fetch("SELECT lot_id, count(*) AS n FROM sessions_open GROUP BY lot_id")
 
 
 async def closed_for_billing(conn: asyncpg.Connection, ids: Sequence[str]) -> list[asyncpg.Record]:
@@ -221,6 +226,7 @@ async def open_unplated(
     """An unplated car let in by the account's scan: one plain INSERT (nothing to merge,
     nothing to supersede). A second open one of the account violates
     ``sessions_one_open_unplated_per_account`` (asyncpg.UniqueViolationError)."""
+    await ensure_months(conn, [session_id])
     await conn.execute(
         """INSERT INTO sessions (id, lot_id, status, entry_at, entry_device_id, account_id, flags)
            VALUES ($1, $2, 'open', $3, $4, $5, $6::text[])""",

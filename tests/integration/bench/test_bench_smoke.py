@@ -93,4 +93,8 @@ def test_benchmark_completes_at_smoke_sizes_and_records_its_rows(
             assert isinstance(row[figure], float), row
             assert row[figure] > 0, row
         assert row["met"] is None or isinstance(row["met"], bool), row
+    if bench == "bench_ingest":  # the core on the Redis Cluster, against the single Redis
+        (clustered,) = [row for row in run["rows"] if "Redis Cluster" in row["case"]]
+        assert clustered["value"] > 0, clustered
+        assert "single Redis" in clustered["baseline_case"], clustered
     assert not (tmp_path / "latest.json").exists()

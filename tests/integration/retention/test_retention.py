@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from parking import audit
 from parking.bills import service as bills
 from parking.config import Settings
 from parking.ids import new_id
@@ -252,7 +253,7 @@ async def test_months_past_the_databases_are_archived_restored_and_expire_with_t
     assert (row["home"], row["plate"], row["session_id"]) == ("passages_2026_09", OLD, "s-arc-b")
     assert row["received_at"] == datetime(2026, 9, 10, tzinfo=UTC)
     with pytest.raises(ValueError, match="not a monthly partition"):
-        await service.restore(conn, archive, "sessions_2026_09")
+        await service.restore(conn, archive, "tariffs_2026_09")
     # a month later: sensor readings' 3 months are over for September, passages' 6 not
     later = datetime(2027, 1, 5, tzinfo=UTC)
     again = {
@@ -266,3 +267,74 @@ async def test_months_past_the_databases_are_archived_restored_and_expire_with_t
     ]  # fmt: skip
     kinds = await conn.fetch("SELECT kind FROM retention_runs WHERE kind = 'archive'")
     assert len(kinds) == 2
+
+
+async def _session(
+    conn: asyncpg.Connection, at: datetime, plate: str, status: str = "closed"
+) -> str:
+    """A stay entered at ``at`` whose id names its month (like every session the platform
+    makes); closed ones free, so nothing is owed."""
+    sid = new_id("s", at)
+    await conn.execute("SELECT ensure_session_partitions($1::text[])", [sid])
+    await conn.execute(
+        """INSERT INTO sessions (id, lot_id, plate, plate_raw, status, entry_at, exit_at,
+               vehicle_class, fee_fen) VALUES ($1, $2, $3, $3, $4, $5, $6, 1, $7)""",
+        sid, DEMO_LOT, plate, status, at, None if status == "open" else at + timedelta(hours=1),
+        None if status == "open" else 0,
+    )  # fmt: skip
+    return sid
+
+
+async def test_sessions_and_audit_months_leave_the_database_finished_and_are_kept(
+    owner: asyncpg.Connection, tmp_path: Path
+) -> None:
+    conn, archive = owner, tmp_path / "archive"
+    now = datetime(2030, 6, 15, tzinfo=UTC)
+    # sessions stay while their plates are readable (36 months: cutoff 2027-06-15)
+    done_stay = await _session(conn, datetime(2026, 9, 10, tzinfo=UTC), OLD)
+    await _session(conn, datetime(2026, 10, 10, tzinfo=UTC), RECENT, status="open")
+    await _stay(conn, new_id("s", datetime(2026, 11, 10, tzinfo=UTC)), OWED,
+                datetime(2026, 11, 10, 2, tzinfo=UTC), 700)  # fmt: skip
+    await _session(conn, datetime(2030, 5, 10, tzinfo=UTC), OLD)
+    # the audit log keeps 12 months (cutoff 2029-06-15); 2030's month made on demand
+    for at, action in ((datetime(2026, 9, 1, tzinfo=UTC), "old"), (now, "new")):
+        await audit.record(conn, at=at, actor="op-1", role="operator", action=action,
+                           target="lot:x", details={})  # fmt: skip
+
+    runs = await service.apply(conn, Policy(), key=KEY, now=now, archive_dir=archive)
+    moved = {d.kind.value: d for d in runs}["archive"].detail
+    assert moved["sessions_2026_09"] == 1
+    assert moved["audit_log_2026_09"] == 1
+    # the open stay's month and the owed stay's month stay whole
+    assert moved["sessions_months_kept_unfinished"] == 2
+    homes = await conn.fetch("SELECT tableoid::regclass::text AS home FROM sessions ORDER BY id")
+    assert [r["home"] for r in homes] == ["sessions_2026_10", "sessions_2026_11",
+                                          "sessions_2030_05"]  # fmt: skip
+    assert await conn.fetchval("SELECT action FROM audit_log") == "new"
+    assert (
+        await conn.fetchval("SELECT tableoid::regclass::text FROM audit_log") == "audit_log_2030_06"
+    )
+    # back as it was: the plate pseudonymised before the month left
+    assert await service.restore(conn, archive, "sessions_2026_09") == 1
+    row = await conn.fetchrow(
+        "SELECT tableoid::regclass::text AS home, plate, status FROM sessions WHERE id = $1",
+        done_stay,
+    )
+    assert row is not None
+    assert tuple(row) == ("sessions_2026_09", logic.pseudonym(KEY, OLD), "closed")
+    assert await service.restore(conn, archive, "audit_log_2026_09") == 1
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'old' AND at = $1",
+            datetime(2026, 9, 1, tzinfo=UTC),
+        )
+        == 1
+    )
+    with pytest.raises(asyncpg.PostgresError, match="append-only"):
+        await conn.execute("UPDATE audit_log SET actor = 'someone else'")
+    # fifteen years on: passages' archives are deleted at their retention, these are kept
+    later = datetime(2045, 1, 1, tzinfo=UTC)
+    await service.apply(conn, Policy(), key=KEY, now=later, archive_dir=archive)
+    kept = {p.name for p in archive.iterdir()}
+    assert {"sessions_2026_09.csv.gz", "audit_log_2026_09.csv.gz"} <= kept
+    assert not {name for name in kept if name.startswith(("passages_", "space_events_"))}
