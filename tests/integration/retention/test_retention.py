@@ -68,6 +68,7 @@ async def _stay(
     amount: int,
     account: str | None = None,
 ) -> str:
+    await conn.execute("SELECT ensure_session_partitions($1::text[])", [sid])
     await conn.execute(
         """INSERT INTO sessions (id, lot_id, plate, plate_raw, status, entry_at, exit_at,
                vehicle_class, fee_fen) VALUES ($1, $2, $3, $3, 'closed', $4, $5, 1, $6)""",
