@@ -291,6 +291,7 @@ ROWS: tuple[Row, ...] = (
         "503 with Retry-After, /readyz fails, no stack traces",
         (
             "test_api_health.py",
+            "driver/test_dependencies_down.py",
             "driver/test_scan_flows.py::test_a_scan_while_the_core_is_not_loaded_is_a_503",
         ),
     ),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -81,8 +82,14 @@ class TcpRelay:
         self._flowing.set()
         self.port = 0
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, sock: socket.socket | None = None, port: int = 0) -> None:
+        """Listen on a port of its own, on ``port`` (the one a cut relay had: the
+        server is back where its clients look for it), or on ``sock`` (a listening
+        socket the test made)."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -122,6 +129,53 @@ class TcpRelay:
         self.drop_connections()
         self._flowing.set()
         await self._server.wait_closed()
+
+
+class _RelayThread:
+    def __init__(self, relay: TcpRelay) -> None:
+        self.relay = relay
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    def cut(self) -> None:
+        self.call(self.relay.cut())
+
+    def restart(self) -> None:
+        """Listening again on the same port: the server is back."""
+        self.call(self.relay.start(port=self.relay.port))
+
+    def close(self) -> None:
+        async def finish() -> None:
+            if self.relay._server is not None and self.relay._server.is_serving():
+                await self.relay.cut()
+            current = asyncio.current_task()
+            tasks = [task for task in asyncio.all_tasks() if task is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.call(finish())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+
+@contextlib.contextmanager
+def relay_in_thread(host: str, port: int) -> Iterator[_RelayThread]:
+    """A ``TcpRelay`` served by its own event loop in a thread, for clients the
+    test's loop does not serve while they wait (Litestar's test client runs the app
+    through a blocking portal: a relay on the test's loop would stall with it).
+    ``.relay.port`` is where to connect; ``.cut()`` and ``.restart()`` from the test."""
+    running = _RelayThread(TcpRelay(host, port))
+    try:
+        running.call(running.relay.start())
+        yield running
+    finally:
+        running.close()
 
 
 @contextlib.asynccontextmanager

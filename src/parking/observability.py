@@ -13,8 +13,11 @@ import structlog
 #: a plate anywhere in a log line: a Chinese character (the province), the authority
 #: letter, the serial (the plates package's layouts, loosely: a log is not validated)
 _PLATE: Final = re.compile("([\u4e00-\u9fff][A-Z])([0-9A-Z]{3,6})([0-9A-Z挂学警港澳领使])")
-#: embassy and armed-police plates (使014578, WJ赣12345)
-_RARE_PLATE: Final = re.compile("(使|WJ)([0-9A-Z\u4e00-\u9fff]{3,6})([0-9A-Z消边通森金警电使])")
+#: embassy and armed-police plates (使014578, WJ赣12345); "WJ" only where a word starts:
+#: inside an id (a ULID is 26 letters and digits, 01M8D4TG00G2JKQ2WJ3T0Z5KW1) it is not one
+_RARE_PLATE: Final = re.compile(
+    "(使|(?<![0-9A-Za-z])WJ)([0-9A-Z\u4e00-\u9fff]{3,6})([0-9A-Z消边通森金警电使])"
+)
 #: a mainland mobile number, bare or +86, not inside a longer run of letters/digits
 _PHONE: Final = re.compile(
     r"(?<![0-9A-Za-z])(\+?86)?(1[3-9][0-9])([0-9]{4})([0-9]{4})(?![0-9A-Za-z])"

@@ -185,49 +185,70 @@ class Line:
         self._conn: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self, deadline: float) -> _Connection:
+        """The open connection, or a new one. An attempt that does not connect within
+        ``CONNECT_TIMEOUT_S`` is given up and made again until the caller's
+        ``deadline`` (loop time): nothing was sent on it, so another try is always
+        safe, and a moment's stall (the process not scheduled, a SYN dropped) costs
+        the request that moment, not a failure. Refused is final at once."""
         conn = self._conn
         if conn is not None and not conn.closed:
             return conn
         if self._connecting is None:
             self._connecting = asyncio.Lock()
+        loop = asyncio.get_running_loop()
         async with self._connecting:
-            conn = self._conn
-            if conn is not None and not conn.closed:
-                return conn
-            loop = asyncio.get_running_loop()
-            try:
-                async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                    if self._path:
-                        _, conn = await loop.create_unix_connection(_Connection, self._path)
-                    else:
-                        _, conn = await loop.create_connection(_Connection, self._host, self._port)
-                    if self._hello[1]:
-                        hello = conn.send(*self._hello, deadline_s=CONNECT_TIMEOUT_S)
-                        for reply in await hello:
-                            if isinstance(reply, Exception):
-                                refused = RedisConnectionError(f"Redis refused us: {reply}")
-                                conn.fail(refused)
-                                raise refused
-            except TimeoutError as exc:
-                if conn is not None:
-                    conn.fail(RedisTimeoutError("connecting to Redis timed out"))
-                raise RedisTimeoutError("connecting to Redis timed out") from exc
-            except OSError as exc:
-                raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
-            self._conn = conn
-            return conn
+            while True:
+                conn = self._conn
+                if conn is not None and not conn.closed:
+                    return conn
+                left = deadline - loop.time()
+                try:
+                    self._conn = await self._connect(min(CONNECT_TIMEOUT_S, max(left, 0.0)))
+                except RedisTimeoutError:
+                    if deadline - loop.time() <= 0:
+                        raise
+                    continue
+                return self._conn
+
+    async def _connect(self, timeout_s: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        conn: _Connection | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                if self._path:
+                    _, conn = await loop.create_unix_connection(_Connection, self._path)
+                else:
+                    _, conn = await loop.create_connection(_Connection, self._host, self._port)
+                if self._hello[1]:
+                    hello = conn.send(*self._hello, deadline_s=timeout_s)
+                    for reply in await hello:
+                        if isinstance(reply, Exception):
+                            refused = RedisConnectionError(f"Redis refused us: {reply}")
+                            conn.fail(refused)
+                            raise refused
+        except TimeoutError as exc:
+            if conn is not None:
+                conn.fail(RedisTimeoutError("connecting to Redis timed out"))
+            raise RedisTimeoutError("connecting to Redis timed out") from exc
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
+        return conn
 
     async def execute(self, packed: bytes, count: int, *, deadline_s: float = 2.0) -> list[Reply]:
         """The replies to ``count`` packed commands, in order (error replies as
         ``ResponseError`` values). Past ``deadline_s`` (checked every
-        ``WATCH_EVERY_S``) it fails with everything in flight on the connection.
+        ``WATCH_EVERY_S``) it fails with everything in flight on the connection;
+        connecting again counts against the same deadline.
         A cancelled wait cancels the future: its replies are dropped on arrival."""
         if not count:
             return []
         conn = self._conn
         if conn is None or conn.closed:
-            conn = await self._connection()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + deadline_s
+            conn = await self._connection(deadline)
+            deadline_s = max(deadline - loop.time(), WATCH_EVERY_S)
         return await conn.send(packed, count, deadline_s)
 
     def close(self) -> None:

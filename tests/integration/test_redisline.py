@@ -5,17 +5,21 @@ shifts the replies of the others, and failures are redis-py's errors."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from kits import TcpRelay
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from parking import redisline
 from parking.config import Settings
 from parking.occupancy.store import Batch
-from parking.redisline import Line, Reply, close_line, line_of, open_line
+from parking.redisline import Line, Reply, close_line, line_of, open_line, pack
 
 #: Holds Redis for about ``ARGV[1]`` ms and answers 1 (a slow command without DEBUG).
 _BUSY = (
@@ -117,3 +121,51 @@ async def test_a_client_without_a_line_reads_through_its_pool(
     assert value == b"mine"
     assert isinstance(wrong, ResponseError)
     assert line_of(redis_client) is None
+
+
+@contextlib.contextmanager
+def _full_listener() -> Iterator[socket.socket]:
+    """A listening socket whose accept queue is full (backlog 0, one connection
+    waiting): the kernel drops every further SYN, so a connect hangs, as when the
+    machine stalls or a packet is lost."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    waiting = socket.create_connection(listener.getsockname())
+    try:
+        yield listener
+    finally:
+        waiting.close()
+        listener.close()
+
+
+async def test_a_connect_that_hangs_is_made_again_until_the_callers_deadline(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CI run's scan entry answered 500: the API's first connect did not complete
+    in CONNECT_TIMEOUT_S (2 s) although the request allowed 10 s, and the next
+    request connected at once. An attempt that hangs is now given up and made again
+    until the caller's deadline (nothing was sent on it); past the deadline it fails."""
+    monkeypatch.setattr(redisline, "CONNECT_TIMEOUT_S", 0.3)
+    real = aioredis.Redis.from_url(settings.redis_url)
+    kwargs = real.connection_pool.connection_kwargs
+    await real.aclose()
+    relay = TcpRelay(kwargs["host"], kwargs["port"])
+    with _full_listener() as listener:
+        line = Line({**kwargs, "host": "127.0.0.1", "port": listener.getsockname()[1]})
+
+        async def accept_later() -> None:
+            # after the first attempt gave up (0.3 s on the same loop's clock)
+            await asyncio.sleep(0.8)
+            await relay.start(sock=listener)
+
+        accepting = asyncio.create_task(accept_later())
+        assert await line.execute(pack("PING"), 1, deadline_s=10.0) == [b"PONG"]
+        await accepting
+        line.close()
+        await relay.cut()
+
+    with _full_listener() as listener:
+        never = Line({**kwargs, "host": "127.0.0.1", "port": listener.getsockname()[1]})
+        with pytest.raises(RedisTimeoutError, match="connecting to Redis timed out"):
+            await never.execute(pack("PING"), 1, deadline_s=1.0)

@@ -25,8 +25,14 @@ PHONES = ("13812345678", "+8613812345678")
         ("13812345678", "138****5678"),
         ("+8613812345678", "+86138****5678"),
         ("使014578", "使0***8"),
+        ("plate=WJ赣12345", "plate=WJ赣***5"),
         # not personal: ids, times, places, amounts
         ("cs-01M8Z91CM0G0D4EPXNBHVNQ4BV", "cs-01M8Z91CM0G0D4EPXNBHVNQ4BV"),
+        # "WJ" inside an id: the ULID a CI run's Redis MONITOR log carried
+        (
+            '"SET" "{p4}:ready" "01M8D4TG00G2JKQ2WJ3T0Z5KW1"',
+            '"SET" "{p4}:ready" "01M8D4TG00G2JKQ2WJ3T0Z5KW1"',
+        ),
         ("2026-12-04T10:00:00+08:00", "2026-12-04T10:00:00+08:00"),
         ("赣州市章贡区文清路88号", "赣州市章贡区文清路88号"),
         ("fee 123456789012 fen", "fee 123456789012 fen"),

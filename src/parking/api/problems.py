@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import asyncpg
 import msgspec
+import redis.exceptions
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -212,6 +214,40 @@ def domain_exception_handler(request: Request[Any, Any, Any], exc: Exception) ->
     return internal_error_handler(request, exc)
 
 
+#: What says PostgreSQL or Redis is not there now (down, restarting, failing over, a
+#: connection cut): a 503 with Retry-After like any dependency that did not answer,
+#: logged as one line without a stack trace (matrix A9); not a 500.
+DEPENDENCY_DOWN: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # refused, lost, loading, the cluster failing over
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    asyncpg.PostgresConnectionError,  # the connection lost or never made
+    asyncpg.exceptions.CannotConnectNowError,  # starting up, shutting down
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    ConnectionError,  # the socket itself: refused, reset
+)
+
+
+def dependency_down_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.warning(
+        "a dependency did not answer",
+        path=request.url.path,
+        error=type(exc).__name__,
+        detail=str(exc),
+    )
+    return problem_response(
+        request,
+        status=503,
+        slug="service-unavailable",
+        title=_TITLES[503],
+        detail="A service the platform depends on did not answer; please retry shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.error("unhandled error", path=request.url.path, exc_info=exc)
     return problem_response(
@@ -260,6 +296,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     HTTPException: http_exception_handler,
     ParkingError: domain_exception_handler,
     **dict.fromkeys(STATUS_FOR, domain_exception_handler),
+    **dict.fromkeys(DEPENDENCY_DOWN, dependency_down_handler),
     Exception: internal_error_handler,
 }
 
