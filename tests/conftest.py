@@ -27,7 +27,7 @@ from parking.db import migrate as migrations
 from parking.stack import service as stack
 
 # The chaos table of the reliability matrix's fault tests (`make chaos`).
-pytest_plugins = ["chaoskit"]
+pytest_plugins = ["chaoskit", "gcwatch"]
 
 # Settings are read when fixtures call config.load(), so setting the defaults
 # here is early enough: pytest run directly also lands on the test stack.

@@ -559,6 +559,32 @@ class Mosquitto:
         if pid is not None:
             os.kill(pid, signal.SIGHUP)
 
+    def save(self, timeout: float = 10.0) -> bool:
+        """Have a running broker write its persistence file now (SIGUSR1), not at its
+        next autosave, and wait until it has (the file is replaced by a rename). What
+        was cleared (a retained message, a session) then stays cleared through a
+        kill -9, which restarts the broker from the file. False if it is not running."""
+        pid = _pid_alive(self.pid_file)
+        if pid is None:
+            return False
+        db = self.root / "mosquitto.db"
+
+        def identity() -> tuple[int, int] | None:
+            try:
+                st = db.stat()
+            except FileNotFoundError:
+                return None
+            return st.st_ino, st.st_mtime_ns
+
+        before = identity()
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if identity() not in (None, before):
+                return True
+            time.sleep(0.02)
+        raise StackError(f"mosquitto did not write {db} within {timeout:.0f} s")
+
     def up(self, platform_password: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "mosquitto.conf"

@@ -249,6 +249,11 @@ async def open_pipeline(
         for proc in pipe.procs:
             if proc.argv and proc.argv[0] == "gateway":
                 _drop_session(local, proc.argv[-1])
+        # Written to the broker's file now: a later test's kill -9 of the broker
+        # restarts it from that file, and an autosave older than this teardown would
+        # bring back what it cleared (a CI run's R3 got a status this file's clock
+        # test had cleared, retained again after M3's kill -9 of the broker).
+        await asyncio.to_thread(mosquitto(local).save)
         await conn.close()
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 
-from pipekit import Pipeline, check_invariants, make_fleet, mosquitto, settle
+from pipekit import Device, Pipeline, check_invariants, make_fleet, mosquitto, settle
 
 from parking.stack.servers import Mosquitto, _pid_alive
 
@@ -99,4 +100,64 @@ async def test_10k_events_through_kill_9_of_gateway_persister_and_broker(
         await check_invariants(pipeline, fleet)
     finally:
         fleet.stop()
+        await asyncio.to_thread(broker.up, pipeline.settings.mqtt_password)
+
+
+async def _retained(pipeline: Pipeline, topic: str) -> bytes:
+    """What the broker holds retained on ``topic`` (empty: nothing), as the gateway
+    sees it when it subscribes."""
+    s = pipeline.settings
+    read = await asyncio.create_subprocess_exec(
+        "mosquitto_sub",
+        *("-h", s.mqtt_host, "-p", str(s.mqtt_platform_port)),
+        *("-u", s.mqtt_username, "-P", s.mqtt_password, "-V", "mqttv5"),
+        *("-t", topic, "--retained-only", "-C", "1", "-W", "2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    out, _ = await read.communicate()
+    return out.strip()
+
+
+async def _publish_retained(pipeline: Pipeline, device: Device, payload: str | None) -> None:
+    """As the device: ``payload`` retained on its status topic (None clears it)."""
+    s = pipeline.settings
+    body = ("-m", payload) if payload is not None else ("-n",)
+    sent = await asyncio.create_subprocess_exec(
+        "mosquitto_pub",
+        *("-h", s.mqtt_host, "-p", str(s.mqtt_port)),
+        *("-u", device.device_id, "-P", device.password, "-i", device.device_id),
+        *("-V", "mqttv5", "-q", "1", "-r", *body),
+        *("-t", pipeline.topics.status(device.device_id)),
+    )
+    assert await asyncio.wait_for(sent.wait(), timeout=15) == 0
+
+
+async def test_what_a_test_cleared_stays_cleared_through_a_later_broker_kill_9(
+    pipeline: Pipeline,
+) -> None:
+    """A CI run's R3 found a dead letter for a device of an earlier test: that test had
+    cleared its retained status, the broker's last autosave still held it, and the next
+    test (M3) killed the broker with -9, which restarts from that file. The pipeline's
+    teardown now has the broker write its file (``Mosquitto.save``); this shows both
+    halves on the real broker."""
+    broker = mosquitto(pipeline.settings)
+    gate = await pipeline.add_gate("in1")
+    topic = pipeline.topics.status(gate.device_id)
+    try:
+        await _publish_retained(pipeline, gate, '{"left": "behind"}')
+        assert await asyncio.to_thread(broker.save)  # an autosave while it was retained
+        await _publish_retained(pipeline, gate, None)
+        assert await _retained(pipeline, topic) == b""
+
+        await kill_broker(broker)
+        await asyncio.to_thread(broker.up, pipeline.settings.mqtt_password)
+        assert await _retained(pipeline, topic) == b'{"left": "behind"}', "back from the file"
+
+        await _publish_retained(pipeline, gate, None)
+        assert await asyncio.to_thread(broker.save)  # what the teardown does
+        await kill_broker(broker)
+        await asyncio.to_thread(broker.up, pipeline.settings.mqtt_password)
+        assert await _retained(pipeline, topic) == b""
+    finally:
         await asyncio.to_thread(broker.up, pipeline.settings.mqtt_password)

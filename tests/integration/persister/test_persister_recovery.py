@@ -138,7 +138,12 @@ async def test_r3_a_poison_entry_is_dead_lettered_after_n_deliveries_and_the_str
         await asyncio.to_thread(fleet.send, 300)
 
         async def dead() -> bool:
-            return await pipeline.fetchval("SELECT count(*) FROM dead_letters") == 1
+            return bool(
+                await pipeline.fetchval(
+                    "SELECT count(*) FROM dead_letters WHERE source = $1",
+                    f"{stream}/{poison_id.decode()}",
+                )
+            )
 
         await eventually(dead, what="the poison entry in the dead letters", within=60)
         rows = await pipeline.conn.fetch("SELECT source, reason FROM dead_letters")
