@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -555,33 +556,21 @@ class Mosquitto:
 
     def reload(self) -> None:
         """Make a running broker re-read its password and ACL files (no restart)."""
-        pid = _pid_alive(self.pid_file)
-        if pid is not None:
+        if (pid := _pid_alive(self.pid_file)) is not None:
             os.kill(pid, signal.SIGHUP)
 
     def save(self, timeout: float = 10.0) -> bool:
-        """Have a running broker write its persistence file now (SIGUSR1), not at its
-        next autosave, and wait until it has (the file is replaced by a rename). What
-        was cleared (a retained message, a session) then stays cleared through a
-        kill -9, which restarts the broker from the file. False if it is not running."""
-        pid = _pid_alive(self.pid_file)
-        if pid is None:
+        """Persist now (SIGUSR1; a kill -9 restarts from the file); False if not running."""
+        if (pid := _pid_alive(self.pid_file)) is None:
             return False
         db = self.root / "mosquitto.db"
-
-        def identity() -> tuple[int, int] | None:
-            try:
-                st = db.stat()
-            except FileNotFoundError:
-                return None
-            return st.st_ino, st.st_mtime_ns
-
-        before = identity()
+        before = (db.stat().st_ino, db.stat().st_mtime_ns) if db.exists() else None
         os.kill(pid, signal.SIGUSR1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if identity() not in (None, before):
-                return True
+            with contextlib.suppress(FileNotFoundError):
+                if (db.stat().st_ino, db.stat().st_mtime_ns) != before:
+                    return True
             time.sleep(0.02)
         raise StackError(f"mosquitto did not write {db} within {timeout:.0f} s")
 
