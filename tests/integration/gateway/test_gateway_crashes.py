@@ -139,21 +139,16 @@ async def test_what_a_test_cleared_stays_cleared_through_a_later_broker_kill_9(
     """A CI run's R3 found a dead letter for a device of an earlier test: that test had
     cleared its retained status, the broker's last autosave still held it, and the next
     test (M3) killed the broker with -9, which restarts from that file. The pipeline's
-    teardown now has the broker write its file (``Mosquitto.save``); this shows both
-    halves on the real broker."""
+    teardown now has the broker write its file (``Mosquitto.save``): a clear followed by
+    a save holds through a kill -9. (That the older file brings the status back depends
+    on whether the 30 s autosave ran in between, so it is not asserted.)"""
     broker = mosquitto(pipeline.settings)
     gate = await pipeline.add_gate("in1")
     topic = pipeline.topics.status(gate.device_id)
     try:
         await _publish_retained(pipeline, gate, '{"left": "behind"}')
         assert await asyncio.to_thread(broker.save)  # an autosave while it was retained
-        await _publish_retained(pipeline, gate, None)
-        assert await _retained(pipeline, topic) == b""
-
-        await kill_broker(broker)
-        await asyncio.to_thread(broker.up, pipeline.settings.mqtt_password)
-        assert await _retained(pipeline, topic) == b'{"left": "behind"}', "back from the file"
-
+        assert await _retained(pipeline, topic) == b'{"left": "behind"}'
         await _publish_retained(pipeline, gate, None)
         assert await asyncio.to_thread(broker.save)  # what the teardown does
         await kill_broker(broker)
