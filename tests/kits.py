@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
@@ -60,6 +61,12 @@ async def vehicle_id(api: Any, token: str, plate: str) -> str:
     assert len(ids) == 1, (plate, listed.text)
     found: str = ids[0]
     return found
+
+
+def on_port(url: str, port: int) -> str:
+    """``url`` (its scheme, credentials, path kept) pointing at ``port`` on its host."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0] + f":{port}"))
 
 
 def free_port() -> int:

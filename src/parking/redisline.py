@@ -198,18 +198,14 @@ class Line:
             self._connecting = asyncio.Lock()
         loop = asyncio.get_running_loop()
         async with self._connecting:
-            while True:
-                conn = self._conn
-                if conn is not None and not conn.closed:
-                    return conn
-                left = deadline - loop.time()
+            while (conn := self._conn) is None or conn.closed:
+                left = max(deadline - loop.time(), 0.0)
                 try:
-                    self._conn = await self._connect(min(CONNECT_TIMEOUT_S, max(left, 0.0)))
+                    self._conn = await self._connect(min(CONNECT_TIMEOUT_S, left))
                 except RedisTimeoutError:
-                    if deadline - loop.time() <= 0:
+                    if loop.time() >= deadline:
                         raise
-                    continue
-                return self._conn
+            return conn
 
     async def _connect(self, timeout_s: float) -> _Connection:
         loop = asyncio.get_running_loop()

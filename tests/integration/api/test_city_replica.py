@@ -7,12 +7,11 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from kits import bearer
+from kits import bearer, on_port
 from litestar.testing import AsyncTestClient
 
 from parking import config
@@ -43,16 +42,10 @@ def replica(settings: Settings) -> Iterator[PostgresReplica]:
         standby.start()  # as the next test expects it: running
 
 
-def _on_port(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit(":", 1)[0] + f":{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 @pytest.fixture
 async def replica_url(replica: PostgresReplica, city_db_url: str) -> str:
     """The test's database on the replica, once the replica has it (streamed)."""
-    url = _on_port(city_db_url, replica.port)
+    url = on_port(city_db_url, replica.port)
     deadline = time.monotonic() + 30
     while True:
         try:

@@ -8,10 +8,11 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+from kits import on_port
 from litestar.testing import AsyncTestClient
 from revocation_kit import Client, Login, RedisRelay, StartWorker
 
@@ -47,9 +48,8 @@ async def relay(settings: Settings) -> AsyncIterator[tuple[RedisRelay, str]]:
     assert parts.port is not None
     proxy = RedisRelay(parts.hostname, parts.port)
     await proxy.start()
-    netloc = parts.netloc.rsplit(":", 1)[0] + f":{proxy.port}"
     try:
-        yield proxy, urlunsplit(parts._replace(netloc=netloc))
+        yield proxy, on_port(settings.redis_url, proxy.port)
     finally:
         with contextlib.suppress(Exception):
             await proxy.cut()

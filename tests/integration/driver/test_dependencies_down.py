@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from kits import bearer, flushed_redis, log_in, relay_in_thread
+from kits import bearer, flushed_redis, log_in, on_port, relay_in_thread
 from litestar.testing import AsyncTestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -33,12 +33,6 @@ from parking.redisclient import ClusterUnavailable
 
 DEMO = "GZ-DEMO-01"
 ALICE = "13800000031"
-
-
-def _through(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    credentials = parts.netloc.rpartition("@")[0]
-    return urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{port}"))
 
 
 def _server_of(url: str) -> tuple[str, int]:
@@ -82,7 +76,7 @@ async def test_a_scan_while_redis_is_gone_is_a_503_and_works_when_it_is_back(
         env = {
             **os.environ,
             "PARKING_DATABASE_URL": city_db_url,
-            "PARKING_REDIS_URL": _through(settings.redis_url, redis_relay.relay.port),
+            "PARKING_REDIS_URL": on_port(settings.redis_url, redis_relay.relay.port),
         }
         async with AsyncTestClient(app=create_app(config.load(env))) as api:
             alice = (await log_in(api, redis_client, ALICE))["access_token"]
@@ -111,7 +105,7 @@ async def test_a_read_while_postgres_is_gone_is_a_503(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with relay_in_thread(*_server_of(city_db_url)) as pg_relay:
-        env = {**os.environ, "PARKING_DATABASE_URL": _through(city_db_url, pg_relay.relay.port)}
+        env = {**os.environ, "PARKING_DATABASE_URL": on_port(city_db_url, pg_relay.relay.port)}
         async with AsyncTestClient(app=create_app(config.load(env))) as api:
             alice = (await log_in(api, redis_client, ALICE))["access_token"]
             assert (await api.get("/v1/me/vehicles", headers=bearer(alice))).status_code == 200
